@@ -1,0 +1,12 @@
+//! linesight: an open-source visual inspection station.
+//!
+//! Cameras feed a lock-free pipeline into ONNX defect-detection inference; every part gets a
+//! verdict. See `docs/ARCHITECTURE.md` for the data flow and the rules of the house.
+
+pub mod config;
+pub mod frame;
+pub mod model;
+pub mod pool;
+pub mod sources;
+pub mod stages;
+pub mod synth;

@@ -1,0 +1,211 @@
+//! The model manifest (`model.toml`): what a model package says about its ONNX file — task,
+//! input tensor, outputs and how to decode them, labels, thresholds, hash and provenance.
+//!
+//! Parsed strictly (unknown keys rejected) so a typo in a manifest is an error, not a silent default.
+
+use serde::{Deserialize, Serialize};
+
+/// The top-level `model.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Short model name, used in logs, metrics and results.
+    pub name: String,
+    /// File name of the ONNX graph inside the package (default `model.onnx`).
+    #[serde(default = "default_onnx_file")]
+    pub onnx_file: String,
+    /// Hex sha256 of the ONNX file; checked at load, a mismatch refuses the model.
+    pub sha256: String,
+    pub input: InputSpec,
+    /// How the outputs are read; the variant is the model's task.
+    pub task: TaskSpec,
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+fn default_onnx_file() -> String {
+    "model.onnx".to_string()
+}
+
+/// The single image input of the model.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Input tensor name in the graph.
+    pub name: String,
+    /// Tensor width and height in pixels (tiles are cut at this size).
+    pub width: u32,
+    pub height: u32,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: u32,
+    /// Tensor layout; only NCHW float32 is supported today.
+    #[serde(default)]
+    pub layout: Layout,
+    /// Batch size the graph accepts: `0` = dynamic (any), otherwise the fixed size.
+    #[serde(default)]
+    pub batch: u32,
+    /// x' = (x / 255 − mean[c]) / std[c]; defaults map 0..255 to 0..1.
+    #[serde(default)]
+    pub normalization: Normalization,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Layout {
+    #[default]
+    Nchw,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self { mean: vec![0.0], std: vec![1.0] }
+    }
+}
+
+/// Output activation applied before thresholds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// The graph already outputs probabilities.
+    #[default]
+    None,
+    Sigmoid,
+    Softmax,
+}
+
+/// Detection output layouts the decoder understands.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionFormat {
+    /// `[N, anchors, 5 + classes]`: cx, cy, w, h, objectness, class scores.
+    Yolov5,
+    /// `[N, 4 + classes, anchors]`: cx, cy, w, h, class scores (no objectness).
+    Yolov8,
+}
+
+/// Task and decoding parameters.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskSpec {
+    /// Per-class probability maps `[N, C, H, W]` → connected components → defects.
+    Segmentation(SegmentationSpec),
+    /// Scores `[N, C]` → label and score.
+    Classification(ClassificationSpec),
+    /// YOLO boxes → class-aware NMS.
+    Detection(DetectionSpec),
+    /// anomalib-style `pred_score` `[N]`/`[N,1]` and `anomaly_map` `[N,1,H,W]`, thresholded at run time.
+    Anomaly(AnomalySpec),
+}
+
+impl TaskSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskSpec::Segmentation(_) => "segmentation",
+            TaskSpec::Classification(_) => "classification",
+            TaskSpec::Detection(_) => "detection",
+            TaskSpec::Anomaly(_) => "anomaly",
+        }
+    }
+
+    /// Names of the graph outputs this task reads.
+    pub fn output_names(&self) -> Vec<&str> {
+        match self {
+            TaskSpec::Segmentation(s) => vec![s.output.as_str()],
+            TaskSpec::Classification(s) => vec![s.output.as_str()],
+            TaskSpec::Detection(s) => vec![s.output.as_str()],
+            TaskSpec::Anomaly(s) => vec![s.score_output.as_str(), s.map_output.as_str()],
+        }
+    }
+
+    /// Class labels the model can report.
+    pub fn classes(&self) -> Vec<String> {
+        match self {
+            TaskSpec::Segmentation(s) => s.classes.clone(),
+            TaskSpec::Classification(s) => s.classes.clone(),
+            TaskSpec::Detection(s) => s.classes.clone(),
+            TaskSpec::Anomaly(s) => vec![s.defect_class.clone()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationSpec {
+    pub output: String,
+    /// One label per output channel.
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub activation: Activation,
+    /// A pixel belongs to a defect of class c when its probability is ≥ this.
+    pub pixel_threshold: f32,
+    /// Index of a background channel to ignore (e.g. softmax models), if any.
+    #[serde(default)]
+    pub background_class: Option<usize>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationSpec {
+    pub output: String,
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub activation: Activation,
+    /// The label that means "good part" (not a defect), if the model has one.
+    #[serde(default)]
+    pub good_class: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionSpec {
+    pub output: String,
+    pub format: DetectionFormat,
+    pub classes: Vec<String>,
+    /// Boxes scoring below this are discarded before NMS.
+    pub score_threshold: f32,
+    /// Same-class boxes overlapping more than this IoU are suppressed.
+    pub iou_threshold: f32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalySpec {
+    #[serde(default = "default_pred_score")]
+    pub score_output: String,
+    #[serde(default = "default_anomaly_map")]
+    pub map_output: String,
+    /// Raw-score threshold applied at run time: image and pixel scores ≥ this are anomalous.
+    pub threshold: f32,
+    /// Label given to anomalous regions.
+    #[serde(default = "default_anomaly_class")]
+    pub defect_class: String,
+}
+
+fn default_pred_score() -> String {
+    "pred_score".into()
+}
+fn default_anomaly_map() -> String {
+    "anomaly_map".into()
+}
+fn default_anomaly_class() -> String {
+    "anomaly".into()
+}
+
+/// How the ONNX file was made, and under what licence.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    #[serde(default)]
+    pub made_by: String,
+    #[serde(default)]
+    pub licence: String,
+    #[serde(default)]
+    pub notes: String,
+}

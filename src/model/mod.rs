@@ -1,0 +1,3 @@
+//! Model packages: `models/<name>/model.onnx` + `model.toml`.
+
+pub mod manifest;

@@ -1,0 +1,56 @@
+//! Frame sources: one OS thread per camera pulls frames from a [`Source`] and stamps them.
+//!
+//! A source only knows how to open its device and grab the next image into a buffer; the camera
+//! thread ([`camera`]) owns pacing, stamping, backpressure, stall detection and reconnects, so
+//! every kind of source behaves the same on the line.
+
+pub mod camera;
+pub mod folder;
+pub mod opencv;
+pub mod synthetic;
+
+use crate::frame::{PartId, PixelFormat};
+
+/// What one successful grab produced. The pixels were written into the caller's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Grabbed {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    /// Part identifier when the source knows it (e.g. from a file name).
+    pub part_id: Option<PartId>,
+}
+
+/// Why a grab produced no frame. The camera thread decides what each means for the line.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A finite source (folder played once, video file) has no more frames.
+    #[error("end of stream")]
+    EndOfStream,
+    /// This one image could not be read (corrupt file, unsupported format); the next may be fine.
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+    /// The device is gone or stalled; the camera thread reopens it with backoff.
+    #[error("camera disconnected: {0}")]
+    Disconnected(String),
+}
+
+/// A camera, file replay or generator. Implementations do blocking I/O; they run on their own
+/// thread and never see the rest of the pipeline.
+pub trait Source: Send {
+    /// Open (or reopen after a disconnect) the device. An error here is retried with backoff,
+    /// except at start-up, where the station refuses to start with a camera it cannot open.
+    fn open(&mut self) -> Result<(), SourceError>;
+
+    /// Grab the next image into `pixels` (resize it as needed; its capacity is reused).
+    fn grab(&mut self, pixels: &mut Vec<u8>) -> Result<Grabbed, SourceError>;
+
+    /// Release the device (before a reopen or at shutdown).
+    fn close(&mut self) {}
+
+    /// True for sources that replay recorded data (files): they default to `block` backpressure
+    /// so that no frame is lost, and stop at end of stream.
+    fn is_replay(&self) -> bool {
+        false
+    }
+}
