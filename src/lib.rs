@@ -10,3 +10,7 @@ pub mod pool;
 pub mod sources;
 pub mod stages;
 pub mod synth;
+pub mod topology;
+pub mod sinks;
+pub mod app;
+pub mod cli;

@@ -24,7 +24,9 @@ struct PoolInner<T> {
 
 impl<T> Clone for BufferPool<T> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -52,7 +54,10 @@ impl<T: Copy + Default + Send> BufferPool<T> {
         // `resize` only allocates when the spare is smaller than asked, which stops once every
         // spare has served the largest frame once.
         buf.resize(len, T::default());
-        Pooled { buf: Some(buf), home: Arc::clone(&self.inner) }
+        Pooled {
+            buf: Some(buf),
+            home: Arc::clone(&self.inner),
+        }
     }
 
     /// How many times the pool was empty when asked for a buffer.
@@ -80,7 +85,9 @@ impl<T> Pooled<T> {
 
     /// The underlying vector, for APIs that fill a `Vec` (e.g. decoders).
     pub fn as_vec_mut(&mut self) -> &mut Vec<T> {
-        self.buf.as_mut().expect("pooled buffer is present until drop")
+        self.buf
+            .as_mut()
+            .expect("pooled buffer is present until drop")
     }
 }
 

@@ -1,1 +1,172 @@
-//! TODO
+//! The camera thread: pulls frames from a [`Source`], paces them, stamps them, and pushes them
+//! into the camera's bounded queue under its backpressure policy. A camera that disconnects or
+//! stalls is reopened with exponential backoff; the other cameras never notice.
+
+use super::{Source, SourceError};
+use crate::config::Backpressure;
+use crate::frame::{Frame, FrameMeta};
+use crate::pool::BufferPool;
+use crate::topology::accounting::{Accounting, DropCause};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Settings for one camera thread.
+#[derive(Clone, Debug)]
+pub struct CameraSettings {
+    pub index: u16,
+    pub id: String,
+    pub fps: f64,
+    pub backpressure: Backpressure,
+    pub max_frames: Option<u64>,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// One camera's thread state.
+pub struct CameraThread {
+    pub settings: CameraSettings,
+    pub source: Box<dyn Source>,
+    pub pool: BufferPool<u8>,
+    /// Producer side of the camera queue.
+    pub tx: Sender<Frame>,
+    /// A consumer handle on the same queue: `drop_oldest` pops the oldest frame through it.
+    pub rx: Receiver<Frame>,
+    pub accounting: Arc<Accounting>,
+    pub stop: Arc<AtomicBool>,
+    /// Called with the time one grab took (telemetry hook).
+    pub on_grab: Box<dyn FnMut(Duration) + Send>,
+}
+
+impl CameraThread {
+    /// Capture until stopped, `max_frames` is reached, or a replay source ends. The source must
+    /// already be open (the station refuses to start with a camera it cannot open).
+    pub fn run(mut self) {
+        let s = self.settings.clone();
+        let accounting = Arc::clone(&self.accounting);
+        let counters = accounting.camera(s.index);
+        counters.up.store(true, Relaxed);
+        let period = (s.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / s.fps));
+        let mut next_due = Instant::now();
+        let mut seq = 0u64;
+        let mut last_error_log: Option<Instant> = None;
+        while !self.stop.load(Relaxed) && s.max_frames.is_none_or(|m| seq < m) {
+            if let Some(period) = period {
+                let now = Instant::now();
+                if next_due > now {
+                    std::thread::sleep(next_due - now);
+                }
+                // Behind by more than a period (slow source): restart the schedule from now
+                // rather than bursting to catch up.
+                next_due = (next_due + period).max(Instant::now() - period);
+            }
+            let mut pixels = self.pool.take(0);
+            let t0 = Instant::now();
+            match self.source.grab(pixels.as_vec_mut()) {
+                Ok(g) => {
+                    (self.on_grab)(t0.elapsed());
+                    let captured_at = Instant::now();
+                    let meta = FrameMeta {
+                        camera: s.index,
+                        seq,
+                        part_id: g.part_id,
+                        captured_at,
+                        captured_wall: SystemTime::now(),
+                    };
+                    seq += 1;
+                    counters.captured.fetch_add(1, Relaxed);
+                    counters.up.store(true, Relaxed);
+                    counters.last_frame_ns.store((captured_at - accounting.epoch).as_nanos() as u64, Relaxed);
+                    let frame = Frame { meta, format: g.format, width: g.width, height: g.height, pixels };
+                    if !self.push(frame) {
+                        break;
+                    }
+                }
+                Err(SourceError::EndOfStream) => {
+                    tracing::info!(camera = %s.id, frames = seq, "source ended");
+                    break;
+                }
+                Err(SourceError::BadFrame(msg)) => {
+                    counters.capture_errors.fetch_add(1, Relaxed);
+                    // Rate-limited: a folder of broken files must not flood the log.
+                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        tracing::warn!(camera = %s.id, error = %msg, "frame could not be read; skipped");
+                        last_error_log = Some(Instant::now());
+                    }
+                }
+                Err(SourceError::Disconnected(msg)) => {
+                    counters.up.store(false, Relaxed);
+                    tracing::warn!(camera = %s.id, error = %msg, "camera down; reconnecting");
+                    if !self.reconnect() {
+                        break;
+                    }
+                    counters.up.store(true, Relaxed);
+                    next_due = Instant::now();
+                }
+            }
+        }
+        self.source.close();
+        counters.up.store(false, Relaxed);
+    }
+
+    /// Queue a frame under the backpressure policy. Returns false when the pipeline is gone.
+    fn push(&self, frame: Frame) -> bool {
+        match self.settings.backpressure {
+            Backpressure::Block => self.tx.send(frame).is_ok(),
+            Backpressure::DropOldest => {
+                let mut frame = frame;
+                loop {
+                    match self.tx.try_send(frame) {
+                        Ok(()) => return true,
+                        Err(TrySendError::Disconnected(_)) => return false,
+                        Err(TrySendError::Full(back)) => {
+                            frame = back;
+                            // Make room by dropping the oldest queued frame (the consumer may
+                            // have taken it meanwhile, in which case there is room now).
+                            if let Ok(old) = self.rx.try_recv() {
+                                self.accounting.camera(old.meta.camera).dropped(DropCause::QueueFull);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reopen with exponential backoff until it works or the station stops.
+    fn reconnect(&mut self) -> bool {
+        let s = &self.settings;
+        let counters = self.accounting.camera(s.index);
+        let mut delay = s.reconnect_initial;
+        self.source.close();
+        loop {
+            if !sleep_unless_stopped(delay, &self.stop) {
+                return false;
+            }
+            counters.reconnects.fetch_add(1, Relaxed);
+            match self.source.open() {
+                Ok(()) => {
+                    tracing::info!(camera = %s.id, "camera reconnected");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(camera = %s.id, error = %e, retry_in_ms = (delay * 2).min(s.reconnect_max).as_millis() as u64, "reconnect failed");
+                    delay = (delay * 2).min(s.reconnect_max);
+                }
+            }
+        }
+    }
+}
+
+/// Sleep in short steps so a stop request is honoured quickly. False if stopped.
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        if stop.load(Relaxed) {
+            return false;
+        }
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+    }
+    !stop.load(Relaxed)
+}

@@ -1,1 +1,425 @@
-//! TODO
+//! Folder replay: plays the images of a directory, in file-name order, as if a camera took them.
+//!
+//! Used to rerun recorded production images through the line (re-validation after a model
+//! change, demos, tests). The file stem becomes the part id. Images come from outside the station,
+//! so decoding runs under [`image::Limits`]: a hostile or broken file costs one `BadFrame`, never
+//! the process. Pacing is the camera thread's job, not this source's.
+
+use super::{Grabbed, Source, SourceError};
+use crate::frame::{PixelFormat, part_id};
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Largest width or height accepted. Line-scan cameras reach 16k pixels; anything larger is not a
+/// frame from this line.
+pub const MAX_SIDE_PX: u32 = 16_384;
+
+/// Most memory one decode may allocate. 512 MiB holds a 16k × 10k RGB image; a file asking for more
+/// is refused before the decoder allocates it.
+pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Extensions replayed (compared case-insensitively); other files in the folder are ignored.
+const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+/// Replays the images of one directory, sorted by file name, once or in a loop.
+pub struct FolderSource {
+    dir: PathBuf,
+    looping: bool,
+    /// The images found by the last `open`, in replay order.
+    files: Vec<PathBuf>,
+    /// Index in `files` of the next image to grab.
+    next: usize,
+}
+
+impl FolderSource {
+    /// A replay of `dir`. With `looping`, it starts over after the last image; without, it ends
+    /// with [`SourceError::EndOfStream`]. Nothing is read until [`Source::open`].
+    pub fn new(dir: impl Into<PathBuf>, looping: bool) -> Self {
+        Self {
+            dir: dir.into(),
+            looping,
+            files: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// The directory replayed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Images found by the last `open`, in replay order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+impl Source for FolderSource {
+    /// Lists the images of the directory and rewinds to the first one.
+    fn open(&mut self) -> Result<(), SourceError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            SourceError::Disconnected(format!(
+                "image folder {}: cannot read it ({e}); check the folder path in the camera config",
+                self.dir.display()
+            ))
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            // `is_file` follows symlinks, so a folder of links to an archive replays too.
+            .filter(|path| has_image_extension(path) && path.is_file())
+            .collect();
+        if files.is_empty() {
+            return Err(SourceError::Disconnected(format!(
+                "image folder {}: no images in it; put .png/.jpg/.jpeg/.bmp/.tif/.tiff files there \
+                 or point the camera config at the folder that has them",
+                self.dir.display()
+            )));
+        }
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        self.files = files;
+        self.next = 0;
+        Ok(())
+    }
+
+    fn grab(&mut self, pixels: &mut Vec<u8>) -> Result<Grabbed, SourceError> {
+        if self.files.is_empty() {
+            let dir = self.dir.display();
+            return Err(SourceError::Disconnected(format!(
+                "image folder {dir}: not open"
+            )));
+        }
+        if self.next >= self.files.len() {
+            if !self.looping {
+                return Err(SourceError::EndOfStream);
+            }
+            self.next = 0;
+        }
+        let path = &self.files[self.next];
+        // Advance before decoding so a corrupt file is reported once and the next grab moves on.
+        self.next += 1;
+        let (width, height, format) = decode_into(path, pixels)
+            .map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
+        let part = path
+            .file_stem()
+            .map(|stem| part_id(&stem.to_string_lossy()));
+        Ok(Grabbed {
+            width,
+            height,
+            format,
+            part_id: part,
+        })
+    }
+
+    fn close(&mut self) {
+        self.files.clear();
+        self.next = 0;
+    }
+
+    fn is_replay(&self) -> bool {
+        true
+    }
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| {
+            EXTENSIONS
+                .iter()
+                .any(|known| ext.eq_ignore_ascii_case(known))
+        })
+}
+
+fn decode_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE_PX);
+    limits.max_image_height = Some(MAX_SIDE_PX);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
+/// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else).
+fn decode_into(path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
+    // The content decides the format, not the extension: a PNG saved as `.jpg` still replays.
+    let mut reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| format!("cannot read: {e}"))?;
+    reader.limits(decode_limits());
+    let is_bmp = reader.format() == Some(ImageFormat::Bmp);
+    let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
+    let (width, height) = (image.width(), image.height());
+    let format = match &image {
+        // The BMP decoder expands palettes to RGB, and 8-bit gray BMPs (a common machine-vision
+        // export) are paletted: keep them gray, as their camera made them.
+        DynamicImage::ImageRgb8(rgb) if is_bmp && bmp_has_gray_palette(path) => {
+            pixels.clear();
+            pixels.extend(rgb.as_raw().chunks_exact(3).map(|px| px[0]));
+            PixelFormat::Gray8
+        }
+        _ => copy_pixels(&image, pixels),
+    };
+    Ok((width, height, format))
+}
+
+/// Whether a BMP file is paletted (≤ 8 bits per pixel) with only gray entries in its palette.
+fn bmp_has_gray_palette(path: &Path) -> bool {
+    // File header (14) + largest info header (124) + largest palette (256 entries of 4 bytes).
+    let mut head = Vec::with_capacity(14 + 124 + 1024);
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(14 + 124 + 1024).read_to_end(&mut head));
+    if read.is_err() {
+        return false;
+    }
+    let u16_at = |at: usize| {
+        head.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let Some(info_size) = u32_at(14).map(|s| s as usize) else {
+        return false;
+    };
+    // OS/2 core headers (12 bytes) have 16-bit sizes and 3-byte palette entries.
+    let (bpp, colors_used, entry) = if info_size == 12 {
+        (u16_at(24), Some(0), 3)
+    } else {
+        (u16_at(28), u32_at(46), 4)
+    };
+    let (Some(bpp), Some(colors_used)) = (bpp, colors_used) else {
+        return false;
+    };
+    if !(1..=8).contains(&bpp) {
+        return false;
+    }
+    let count = if colors_used == 0 {
+        1usize << bpp
+    } else {
+        (colors_used as usize).min(256)
+    };
+    let start = 14 + info_size;
+    let Some(palette) = head.get(start..start + count * entry) else {
+        return false;
+    };
+    palette
+        .chunks_exact(entry)
+        .all(|bgr| bgr[0] == bgr[1] && bgr[1] == bgr[2])
+}
+
+/// Copy `image` into `pixels` (cleared first, capacity kept), dropping alpha and reducing deeper
+/// samples to 8 bits.
+fn copy_pixels(image: &DynamicImage, pixels: &mut Vec<u8>) -> PixelFormat {
+    pixels.clear();
+    match image {
+        DynamicImage::ImageLuma8(img) => {
+            pixels.extend_from_slice(img.as_raw());
+            PixelFormat::Gray8
+        }
+        DynamicImage::ImageLumaA8(img) => {
+            pixels.extend(img.as_raw().chunks_exact(2).map(|px| px[0]));
+            PixelFormat::Gray8
+        }
+        DynamicImage::ImageLuma16(img) => {
+            pixels.extend(img.as_raw().iter().map(|&v| to_u8(v)));
+            PixelFormat::Gray8
+        }
+        DynamicImage::ImageLumaA16(img) => {
+            pixels.extend(img.as_raw().chunks_exact(2).map(|px| to_u8(px[0])));
+            PixelFormat::Gray8
+        }
+        DynamicImage::ImageRgb8(img) => {
+            pixels.extend_from_slice(img.as_raw());
+            PixelFormat::Rgb8
+        }
+        DynamicImage::ImageRgba8(img) => {
+            pixels.extend(
+                img.as_raw()
+                    .chunks_exact(4)
+                    .flat_map(|px| [px[0], px[1], px[2]]),
+            );
+            PixelFormat::Rgb8
+        }
+        DynamicImage::ImageRgb16(img) => {
+            pixels.extend(img.as_raw().iter().map(|&v| to_u8(v)));
+            PixelFormat::Rgb8
+        }
+        DynamicImage::ImageRgba16(img) => {
+            let rgb = img
+                .as_raw()
+                .chunks_exact(4)
+                .flat_map(|px| [px[0], px[1], px[2]]);
+            pixels.extend(rgb.map(to_u8));
+            PixelFormat::Rgb8
+        }
+        // Float images (HDR/EXR-style) and future variants: rare here, so the crate's own
+        // (allocating) conversion is good enough.
+        other if other.color().has_color() => {
+            pixels.extend_from_slice(other.to_rgb8().as_raw());
+            PixelFormat::Rgb8
+        }
+        other => {
+            pixels.extend_from_slice(other.to_luma8().as_raw());
+            PixelFormat::Gray8
+        }
+    }
+}
+
+/// 16-bit sample to 8 bits, rounded to nearest (65535 → 255, 257·n → n).
+fn to_u8(v: u16) -> u8 {
+    ((u32::from(v) * 255 + 32_767) / 65_535) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgba};
+
+    fn gray(dir: &Path, name: &str, w: u32, h: u32, value: u8) {
+        ImageBuffer::from_pixel(w, h, Luma([value]))
+            .save(dir.join(name))
+            .unwrap();
+    }
+
+    fn grab(src: &mut FolderSource) -> Result<Grabbed, SourceError> {
+        src.grab(&mut Vec::new())
+    }
+
+    #[test]
+    fn replays_images_in_name_order_then_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        gray(dir.path(), "b-002.png", 4, 3, 20);
+        gray(dir.path(), "a-001.bmp", 4, 3, 10);
+        gray(dir.path(), "c-003.PNG", 4, 3, 30);
+        std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+        std::fs::create_dir(dir.path().join("sub.png")).unwrap();
+
+        let mut src = FolderSource::new(dir.path(), false);
+        assert!(src.is_replay());
+        src.open().unwrap();
+        let mut pixels = Vec::new();
+        for (id, value) in [("a-001", 10), ("b-002", 20), ("c-003", 30)] {
+            let g = src.grab(&mut pixels).unwrap();
+            assert_eq!(g.part_id.unwrap().as_str(), id);
+            assert_eq!((g.width, g.height, g.format), (4, 3, PixelFormat::Gray8));
+            assert_eq!(pixels, vec![value; 12]);
+        }
+        assert!(matches!(grab(&mut src), Err(SourceError::EndOfStream)));
+        assert!(matches!(grab(&mut src), Err(SourceError::EndOfStream)));
+    }
+
+    #[test]
+    fn looping_starts_over_after_the_last_image() {
+        let dir = tempfile::tempdir().unwrap();
+        gray(dir.path(), "1.png", 2, 2, 1);
+        gray(dir.path(), "2.png", 2, 2, 2);
+        let mut src = FolderSource::new(dir.path(), true);
+        src.open().unwrap();
+        let ids: Vec<String> = (0..5)
+            .map(|_| grab(&mut src).unwrap().part_id.unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["1", "2", "1", "2", "1"]);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_bad_frame_and_the_next_grab_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        gray(dir.path(), "1-good.png", 2, 2, 7);
+        std::fs::write(
+            dir.path().join("2-corrupt.png"),
+            b"\x89PNG\r\n\x1a\nthen garbage",
+        )
+        .unwrap();
+        gray(dir.path(), "3-good.jpg", 8, 8, 200);
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+
+        assert_eq!(grab(&mut src).unwrap().part_id.unwrap().as_str(), "1-good");
+        match grab(&mut src) {
+            Err(SourceError::BadFrame(msg)) => assert!(msg.contains("2-corrupt.png"), "{msg}"),
+            other => panic!("expected BadFrame, got {other:?}"),
+        }
+        let mut pixels = Vec::new();
+        let g = src.grab(&mut pixels).unwrap();
+        assert_eq!(g.part_id.unwrap().as_str(), "3-good");
+        // JPEG is lossy, but a flat image stays within a level or two.
+        assert!(pixels.iter().all(|&p| p.abs_diff(200) <= 2));
+        assert!(matches!(grab(&mut src), Err(SourceError::EndOfStream)));
+    }
+
+    #[test]
+    fn sixteen_bit_grayscale_becomes_gray8() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = ImageBuffer::from_fn(3, 1, |x, _| Luma([[0u16, 257 * 100, 65_535][x as usize]]));
+        img.save(dir.path().join("deep.png")).unwrap();
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        let mut pixels = Vec::new();
+        let g = src.grab(&mut pixels).unwrap();
+        assert_eq!((g.width, g.height, g.format), (3, 1, PixelFormat::Gray8));
+        assert_eq!(pixels, [0, 100, 255]);
+    }
+
+    #[test]
+    fn colour_with_alpha_becomes_rgb8_into_the_callers_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = ImageBuffer::from_pixel(2, 2, Rgba([10u8, 20, 30, 128]));
+        img.save(dir.path().join("rgba.tiff")).unwrap();
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        let mut pixels = Vec::with_capacity(1024);
+        let before = pixels.as_ptr();
+        let g = src.grab(&mut pixels).unwrap();
+        assert_eq!(g.format, PixelFormat::Rgb8);
+        assert_eq!(pixels, [10, 20, 30].repeat(4));
+        assert_eq!(pixels.as_ptr(), before, "the caller's capacity is reused");
+    }
+
+    #[test]
+    fn colour_bmps_stay_rgb8() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = ImageBuffer::from_fn(2, 1, |x, _| {
+            image::Rgb([[200u8, 0, 0], [0, 0, 9]][x as usize])
+        });
+        img.save(dir.path().join("colour.bmp")).unwrap();
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        let mut pixels = Vec::new();
+        assert_eq!(src.grab(&mut pixels).unwrap().format, PixelFormat::Rgb8);
+        assert_eq!(pixels, [200, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn images_over_the_size_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        gray(dir.path(), "wide.png", MAX_SIDE_PX + 1, 1, 0);
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        assert!(
+            matches!(grab(&mut src), Err(SourceError::BadFrame(msg)) if msg.contains("wide.png"))
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_folder_fails_to_open_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-folder");
+        let err = FolderSource::new(&missing, false)
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no-such-folder") && err.contains("check the folder path"),
+            "{err}"
+        );
+
+        std::fs::write(dir.path().join("readme.txt"), "x").unwrap();
+        let err = FolderSource::new(dir.path(), true)
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("no images"), "{err}");
+    }
+}

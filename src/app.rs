@@ -1,0 +1,222 @@
+//! The application edge: turns a parsed command line into work, and errors into one clear line.
+
+use crate::cli::{CheckArgs, Cli, Command, RunArgs, SynthArgs};
+use crate::config::{self, LoadedConfig};
+use crate::sinks::results::{self, RecordContext};
+use crate::topology::accounting::{Accounting, CameraSnapshot};
+use crate::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use anyhow::{Context, Result, bail};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+pub fn main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
+        Command::Synth(args) => synth(args),
+    }
+}
+
+/// The folder the demo config's relative paths start from: the current folder when it holds the
+/// project's `models/`, else the checkout the binary was built in.
+pub fn project_dir() -> PathBuf {
+    let here = PathBuf::from(".");
+    if here.join("models/demo/model.toml").is_file() {
+        return here;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            if dir.join("models/demo/model.toml").is_file() {
+                return dir.to_path_buf();
+            }
+        }
+    }
+    here
+}
+
+fn load(config: Option<&Path>) -> Result<LoadedConfig> {
+    Ok(match config {
+        Some(path) => config::load_file(path)?,
+        None => config::demo(project_dir())?,
+    })
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let loaded = load(Some(&args.config))?;
+    let station = Station::build(&loaded, RunOptions::default())?;
+    let m = &station.package.manifest;
+    println!(
+        "{}: OK — {} camera(s); model {} ({}, sha256 {}) loaded, I/O matches its manifest, warmed up",
+        args.config.display(),
+        loaded.config.cameras.len(),
+        m.name,
+        m.task.kind(),
+        &station.package.sha256[..12],
+    );
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let loaded = load(args.config.as_deref())?;
+    let cfg = &loaded.config;
+    let results_target = args.results.clone().or_else(|| cfg.outputs.results.clone());
+
+    let mut outputs = Vec::new();
+    let mut sink_thread = None;
+    let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
+    if let Some(target) = &results_target {
+        let writer: Box<dyn Write + Send> = if target == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            let path = loaded.resolve(Path::new(target));
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("cannot open results file {} (check the folder exists and is writable)", path.display()))?,
+            )
+        };
+        outputs.push(tx);
+        let station_name = cfg.station.name.clone();
+        let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+        let max_frames = args.max_frames;
+        let _ = max_frames;
+        sink_thread = Some((rx, station_name, cameras, writer));
+    } else {
+        drop((tx, rx));
+    }
+
+    let station = Station::build(&loaded, RunOptions { max_frames: args.max_frames, outputs })?;
+    let classes = station.package.manifest.task.classes();
+    let sink_handle = sink_thread.map(|(rx, station, cameras, writer)| {
+        let ctx = RecordContext { station, cameras, classes };
+        std::thread::Builder::new()
+            .name("results".into())
+            .spawn(move || results::run(rx, ctx, writer))
+            .expect("spawning the results thread")
+    });
+
+    let stop = station.stop_handle();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while draining exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let accounting = station.accounting();
+    tracing::info!(
+        station = %cfg.station.name,
+        cameras = cfg.cameras.len(),
+        model = %station.package.manifest.name,
+        "station ready"
+    );
+    let status = std::io::stderr().is_terminal().then(|| spawn_status_line(Arc::clone(&accounting)));
+    let started = Instant::now();
+    station.run();
+    if let Some((done, handle)) = status {
+        done.store(true, Relaxed);
+        let _ = handle.join();
+    }
+    if let Some(h) = sink_handle {
+        h.join().map_err(|_| anyhow::anyhow!("results thread panicked"))?.context("writing results")?;
+    }
+    let snaps = accounting.snapshot();
+    report(&snaps, &accounting, started.elapsed());
+    if let Some(target) = &args.summary {
+        let json = serde_json::json!({
+            "elapsed_s": started.elapsed().as_secs_f64(),
+            "results_dropped": accounting.results_dropped.load(Relaxed),
+            "cameras": snaps,
+        });
+        if target == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(target, json.to_string() + "\n").with_context(|| format!("writing summary {target}"))?;
+        }
+    }
+    if let Some(bad) = snaps.iter().find(|s| s.in_flight() != 0) {
+        bail!("frame accounting does not add up for camera {}: {:?}", bad.id, bad);
+    }
+    Ok(())
+}
+
+/// One line per camera on stderr at the end: the accounting, which must add up.
+fn report(snaps: &[CameraSnapshot], accounting: &Accounting, elapsed: Duration) {
+    for s in snaps {
+        eprintln!(
+            "camera {}: captured {} = OK {} + NG {} + fail-safe {} (inference {} / timeout {}) + dropped {} (queue full {} / invalid {}); capture errors {}, reconnects {}",
+            s.id,
+            s.captured,
+            s.ok,
+            s.ng,
+            s.failsafe(),
+            s.failsafe_inference_error,
+            s.failsafe_timeout,
+            s.dropped(),
+            s.dropped_queue_full,
+            s.dropped_invalid_frame,
+            s.capture_errors,
+            s.reconnects
+        );
+    }
+    let inspected: u64 = snaps.iter().map(|s| s.inspected() + s.failsafe()).sum();
+    eprintln!(
+        "{inspected} parts decided in {:.1} s ({:.1} parts/s); results records dropped: {}",
+        elapsed.as_secs_f64(),
+        inspected as f64 / elapsed.as_secs_f64().max(1e-9),
+        accounting.results_dropped.load(Relaxed)
+    );
+}
+
+/// The live status line for interactive runs: rate, verdict counts, drops, cameras up.
+fn spawn_status_line(accounting: Arc<Accounting>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    let handle = std::thread::spawn(move || {
+        let mut last = (Instant::now(), 0u64);
+        while !flag.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            if last.0.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+            let snaps = accounting.snapshot();
+            let decided: u64 = snaps.iter().map(|s| s.inspected() + s.failsafe()).sum();
+            let fps = (decided - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), decided);
+            let sum = |f: fn(&CameraSnapshot) -> u64| snaps.iter().map(f).sum::<u64>();
+            let up = snaps.iter().filter(|s| s.up).count();
+            eprint!(
+                "\r\x1b[2K{fps:6.1} parts/s | OK {} NG {} fail-safe {} | dropped {} | cameras up {up}/{}",
+                sum(|s| s.ok),
+                sum(|s| s.ng),
+                sum(CameraSnapshot::failsafe),
+                sum(CameraSnapshot::dropped),
+                snaps.len()
+            );
+        }
+        eprintln!();
+    });
+    (done, handle)
+}
+
+fn synth(args: SynthArgs) -> Result<()> {
+    let surface = args.surface.parse()?;
+    let params = crate::synth::SynthParams {
+        width: args.width,
+        height: args.height,
+        surface,
+        defect_probability: args.defect_probability,
+        seed: args.seed,
+    };
+    let summary = crate::synth::write_dataset(&args.out, args.count, &params)?;
+    println!(
+        "wrote {} parts ({} defective) to {}",
+        summary.parts,
+        summary.defective,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The config file's shape. Every struct rejects unknown keys; units are in field names.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    #[serde(default)]
+    pub station: StationSection,
+    /// One entry per camera; at least one.
+    #[serde(default, rename = "camera")]
+    pub cameras: Vec<CameraConfig>,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Decision rules per defect class; a class without a rule makes a part NG on any defect.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub outputs: OutputsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationSection {
+    /// Station name, shown in logs and results.
+    #[serde(default = "default_station_name")]
+    pub name: String,
+}
+
+impl Default for StationSection {
+    fn default() -> Self {
+        Self {
+            name: default_station_name(),
+        }
+    }
+}
+
+fn default_station_name() -> String {
+    "linesight".into()
+}
+
+/// What to do when a camera's frame queue is full.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Backpressure {
+    /// Drop the oldest queued frame (counted) so the freshest is inspected: live cameras.
+    DropOldest,
+    /// Wait for room: replayed files, where no frame may be lost.
+    Block,
+}
+
+impl Backpressure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backpressure::DropOldest => "drop_oldest",
+            Backpressure::Block => "block",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Unique camera id (letters, digits, `-`, `_`), used in results and metrics.
+    pub id: String,
+    pub source: SourceConfig,
+    /// Frames per second to capture at; `0` = as fast as the source gives them.
+    #[serde(default)]
+    pub fps: f64,
+    /// Queue full policy; default `drop_oldest` for live sources, `block` for replayed files.
+    #[serde(default)]
+    pub backpressure: Option<Backpressure>,
+    /// Frames that may wait between capture and preprocessing.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+    /// No frame for this long marks the camera down and reopens it.
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// First reconnect delay; doubles after each failed attempt up to `reconnect_max_ms`.
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Regions of interest `[x, y, width, height]` in pixels; defects outside every region are
+    /// ignored. Empty = the whole frame.
+    #[serde(default)]
+    pub roi_px: Vec<[u32; 4]>,
+}
+
+fn default_queue_depth() -> usize {
+    4
+}
+fn default_stall_timeout_ms() -> u64 {
+    3000
+}
+fn default_reconnect_initial_ms() -> u64 {
+    200
+}
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+
+/// Where a camera's frames come from. `kind` selects the variant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Synthetic(SyntheticSourceConfig),
+    Folder(FolderSourceConfig),
+    Opencv(OpencvSourceConfig),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Synthetic(_) => "synthetic",
+            SourceConfig::Folder(_) => "folder",
+            SourceConfig::Opencv(_) => "opencv",
+        }
+    }
+}
+
+/// Procedurally generated parts with known defects (demo, tests, benchmarks).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSourceConfig {
+    #[serde(default = "default_synth_size")]
+    pub width: u32,
+    #[serde(default = "default_synth_size")]
+    pub height: u32,
+    /// `brushed_metal` or `ceramic_tile`.
+    #[serde(default = "default_surface")]
+    pub surface: String,
+    /// Probability that a part has defects, 0..=1.
+    #[serde(default = "default_defect_probability")]
+    pub defect_probability: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_synth_size() -> u32 {
+    480
+}
+fn default_surface() -> String {
+    "brushed_metal".into()
+}
+fn default_defect_probability() -> f64 {
+    0.3
+}
+
+/// Replay image files from a folder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderSourceConfig {
+    pub path: PathBuf,
+    /// Start again after the last file instead of ending.
+    #[serde(default)]
+    pub looping: bool,
+}
+
+/// An OpenCV `VideoCapture`: device index, `/dev/videoN`, video file, RTSP/HTTP URL or GStreamer
+/// pipeline (a string containing `!`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpencvSourceConfig {
+    pub uri: String,
+    /// Read timeout passed to backends that support one.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_read_timeout_ms() -> u64 {
+    5000
+}
+
+/// Where inference runs.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    #[default]
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model package folder holding `model.onnx` and `model.toml`.
+    pub package: PathBuf,
+    /// Execution provider; falls back to CPU (with a log line) when unavailable.
+    #[serde(default)]
+    pub provider: Provider,
+    /// Inference worker threads, each with its own ONNX Runtime session.
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Threads ONNX Runtime may use inside one session run.
+    #[serde(default = "one")]
+    pub intra_threads: usize,
+    /// GPU index for CUDA / TensorRT.
+    #[serde(default)]
+    pub device_id: i32,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// How frames are fed to the model.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InputMode {
+    /// Cut frames into overlapping model-size tiles (frames smaller than the model are padded).
+    #[default]
+    Tile,
+    /// Squash the whole frame to the model size.
+    Resize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub input_mode: InputMode,
+    /// Overlap between neighbouring tiles, in pixels.
+    #[serde(default = "default_tile_overlap_px")]
+    pub tile_overlap_px: u32,
+    /// Largest batch sent to the model. Batches are padded up to a power of two (≤ this) so the
+    /// runtime only ever sees a handful of shapes and its memory stays flat.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a worker waits for more tiles before running a partial batch.
+    #[serde(default = "default_max_wait_us")]
+    pub max_wait_us: u64,
+    /// Preprocessing threads.
+    #[serde(default = "one")]
+    pub preprocess_workers: usize,
+    /// Frames that may be in flight between preprocessing and verdict.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// A verdict later than this after capture is replaced by FAILSAFE (timeout).
+    #[serde(default = "default_verdict_deadline_ms")]
+    pub verdict_deadline_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            input_mode: InputMode::default(),
+            tile_overlap_px: default_tile_overlap_px(),
+            max_batch: default_max_batch(),
+            max_wait_us: default_max_wait_us(),
+            preprocess_workers: 1,
+            max_in_flight: default_max_in_flight(),
+            verdict_deadline_ms: default_verdict_deadline_ms(),
+        }
+    }
+}
+
+fn default_tile_overlap_px() -> u32 {
+    32
+}
+fn default_max_batch() -> usize {
+    4
+}
+fn default_max_wait_us() -> u64 {
+    2000
+}
+fn default_max_in_flight() -> usize {
+    16
+}
+fn default_verdict_deadline_ms() -> u64 {
+    1000
+}
+
+/// A decision rule for one defect class: a defect counts when it passes every minimum; the part
+/// is NG when more than `max_count` defects of the class count.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Class label from the model manifest, or `*` for every class without its own rule.
+    pub class: String,
+    #[serde(default)]
+    pub min_score: f32,
+    #[serde(default)]
+    pub min_area_px: f32,
+    /// Defects of this class tolerated on one part (0 = any defect rejects).
+    #[serde(default)]
+    pub max_count: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsConfig {
+    /// JSON-lines results: a file path, `-` for stdout; absent = no results stream.
+    #[serde(default)]
+    pub results: Option<String>,
+}

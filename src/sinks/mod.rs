@@ -1,0 +1,4 @@
+//! Outputs: where inspection records go. Each runs on its own thread behind a bounded queue, so
+//! a slow output loses records (counted) and never slows the line.
+
+pub mod results;

@@ -1,0 +1,90 @@
+//! Tile geometry: where model-size tiles are cut from a frame so they cover it with at least the
+//! configured overlap, spread evenly so no tile hangs over the frame edge (unless the frame is
+//! smaller than a tile, in which case the one tile is padded).
+
+/// Top-left corners of the tiles along one axis.
+///
+/// `n = ceil((len - overlap) / (tile - overlap))` tiles, the first at 0 and the last flush with
+/// the end, the rest evenly between them (so the real overlap is ≥ the requested one).
+pub fn axis_origins(len: u32, tile: u32, overlap: u32, out: &mut Vec<u32>) {
+    out.clear();
+    if len <= tile {
+        out.push(0);
+        return;
+    }
+    let overlap = overlap.min(tile.saturating_sub(1));
+    let step = tile - overlap;
+    let n = (len - overlap).div_ceil(step).max(2);
+    let span = (len - tile) as u64;
+    for i in 0..n as u64 {
+        out.push((span * i / (n as u64 - 1)) as u32);
+    }
+}
+
+/// The tiles covering a `width × height` frame, row-major, as `(x0, y0)` corners.
+#[derive(Clone, Debug, Default)]
+pub struct TileGrid {
+    pub xs: Vec<u32>,
+    pub ys: Vec<u32>,
+}
+
+impl TileGrid {
+    /// Recompute for a frame size (reuses the vectors).
+    pub fn plan(&mut self, width: u32, height: u32, tile_w: u32, tile_h: u32, overlap: u32) {
+        axis_origins(width, tile_w, overlap, &mut self.xs);
+        axis_origins(height, tile_h, overlap, &mut self.ys);
+    }
+
+    pub fn len(&self) -> usize {
+        self.xs.len() * self.ys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Corner of tile `i` (row-major).
+    pub fn origin(&self, i: usize) -> (u32, u32) {
+        (self.xs[i % self.xs.len()], self.ys[i / self.xs.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn origins(len: u32, tile: u32, overlap: u32) -> Vec<u32> {
+        let mut v = Vec::new();
+        axis_origins(len, tile, overlap, &mut v);
+        v
+    }
+
+    #[test]
+    fn hand_worked_layouts() {
+        assert_eq!(origins(480, 256, 32), vec![0, 224]);
+        assert_eq!(origins(256, 256, 32), vec![0]);
+        assert_eq!(
+            origins(100, 256, 32),
+            vec![0],
+            "small frames get one padded tile"
+        );
+        assert_eq!(origins(640, 256, 32), vec![0, 192, 384]);
+    }
+
+    proptest! {
+        #[test]
+        fn tiles_cover_the_axis_with_the_requested_overlap(len in 1u32..5000, tile in 8u32..600, overlap in 0u32..64) {
+            prop_assume!(overlap < tile);
+            let o = origins(len, tile, overlap);
+            prop_assert_eq!(o[0], 0);
+            if len > tile {
+                prop_assert_eq!(*o.last().unwrap() + tile, len, "last tile is flush with the end");
+                for w in o.windows(2) {
+                    prop_assert!(w[1] > w[0]);
+                    prop_assert!(w[0] + tile >= w[1] + overlap, "overlap at least as asked");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The assembler: collects each in-flight frame's tile outputs, stitches them into frame
+//! coordinates, decodes defects, applies the decision, and emits one [`Inspection`] per frame.
+//!
+//! It runs on one thread and owns the slot table outright (no locks): preprocess announces a frame
+//! with [`FrameStart`], workers deliver [`TileResult`]s (possibly before the announcement — they
+//! travel on different queues), and when every tile is in, the slot is decided and handed back to
+//! preprocess through the free-slot queue.
+
+use super::accounting::Accounting;
+use super::messages::{FrameStart, Inspection, MAX_DEFECTS, RecordedDefect, SlotId, TileResult};
+use super::stitch::{Region, paste_max};
+use crate::config::InputMode;
+use crate::frame::Frame;
+use crate::model::manifest::{Activation, TaskSpec};
+use crate::stages::decide::{self, FailsafeCause, Rules, Verdict};
+use crate::stages::decode::{
+    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation, decode_yolo,
+    nms_class_aware,
+};
+use arrayvec::ArrayVec;
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The static facts the assembler needs about the model and the station.
+pub struct AssemblerPlan {
+    pub task: TaskSpec,
+    pub input_mode: InputMode,
+    pub tile_w: u32,
+    pub tile_h: u32,
+    /// Per output the task reads: shape of one batch item, e.g. `[C, H, W]`.
+    pub output_item_shape: Vec<Vec<usize>>,
+    pub rules: Rules,
+    /// Regions of interest per camera index.
+    pub rois: Vec<Vec<[u32; 4]>>,
+    pub verdict_deadline: Duration,
+}
+
+#[derive(Default)]
+struct Slot {
+    frame: Option<Frame>,
+    tiles: u16,
+    done: u16,
+    failed: bool,
+    /// Results that arrived before their `FrameStart`.
+    early: Vec<TileResult>,
+    /// Stitched maps (segmentation: classes × H × W; anomaly: 1 × H × W).
+    maps: Vec<f32>,
+    /// Classification: per-class max probability over tiles.
+    class_scores: Vec<f32>,
+    /// Detection: boxes from every tile, in frame coordinates.
+    boxes: Vec<Defect>,
+    /// Anomaly: max image score over tiles.
+    score: f32,
+    infer_started: Option<Instant>,
+    infer_ended: Option<Instant>,
+}
+
+/// The assembler thread's state.
+pub struct Assembler {
+    plan: AssemblerPlan,
+    slots: Vec<Slot>,
+    free_slots: Sender<SlotId>,
+    outputs: Vec<Sender<Inspection>>,
+    accounting: Arc<Accounting>,
+    scratch: ComponentScratch,
+    defects: Vec<Defect>,
+    counted: Vec<bool>,
+    class_counts: Vec<u32>,
+}
+
+impl Assembler {
+    pub fn new(
+        plan: AssemblerPlan,
+        slots: usize,
+        free_slots: Sender<SlotId>,
+        outputs: Vec<Sender<Inspection>>,
+        accounting: Arc<Accounting>,
+    ) -> Self {
+        Self {
+            plan,
+            slots: (0..slots).map(|_| Slot { early: Vec::with_capacity(64), ..Default::default() }).collect(),
+            free_slots,
+            outputs,
+            accounting,
+            scratch: ComponentScratch::new(),
+            defects: Vec::with_capacity(256),
+            counted: Vec::with_capacity(256),
+            class_counts: Vec::with_capacity(64),
+        }
+    }
+
+    /// Run until both inbound queues are closed and drained.
+    pub fn run(mut self, starts: Receiver<FrameStart>, results: Receiver<TileResult>) {
+        let mut starts_open = true;
+        let mut results_open = true;
+        while starts_open || results_open {
+            // Select is rebuilt only when a queue closes; steady state reuses it.
+            let mut sel = Select::new();
+            let i_start = starts_open.then(|| sel.recv(&starts));
+            let i_result = results_open.then(|| sel.recv(&results));
+            loop {
+                let op = sel.select();
+                let idx = op.index();
+                if Some(idx) == i_start {
+                    match op.recv(&starts) {
+                        Ok(s) => self.on_start(s),
+                        Err(_) => {
+                            starts_open = false;
+                            break;
+                        }
+                    }
+                } else if Some(idx) == i_result {
+                    match op.recv(&results) {
+                        Ok(r) => self.on_result(r),
+                        Err(_) => {
+                            results_open = false;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_start(&mut self, start: FrameStart) {
+        let slot = &mut self.slots[start.slot as usize];
+        let (w, h) = (start.frame.width as usize, start.frame.height as usize);
+        slot.tiles = start.tiles;
+        slot.failed = false;
+        slot.score = f32::NEG_INFINITY;
+        slot.boxes.clear();
+        slot.infer_started = None;
+        slot.infer_ended = None;
+        match &self.plan.task {
+            TaskSpec::Segmentation(s) => reset(&mut slot.maps, s.classes.len() * w * h, 0.0),
+            TaskSpec::Anomaly(_) => reset(&mut slot.maps, w * h, f32::NEG_INFINITY),
+            TaskSpec::Classification(s) => reset(&mut slot.class_scores, s.classes.len(), f32::NEG_INFINITY),
+            TaskSpec::Detection(_) => {}
+        }
+        slot.frame = Some(start.frame);
+        let early = std::mem::take(&mut slot.early);
+        let mut early = early;
+        for r in early.drain(..) {
+            self.merge(start.slot, r);
+        }
+        // Keep the vector's capacity for the next early arrival.
+        self.slots[start.slot as usize].early = early;
+        self.maybe_finish(start.slot);
+    }
+
+    fn on_result(&mut self, result: TileResult) {
+        let id = result.slot;
+        if self.slots[id as usize].frame.is_none() {
+            self.slots[id as usize].early.push(result);
+            return;
+        }
+        self.merge(id, result);
+        self.maybe_finish(id);
+    }
+
+    /// Fold one tile's outputs into its slot.
+    fn merge(&mut self, id: SlotId, mut result: TileResult) {
+        let plan = &self.plan;
+        let slot = &mut self.slots[id as usize];
+        slot.done += 1;
+        slot.infer_started = Some(slot.infer_started.map_or(result.infer_started, |t| t.min(result.infer_started)));
+        slot.infer_ended = Some(slot.infer_ended.map_or(result.infer_ended, |t| t.max(result.infer_ended)));
+        if result.failed || slot.failed {
+            slot.failed = true;
+            return;
+        }
+        let frame = slot.frame.as_ref().expect("merge only after FrameStart");
+        let (fw, fh) = (frame.width as usize, frame.height as usize);
+        let region = match plan.input_mode {
+            InputMode::Tile => Region { x0: result.origin.0, y0: result.origin.1, w: plan.tile_w, h: plan.tile_h },
+            InputMode::Resize => Region { x0: 0, y0: 0, w: frame.width, h: frame.height },
+        };
+        match &plan.task {
+            TaskSpec::Segmentation(s) => {
+                let (c, mh, mw) = chw(&plan.output_item_shape[0]);
+                apply_activation(&mut result.outputs[0], c, mh * mw, s.activation);
+                paste_max(&result.outputs[0], c, mh, mw, &mut slot.maps, fw, fh, region);
+            }
+            TaskSpec::Anomaly(_) => {
+                slot.score = slot.score.max(result.outputs[0].iter().copied().fold(f32::NEG_INFINITY, f32::max));
+                let (c, mh, mw) = chw(&plan.output_item_shape[1]);
+                paste_max(&result.outputs[1][..mh * mw], c.min(1), mh, mw, &mut slot.maps, fw, fh, region);
+            }
+            TaskSpec::Classification(s) => {
+                let scores = &mut result.outputs[0];
+                match s.activation {
+                    Activation::None => {}
+                    act => {
+                        let n = scores.len();
+                        apply_activation(scores, n, 1, act)
+                    }
+                }
+                for (acc, &p) in slot.class_scores.iter_mut().zip(scores.iter()) {
+                    *acc = acc.max(p);
+                }
+            }
+            TaskSpec::Detection(s) => {
+                let start = slot.boxes.len();
+                let origin = match plan.input_mode {
+                    InputMode::Tile => (result.origin.0 as f32, result.origin.1 as f32),
+                    InputMode::Resize => (0.0, 0.0),
+                };
+                decode_yolo(&result.outputs[0], s.format, s.classes.len(), s.score_threshold, origin, &mut slot.boxes);
+                if plan.input_mode == InputMode::Resize {
+                    let (sx, sy) = (fw as f32 / plan.tile_w as f32, fh as f32 / plan.tile_h as f32);
+                    for b in &mut slot.boxes[start..] {
+                        (b.x, b.y, b.w, b.h) = (b.x * sx, b.y * sy, b.w * sx, b.h * sy);
+                        b.area_px = b.w * b.h;
+                    }
+                }
+            }
+        }
+        // `result` drops here: its output buffers go back to their pool.
+    }
+
+    fn maybe_finish(&mut self, id: SlotId) {
+        let slot = &self.slots[id as usize];
+        if slot.frame.is_none() || slot.done < slot.tiles {
+            return;
+        }
+        let inspection = self.decide(id);
+        let counters = self.accounting.camera(inspection.meta.camera);
+        match inspection.verdict {
+            Verdict::Ok => &counters.ok,
+            Verdict::Ng => &counters.ng,
+            Verdict::Failsafe(FailsafeCause::InferenceError) => &counters.failsafe_inference_error,
+            Verdict::Failsafe(FailsafeCause::Timeout) => &counters.failsafe_timeout,
+        }
+        .fetch_add(1, Relaxed);
+        self.publish(inspection);
+        let slot = &mut self.slots[id as usize];
+        slot.frame = None; // pixels go back to the camera's pool
+        slot.done = 0;
+        let _ = self.free_slots.send(id);
+    }
+
+    /// Decode and decide a complete slot.
+    fn decide(&mut self, id: SlotId) -> Inspection {
+        let plan = &self.plan;
+        let slot = &mut self.slots[id as usize];
+        let frame = slot.frame.as_ref().expect("complete slot has its frame");
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        let mut image_score = f32::NAN;
+        self.defects.clear();
+        if !slot.failed {
+            match &plan.task {
+                TaskSpec::Segmentation(s) => decode_segmentation(
+                    &slot.maps,
+                    s.classes.len(),
+                    w,
+                    h,
+                    s.pixel_threshold,
+                    s.background_class,
+                    &mut self.scratch,
+                    &mut self.defects,
+                ),
+                TaskSpec::Anomaly(a) => {
+                    image_score = slot.score;
+                    // Regions are reported only for anomalous parts: a good part's map has
+                    // nothing above the threshold by definition of the image score (its max).
+                    decode_anomaly(slot.score, &slot.maps, w, h, a.threshold, 0, &mut self.scratch, &mut self.defects);
+                }
+                TaskSpec::Classification(c) => {
+                    let (class, score) = decode_classification(&mut slot.class_scores, Activation::None);
+                    let good = c.good_class.as_deref().and_then(|g| c.classes.iter().position(|x| x == g));
+                    if Some(class) != good {
+                        self.defects.push(Defect {
+                            class: class as u16,
+                            x: 0.0,
+                            y: 0.0,
+                            w: w as f32,
+                            h: h as f32,
+                            area_px: (w * h) as f32,
+                            max_score: score,
+                            mean_score: score,
+                        });
+                    }
+                }
+                TaskSpec::Detection(d) => {
+                    nms_class_aware(&mut slot.boxes, d.iou_threshold);
+                    self.defects.extend_from_slice(&slot.boxes);
+                }
+            }
+        }
+        let meta = frame.meta;
+        let now = Instant::now();
+        let verdict = if slot.failed {
+            Verdict::Failsafe(FailsafeCause::InferenceError)
+        } else if now.duration_since(meta.captured_at) > plan.verdict_deadline {
+            Verdict::Failsafe(FailsafeCause::Timeout)
+        } else {
+            let rois = plan.rois.get(meta.camera as usize).map(Vec::as_slice).unwrap_or(&[]);
+            decide::decide(&mut self.defects, rois, &plan.rules, &mut self.counted, &mut self.class_counts)
+        };
+        let mut defects = ArrayVec::new();
+        let mut truncated = 0;
+        for (i, d) in self.defects.iter().enumerate() {
+            let counted = self.counted.get(i).copied().unwrap_or(false);
+            if defects.try_push(RecordedDefect { defect: *d, counted }).is_err() {
+                truncated += 1;
+            }
+        }
+        debug_assert!(defects.len() <= MAX_DEFECTS);
+        Inspection {
+            meta,
+            width: frame.width,
+            height: frame.height,
+            verdict,
+            defects,
+            defects_truncated: truncated,
+            image_score,
+            infer_started: slot.infer_started.unwrap_or(now),
+            infer_ended: slot.infer_ended.unwrap_or(now),
+            decided_at: now,
+            decided_wall: SystemTime::now(),
+        }
+    }
+
+    /// Hand the record to every output without ever waiting: a slow output loses records
+    /// (counted), the line does not slow down.
+    fn publish(&self, inspection: Inspection) {
+        let Some((last, rest)) = self.outputs.split_last() else { return };
+        for out in rest {
+            self.try_send(out, inspection.clone());
+        }
+        self.try_send(last, inspection);
+    }
+
+    fn try_send(&self, out: &Sender<Inspection>, inspection: Inspection) {
+        match out.try_send(inspection) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.accounting.results_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn reset(buf: &mut Vec<f32>, len: usize, value: f32) {
+    buf.clear();
+    buf.resize(len, value);
+}
+
+/// Read `[C, H, W]` (or `[H, W]`, `[1, H, W]`…) as (channels, height, width).
+fn chw(shape: &[usize]) -> (usize, usize, usize) {
+    match shape {
+        [h, w] => (1, *h, *w),
+        [c, h, w] => (*c, *h, *w),
+        [.., c, h, w] => (*c, *h, *w),
+        [n] => (1, 1, *n),
+        [] => (1, 1, 1),
+    }
+}

@@ -1,0 +1,274 @@
+//! The station topology: builds every part from a validated config (model loaded and warmed up,
+//! cameras opened), wires the threads with bounded queues, runs, and shuts down in order.
+//!
+//! ```text
+//! camera threads ─► camera queues ─► preprocess ─► tile queue ─► infer workers ─► results queue ─┐
+//!                                        └──────── frame starts ────────────────────────────────►  assembler ─► outputs
+//! ```
+//!
+//! Shutdown cascades: cameras stop capturing and close their queues; each stage drains its input
+//! and closes its output when the input is closed and empty; so every frame already captured gets
+//! its verdict before the process exits.
+
+pub mod accounting;
+pub mod assemble;
+pub mod messages;
+pub mod preprocess_thread;
+pub mod stitch;
+
+use crate::config::{Backpressure, InputMode, LoadedConfig};
+use crate::model::ModelPackage;
+use crate::pool::BufferPool;
+use crate::sources::camera::{CameraSettings, CameraThread};
+use crate::sources::{self, Source};
+use crate::stages::decide::Rules;
+use crate::stages::infer::session::{InferSession, SessionOptions};
+use crate::stages::infer::worker::{BatchPolicy, Worker};
+use crate::stages::preprocess::Normalizer;
+use crate::stages::tiling::TileGrid;
+use accounting::Accounting;
+use assemble::{Assembler, AssemblerPlan};
+use crossbeam_channel::{Sender, bounded};
+use messages::Inspection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Why a station could not be built. Each message names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Package(#[from] crate::model::PackageError),
+    #[error(transparent)]
+    Session(#[from] crate::stages::infer::session::SessionError),
+    #[error("camera {camera}: cannot open source: {message} (check the camera's [camera.source] settings; a camera that fails later is retried)")]
+    Camera { camera: String, message: String },
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Run-time choices that are not part of the station config.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Stop each camera after this many frames.
+    pub max_frames: Option<u64>,
+    /// Where inspection records go (results file, tests, eval); each gets every record.
+    pub outputs: Vec<Sender<Inspection>>,
+}
+
+/// Bounded queue between the assembler and each output: room for bursts, never a wait.
+pub const OUTPUT_QUEUE_DEPTH: usize = 1024;
+
+/// A built station, ready to run.
+pub struct Station {
+    pub package: ModelPackage,
+    accounting: Arc<Accounting>,
+    stop: Arc<AtomicBool>,
+    cameras: Vec<(CameraSettings, Box<dyn Source>, usize)>,
+    sessions: Vec<InferSession>,
+    plan: AssemblerPlan,
+    policy: BatchPolicy,
+    normalizer: Normalizer,
+    tiles_per_frame_max: usize,
+    max_in_flight: usize,
+    overlap: u32,
+    options: RunOptions,
+}
+
+impl Station {
+    /// Load and check everything; open every camera. Nothing runs yet.
+    pub fn build(loaded: &LoadedConfig, options: RunOptions) -> Result<Self, BuildError> {
+        let cfg = &loaded.config;
+        let package = ModelPackage::load(&loaded.resolve(&cfg.model.package))?;
+        let m = &package.manifest;
+        let classes = m.task.classes();
+        let rules = Rules::resolve(&cfg.rules, &classes).map_err(BuildError::Config)?;
+        let tile_w = m.input.width;
+        let tile_h = m.input.height;
+        if cfg.pipeline.input_mode == InputMode::Tile && cfg.pipeline.tile_overlap_px >= tile_w.min(tile_h) {
+            return Err(BuildError::Config(format!(
+                "pipeline.tile_overlap_px = {} must be smaller than the model input ({tile_w}×{tile_h})",
+                cfg.pipeline.tile_overlap_px
+            )));
+        }
+        let fixed_batch = (m.input.batch > 0).then_some(m.input.batch as usize);
+        let policy = BatchPolicy {
+            max_batch: cfg.pipeline.max_batch,
+            max_wait: Duration::from_micros(cfg.pipeline.max_wait_us),
+            fixed_batch,
+        };
+        let opts = SessionOptions {
+            provider: cfg.model.provider,
+            device_id: cfg.model.device_id,
+            intra_threads: cfg.model.intra_threads,
+        };
+        let mut sessions = Vec::new();
+        for _ in 0..cfg.model.workers {
+            sessions.push(InferSession::new(&package, &opts, policy.padded(policy.gather_limit()))?);
+        }
+        // Warm every batch shape the batcher may use, so no first-frame stall on the line.
+        let output_item_shape = sessions[0].output_item_shape.clone();
+
+        let camera_ids: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+        let accounting = Arc::new(Accounting::new(&camera_ids));
+        let mut cameras = Vec::new();
+        let mut tiles_per_frame_max = 1;
+        let mut grid = TileGrid::default();
+        for (i, cam) in cfg.cameras.iter().enumerate() {
+            let mut source = sources::build(&cam.source, loaded)
+                .map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
+            source.open().map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
+            let backpressure = cam.backpressure.unwrap_or(if source.is_replay() { Backpressure::Block } else { Backpressure::DropOldest });
+            if let crate::config::SourceConfig::Synthetic(s) = &cam.source {
+                grid.plan(s.width, s.height, tile_w, tile_h, cfg.pipeline.tile_overlap_px);
+                tiles_per_frame_max = tiles_per_frame_max.max(grid.len());
+            }
+            let settings = CameraSettings {
+                index: i as u16,
+                id: cam.id.clone(),
+                fps: cam.fps,
+                backpressure,
+                max_frames: options.max_frames,
+                reconnect_initial: Duration::from_millis(cam.reconnect_initial_ms),
+                reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
+            };
+            cameras.push((settings, source, cam.queue_depth));
+        }
+        if cfg.pipeline.input_mode == InputMode::Resize {
+            tiles_per_frame_max = 1;
+        }
+        let plan = AssemblerPlan {
+            task: m.task.clone(),
+            input_mode: cfg.pipeline.input_mode,
+            tile_w,
+            tile_h,
+            output_item_shape,
+            rules,
+            rois: cfg.cameras.iter().map(|c| c.roi_px.clone()).collect(),
+            verdict_deadline: Duration::from_millis(cfg.pipeline.verdict_deadline_ms),
+        };
+        Ok(Self {
+            normalizer: Normalizer::new(&m.input),
+            package,
+            accounting,
+            stop: Arc::new(AtomicBool::new(false)),
+            cameras,
+            sessions,
+            plan,
+            policy,
+            tiles_per_frame_max,
+            max_in_flight: cfg.pipeline.max_in_flight,
+            overlap: cfg.pipeline.tile_overlap_px,
+            options,
+        })
+    }
+
+    /// The station's counters (live while it runs).
+    pub fn accounting(&self) -> Arc<Accounting> {
+        Arc::clone(&self.accounting)
+    }
+
+    /// Set to true to stop capture; the pipeline then drains and `run` returns.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Start every thread and block until the station has stopped and drained.
+    pub fn run(self) -> Arc<Accounting> {
+        let Station {
+            package,
+            accounting,
+            stop,
+            cameras,
+            sessions,
+            plan,
+            policy,
+            normalizer,
+            tiles_per_frame_max,
+            max_in_flight,
+            overlap,
+            options,
+        } = self;
+        let m = &package.manifest;
+        let tile_queue = max_in_flight * tiles_per_frame_max;
+        let (slot_tx, slot_rx) = bounded(max_in_flight);
+        for s in 0..max_in_flight {
+            slot_tx.send(s as u16).expect("slot queue has room for every slot");
+        }
+        let (start_tx, start_rx) = bounded(max_in_flight);
+        let (job_tx, job_rx) = bounded(tile_queue);
+        let (result_tx, result_rx) = bounded(tile_queue);
+        let mut handles: Vec<JoinHandle<()>> = Vec::new();
+
+        let mut camera_rxs = Vec::new();
+        for (settings, source, depth) in cameras {
+            let (tx, rx) = bounded(depth);
+            camera_rxs.push(rx.clone());
+            // Pixel buffers in flight per camera: its queue, every slot, one being captured.
+            let pool = BufferPool::new(depth + max_in_flight + 2);
+            let thread = CameraThread {
+                settings,
+                source,
+                pool,
+                tx,
+                rx,
+                accounting: Arc::clone(&accounting),
+                stop: Arc::clone(&stop),
+                on_grab: Box::new(|_| {}),
+            };
+            let name = format!("camera-{}", thread.settings.id);
+            handles.push(spawn(name, move || thread.run()));
+        }
+
+        let tensor_item = normalizer.channels * (m.input.width * m.input.height) as usize;
+        let _ = tensor_item;
+        let tensor_pool = BufferPool::new(tile_queue + 2 * policy.max_batch + 4);
+        let pre = preprocess_thread::Preprocessor {
+            input_mode: plan.input_mode,
+            tile_w: m.input.width,
+            tile_h: m.input.height,
+            overlap,
+            normalizer,
+            tensor_pool,
+            accounting: Arc::clone(&accounting),
+            on_frame: Box::new(|_| {}),
+        };
+        {
+            let (slot_rx, start_tx, job_tx) = (slot_rx.clone(), start_tx.clone(), job_tx.clone());
+            handles.push(spawn("preprocess".into(), move || pre.run(camera_rxs, slot_rx, start_tx, job_tx)));
+        }
+        drop((start_tx, job_tx, slot_rx));
+
+        let output_names: Vec<String> = m.task.output_names().iter().map(|s| s.to_string()).collect();
+        let output_pool = BufferPool::new(tile_queue * output_names.len() + 4 * policy.max_batch);
+        for (i, session) in sessions.into_iter().enumerate() {
+            let worker = Worker {
+                session,
+                input_name: m.input.name.clone(),
+                input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
+                output_names: output_names.clone(),
+                policy: policy.clone(),
+                output_pool: output_pool.clone(),
+                on_batch: Box::new(|_, _| {}),
+            };
+            let (jobs, results) = (job_rx.clone(), result_tx.clone());
+            handles.push(spawn(format!("infer-{i}"), move || worker.run(jobs, results)));
+        }
+        drop((job_rx, result_tx));
+
+        let assembler = Assembler::new(plan, max_in_flight, slot_tx, options.outputs, Arc::clone(&accounting));
+        let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
+
+        for h in handles {
+            let _ = h.join();
+        }
+        let _ = assembler_handle.join();
+        let _ = stop.load(Relaxed);
+        accounting
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name).spawn(f).expect("spawning a pipeline thread")
+}
