@@ -72,13 +72,9 @@ fn run(args: RunArgs) -> Result<()> {
             Box::new(std::io::stdout())
         } else {
             let path = loaded.resolve(Path::new(target));
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .with_context(|| format!("cannot open results file {} (check the folder exists and is writable)", path.display()))?,
-            )
+            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| {
+                format!("cannot open results file {} (check the folder exists and is writable)", path.display())
+            })?)
         };
         outputs.push(tx);
         let station_name = cfg.station.name.clone();
@@ -212,11 +208,6 @@ fn synth(args: SynthArgs) -> Result<()> {
         seed: args.seed,
     };
     let summary = crate::synth::write_dataset(&args.out, args.count, &params)?;
-    println!(
-        "wrote {} parts ({} defective) to {}",
-        summary.parts,
-        summary.defective,
-        args.out.display()
-    );
+    println!("wrote {} parts ({} defective) to {}", summary.parts, summary.defective, args.out.display());
     Ok(())
 }

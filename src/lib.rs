@@ -3,14 +3,14 @@
 //! Cameras feed a lock-free pipeline into ONNX defect-detection inference; every part gets a
 //! verdict. See `docs/ARCHITECTURE.md` for the data flow and the rules of the house.
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod frame;
 pub mod model;
 pub mod pool;
+pub mod sinks;
 pub mod sources;
 pub mod stages;
 pub mod synth;
 pub mod topology;
-pub mod sinks;
-pub mod app;
-pub mod cli;

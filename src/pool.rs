@@ -24,21 +24,14 @@ struct PoolInner<T> {
 
 impl<T> Clone for BufferPool<T> {
     fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
+        Self { inner: Arc::clone(&self.inner) }
     }
 }
 
 impl<T: Copy + Default + Send> BufferPool<T> {
     /// A pool that keeps at most `capacity` spare buffers.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            inner: Arc::new(PoolInner {
-                spares: ArrayQueue::new(capacity.max(1)),
-                misses: AtomicU64::new(0),
-            }),
-        }
+        Self { inner: Arc::new(PoolInner { spares: ArrayQueue::new(capacity.max(1)), misses: AtomicU64::new(0) }) }
     }
 
     /// A buffer of exactly `len` elements. Its contents are unspecified (whatever the previous
@@ -54,10 +47,7 @@ impl<T: Copy + Default + Send> BufferPool<T> {
         // `resize` only allocates when the spare is smaller than asked, which stops once every
         // spare has served the largest frame once.
         buf.resize(len, T::default());
-        Pooled {
-            buf: Some(buf),
-            home: Arc::clone(&self.inner),
-        }
+        Pooled { buf: Some(buf), home: Arc::clone(&self.inner) }
     }
 
     /// How many times the pool was empty when asked for a buffer.
@@ -85,9 +75,7 @@ impl<T> Pooled<T> {
 
     /// The underlying vector, for APIs that fill a `Vec` (e.g. decoders).
     pub fn as_vec_mut(&mut self) -> &mut Vec<T> {
-        self.buf
-            .as_mut()
-            .expect("pooled buffer is present until drop")
+        self.buf.as_mut().expect("pooled buffer is present until drop")
     }
 }
 

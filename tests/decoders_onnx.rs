@@ -7,8 +7,8 @@
 
 use linesight::model::manifest::{Activation, DetectionFormat};
 use linesight::stages::decode::{
-    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification,
-    decode_segmentation, decode_yolo, nms_class_aware,
+    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
+    decode_yolo, nms_class_aware,
 };
 use ort::environment::Environment;
 use ort::session::Session;
@@ -23,17 +23,10 @@ type TestResult = Result<(), Box<dyn Error>>;
 fn environment() -> &'static Environment {
     static ENV: OnceLock<Environment> = OnceLock::new();
     ENV.get_or_init(|| {
-        let lib = std::env::var_os("ORT_DYLIB_PATH").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort/lib/libonnxruntime.so"),
-            PathBuf::from,
-        );
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort/lib/libonnxruntime.so"), PathBuf::from);
         ort::init_from(&lib)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "loading {} failed (run scripts/setup.sh): {e}",
-                    lib.display()
-                )
-            })
+            .unwrap_or_else(|e| panic!("loading {} failed (run scripts/setup.sh): {e}", lib.display()))
             .build()
             .expect("ONNX Runtime environment")
     })
@@ -53,9 +46,7 @@ fn run(
     data: &[f32],
     outputs: &[&str],
 ) -> Result<Vec<Output>, Box<dyn Error>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(model);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(model);
     let mut session = Session::builder(environment())?.commit_from_file(&path)?;
     let tensor = TensorRef::from_array_view((shape, data))?;
     let results = session.run(ort::inputs![input => tensor])?;
@@ -63,10 +54,7 @@ fn run(
         .iter()
         .map(|name| {
             let (shape, data) = results[*name].try_extract_tensor::<f32>()?;
-            Ok(Output {
-                shape: shape.to_vec(),
-                data: data.to_vec(),
-            })
+            Ok(Output { shape: shape.to_vec(), data: data.to_vec() })
         })
         .collect()
 }
@@ -90,23 +78,8 @@ fn assert_defect(got: &Defect, want: &Defect) {
     assert_close(got.mean_score, want.mean_score, "mean_score");
 }
 
-fn region(
-    class: u16,
-    [x, y, w, h]: [f32; 4],
-    area_px: f32,
-    max_score: f32,
-    mean_score: f32,
-) -> Defect {
-    Defect {
-        class,
-        x,
-        y,
-        w,
-        h,
-        area_px,
-        max_score,
-        mean_score,
-    }
+fn region(class: u16, [x, y, w, h]: [f32; 4], area_px: f32, max_score: f32, mean_score: f32) -> Defect {
+    Defect { class, x, y, w, h, area_px, max_score, mean_score }
 }
 
 fn boxed(class: u16, [x, y, w, h]: [f32; 4], score: f32) -> Defect {
@@ -132,13 +105,7 @@ fn segmentation_logits_to_regions() -> TestResult {
     input[at(1, 0, 7)] = 1.0;
     // Item 1 stays background.
 
-    let mut out = run(
-        "seg_identity.onnx",
-        "image",
-        &[2, 2, 8, 8],
-        &input,
-        &["probs"],
-    )?;
+    let mut out = run("seg_identity.onnx", "image", &[2, 2, 8, 8], &input, &["probs"])?;
     let probs = &mut out[0];
     assert_eq!(probs.shape, [2, 2, 8, 8]);
     apply_activation(&mut probs.data, 2, plane, Activation::Sigmoid);
@@ -154,10 +121,7 @@ fn segmentation_logits_to_regions() -> TestResult {
         region(1, [0.0, 7.0, 1.0, 1.0], 1.0, sigmoid(1.0), sigmoid(1.0)),
     ];
     assert_eq!(defects.len(), want.len(), "{defects:?}");
-    defects
-        .iter()
-        .zip(&want)
-        .for_each(|(g, w)| assert_defect(g, w));
+    defects.iter().zip(&want).for_each(|(g, w)| assert_defect(g, w));
 
     // Class 0 as background leaves only the class-1 regions.
     decode_segmentation(item0, 2, w, h, 0.5, Some(0), &mut scratch, &mut defects);
@@ -200,35 +164,16 @@ fn yolov5_rows_to_boxes_after_nms() -> TestResult {
         21.0, 20.0, 10.0, 10.0, 0.8, 0.1, 0.75, // class 1, 0.6: other class, kept
         50.0, 60.0,  4.0,  2.0, 0.2, 1.0, 0.0,  // 0.2: below the score threshold
     ];
-    let out = run(
-        "yolov5_tiny.onnx",
-        "image",
-        &[1, 4, 7],
-        &input,
-        &["output0"],
-    )?;
+    let out = run("yolov5_tiny.onnx", "image", &[1, 4, 7], &input, &["output0"])?;
     assert_eq!(out[0].shape, [1, 4, 7]);
 
     let mut boxes = Vec::new();
-    decode_yolo(
-        &out[0].data,
-        DetectionFormat::Yolov5,
-        2,
-        0.25,
-        (100.0, 0.0),
-        &mut boxes,
-    );
+    decode_yolo(&out[0].data, DetectionFormat::Yolov5, 2, 0.25, (100.0, 0.0), &mut boxes);
     assert_eq!(boxes.len(), 3, "{boxes:?}");
     nms_class_aware(&mut boxes, 0.45);
-    let want = [
-        boxed(0, [115.0, 15.0, 10.0, 10.0], 0.81),
-        boxed(1, [116.0, 15.0, 10.0, 10.0], 0.6),
-    ];
+    let want = [boxed(0, [115.0, 15.0, 10.0, 10.0], 0.81), boxed(1, [116.0, 15.0, 10.0, 10.0], 0.6)];
     assert_eq!(boxes.len(), want.len(), "{boxes:?}");
-    boxes
-        .iter()
-        .zip(&want)
-        .for_each(|(g, w)| assert_defect(g, w));
+    boxes.iter().zip(&want).for_each(|(g, w)| assert_defect(g, w));
     Ok(())
 }
 
@@ -248,44 +193,18 @@ fn yolov8_transposed_boxes_from_two_tiles() -> TestResult {
          0.0,  0.0, 0.0, 0.0, 0.0, 0.0,
          0.0,  0.0, 0.0, 0.0, 0.0, 0.0,
     ];
-    let out = run(
-        "yolov8_tiny.onnx",
-        "image",
-        &[2, 4, 6],
-        &input,
-        &["output0"],
-    )?;
+    let out = run("yolov8_tiny.onnx", "image", &[2, 4, 6], &input, &["output0"])?;
     assert_eq!(out[0].shape, [2, 6, 4]);
 
     let mut boxes = Vec::new();
     let (tile0, tile1) = out[0].data.split_at(24);
-    decode_yolo(
-        tile0,
-        DetectionFormat::Yolov8,
-        2,
-        0.25,
-        (0.0, 0.0),
-        &mut boxes,
-    );
-    decode_yolo(
-        tile1,
-        DetectionFormat::Yolov8,
-        2,
-        0.25,
-        (8.0, 0.0),
-        &mut boxes,
-    );
+    decode_yolo(tile0, DetectionFormat::Yolov8, 2, 0.25, (0.0, 0.0), &mut boxes);
+    decode_yolo(tile1, DetectionFormat::Yolov8, 2, 0.25, (8.0, 0.0), &mut boxes);
     assert_eq!(boxes.len(), 4, "{boxes:?}");
     nms_class_aware(&mut boxes, 0.5);
-    let want = [
-        boxed(0, [8.0, 8.0, 4.0, 4.0], 0.9),
-        boxed(1, [27.0, 29.0, 6.0, 2.0], 0.3),
-    ];
+    let want = [boxed(0, [8.0, 8.0, 4.0, 4.0], 0.9), boxed(1, [27.0, 29.0, 6.0, 2.0], 0.3)];
     assert_eq!(boxes.len(), want.len(), "{boxes:?}");
-    boxes
-        .iter()
-        .zip(&want)
-        .for_each(|(g, w)| assert_defect(g, w));
+    boxes.iter().zip(&want).for_each(|(g, w)| assert_defect(g, w));
     Ok(())
 }
 
@@ -299,13 +218,7 @@ fn anomalib_score_and_map_to_verdict_and_regions() -> TestResult {
     input[63] = 0.55; // (7, 7)
     input[64 + 10] = 0.45; // item 1: warm, not hot
 
-    let out = run(
-        "anomalib_tiny.onnx",
-        "input",
-        &[2, 1, 8, 8],
-        &input,
-        &["pred_score", "anomaly_map"],
-    )?;
+    let out = run("anomalib_tiny.onnx", "input", &[2, 1, 8, 8], &input, &["pred_score", "anomaly_map"])?;
     let (scores, map) = (&out[0], &out[1]);
     assert_eq!(scores.shape, [2]);
     assert_eq!(map.shape, [2, 1, 8, 8]);
@@ -313,37 +226,16 @@ fn anomalib_score_and_map_to_verdict_and_regions() -> TestResult {
 
     let mut scratch = ComponentScratch::new();
     let mut defects = Vec::new();
-    let anomalous = decode_anomaly(
-        scores.data[0],
-        &map.data[..64],
-        8,
-        8,
-        0.5,
-        0,
-        &mut scratch,
-        &mut defects,
-    );
+    let anomalous = decode_anomaly(scores.data[0], &map.data[..64], 8, 8, 0.5, 0, &mut scratch, &mut defects);
     assert!(anomalous);
     let want = [
         region(0, [2.0, 1.0, 2.0, 2.0], 3.0, 0.9, (0.7 + 0.9 + 0.6) / 3.0),
         region(0, [7.0, 7.0, 1.0, 1.0], 1.0, 0.55, 0.55),
     ];
     assert_eq!(defects.len(), want.len(), "{defects:?}");
-    defects
-        .iter()
-        .zip(&want)
-        .for_each(|(g, w)| assert_defect(g, w));
+    defects.iter().zip(&want).for_each(|(g, w)| assert_defect(g, w));
 
-    let anomalous = decode_anomaly(
-        scores.data[1],
-        &map.data[64..],
-        8,
-        8,
-        0.5,
-        0,
-        &mut scratch,
-        &mut defects,
-    );
+    let anomalous = decode_anomaly(scores.data[1], &map.data[64..], 8, 8, 0.5, 0, &mut scratch, &mut defects);
     assert!(!anomalous);
     assert!(defects.is_empty(), "{defects:?}");
     Ok(())

@@ -22,10 +22,7 @@ fn drain(src: &mut OpenCvSource, max: usize) -> (Vec<(Grabbed, Vec<u8>)>, Source
             Ok(g) => frames.push((g, pixels.clone())),
             Err(e) => return (frames, e),
         }
-        assert!(
-            frames.len() <= max,
-            "source kept delivering past {max} frames"
-        );
+        assert!(frames.len() <= max, "source kept delivering past {max} frames");
     }
 }
 
@@ -33,14 +30,10 @@ fn drain(src: &mut OpenCvSource, max: usize) -> (Vec<(Grabbed, Vec<u8>)>, Source
 fn write_test_video(path: &std::path::Path) {
     let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G').unwrap();
     let mut writer = VideoWriter::new(path, fourcc, 25.0, Size::new(WIDTH, HEIGHT), true).unwrap();
-    assert!(
-        writer.is_opened().unwrap(),
-        "OpenCV cannot write MJPG/AVI here"
-    );
+    assert!(writer.is_opened().unwrap(), "OpenCV cannot write MJPG/AVI here");
     for k in 0..FRAMES {
         let level = (10 * k) as f64;
-        let frame =
-            Mat::new_rows_cols_with_default(HEIGHT, WIDTH, CV_8UC3, Scalar::all(level)).unwrap();
+        let frame = Mat::new_rows_cols_with_default(HEIGHT, WIDTH, CV_8UC3, Scalar::all(level)).unwrap();
         writer.write(&frame).unwrap();
     }
     writer.release().unwrap();
@@ -56,30 +49,18 @@ fn a_video_file_replays_every_frame_then_ends() {
     assert!(src.is_replay(), "an existing file is a replay");
     src.open().unwrap();
     let (frames, end) = drain(&mut src, FRAMES);
-    assert!(
-        matches!(end, SourceError::EndOfStream),
-        "a file ends with EndOfStream, got {end:?}"
-    );
+    assert!(matches!(end, SourceError::EndOfStream), "a file ends with EndOfStream, got {end:?}");
     assert_eq!(frames.len(), FRAMES);
     for (k, (g, pixels)) in frames.iter().enumerate() {
-        assert_eq!(
-            (g.width, g.height, g.format),
-            (WIDTH as u32, HEIGHT as u32, PixelFormat::Rgb8)
-        );
+        assert_eq!((g.width, g.height, g.format), (WIDTH as u32, HEIGHT as u32, PixelFormat::Rgb8));
         assert_eq!(pixels.len(), (WIDTH * HEIGHT * 3) as usize);
         // MJPEG is lossy and goes through YUV, but a flat gray frame stays within a few levels.
         let expected = 10 * k as u8;
         let worst = pixels.iter().map(|p| p.abs_diff(expected)).max().unwrap();
-        assert!(
-            worst <= 3,
-            "frame {k}: a pixel is {worst} levels off {expected}"
-        );
+        assert!(worst <= 3, "frame {k}: a pixel is {worst} levels off {expected}");
     }
     // Reading past the end stays at the end; a reopen starts over.
-    assert!(matches!(
-        src.grab(&mut Vec::new()),
-        Err(SourceError::EndOfStream)
-    ));
+    assert!(matches!(src.grab(&mut Vec::new()), Err(SourceError::EndOfStream)));
     src.close();
     src.open().unwrap();
     assert_eq!(drain(&mut src, FRAMES).0.len(), FRAMES);
@@ -109,9 +90,7 @@ fn a_url_opens_through_ffmpeg_with_timeouts_and_is_live() {
 #[test]
 fn a_gstreamer_pipeline_delivers_its_frames_then_disconnects() {
     let info = opencv::core::get_build_information().unwrap();
-    let gstreamer = info
-        .lines()
-        .find(|line| line.trim_start().starts_with("GStreamer:"));
+    let gstreamer = info.lines().find(|line| line.trim_start().starts_with("GStreamer:"));
     assert!(
         gstreamer.is_some_and(|line| line.contains("YES")),
         "this OpenCV was built without GStreamer (build info says {gstreamer:?}); install an \
@@ -137,13 +116,7 @@ fn a_gstreamer_pipeline_delivers_its_frames_then_disconnects() {
 fn an_unopenable_uri_is_a_disconnect_that_names_it() {
     for uri in ["/no/such/dir/missing.avi", "nosuchgstelement ! appsink"] {
         let err = OpenCvSource::new(uri, 500).open().unwrap_err();
-        assert!(
-            matches!(err, SourceError::Disconnected(_)),
-            "{uri}: got {err:?}"
-        );
-        assert!(
-            err.to_string().contains(uri),
-            "{uri}: message does not name it: {err}"
-        );
+        assert!(matches!(err, SourceError::Disconnected(_)), "{uri}: got {err:?}");
+        assert!(err.to_string().contains(uri), "{uri}: message does not name it: {err}");
     }
 }

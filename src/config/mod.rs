@@ -27,11 +27,7 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Resolve a path from the config: relative paths are relative to the config file's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        }
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
 }
 
@@ -39,31 +35,18 @@ impl LoadedConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin} has {} invalid setting(s):\n{errors}", errors.0.len())]
-    Invalid {
-        origin: String,
-        errors: ConfigErrors,
-    },
+    Invalid { origin: String, errors: ConfigErrors },
 }
 
 /// Read, parse and validate a config file.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base_dir = if base_dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base_dir
-    };
+    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
     load_str(&text, &path.display().to_string(), base_dir)
 }
 
@@ -75,10 +58,7 @@ pub fn load_str(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedCon
         message: e.to_string().trim().replace('\n', " "),
     })?;
     let loaded = LoadedConfig { config, base_dir };
-    validate::validate(&loaded).map_err(|errors| LoadError::Invalid {
-        origin: origin.to_string(),
-        errors,
-    })?;
+    validate::validate(&loaded).map_err(|errors| LoadError::Invalid { origin: origin.to_string(), errors })?;
     Ok(loaded)
 }
 

@@ -32,9 +32,7 @@ pub struct StationSection {
 
 impl Default for StationSection {
     fn default() -> Self {
-        Self {
-            name: default_station_name(),
-        }
+        Self { name: default_station_name() }
     }
 }
 

@@ -39,11 +39,7 @@ struct Collector(Vec<ConfigError>);
 impl Collector {
     fn check(&mut self, ok: bool, path: impl Into<String>, value: impl fmt::Debug, problem: &str) {
         if !ok {
-            self.0.push(ConfigError {
-                path: path.into(),
-                value: format!("{value:?}"),
-                problem: problem.to_string(),
-            });
+            self.0.push(ConfigError { path: path.into(), value: format!("{value:?}"), problem: problem.to_string() });
         }
     }
 }
@@ -54,51 +50,23 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
     let cfg = &loaded.config;
     let mut c = Collector(Vec::new());
 
-    c.check(
-        !cfg.cameras.is_empty(),
-        "camera",
-        "[]",
-        "a station needs at least one [[camera]]",
-    );
+    c.check(!cfg.cameras.is_empty(), "camera", "[]", "a station needs at least one [[camera]]");
     let mut ids = HashSet::new();
     for (i, cam) in cfg.cameras.iter().enumerate() {
         let p = format!("camera[{i}]");
         let id_ok = !cam.id.is_empty()
             && cam.id.len() <= 64
-            && cam
-                .id
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
-        c.check(
-            id_ok,
-            format!("{p}.id"),
-            &cam.id,
-            "use 1-64 letters, digits, '-' or '_'",
-        );
-        c.check(
-            ids.insert(cam.id.as_str()),
-            format!("{p}.id"),
-            &cam.id,
-            "camera ids must be unique",
-        );
+            && cam.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        c.check(id_ok, format!("{p}.id"), &cam.id, "use 1-64 letters, digits, '-' or '_'");
+        c.check(ids.insert(cam.id.as_str()), format!("{p}.id"), &cam.id, "camera ids must be unique");
         c.check(
             cam.fps.is_finite() && cam.fps >= 0.0,
             format!("{p}.fps"),
             cam.fps,
             "must be >= 0 (0 = as fast as possible)",
         );
-        c.check(
-            (1..=1024).contains(&cam.queue_depth),
-            format!("{p}.queue_depth"),
-            cam.queue_depth,
-            "must be 1..=1024",
-        );
-        c.check(
-            cam.stall_timeout_ms >= 100,
-            format!("{p}.stall_timeout_ms"),
-            cam.stall_timeout_ms,
-            "must be >= 100",
-        );
+        c.check((1..=1024).contains(&cam.queue_depth), format!("{p}.queue_depth"), cam.queue_depth, "must be 1..=1024");
+        c.check(cam.stall_timeout_ms >= 100, format!("{p}.stall_timeout_ms"), cam.stall_timeout_ms, "must be >= 100");
         c.check(
             cam.reconnect_initial_ms >= 1,
             format!("{p}.reconnect_initial_ms"),
@@ -112,28 +80,13 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
             "must be >= reconnect_initial_ms",
         );
         for (r, roi) in cam.roi_px.iter().enumerate() {
-            c.check(
-                roi[2] > 0 && roi[3] > 0,
-                format!("{p}.roi_px[{r}]"),
-                roi,
-                "width and height must be > 0",
-            );
+            c.check(roi[2] > 0 && roi[3] > 0, format!("{p}.roi_px[{r}]"), roi, "width and height must be > 0");
         }
         match &cam.source {
             SourceConfig::Synthetic(s) => {
                 let sp = format!("{p}.source");
-                c.check(
-                    (16..=8192).contains(&s.width),
-                    format!("{sp}.width"),
-                    s.width,
-                    "must be 16..=8192",
-                );
-                c.check(
-                    (16..=8192).contains(&s.height),
-                    format!("{sp}.height"),
-                    s.height,
-                    "must be 16..=8192",
-                );
+                c.check((16..=8192).contains(&s.width), format!("{sp}.width"), s.width, "must be 16..=8192");
+                c.check((16..=8192).contains(&s.height), format!("{sp}.height"), s.height, "must be 16..=8192");
                 c.check(
                     SURFACES.contains(&s.surface.as_str()),
                     format!("{sp}.surface"),
@@ -175,72 +128,27 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
         &m.package,
         "no model.toml in this folder (relative paths start at the config file's folder)",
     );
-    c.check(
-        (1..=64).contains(&m.workers),
-        "model.workers",
-        m.workers,
-        "must be 1..=64",
-    );
-    c.check(
-        (1..=256).contains(&m.intra_threads),
-        "model.intra_threads",
-        m.intra_threads,
-        "must be 1..=256",
-    );
+    c.check((1..=64).contains(&m.workers), "model.workers", m.workers, "must be 1..=64");
+    c.check((1..=256).contains(&m.intra_threads), "model.intra_threads", m.intra_threads, "must be 1..=256");
 
     let pl = &cfg.pipeline;
-    c.check(
-        (1..=256).contains(&pl.max_batch),
-        "pipeline.max_batch",
-        pl.max_batch,
-        "must be 1..=256",
-    );
-    c.check(
-        pl.max_wait_us <= 1_000_000,
-        "pipeline.max_wait_us",
-        pl.max_wait_us,
-        "must be <= 1000000 (1 s)",
-    );
+    c.check((1..=256).contains(&pl.max_batch), "pipeline.max_batch", pl.max_batch, "must be 1..=256");
+    c.check(pl.max_wait_us <= 1_000_000, "pipeline.max_wait_us", pl.max_wait_us, "must be <= 1000000 (1 s)");
     c.check(
         (1..=16).contains(&pl.preprocess_workers),
         "pipeline.preprocess_workers",
         pl.preprocess_workers,
         "must be 1..=16",
     );
-    c.check(
-        (1..=4096).contains(&pl.max_in_flight),
-        "pipeline.max_in_flight",
-        pl.max_in_flight,
-        "must be 1..=4096",
-    );
-    c.check(
-        pl.verdict_deadline_ms >= 1,
-        "pipeline.verdict_deadline_ms",
-        pl.verdict_deadline_ms,
-        "must be >= 1",
-    );
+    c.check((1..=4096).contains(&pl.max_in_flight), "pipeline.max_in_flight", pl.max_in_flight, "must be 1..=4096");
+    c.check(pl.verdict_deadline_ms >= 1, "pipeline.verdict_deadline_ms", pl.verdict_deadline_ms, "must be >= 1");
 
     let mut classes = HashSet::new();
     for (i, r) in cfg.rules.iter().enumerate() {
         let p = format!("rule[{i}]");
-        c.check(
-            !r.class.is_empty(),
-            format!("{p}.class"),
-            &r.class,
-            "name a class from the model manifest, or '*'",
-        );
-        c.check(
-            classes.insert(r.class.as_str()),
-            format!("{p}.class"),
-            &r.class,
-            "one rule per class",
-        );
-        c.check(
-            (0.0..=1.0).contains(&r.min_score),
-            format!("{p}.min_score"),
-            r.min_score,
-            "must be between 0 and 1",
-        );
+        c.check(!r.class.is_empty(), format!("{p}.class"), &r.class, "name a class from the model manifest, or '*'");
+        c.check(classes.insert(r.class.as_str()), format!("{p}.class"), &r.class, "one rule per class");
+        c.check((0.0..=1.0).contains(&r.min_score), format!("{p}.min_score"), r.min_score, "must be between 0 and 1");
         c.check(
             r.min_area_px.is_finite() && r.min_area_px >= 0.0,
             format!("{p}.min_area_px"),
@@ -249,9 +157,5 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
         );
     }
 
-    if c.0.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(c.0))
-    }
+    if c.0.is_empty() { Ok(()) } else { Err(ConfigErrors(c.0)) }
 }

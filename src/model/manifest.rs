@@ -65,10 +65,7 @@ pub struct Normalization {
 
 impl Default for Normalization {
     fn default() -> Self {
-        Self {
-            mean: vec![0.0],
-            std: vec![1.0],
-        }
+        Self { mean: vec![0.0], std: vec![1.0] }
     }
 }
 

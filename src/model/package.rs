@@ -22,26 +22,15 @@ pub enum PackageError {
     )]
     MissingManifest { dir: PathBuf },
     #[error("model package {dir}: cannot read {file}: {source}")]
-    Read {
-        dir: PathBuf,
-        file: String,
-        source: std::io::Error,
-    },
+    Read { dir: PathBuf, file: String, source: std::io::Error },
     #[error("model package {dir}: model.toml is invalid: {message}")]
     BadManifest { dir: PathBuf, message: String },
-    #[error(
-        "model package {dir}: onnx_file {file:?} must be a plain file name inside the package folder"
-    )]
+    #[error("model package {dir}: onnx_file {file:?} must be a plain file name inside the package folder")]
     UnsafePath { dir: PathBuf, file: String },
     #[error(
         "model package {dir}: sha256 of {file} is {actual} but model.toml says {expected}; the model file changed or is corrupt — restore it, or re-export the package"
     )]
-    HashMismatch {
-        dir: PathBuf,
-        file: String,
-        expected: String,
-        actual: String,
-    },
+    HashMismatch { dir: PathBuf, file: String, expected: String, actual: String },
 }
 
 impl ModelPackage {
@@ -49,16 +38,13 @@ impl ModelPackage {
     pub fn load(dir: &Path) -> Result<Self, PackageError> {
         let manifest_path = dir.join("model.toml");
         if !manifest_path.is_file() {
-            return Err(PackageError::MissingManifest {
-                dir: dir.to_path_buf(),
-            });
+            return Err(PackageError::MissingManifest { dir: dir.to_path_buf() });
         }
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|source| PackageError::Read {
-                dir: dir.to_path_buf(),
-                file: "model.toml".into(),
-                source,
-            })?;
+        let text = std::fs::read_to_string(&manifest_path).map_err(|source| PackageError::Read {
+            dir: dir.to_path_buf(),
+            file: "model.toml".into(),
+            source,
+        })?;
         let manifest: Manifest = toml::from_str(&text).map_err(|e| PackageError::BadManifest {
             dir: dir.to_path_buf(),
             message: e.to_string().trim().replace('\n', " "),
@@ -66,15 +52,9 @@ impl ModelPackage {
         // Models come from configured folders only: a manifest may not point outside its own
         // folder (ONNX external-data path traversal has been a CVE class).
         let file = manifest.onnx_file.clone();
-        let plain = Path::new(&file)
-            .file_name()
-            .map(|n| n == file.as_str())
-            .unwrap_or(false);
+        let plain = Path::new(&file).file_name().map(|n| n == file.as_str()).unwrap_or(false);
         if !plain || file == ".." {
-            return Err(PackageError::UnsafePath {
-                dir: dir.to_path_buf(),
-                file,
-            });
+            return Err(PackageError::UnsafePath { dir: dir.to_path_buf(), file });
         }
         let onnx_path = dir.join(&file);
         let bytes = std::fs::read(&onnx_path).map_err(|source| PackageError::Read {
@@ -91,11 +71,6 @@ impl ModelPackage {
                 actual,
             });
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-            onnx_path,
-            sha256: actual,
-        })
+        Ok(Self { dir: dir.to_path_buf(), manifest, onnx_path, sha256: actual })
     }
 }

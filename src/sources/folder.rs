@@ -36,12 +36,7 @@ impl FolderSource {
     /// A replay of `dir`. With `looping`, it starts over after the last image; without, it ends
     /// with [`SourceError::EndOfStream`]. Nothing is read until [`Source::open`].
     pub fn new(dir: impl Into<PathBuf>, looping: bool) -> Self {
-        Self {
-            dir: dir.into(),
-            looping,
-            files: Vec::new(),
-            next: 0,
-        }
+        Self { dir: dir.into(), looping, files: Vec::new(), next: 0 }
     }
 
     /// The directory replayed.
@@ -85,9 +80,7 @@ impl Source for FolderSource {
     fn grab(&mut self, pixels: &mut Vec<u8>) -> Result<Grabbed, SourceError> {
         if self.files.is_empty() {
             let dir = self.dir.display();
-            return Err(SourceError::Disconnected(format!(
-                "image folder {dir}: not open"
-            )));
+            return Err(SourceError::Disconnected(format!("image folder {dir}: not open")));
         }
         if self.next >= self.files.len() {
             if !self.looping {
@@ -98,17 +91,10 @@ impl Source for FolderSource {
         let path = &self.files[self.next];
         // Advance before decoding so a corrupt file is reported once and the next grab moves on.
         self.next += 1;
-        let (width, height, format) = decode_into(path, pixels)
-            .map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
-        let part = path
-            .file_stem()
-            .map(|stem| part_id(&stem.to_string_lossy()));
-        Ok(Grabbed {
-            width,
-            height,
-            format,
-            part_id: part,
-        })
+        let (width, height, format) =
+            decode_into(path, pixels).map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
+        let part = path.file_stem().map(|stem| part_id(&stem.to_string_lossy()));
+        Ok(Grabbed { width, height, format, part_id: part })
     }
 
     fn close(&mut self) {
@@ -124,11 +110,7 @@ impl Source for FolderSource {
 fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|ext| ext.to_str())
-        .is_some_and(|ext| {
-            EXTENSIONS
-                .iter()
-                .any(|known| ext.eq_ignore_ascii_case(known))
-        })
+        .is_some_and(|ext| EXTENSIONS.iter().any(|known| ext.eq_ignore_ascii_case(known)))
 }
 
 fn decode_limits() -> Limits {
@@ -142,9 +124,8 @@ fn decode_limits() -> Limits {
 /// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else).
 fn decode_into(path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
     // The content decides the format, not the extension: a PNG saved as `.jpg` still replays.
-    let mut reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut reader =
+        ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read: {e}"))?;
     reader.limits(decode_limits());
     let is_bmp = reader.format() == Some(ImageFormat::Bmp);
     let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
@@ -166,46 +147,30 @@ fn decode_into(path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelForm
 fn bmp_has_gray_palette(path: &Path) -> bool {
     // File header (14) + largest info header (124) + largest palette (256 entries of 4 bytes).
     let mut head = Vec::with_capacity(14 + 124 + 1024);
-    let read =
-        std::fs::File::open(path).and_then(|f| f.take(14 + 124 + 1024).read_to_end(&mut head));
+    let read = std::fs::File::open(path).and_then(|f| f.take(14 + 124 + 1024).read_to_end(&mut head));
     if read.is_err() {
         return false;
     }
-    let u16_at = |at: usize| {
-        head.get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |at: usize| {
-        head.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let u16_at = |at: usize| head.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| head.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let Some(info_size) = u32_at(14).map(|s| s as usize) else {
         return false;
     };
     // OS/2 core headers (12 bytes) have 16-bit sizes and 3-byte palette entries.
-    let (bpp, colors_used, entry) = if info_size == 12 {
-        (u16_at(24), Some(0), 3)
-    } else {
-        (u16_at(28), u32_at(46), 4)
-    };
+    let (bpp, colors_used, entry) =
+        if info_size == 12 { (u16_at(24), Some(0), 3) } else { (u16_at(28), u32_at(46), 4) };
     let (Some(bpp), Some(colors_used)) = (bpp, colors_used) else {
         return false;
     };
     if !(1..=8).contains(&bpp) {
         return false;
     }
-    let count = if colors_used == 0 {
-        1usize << bpp
-    } else {
-        (colors_used as usize).min(256)
-    };
+    let count = if colors_used == 0 { 1usize << bpp } else { (colors_used as usize).min(256) };
     let start = 14 + info_size;
     let Some(palette) = head.get(start..start + count * entry) else {
         return false;
     };
-    palette
-        .chunks_exact(entry)
-        .all(|bgr| bgr[0] == bgr[1] && bgr[1] == bgr[2])
+    palette.chunks_exact(entry).all(|bgr| bgr[0] == bgr[1] && bgr[1] == bgr[2])
 }
 
 /// Copy `image` into `pixels` (cleared first, capacity kept), dropping alpha and reducing deeper
@@ -234,11 +199,7 @@ fn copy_pixels(image: &DynamicImage, pixels: &mut Vec<u8>) -> PixelFormat {
             PixelFormat::Rgb8
         }
         DynamicImage::ImageRgba8(img) => {
-            pixels.extend(
-                img.as_raw()
-                    .chunks_exact(4)
-                    .flat_map(|px| [px[0], px[1], px[2]]),
-            );
+            pixels.extend(img.as_raw().chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]));
             PixelFormat::Rgb8
         }
         DynamicImage::ImageRgb16(img) => {
@@ -246,10 +207,7 @@ fn copy_pixels(image: &DynamicImage, pixels: &mut Vec<u8>) -> PixelFormat {
             PixelFormat::Rgb8
         }
         DynamicImage::ImageRgba16(img) => {
-            let rgb = img
-                .as_raw()
-                .chunks_exact(4)
-                .flat_map(|px| [px[0], px[1], px[2]]);
+            let rgb = img.as_raw().chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]);
             pixels.extend(rgb.map(to_u8));
             PixelFormat::Rgb8
         }
@@ -277,9 +235,7 @@ mod tests {
     use image::{ImageBuffer, Luma, Rgba};
 
     fn gray(dir: &Path, name: &str, w: u32, h: u32, value: u8) {
-        ImageBuffer::from_pixel(w, h, Luma([value]))
-            .save(dir.join(name))
-            .unwrap();
+        ImageBuffer::from_pixel(w, h, Luma([value])).save(dir.join(name)).unwrap();
     }
 
     fn grab(src: &mut FolderSource) -> Result<Grabbed, SourceError> {
@@ -316,9 +272,7 @@ mod tests {
         gray(dir.path(), "2.png", 2, 2, 2);
         let mut src = FolderSource::new(dir.path(), true);
         src.open().unwrap();
-        let ids: Vec<String> = (0..5)
-            .map(|_| grab(&mut src).unwrap().part_id.unwrap().to_string())
-            .collect();
+        let ids: Vec<String> = (0..5).map(|_| grab(&mut src).unwrap().part_id.unwrap().to_string()).collect();
         assert_eq!(ids, ["1", "2", "1", "2", "1"]);
     }
 
@@ -326,11 +280,7 @@ mod tests {
     fn a_corrupt_file_is_a_bad_frame_and_the_next_grab_moves_on() {
         let dir = tempfile::tempdir().unwrap();
         gray(dir.path(), "1-good.png", 2, 2, 7);
-        std::fs::write(
-            dir.path().join("2-corrupt.png"),
-            b"\x89PNG\r\n\x1a\nthen garbage",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("2-corrupt.png"), b"\x89PNG\r\n\x1a\nthen garbage").unwrap();
         gray(dir.path(), "3-good.jpg", 8, 8, 200);
         let mut src = FolderSource::new(dir.path(), false);
         src.open().unwrap();
@@ -379,9 +329,7 @@ mod tests {
     #[test]
     fn colour_bmps_stay_rgb8() {
         let dir = tempfile::tempdir().unwrap();
-        let img = ImageBuffer::from_fn(2, 1, |x, _| {
-            image::Rgb([[200u8, 0, 0], [0, 0, 9]][x as usize])
-        });
+        let img = ImageBuffer::from_fn(2, 1, |x, _| image::Rgb([[200u8, 0, 0], [0, 0, 9]][x as usize]));
         img.save(dir.path().join("colour.bmp")).unwrap();
         let mut src = FolderSource::new(dir.path(), false);
         src.open().unwrap();
@@ -396,29 +344,18 @@ mod tests {
         gray(dir.path(), "wide.png", MAX_SIDE_PX + 1, 1, 0);
         let mut src = FolderSource::new(dir.path(), false);
         src.open().unwrap();
-        assert!(
-            matches!(grab(&mut src), Err(SourceError::BadFrame(msg)) if msg.contains("wide.png"))
-        );
+        assert!(matches!(grab(&mut src), Err(SourceError::BadFrame(msg)) if msg.contains("wide.png")));
     }
 
     #[test]
     fn a_missing_or_empty_folder_fails_to_open_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-folder");
-        let err = FolderSource::new(&missing, false)
-            .open()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("no-such-folder") && err.contains("check the folder path"),
-            "{err}"
-        );
+        let err = FolderSource::new(&missing, false).open().unwrap_err().to_string();
+        assert!(err.contains("no-such-folder") && err.contains("check the folder path"), "{err}");
 
         std::fs::write(dir.path().join("readme.txt"), "x").unwrap();
-        let err = FolderSource::new(dir.path(), true)
-            .open()
-            .unwrap_err()
-            .to_string();
+        let err = FolderSource::new(dir.path(), true).open().unwrap_err().to_string();
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
         assert!(err.contains("no images"), "{err}");
     }

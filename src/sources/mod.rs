@@ -56,11 +56,15 @@ pub trait Source: Send {
 }
 
 /// Make the source a camera's config describes. Relative folder paths resolve against `base`.
-pub fn build(cfg: &crate::config::SourceConfig, base: &crate::config::LoadedConfig) -> Result<Box<dyn Source>, SourceError> {
+pub fn build(
+    cfg: &crate::config::SourceConfig,
+    base: &crate::config::LoadedConfig,
+) -> Result<Box<dyn Source>, SourceError> {
     use crate::config::SourceConfig;
     Ok(match cfg {
         SourceConfig::Synthetic(s) => {
-            let surface = s.surface.parse().map_err(|e: crate::synth::SynthError| SourceError::Disconnected(e.to_string()))?;
+            let surface =
+                s.surface.parse().map_err(|e: crate::synth::SynthError| SourceError::Disconnected(e.to_string()))?;
             let params = crate::synth::SynthParams {
                 width: s.width,
                 height: s.height,
@@ -71,6 +75,8 @@ pub fn build(cfg: &crate::config::SourceConfig, base: &crate::config::LoadedConf
             Box::new(synthetic::SyntheticSource::new(params)?)
         }
         SourceConfig::Folder(f) => Box::new(folder::FolderSource::new(base.resolve(&f.path), f.looping)),
-        SourceConfig::Opencv(o) => Box::new(opencv::OpenCvSource::new(o.uri.clone(), o.read_timeout_ms.min(u32::MAX as u64) as u32)),
+        SourceConfig::Opencv(o) => {
+            Box::new(opencv::OpenCvSource::new(o.uri.clone(), o.read_timeout_ms.min(u32::MAX as u64) as u32))
+        }
     })
 }

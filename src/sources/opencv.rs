@@ -111,25 +111,15 @@ impl OpenCvSource {
             // OpenCV's GStreamer backend reads timeouts from 4.7 on (opencv/opencv#22919); older
             // ones refuse to open with them. Pipelines can carry their own (rtspsrc timeout=…).
             CaptureTarget::Pipeline(pipeline) if gstreamer_has_timeouts() => {
-                VideoCapture::from_file_with_params(
-                    pipeline,
-                    videoio::CAP_GSTREAMER,
-                    &self.timeout_params(),
-                )
+                VideoCapture::from_file_with_params(pipeline, videoio::CAP_GSTREAMER, &self.timeout_params())
             }
-            CaptureTarget::Pipeline(pipeline) => {
-                VideoCapture::from_file(pipeline, videoio::CAP_GSTREAMER)
-            }
+            CaptureTarget::Pipeline(pipeline) => VideoCapture::from_file(pipeline, videoio::CAP_GSTREAMER),
             // A local file needs no timeouts, and CAP_ANY lets OpenCV pick any backend that reads
             // the container.
-            CaptureTarget::FileOrUrl(path) if self.is_file => {
-                VideoCapture::from_file(path, videoio::CAP_ANY)
+            CaptureTarget::FileOrUrl(path) if self.is_file => VideoCapture::from_file(path, videoio::CAP_ANY),
+            CaptureTarget::FileOrUrl(url) => {
+                VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &self.timeout_params())
             }
-            CaptureTarget::FileOrUrl(url) => VideoCapture::from_file_with_params(
-                url,
-                videoio::CAP_FFMPEG,
-                &self.timeout_params(),
-            ),
         }
     }
 }
@@ -147,9 +137,7 @@ impl Source for OpenCvSource {
     fn open(&mut self) -> Result<(), SourceError> {
         self.close();
         self.is_file = is_existing_file(&self.target);
-        let fail = |why: String| {
-            SourceError::Disconnected(format!("cannot open camera uri {:?}: {why}", self.uri))
-        };
+        let fail = |why: String| SourceError::Disconnected(format!("cannot open camera uri {:?}: {why}", self.uri));
         let capture = self.open_capture().map_err(|e| fail(e.to_string()))?;
         if !capture.is_opened().unwrap_or(false) {
             return Err(fail(
@@ -166,13 +154,9 @@ impl Source for OpenCvSource {
 
     fn grab(&mut self, pixels: &mut Vec<u8>) -> Result<Grabbed, SourceError> {
         let uri = &self.uri;
-        let capture = self
-            .capture
-            .as_mut()
-            .ok_or_else(|| SourceError::Disconnected(format!("{uri}: not open")))?;
-        let got = capture
-            .read(&mut self.raw)
-            .map_err(|e| SourceError::Disconnected(format!("{uri}: read failed: {e}")))?;
+        let capture = self.capture.as_mut().ok_or_else(|| SourceError::Disconnected(format!("{uri}: not open")))?;
+        let got =
+            capture.read(&mut self.raw).map_err(|e| SourceError::Disconnected(format!("{uri}: read failed: {e}")))?;
         if !got || self.raw.empty() {
             return Err(if self.is_file {
                 SourceError::EndOfStream
@@ -184,27 +168,21 @@ impl Source for OpenCvSource {
         let (format, frame) = match self.raw.typ() {
             core::CV_8UC1 => (PixelFormat::Gray8, &self.raw),
             core::CV_8UC3 => {
-                imgproc::cvt_color(&self.raw, &mut self.converted, imgproc::COLOR_BGR2RGB, 0)
-                    .map_err(bad)?;
+                imgproc::cvt_color(&self.raw, &mut self.converted, imgproc::COLOR_BGR2RGB, 0).map_err(bad)?;
                 (PixelFormat::Rgb8, &self.converted)
             }
             core::CV_8UC4 => {
-                imgproc::cvt_color(&self.raw, &mut self.converted, imgproc::COLOR_BGRA2RGB, 0)
-                    .map_err(bad)?;
+                imgproc::cvt_color(&self.raw, &mut self.converted, imgproc::COLOR_BGRA2RGB, 0).map_err(bad)?;
                 (PixelFormat::Rgb8, &self.converted)
             }
             core::CV_16UC1 => {
                 // Full 16-bit range onto 8 bits (65535 → 255), like the folder source does.
-                self.raw
-                    .convert_to(&mut self.converted, core::CV_8U, 1.0 / 257.0, 0.0)
-                    .map_err(bad)?;
+                self.raw.convert_to(&mut self.converted, core::CV_8U, 1.0 / 257.0, 0.0).map_err(bad)?;
                 (PixelFormat::Gray8, &self.converted)
             }
             other => {
                 let name = core::type_to_string(other).unwrap_or_else(|_| other.to_string());
-                return Err(SourceError::BadFrame(format!(
-                    "{uri}: unsupported pixel type {name}"
-                )));
+                return Err(SourceError::BadFrame(format!("{uri}: unsupported pixel type {name}")));
             }
         };
         let (width, height) = (frame.cols() as u32, frame.rows() as u32);
@@ -216,12 +194,7 @@ impl Source for OpenCvSource {
                 pixels.len()
             )));
         }
-        Ok(Grabbed {
-            width,
-            height,
-            format,
-            part_id: None,
-        })
+        Ok(Grabbed { width, height, format, part_id: None })
     }
 
     fn close(&mut self) {
@@ -260,20 +233,11 @@ mod tests {
         use CaptureTarget::*;
         assert_eq!(CaptureTarget::parse("0"), Index(0));
         assert_eq!(CaptureTarget::parse(" 2 "), Index(2));
-        assert_eq!(
-            CaptureTarget::parse("/dev/video1"),
-            DevicePath("/dev/video1".into())
-        );
+        assert_eq!(CaptureTarget::parse("/dev/video1"), DevicePath("/dev/video1".into()));
         let pipeline = "videotestsrc ! video/x-raw,format=BGR ! appsink";
         assert_eq!(CaptureTarget::parse(pipeline), Pipeline(pipeline.into()));
-        assert_eq!(
-            CaptureTarget::parse("rtsp://cam/1"),
-            FileOrUrl("rtsp://cam/1".into())
-        );
-        assert_eq!(
-            CaptureTarget::parse("line1.avi"),
-            FileOrUrl("line1.avi".into())
-        );
+        assert_eq!(CaptureTarget::parse("rtsp://cam/1"), FileOrUrl("rtsp://cam/1".into()));
+        assert_eq!(CaptureTarget::parse("line1.avi"), FileOrUrl("line1.avi".into()));
         assert_eq!(CaptureTarget::parse("-1"), FileOrUrl("-1".into()));
     }
 
@@ -290,9 +254,6 @@ mod tests {
     #[test]
     fn grabbing_before_open_is_a_disconnect() {
         let mut src = OpenCvSource::new("/no/such/video.avi", 0);
-        assert!(matches!(
-            src.grab(&mut Vec::new()),
-            Err(SourceError::Disconnected(_))
-        ));
+        assert!(matches!(src.grab(&mut Vec::new()), Err(SourceError::Disconnected(_))));
     }
 }

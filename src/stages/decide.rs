@@ -14,11 +14,7 @@ pub struct Rule {
 }
 
 /// A class with no rule (and no `*` rule) rejects on any defect: the safe default.
-const STRICT: Rule = Rule {
-    min_score: 0.0,
-    min_area_px: 0.0,
-    max_count: 0,
-};
+const STRICT: Rule = Rule { min_score: 0.0, min_area_px: 0.0, max_count: 0 };
 
 /// Rules indexed by class index.
 #[derive(Clone, Debug)]
@@ -30,11 +26,7 @@ impl Rules {
     /// Resolve config rules against the model's classes. Unknown class names are an error that
     /// lists the model's classes.
     pub fn resolve(rules: &[RuleConfig], classes: &[String]) -> Result<Self, String> {
-        let wildcard = rules
-            .iter()
-            .find(|r| r.class == "*")
-            .map(to_rule)
-            .unwrap_or(STRICT);
+        let wildcard = rules.iter().find(|r| r.class == "*").map(to_rule).unwrap_or(STRICT);
         let mut per_class = vec![wildcard; classes.len()];
         for r in rules.iter().filter(|r| r.class != "*") {
             let Some(i) = classes.iter().position(|c| *c == r.class) else {
@@ -50,19 +42,12 @@ impl Rules {
     }
 
     pub fn for_class(&self, class: u16) -> Rule {
-        self.per_class
-            .get(class as usize)
-            .copied()
-            .unwrap_or(STRICT)
+        self.per_class.get(class as usize).copied().unwrap_or(STRICT)
     }
 }
 
 fn to_rule(r: &RuleConfig) -> Rule {
-    Rule {
-        min_score: r.min_score,
-        min_area_px: r.min_area_px,
-        max_count: r.max_count,
-    }
+    Rule { min_score: r.min_score, min_area_px: r.min_area_px, max_count: r.max_count }
 }
 
 /// A verdict the pipeline can reach for a part.
@@ -146,26 +131,15 @@ mod tests {
     use super::*;
 
     fn defect(class: u16, x: f32, score: f32, area: f32) -> Defect {
-        Defect {
-            class,
-            x,
-            y: 10.0,
-            w: 4.0,
-            h: 4.0,
-            area_px: area,
-            max_score: score,
-            mean_score: score,
-        }
+        Defect { class, x, y: 10.0, w: 4.0, h: 4.0, area_px: area, max_score: score, mean_score: score }
     }
 
     fn rule(class: &str, min_score: f32, min_area_px: f32, max_count: u32) -> RuleConfig {
-        RuleConfig {
-            class: class.into(),
-            min_score,
-            min_area_px,
-            max_count,
-        }
+        RuleConfig { class: class.into(), min_score, min_area_px, max_count }
     }
+
+    /// (defects, regions of interest, expected verdict, expected `counted` flags)
+    type Case<'a> = (Vec<Defect>, &'a [[u32; 4]], Verdict, Vec<bool>);
 
     fn classes() -> Vec<String> {
         vec!["scratch".into(), "pit".into()]
@@ -173,66 +147,23 @@ mod tests {
 
     #[test]
     fn decision_table() {
-        let rules = Rules::resolve(
-            &[rule("scratch", 0.5, 20.0, 0), rule("pit", 0.3, 0.0, 1)],
-            &classes(),
-        )
-        .unwrap();
+        let rules = Rules::resolve(&[rule("scratch", 0.5, 20.0, 0), rule("pit", 0.3, 0.0, 1)], &classes()).unwrap();
         let none: &[[u32; 4]] = &[];
         // (defects, rois, expected verdict, expected counted flags)
-        let cases: Vec<(Vec<Defect>, &[[u32; 4]], Verdict, Vec<bool>)> = vec![
+        let cases: Vec<Case> = vec![
             (vec![], none, Verdict::Ok, vec![]),
-            (
-                vec![defect(0, 0.0, 0.9, 30.0)],
-                none,
-                Verdict::Ng,
-                vec![true],
-            ),
-            (
-                vec![defect(0, 0.0, 0.4, 30.0)],
-                none,
-                Verdict::Ok,
-                vec![false],
-            ), // score too low
-            (
-                vec![defect(0, 0.0, 0.9, 10.0)],
-                none,
-                Verdict::Ok,
-                vec![false],
-            ), // too small
-            (
-                vec![defect(1, 0.0, 0.9, 1.0)],
-                none,
-                Verdict::Ok,
-                vec![true],
-            ), // one pit tolerated
-            (
-                vec![defect(1, 0.0, 0.9, 1.0), defect(1, 50.0, 0.9, 1.0)],
-                none,
-                Verdict::Ng,
-                vec![true, true],
-            ),
-            (
-                vec![defect(0, 0.0, 0.9, 30.0)],
-                &[[100, 0, 50, 50]],
-                Verdict::Ok,
-                vec![],
-            ), // outside ROI
-            (
-                vec![defect(0, 100.0, 0.9, 30.0)],
-                &[[100, 0, 50, 50]],
-                Verdict::Ng,
-                vec![true],
-            ),
+            (vec![defect(0, 0.0, 0.9, 30.0)], none, Verdict::Ng, vec![true]),
+            (vec![defect(0, 0.0, 0.4, 30.0)], none, Verdict::Ok, vec![false]), // score too low
+            (vec![defect(0, 0.0, 0.9, 10.0)], none, Verdict::Ok, vec![false]), // too small
+            (vec![defect(1, 0.0, 0.9, 1.0)], none, Verdict::Ok, vec![true]),   // one pit tolerated
+            (vec![defect(1, 0.0, 0.9, 1.0), defect(1, 50.0, 0.9, 1.0)], none, Verdict::Ng, vec![true, true]),
+            (vec![defect(0, 0.0, 0.9, 30.0)], &[[100, 0, 50, 50]], Verdict::Ok, vec![]), // outside ROI
+            (vec![defect(0, 100.0, 0.9, 30.0)], &[[100, 0, 50, 50]], Verdict::Ng, vec![true]),
         ];
         for (i, (mut defects, rois, verdict, flags)) in cases.into_iter().enumerate() {
             let mut counted = Vec::new();
             let mut scratch = Vec::new();
-            assert_eq!(
-                decide(&mut defects, rois, &rules, &mut counted, &mut scratch),
-                verdict,
-                "case {i}"
-            );
+            assert_eq!(decide(&mut defects, rois, &rules, &mut counted, &mut scratch), verdict, "case {i}");
             assert_eq!(counted, flags, "case {i}");
         }
     }
@@ -248,9 +179,6 @@ mod tests {
     #[test]
     fn unknown_class_names_are_refused_with_the_known_ones() {
         let err = Rules::resolve(&[rule("dent", 0.5, 0.0, 0)], &classes()).unwrap_err();
-        assert!(
-            err.contains("dent") && err.contains("scratch, pit"),
-            "{err}"
-        );
+        assert!(err.contains("dent") && err.contains("scratch, pit"), "{err}");
     }
 }

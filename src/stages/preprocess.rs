@@ -25,30 +25,15 @@ impl Normalizer {
         let mut lut = vec![[0.0f32; 256]; channels];
         for c in 0..channels {
             // A single mean/std applies to every channel.
-            let mean = *input
-                .normalization
-                .mean
-                .get(c)
-                .or(input.normalization.mean.first())
-                .unwrap_or(&0.0);
-            let std = *input
-                .normalization
-                .std
-                .get(c)
-                .or(input.normalization.std.first())
-                .unwrap_or(&1.0);
+            let mean = *input.normalization.mean.get(c).or(input.normalization.mean.first()).unwrap_or(&0.0);
+            let std = *input.normalization.std.get(c).or(input.normalization.std.first()).unwrap_or(&1.0);
             scale[c] = 1.0 / (255.0 * std);
             offset[c] = -mean / std;
             for (b, v) in lut[c].iter_mut().enumerate() {
                 *v = b as f32 * scale[c] + offset[c];
             }
         }
-        Self {
-            channels,
-            scale,
-            offset,
-            lut,
-        }
+        Self { channels, scale, offset, lut }
     }
 
     /// Tensor value of a zero-padding pixel (black) in channel `c`.
@@ -59,15 +44,7 @@ impl Normalizer {
 
 /// Copy the `tw × th` region at `(x0, y0)` of `frame` into `out` (CHW, `channels × th × tw`).
 /// Pixels outside the frame are padding (black).
-pub fn tile_to_tensor(
-    frame: &Frame,
-    x0: u32,
-    y0: u32,
-    tw: u32,
-    th: u32,
-    norm: &Normalizer,
-    out: &mut [f32],
-) {
+pub fn tile_to_tensor(frame: &Frame, x0: u32, y0: u32, tw: u32, th: u32, norm: &Normalizer, out: &mut [f32]) {
     let (tw, th) = (tw as usize, th as usize);
     let plane = tw * th;
     debug_assert_eq!(out.len(), plane * norm.channels);
@@ -98,8 +75,7 @@ pub fn tile_to_tensor(
                     for (x, d) in dst[..valid_w].iter_mut().enumerate() {
                         let p = &row[x * 3..x * 3 + 3];
                         // ITU-R BT.601 luma, the same weights OpenCV uses for RGB→GRAY.
-                        let l = (p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500)
-                            / 1000;
+                        let l = (p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000;
                         *d = lut[l as usize];
                     }
                 }
@@ -128,9 +104,7 @@ pub fn resize_to_tensor(frame: &Frame, tw: u32, th: u32, norm: &Normalizer, out:
         let p = &frame.pixels[y * stride + x * src_ch..];
         match (frame.format, norm.channels) {
             (PixelFormat::Gray8, _) => p[0] as f32,
-            (PixelFormat::Rgb8, 1) => {
-                p[0] as f32 * 0.299 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114
-            }
+            (PixelFormat::Rgb8, 1) => p[0] as f32 * 0.299 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114,
             (PixelFormat::Rgb8, _) => p[c] as f32,
         }
     };
@@ -171,10 +145,7 @@ mod tests {
             channels,
             layout: Layout::Nchw,
             batch: 0,
-            normalization: Normalization {
-                mean: vec![mean],
-                std: vec![std],
-            },
+            normalization: Normalization { mean: vec![mean], std: vec![std] },
         }
     }
 
@@ -192,13 +163,7 @@ mod tests {
             captured_at: Instant::now(),
             captured_wall: SystemTime::now(),
         };
-        Frame {
-            meta,
-            format,
-            width: w,
-            height: h,
-            pixels,
-        }
+        Frame { meta, format, width: w, height: h, pixels }
     }
 
     #[test]
@@ -209,24 +174,7 @@ mod tests {
         tile_to_tensor(&f, 1, 1, 4, 4, &norm, &mut out);
         // (x/255 − 0.5)/0.5 for pixel (1,1)=40, (2,1)=50, (1,2)=70, (2,2)=80; padding is black = −1.
         let v = |b: f32| (b / 255.0 - 0.5) / 0.5;
-        let expect = [
-            v(40.),
-            v(50.),
-            -1.,
-            -1.,
-            v(70.),
-            v(80.),
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-            -1.,
-        ];
+        let expect = [v(40.), v(50.), -1., -1., v(70.), v(80.), -1., -1., -1., -1., -1., -1., -1., -1., -1., -1.];
         for (a, b) in out.iter().zip(expect) {
             assert!((a - b).abs() < 1e-5, "{out:?}");
         }
@@ -238,11 +186,7 @@ mod tests {
         let norm = Normalizer::new(&spec(1, 0.0, 1.0));
         let mut out = vec![0.0; 16];
         tile_to_tensor(&f, 0, 0, 4, 4, &norm, &mut out);
-        assert!(
-            (out[0] - 76.0 / 255.0).abs() < 1e-5,
-            "0.299*255 rounds to 76: {}",
-            out[0]
-        );
+        assert!((out[0] - 76.0 / 255.0).abs() < 1e-5, "0.299*255 rounds to 76: {}", out[0]);
     }
 
     #[test]

@@ -64,11 +64,7 @@ mod tests {
     fn hand_worked_layouts() {
         assert_eq!(origins(480, 256, 32), vec![0, 224]);
         assert_eq!(origins(256, 256, 32), vec![0]);
-        assert_eq!(
-            origins(100, 256, 32),
-            vec![0],
-            "small frames get one padded tile"
-        );
+        assert_eq!(origins(100, 256, 32), vec![0], "small frames get one padded tile");
         assert_eq!(origins(640, 256, 32), vec![0, 192, 384]);
     }
 

@@ -41,21 +41,15 @@ struct LabelDefect {
 
 /// Renders parts `0..count` of `params` into `out` (created if missing; files already there with
 /// the same names are overwritten).
-pub fn write_dataset(
-    out: &Path,
-    count: u64,
-    params: &SynthParams,
-) -> anyhow::Result<DatasetSummary> {
+pub fn write_dataset(out: &Path, count: u64, params: &SynthParams) -> anyhow::Result<DatasetSummary> {
     let mut generator = Generator::new(params.clone())?;
     for dir in ["images", "masks"] {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let labels_path = out.join("labels.jsonl");
-    let mut labels = BufWriter::new(
-        File::create(&labels_path)
-            .with_context(|| format!("creating {}", labels_path.display()))?,
-    );
+    let mut labels =
+        BufWriter::new(File::create(&labels_path).with_context(|| format!("creating {}", labels_path.display()))?);
     let (width, height) = (params.width, params.height);
     let mut pixels = vec![0u8; params.pixel_count()];
     let mut mask = vec![0u8; params.pixel_count()];
@@ -66,15 +60,8 @@ pub fn write_dataset(
         let mask_file = format!("masks/part_{index:06}.png");
         for (name, data) in [(&file, &pixels), (&mask_file, &mask)] {
             let path = out.join(name);
-            image::save_buffer_with_format(
-                &path,
-                data,
-                width,
-                height,
-                ExtendedColorType::L8,
-                ImageFormat::Png,
-            )
-            .with_context(|| format!("writing {}", path.display()))?;
+            image::save_buffer_with_format(&path, data, width, height, ExtendedColorType::L8, ImageFormat::Png)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         let label = Label {
             index,
@@ -84,11 +71,7 @@ pub fn write_dataset(
             defects: truth
                 .defects
                 .iter()
-                .map(|d| LabelDefect {
-                    class: d.class,
-                    bbox: [d.x, d.y, d.w, d.h],
-                    area_px: d.area_px,
-                })
+                .map(|d| LabelDefect { class: d.class, bbox: [d.x, d.y, d.w, d.h], area_px: d.area_px })
                 .collect(),
         };
         serde_json::to_writer(&mut labels, &label)?;
@@ -99,8 +82,6 @@ pub fn write_dataset(
             summary.defects_by_class[d.class.index()] += 1;
         }
     }
-    labels
-        .flush()
-        .with_context(|| format!("writing {}", labels_path.display()))?;
+    labels.flush().with_context(|| format!("writing {}", labels_path.display()))?;
     Ok(summary)
 }

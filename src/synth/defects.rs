@@ -24,11 +24,7 @@ pub(super) struct Canvas<'a> {
 }
 
 /// Draws one defect of `class` at a random place; `None` only if it marked no mask pixel.
-pub(super) fn draw(
-    class: DefectClass,
-    rng: &mut ChaCha8Rng,
-    canvas: &mut Canvas,
-) -> Option<TruthDefect> {
+pub(super) fn draw(class: DefectClass, rng: &mut ChaCha8Rng, canvas: &mut Canvas) -> Option<TruthDefect> {
     let scale = (canvas.width.min(canvas.height) as f32 / REFERENCE_SIDE).clamp(0.25, 4.0);
     let footprint = match class {
         DefectClass::Scratch => scratch(rng, canvas, scale),
@@ -50,12 +46,7 @@ fn scratch(rng: &mut ChaCha8Rng, canvas: &mut Canvas, scale: f32) -> Footprint {
     let phase = rng.random_range(0.0..TAU);
     let (hx, hy) = (0.5 * len * angle.cos(), 0.5 * len * angle.sin());
     let pad = half_width + 2.0;
-    let extent = [
-        -hx.abs() - pad,
-        -hy.abs() - pad,
-        hx.abs() + pad,
-        hy.abs() + pad,
-    ];
+    let extent = [-hx.abs() - pad, -hy.abs() - pad, hx.abs() + pad, hy.abs() + pad];
     let (tx, ty) = place(rng, canvas, extent);
     let segment = Segment::new((tx - hx, ty - hy), (tx + hx, ty + hy));
     let rect = translate(extent, tx, ty);
@@ -101,33 +92,16 @@ fn crack(rng: &mut ChaCha8Rng, canvas: &mut Canvas, scale: f32) -> Footprint {
         let mut branch = ArrayVec::<(f32, f32), 16>::new();
         branch.push(from);
         let steps = rng.random_range(2..=5);
-        random_walk(
-            rng,
-            &mut segments,
-            &mut branch,
-            heading + turn,
-            steps,
-            scale,
-        );
+        random_walk(rng, &mut segments, &mut branch, heading + turn, steps, scale);
     }
     let pad = half_width + 2.0;
     let mut extent = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
     for s in &segments {
         for (x, y) in [s.a, s.b] {
-            extent = [
-                extent[0].min(x),
-                extent[1].min(y),
-                extent[2].max(x),
-                extent[3].max(y),
-            ];
+            extent = [extent[0].min(x), extent[1].min(y), extent[2].max(x), extent[3].max(y)];
         }
     }
-    let extent = [
-        extent[0] - pad,
-        extent[1] - pad,
-        extent[2] + pad,
-        extent[3] + pad,
-    ];
+    let extent = [extent[0] - pad, extent[1] - pad, extent[2] + pad, extent[3] + pad];
     let (tx, ty) = place(rng, canvas, extent);
     let rect = translate(extent, tx, ty);
     paint(canvas, rect, contrast, |x, y| {
@@ -241,26 +215,11 @@ impl Footprint {
 
 /// Adds `contrast × weight(x, y)` to every pixel of `rect` (pixel centres at integer
 /// coordinates) and marks the pixels whose weight is at least one half.
-fn paint(
-    canvas: &mut Canvas,
-    rect: [f32; 4],
-    contrast: f32,
-    weight: impl Fn(f32, f32) -> f32,
-) -> Footprint {
+fn paint(canvas: &mut Canvas, rect: [f32; 4], contrast: f32, weight: impl Fn(f32, f32) -> f32) -> Footprint {
     let clamp = |v: f32, n: usize| (v.max(0.0) as usize).min(n - 1);
-    let (x0, y0) = (
-        clamp(rect[0].floor(), canvas.width),
-        clamp(rect[1].floor(), canvas.height),
-    );
-    let (x1, y1) = (
-        clamp(rect[2].ceil(), canvas.width),
-        clamp(rect[3].ceil(), canvas.height),
-    );
-    let mut footprint = Footprint {
-        min: (usize::MAX, usize::MAX),
-        max: (0, 0),
-        area: 0,
-    };
+    let (x0, y0) = (clamp(rect[0].floor(), canvas.width), clamp(rect[1].floor(), canvas.height));
+    let (x1, y1) = (clamp(rect[2].ceil(), canvas.width), clamp(rect[3].ceil(), canvas.height));
+    let mut footprint = Footprint { min: (usize::MAX, usize::MAX), max: (0, 0), area: 0 };
     for y in y0..=y1 {
         let row = y * canvas.width;
         for x in x0..=x1 {
@@ -287,11 +246,7 @@ fn paint(
 fn place(rng: &mut ChaCha8Rng, canvas: &Canvas, extent: [f32; 4]) -> (f32, f32) {
     let mut axis = |lo: f32, hi: f32, side: usize| {
         let (from, to) = (MARGIN - lo, side as f32 - 1.0 - MARGIN - hi);
-        if to > from {
-            rng.random_range(from..to)
-        } else {
-            0.5 * (from + to)
-        }
+        if to > from { rng.random_range(from..to) } else { 0.5 * (from + to) }
     };
     let tx = axis(extent[0], extent[2], canvas.width);
     let ty = axis(extent[1], extent[3], canvas.height);
@@ -299,12 +254,7 @@ fn place(rng: &mut ChaCha8Rng, canvas: &Canvas, extent: [f32; 4]) -> (f32, f32) 
 }
 
 fn translate(extent: [f32; 4], tx: f32, ty: f32) -> [f32; 4] {
-    [
-        extent[0] + tx,
-        extent[1] + ty,
-        extent[2] + tx,
-        extent[3] + ty,
-    ]
+    [extent[0] + tx, extent[1] + ty, extent[2] + tx, extent[3] + ty]
 }
 
 /// Fraction of a pixel covered by a band of half-width `half_width` at `distance` from its centre
@@ -321,9 +271,5 @@ fn smoothstep(edge0: f32, edge1: f32, v: f32) -> f32 {
 /// A magnitude from `range`, negative (darker) with probability `p_dark`.
 fn signed(rng: &mut ChaCha8Rng, p_dark: f64, range: std::ops::Range<f32>) -> f32 {
     let magnitude = rng.random_range(range);
-    if rng.random_bool(p_dark) {
-        -magnitude
-    } else {
-        magnitude
-    }
+    if rng.random_bool(p_dark) { -magnitude } else { magnitude }
 }

@@ -72,12 +72,7 @@ pub enum DefectClass {
 }
 
 impl DefectClass {
-    pub const ALL: [DefectClass; 4] = [
-        DefectClass::Scratch,
-        DefectClass::Pit,
-        DefectClass::Crack,
-        DefectClass::Stain,
-    ];
+    pub const ALL: [DefectClass; 4] = [DefectClass::Scratch, DefectClass::Pit, DefectClass::Crack, DefectClass::Stain];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -134,10 +129,7 @@ impl SynthParams {
     pub fn validate(&self) -> Result<(), SynthError> {
         let side_ok = |s: u32| (MIN_SIDE..=MAX_SIDE).contains(&s);
         if !side_ok(self.width) || !side_ok(self.height) {
-            return Err(SynthError::Size {
-                width: self.width,
-                height: self.height,
-            });
+            return Err(SynthError::Size { width: self.width, height: self.height });
         }
         if !(0.0..=1.0).contains(&self.defect_probability) {
             return Err(SynthError::DefectProbability(self.defect_probability));
@@ -200,11 +192,7 @@ impl Generator {
             params.height as usize,
             &mut texture_rng,
         );
-        Ok(Self {
-            params,
-            part_seed,
-            surface,
-        })
+        Ok(Self { params, part_seed, surface })
     }
 
     pub fn params(&self) -> &SynthParams {
@@ -218,16 +206,8 @@ impl Generator {
     /// When either buffer does not hold exactly `width * height` bytes.
     pub fn render(&mut self, index: u64, pixels: &mut [u8], mask: &mut [u8]) -> SynthTruth {
         let n = self.params.pixel_count();
-        assert_eq!(
-            pixels.len(),
-            n,
-            "synth: pixel buffer must hold width*height bytes"
-        );
-        assert_eq!(
-            mask.len(),
-            n,
-            "synth: mask buffer must hold width*height bytes"
-        );
+        assert_eq!(pixels.len(), n, "synth: pixel buffer must hold width*height bytes");
+        assert_eq!(mask.len(), n, "synth: mask buffer must hold width*height bytes");
         let mut rng = ChaCha8Rng::from_seed(self.part_seed);
         rng.set_stream(index);
 

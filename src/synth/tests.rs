@@ -1,13 +1,7 @@
 use super::*;
 
 fn params(surface: Surface, defect_probability: f64, seed: u64) -> SynthParams {
-    SynthParams {
-        width: 480,
-        height: 480,
-        surface,
-        defect_probability,
-        seed,
-    }
+    SynthParams { width: 480, height: 480, surface, defect_probability, seed }
 }
 
 fn render(generator: &mut Generator, index: u64) -> (Vec<u8>, Vec<u8>, SynthTruth) {
@@ -28,22 +22,10 @@ fn a_part_depends_only_on_seed_and_index() {
         }
         let first = render(&mut a, 5);
         assert_eq!(first, render(&mut b, 5), "{surface}");
-        assert_eq!(
-            first,
-            render(&mut a, 5),
-            "{surface}: re-rendering changed the part"
-        );
-        assert_ne!(
-            first.0,
-            render(&mut a, 6).0,
-            "{surface}: parts 5 and 6 are identical"
-        );
+        assert_eq!(first, render(&mut a, 5), "{surface}: re-rendering changed the part");
+        assert_ne!(first.0, render(&mut a, 6).0, "{surface}: parts 5 and 6 are identical");
         let mut other_seed = Generator::new(params(surface, 0.5, 8)).unwrap();
-        assert_ne!(
-            first.0,
-            render(&mut other_seed, 5).0,
-            "{surface}: seed is ignored"
-        );
+        assert_ne!(first.0, render(&mut other_seed, 5).0, "{surface}: seed is ignored");
     }
 }
 
@@ -51,21 +33,14 @@ fn a_part_depends_only_on_seed_and_index() {
 fn defect_probability_is_respected() {
     for (surface, p) in [(Surface::BrushedMetal, 0.3), (Surface::CeramicTile, 0.7)] {
         let mut generator = Generator::new(params(surface, p, 1)).unwrap();
-        let defective = (0..500)
-            .filter(|&i| render(&mut generator, i).2.is_defective())
-            .count();
+        let defective = (0..500).filter(|&i| render(&mut generator, i).2.is_defective()).count();
         // 500 parts: the standard deviation is about 10 parts; allow more than 4 of them.
         let expected = 500.0 * p;
-        assert!(
-            (defective as f64 - expected).abs() < 45.0,
-            "{surface}: {defective} defective of 500 at p = {p}"
-        );
+        assert!((defective as f64 - expected).abs() < 45.0, "{surface}: {defective} defective of 500 at p = {p}");
     }
     for p in [0.0, 1.0] {
         let mut generator = Generator::new(params(Surface::BrushedMetal, p, 2)).unwrap();
-        let defective = (0..50)
-            .filter(|&i| render(&mut generator, i).2.is_defective())
-            .count();
+        let defective = (0..50).filter(|&i| render(&mut generator, i).2.is_defective()).count();
         assert_eq!(defective as f64, 50.0 * p);
     }
 }
@@ -81,9 +56,7 @@ fn masks_and_truth_agree() {
             assert!(mask.iter().all(|&m| m == 0 || m == MASK_DEFECT));
             assert_eq!(marked > 0, truth.is_defective(), "{surface} part {index}");
             assert!(truth.defects.len() <= 3);
-            let inside = |x: u32, y: u32, d: &TruthDefect| {
-                x >= d.x && x < d.x + d.w && y >= d.y && y < d.y + d.h
-            };
+            let inside = |x: u32, y: u32, d: &TruthDefect| x >= d.x && x < d.x + d.w && y >= d.y && y < d.y + d.h;
             for (i, &m) in mask.iter().enumerate() {
                 let (x, y) = ((i % 480) as u32, (i / 480) as u32);
                 if m != 0 {
@@ -114,11 +87,7 @@ fn masks_and_truth_agree() {
 #[test]
 fn defects_change_the_pixels_under_their_mask() {
     let p = params(Surface::CeramicTile, 1.0, 4);
-    let mut good = Generator::new(SynthParams {
-        defect_probability: 0.0,
-        ..p.clone()
-    })
-    .unwrap();
+    let mut good = Generator::new(SynthParams { defect_probability: 0.0, ..p.clone() }).unwrap();
     let mut bad = Generator::new(p).unwrap();
     for index in 0..20 {
         // The same part index draws the same surface, with and without defects, as long as the
@@ -132,11 +101,7 @@ fn defects_change_the_pixels_under_their_mask() {
                 n += 1.0;
             }
         }
-        assert!(
-            sum / n >= 7.0,
-            "part {index}: mean change {} under the mask",
-            sum / n
-        );
+        assert!(sum / n >= 7.0, "part {index}: mean change {} under the mask", sum / n);
     }
 }
 
@@ -144,23 +109,11 @@ fn defects_change_the_pixels_under_their_mask() {
 fn bad_params_are_rejected() {
     let ok = params(Surface::BrushedMetal, 0.3, 0);
     assert!(ok.validate().is_ok());
-    let small = SynthParams {
-        width: 10,
-        ..ok.clone()
-    };
-    assert!(matches!(
-        Generator::new(small),
-        Err(SynthError::Size { .. })
-    ));
+    let small = SynthParams { width: 10, ..ok.clone() };
+    assert!(matches!(Generator::new(small), Err(SynthError::Size { .. })));
     for p in [-0.1, 1.5, f64::NAN] {
-        let bad = SynthParams {
-            defect_probability: p,
-            ..ok.clone()
-        };
-        assert!(matches!(
-            bad.validate(),
-            Err(SynthError::DefectProbability(_))
-        ));
+        let bad = SynthParams { defect_probability: p, ..ok.clone() };
+        assert!(matches!(bad.validate(), Err(SynthError::DefectProbability(_))));
     }
     assert_eq!("ceramic_tile".parse::<Surface>(), Ok(Surface::CeramicTile));
     assert!("glass".parse::<Surface>().is_err());
@@ -169,13 +122,7 @@ fn bad_params_are_rejected() {
 #[test]
 fn odd_sizes_render() {
     for (width, height) in [(64, 64), (640, 97), (123, 1000)] {
-        let p = SynthParams {
-            width,
-            height,
-            surface: Surface::CeramicTile,
-            defect_probability: 1.0,
-            seed: 5,
-        };
+        let p = SynthParams { width, height, surface: Surface::CeramicTile, defect_probability: 1.0, seed: 5 };
         let mut generator = Generator::new(p).unwrap();
         for index in 0..20 {
             let (_, mask, truth) = render(&mut generator, index);
@@ -188,36 +135,22 @@ fn odd_sizes_render() {
 #[test]
 fn write_dataset_lays_out_images_masks_and_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let p = SynthParams {
-        width: 96,
-        height: 64,
-        ..params(Surface::BrushedMetal, 0.5, 6)
-    };
+    let p = SynthParams { width: 96, height: 64, ..params(Surface::BrushedMetal, 0.5, 6) };
     let summary = write_dataset(dir.path(), 12, &p).unwrap();
     assert_eq!(summary.parts, 12);
     let labels = std::fs::read_to_string(dir.path().join("labels.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = labels
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = labels.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 12);
     let defective = lines.iter().filter(|l| l["defective"] == true).count();
     assert_eq!(defective as u64, summary.defective);
     let drawn: u64 = summary.defects_by_class.iter().sum();
-    let listed: usize = lines
-        .iter()
-        .map(|l| l["defects"].as_array().unwrap().len())
-        .sum();
+    let listed: usize = lines.iter().map(|l| l["defects"].as_array().unwrap().len()).sum();
     assert_eq!(drawn, listed as u64);
     let first = &lines[0];
     assert_eq!(first["file"], "images/part_000000.png");
-    let image = image::open(dir.path().join("images/part_000000.png"))
-        .unwrap()
-        .to_luma8();
+    let image = image::open(dir.path().join("images/part_000000.png")).unwrap().to_luma8();
     assert_eq!(image.dimensions(), (96, 64));
-    let mask = image::open(dir.path().join("masks/part_000011.png"))
-        .unwrap()
-        .to_luma8();
+    let mask = image::open(dir.path().join("masks/part_000011.png")).unwrap().to_luma8();
     let mut generator = Generator::new(p).unwrap();
     assert_eq!(mask.as_raw(), &render(&mut generator, 11).1);
 }
@@ -253,18 +186,11 @@ fn render_time() {
 #[ignore = "writes a data set to LINESIGHT_SYNTH_OUT"]
 fn export_dataset() {
     let out = std::path::PathBuf::from(std::env::var("LINESIGHT_SYNTH_OUT").unwrap());
-    let env = |name: &str, default: u64| {
-        std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
-    };
+    let env = |name: &str, default: u64| std::env::var(name).map_or(default, |v| v.parse().expect("a number"));
     let count = env("LINESIGHT_SYNTH_COUNT", 200);
     let seed = env("LINESIGHT_SYNTH_SEED", 1);
     for surface in Surface::ALL {
-        let summary = write_dataset(
-            &out.join(surface.name()),
-            count,
-            &params(surface, 0.5, seed),
-        )
-        .unwrap();
+        let summary = write_dataset(&out.join(surface.name()), count, &params(surface, 0.5, seed)).unwrap();
         println!("{surface}: {summary:?}");
     }
 }

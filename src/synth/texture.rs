@@ -69,16 +69,7 @@ impl SurfaceTexture {
         };
         let mut noise = vec![0.0; NOISE_LEN + width];
         fill_gaussian(rng, &mut noise);
-        Self {
-            look: Look::of(surface),
-            width,
-            height,
-            tw,
-            th,
-            texture,
-            noise,
-            column: vec![0.0; width],
-        }
+        Self { look: Look::of(surface), width, height, tw, th, texture, noise, column: vec![0.0; width] }
     }
 
     /// Writes a fresh defect-free surface into `pixels` (`width * height`, Gray8).
@@ -135,11 +126,7 @@ fn brushed_metal(rng: &mut ChaCha8Rng, tw: usize, th: usize) -> Vec<f32> {
     let mut out = vec![0.0; tw * th];
     let mut layer = vec![0.0; tw * th];
     let mut row = vec![0.0; tw];
-    for (len, weight, smooth_y) in [
-        ((tw / 4).max(8), 1.0, true),
-        (32, 0.7, false),
-        (5, 0.45, false),
-    ] {
+    for (len, weight, smooth_y) in [((tw / 4).max(8), 1.0, true), (32, 0.7, false), (5, 0.45, false)] {
         fill_gaussian(rng, &mut layer);
         for r in layer.chunks_exact_mut(tw) {
             row.copy_from_slice(r);
@@ -183,14 +170,7 @@ fn ceramic_tile(rng: &mut ChaCha8Rng, tw: usize, th: usize) -> Vec<f32> {
 }
 
 /// Adds `weight` × periodic value noise with lattice spacing `cell` (smoothstep-interpolated).
-fn add_value_noise(
-    rng: &mut ChaCha8Rng,
-    out: &mut [f32],
-    tw: usize,
-    th: usize,
-    cell: usize,
-    weight: f32,
-) {
+fn add_value_noise(rng: &mut ChaCha8Rng, out: &mut [f32], tw: usize, th: usize, cell: usize, weight: f32) {
     let cell = cell.min(tw).min(th);
     let (lw, lh) = (tw / cell, th / cell);
     let lattice: Vec<f32> = (0..lw * lh).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -227,8 +207,7 @@ fn smooth_rows_121(data: &mut [f32], tw: usize, th: usize) {
     for y in 0..th {
         let (up, down) = ((y + th - 1) % th, (y + 1) % th);
         for x in 0..tw {
-            data[y * tw + x] = 0.25
-                * (original[up * tw + x] + 2.0 * original[y * tw + x] + original[down * tw + x]);
+            data[y * tw + x] = 0.25 * (original[up * tw + x] + 2.0 * original[y * tw + x] + original[down * tw + x]);
         }
     }
 }
@@ -267,10 +246,7 @@ mod tests {
         for len in [1, 2, 5, 8] {
             box_blur_circular(&src, len, &mut dst);
             for (x, d) in dst.iter().enumerate() {
-                let naive: f32 = (0..len)
-                    .map(|k| src[(x + 16 * 4 + k - len / 2) % 16])
-                    .sum::<f32>()
-                    / len as f32;
+                let naive: f32 = (0..len).map(|k| src[(x + 16 * 4 + k - len / 2) % 16]).sum::<f32>() / len as f32;
                 assert!((d - naive).abs() < 1e-4, "len {len} x {x}: {d} vs {naive}");
             }
         }

@@ -14,8 +14,8 @@ use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
 use crate::stages::decide::{self, FailsafeCause, Rules, Verdict};
 use crate::stages::decode::{
-    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation, decode_yolo,
-    nms_class_aware,
+    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
+    decode_yolo, nms_class_aware,
 };
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};

@@ -42,7 +42,9 @@ pub enum BuildError {
     Package(#[from] crate::model::PackageError),
     #[error(transparent)]
     Session(#[from] crate::stages::infer::session::SessionError),
-    #[error("camera {camera}: cannot open source: {message} (check the camera's [camera.source] settings; a camera that fails later is retried)")]
+    #[error(
+        "camera {camera}: cannot open source: {message} (check the camera's [camera.source] settings; a camera that fails later is retried)"
+    )]
     Camera { camera: String, message: String },
     #[error("config: {0}")]
     Config(String),
@@ -119,7 +121,11 @@ impl Station {
             let mut source = sources::build(&cam.source, loaded)
                 .map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
             source.open().map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
-            let backpressure = cam.backpressure.unwrap_or(if source.is_replay() { Backpressure::Block } else { Backpressure::DropOldest });
+            let backpressure = cam.backpressure.unwrap_or(if source.is_replay() {
+                Backpressure::Block
+            } else {
+                Backpressure::DropOldest
+            });
             if let crate::config::SourceConfig::Synthetic(s) = &cam.source {
                 grid.plan(s.width, s.height, tile_w, tile_h, cfg.pipeline.tile_overlap_px);
                 tiles_per_frame_max = tiles_per_frame_max.max(grid.len());

@@ -94,7 +94,9 @@ impl Preprocessor {
             let (x0, y0) = grid.origin(t);
             let mut tensor = self.tensor_pool.take(item);
             match self.input_mode {
-                InputMode::Tile => tile_to_tensor(&frame, x0, y0, self.tile_w, self.tile_h, &self.normalizer, &mut tensor),
+                InputMode::Tile => {
+                    tile_to_tensor(&frame, x0, y0, self.tile_w, self.tile_h, &self.normalizer, &mut tensor)
+                }
                 InputMode::Resize => resize_to_tensor(&frame, self.tile_w, self.tile_h, &self.normalizer, &mut tensor),
             }
             // Tiles go out as soon as they are cut so workers start early; their results may

@@ -17,7 +17,16 @@ pub struct Region {
 
 /// Max-combine `src` (`channels × mh × mw`) into `dst` (`channels × fh × fw`) over `region`.
 #[allow(clippy::too_many_arguments)]
-pub fn paste_max(src: &[f32], channels: usize, mh: usize, mw: usize, dst: &mut [f32], fw: usize, fh: usize, region: Region) {
+pub fn paste_max(
+    src: &[f32],
+    channels: usize,
+    mh: usize,
+    mw: usize,
+    dst: &mut [f32],
+    fw: usize,
+    fh: usize,
+    region: Region,
+) {
     let x_end = (region.x0 as usize + region.w as usize).min(fw);
     let y_end = (region.y0 as usize + region.h as usize).min(fh);
     let (x0, y0) = (region.x0 as usize, region.y0 as usize);

@@ -50,39 +50,12 @@ mod tests {
     fn anomalous_frame_with_its_regions() {
         let mut scratch = ComponentScratch::new();
         let mut out = Vec::new();
-        assert!(decode_anomaly(
-            4.0,
-            &MAP,
-            4,
-            3,
-            2.5,
-            7,
-            &mut scratch,
-            &mut out
-        ));
+        assert!(decode_anomaly(4.0, &MAP, 4, 3, 2.5, 7, &mut scratch, &mut out));
         assert_eq!(
             out,
             vec![
-                Defect {
-                    class: 7,
-                    x: 1.0,
-                    y: 0.0,
-                    w: 2.0,
-                    h: 1.0,
-                    area_px: 2.0,
-                    max_score: 4.0,
-                    mean_score: 3.5
-                },
-                Defect {
-                    class: 7,
-                    x: 3.0,
-                    y: 2.0,
-                    w: 1.0,
-                    h: 1.0,
-                    area_px: 1.0,
-                    max_score: 2.5,
-                    mean_score: 2.5
-                },
+                Defect { class: 7, x: 1.0, y: 0.0, w: 2.0, h: 1.0, area_px: 2.0, max_score: 4.0, mean_score: 3.5 },
+                Defect { class: 7, x: 3.0, y: 2.0, w: 1.0, h: 1.0, area_px: 1.0, max_score: 2.5, mean_score: 2.5 },
             ]
         );
     }
@@ -91,31 +64,10 @@ mod tests {
     fn regions_are_reported_on_a_good_frame_too() {
         let mut scratch = ComponentScratch::new();
         let mut out = Vec::new();
-        assert!(!decode_anomaly(
-            2.0,
-            &MAP,
-            4,
-            3,
-            3.5,
-            0,
-            &mut scratch,
-            &mut out
-        ));
+        assert!(!decode_anomaly(2.0, &MAP, 4, 3, 3.5, 0, &mut scratch, &mut out));
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            (out[0].x, out[0].y, out[0].area_px, out[0].max_score),
-            (2.0, 0.0, 1.0, 4.0)
-        );
-        assert!(!decode_anomaly(
-            f32::NAN,
-            &MAP,
-            4,
-            3,
-            5.0,
-            0,
-            &mut scratch,
-            &mut out
-        ));
+        assert_eq!((out[0].x, out[0].y, out[0].area_px, out[0].max_score), (2.0, 0.0, 1.0, 4.0));
+        assert!(!decode_anomaly(f32::NAN, &MAP, 4, 3, 5.0, 0, &mut scratch, &mut out));
         assert!(out.is_empty());
     }
 }

@@ -53,17 +53,8 @@ mod tests {
 
     #[test]
     fn ties_go_low_and_nan_loses() {
-        assert_eq!(
-            decode_classification(&mut [0.4, 0.4], Activation::None),
-            (0, 0.4)
-        );
-        assert_eq!(
-            decode_classification(&mut [f32::NAN, 0.1], Activation::None),
-            (1, 0.1)
-        );
-        assert_eq!(
-            decode_classification(&mut [0.1, f32::NAN], Activation::None),
-            (0, 0.1)
-        );
+        assert_eq!(decode_classification(&mut [0.4, 0.4], Activation::None), (0, 0.4));
+        assert_eq!(decode_classification(&mut [f32::NAN, 0.1], Activation::None), (1, 0.1));
+        assert_eq!(decode_classification(&mut [0.1, f32::NAN], Activation::None), (0, 0.1));
     }
 }

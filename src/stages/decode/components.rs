@@ -25,15 +25,7 @@ pub struct Component {
 
 impl Component {
     fn seed(x: u32, y: u32) -> Self {
-        Self {
-            x_min: x,
-            y_min: y,
-            x_max: x,
-            y_max: y,
-            area_px: 0,
-            max_score: f32::NEG_INFINITY,
-            sum_score: 0.0,
-        }
+        Self { x_min: x, y_min: y, x_max: x, y_max: y, area_px: 0, max_score: f32::NEG_INFINITY, sum_score: 0.0 }
     }
 
     fn add_pixel(&mut self, x: u32, y: u32, score: f32) {
@@ -143,15 +135,8 @@ pub fn label_components<'s>(
     threshold: f32,
     scratch: &'s mut ComponentScratch,
 ) -> &'s [Component] {
-    assert_eq!(
-        scores.len(),
-        width * height,
-        "score map is not width × height"
-    );
-    assert!(
-        u32::try_from(scores.len()).is_ok(),
-        "score map too large for u32 labels"
-    );
+    assert_eq!(scores.len(), width * height, "score map is not width × height");
+    assert!(u32::try_from(scores.len()).is_ok(), "score map too large for u32 labels");
 
     scratch.rows.clear();
     scratch.rows.resize(2 * width, 0);
@@ -230,11 +215,8 @@ mod tests {
     fn map(rows: &[&str]) -> (Vec<f32>, usize, usize) {
         // '.' = 0, digits = tenths.
         let width = rows[0].len();
-        let scores = rows
-            .iter()
-            .flat_map(|r| r.chars())
-            .map(|c| c.to_digit(10).map_or(0.0, |d| d as f32 / 10.0))
-            .collect();
+        let scores =
+            rows.iter().flat_map(|r| r.chars()).map(|c| c.to_digit(10).map_or(0.0, |d| d as f32 / 10.0)).collect();
         (scores, width, rows.len())
     }
 
@@ -250,10 +232,7 @@ mod tests {
         let comps = label_components(&scores, w, h, 0.5, &mut scratch);
         assert_eq!(comps.len(), 2);
         let diag = comps[0];
-        assert_eq!(
-            (diag.x_min, diag.y_min, diag.x_max, diag.y_max),
-            (0, 0, 2, 2)
-        );
+        assert_eq!((diag.x_min, diag.y_min, diag.x_max, diag.y_max), (0, 0, 2, 2));
         assert_eq!(diag.area_px, 3);
         assert_eq!(diag.max_score, 0.9);
         assert!((diag.mean_score() - 0.8).abs() < 1e-6);
@@ -316,12 +295,7 @@ mod tests {
         let mut scratch = ComponentScratch::new();
         label_components(&scores, w, h, 0.5, &mut scratch);
         let caps = |s: &ComponentScratch| {
-            (
-                s.rows.capacity(),
-                s.parent.capacity(),
-                s.stats.capacity(),
-                s.components.capacity(),
-            )
+            (s.rows.capacity(), s.parent.capacity(), s.stats.capacity(), s.components.capacity())
         };
         let before = caps(&scratch);
         assert_eq!(label_components(&scores, w, h, 0.5, &mut scratch).len(), 6);

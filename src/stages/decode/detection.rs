@@ -35,29 +35,16 @@ pub fn decode_yolo(
     origin: (f32, f32),
     out: &mut Vec<Defect>,
 ) {
-    assert!(
-        classes <= usize::from(u16::MAX) + 1,
-        "more classes than a u16 can index"
-    );
+    assert!(classes <= usize::from(u16::MAX) + 1, "more classes than a u16 can index");
     match format {
         DetectionFormat::Yolov5 => decode_v5(raw, classes, score_threshold, origin, out),
         DetectionFormat::Yolov8 => decode_v8(raw, classes, score_threshold, origin, out),
     }
 }
 
-fn decode_v5(
-    raw: &[f32],
-    classes: usize,
-    threshold: f32,
-    origin: (f32, f32),
-    out: &mut Vec<Defect>,
-) {
+fn decode_v5(raw: &[f32], classes: usize, threshold: f32, origin: (f32, f32), out: &mut Vec<Defect>) {
     let row_len = 5 + classes;
-    assert_eq!(
-        raw.len() % row_len,
-        0,
-        "YOLOv5 output is not a whole number of 5 + {classes} rows"
-    );
+    assert_eq!(raw.len() % row_len, 0, "YOLOv5 output is not a whole number of 5 + {classes} rows");
     for row in raw.chunks_exact(row_len) {
         // Scores are probabilities, so objectness × class ≤ objectness.
         let objectness = row[4];
@@ -71,19 +58,9 @@ fn decode_v5(
     }
 }
 
-fn decode_v8(
-    raw: &[f32],
-    classes: usize,
-    threshold: f32,
-    origin: (f32, f32),
-    out: &mut Vec<Defect>,
-) {
+fn decode_v8(raw: &[f32], classes: usize, threshold: f32, origin: (f32, f32), out: &mut Vec<Defect>) {
     let rows = 4 + classes;
-    assert_eq!(
-        raw.len() % rows,
-        0,
-        "YOLOv8 output is not 4 + {classes} whole rows"
-    );
+    assert_eq!(raw.len() % rows, 0, "YOLOv8 output is not 4 + {classes} whole rows");
     let anchors = raw.len() / rows;
     let row = |r: usize| &raw[r * anchors..(r + 1) * anchors];
     for start in (0..anchors).step_by(BLOCK) {
@@ -120,13 +97,7 @@ fn best_class(scores: &[f32]) -> (u16, f32) {
     best
 }
 
-fn push_box(
-    out: &mut Vec<Defect>,
-    [cx, cy, w, h]: [f32; 4],
-    class: u16,
-    score: f32,
-    origin: (f32, f32),
-) {
+fn push_box(out: &mut Vec<Defect>, [cx, cy, w, h]: [f32; 4], class: u16, score: f32, origin: (f32, f32)) {
     if w > 0.0 && h > 0.0 {
         out.push(Defect {
             class,
@@ -171,9 +142,7 @@ pub fn nms_class_aware(boxes: &mut Vec<Defect>, iou_threshold: f32) {
     let mut kept = 0;
     for i in 0..boxes.len() {
         let candidate = boxes[i];
-        let suppressed = boxes[..kept]
-            .iter()
-            .any(|k| k.class == candidate.class && iou(k, &candidate) > iou_threshold);
+        let suppressed = boxes[..kept].iter().any(|k| k.class == candidate.class && iou(k, &candidate) > iou_threshold);
         if !suppressed {
             boxes[kept] = candidate;
             kept += 1;
@@ -188,16 +157,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn bx(class: u16, x: f32, y: f32, w: f32, h: f32, score: f32) -> Defect {
-        Defect {
-            class,
-            x,
-            y,
-            w,
-            h,
-            area_px: w * h,
-            max_score: score,
-            mean_score: score,
-        }
+        Defect { class, x, y, w, h, area_px: w * h, max_score: score, mean_score: score }
     }
 
     #[test]
@@ -211,21 +171,11 @@ mod tests {
             40.0, 40.0, 0.0, 8.0, 1.0, 1.0, 0.0,  // zero width → dropped
         ];
         let mut out = vec![bx(0, 0.0, 0.0, 1.0, 1.0, 1.0)];
-        decode_yolo(
-            &raw,
-            DetectionFormat::Yolov5,
-            2,
-            0.6,
-            (100.0, 200.0),
-            &mut out,
-        );
+        decode_yolo(&raw, DetectionFormat::Yolov5, 2, 0.6, (100.0, 200.0), &mut out);
         assert_eq!(out.len(), 2, "appends: {out:?}");
         let b = out[1];
         // Top-left = (10 − 2 + 100, 20 − 3 + 200).
-        assert_eq!(
-            (b.class, b.x, b.y, b.w, b.h, b.area_px),
-            (1, 108.0, 217.0, 4.0, 6.0, 24.0)
-        );
+        assert_eq!((b.class, b.x, b.y, b.w, b.h, b.area_px), (1, 108.0, 217.0, 4.0, 6.0, 24.0));
         assert!((b.max_score - 0.72).abs() < 1e-6);
         assert_eq!(b.max_score, b.mean_score);
     }
@@ -246,11 +196,7 @@ mod tests {
         decode_yolo(&raw, DetectionFormat::Yolov8, 2, 0.5, (0.0, 0.0), &mut out);
         assert_eq!(
             out,
-            vec![
-                bx(1, 8.0, 8.0, 4.0, 4.0, 0.9),
-                bx(0, 19.0, 19.0, 2.0, 2.0, 0.5),
-                bx(0, 27.0, 29.0, 6.0, 2.0, 0.7)
-            ]
+            vec![bx(1, 8.0, 8.0, 4.0, 4.0, 0.9), bx(0, 19.0, 19.0, 2.0, 2.0, 0.5), bx(0, 27.0, 29.0, 6.0, 2.0, 0.7)]
         );
     }
 
@@ -285,17 +231,14 @@ mod tests {
         let mut boxes = vec![
             bx(0, 1.0, 0.0, 2.0, 2.0, 0.8), // IoU 1/3 with the 0.9 box: suppressed at 0.3
             bx(0, 0.0, 0.0, 2.0, 2.0, 0.9),
-            bx(1, 0.0, 0.0, 2.0, 2.0, 0.7), // same place, other class: kept
+            bx(1, 0.0, 0.0, 2.0, 2.0, 0.7),  // same place, other class: kept
             bx(0, 10.0, 0.0, 2.0, 2.0, 0.6), // far away: kept
         ];
         nms_class_aware(&mut boxes, 0.3);
         let scores: Vec<f32> = boxes.iter().map(|b| b.max_score).collect();
         assert_eq!(scores, vec![0.9, 0.7, 0.6]);
 
-        let mut boxes = vec![
-            bx(0, 1.0, 0.0, 2.0, 2.0, 0.8),
-            bx(0, 0.0, 0.0, 2.0, 2.0, 0.9),
-        ];
+        let mut boxes = vec![bx(0, 1.0, 0.0, 2.0, 2.0, 0.8), bx(0, 0.0, 0.0, 2.0, 2.0, 0.9)];
         nms_class_aware(&mut boxes, 0.5);
         assert_eq!(boxes.len(), 2, "IoU 1/3 is not above 0.5");
     }
@@ -321,16 +264,8 @@ mod tests {
     }
 
     fn arb_box() -> impl Strategy<Value = Defect> {
-        (0u16..3, 0u8..12, 0u8..12, 1u8..6, 1u8..6, 0u8..5).prop_map(|(c, x, y, w, h, s)| {
-            bx(
-                c,
-                x.into(),
-                y.into(),
-                w.into(),
-                h.into(),
-                f32::from(s) / 4.0,
-            )
-        })
+        (0u16..3, 0u8..12, 0u8..12, 1u8..6, 1u8..6, 0u8..5)
+            .prop_map(|(c, x, y, w, h, s)| bx(c, x.into(), y.into(), w.into(), h.into(), f32::from(s) / 4.0))
     }
 
     proptest! {

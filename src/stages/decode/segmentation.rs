@@ -13,12 +13,7 @@ use crate::model::manifest::Activation;
 ///
 /// # Panics
 /// When `data.len()` is not a multiple of `channels * plane_len`.
-pub fn apply_activation(
-    data: &mut [f32],
-    channels: usize,
-    plane_len: usize,
-    activation: Activation,
-) {
+pub fn apply_activation(data: &mut [f32], channels: usize, plane_len: usize, activation: Activation) {
     let item_len = channels * plane_len;
     assert!(
         data.len().is_multiple_of(item_len),
@@ -45,10 +40,7 @@ pub fn sigmoid(x: f32) -> f32 {
 
 /// Softmax over `data[start], data[start + stride], …`.
 pub(super) fn softmax_strided(data: &mut [f32], start: usize, stride: usize) {
-    let max = data[start..]
-        .iter()
-        .step_by(stride)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = data[start..].iter().step_by(stride).fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0;
     for v in data[start..].iter_mut().step_by(stride) {
         *v = (*v - max).exp();
@@ -80,21 +72,10 @@ pub fn decode_segmentation(
     out: &mut Vec<Defect>,
 ) {
     let plane_len = width * height;
-    assert_eq!(
-        probs.len(),
-        classes * plane_len,
-        "probabilities are not classes × width × height"
-    );
-    assert!(
-        classes <= usize::from(u16::MAX) + 1,
-        "more classes than a u16 can index"
-    );
+    assert_eq!(probs.len(), classes * plane_len, "probabilities are not classes × width × height");
+    assert!(classes <= usize::from(u16::MAX) + 1, "more classes than a u16 can index");
     out.clear();
-    for (class, plane) in probs
-        .chunks_exact(plane_len.max(1))
-        .enumerate()
-        .take(classes)
-    {
+    for (class, plane) in probs.chunks_exact(plane_len.max(1)).enumerate().take(classes) {
         if Some(class) == background_class {
             continue;
         }
@@ -150,44 +131,20 @@ mod tests {
             0.0, 0.0, 0.0, 0.5,
         ];
         let mut scratch = ComponentScratch::new();
-        let mut out = vec![Defect {
-            class: 9,
-            x: 0.0,
-            y: 0.0,
-            w: 0.0,
-            h: 0.0,
-            area_px: 0.0,
-            max_score: 0.0,
-            mean_score: 0.0,
-        }];
+        let mut out =
+            vec![Defect { class: 9, x: 0.0, y: 0.0, w: 0.0, h: 0.0, area_px: 0.0, max_score: 0.0, mean_score: 0.0 }];
         decode_segmentation(&probs, 2, 4, 3, 0.5, Some(0), &mut scratch, &mut out);
         assert_eq!(out.len(), 2, "{out:?}");
         let top = out[0];
-        assert_eq!(
-            (top.class, top.x, top.y, top.w, top.h, top.area_px),
-            (1, 0.0, 0.0, 2.0, 1.0, 2.0)
-        );
+        assert_eq!((top.class, top.x, top.y, top.w, top.h, top.area_px), (1, 0.0, 0.0, 2.0, 1.0, 2.0));
         assert_eq!(top.max_score, 0.8);
         assert!((top.mean_score - 0.7).abs() < 1e-6);
         let right = out[1];
-        assert_eq!(
-            (
-                right.class,
-                right.x,
-                right.y,
-                right.w,
-                right.h,
-                right.area_px
-            ),
-            (1, 3.0, 1.0, 1.0, 2.0, 2.0)
-        );
+        assert_eq!((right.class, right.x, right.y, right.w, right.h, right.area_px), (1, 3.0, 1.0, 1.0, 2.0, 2.0));
         assert!((right.mean_score - 0.6).abs() < 1e-6);
 
         decode_segmentation(&probs, 2, 4, 3, 0.5, None, &mut scratch, &mut out);
         assert_eq!(out.len(), 3);
-        assert_eq!(
-            (out[0].class, out[0].area_px, out[0].w, out[0].h),
-            (0, 12.0, 4.0, 3.0)
-        );
+        assert_eq!((out[0].class, out[0].area_px, out[0].w, out[0].h), (0, 12.0, 4.0, 3.0));
     }
 }

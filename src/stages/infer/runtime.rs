@@ -6,12 +6,13 @@ use std::sync::OnceLock;
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Where we look for `libonnxruntime.so`, in order.
+/// Where we look for `libonnxruntime.so`, in order. `ORT_DYLIB_PATH`, when set, is the only
+/// candidate: an explicit choice must not be silently replaced by another copy.
 pub fn library_candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        out.push(PathBuf::from(p));
+        return vec![PathBuf::from(p)];
     }
+    let mut out = Vec::new();
     out.push(PathBuf::from(".ort/lib/libonnxruntime.so"));
     // The binary built in `target/release/` of a checkout finds the checkout's copy.
     if let Ok(exe) = std::env::current_exe() {
@@ -29,7 +30,7 @@ pub fn environment() -> Result<&'static ort::environment::Environment, String> {
             let candidates = library_candidates();
             let Some(lib) = candidates.iter().find(|p| p.is_file()) else {
                 return Err(format!(
-                    "ONNX Runtime library not found (looked for {}); run `make setup` (scripts/setup.sh) or set ORT_DYLIB_PATH to a libonnxruntime.so",
+                    "ONNX Runtime library not found (looked for {}); run `make setup` (scripts/setup.sh), or set ORT_DYLIB_PATH to an existing libonnxruntime.so",
                     candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
                 ));
             };

@@ -33,11 +33,7 @@ pub enum SessionError {
     #[error("{0}")]
     Runtime(String),
     #[error("model {model}: ONNX Runtime cannot load {path}: {message}")]
-    Load {
-        model: String,
-        path: String,
-        message: String,
-    },
+    Load { model: String, path: String, message: String },
     #[error("model {model}: graph does not match its manifest: {problem}")]
     Mismatch { model: String, problem: String },
     #[error("model {model}: warm-up run failed: {message}")]
@@ -47,11 +43,7 @@ pub enum SessionError {
 impl InferSession {
     /// Build, check and warm up a session for `package`. `warm_batch` is the largest batch the
     /// worker will run; warm-up runs it once so the first real frame pays no start-up cost.
-    pub fn new(
-        package: &ModelPackage,
-        opts: &SessionOptions,
-        warm_batch: usize,
-    ) -> Result<Self, SessionError> {
+    pub fn new(package: &ModelPackage, opts: &SessionOptions, warm_batch: usize) -> Result<Self, SessionError> {
         let env = runtime::environment().map_err(SessionError::Runtime)?;
         let model = package.manifest.name.clone();
         let load_err = |e: &dyn std::fmt::Display| SessionError::Load {
@@ -66,15 +58,8 @@ impl InferSession {
             .with_inter_threads(1)
             .map_err(|e| load_err(&e))?;
         let provider = register_provider(&mut builder, opts, &model);
-        let session = builder
-            .commit_from_file(&package.onnx_path)
-            .map_err(|e| load_err(&e))?;
-        let mut this = Self {
-            session,
-            provider,
-            output_item_len: Vec::new(),
-            output_item_shape: Vec::new(),
-        };
+        let session = builder.commit_from_file(&package.onnx_path).map_err(|e| load_err(&e))?;
+        let mut this = Self { session, provider, output_item_len: Vec::new(), output_item_shape: Vec::new() };
         this.check_io(package)?;
         this.warm_up(package, warm_batch)?;
         Ok(this)
@@ -82,58 +67,27 @@ impl InferSession {
 
     fn check_io(&self, package: &ModelPackage) -> Result<(), SessionError> {
         let m = &package.manifest;
-        let mismatch = |problem: String| SessionError::Mismatch {
-            model: m.name.clone(),
-            problem,
-        };
-        let input = self
-            .session
-            .inputs()
-            .iter()
-            .find(|i| i.name() == m.input.name)
-            .ok_or_else(|| {
-                mismatch(format!(
-                    "input {:?} not in graph (graph inputs: {})",
-                    m.input.name,
-                    self.session
-                        .inputs()
-                        .iter()
-                        .map(|i| i.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+        let mismatch = |problem: String| SessionError::Mismatch { model: m.name.clone(), problem };
+        let input = self.session.inputs().iter().find(|i| i.name() == m.input.name).ok_or_else(|| {
+            mismatch(format!(
+                "input {:?} not in graph (graph inputs: {})",
+                m.input.name,
+                self.session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
         if self.session.inputs().len() != 1 {
-            return Err(mismatch(format!(
-                "expected one input, graph has {}",
-                self.session.inputs().len()
-            )));
+            return Err(mismatch(format!("expected one input, graph has {}", self.session.inputs().len())));
         }
-        let shape = input
-            .dtype()
-            .tensor_shape()
-            .ok_or_else(|| mismatch("input is not a tensor".into()))?;
+        let shape = input.dtype().tensor_shape().ok_or_else(|| mismatch("input is not a tensor".into()))?;
         if input.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
-            return Err(mismatch(format!(
-                "input {:?} must be float32",
-                m.input.name
-            )));
+            return Err(mismatch(format!("input {:?} must be float32", m.input.name)));
         }
-        let want = [
-            m.input.batch as i64,
-            m.input.channels as i64,
-            m.input.height as i64,
-            m.input.width as i64,
-        ];
+        let want = [m.input.batch as i64, m.input.channels as i64, m.input.height as i64, m.input.width as i64];
         let ok = shape.len() == 4
-            && shape
-                .iter()
-                .zip(want)
-                .enumerate()
-                .all(|(axis, (&got, want))| {
-                    // A dynamic axis (-1) accepts anything; batch 0 in the manifest means "dynamic".
-                    got < 0 || (axis == 0 && want == 0) || got == want
-                });
+            && shape.iter().zip(want).enumerate().all(|(axis, (&got, want))| {
+                // A dynamic axis (-1) accepts anything; batch 0 in the manifest means "dynamic".
+                got < 0 || (axis == 0 && want == 0) || got == want
+            });
         if !ok {
             return Err(mismatch(format!(
                 "input {:?} has shape {shape:?}, manifest says [N={}, C={}, H={}, W={}] (batch 0 = dynamic)",
@@ -144,12 +98,7 @@ impl InferSession {
             if !self.session.outputs().iter().any(|o| o.name() == name) {
                 return Err(mismatch(format!(
                     "output {name:?} not in graph (graph outputs: {})",
-                    self.session
-                        .outputs()
-                        .iter()
-                        .map(|o| o.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    self.session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
                 )));
             }
         }
@@ -158,34 +107,18 @@ impl InferSession {
 
     fn warm_up(&mut self, package: &ModelPackage, warm_batch: usize) -> Result<(), SessionError> {
         let m = &package.manifest;
-        let batch = if m.input.batch > 0 {
-            m.input.batch as usize
-        } else {
-            warm_batch.max(1)
-        };
+        let batch = if m.input.batch > 0 { m.input.batch as usize } else { warm_batch.max(1) };
         let item = (m.input.channels * m.input.height * m.input.width) as usize;
         let data = vec![0.5f32; batch * item];
-        let shape = [
-            batch,
-            m.input.channels as usize,
-            m.input.height as usize,
-            m.input.width as usize,
-        ];
-        let warm_err = |e: &dyn std::fmt::Display| SessionError::WarmUp {
-            model: m.name.clone(),
-            message: e.to_string(),
-        };
+        let shape = [batch, m.input.channels as usize, m.input.height as usize, m.input.width as usize];
+        let warm_err =
+            |e: &dyn std::fmt::Display| SessionError::WarmUp { model: m.name.clone(), message: e.to_string() };
         let tensor = TensorRef::from_array_view((shape, &data[..])).map_err(|e| warm_err(&e))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![m.input.name.as_str() => tensor])
-            .map_err(|e| warm_err(&e))?;
+        let outputs = self.session.run(ort::inputs![m.input.name.as_str() => tensor]).map_err(|e| warm_err(&e))?;
         let mut lens = Vec::new();
         let mut shapes = Vec::new();
         for name in m.task.output_names() {
-            let (shape, values) = outputs[name]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| warm_err(&e))?;
+            let (shape, values) = outputs[name].try_extract_tensor::<f32>().map_err(|e| warm_err(&e))?;
             if shape.is_empty() || shape[0] as usize != batch {
                 return Err(warm_err(&format!(
                     "output {name:?} has shape {shape:?}; its first axis must be the batch ({batch})"
@@ -209,9 +142,7 @@ fn register_provider(
 ) -> Provider {
     let attempt = match opts.provider {
         Provider::Cpu => return Provider::Cpu,
-        Provider::Cuda => ep::CUDA::default()
-            .with_device_id(opts.device_id)
-            .register(builder),
+        Provider::Cuda => ep::CUDA::default().with_device_id(opts.device_id).register(builder),
         Provider::Tensorrt => ep::TensorRT::default()
             .with_device_id(opts.device_id)
             .with_engine_cache(true)
@@ -220,9 +151,7 @@ fn register_provider(
             .register(builder)
             .and_then(|()| {
                 // TensorRT hands unsupported nodes to CUDA; register it as the second choice.
-                ep::CUDA::default()
-                    .with_device_id(opts.device_id)
-                    .register(builder)
+                ep::CUDA::default().with_device_id(opts.device_id).register(builder)
             }),
     };
     match attempt {

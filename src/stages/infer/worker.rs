@@ -34,9 +34,7 @@ impl BatchPolicy {
 
     /// Most tiles gathered into one run.
     pub fn gather_limit(&self) -> usize {
-        self.fixed_batch
-            .unwrap_or(self.max_batch)
-            .min(self.max_batch.max(1))
+        self.fixed_batch.unwrap_or(self.max_batch).min(self.max_batch.max(1))
     }
 }
 
@@ -129,10 +127,7 @@ impl Worker {
         _started: Instant,
     ) -> Result<Vec<ArrayVec<crate::pool::Pooled<f32>, 2>>, ort::Error> {
         let tensor = TensorRef::from_array_view((shape, input))?;
-        let outputs = self
-            .session
-            .session
-            .run(ort::inputs![self.input_name.as_str() => tensor])?;
+        let outputs = self.session.session.run(ort::inputs![self.input_name.as_str() => tensor])?;
         let batch = shape[0];
         let mut per_tile: Vec<ArrayVec<crate::pool::Pooled<f32>, 2>> =
             (0..pending.len()).map(|_| ArrayVec::new()).collect();
@@ -155,24 +150,12 @@ mod tests {
 
     #[test]
     fn batches_are_padded_to_a_few_shapes() {
-        let p = BatchPolicy {
-            max_batch: 8,
-            max_wait: Duration::ZERO,
-            fixed_batch: None,
-        };
+        let p = BatchPolicy { max_batch: 8, max_wait: Duration::ZERO, fixed_batch: None };
         let shapes: Vec<usize> = (1..=8).map(|n| p.padded(n)).collect();
         assert_eq!(shapes, vec![1, 2, 4, 4, 8, 8, 8, 8]);
-        let odd = BatchPolicy {
-            max_batch: 6,
-            max_wait: Duration::ZERO,
-            fixed_batch: None,
-        };
+        let odd = BatchPolicy { max_batch: 6, max_wait: Duration::ZERO, fixed_batch: None };
         assert_eq!(odd.padded(5), 6, "never more than max_batch");
-        let fixed = BatchPolicy {
-            max_batch: 8,
-            max_wait: Duration::ZERO,
-            fixed_batch: Some(4),
-        };
+        let fixed = BatchPolicy { max_batch: 8, max_wait: Duration::ZERO, fixed_batch: Some(4) };
         assert_eq!(fixed.gather_limit(), 4);
         assert_eq!(fixed.padded(1), 4);
     }

@@ -1,0 +1,39 @@
+# linesight — the two commands of the quick start are `make run` and `make test`.
+# Both do all set-up first (Debian packages, the ONNX Runtime library), so they work on a fresh
+# Debian/Ubuntu machine.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
+export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
+
+.PHONY: setup build run test check-config bench models fixtures clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+## Run the demo station (or ARGS="--config configs/x.toml ...").
+run: build
+	./target/release/linesight run $(ARGS)
+
+## Format check, lints, then the whole test suite.
+test: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	$(CARGO) test --release --locked
+
+## Criterion benchmarks (figures in README).
+bench: setup
+	$(CARGO) bench --locked --bench pipeline
+
+## Regenerate the committed ONNX files (demo model, test fixtures) with their scripts.
+models:
+	bash scripts/python-env.sh
+	.venv/bin/python models/demo/make_model.py
+	.venv/bin/python tests/fixtures/make_fixtures.py
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,159 @@
+//! The `linesight` binary as users and scripts call it: exit codes, one-line errors that name the
+//! problem and the fix, JSON results, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn linesight() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linesight"));
+    cmd.env("LINESIGHT_LOG", "warn");
+    cmd
+}
+
+/// Run and return (success, stdout, stderr).
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &synthetic_station(10.0, "", ""));
+    let (ok, stdout, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("OK") && stdout.contains("segmentation"), "{stdout}");
+}
+
+#[test]
+fn a_model_whose_hash_does_not_match_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(repo().join("models/demo/model.onnx"), model.join("model.onnx")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("models/demo/model.toml")).unwrap();
+    let tampered: String = manifest
+        .lines()
+        .map(|l| if l.starts_with("sha256") { format!("sha256 = \"{}\"", "0".repeat(64)) } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(model.join("model.toml"), tampered).unwrap();
+    let text = synthetic_station(10.0, "", "").replace(&demo_model(), &model.display().to_string());
+    let cfg = write_config(dir.path(), &text);
+    let (ok, _, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(!ok);
+    assert!(stderr.contains("sha256") && stderr.contains("restore it"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn a_missing_model_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = synthetic_station(10.0, "", "").replace(&demo_model(), "/no/such/model");
+    let cfg = write_config(dir.path(), &text);
+    let (ok, _, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(!ok);
+    assert!(stderr.contains("model.package") && stderr.contains("/no/such/model"), "{stderr}");
+}
+
+#[test]
+fn a_missing_onnx_runtime_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &synthetic_station(10.0, "", ""));
+    let (ok, _, stderr) =
+        output(linesight().env("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so").args(["check", "--config"]).arg(&cfg));
+    assert!(!ok);
+    assert!(stderr.contains("ONNX Runtime library not found") && stderr.contains("make setup"), "{stderr}");
+}
+
+#[test]
+fn an_unopenable_camera_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = synthetic_station(10.0, "", "").replace(
+        "kind = \"synthetic\"\nsurface = \"brushed_metal\"\ndefect_probability = 0.5\nseed = 11",
+        "kind = \"opencv\"\nuri = \"/no/such/video.avi\"",
+    );
+    assert!(text.contains("opencv"));
+    let cfg = write_config(dir.path(), &text);
+    let (ok, _, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(!ok);
+    assert!(stderr.contains("camera cam") && stderr.contains("/no/such/video.avi"), "{stderr}");
+}
+
+#[test]
+fn results_are_json_lines_with_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &synthetic_station(0.0, "backpressure = \"block\"", ""));
+    let (ok, stdout, stderr) =
+        output(linesight().args(["run", "--max-frames", "5", "--results", "-", "--config"]).arg(&cfg));
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    for field in [
+        "camera",
+        "seq",
+        "part_id",
+        "captured_unix_ms",
+        "infer_start_unix_ms",
+        "infer_end_unix_ms",
+        "verdict_unix_ms",
+        "verdict",
+        "defects",
+    ] {
+        assert!(lines[0].get(field).is_some(), "missing {field}: {}", lines[0]);
+    }
+    for l in &lines {
+        let t = |k: &str| l[k].as_f64().unwrap();
+        assert!(t("captured_unix_ms") <= t("infer_start_unix_ms"));
+        assert!(t("infer_start_unix_ms") <= t("infer_end_unix_ms"));
+        assert!(t("infer_end_unix_ms") <= t("verdict_unix_ms"));
+        assert!(["OK", "NG", "FAILSAFE"].contains(&l["verdict"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn sigterm_stops_capture_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &synthetic_station(20.0, "", ""));
+    let summary = dir.path().join("summary.json");
+    let results = dir.path().join("results.jsonl");
+    let mut child = linesight()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--summary")
+        .arg(&summary)
+        .arg("--results")
+        .arg(&results)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "did not stop within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let cam = &summary["cameras"][0];
+    let n = |k: &str| cam[k].as_u64().unwrap();
+    assert!(n("captured") > 10, "{cam}");
+    let terminal = n("ok")
+        + n("ng")
+        + n("failsafe_inference_error")
+        + n("failsafe_timeout")
+        + n("dropped_queue_full")
+        + n("dropped_invalid_frame");
+    assert_eq!(n("captured"), terminal, "{cam}");
+    let lines = std::fs::read_to_string(&results).unwrap().lines().count() as u64;
+    assert_eq!(lines, n("ok") + n("ng") + n("failsafe_inference_error") + n("failsafe_timeout"), "results flushed");
+}

@@ -1,0 +1,104 @@
+//! "No per-frame heap allocation in steady state", proved with a counting global allocator.
+//!
+//! Every allocation is attributed to the pipeline thread that made it (by thread name). After a
+//! warm-up, the camera, preprocess and assembler threads must not allocate at all while hundreds
+//! of frames pass. The inference threads are reported, not asserted: the `ort` crate builds small
+//! vectors of input/output names on every `Session::run`, which is outside our control (ONNX
+//! Runtime's own C++ allocations do not go through this allocator at all).
+
+mod common;
+
+use linesight::config;
+use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+const ROLES: [&str; 5] = ["camera", "preprocess", "infer", "assemble", "other"];
+static ALLOCATIONS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+thread_local! {
+    static ROLE: Cell<u8> = const { Cell::new(u8::MAX) };
+    static RESOLVING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn role() -> usize {
+    let cached = ROLE.with(Cell::get);
+    if cached != u8::MAX {
+        return cached as usize;
+    }
+    // Looking up the thread name may itself allocate; count that as "other" and don't recurse.
+    if RESOLVING.with(|r| r.replace(true)) {
+        return 4;
+    }
+    let name = std::thread::current().name().map(str::to_owned).unwrap_or_default();
+    let role = ROLES.iter().position(|r| name.starts_with(r)).unwrap_or(4) as u8;
+    ROLE.with(|r| r.set(role));
+    RESOLVING.with(|r| r.set(false));
+    role as usize
+}
+
+struct Counting;
+
+// SAFETY: defers to the system allocator; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS[role()].fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS[role()].fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counts() -> [u64; 5] {
+    std::array::from_fn(|i| ALLOCATIONS[i].load(Relaxed))
+}
+
+#[test]
+fn the_frame_path_does_not_allocate_in_steady_state() {
+    let text = common::synthetic_station(0.0, "backpressure = \"block\"", "");
+    let loaded = config::load_str(&text, "test", common::repo()).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
+    let station = Station::build(&loaded, RunOptions { max_frames: Some(700), outputs: vec![tx] }).unwrap();
+    let accounting = station.accounting();
+    let runner = std::thread::Builder::new().name("station".into()).spawn(move || station.run()).unwrap();
+
+    let decided = || accounting.snapshot()[0].inspected() + accounting.snapshot()[0].failsafe();
+    let mut received = 0u64;
+    let mut wait_for = |n: u64| {
+        while decided() < n {
+            received += rx.try_iter().count() as u64;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    wait_for(200);
+    let before = counts();
+    let frames_before = decided();
+    wait_for(600);
+    let after = counts();
+    let frames = decided() - frames_before;
+    runner.join().unwrap();
+    received += rx.try_iter().count() as u64;
+    assert_eq!(received, 700, "every inspection reached the output");
+
+    let per_role: Vec<(&str, u64)> = ROLES.iter().zip(after.iter().zip(before)).map(|(r, (a, b))| (*r, a - b)).collect();
+    eprintln!("allocations over {frames} steady-state frames, by thread: {per_role:?}");
+    for (role, n) in &per_role[..4] {
+        if *role != "infer" {
+            assert_eq!(*n, 0, "{role} thread allocated {n} times over {frames} frames");
+        }
+    }
+    eprintln!(
+        "infer thread: {:.1} allocations per frame (ort's per-run name vectors)",
+        per_role[2].1 as f64 / frames as f64
+    );
+}
