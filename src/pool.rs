@@ -34,6 +34,16 @@ impl<T: Copy + Default + Send> BufferPool<T> {
         Self { inner: Arc::new(PoolInner { spares: ArrayQueue::new(capacity.max(1)), misses: AtomicU64::new(0) }) }
     }
 
+    /// A pool filled up front with `capacity` buffers of `len` elements, so the frame path never
+    /// allocates, not even while the pipeline first fills up.
+    pub fn preallocated(capacity: usize, len: usize) -> Self {
+        let pool = Self::new(capacity);
+        for _ in 0..capacity {
+            let _ = pool.inner.spares.push(vec![T::default(); len]);
+        }
+        pool
+    }
+
     /// A buffer of exactly `len` elements. Its contents are unspecified (whatever the previous
     /// user left, or zeros when newly allocated): callers overwrite it.
     pub fn take(&self, len: usize) -> Pooled<T> {
@@ -115,6 +125,15 @@ mod tests {
         assert_eq!(second.as_ptr(), ptr, "the spare should be handed out again");
         assert_eq!(second.len(), 50);
         assert_eq!(pool.misses(), 1, "only the first take allocates");
+    }
+
+    #[test]
+    fn a_preallocated_pool_never_misses_within_its_capacity() {
+        let pool = BufferPool::<u8>::preallocated(3, 10);
+        let held: Vec<_> = (0..3).map(|_| pool.take(10)).collect();
+        assert_eq!(pool.misses(), 0);
+        drop(held);
+        assert_eq!(pool.misses(), 0);
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl Assembler {
             free_slots,
             outputs,
             accounting,
-            scratch: ComponentScratch::new(),
+            // Room for thousands of regions: noisy maps must not grow it on the frame path.
+            scratch: ComponentScratch::with_capacity(4096, 16 * 1024),
             defects: Vec::with_capacity(256),
             counted: Vec::with_capacity(256),
             class_counts: Vec::with_capacity(64),

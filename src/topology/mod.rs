@@ -67,7 +67,10 @@ pub struct Station {
     pub package: ModelPackage,
     accounting: Arc<Accounting>,
     stop: Arc<AtomicBool>,
-    cameras: Vec<(CameraSettings, Box<dyn Source>, usize)>,
+    /// Per camera: settings, opened source, queue depth, frame bytes when known in advance.
+    cameras: Vec<(CameraSettings, Box<dyn Source>, usize, Option<usize>)>,
+    /// Per camera: no frame for this long marks it down.
+    stall_timeouts: Vec<Duration>,
     sessions: Vec<InferSession>,
     plan: AssemblerPlan,
     policy: BatchPolicy,
@@ -126,9 +129,11 @@ impl Station {
             } else {
                 Backpressure::DropOldest
             });
+            let mut frame_bytes = None;
             if let crate::config::SourceConfig::Synthetic(s) = &cam.source {
                 grid.plan(s.width, s.height, tile_w, tile_h, cfg.pipeline.tile_overlap_px);
                 tiles_per_frame_max = tiles_per_frame_max.max(grid.len());
+                frame_bytes = Some((s.width * s.height) as usize);
             }
             let settings = CameraSettings {
                 index: i as u16,
@@ -139,7 +144,7 @@ impl Station {
                 reconnect_initial: Duration::from_millis(cam.reconnect_initial_ms),
                 reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
             };
-            cameras.push((settings, source, cam.queue_depth));
+            cameras.push((settings, source, cam.queue_depth, frame_bytes));
         }
         if cfg.pipeline.input_mode == InputMode::Resize {
             tiles_per_frame_max = 1;
@@ -160,6 +165,7 @@ impl Station {
             accounting,
             stop: Arc::new(AtomicBool::new(false)),
             cameras,
+            stall_timeouts: cfg.cameras.iter().map(|c| Duration::from_millis(c.stall_timeout_ms)).collect(),
             sessions,
             plan,
             policy,
@@ -187,6 +193,7 @@ impl Station {
             accounting,
             stop,
             cameras,
+            stall_timeouts,
             sessions,
             plan,
             policy,
@@ -207,12 +214,23 @@ impl Station {
         let (result_tx, result_rx) = bounded(tile_queue);
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
 
+        let cameras_done = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (accounting, done) = (Arc::clone(&accounting), Arc::clone(&cameras_done));
+            spawn("watchdog".into(), move || watch_cameras(&accounting, &stall_timeouts, &done))
+        };
         let mut camera_rxs = Vec::new();
-        for (settings, source, depth) in cameras {
+        for (settings, source, depth, frame_bytes) in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
-            // Pixel buffers in flight per camera: its queue, every slot, one being captured.
-            let pool = BufferPool::new(depth + max_in_flight + 2);
+            // Pixel buffers in flight per camera: its queue, every slot, one held by preprocess
+            // while it waits for a slot, one being captured.
+            let buffers = depth + max_in_flight + 2;
+            let pool = match frame_bytes {
+                Some(len) => BufferPool::preallocated(buffers, len),
+                // Unknown frame size: each buffer grows once, on its first frame.
+                None => BufferPool::new(buffers),
+            };
             let thread = CameraThread {
                 settings,
                 source,
@@ -227,9 +245,9 @@ impl Station {
             handles.push(spawn(name, move || thread.run()));
         }
 
+        // Tensors in flight: the tile queue, one batch gathered per worker, one being cut.
         let tensor_item = normalizer.channels * (m.input.width * m.input.height) as usize;
-        let _ = tensor_item;
-        let tensor_pool = BufferPool::new(tile_queue + 2 * policy.max_batch + 4);
+        let tensor_pool = BufferPool::preallocated(tile_queue + sessions.len() * policy.max_batch + 2, tensor_item);
         let pre = preprocess_thread::Preprocessor {
             input_mode: plan.input_mode,
             tile_w: m.input.width,
@@ -269,9 +287,28 @@ impl Station {
         for h in handles {
             let _ = h.join();
         }
+        cameras_done.store(true, Relaxed);
+        let _ = watchdog.join();
         let _ = assembler_handle.join();
-        let _ = stop.load(Relaxed);
         accounting
+    }
+}
+
+/// Mark a camera down when it has delivered no frame for its stall timeout (a source blocked
+/// inside a grab cannot say so itself). The camera thread marks it up again with its next frame,
+/// and reopens it when the grab finally fails.
+fn watch_cameras(accounting: &Accounting, stall_timeouts: &[Duration], done: &AtomicBool) {
+    while !done.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = accounting.epoch.elapsed();
+        for (i, cam) in accounting.cameras.iter().enumerate() {
+            // Before the first frame this is 0: the stall is counted from the start of the run.
+            let last = Duration::from_nanos(cam.last_frame_ns.load(Relaxed));
+            if cam.up.load(Relaxed) && now.saturating_sub(last) > stall_timeouts[i] {
+                cam.up.store(false, Relaxed);
+                tracing::warn!(camera = %cam.id, stalled_ms = now.saturating_sub(last).as_millis() as u64, "camera stalled: no frame within its stall timeout");
+            }
+        }
     }
 }
 

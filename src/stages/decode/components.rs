@@ -95,6 +95,18 @@ impl ComponentScratch {
         Self::default()
     }
 
+    /// Scratch sized up front for maps of `width` columns with up to `labels` provisional labels,
+    /// so a long-running pipeline does not grow it on the frame path when a part shows more
+    /// regions than any part before it.
+    pub fn with_capacity(width: usize, labels: usize) -> Self {
+        Self {
+            rows: Vec::with_capacity(2 * width),
+            parent: Vec::with_capacity(labels + 1),
+            stats: Vec::with_capacity(labels + 1),
+            components: Vec::with_capacity(labels),
+        }
+    }
+
     fn find(&mut self, mut label: u32) -> u32 {
         // Path halving: every visited node skips to its grandparent.
         while self.parent[label as usize] != label {
