@@ -157,3 +157,14 @@ fn sigterm_stops_capture_drains_and_exits_zero() {
     let lines = std::fs::read_to_string(&results).unwrap().lines().count() as u64;
     assert_eq!(lines, n("ok") + n("ng") + n("failsafe_inference_error") + n("failsafe_timeout"), "results flushed");
 }
+
+#[test]
+fn an_unavailable_gpu_provider_falls_back_to_cpu_with_a_clear_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = synthetic_station(10.0, "", "").replace("[model]\n", "[model]\nprovider = \"cuda\"\n");
+    let cfg = write_config(dir.path(), &text);
+    let (ok, stdout, stderr) = output(linesight().env("LINESIGHT_LOG", "info").args(["check", "--config"]).arg(&cfg));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("OK"));
+    assert!(stderr.contains("falling back to CPU"), "{stderr}");
+}

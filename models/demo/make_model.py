@@ -40,12 +40,11 @@ PARAMS = dict(
     bg_clip=6.0 / 255,  # residual clip before the second background pass
     streak_down=8,  # horizontal mean: average 8 columns...
     streak_box=5,  # ...then a 5-wide box over those (40 px)
+    streak_clip=6.0 / 255,  # streaks are faint: a stronger horizontal mean is a defect, kept
     noise_clip=3.0,  # robust noise: residual clipped at this many floor units before the RMS
     noise_floor=1.5 / 255,  # noise estimates never go below this
     coarse_weight=1.0,
-    fine_smooth="gauss",
-    streak_clip=0.0,
-    up_mode="linear",  # coarse z is multiplied by this before the max
+  # coarse z is multiplied by this before the max
     score_threshold=6.0,  # score where defect_prob = 0.5
     gain=2.0,  # sigmoid slope per score unit
 )
@@ -87,9 +86,9 @@ class Graph:
             count_include_pad=0,
         )
 
-    def upsample(self, x, sh, sw, hint="up", mode="linear"):
+    def upsample(self, x, sh, sw, hint="up"):
         scales = self.const(np.array([1, 1, sh, sw], np.float32), "scales")
-        return self.op("Resize", [x, "", scales], hint, mode=mode)
+        return self.op("Resize", [x, "", scales], hint, mode="linear")
 
     def gauss3(self, x, hint):
         """[1 2 1]/4 in both directions as two 2x2 box means (cheaper than a Conv here)."""
@@ -121,24 +120,20 @@ def build(raw_score=False, **overrides):
     r1c = g.op("Clip", [r1, g.const(np.float32(-lim)), g.const(np.float32(lim))], "r1c")
     clean = g.op("Add", [b1, r1c], "clean")
     b2 = g.avg_pool(g.avg_pool(clean, box, same=True, hint="bg2a"), box, same=True, hint="bg2")
-    background = g.upsample(b2, d, d, "background", p["up_mode"])
+    background = g.upsample(b2, d, d, "background")
     r = g.op("Sub", ["image", background], "residual")
 
     # 2. Fine path: remove horizontal streaks, smooth, normalise.
     sd = p["streak_down"]
     streak = g.avg_pool(r, (1, sd), (1, sd), hint="streak_low")
     streak = g.avg_pool(streak, (1, p["streak_box"]), same=True, hint="streak_box")
-    if p["streak_clip"]:
-        lim = g.const(np.float32(p["streak_clip"]))
-        streak = g.op("Clip", [streak, g.op("Neg", [lim], "neg"), lim], "streak_clip")
-    streak = g.upsample(streak, 1, sd, "streak", p["up_mode"])
+    lim = p["streak_clip"]
+    streak = g.op(
+        "Clip", [streak, g.const(np.float32(-lim)), g.const(np.float32(lim))], "streak_clip"
+    )
+    streak = g.upsample(streak, 1, sd, "streak")
     rd = g.op("Sub", [r, streak], "destreaked")
-    if p["fine_smooth"] == "gauss":
-        fine = g.gauss3(rd, "fine")
-    elif p["fine_smooth"] == "box":
-        fine = g.avg_pool(rd, (3, 3), same=True, hint="fine")
-    else:
-        fine = rd
+    fine = g.gauss3(rd, "fine")
     fine_sigma = g.robust_sigma(fine, p["noise_clip"], p["noise_floor"], "fine_sigma")
     fine_z = g.op("Abs", [g.op("Div", [fine, fine_sigma], "fine_zs")], "fine_z")
 
@@ -147,7 +142,7 @@ def build(raw_score=False, **overrides):
     rl = g.avg_pool(rl, (3, 3), same=True, hint="coarse_smooth")
     coarse_sigma = g.robust_sigma(rl, p["noise_clip"], p["noise_floor"], "coarse_sigma")
     coarse_z = g.op("Abs", [g.op("Div", [rl, coarse_sigma], "coarse_zs")], "coarse_zl")
-    coarse_z = g.upsample(coarse_z, d, d, "coarse_z", p["up_mode"])
+    coarse_z = g.upsample(coarse_z, d, d, "coarse_z")
     if p["coarse_weight"] != 1.0:
         coarse_z = g.op("Mul", [coarse_z, g.const(np.float32(p["coarse_weight"]))], "coarse_w")
 

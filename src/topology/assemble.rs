@@ -359,3 +359,94 @@ fn chw(shape: &[usize]) -> (usize, usize, usize) {
         [] => (1, 1, 1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameMeta, PixelFormat};
+    use crate::model::manifest::SegmentationSpec;
+    use crate::pool::BufferPool;
+    use crossbeam_channel::bounded;
+
+    fn plan() -> AssemblerPlan {
+        AssemblerPlan {
+            task: TaskSpec::Segmentation(SegmentationSpec {
+                output: "p".into(),
+                classes: vec!["defect".into()],
+                activation: Activation::None,
+                pixel_threshold: 0.5,
+                background_class: None,
+            }),
+            input_mode: InputMode::Tile,
+            tile_w: 4,
+            tile_h: 4,
+            output_item_shape: vec![vec![1, 4, 4]],
+            rules: Rules::resolve(&[], &["defect".into()]).unwrap(),
+            rois: vec![vec![]],
+            verdict_deadline: Duration::from_secs(60),
+        }
+    }
+
+    fn frame(pool: &BufferPool<u8>) -> Frame {
+        let meta = FrameMeta { camera: 0, seq: 7, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+        Frame { meta, format: PixelFormat::Gray8, width: 6, height: 4, pixels: pool.take(24) }
+    }
+
+    fn tile(slot: SlotId, t: u16, x0: u32, values: Option<[f32; 16]>, pool: &BufferPool<f32>) -> TileResult {
+        let mut outputs = ArrayVec::new();
+        if let Some(v) = values {
+            let mut buf = pool.take(16);
+            buf.copy_from_slice(&v);
+            outputs.push(buf);
+        }
+        let now = Instant::now();
+        TileResult { slot, tile: t, origin: (x0, 0), failed: values.is_none(), outputs, infer_started: now, infer_ended: now, batch_size: 2 }
+    }
+
+    /// Drive an assembler with (start-first?, tile values) and return the one inspection.
+    fn assemble(start_first: bool, tiles: [Option<[f32; 16]>; 2]) -> Inspection {
+        let acc = Arc::new(Accounting::new(&["cam".into()]));
+        let (free_tx, free_rx) = bounded(1);
+        let (out_tx, out_rx) = bounded(4);
+        let mut a = Assembler::new(plan(), 1, free_tx, vec![out_tx], Arc::clone(&acc));
+        let (px, fl) = (BufferPool::new(1), BufferPool::new(4));
+        let start = FrameStart { slot: 0, frame: frame(&px), tiles: 2 };
+        let results = [tile(0, 0, 0, tiles[0], &fl), tile(0, 1, 2, tiles[1], &fl)];
+        if start_first {
+            a.on_start(start);
+            results.into_iter().for_each(|r| a.on_result(r));
+        } else {
+            results.into_iter().for_each(|r| a.on_result(r));
+            a.on_start(start);
+        }
+        assert_eq!(free_rx.try_recv().ok(), Some(0), "slot handed back");
+        out_rx.try_recv().expect("one inspection")
+    }
+
+    #[test]
+    fn tiles_are_stitched_into_one_defect_in_frame_coordinates() {
+        // A defect pixel at tile-0 (3, 1) and tile-1 (1, 1) — both are frame pixel (3, 1) in the
+        // overlap — plus frame pixel (4, 1) from tile 1: one region of 2 pixels.
+        let mut t0 = [0.0; 16];
+        t0[4 + 3] = 0.9;
+        let mut t1 = [0.0; 16];
+        t1[4 + 1] = 0.7;
+        t1[4 + 2] = 0.8;
+        for start_first in [true, false] {
+            let i = assemble(start_first, [Some(t0), Some(t1)]);
+            assert_eq!(i.verdict, Verdict::Ng);
+            assert_eq!(i.defects.len(), 1);
+            let d = i.defects[0].defect;
+            assert_eq!((d.x, d.y, d.w, d.h, d.area_px), (3.0, 1.0, 2.0, 1.0, 2.0));
+            assert_eq!(d.max_score, 0.9, "overlap keeps the maximum");
+        }
+    }
+
+    #[test]
+    fn a_failed_tile_makes_the_whole_frame_fail_safe() {
+        for start_first in [true, false] {
+            let i = assemble(start_first, [Some([0.0; 16]), None]);
+            assert_eq!(i.verdict, Verdict::Failsafe(FailsafeCause::InferenceError));
+        }
+    }
+}
