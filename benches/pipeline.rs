@@ -127,7 +127,7 @@ fn stage_kernels(c: &mut Criterion) {
             map.fill(0.0);
             for t in 0..fx.grid.len() {
                 let (x0, y0) = fx.grid.origin(t);
-                let r = Region { x0, y0, w: tw, h: th };
+                let r = Region { x0, y0, w: tw, h: th, window: fx.grid.window(t, tw, th, SIDE, SIDE) };
                 paste_max(&tile_out, 1, th as usize, tw as usize, &mut map, SIDE as usize, SIDE as usize, r);
             }
             decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
@@ -198,7 +198,8 @@ fn report() {
         map.fill(0.0);
         for t in 0..tiles {
             let (x0, y0) = fx.grid.origin(t);
-            paste_max(&tile_out, 1, th as usize, tw as usize, &mut map, SIDE as usize, SIDE as usize, Region { x0, y0, w: tw, h: th });
+            let window = fx.grid.window(t, tw, th, SIDE, SIDE);
+            paste_max(&tile_out, 1, th as usize, tw as usize, &mut map, SIDE as usize, SIDE as usize, Region { x0, y0, w: tw, h: th, window });
         }
         decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
     });

@@ -47,6 +47,22 @@ impl TileGrid {
     pub fn origin(&self, i: usize) -> (u32, u32) {
         (self.xs[i % self.xs.len()], self.ys[i / self.xs.len()])
     }
+
+    /// The part of the frame tile `i` is responsible for when outputs are stitched: each overlap
+    /// is split at its middle, so every frame pixel comes from exactly one tile, and from the one
+    /// in which it lies farthest from the tile border (where models see the least context).
+    /// Returned as `(x0, y0, x1, y1)`, end-exclusive, clipped to the `width × height` frame.
+    pub fn window(&self, i: usize, tile_w: u32, tile_h: u32, width: u32, height: u32) -> (u32, u32, u32, u32) {
+        let (x0, x1) = axis_window(&self.xs, i % self.xs.len(), tile_w, width);
+        let (y0, y1) = axis_window(&self.ys, i / self.xs.len(), tile_h, height);
+        (x0, y0, x1, y1)
+    }
+}
+
+fn axis_window(origins: &[u32], k: usize, tile: u32, len: u32) -> (u32, u32) {
+    let start = if k == 0 { 0 } else { (origins[k - 1] + tile + origins[k]) / 2 };
+    let end = if k + 1 == origins.len() { len } else { (origins[k] + tile + origins[k + 1]) / 2 };
+    (start, end.min(len))
 }
 
 #[cfg(test)]
@@ -68,7 +84,31 @@ mod tests {
         assert_eq!(origins(640, 256, 32), vec![0, 192, 384]);
     }
 
+    #[test]
+    fn stitch_windows_split_overlaps_in_the_middle() {
+        let mut g = TileGrid::default();
+        g.plan(480, 256, 256, 256, 32);
+        assert_eq!(g.xs, vec![0, 224]);
+        // Overlap [224, 256) splits at 240.
+        assert_eq!(g.window(0, 256, 256, 480, 256), (0, 0, 240, 256));
+        assert_eq!(g.window(1, 256, 256, 480, 256), (240, 0, 480, 256));
+    }
+
     proptest! {
+        #[test]
+        fn stitch_windows_partition_the_frame(w in 1u32..3000, h in 1u32..1000, tile in 16u32..400, overlap in 0u32..15) {
+            let mut g = TileGrid::default();
+            g.plan(w, h, tile, tile, overlap);
+            let mut covered = 0u64;
+            for i in 0..g.len() {
+                let (x0, y0, x1, y1) = g.window(i, tile, tile, w, h);
+                let (ox, oy) = g.origin(i);
+                prop_assert!(x0 >= ox && y0 >= oy && x1 <= ox + tile && y1 <= oy + tile, "window inside its tile");
+                covered += (x1 - x0) as u64 * (y1 - y0) as u64;
+            }
+            prop_assert_eq!(covered, w as u64 * h as u64, "windows tile the frame exactly once");
+        }
+
         #[test]
         fn tiles_cover_the_axis_with_the_requested_overlap(len in 1u32..5000, tile in 8u32..600, overlap in 0u32..64) {
             prop_assume!(overlap < tile);

@@ -175,8 +175,10 @@ impl Assembler {
         let frame = slot.frame.as_ref().expect("merge only after FrameStart");
         let (fw, fh) = (frame.width as usize, frame.height as usize);
         let region = match plan.input_mode {
-            InputMode::Tile => Region { x0: result.origin.0, y0: result.origin.1, w: plan.tile_w, h: plan.tile_h },
-            InputMode::Resize => Region { x0: 0, y0: 0, w: frame.width, h: frame.height },
+            InputMode::Tile => {
+                Region { x0: result.origin.0, y0: result.origin.1, w: plan.tile_w, h: plan.tile_h, window: result.window }
+            }
+            InputMode::Resize => Region::whole(0, 0, frame.width, frame.height),
         };
         match &plan.task {
             TaskSpec::Segmentation(s) => {
@@ -400,7 +402,9 @@ mod tests {
             outputs.push(buf);
         }
         let now = Instant::now();
-        TileResult { slot, tile: t, origin: (x0, 0), failed: values.is_none(), outputs, infer_started: now, infer_ended: now, batch_size: 2 }
+        // Tiles at x = 0 and x = 2 on a 6-wide frame overlap in columns 2..4, split at column 3.
+        let window = if x0 == 0 { (0, 0, 3, 4) } else { (3, 0, 6, 4) };
+        TileResult { slot, tile: t, origin: (x0, 0), window, failed: values.is_none(), outputs, infer_started: now, infer_ended: now, batch_size: 2 }
     }
 
     /// Drive an assembler with (start-first?, tile values) and return the one inspection.
@@ -425,10 +429,12 @@ mod tests {
 
     #[test]
     fn tiles_are_stitched_into_one_defect_in_frame_coordinates() {
-        // A defect pixel at tile-0 (3, 1) and tile-1 (1, 1) — both are frame pixel (3, 1) in the
-        // overlap — plus frame pixel (4, 1) from tile 1: one region of 2 pixels.
+        // Tile 0 sees a defect pixel at frame (2, 1); tile 1 at frame (3, 1) and (4, 1): one
+        // region of 3 pixels. Tile 0's border pixel (3, 1) = 0.95 lies outside its stitch window
+        // and must not leak into the frame.
         let mut t0 = [0.0; 16];
-        t0[4 + 3] = 0.9;
+        t0[4 + 2] = 0.9;
+        t0[4 + 3] = 0.95;
         let mut t1 = [0.0; 16];
         t1[4 + 1] = 0.7;
         t1[4 + 2] = 0.8;
@@ -437,8 +443,8 @@ mod tests {
             assert_eq!(i.verdict, Verdict::Ng);
             assert_eq!(i.defects.len(), 1);
             let d = i.defects[0].defect;
-            assert_eq!((d.x, d.y, d.w, d.h, d.area_px), (3.0, 1.0, 2.0, 1.0, 2.0));
-            assert_eq!(d.max_score, 0.9, "overlap keeps the maximum");
+            assert_eq!((d.x, d.y, d.w, d.h, d.area_px), (2.0, 1.0, 3.0, 1.0, 3.0));
+            assert_eq!(d.max_score, 0.9);
         }
     }
 

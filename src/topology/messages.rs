@@ -24,6 +24,8 @@ pub struct TileJob {
     pub tile: u16,
     /// `(x0, y0)` of the tile in the frame (tile mode) — used to stitch outputs back.
     pub origin: (u32, u32),
+    /// The frame area this tile's outputs are stitched into (see `TileGrid::window`).
+    pub window: (u32, u32, u32, u32),
     pub tensor: Pooled<f32>,
 }
 
@@ -35,6 +37,7 @@ pub struct TileResult {
     pub slot: SlotId,
     pub tile: u16,
     pub origin: (u32, u32),
+    pub window: (u32, u32, u32, u32),
     /// One buffer per output the task reads (empty on error).
     pub outputs: ArrayVec<Pooled<f32>, MAX_OUTPUTS>,
     pub failed: bool,

@@ -101,7 +101,11 @@ impl Preprocessor {
             }
             // Tiles go out as soon as they are cut so workers start early; their results may
             // reach the assembler before the FrameStart below, which it handles.
-            if jobs.send(TileJob { slot, tile: t as u16, origin: (x0, y0), tensor }).is_err() {
+            let window = match self.input_mode {
+                InputMode::Tile => grid.window(t, self.tile_w, self.tile_h, frame.width, frame.height),
+                InputMode::Resize => (0, 0, frame.width, frame.height),
+            };
+            if jobs.send(TileJob { slot, tile: t as u16, origin: (x0, y0), window, tensor }).is_err() {
                 return false;
             }
         }

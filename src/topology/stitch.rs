@@ -1,11 +1,13 @@
 //! Stitching: tile outputs back into frame coordinates.
 //!
-//! A tile's map output (`channels × mh × mw`) covers a frame region (`x0, y0, rw, rh`); it is
-//! pasted with nearest-neighbour sampling (identity when the map has the region's size) and
-//! combined with what neighbouring tiles already wrote by taking the maximum, so a defect in an
-//! overlap is seen at its strongest.
+//! A tile's map output (`channels × mh × mw`) covers a frame region (`x0, y0, w, h`); it is
+//! pasted with nearest-neighbour sampling (identity when the map has the region's size), but only
+//! inside the tile's stitch window (see `TileGrid::window`): overlaps are split at their middle so
+//! each frame pixel comes from the tile that saw it with the most context around it, and border
+//! effects of one tile never leak into its neighbour's area. Values are max-combined with what is
+//! already there, which is the identity on a freshly reset map.
 
-/// A frame region a tile output covers.
+/// A frame region a tile output covers, and the part of it the tile writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
     pub x0: u32,
@@ -13,6 +15,15 @@ pub struct Region {
     /// Width and height of the region in frame pixels (may extend past the frame: clipped).
     pub w: u32,
     pub h: u32,
+    /// Stitch window `(x0, y0, x1, y1)`, end-exclusive, in frame pixels.
+    pub window: (u32, u32, u32, u32),
+}
+
+impl Region {
+    /// A region written in full (resize mode, single tiles).
+    pub fn whole(x0: u32, y0: u32, w: u32, h: u32) -> Self {
+        Self { x0, y0, w, h, window: (x0, y0, x0 + w, y0 + h) }
+    }
 }
 
 /// Max-combine `src` (`channels × mh × mw`) into `dst` (`channels × fh × fw`) over `region`.
@@ -27,9 +38,12 @@ pub fn paste_max(
     fh: usize,
     region: Region,
 ) {
-    let x_end = (region.x0 as usize + region.w as usize).min(fw);
-    let y_end = (region.y0 as usize + region.h as usize).min(fh);
-    let (x0, y0) = (region.x0 as usize, region.y0 as usize);
+    let (rx0, ry0) = (region.x0 as usize, region.y0 as usize);
+    let (wx0, wy0, wx1, wy1) = region.window;
+    let x0 = (wx0 as usize).max(rx0);
+    let y0 = (wy0 as usize).max(ry0);
+    let x_end = (wx1 as usize).min(rx0 + region.w as usize).min(fw);
+    let y_end = (wy1 as usize).min(ry0 + region.h as usize).min(fh);
     if x0 >= x_end || y0 >= y_end {
         return;
     }
@@ -38,17 +52,17 @@ pub fn paste_max(
         let s_plane = &src[c * mh * mw..(c + 1) * mh * mw];
         let d_plane = &mut dst[c * fw * fh..(c + 1) * fw * fh];
         for y in y0..y_end {
-            let ry = y - y0;
+            let ry = y - ry0;
             let sy = if identity { ry } else { (ry * mh / region.h as usize).min(mh - 1) };
             let s_row = &s_plane[sy * mw..(sy + 1) * mw];
             let d_row = &mut d_plane[y * fw + x0..y * fw + x_end];
             if identity {
-                for (d, &s) in d_row.iter_mut().zip(s_row) {
+                for (d, &s) in d_row.iter_mut().zip(&s_row[x0 - rx0..]) {
                     *d = d.max(s);
                 }
             } else {
-                for (rx, d) in d_row.iter_mut().enumerate() {
-                    let sx = (rx * mw / region.w as usize).min(mw - 1);
+                for (i, d) in d_row.iter_mut().enumerate() {
+                    let sx = ((x0 - rx0 + i) * mw / region.w as usize).min(mw - 1);
                     *d = d.max(s_row[sx]);
                 }
             }
@@ -61,26 +75,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overlapping_tiles_keep_the_maximum() {
-        let mut dst = vec![0.0f32; 3 * 2];
-        // Two 2×2 tiles on a 3×2 frame, overlapping in column 1.
-        paste_max(&[0.1, 0.9, 0.1, 0.2], 1, 2, 2, &mut dst, 3, 2, Region { x0: 0, y0: 0, w: 2, h: 2 });
-        paste_max(&[0.5, 0.3, 0.6, 0.7], 1, 2, 2, &mut dst, 3, 2, Region { x0: 1, y0: 0, w: 2, h: 2 });
-        assert_eq!(dst, vec![0.1, 0.9, 0.3, 0.1, 0.6, 0.7]);
+    fn overlapping_tiles_each_write_their_window() {
+        let mut dst = vec![0.0f32; 4 * 2];
+        // Two 3×2 tiles on a 4×2 frame overlapping in columns 1..3, split at column 2.
+        let left = Region { x0: 0, y0: 0, w: 3, h: 2, window: (0, 0, 2, 2) };
+        let right = Region { x0: 1, y0: 0, w: 3, h: 2, window: (2, 0, 4, 2) };
+        paste_max(&[0.1, 0.2, 0.9, 0.3, 0.4, 0.9], 1, 2, 3, &mut dst, 4, 2, left);
+        paste_max(&[0.9, 0.5, 0.6, 0.9, 0.7, 0.8], 1, 2, 3, &mut dst, 4, 2, right);
+        // The left tile's 0.9 border values (column 2) and the right tile's (column 1) are
+        // outside their windows and never reach the frame.
+        assert_eq!(dst, vec![0.1, 0.2, 0.5, 0.6, 0.3, 0.4, 0.7, 0.8]);
     }
 
     #[test]
     fn padded_tiles_are_clipped_to_the_frame() {
         let mut dst = vec![0.0f32; 2 * 2];
         let src: Vec<f32> = (1..=9).map(|v| v as f32).collect();
-        paste_max(&src, 1, 3, 3, &mut dst, 2, 2, Region { x0: 0, y0: 0, w: 3, h: 3 });
+        paste_max(&src, 1, 3, 3, &mut dst, 2, 2, Region::whole(0, 0, 3, 3));
         assert_eq!(dst, vec![1.0, 2.0, 4.0, 5.0]);
     }
 
     #[test]
     fn smaller_maps_are_upsampled_nearest() {
         let mut dst = vec![0.0f32; 4 * 4];
-        paste_max(&[1.0, 2.0, 3.0, 4.0], 1, 2, 2, &mut dst, 4, 4, Region { x0: 0, y0: 0, w: 4, h: 4 });
+        paste_max(&[1.0, 2.0, 3.0, 4.0], 1, 2, 2, &mut dst, 4, 4, Region::whole(0, 0, 4, 4));
         assert_eq!(&dst[..4], &[1.0, 1.0, 2.0, 2.0]);
         assert_eq!(&dst[12..], &[3.0, 3.0, 4.0, 4.0]);
     }

@@ -104,6 +104,7 @@ impl Worker {
                 slot: job.slot,
                 tile: job.tile,
                 origin: job.origin,
+                window: job.window,
                 outputs,
                 failed,
                 infer_started: started,
