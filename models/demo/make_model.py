@@ -43,8 +43,9 @@ PARAMS = dict(
     streak_clip=6.0 / 255,  # streaks are faint: a stronger horizontal mean is a defect, kept
     noise_clip=3.0,  # robust noise: residual clipped at this many floor units before the RMS
     noise_floor=1.5 / 255,  # noise estimates never go below this
-    coarse_weight=1.0,
-  # coarse z is multiplied by this before the max
+    coarse_weight=1.3,  # coarse z is weighed up before the max: stains are faint but wide
+    border_penalty=3.0,  # score units subtracted at a tile's edge...
+    border_px=12,  # ...fading linearly to 0 this far inside
     score_threshold=6.0,  # score where defect_prob = 0.5
     gain=2.0,  # sigmoid slope per score unit
 )
@@ -146,8 +147,18 @@ def build(raw_score=False, **overrides):
     if p["coarse_weight"] != 1.0:
         coarse_z = g.op("Mul", [coarse_z, g.const(np.float32(p["coarse_weight"]))], "coarse_w")
 
-    # 4. Score and probability.
-    score = g.op("Max", [fine_z, coarse_z], "score", output="score" if raw_score else None)
+    # 4. Score and probability. Backgrounds are one-sided at a tile's edge, so the threshold
+    # rises there: by border_penalty at the edge, fading to nothing border_px inside.
+    score = g.op("Max", [fine_z, coarse_z], "raw_score")
+    if p["border_penalty"]:
+        dist = np.minimum(np.arange(TILE), np.arange(TILE)[::-1]).astype(np.float32)
+        ramp = p["border_penalty"] * np.clip(1 - dist / p["border_px"], 0, 1).astype(np.float32)
+        rows = g.const(ramp.reshape(1, 1, TILE, 1), "border_rows")
+        cols = g.const(ramp.reshape(1, 1, 1, TILE), "border_cols")
+        penalty = g.op("Max", [rows, cols], "border_penalty")
+        score = g.op("Sub", [score, penalty], "score", output="score" if raw_score else None)
+    elif raw_score:
+        score = g.op("Identity", [score], output="score")
     if not raw_score:
         shifted = g.op("Sub", [score, g.const(np.float32(p["score_threshold"]))], "shifted")
         logit = g.op("Mul", [shifted, g.const(np.float32(p["gain"]))], "logit")

@@ -77,6 +77,7 @@ pub struct Station {
     normalizer: Normalizer,
     tiles_per_frame_max: usize,
     max_in_flight: usize,
+    preprocess_workers: usize,
     overlap: u32,
     options: RunOptions,
 }
@@ -110,9 +111,8 @@ impl Station {
         };
         let mut sessions = Vec::new();
         for _ in 0..cfg.model.workers {
-            sessions.push(InferSession::new(&package, &opts, policy.padded(policy.gather_limit()))?);
+            sessions.push(InferSession::new(&package, &opts, &policy.shapes())?);
         }
-        // Warm every batch shape the batcher may use, so no first-frame stall on the line.
         let output_item_shape = sessions[0].output_item_shape.clone();
 
         let camera_ids: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
@@ -171,6 +171,7 @@ impl Station {
             policy,
             tiles_per_frame_max,
             max_in_flight: cfg.pipeline.max_in_flight,
+            preprocess_workers: cfg.pipeline.preprocess_workers,
             overlap: cfg.pipeline.tile_overlap_px,
             options,
         })
@@ -200,6 +201,7 @@ impl Station {
             normalizer,
             tiles_per_frame_max,
             max_in_flight,
+            preprocess_workers,
             overlap,
             options,
         } = self;
@@ -223,9 +225,9 @@ impl Station {
         for (settings, source, depth, frame_bytes) in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
-            // Pixel buffers in flight per camera: its queue, every slot, one held by preprocess
-            // while it waits for a slot, one being captured.
-            let buffers = depth + max_in_flight + 2;
+            // Pixel buffers in flight per camera: its queue, every slot, one held by each
+            // preprocess thread while it waits for a slot, one being captured.
+            let buffers = depth + max_in_flight + preprocess_workers + 1;
             let pool = match frame_bytes {
                 Some(len) => BufferPool::preallocated(buffers, len),
                 // Unknown frame size: each buffer grows once, on its first frame.
@@ -247,21 +249,24 @@ impl Station {
 
         // Tensors in flight: the tile queue, one batch gathered per worker, one being cut.
         let tensor_item = normalizer.channels * (m.input.width * m.input.height) as usize;
-        let tensor_pool = BufferPool::preallocated(tile_queue + sessions.len() * policy.max_batch + 2, tensor_item);
-        let pre = preprocess_thread::Preprocessor {
-            input_mode: plan.input_mode,
-            tile_w: m.input.width,
-            tile_h: m.input.height,
-            overlap,
-            normalizer,
-            tensor_pool,
-            accounting: Arc::clone(&accounting),
-            on_frame: Box::new(|_| {}),
-        };
-        {
-            let (slot_rx, start_tx, job_tx) = (slot_rx.clone(), start_tx.clone(), job_tx.clone());
-            handles.push(spawn("preprocess".into(), move || pre.run(camera_rxs, slot_rx, start_tx, job_tx)));
+        let tensor_pool =
+            BufferPool::preallocated(tile_queue + sessions.len() * policy.max_batch + 2 * preprocess_workers, tensor_item);
+        // Several preprocess threads share the camera queues (crossbeam queues are MPMC).
+        for i in 0..preprocess_workers {
+            let pre = preprocess_thread::Preprocessor {
+                input_mode: plan.input_mode,
+                tile_w: m.input.width,
+                tile_h: m.input.height,
+                overlap,
+                normalizer: normalizer.clone(),
+                tensor_pool: tensor_pool.clone(),
+                accounting: Arc::clone(&accounting),
+                on_frame: Box::new(|_| {}),
+            };
+            let (cams, slot_rx, start_tx, job_tx) = (camera_rxs.clone(), slot_rx.clone(), start_tx.clone(), job_tx.clone());
+            handles.push(spawn(format!("preprocess-{i}"), move || pre.run(cams, slot_rx, start_tx, job_tx)));
         }
+        drop(camera_rxs);
         drop((start_tx, job_tx, slot_rx));
 
         let output_names: Vec<String> = m.task.output_names().iter().map(|s| s.to_string()).collect();

@@ -41,9 +41,10 @@ pub enum SessionError {
 }
 
 impl InferSession {
-    /// Build, check and warm up a session for `package`. `warm_batch` is the largest batch the
-    /// worker will run; warm-up runs it once so the first real frame pays no start-up cost.
-    pub fn new(package: &ModelPackage, opts: &SessionOptions, warm_batch: usize) -> Result<Self, SessionError> {
+    /// Build, check and warm up a session for `package`. Warm-up runs once at every batch size in
+    /// `warm_batches` (the shapes the batcher will use), so the first real frames pay no start-up
+    /// cost and the memory arena has its final size before the station reports ready.
+    pub fn new(package: &ModelPackage, opts: &SessionOptions, warm_batches: &[usize]) -> Result<Self, SessionError> {
         let env = runtime::environment().map_err(SessionError::Runtime)?;
         let model = package.manifest.name.clone();
         let load_err = |e: &dyn std::fmt::Display| SessionError::Load {
@@ -61,7 +62,9 @@ impl InferSession {
         let session = builder.commit_from_file(&package.onnx_path).map_err(|e| load_err(&e))?;
         let mut this = Self { session, provider, output_item_len: Vec::new(), output_item_shape: Vec::new() };
         this.check_io(package)?;
-        this.warm_up(package, warm_batch)?;
+        for &batch in warm_batches.iter().rev() {
+            this.warm_up(package, batch)?;
+        }
         Ok(this)
     }
 

@@ -32,6 +32,13 @@ impl BatchPolicy {
         }
     }
 
+    /// Every batch shape this policy can produce, smallest first.
+    pub fn shapes(&self) -> Vec<usize> {
+        let mut shapes: Vec<usize> = (1..=self.gather_limit()).map(|n| self.padded(n)).collect();
+        shapes.dedup();
+        shapes
+    }
+
     /// Most tiles gathered into one run.
     pub fn gather_limit(&self) -> usize {
         self.fixed_batch.unwrap_or(self.max_batch).min(self.max_batch.max(1))
@@ -154,6 +161,7 @@ mod tests {
         let p = BatchPolicy { max_batch: 8, max_wait: Duration::ZERO, fixed_batch: None };
         let shapes: Vec<usize> = (1..=8).map(|n| p.padded(n)).collect();
         assert_eq!(shapes, vec![1, 2, 4, 4, 8, 8, 8, 8]);
+        assert_eq!(p.shapes(), vec![1, 2, 4, 8]);
         let odd = BatchPolicy { max_batch: 6, max_wait: Duration::ZERO, fixed_batch: None };
         assert_eq!(odd.padded(5), 6, "never more than max_batch");
         let fixed = BatchPolicy { max_batch: 8, max_wait: Duration::ZERO, fixed_batch: Some(4) };
