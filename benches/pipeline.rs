@@ -13,7 +13,6 @@
 //! Run with `make bench`.
 
 use criterion::Criterion;
-use std::hint::black_box;
 use linesight::config::{self, RuleConfig};
 use linesight::frame::{Frame, FrameMeta, PixelFormat};
 use linesight::model::ModelPackage;
@@ -26,6 +25,7 @@ use linesight::stages::tiling::TileGrid;
 use linesight::synth::{Generator, Surface, SynthParams};
 use linesight::topology::stitch::{Region, paste_max};
 use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,7 +67,13 @@ fn make_frame(pool: &BufferPool<u8>, generator: &mut Generator, index: u64) -> F
     let mut pixels = pool.take((SIDE * SIDE) as usize);
     let mut mask = vec![0u8; (SIDE * SIDE) as usize];
     generator.render(index, &mut pixels, &mut mask);
-    let meta = FrameMeta { camera: 0, seq: index, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+    let meta = FrameMeta {
+        camera: 0,
+        seq: index,
+        part_id: None,
+        captured_at: Instant::now(),
+        captured_wall: SystemTime::now(),
+    };
     Frame { meta, format: PixelFormat::Gray8, width: SIDE, height: SIDE, pixels }
 }
 
@@ -81,7 +87,8 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let package = ModelPackage::load(&repo().join("models/demo")).expect("demo model");
-    let params = SynthParams { width: SIDE, height: SIDE, surface: Surface::BrushedMetal, defect_probability: 0.5, seed: 1 };
+    let params =
+        SynthParams { width: SIDE, height: SIDE, surface: Surface::BrushedMetal, defect_probability: 0.5, seed: 1 };
     let mut grid = TileGrid::default();
     let i = &package.manifest.input;
     grid.plan(SIDE, SIDE, i.width, i.height, 32);
@@ -172,7 +179,10 @@ fn report() {
     let acc = station.run();
     let e2e_fps = frames as f64 / t0.elapsed().as_secs_f64();
     assert_eq!(acc.snapshot()[0].inspected(), frames);
-    println!("throughput: bare ONNX Runtime {bare_fps:.1} frames/s; end to end {e2e_fps:.1} frames/s; ratio {:.3} (target ≥ 0.95)", e2e_fps / bare_fps);
+    println!(
+        "throughput: bare ONNX Runtime {bare_fps:.1} frames/s; end to end {e2e_fps:.1} frames/s; ratio {:.3} (target ≥ 0.95)",
+        e2e_fps / bare_fps
+    );
 
     // Per-stage percentiles.
     let mut pixels = vec![0u8; (SIDE * SIDE) as usize];
@@ -199,19 +209,47 @@ fn report() {
         for t in 0..tiles {
             let (x0, y0) = fx.grid.origin(t);
             let window = fx.grid.window(t, tw, th, SIDE, SIDE);
-            paste_max(&tile_out, 1, th as usize, tw as usize, &mut map, SIDE as usize, SIDE as usize, Region { x0, y0, w: tw, h: th, window });
+            paste_max(
+                &tile_out,
+                1,
+                th as usize,
+                tw as usize,
+                &mut map,
+                SIDE as usize,
+                SIDE as usize,
+                Region { x0, y0, w: tw, h: th, window },
+            );
         }
         decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
     });
-    let rules = Rules::resolve(&[RuleConfig { class: "defect".into(), min_score: 0.5, min_area_px: 12.0, max_count: 0 }], &["defect".into()]).unwrap();
-    let sample = vec![linesight::stages::decode::Defect { class: 0, x: 10.0, y: 10.0, w: 5.0, h: 5.0, area_px: 20.0, max_score: 0.9, mean_score: 0.8 }; 3];
+    let rules = Rules::resolve(
+        &[RuleConfig { class: "defect".into(), min_score: 0.5, min_area_px: 12.0, max_count: 0 }],
+        &["defect".into()],
+    )
+    .unwrap();
+    let sample = vec![
+        linesight::stages::decode::Defect {
+            class: 0,
+            x: 10.0,
+            y: 10.0,
+            w: 5.0,
+            h: 5.0,
+            area_px: 20.0,
+            max_score: 0.9,
+            mean_score: 0.8
+        };
+        3
+    ];
     let (mut d, mut counted, mut cc) = (Vec::with_capacity(8), Vec::with_capacity(8), Vec::with_capacity(8));
     let decide_t = time_us(20000, || {
         d.clear();
         d.extend_from_slice(&sample);
         black_box(decide(&mut d, &[], &rules, &mut counted, &mut cc));
     });
-    println!("stage cost p50/p99 µs: capture {:.0}/{:.0}, preprocess {:.0}/{:.0}, decode {:.0}/{:.0}, decide {:.2}/{:.2}", capture.0, capture.1, pre.0, pre.1, decode.0, decode.1, decide_t.0, decide_t.1);
+    println!(
+        "stage cost p50/p99 µs: capture {:.0}/{:.0}, preprocess {:.0}/{:.0}, decode {:.0}/{:.0}, decide {:.2}/{:.2}",
+        capture.0, capture.1, pre.0, pre.1, decode.0, decode.1, decide_t.0, decide_t.1
+    );
 
     // Latency at ~70% of the maximum rate, two cameras sharing it.
     let fps_per_camera = 0.7 * e2e_fps / 2.0;
@@ -240,7 +278,10 @@ fn report() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     stage_kernels(&mut c);
     c.final_summary();
     report();

@@ -79,8 +79,6 @@ fn run(args: RunArgs) -> Result<()> {
         outputs.push(tx);
         let station_name = cfg.station.name.clone();
         let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
-        let max_frames = args.max_frames;
-        let _ = max_frames;
         sink_thread = Some((rx, station_name, cameras, writer));
     } else {
         drop((tx, rx));

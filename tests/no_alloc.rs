@@ -90,7 +90,8 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     received += rx.try_iter().count() as u64;
     assert_eq!(received, 700, "every inspection reached the output");
 
-    let per_role: Vec<(&str, u64)> = ROLES.iter().zip(after.iter().zip(before)).map(|(r, (a, b))| (*r, a - b)).collect();
+    let per_role: Vec<(&str, u64)> =
+        ROLES.iter().zip(after.iter().zip(before)).map(|(r, (a, b))| (*r, a - b)).collect();
     eprintln!("allocations over {frames} steady-state frames, by thread: {per_role:?}");
     for (role, n) in &per_role[..4] {
         if *role != "infer" {

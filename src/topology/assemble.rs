@@ -175,9 +175,13 @@ impl Assembler {
         let frame = slot.frame.as_ref().expect("merge only after FrameStart");
         let (fw, fh) = (frame.width as usize, frame.height as usize);
         let region = match plan.input_mode {
-            InputMode::Tile => {
-                Region { x0: result.origin.0, y0: result.origin.1, w: plan.tile_w, h: plan.tile_h, window: result.window }
-            }
+            InputMode::Tile => Region {
+                x0: result.origin.0,
+                y0: result.origin.1,
+                w: plan.tile_w,
+                h: plan.tile_h,
+                window: result.window,
+            },
             InputMode::Resize => Region::whole(0, 0, frame.width, frame.height),
         };
         match &plan.task {
@@ -390,7 +394,13 @@ mod tests {
     }
 
     fn frame(pool: &BufferPool<u8>) -> Frame {
-        let meta = FrameMeta { camera: 0, seq: 7, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+        let meta = FrameMeta {
+            camera: 0,
+            seq: 7,
+            part_id: None,
+            captured_at: Instant::now(),
+            captured_wall: SystemTime::now(),
+        };
         Frame { meta, format: PixelFormat::Gray8, width: 6, height: 4, pixels: pool.take(24) }
     }
 
@@ -404,7 +414,17 @@ mod tests {
         let now = Instant::now();
         // Tiles at x = 0 and x = 2 on a 6-wide frame overlap in columns 2..4, split at column 3.
         let window = if x0 == 0 { (0, 0, 3, 4) } else { (3, 0, 6, 4) };
-        TileResult { slot, tile: t, origin: (x0, 0), window, failed: values.is_none(), outputs, infer_started: now, infer_ended: now, batch_size: 2 }
+        TileResult {
+            slot,
+            tile: t,
+            origin: (x0, 0),
+            window,
+            failed: values.is_none(),
+            outputs,
+            infer_started: now,
+            infer_ended: now,
+            batch_size: 2,
+        }
     }
 
     /// Drive an assembler with (start-first?, tile values) and return the one inspection.

@@ -62,13 +62,21 @@ pub struct RunOptions {
 /// Bounded queue between the assembler and each output: room for bursts, never a wait.
 pub const OUTPUT_QUEUE_DEPTH: usize = 1024;
 
+/// A camera ready to start: settings, opened source, queue depth, and its frame size in bytes
+/// when known in advance (so its pixel pool can be filled up front).
+struct BuiltCamera {
+    settings: CameraSettings,
+    source: Box<dyn Source>,
+    queue_depth: usize,
+    frame_bytes: Option<usize>,
+}
+
 /// A built station, ready to run.
 pub struct Station {
     pub package: ModelPackage,
     accounting: Arc<Accounting>,
     stop: Arc<AtomicBool>,
-    /// Per camera: settings, opened source, queue depth, frame bytes when known in advance.
-    cameras: Vec<(CameraSettings, Box<dyn Source>, usize, Option<usize>)>,
+    cameras: Vec<BuiltCamera>,
     /// Per camera: no frame for this long marks it down.
     stall_timeouts: Vec<Duration>,
     sessions: Vec<InferSession>,
@@ -144,7 +152,7 @@ impl Station {
                 reconnect_initial: Duration::from_millis(cam.reconnect_initial_ms),
                 reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
             };
-            cameras.push((settings, source, cam.queue_depth, frame_bytes));
+            cameras.push(BuiltCamera { settings, source, queue_depth: cam.queue_depth, frame_bytes });
         }
         if cfg.pipeline.input_mode == InputMode::Resize {
             tiles_per_frame_max = 1;
@@ -222,7 +230,7 @@ impl Station {
             spawn("watchdog".into(), move || watch_cameras(&accounting, &stall_timeouts, &done))
         };
         let mut camera_rxs = Vec::new();
-        for (settings, source, depth, frame_bytes) in cameras {
+        for BuiltCamera { settings, source, queue_depth: depth, frame_bytes } in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
             // Pixel buffers in flight per camera: its queue, every slot, one held by each
@@ -249,8 +257,10 @@ impl Station {
 
         // Tensors in flight: the tile queue, one batch gathered per worker, one being cut.
         let tensor_item = normalizer.channels * (m.input.width * m.input.height) as usize;
-        let tensor_pool =
-            BufferPool::preallocated(tile_queue + sessions.len() * policy.max_batch + 2 * preprocess_workers, tensor_item);
+        let tensor_pool = BufferPool::preallocated(
+            tile_queue + sessions.len() * policy.max_batch + 2 * preprocess_workers,
+            tensor_item,
+        );
         // Several preprocess threads share the camera queues (crossbeam queues are MPMC).
         for i in 0..preprocess_workers {
             let pre = preprocess_thread::Preprocessor {
@@ -263,7 +273,8 @@ impl Station {
                 accounting: Arc::clone(&accounting),
                 on_frame: Box::new(|_| {}),
             };
-            let (cams, slot_rx, start_tx, job_tx) = (camera_rxs.clone(), slot_rx.clone(), start_tx.clone(), job_tx.clone());
+            let (cams, slot_rx, start_tx, job_tx) =
+                (camera_rxs.clone(), slot_rx.clone(), start_tx.clone(), job_tx.clone());
             handles.push(spawn(format!("preprocess-{i}"), move || pre.run(cams, slot_rx, start_tx, job_tx)));
         }
         drop(camera_rxs);
@@ -290,11 +301,11 @@ impl Station {
         let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
 
         for h in handles {
-            let _ = h.join();
+            join_logging_panics(h);
         }
         cameras_done.store(true, Relaxed);
-        let _ = watchdog.join();
-        let _ = assembler_handle.join();
+        join_logging_panics(watchdog);
+        join_logging_panics(assembler_handle);
         accounting
     }
 }
@@ -314,6 +325,15 @@ fn watch_cameras(accounting: &Accounting, stall_timeouts: &[Duration], done: &At
                 tracing::warn!(camera = %cam.id, stalled_ms = now.saturating_sub(last).as_millis() as u64, "camera stalled: no frame within its stall timeout");
             }
         }
+    }
+}
+
+/// A pipeline thread that panicked has already closed its queues, so the rest drains; say which
+/// one it was (the accounting check at exit shows what it cost).
+fn join_logging_panics(handle: JoinHandle<()>) {
+    let name = handle.thread().name().unwrap_or("?").to_string();
+    if handle.join().is_err() {
+        tracing::error!(thread = %name, "pipeline thread panicked");
     }
 }
 
