@@ -17,8 +17,20 @@ The graph, for an image tile x in [0, 1] (pixel / 255), shape [N, 1, 256, 256]:
    robust per-tile noise estimate.
 3. Coarse path (stains): r at 1/4 resolution, smoothed, divided by its own robust noise
    estimate, upsampled.
-4. score = max(|fine z|, |coarse z|); defect_prob = sigmoid(GAIN * (score - SCORE_THRESHOLD)),
-   so defect_prob >= 0.5 exactly where score >= SCORE_THRESHOLD.
+4. score = max(|fine z|, coarse_weight * |coarse z|) minus a penalty that fades in over the
+   outer border_px of the tile (where the backgrounds are one-sided);
+   defect_prob = sigmoid(gain * (score - score_threshold)), so defect_prob >= 0.5 exactly where
+   score >= score_threshold.
+
+About 0.6 ms per 256x256 tile on one CPU core (ONNX Runtime 1.31, one intra-op thread).
+
+Measured on fresh synthetic parts (480x480, seed 2, 2,000 parts per surface, about half of them
+defective; two 256x256 tiles per axis at 0 and 224, overlaps split in the middle as the station
+stitches them; a part is rejected when an 8-connected component of defect_prob >= 0.5 has at
+least MIN_AREA_PX = 12 pixels): brushed metal 983/983 defective parts caught, 0/1,017 good parts
+rejected; ceramic tile 990/995 caught, 0/1,005 rejected. What escapes are the faintest stains on
+mottled tile and scratches within a few degrees of horizontal (removed with the brushing
+streaks).
 """
 
 import hashlib
@@ -33,17 +45,17 @@ TILE = 256
 OPSET = 17
 IR_VERSION = 9
 
-# Tuned on synthetic parts (see the module docstring of src/synth); grey levels are /255.
+# Tuned on synthetic parts from src/synth (seeds 0, 1 and 10 to 19); grey levels are /255.
 PARAMS = dict(
     down=4,  # background and coarse path resolution divisor
     bg_box=15,  # background box side at 1/4 resolution (60 px), applied twice
     bg_clip=6.0 / 255,  # residual clip before the second background pass
     streak_down=8,  # horizontal mean: average 8 columns...
     streak_box=5,  # ...then a 5-wide box over those (40 px)
-    streak_clip=6.0 / 255,  # streaks are faint: a stronger horizontal mean is a defect, kept
+    streak_clip=9.0 / 255,  # streaks are faint: a stronger horizontal mean is a defect, kept
     noise_clip=3.0,  # robust noise: residual clipped at this many floor units before the RMS
     noise_floor=1.5 / 255,  # noise estimates never go below this
-    coarse_weight=1.3,  # coarse z is weighed up before the max: stains are faint but wide
+    coarse_weight=1.15,  # coarse z is weighed up before the max: stains are faint but wide
     border_penalty=3.0,  # score units subtracted at a tile's edge...
     border_px=12,  # ...fading linearly to 0 this far inside
     score_threshold=6.0,  # score where defect_prob = 0.5
@@ -108,6 +120,8 @@ class Graph:
 
 
 def build(raw_score=False, **overrides):
+    """The detector graph. raw_score=True outputs the score itself (named "score") instead of
+    defect_prob, and overrides replace PARAMS entries: both for tuning scripts."""
     p = dict(PARAMS, **overrides)
     g = Graph()
     d = p["down"]
@@ -144,21 +158,17 @@ def build(raw_score=False, **overrides):
     coarse_sigma = g.robust_sigma(rl, p["noise_clip"], p["noise_floor"], "coarse_sigma")
     coarse_z = g.op("Abs", [g.op("Div", [rl, coarse_sigma], "coarse_zs")], "coarse_zl")
     coarse_z = g.upsample(coarse_z, d, d, "coarse_z")
-    if p["coarse_weight"] != 1.0:
-        coarse_z = g.op("Mul", [coarse_z, g.const(np.float32(p["coarse_weight"]))], "coarse_w")
+    coarse_z = g.op("Mul", [coarse_z, g.const(np.float32(p["coarse_weight"]))], "coarse_w")
 
     # 4. Score and probability. Backgrounds are one-sided at a tile's edge, so the threshold
     # rises there: by border_penalty at the edge, fading to nothing border_px inside.
-    score = g.op("Max", [fine_z, coarse_z], "raw_score")
-    if p["border_penalty"]:
-        dist = np.minimum(np.arange(TILE), np.arange(TILE)[::-1]).astype(np.float32)
-        ramp = p["border_penalty"] * np.clip(1 - dist / p["border_px"], 0, 1).astype(np.float32)
-        rows = g.const(ramp.reshape(1, 1, TILE, 1), "border_rows")
-        cols = g.const(ramp.reshape(1, 1, 1, TILE), "border_cols")
-        penalty = g.op("Max", [rows, cols], "border_penalty")
-        score = g.op("Sub", [score, penalty], "score", output="score" if raw_score else None)
-    elif raw_score:
-        score = g.op("Identity", [score], output="score")
+    best = g.op("Max", [fine_z, coarse_z], "best_z")
+    dist = np.minimum(np.arange(TILE), np.arange(TILE)[::-1]).astype(np.float32)
+    ramp = (p["border_penalty"] * np.clip(1 - dist / p["border_px"], 0, 1)).astype(np.float32)
+    rows = g.const(ramp.reshape(1, 1, TILE, 1), "border_rows")
+    cols = g.const(ramp.reshape(1, 1, 1, TILE), "border_cols")
+    penalty = g.op("Max", [rows, cols], "border_penalty")
+    score = g.op("Sub", [best, penalty], "score", output="score" if raw_score else None)
     if not raw_score:
         shifted = g.op("Sub", [score, g.const(np.float32(p["score_threshold"]))], "shifted")
         logit = g.op("Mul", [shifted, g.const(np.float32(p["gain"]))], "logit")
@@ -203,7 +213,7 @@ pixel_threshold = 0.5
 [provenance]
 made_by = "models/demo/make_model.py"
 licence = "Apache-2.0"
-notes = "Background subtraction, brushed-streak suppression and robust noise normalisation; defect_prob >= 0.5 where the score reaches {score_threshold} noise units. Keep components of at least {min_area} px."
+notes = "Classical detector: background subtraction, brushed-streak suppression, robust noise normalisation; defect_prob >= 0.5 where the score reaches {score_threshold} noise units. Tuned for components of at least {min_area} px (8-connected)."
 """
 
 # Smallest connected component (pixels, 8-connected, prob >= pixel_threshold) the station should
