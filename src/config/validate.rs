@@ -132,7 +132,12 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
     c.check((1..=256).contains(&m.intra_threads), "model.intra_threads", m.intra_threads, "must be 1..=256");
 
     let pl = &cfg.pipeline;
-    c.check((1..=256).contains(&pl.max_batch), "pipeline.max_batch", pl.max_batch, "must be 1..=256");
+    c.check(
+        (1..=crate::topology::messages::MAX_BATCH).contains(&pl.max_batch),
+        "pipeline.max_batch",
+        pl.max_batch,
+        "must be 1..=64",
+    );
     c.check(pl.max_wait_us <= 1_000_000, "pipeline.max_wait_us", pl.max_wait_us, "must be <= 1000000 (1 s)");
     c.check(
         (1..=16).contains(&pl.preprocess_workers),

@@ -2,16 +2,19 @@
 //! coordinates, decodes defects, applies the decision, and emits one [`Inspection`] per frame.
 //!
 //! It runs on one thread and owns the slot table outright (no locks): preprocess announces a frame
-//! with [`FrameStart`], workers deliver [`TileResult`]s (possibly before the announcement — they
+//! with [`FrameStart`], workers deliver [`BatchResult`]s (possibly before the announcement — they
 //! travel on different queues), and when every tile is in, the slot is decided and handed back to
 //! preprocess through the free-slot queue.
 
 use super::accounting::Accounting;
-use super::messages::{FrameStart, Inspection, MAX_DEFECTS, RecordedDefect, SlotId, TileResult};
+use super::messages::{
+    BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, SlotId, TileRef,
+};
 use super::stitch::{Region, paste_max};
 use crate::config::InputMode;
 use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
+use crate::pool::BufferPool;
 use crate::stages::decide::{self, FailsafeCause, Rules, Verdict};
 use crate::stages::decode::{
     ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
@@ -44,7 +47,7 @@ struct Slot {
     done: u16,
     failed: bool,
     /// Results that arrived before their `FrameStart`.
-    early: Vec<TileResult>,
+    early: Vec<EarlyTile>,
     /// Stitched maps (segmentation: classes × H × W; anomaly: 1 × H × W).
     maps: Vec<f32>,
     /// Classification: per-class max probability over tiles.
@@ -64,6 +67,8 @@ pub struct Assembler {
     free_slots: Sender<SlotId>,
     outputs: Vec<Sender<Inspection>>,
     accounting: Arc<Accounting>,
+    /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
+    early_pool: BufferPool<f32>,
     scratch: ComponentScratch,
     defects: Vec<Defect>,
     counted: Vec<bool>,
@@ -85,6 +90,7 @@ impl Assembler {
             outputs,
             accounting,
             // Room for thousands of regions: noisy maps must not grow it on the frame path.
+            early_pool: BufferPool::new(4 * slots),
             scratch: ComponentScratch::with_capacity(4096, 16 * 1024),
             defects: Vec::with_capacity(256),
             counted: Vec::with_capacity(256),
@@ -93,7 +99,7 @@ impl Assembler {
     }
 
     /// Run until both inbound queues are closed and drained.
-    pub fn run(mut self, starts: Receiver<FrameStart>, results: Receiver<TileResult>) {
+    pub fn run(mut self, starts: Receiver<FrameStart>, results: Receiver<BatchResult>) {
         let mut starts_open = true;
         let mut results_open = true;
         while starts_open || results_open {
@@ -114,7 +120,7 @@ impl Assembler {
                     }
                 } else if Some(idx) == i_result {
                     match op.recv(&results) {
-                        Ok(r) => self.on_result(r),
+                        Ok(r) => self.on_batch(r),
                         Err(_) => {
                             results_open = false;
                             break;
@@ -141,68 +147,100 @@ impl Assembler {
             TaskSpec::Detection(_) => {}
         }
         slot.frame = Some(start.frame);
-        let early = std::mem::take(&mut slot.early);
-        let mut early = early;
-        for r in early.drain(..) {
-            self.merge(start.slot, r);
+        let mut early = std::mem::take(&mut slot.early);
+        for mut e in early.drain(..) {
+            let mut outputs: ArrayVec<&mut [f32], MAX_OUTPUTS> = e.outputs.iter_mut().map(|b| &mut b[..]).collect();
+            self.merge(e.tile, &mut outputs, e.failed, (e.infer_started, e.infer_ended));
+            // `e` drops here: its buffers go back to the early pool.
         }
         // Keep the vector's capacity for the next early arrival.
         self.slots[start.slot as usize].early = early;
         self.maybe_finish(start.slot);
     }
 
-    fn on_result(&mut self, result: TileResult) {
-        let id = result.slot;
-        if self.slots[id as usize].frame.is_none() {
-            self.slots[id as usize].early.push(result);
-            return;
+    /// Take one batch's outputs apart, tile by tile, straight from ONNX Runtime's tensors.
+    fn on_batch(&mut self, result: BatchResult) {
+        let BatchResult { items, batch, mut outputs, mut failed, infer_started, infer_ended } = result;
+        let mut data: ArrayVec<&mut [f32], MAX_OUTPUTS> = ArrayVec::new();
+        if !failed {
+            for value in outputs.iter_mut() {
+                match value.try_extract_tensor_mut::<f32>() {
+                    Ok((_, values)) => data.push(values),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "model output is not a float tensor; these frames fail safe");
+                        failed = true;
+                    }
+                }
+            }
         }
-        self.merge(id, result);
-        self.maybe_finish(id);
+        let times = (infer_started, infer_ended);
+        for (k, tile) in items.iter().enumerate() {
+            let mut item: ArrayVec<&mut [f32], MAX_OUTPUTS> = data
+                .iter_mut()
+                .map(|d| {
+                    let len = d.len() / batch;
+                    &mut d[k * len..(k + 1) * len]
+                })
+                .collect();
+            if self.slots[tile.slot as usize].frame.is_none() {
+                let outputs = item
+                    .iter()
+                    .map(|src| {
+                        let mut buf = self.early_pool.take(src.len());
+                        buf.copy_from_slice(src);
+                        buf
+                    })
+                    .collect();
+                self.slots[tile.slot as usize].early.push(EarlyTile {
+                    tile: *tile,
+                    outputs,
+                    failed,
+                    infer_started,
+                    infer_ended,
+                });
+                continue;
+            }
+            self.merge(*tile, &mut item, failed, times);
+            self.maybe_finish(tile.slot);
+        }
+        // `outputs` drops here: ONNX Runtime frees the batch's output tensors.
     }
 
-    /// Fold one tile's outputs into its slot.
-    fn merge(&mut self, id: SlotId, mut result: TileResult) {
+    /// Fold one tile's outputs (one slice per output the task reads) into its slot.
+    fn merge(&mut self, tile: TileRef, outputs: &mut [&mut [f32]], failed: bool, times: (Instant, Instant)) {
         let plan = &self.plan;
-        let slot = &mut self.slots[id as usize];
+        let slot = &mut self.slots[tile.slot as usize];
         slot.done += 1;
-        slot.infer_started = Some(slot.infer_started.map_or(result.infer_started, |t| t.min(result.infer_started)));
-        slot.infer_ended = Some(slot.infer_ended.map_or(result.infer_ended, |t| t.max(result.infer_ended)));
-        if result.failed || slot.failed {
+        slot.infer_started = Some(slot.infer_started.map_or(times.0, |t| t.min(times.0)));
+        slot.infer_ended = Some(slot.infer_ended.map_or(times.1, |t| t.max(times.1)));
+        if failed || slot.failed {
             slot.failed = true;
             return;
         }
         let frame = slot.frame.as_ref().expect("merge only after FrameStart");
         let (fw, fh) = (frame.width as usize, frame.height as usize);
         let region = match plan.input_mode {
-            InputMode::Tile => Region {
-                x0: result.origin.0,
-                y0: result.origin.1,
-                w: plan.tile_w,
-                h: plan.tile_h,
-                window: result.window,
-            },
+            InputMode::Tile => {
+                Region { x0: tile.origin.0, y0: tile.origin.1, w: plan.tile_w, h: plan.tile_h, window: tile.window }
+            }
             InputMode::Resize => Region::whole(0, 0, frame.width, frame.height),
         };
         match &plan.task {
             TaskSpec::Segmentation(s) => {
                 let (c, mh, mw) = chw(&plan.output_item_shape[0]);
-                apply_activation(&mut result.outputs[0], c, mh * mw, s.activation);
-                paste_max(&result.outputs[0], c, mh, mw, &mut slot.maps, fw, fh, region);
+                apply_activation(outputs[0], c, mh * mw, s.activation);
+                paste_max(outputs[0], c, mh, mw, &mut slot.maps, fw, fh, region);
             }
             TaskSpec::Anomaly(_) => {
-                slot.score = slot.score.max(result.outputs[0].iter().copied().fold(f32::NEG_INFINITY, f32::max));
+                slot.score = slot.score.max(outputs[0].iter().copied().fold(f32::NEG_INFINITY, f32::max));
                 let (c, mh, mw) = chw(&plan.output_item_shape[1]);
-                paste_max(&result.outputs[1][..mh * mw], c.min(1), mh, mw, &mut slot.maps, fw, fh, region);
+                paste_max(&outputs[1][..mh * mw], c.min(1), mh, mw, &mut slot.maps, fw, fh, region);
             }
             TaskSpec::Classification(s) => {
-                let scores = &mut result.outputs[0];
-                match s.activation {
-                    Activation::None => {}
-                    act => {
-                        let n = scores.len();
-                        apply_activation(scores, n, 1, act)
-                    }
+                let scores = &mut *outputs[0];
+                if s.activation != Activation::None {
+                    let n = scores.len();
+                    apply_activation(scores, n, 1, s.activation);
                 }
                 for (acc, &p) in slot.class_scores.iter_mut().zip(scores.iter()) {
                     *acc = acc.max(p);
@@ -211,10 +249,10 @@ impl Assembler {
             TaskSpec::Detection(s) => {
                 let start = slot.boxes.len();
                 let origin = match plan.input_mode {
-                    InputMode::Tile => (result.origin.0 as f32, result.origin.1 as f32),
+                    InputMode::Tile => (tile.origin.0 as f32, tile.origin.1 as f32),
                     InputMode::Resize => (0.0, 0.0),
                 };
-                decode_yolo(&result.outputs[0], s.format, s.classes.len(), s.score_threshold, origin, &mut slot.boxes);
+                decode_yolo(outputs[0], s.format, s.classes.len(), s.score_threshold, origin, &mut slot.boxes);
                 if plan.input_mode == InputMode::Resize {
                     let (sx, sy) = (fw as f32 / plan.tile_w as f32, fh as f32 / plan.tile_h as f32);
                     for b in &mut slot.boxes[start..] {
@@ -224,7 +262,6 @@ impl Assembler {
                 }
             }
         }
-        // `result` drops here: its output buffers go back to their pool.
     }
 
     fn maybe_finish(&mut self, id: SlotId) {
@@ -371,7 +408,6 @@ mod tests {
     use super::*;
     use crate::frame::{FrameMeta, PixelFormat};
     use crate::model::manifest::SegmentationSpec;
-    use crate::pool::BufferPool;
     use crossbeam_channel::bounded;
 
     fn plan() -> AssemblerPlan {
@@ -404,43 +440,50 @@ mod tests {
         Frame { meta, format: PixelFormat::Gray8, width: 6, height: 4, pixels: pool.take(24) }
     }
 
-    fn tile(slot: SlotId, t: u16, x0: u32, values: Option<[f32; 16]>, pool: &BufferPool<f32>) -> TileResult {
-        let mut outputs = ArrayVec::new();
-        if let Some(v) = values {
-            let mut buf = pool.take(16);
-            buf.copy_from_slice(&v);
-            outputs.push(buf);
-        }
-        let now = Instant::now();
-        // Tiles at x = 0 and x = 2 on a 6-wide frame overlap in columns 2..4, split at column 3.
+    /// Tiles at x = 0 and x = 2 on a 6-wide frame overlap in columns 2..4, split at column 3.
+    fn tile_ref(t: u16) -> TileRef {
+        let x0 = 2 * t as u32;
         let window = if x0 == 0 { (0, 0, 3, 4) } else { (3, 0, 6, 4) };
-        TileResult {
-            slot,
-            tile: t,
-            origin: (x0, 0),
-            window,
-            failed: values.is_none(),
-            outputs,
-            infer_started: now,
-            infer_ended: now,
-            batch_size: 2,
-        }
+        TileRef { slot: 0, tile: t, origin: (x0, 0), window }
     }
 
-    /// Drive an assembler with (start-first?, tile values) and return the one inspection.
-    fn assemble(start_first: bool, tiles: [Option<[f32; 16]>; 2]) -> Inspection {
+    /// One batch holding the given tiles, with real ONNX Runtime tensors as outputs.
+    fn batch(tiles: &[(u16, [f32; 16])], failed: bool) -> BatchResult {
+        crate::stages::infer::runtime::environment().expect("ONNX Runtime (run `make setup`)");
+        let mut data = Vec::new();
+        let mut items = ArrayVec::new();
+        for (t, values) in tiles {
+            data.extend_from_slice(values);
+            items.push(tile_ref(*t));
+        }
+        let tensor = ort::value::Tensor::from_array(([tiles.len(), 1, 4, 4], data)).unwrap().into_dyn();
+        let mut outputs = ArrayVec::new();
+        if !failed {
+            outputs.push(tensor);
+        }
+        let now = Instant::now();
+        BatchResult { items, batch: tiles.len(), outputs, failed, infer_started: now, infer_ended: now }
+    }
+
+    /// Drive an assembler with the frame announced first or last, and tiles in one or two
+    /// batches; return the one inspection.
+    fn assemble(start_first: bool, tiles: [[f32; 16]; 2], fail_second: bool) -> Inspection {
         let acc = Arc::new(Accounting::new(&["cam".into()]));
         let (free_tx, free_rx) = bounded(1);
         let (out_tx, out_rx) = bounded(4);
         let mut a = Assembler::new(plan(), 1, free_tx, vec![out_tx], Arc::clone(&acc));
-        let (px, fl) = (BufferPool::new(1), BufferPool::new(4));
+        let px = BufferPool::new(1);
         let start = FrameStart { slot: 0, frame: frame(&px), tiles: 2 };
-        let results = [tile(0, 0, 0, tiles[0], &fl), tile(0, 1, 2, tiles[1], &fl)];
+        let batches = if fail_second {
+            vec![batch(&[(0, tiles[0])], false), batch(&[(1, tiles[1])], true)]
+        } else {
+            vec![batch(&[(0, tiles[0]), (1, tiles[1])], false)]
+        };
         if start_first {
             a.on_start(start);
-            results.into_iter().for_each(|r| a.on_result(r));
+            batches.into_iter().for_each(|b| a.on_batch(b));
         } else {
-            results.into_iter().for_each(|r| a.on_result(r));
+            batches.into_iter().for_each(|b| a.on_batch(b));
             a.on_start(start);
         }
         assert_eq!(free_rx.try_recv().ok(), Some(0), "slot handed back");
@@ -459,7 +502,7 @@ mod tests {
         t1[4 + 1] = 0.7;
         t1[4 + 2] = 0.8;
         for start_first in [true, false] {
-            let i = assemble(start_first, [Some(t0), Some(t1)]);
+            let i = assemble(start_first, [t0, t1], false);
             assert_eq!(i.verdict, Verdict::Ng);
             assert_eq!(i.defects.len(), 1);
             let d = i.defects[0].defect;
@@ -471,7 +514,7 @@ mod tests {
     #[test]
     fn a_failed_tile_makes_the_whole_frame_fail_safe() {
         for start_first in [true, false] {
-            let i = assemble(start_first, [Some([0.0; 16]), None]);
+            let i = assemble(start_first, [[0.0; 16], [0.9; 16]], true);
             assert_eq!(i.verdict, Verdict::Failsafe(FailsafeCause::InferenceError));
         }
     }

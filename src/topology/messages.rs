@@ -18,33 +18,50 @@ pub struct FrameStart {
     pub tiles: u16,
 }
 
-/// Preprocess → inference workers: one model input.
-pub struct TileJob {
+/// Largest batch the pipeline forms (`pipeline.max_batch` is validated against it).
+pub const MAX_BATCH: usize = 64;
+
+/// Where one batch item came from and where its outputs go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileRef {
     pub slot: SlotId,
     pub tile: u16,
     /// `(x0, y0)` of the tile in the frame (tile mode) — used to stitch outputs back.
     pub origin: (u32, u32),
     /// The frame area this tile's outputs are stitched into (see `TileGrid::window`).
     pub window: (u32, u32, u32, u32),
+}
+
+/// Preprocess → inference workers: a batch ready to run. Tiles were cut straight into `tensor`
+/// (`batch` items of the model's input size; items past `items.len()` are zero padding).
+pub struct BatchJob {
     pub tensor: Pooled<f32>,
+    pub batch: usize,
+    pub items: ArrayVec<TileRef, MAX_BATCH>,
+}
+
+/// Inference workers → assembler: a batch's outputs as ONNX Runtime returned them (one value
+/// per output the task reads, each `[batch, ...]`), or the failure.
+pub struct BatchResult {
+    pub items: ArrayVec<TileRef, MAX_BATCH>,
+    pub batch: usize,
+    pub outputs: ArrayVec<ort::value::DynValue, MAX_OUTPUTS>,
+    pub failed: bool,
+    pub infer_started: Instant,
+    pub infer_ended: Instant,
 }
 
 /// Most outputs a task reads (anomaly: score + map).
 pub const MAX_OUTPUTS: usize = 2;
 
-/// Inference workers → assembler: the model's outputs for one tile, or why there are none.
-pub struct TileResult {
-    pub slot: SlotId,
-    pub tile: u16,
-    pub origin: (u32, u32),
-    pub window: (u32, u32, u32, u32),
-    /// One buffer per output the task reads (empty on error).
+/// One tile's outputs kept by the assembler when they arrive before their frame's `FrameStart`
+/// (rare: the two travel on different queues), copied out of the batch into pooled buffers.
+pub struct EarlyTile {
+    pub tile: TileRef,
     pub outputs: ArrayVec<Pooled<f32>, MAX_OUTPUTS>,
     pub failed: bool,
     pub infer_started: Instant,
     pub infer_ended: Instant,
-    /// Tiles in the batch this tile ran in (padding excluded).
-    pub batch_size: u16,
 }
 
 /// Most defects carried per inspection record; more are counted in `defects_truncated`.

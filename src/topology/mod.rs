@@ -25,7 +25,6 @@ use crate::stages::decide::Rules;
 use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::{BatchPolicy, Worker};
 use crate::stages::preprocess::Normalizer;
-use crate::stages::tiling::TileGrid;
 use accounting::Accounting;
 use assemble::{Assembler, AssemblerPlan};
 use crossbeam_channel::{Sender, bounded};
@@ -83,7 +82,6 @@ pub struct Station {
     plan: AssemblerPlan,
     policy: BatchPolicy,
     normalizer: Normalizer,
-    tiles_per_frame_max: usize,
     max_in_flight: usize,
     preprocess_workers: usize,
     overlap: u32,
@@ -126,8 +124,6 @@ impl Station {
         let camera_ids: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
         let accounting = Arc::new(Accounting::new(&camera_ids));
         let mut cameras = Vec::new();
-        let mut tiles_per_frame_max = 1;
-        let mut grid = TileGrid::default();
         for (i, cam) in cfg.cameras.iter().enumerate() {
             let mut source = sources::build(&cam.source, loaded)
                 .map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
@@ -139,8 +135,6 @@ impl Station {
             });
             let mut frame_bytes = None;
             if let crate::config::SourceConfig::Synthetic(s) = &cam.source {
-                grid.plan(s.width, s.height, tile_w, tile_h, cfg.pipeline.tile_overlap_px);
-                tiles_per_frame_max = tiles_per_frame_max.max(grid.len());
                 frame_bytes = Some((s.width * s.height) as usize);
             }
             let settings = CameraSettings {
@@ -153,9 +147,6 @@ impl Station {
                 reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
             };
             cameras.push(BuiltCamera { settings, source, queue_depth: cam.queue_depth, frame_bytes });
-        }
-        if cfg.pipeline.input_mode == InputMode::Resize {
-            tiles_per_frame_max = 1;
         }
         let plan = AssemblerPlan {
             task: m.task.clone(),
@@ -177,7 +168,6 @@ impl Station {
             sessions,
             plan,
             policy,
-            tiles_per_frame_max,
             max_in_flight: cfg.pipeline.max_in_flight,
             preprocess_workers: cfg.pipeline.preprocess_workers,
             overlap: cfg.pipeline.tile_overlap_px,
@@ -207,21 +197,22 @@ impl Station {
             plan,
             policy,
             normalizer,
-            tiles_per_frame_max,
             max_in_flight,
             preprocess_workers,
             overlap,
             options,
         } = self;
         let m = &package.manifest;
-        let tile_queue = max_in_flight * tiles_per_frame_max;
         let (slot_tx, slot_rx) = bounded(max_in_flight);
         for s in 0..max_in_flight {
             slot_tx.send(s as u16).expect("slot queue has room for every slot");
         }
         let (start_tx, start_rx) = bounded(max_in_flight);
-        let (job_tx, job_rx) = bounded(tile_queue);
-        let (result_tx, result_rx) = bounded(tile_queue);
+        // Batches waiting for a worker: enough to keep every worker busy, few enough that a slow
+        // model pushes back on preprocessing (and so on the camera queues) at once.
+        let batch_queue = 2 * sessions.len();
+        let (job_tx, job_rx) = bounded(batch_queue);
+        let (result_tx, result_rx) = bounded(max_in_flight.max(batch_queue));
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
 
         let cameras_done = Arc::new(AtomicBool::new(false));
@@ -255,11 +246,12 @@ impl Station {
             handles.push(spawn(name, move || thread.run()));
         }
 
-        // Tensors in flight: the tile queue, one batch gathered per worker, one being cut.
+        // Batch tensors in flight: the batch queue, one running per worker, one being filled per
+        // preprocess thread. Each holds the largest padded batch.
         let tensor_item = normalizer.channels * (m.input.width * m.input.height) as usize;
-        let tensor_pool = BufferPool::preallocated(
-            tile_queue + sessions.len() * policy.max_batch + 2 * preprocess_workers,
-            tensor_item,
+        let batch_pool = BufferPool::preallocated(
+            batch_queue + sessions.len() + preprocess_workers + 1,
+            policy.padded(policy.gather_limit()) * tensor_item,
         );
         // Several preprocess threads share the camera queues (crossbeam queues are MPMC).
         for i in 0..preprocess_workers {
@@ -269,27 +261,29 @@ impl Station {
                 tile_h: m.input.height,
                 overlap,
                 normalizer: normalizer.clone(),
-                tensor_pool: tensor_pool.clone(),
+                policy: policy.clone(),
+                batch_pool: batch_pool.clone(),
                 accounting: Arc::clone(&accounting),
                 on_frame: Box::new(|_| {}),
             };
-            let (cams, slot_rx, start_tx, job_tx) =
-                (camera_rxs.clone(), slot_rx.clone(), start_tx.clone(), job_tx.clone());
-            handles.push(spawn(format!("preprocess-{i}"), move || pre.run(cams, slot_rx, start_tx, job_tx)));
+            let out = preprocess_thread::Downstream {
+                free_slots: slot_rx.clone(),
+                starts: start_tx.clone(),
+                jobs: job_tx.clone(),
+            };
+            let cams = camera_rxs.clone();
+            handles.push(spawn(format!("preprocess-{i}"), move || pre.run(cams, out)));
         }
         drop(camera_rxs);
         drop((start_tx, job_tx, slot_rx));
 
         let output_names: Vec<String> = m.task.output_names().iter().map(|s| s.to_string()).collect();
-        let output_pool = BufferPool::new(tile_queue * output_names.len() + 4 * policy.max_batch);
         for (i, session) in sessions.into_iter().enumerate() {
             let worker = Worker {
                 session,
                 input_name: m.input.name.clone(),
                 input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
                 output_names: output_names.clone(),
-                policy: policy.clone(),
-                output_pool: output_pool.clone(),
                 on_batch: Box::new(|_, _| {}),
             };
             let (jobs, results) = (job_rx.clone(), result_tx.clone());

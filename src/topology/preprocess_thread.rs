@@ -1,15 +1,26 @@
-//! The preprocess thread: takes frames from every camera queue, claims an in-flight slot, cuts
-//! the frame into model inputs (tiles, or one resized input) and sends them to the workers.
+//! The preprocess thread: takes frames from every camera queue, claims an in-flight slot, and
+//! cuts each frame into model inputs (tiles, or one resized input) written straight into the
+//! batch tensor the model will run — the dynamic batcher lives here, so inference workers do
+//! nothing but run.
+//!
+//! Batching, like Triton's dynamic batcher: tiles from any camera accumulate in the current batch
+//! until it holds `max_batch` tiles or `max_wait` has passed since its first tile; it is then
+//! padded with zeros to the policy's shape (a power of two, or the model's fixed batch) and sent.
+//! A partial batch is also sent before this thread waits for a free slot, so a batch never waits
+//! on frames that cannot enter the pipeline until it has run (no deadlock at `max_in_flight`).
 
 use super::accounting::{Accounting, DropCause};
-use super::messages::{FrameStart, SlotId, TileJob};
+use super::messages::{BatchJob, FrameStart, MAX_BATCH, SlotId, TileRef};
 use crate::config::InputMode;
 use crate::frame::Frame;
-use crate::pool::BufferPool;
+use crate::pool::{BufferPool, Pooled};
+use crate::stages::infer::worker::BatchPolicy;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
 use crate::stages::tiling::TileGrid;
-use crossbeam_channel::{Receiver, Select, Sender};
+use arrayvec::ArrayVec;
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub struct Preprocessor {
     pub input_mode: InputMode,
@@ -17,24 +28,39 @@ pub struct Preprocessor {
     pub tile_h: u32,
     pub overlap: u32,
     pub normalizer: Normalizer,
-    pub tensor_pool: BufferPool<f32>,
+    pub policy: BatchPolicy,
+    /// Batch tensors, each large enough for the largest padded batch.
+    pub batch_pool: BufferPool<f32>,
     pub accounting: Arc<Accounting>,
     /// Called with the time spent cutting one frame (telemetry hook).
-    pub on_frame: Box<dyn FnMut(std::time::Duration) + Send>,
+    pub on_frame: Box<dyn FnMut(Duration) + Send>,
+}
+
+/// The batch being filled.
+struct Pending {
+    tensor: Pooled<f32>,
+    items: ArrayVec<TileRef, MAX_BATCH>,
+    first_at: Instant,
+}
+
+/// The queues this thread writes to.
+pub struct Downstream {
+    pub free_slots: Receiver<SlotId>,
+    pub starts: Sender<FrameStart>,
+    pub jobs: Sender<BatchJob>,
 }
 
 impl Preprocessor {
+    fn item_len(&self) -> usize {
+        self.normalizer.channels * (self.tile_w * self.tile_h) as usize
+    }
+
     /// Run until every camera queue is closed and drained.
-    pub fn run(
-        mut self,
-        cameras: Vec<Receiver<Frame>>,
-        free_slots: Receiver<SlotId>,
-        starts: Sender<FrameStart>,
-        jobs: Sender<TileJob>,
-    ) {
+    pub fn run(mut self, cameras: Vec<Receiver<Frame>>, out: Downstream) {
         let mut open: Vec<bool> = vec![true; cameras.len()];
         let mut grid = TileGrid::default();
-        while open.iter().any(|&o| o) {
+        let mut pending: Option<Pending> = None;
+        'outer: while open.iter().any(|&o| o) {
             let mut sel = Select::new();
             let mut index_of_op = Vec::with_capacity(cameras.len());
             for (i, rx) in cameras.iter().enumerate() {
@@ -45,37 +71,53 @@ impl Preprocessor {
             }
             // Steady state: this inner loop reuses `sel`; it is rebuilt only when a camera closes.
             loop {
-                let op = sel.select();
+                let op = match pending.as_ref().map(|p| p.first_at + self.policy.max_wait) {
+                    Some(deadline) => match sel.select_deadline(deadline) {
+                        Ok(op) => op,
+                        Err(_) => {
+                            // The batch waited long enough: run it partial.
+                            if !self.flush(&mut pending, &out.jobs) {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                    None => sel.select(),
+                };
                 let cam = index_of_op[op.index()];
                 match op.recv(&cameras[cam]) {
                     Ok(frame) => {
-                        if !self.process(frame, &mut grid, &free_slots, &starts, &jobs) {
+                        if !self.process(frame, &mut grid, &mut pending, &out) {
                             return; // downstream gone
                         }
                     }
                     Err(_) => {
                         open[cam] = false;
-                        break;
+                        continue 'outer;
                     }
                 }
             }
         }
+        self.flush(&mut pending, &out.jobs);
+    }
+
+    /// Send the pending batch, padded to its shape. Returns false when the workers are gone.
+    fn flush(&self, pending: &mut Option<Pending>, jobs: &Sender<BatchJob>) -> bool {
+        let Some(Pending { mut tensor, items, .. }) = pending.take() else { return true };
+        let item = self.item_len();
+        let batch = self.policy.padded(items.len());
+        // Padding items are zeros; their outputs are computed and ignored.
+        tensor[items.len() * item..batch * item].fill(0.0);
+        jobs.send(BatchJob { tensor, batch, items }).is_ok()
     }
 
     /// Returns false when downstream queues are closed.
-    fn process(
-        &mut self,
-        frame: Frame,
-        grid: &mut TileGrid,
-        free_slots: &Receiver<SlotId>,
-        starts: &Sender<FrameStart>,
-        jobs: &Sender<TileJob>,
-    ) -> bool {
+    fn process(&mut self, frame: Frame, grid: &mut TileGrid, pending: &mut Option<Pending>, out: &Downstream) -> bool {
         if frame.width == 0 || frame.height == 0 || frame.pixels.len() < frame.stride() * frame.height as usize {
             self.accounting.camera(frame.meta.camera).dropped(DropCause::InvalidFrame);
             return true;
         }
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         match self.input_mode {
             InputMode::Tile => grid.plan(frame.width, frame.height, self.tile_w, self.tile_h, self.overlap),
             InputMode::Resize => {
@@ -86,30 +128,56 @@ impl Preprocessor {
             }
         }
         // Waiting for a slot is the pipeline's backpressure: while every slot is in flight the
-        // camera queues fill up and their policy (drop oldest / block) applies.
-        let Ok(slot) = free_slots.recv() else { return false };
-        let item = self.normalizer.channels * (self.tile_w * self.tile_h) as usize;
+        // camera queues fill up and their policy (drop oldest / block) applies. Before waiting,
+        // send the partial batch: the slots it holds are freed only once it has run.
+        let slot = match out.free_slots.try_recv() {
+            Ok(slot) => slot,
+            Err(TryRecvError::Disconnected) => return false,
+            Err(TryRecvError::Empty) => {
+                if !self.flush(pending, &out.jobs) {
+                    return false;
+                }
+                match out.free_slots.recv() {
+                    Ok(slot) => slot,
+                    Err(_) => return false,
+                }
+            }
+        };
+        let item = self.item_len();
+        let limit = self.policy.gather_limit();
         let tiles = grid.len();
         for t in 0..tiles {
             let (x0, y0) = grid.origin(t);
-            let mut tensor = self.tensor_pool.take(item);
-            match self.input_mode {
-                InputMode::Tile => {
-                    tile_to_tensor(&frame, x0, y0, self.tile_w, self.tile_h, &self.normalizer, &mut tensor)
-                }
-                InputMode::Resize => resize_to_tensor(&frame, self.tile_w, self.tile_h, &self.normalizer, &mut tensor),
-            }
-            // Tiles go out as soon as they are cut so workers start early; their results may
-            // reach the assembler before the FrameStart below, which it handles.
+            let p = pending.get_or_insert_with(|| Pending {
+                tensor: self.batch_pool.take(self.policy.padded(limit) * item),
+                items: ArrayVec::new(),
+                first_at: Instant::now(),
+            });
+            let k = p.items.len();
+            let dst = &mut p.tensor[k * item..(k + 1) * item];
             let window = match self.input_mode {
-                InputMode::Tile => grid.window(t, self.tile_w, self.tile_h, frame.width, frame.height),
-                InputMode::Resize => (0, 0, frame.width, frame.height),
+                InputMode::Tile => {
+                    tile_to_tensor(&frame, x0, y0, self.tile_w, self.tile_h, &self.normalizer, dst);
+                    grid.window(t, self.tile_w, self.tile_h, frame.width, frame.height)
+                }
+                InputMode::Resize => {
+                    resize_to_tensor(&frame, self.tile_w, self.tile_h, &self.normalizer, dst);
+                    (0, 0, frame.width, frame.height)
+                }
             };
-            if jobs.send(TileJob { slot, tile: t as u16, origin: (x0, y0), window, tensor }).is_err() {
+            p.items.push(TileRef { slot, tile: t as u16, origin: (x0, y0), window });
+            if p.items.len() == limit && !self.flush(pending, &out.jobs) {
                 return false;
             }
         }
         (self.on_frame)(t0.elapsed());
-        starts.send(FrameStart { slot, frame, tiles: tiles as u16 }).is_ok()
+        if out.starts.send(FrameStart { slot, frame, tiles: tiles as u16 }).is_err() {
+            return false;
+        }
+        // No waiting allowed: run what we have now.
+        if self.policy.max_wait.is_zero() {
+            return self.flush(pending, &out.jobs);
+        }
+        true
     }
 }
