@@ -168,3 +168,19 @@ fn an_unavailable_gpu_provider_falls_back_to_cpu_with_a_clear_log_line() {
     assert!(stdout.contains("OK"));
     assert!(stderr.contains("falling back to CPU"), "{stderr}");
 }
+
+#[test]
+fn a_model_whose_inputs_do_not_match_its_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(repo().join("models/demo/model.onnx"), model.join("model.onnx")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("models/demo/model.toml")).unwrap();
+    // The hash still matches (the ONNX file is intact); the manifest's input size does not.
+    std::fs::write(model.join("model.toml"), manifest.replacen("width = 256", "width = 320", 1)).unwrap();
+    let text = synthetic_station(10.0, "", "").replace(&demo_model(), &model.display().to_string());
+    let cfg = write_config(dir.path(), &text);
+    let (ok, _, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(!ok);
+    assert!(stderr.contains("does not match its manifest") && stderr.contains("W=320"), "{stderr}");
+}

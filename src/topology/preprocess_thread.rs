@@ -181,3 +181,112 @@ impl Preprocessor {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameMeta, PixelFormat};
+    use crate::model::manifest::{InputSpec, Layout, Normalization};
+    use crossbeam_channel::bounded;
+    use std::time::SystemTime;
+
+    fn preprocessor(max_batch: usize, max_wait: Duration) -> Preprocessor {
+        let input = InputSpec {
+            name: "x".into(),
+            width: 8,
+            height: 8,
+            channels: 1,
+            layout: Layout::Nchw,
+            batch: 0,
+            normalization: Normalization::default(),
+        };
+        let policy = BatchPolicy { max_batch, max_wait, fixed_batch: None };
+        Preprocessor {
+            input_mode: InputMode::Tile,
+            tile_w: 8,
+            tile_h: 8,
+            overlap: 0,
+            normalizer: Normalizer::new(&input),
+            batch_pool: BufferPool::new(8),
+            policy,
+            accounting: Arc::new(Accounting::new(&["a".into(), "b".into()])),
+            on_frame: Box::new(|_| {}),
+        }
+    }
+
+    /// A 16×8 frame (two 8×8 tiles) from `camera`, every pixel = `value`.
+    fn frame(camera: u16, value: u8, pool: &BufferPool<u8>) -> Frame {
+        let mut pixels = pool.take(16 * 8);
+        pixels.fill(value);
+        let meta =
+            FrameMeta { camera, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+        Frame { meta, format: PixelFormat::Gray8, width: 16, height: 8, pixels }
+    }
+
+    /// Run a preprocessor over the given frames (camera, value) and return the batches it sent.
+    fn batches(pre: Preprocessor, frames: &[(u16, u8)], slots: u16) -> Vec<BatchJob> {
+        let pool = BufferPool::new(8);
+        let (a_tx, a_rx) = bounded(8);
+        let (b_tx, b_rx) = bounded(8);
+        for &(camera, value) in frames {
+            [&a_tx, &b_tx][camera as usize].send(frame(camera, value, &pool)).unwrap();
+        }
+        drop((a_tx, b_tx));
+        let (slot_tx, slot_rx) = bounded(slots as usize);
+        (0..slots).for_each(|s| slot_tx.send(s).unwrap());
+        let (start_tx, start_rx) = bounded(16);
+        let (job_tx, job_rx) = bounded(16);
+        pre.run(vec![a_rx, b_rx], Downstream { free_slots: slot_rx, starts: start_tx, jobs: job_tx });
+        assert_eq!(start_rx.try_iter().count(), frames.len(), "one FrameStart per frame");
+        job_rx.try_iter().collect()
+    }
+
+    #[test]
+    fn tiles_from_both_cameras_share_one_batch_cut_in_place() {
+        let jobs = batches(preprocessor(4, Duration::from_secs(1)), &[(0, 51), (1, 102)], 4);
+        assert_eq!(jobs.len(), 1, "two frames × two tiles fill one batch of four");
+        let job = &jobs[0];
+        assert_eq!(job.batch, 4);
+        let slots: Vec<u16> = job.items.iter().map(|t| t.slot).collect();
+        assert_eq!(slots.len(), 4);
+        assert_eq!(slots.iter().filter(|&&s| s == slots[0]).count(), 2, "two tiles per frame: {slots:?}");
+        // Each item's tensor holds its own frame's pixels (normalised to 0..1).
+        let values: Vec<f32> = (0..4).map(|k| job.tensor[k * 64]).collect();
+        let count = |v: f32| values.iter().filter(|&&x| (x - v).abs() < 1e-5).count();
+        assert_eq!((count(0.2), count(0.4)), (2, 2), "{values:?}");
+    }
+
+    #[test]
+    fn a_partial_batch_is_padded_to_the_next_shape() {
+        // Three frames of two tiles with max_batch 8: one batch of six tiles, padded to eight.
+        let jobs = batches(preprocessor(8, Duration::from_secs(1)), &[(0, 10), (1, 20), (0, 30)], 4);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].items.len(), jobs[0].batch), (6, 8));
+        assert!(jobs[0].tensor[6 * 64..8 * 64].iter().all(|&v| v == 0.0), "padding is zeros");
+    }
+
+    #[test]
+    fn a_batch_never_waits_for_a_slot_it_holds() {
+        // One slot only: the second frame cannot start until the first frame's tiles have run,
+        // so the partial batch must be sent before waiting. The slot comes back here from
+        // nowhere, so the run ends when the queue closes: the first batch must already be out.
+        let pool = BufferPool::new(4);
+        let (tx, rx) = bounded(4);
+        tx.send(frame(0, 1, &pool)).unwrap();
+        tx.send(frame(0, 2, &pool)).unwrap();
+        drop(tx);
+        let (slot_tx, slot_rx) = bounded(1);
+        slot_tx.send(0).unwrap();
+        let (start_tx, _start_rx) = bounded(4);
+        let (job_tx, job_rx) = bounded(4);
+        let pre = preprocessor(8, Duration::from_secs(60));
+        let handle = std::thread::spawn(move || {
+            let (_b_tx, b_rx) = bounded::<Frame>(1);
+            pre.run(vec![rx, b_rx], Downstream { free_slots: slot_rx, starts: start_tx, jobs: job_tx })
+        });
+        let first = job_rx.recv_timeout(Duration::from_secs(5)).expect("partial batch sent before waiting for a slot");
+        assert_eq!(first.items.len(), 2);
+        drop(slot_tx); // closes the slot queue: preprocess stops
+        handle.join().unwrap();
+    }
+}
