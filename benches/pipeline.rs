@@ -223,7 +223,7 @@ fn report() {
         decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
     });
     let rules = Rules::resolve(
-        &[RuleConfig { class: "defect".into(), min_score: 0.5, min_area_px: 12.0, max_count: 0 }],
+        &[RuleConfig { class: "defect".into(), min_score: 0.5, min_area_px: 12.0, ..RuleConfig::default() }],
         &["defect".into()],
     )
     .unwrap();
@@ -235,6 +235,8 @@ fn report() {
             w: 5.0,
             h: 5.0,
             area_px: 20.0,
+            length_px: 5.0,
+            width_px: 5.0,
             max_score: 0.9,
             mean_score: 0.8
         };
@@ -244,7 +246,7 @@ fn report() {
     let decide_t = time_us(20000, || {
         d.clear();
         d.extend_from_slice(&sample);
-        black_box(decide(&mut d, &[], &rules, &mut counted, &mut cc));
+        black_box(decide(&mut d, &[], None, &rules, &mut counted, &mut cc));
     });
     println!(
         "stage cost p50/p99 µs: capture {:.0}/{:.0}, preprocess {:.0}/{:.0}, decode {:.0}/{:.0}, decide {:.2}/{:.2}",

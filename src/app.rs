@@ -1,6 +1,6 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
-use crate::cli::{CheckArgs, Cli, Command, RunArgs, SynthArgs};
+use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
 use crate::config::{self, LoadedConfig};
 use crate::sinks::results::{self, RecordContext};
 use crate::topology::accounting::{Accounting, CameraSnapshot};
@@ -17,6 +17,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
         Command::Synth(args) => synth(args),
+        Command::Calibrate(args) => calibrate(args),
     }
 }
 
@@ -56,6 +57,21 @@ fn check(args: CheckArgs) -> Result<()> {
         m.task.kind(),
         &station.package.sha256[..12],
     );
+    for (cam, geo) in loaded.config.cameras.iter().zip(&loaded.geometry) {
+        if let Some(cal) = &geo.calibration {
+            println!(
+                "  camera {}: calibrated for {}×{} (RMS {}), {}",
+                cam.id,
+                cal.image_width,
+                cal.image_height,
+                cal.rms_px.map_or_else(|| "unknown".into(), |r| format!("{r:.3} px")),
+                if geo.undistort { "frames undistorted" } else { "frames not undistorted" }
+            );
+        }
+        if let (Some(mm), Some(origin)) = (geo.mm_per_px, &geo.scale_origin) {
+            println!("  camera {}: {mm} mm/px, from {origin}", cam.id);
+        }
+    }
     Ok(())
 }
 
@@ -207,5 +223,25 @@ fn synth(args: SynthArgs) -> Result<()> {
     };
     let summary = crate::synth::write_dataset(&args.out, args.count, &params)?;
     println!("wrote {} parts ({} defective) to {}", summary.parts, summary.defective, args.out.display());
+    Ok(())
+}
+
+fn calibrate(args: CalibrateArgs) -> Result<()> {
+    use crate::calibration::{TargetSpec, command};
+    let spec = match (&args.target, &args.board, args.spacing_mm) {
+        (Some(target), Some(board), Some(spacing)) => Some(TargetSpec::new(target.parse()?, board.parse()?, spacing)?),
+        _ => None, // clap requires all three unless only the scale is set by hand
+    };
+    let opts = command::CalibrateOptions {
+        images: args.images,
+        spec,
+        out: args.out,
+        from: args.from,
+        plane_image: args.plane_image,
+        mm_per_px: args.mm_per_px,
+        min_views: usize::from(args.min_views),
+        drop_outliers: args.drop_outliers,
+    };
+    command::run(&opts, &mut std::io::stdout().lock())?;
     Ok(())
 }

@@ -18,6 +18,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Write synthetic parts (images + ground-truth masks + labels.jsonl).
     Synth(SynthArgs),
+    /// Calibrate a camera from views of a target: intrinsics, distortion, and optionally the
+    /// millimetres per pixel of the working plane; writes an OpenCV FileStorage YAML.
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,4 +65,41 @@ pub struct SynthArgs {
     /// Probability that a part has defects, 0..=1.
     #[arg(long, default_value_t = 0.3)]
     pub defect_probability: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Views of the target: a folder (every image in it) or a quoted glob such as 'views/left*.jpg'.
+    #[arg(long, value_name = "DIR_OR_GLOB", required_unless_present = "from")]
+    pub images: Option<String>,
+    /// Target pattern (not needed with --from and --mm-per-px).
+    #[arg(long, value_parser = ["chessboard", "circles", "asymmetric-circles"], required_unless_present_all = ["from", "mm_per_px"])]
+    pub target: Option<String>,
+    /// Points per row × rows: inner corners for a chessboard (9x6 for 10 × 7 squares), circles for
+    /// a grid (4x11 for OpenCV's asymmetric pattern).
+    #[arg(long, value_name = "COLSxROWS", required_unless_present_all = ["from", "mm_per_px"])]
+    pub board: Option<String>,
+    /// Chessboard square side, or circle spacing (asymmetric grid: the distance between rows;
+    /// circles in a row are twice that apart), in mm.
+    #[arg(long, value_name = "S", required_unless_present_all = ["from", "mm_per_px"])]
+    pub spacing_mm: Option<f64>,
+    /// Calibration file to write (OpenCV FileStorage YAML).
+    #[arg(long, value_name = "FILE.yaml")]
+    pub out: PathBuf,
+    /// One image of the target lying flat on the inspected surface: measure millimetres per pixel
+    /// there (homography).
+    #[arg(long, value_name = "IMAGE", conflicts_with = "mm_per_px")]
+    pub plane_image: Option<PathBuf>,
+    /// Set millimetres per pixel on the inspected surface by hand.
+    #[arg(long, value_name = "X")]
+    pub mm_per_px: Option<f64>,
+    /// Keep the intrinsics of this calibration file and only measure or set the scale.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub from: Option<PathBuf>,
+    /// Fewest views with the target found that calibration accepts.
+    #[arg(long, default_value_t = crate::calibration::solve::DEFAULT_MIN_VIEWS as u16, value_parser = clap::value_parser!(u16).range(3..))]
+    pub min_views: u16,
+    /// Recalibrate once without the views whose error stands out.
+    #[arg(long)]
+    pub drop_outliers: bool,
 }

@@ -4,6 +4,7 @@
 //! verdict. See `docs/ARCHITECTURE.md` for the data flow and the rules of the house.
 
 pub mod app;
+pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod frame;

@@ -2,12 +2,14 @@
 //!
 //! Every allocation is attributed to the pipeline thread that made it (by thread name). After a
 //! warm-up, the camera, preprocess and assembler threads must not allocate at all while hundreds
-//! of frames pass. The inference threads are reported, not asserted: the `ort` crate builds small
+//! of frames pass. The camera is calibrated, so its thread also undistorts every frame, and the
+//! decision applies a rule in mm. The inference threads are reported, not asserted: the `ort` crate builds small
 //! vectors of input/output names on every `Session::run`, which is outside our control (ONNX
 //! Runtime's own C++ allocations do not go through this allocator at all).
 
 mod common;
 
+use linesight::calibration::{Calibration, PlaneScale, ScaleSource};
 use linesight::config;
 use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -65,8 +67,27 @@ fn counts() -> [u64; 5] {
 
 #[test]
 fn the_frame_path_does_not_allocate_in_steady_state() {
-    let text = common::synthetic_station(0.0, "backpressure = \"block\"", "");
+    let dir = tempfile::tempdir().unwrap();
+    let calibration = dir.path().join("camera.yaml");
+    Calibration {
+        image_width: 480,
+        image_height: 480,
+        camera_matrix: [450.0, 0.0, 241.0, 0.0, 452.0, 238.0, 0.0, 0.0, 1.0],
+        dist_coeffs: vec![-0.2, 0.05, 0.001, -0.001, 0.0],
+        rms_px: None,
+        per_view_px: Vec::new(),
+        target: None,
+        views: Vec::new(),
+        skipped: Vec::new(),
+        calibration_time: String::new(),
+        scale: Some(PlaneScale { mm_per_px: 0.1, source: ScaleSource::Manual, note: String::new(), homography: None }),
+    }
+    .save(&calibration)
+    .unwrap();
+    let camera = format!("backpressure = \"block\"\ncalibration = \"{}\"", calibration.display());
+    let text = common::synthetic_station(0.0, &camera, "").replace("min_area_px = 12", "min_area_mm2 = 0.12");
     let loaded = config::load_str(&text, "test", common::repo()).unwrap();
+    assert!(loaded.geometry[0].undistort && loaded.geometry[0].mm_per_px == Some(0.1));
     let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
     let station = Station::build(&loaded, RunOptions { max_frames: Some(700), outputs: vec![tx] }).unwrap();
     let accounting = station.accounting();

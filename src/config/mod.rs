@@ -11,6 +11,7 @@ mod validate;
 pub use types::*;
 pub use validate::{ConfigError, ConfigErrors};
 
+use crate::calibration::CameraGeometry;
 use std::path::{Path, PathBuf};
 
 /// The demo station's configuration, used by `linesight run` without `--config`.
@@ -22,6 +23,8 @@ pub const DEMO_CONFIG: &str = include_str!("../../configs/demo.toml");
 pub struct LoadedConfig {
     pub config: StationConfig,
     pub base_dir: PathBuf,
+    /// Per camera, in config order: its calibration (loaded and checked) and scale.
+    pub geometry: Vec<CameraGeometry>,
 }
 
 impl LoadedConfig {
@@ -57,8 +60,9 @@ pub fn load_str(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedCon
         // toml's message already names the key and line; keep it on one line.
         message: e.to_string().trim().replace('\n', " "),
     })?;
-    let loaded = LoadedConfig { config, base_dir };
-    validate::validate(&loaded).map_err(|errors| LoadError::Invalid { origin: origin.to_string(), errors })?;
+    let mut loaded = LoadedConfig { config, base_dir, geometry: Vec::new() };
+    loaded.geometry =
+        validate::validate(&loaded).map_err(|errors| LoadError::Invalid { origin: origin.to_string(), errors })?;
     Ok(loaded)
 }
 

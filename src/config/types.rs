@@ -86,6 +86,21 @@ pub struct CameraConfig {
     /// ignored. Empty = the whole frame.
     #[serde(default)]
     pub roi_px: Vec<[u32; 4]>,
+    /// Calibration file written by `linesight calibrate` (OpenCV FileStorage YAML), relative to
+    /// this config file: frames are undistorted with it, and its working-plane scale, if it has
+    /// one, gives defect sizes in mm.
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
+    /// Undistort frames with the calibration (default true); off = use only its scale.
+    #[serde(default = "yes")]
+    pub undistort: bool,
+    /// Millimetres per pixel on the inspected surface, set by hand; overrides the calibration's.
+    #[serde(default)]
+    pub mm_per_px: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_queue_depth() -> usize {
@@ -273,9 +288,11 @@ fn default_verdict_deadline_ms() -> u64 {
     1000
 }
 
-/// A decision rule for one defect class: a defect counts when it passes every minimum; the part
-/// is NG when more than `max_count` defects of the class count.
-#[derive(Clone, Debug, Deserialize)]
+/// A decision rule for one defect class: a defect counts when it reaches every minimum (score,
+/// area in px and mm²) and is either at least `min_length_mm` long or wider than `max_width_mm`;
+/// the part is NG when more than `max_count` defects of the class count. Rules in mm need the
+/// camera's scale (`camera.mm_per_px`, or a calibration file with one).
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Class label from the model manifest, or `*` for every class without its own rule.
@@ -284,6 +301,15 @@ pub struct RuleConfig {
     pub min_score: f32,
     #[serde(default)]
     pub min_area_px: f32,
+    /// Smallest area that counts, in mm² on the inspected surface.
+    #[serde(default)]
+    pub min_area_mm2: Option<f32>,
+    /// Shortest defect that counts, in mm along its own axis (not its bounding box).
+    #[serde(default)]
+    pub min_length_mm: Option<f32>,
+    /// Widest defect tolerated below `min_length_mm`: a wider one counts however short it is.
+    #[serde(default)]
+    pub max_width_mm: Option<f32>,
     /// Defects of this class tolerated on one part (0 = any defect rejects).
     #[serde(default)]
     pub max_count: u32,

@@ -2,6 +2,7 @@
 //! `linesight check` run shows everything to fix.
 
 use super::{LoadedConfig, SourceConfig};
+use crate::calibration::{Calibration, CalibrationError, CameraGeometry};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -46,11 +47,14 @@ impl Collector {
 
 const SURFACES: [&str; 2] = ["brushed_metal", "ceramic_tile"];
 
-pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
+/// Check everything; on success, return each camera's geometry (calibration file loaded and
+/// checked, scale resolved).
+pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, ConfigErrors> {
     let cfg = &loaded.config;
     let mut c = Collector(Vec::new());
 
     c.check(!cfg.cameras.is_empty(), "camera", "[]", "a station needs at least one [[camera]]");
+    let mut geometry = Vec::with_capacity(cfg.cameras.len());
     let mut ids = HashSet::new();
     for (i, cam) in cfg.cameras.iter().enumerate() {
         let p = format!("camera[{i}]");
@@ -82,6 +86,7 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
         for (r, roi) in cam.roi_px.iter().enumerate() {
             c.check(roi[2] > 0 && roi[3] > 0, format!("{p}.roi_px[{r}]"), roi, "width and height must be > 0");
         }
+        geometry.push(camera_geometry(loaded, i, &mut c));
         match &cam.source {
             SourceConfig::Synthetic(s) => {
                 let sp = format!("{p}.source");
@@ -150,6 +155,7 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
 
     let mut classes = HashSet::new();
     for (i, r) in cfg.rules.iter().enumerate() {
+        check_mm_rule(r, &format!("rule[{i}]"), &cfg.cameras, &geometry, &mut c);
         let p = format!("rule[{i}]");
         c.check(!r.class.is_empty(), format!("{p}.class"), &r.class, "name a class from the model manifest, or '*'");
         c.check(classes.insert(r.class.as_str()), format!("{p}.class"), &r.class, "one rule per class");
@@ -162,5 +168,87 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigErrors> {
         );
     }
 
-    if c.0.is_empty() { Ok(()) } else { Err(ConfigErrors(c.0)) }
+    if c.0.is_empty() { Ok(geometry) } else { Err(ConfigErrors(c.0)) }
+}
+
+/// Camera `i`'s calibration file and scale. A file that cannot be used is an error at
+/// `camera[i].calibration` with the reason.
+fn camera_geometry(loaded: &LoadedConfig, i: usize, c: &mut Collector) -> CameraGeometry {
+    let cam = &loaded.config.cameras[i];
+    let p = format!("camera[{i}]");
+    let mut geo = CameraGeometry::default();
+    if let Some(path) = &cam.calibration {
+        match Calibration::load(&loaded.resolve(path)) {
+            Ok(cal) => {
+                if let SourceConfig::Synthetic(s) = &cam.source {
+                    c.check(
+                        (s.width, s.height) == (cal.image_width, cal.image_height),
+                        format!("{p}.calibration"),
+                        path,
+                        &format!(
+                            "made for {}×{} images, but the source gives {}×{}: calibrate at the camera's resolution",
+                            cal.image_width, cal.image_height, s.width, s.height
+                        ),
+                    );
+                }
+                geo.undistort = cam.undistort;
+                if let Some(scale) = &cal.scale {
+                    geo.mm_per_px = Some(scale.mm_per_px);
+                    geo.scale_origin = Some(format!("calibration file ({})", scale.source.as_str()));
+                }
+                geo.calibration = Some(cal);
+            }
+            Err(e) => {
+                let problem = match e {
+                    CalibrationError::File { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                c.0.push(ConfigError { path: format!("{p}.calibration"), value: format!("{path:?}"), problem });
+            }
+        }
+    }
+    if let Some(mm) = cam.mm_per_px {
+        c.check(mm.is_finite() && mm > 0.0, format!("{p}.mm_per_px"), mm, "must be a positive number of mm per pixel");
+        geo.mm_per_px = Some(mm);
+        geo.scale_origin = Some("config (mm_per_px)".into());
+    }
+    geo
+}
+
+/// A rule's criteria in mm: sane values, and a scale on every camera.
+fn check_mm_rule(
+    r: &super::RuleConfig,
+    p: &str,
+    cameras: &[super::CameraConfig],
+    geometry: &[CameraGeometry],
+    c: &mut Collector,
+) {
+    for (name, v) in [("min_area_mm2", r.min_area_mm2), ("min_length_mm", r.min_length_mm)] {
+        if let Some(v) = v {
+            c.check(v.is_finite() && v >= 0.0, format!("{p}.{name}"), v, "must be >= 0");
+        }
+    }
+    if let Some(v) = r.max_width_mm {
+        c.check(v.is_finite() && v > 0.0, format!("{p}.max_width_mm"), v, "must be > 0");
+        c.check(
+            r.min_length_mm.is_some(),
+            format!("{p}.max_width_mm"),
+            v,
+            "only works with min_length_mm (a defect wider than max_width_mm counts even when shorter than min_length_mm)",
+        );
+    }
+    let mm = [("min_area_mm2", r.min_area_mm2), ("min_length_mm", r.min_length_mm), ("max_width_mm", r.max_width_mm)];
+    let Some((field, value)) = mm.into_iter().find_map(|(name, v)| v.map(|v| (name, v))) else { return };
+    for (i, (cam, geo)) in cameras.iter().zip(geometry).enumerate() {
+        if geo.mm_per_px.is_none() {
+            c.0.push(ConfigError {
+                path: format!("{p}.{field}"),
+                value: format!("{value:?}"),
+                problem: format!(
+                    "camera {:?} has no millimetre scale: set camera[{i}].mm_per_px, or give camera[{i}].calibration a file with a scale (linesight calibrate --plane-image IMG or --mm-per-px X)",
+                    cam.id
+                ),
+            });
+        }
+    }
 }

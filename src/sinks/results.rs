@@ -4,8 +4,10 @@
 //! `captured_unix_ms`, `infer_start_unix_ms`, `infer_end_unix_ms`, `verdict_unix_ms`,
 //! `latency_ms` (capture → verdict), `verdict` (`OK` | `NG` | `FAILSAFE`), `failsafe_cause`
 //! (`inference_error` | `timeout` | null), `image_score` (anomaly models, else null), `width`,
-//! `height`, `defects` (`class`, `x`, `y`, `w`, `h` in pixels, `area_px`, `max_score`,
-//! `mean_score`, `counted` = passed its rule's minimums), `defects_truncated`.
+//! `height`, `mm_per_px` (the camera's scale on the inspected surface, or null), `defects`
+//! (`class`, `x`, `y`, `w`, `h` in pixels, `area_px`, `length_px`, `width_px` (along the
+//! defect's own axis), `area_mm2`, `length_mm`, `width_mm` (null without a scale), `max_score`,
+//! `mean_score`, `counted` = passed its rule), `defects_truncated`.
 
 use crate::stages::decide::Verdict;
 use crate::topology::messages::Inspection;
@@ -37,6 +39,7 @@ struct Record<'a> {
     image_score: Option<f32>,
     width: u32,
     height: u32,
+    mm_per_px: Option<f32>,
     defects: DefectList<'a>,
     defects_truncated: u32,
 }
@@ -54,6 +57,11 @@ struct DefectRecord<'a> {
     w: f32,
     h: f32,
     area_px: f32,
+    length_px: f32,
+    width_px: f32,
+    area_mm2: Option<f32>,
+    length_mm: Option<f32>,
+    width_mm: Option<f32>,
     max_score: f32,
     mean_score: f32,
     counted: bool,
@@ -62,16 +70,25 @@ struct DefectRecord<'a> {
 impl Serialize for DefectList<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Streamed straight from the inspection: no intermediate Vec.
-        s.collect_seq(self.inspection.defects.iter().map(|r| DefectRecord {
-            class: self.classes.get(r.defect.class as usize).map(String::as_str).unwrap_or("?"),
-            x: r.defect.x,
-            y: r.defect.y,
-            w: r.defect.w,
-            h: r.defect.h,
-            area_px: r.defect.area_px,
-            max_score: r.defect.max_score,
-            mean_score: r.defect.mean_score,
-            counted: r.counted,
+        let scale = self.inspection.mm_per_px;
+        s.collect_seq(self.inspection.defects.iter().map(|r| {
+            let mm = scale.map(|s| r.defect.in_mm(s));
+            DefectRecord {
+                class: self.classes.get(r.defect.class as usize).map(String::as_str).unwrap_or("?"),
+                x: r.defect.x,
+                y: r.defect.y,
+                w: r.defect.w,
+                h: r.defect.h,
+                area_px: r.defect.area_px,
+                length_px: r.defect.length_px,
+                width_px: r.defect.width_px,
+                area_mm2: mm.map(|m| m.area_mm2),
+                length_mm: mm.map(|m| m.length_mm),
+                width_mm: mm.map(|m| m.width_mm),
+                max_score: r.defect.max_score,
+                mean_score: r.defect.mean_score,
+                counted: r.counted,
+            }
         }))
     }
 }
@@ -106,6 +123,7 @@ pub fn encode(i: &Inspection, ctx: &RecordContext, buf: &mut Vec<u8>) {
         image_score: (!i.image_score.is_nan()).then_some(i.image_score),
         width: i.width,
         height: i.height,
+        mm_per_px: i.mm_per_px,
         defects: DefectList { inspection: i, classes: &ctx.classes },
         defects_truncated: i.defects_truncated,
     };

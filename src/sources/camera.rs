@@ -1,8 +1,10 @@
-//! The camera thread: pulls frames from a [`Source`], paces them, stamps them, and pushes them
-//! into the camera's bounded queue under its backpressure policy. A camera that disconnects or
-//! stalls is reopened with exponential backoff; the other cameras never notice.
+//! The camera thread: pulls frames from a [`Source`], paces them, stamps them, undistorts them
+//! when the camera is calibrated, and pushes them into the camera's bounded queue under its
+//! backpressure policy. A camera that disconnects or stalls is reopened with exponential
+//! backoff; the other cameras never notice.
 
 use super::{Source, SourceError};
+use crate::calibration::Undistorter;
 use crate::config::Backpressure;
 use crate::frame::{Frame, FrameMeta};
 use crate::pool::BufferPool;
@@ -37,6 +39,11 @@ pub struct CameraThread {
     pub stop: Arc<AtomicBool>,
     /// Called with the time one grab took (telemetry hook).
     pub on_grab: Box<dyn FnMut(Duration) + Send>,
+    /// Lens undistortion, from the camera's calibration: each frame is remapped into a second
+    /// buffer from `pool`, and the grabbed one goes back.
+    pub undistort: Option<Undistorter>,
+    /// Called with the time one undistortion took (telemetry hook).
+    pub on_undistort: Box<dyn FnMut(Duration) + Send>,
 }
 
 impl CameraThread {
@@ -51,6 +58,7 @@ impl CameraThread {
         let mut next_due = Instant::now();
         let mut seq = 0u64;
         let mut last_error_log: Option<Instant> = None;
+        let mut last_size_log: Option<Instant> = None;
         while !self.stop.load(Relaxed) && s.max_frames.is_none_or(|m| seq < m) {
             if let Some(period) = period {
                 let now = Instant::now();
@@ -78,6 +86,25 @@ impl CameraThread {
                     counters.captured.fetch_add(1, Relaxed);
                     counters.up.store(true, Relaxed);
                     counters.last_frame_ns.store((captured_at - accounting.epoch).as_nanos() as u64, Relaxed);
+                    if let Some(u) = &self.undistort {
+                        let want = u.size();
+                        let bytes = g.width as usize * g.height as usize * g.format.channels();
+                        if (g.width, g.height) != want || pixels.len() != bytes {
+                            // Intrinsics hold for one image size only: measuring this frame
+                            // would be wrong, so it is dropped (counted) rather than inspected.
+                            counters.dropped(DropCause::InvalidFrame);
+                            if last_size_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                                tracing::warn!(camera = %s.id, width = g.width, height = g.height, calibrated_width = want.0, calibrated_height = want.1, "frame size differs from the camera's calibration; frame dropped (calibrate at this resolution)");
+                                last_size_log = Some(Instant::now());
+                            }
+                            continue;
+                        }
+                        let mut out = self.pool.take(bytes);
+                        let t1 = Instant::now();
+                        u.apply(&pixels, &mut out, g.format.channels());
+                        (self.on_undistort)(t1.elapsed());
+                        pixels = out; // the grabbed buffer goes back to the pool
+                    }
                     let frame = Frame { meta, format: g.format, width: g.width, height: g.height, pixels };
                     if !self.push(frame) {
                         break;

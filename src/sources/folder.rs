@@ -105,6 +105,11 @@ impl Source for FolderSource {
     fn is_replay(&self) -> bool {
         true
     }
+
+    /// The first image's size (read from its header).
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        image::image_dimensions(self.files.first()?).ok()
+    }
 }
 
 fn has_image_extension(path: &Path) -> bool {

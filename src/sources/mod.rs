@@ -53,6 +53,12 @@ pub trait Source: Send {
     fn is_replay(&self) -> bool {
         false
     }
+
+    /// The size of the frames it will deliver, when an open source knows it before the first
+    /// grab (checked against the camera's calibration at start).
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// Make the source a camera's config describes. Relative folder paths resolve against `base`.

@@ -207,6 +207,14 @@ impl Source for OpenCvSource {
     fn is_replay(&self) -> bool {
         self.is_file
     }
+
+    /// The size the backend reports for an open capture (not every backend knows it).
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        let capture = self.capture.as_ref()?;
+        let w = capture.get(videoio::CAP_PROP_FRAME_WIDTH).ok()?;
+        let h = capture.get(videoio::CAP_PROP_FRAME_HEIGHT).ok()?;
+        (w >= 1.0 && h >= 1.0).then_some((w as u32, h as u32))
+    }
 }
 
 /// Copy `frame` into `pixels` as packed rows (cleared first, capacity kept).

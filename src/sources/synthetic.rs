@@ -38,6 +38,11 @@ impl Source for SyntheticSource {
         let _ = id.try_push_str(itoa_buf(index, &mut [0u8; 20]));
         Ok(Grabbed { width, height, format: PixelFormat::Gray8, part_id: Some(id) })
     }
+
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        let p = self.generator.params();
+        Some((p.width, p.height))
+    }
 }
 
 /// Format `n` as zero-padded 6+ digits without allocating.

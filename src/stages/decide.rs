@@ -1,20 +1,57 @@
-//! The decision: defects + per-class rules + regions of interest → OK / NG, and which defects
-//! caused it. Pure and table-tested; the fail-safe verdicts (inference error, timeout) are set by
+//! The decision: defects + per-class rules + regions of interest (+ the camera's millimetres per
+//! pixel, for rules in mm) → OK / NG, and which defects caused it. Pure and table-tested; the fail-safe verdicts (inference error, timeout) are set by
 //! the pipeline, which knows about time and errors.
 
 use crate::config::RuleConfig;
 use crate::stages::decode::Defect;
 
-/// A rule resolved against the model's class list.
+/// A rule resolved against the model's class list. A defect counts when its score, area (px and
+/// mm²) reach the minimums and it is long enough (`min_length_mm`) or too wide to tolerate
+/// (`max_width_mm`); the part is NG when more than `max_count` defects of the class count.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rule {
     pub min_score: f32,
     pub min_area_px: f32,
+    pub min_area_mm2: f32,
+    pub min_length_mm: f32,
+    /// `INFINITY` when unset.
+    pub max_width_mm: f32,
     pub max_count: u32,
 }
 
+impl Rule {
+    /// Whether any criterion is in millimetres (the camera then needs a scale).
+    pub fn uses_mm(&self) -> bool {
+        self.min_area_mm2 > 0.0 || self.min_length_mm > 0.0 || self.max_width_mm.is_finite()
+    }
+
+    /// Whether a defect counts under this rule, at `mm_per_px` on the surface. Without a scale
+    /// the mm criteria are not applied, so the defect counts when the others pass: the strict
+    /// side (`linesight check` refuses mm rules for a camera without a scale anyway).
+    pub fn counts(&self, d: &Defect, mm_per_px: Option<f32>) -> bool {
+        if d.max_score < self.min_score || d.area_px < self.min_area_px {
+            return false;
+        }
+        match mm_per_px {
+            Some(s) if self.uses_mm() => {
+                let mm = d.in_mm(s);
+                mm.area_mm2 >= self.min_area_mm2
+                    && (mm.length_mm >= self.min_length_mm || mm.width_mm > self.max_width_mm)
+            }
+            _ => true,
+        }
+    }
+}
+
 /// A class with no rule (and no `*` rule) rejects on any defect: the safe default.
-const STRICT: Rule = Rule { min_score: 0.0, min_area_px: 0.0, max_count: 0 };
+const STRICT: Rule = Rule {
+    min_score: 0.0,
+    min_area_px: 0.0,
+    min_area_mm2: 0.0,
+    min_length_mm: 0.0,
+    max_width_mm: f32::INFINITY,
+    max_count: 0,
+};
 
 /// Rules indexed by class index.
 #[derive(Clone, Debug)]
@@ -47,7 +84,14 @@ impl Rules {
 }
 
 fn to_rule(r: &RuleConfig) -> Rule {
-    Rule { min_score: r.min_score, min_area_px: r.min_area_px, max_count: r.max_count }
+    Rule {
+        min_score: r.min_score,
+        min_area_px: r.min_area_px,
+        min_area_mm2: r.min_area_mm2.unwrap_or(0.0),
+        min_length_mm: r.min_length_mm.unwrap_or(0.0),
+        max_width_mm: r.max_width_mm.unwrap_or(f32::INFINITY),
+        max_count: r.max_count,
+    }
 }
 
 /// A verdict the pipeline can reach for a part.
@@ -97,11 +141,13 @@ pub fn in_roi(d: &Defect, rois: &[[u32; 4]]) -> bool {
 }
 
 /// Decide a part. Defects outside every ROI are removed from `defects`; `counted[i]` tells
-/// whether `defects[i]` passed its class's minimums (and so counts towards `max_count`).
+/// whether `defects[i]` passed its class's rule (and so counts towards `max_count`).
+/// `mm_per_px` is the camera's scale on the inspected surface, for rules in mm.
 /// `class_counts` is scratch space (one slot per class) reused between calls.
 pub fn decide(
     defects: &mut Vec<Defect>,
     rois: &[[u32; 4]],
+    mm_per_px: Option<f32>,
     rules: &Rules,
     counted: &mut Vec<bool>,
     class_counts: &mut Vec<u32>,
@@ -113,7 +159,7 @@ pub fn decide(
     let mut ng = false;
     for d in defects.iter() {
         let rule = rules.for_class(d.class);
-        let counts = d.max_score >= rule.min_score && d.area_px >= rule.min_area_px;
+        let counts = rule.counts(d, mm_per_px);
         counted.push(counts);
         if counts {
             let slot = (d.class as usize).min(class_counts.len() - 1);
@@ -131,11 +177,11 @@ mod tests {
     use super::*;
 
     fn defect(class: u16, x: f32, score: f32, area: f32) -> Defect {
-        Defect { class, x, y: 10.0, w: 4.0, h: 4.0, area_px: area, max_score: score, mean_score: score }
+        Defect { area_px: area, ..Defect::from_box(class, x, 10.0, 4.0, 4.0, score) }
     }
 
     fn rule(class: &str, min_score: f32, min_area_px: f32, max_count: u32) -> RuleConfig {
-        RuleConfig { class: class.into(), min_score, min_area_px, max_count }
+        RuleConfig { class: class.into(), min_score, min_area_px, max_count, ..RuleConfig::default() }
     }
 
     /// (defects, regions of interest, expected verdict, expected `counted` flags)
@@ -163,7 +209,7 @@ mod tests {
         for (i, (mut defects, rois, verdict, flags)) in cases.into_iter().enumerate() {
             let mut counted = Vec::new();
             let mut scratch = Vec::new();
-            assert_eq!(decide(&mut defects, rois, &rules, &mut counted, &mut scratch), verdict, "case {i}");
+            assert_eq!(decide(&mut defects, rois, None, &rules, &mut counted, &mut scratch), verdict, "case {i}");
             assert_eq!(counted, flags, "case {i}");
         }
     }
@@ -180,5 +226,36 @@ mod tests {
     fn unknown_class_names_are_refused_with_the_known_ones() {
         let err = Rules::resolve(&[rule("dent", 0.5, 0.0, 0)], &classes()).unwrap_err();
         assert!(err.contains("dent") && err.contains("scratch, pit"), "{err}");
+    }
+
+    /// A scratch of `length` × `width` pixels.
+    fn scratch(length: f32, width: f32) -> Defect {
+        Defect { length_px: length, width_px: width, area_px: length * width, ..defect(0, 0.0, 0.9, 0.0) }
+    }
+
+    #[test]
+    fn millimetre_rules_use_the_camera_scale() {
+        // 0.1 mm/px. Scratches count from 2 mm long, or when wider than 0.5 mm; pits from 0.5 mm².
+        let scratch_rule =
+            RuleConfig { min_length_mm: Some(2.0), max_width_mm: Some(0.5), ..rule("scratch", 0.5, 0.0, 0) };
+        let pit_rule = RuleConfig { min_area_mm2: Some(0.5), ..rule("pit", 0.5, 0.0, 0) };
+        let rules = Rules::resolve(&[scratch_rule, pit_rule], &classes()).unwrap();
+        let s = Some(0.1);
+        let pit = |area_px: f32| Defect { area_px, ..defect(1, 0.0, 0.9, 0.0) };
+        let cases = [
+            (scratch(25.0, 2.0), s, true),    // 2.5 mm long
+            (scratch(15.0, 2.0), s, false),   // 1.5 mm long, 0.2 mm wide: tolerated
+            (scratch(15.0, 6.0), s, true),    // short but 0.6 mm wide
+            (scratch(15.0, 2.0), None, true), // no scale: mm criteria cannot clear it
+            (pit(60.0), s, true),             // 0.6 mm²
+            (pit(40.0), s, false),            // 0.4 mm²
+            (pit(40.0), Some(0.2), true),     // same pixels, coarser scale: 1.6 mm²
+        ];
+        for (i, (d, scale, want)) in cases.into_iter().enumerate() {
+            let (mut ds, mut counted, mut cc) = (vec![d], Vec::new(), Vec::new());
+            decide(&mut ds, &[], scale, &rules, &mut counted, &mut cc);
+            assert_eq!(counted, [want], "case {i}: {d:?}");
+        }
+        assert!(rules.for_class(0).uses_mm() && !STRICT.uses_mm());
     }
 }

@@ -37,6 +37,8 @@ pub struct AssemblerPlan {
     pub rules: Rules,
     /// Regions of interest per camera index.
     pub rois: Vec<Vec<[u32; 4]>>,
+    /// Millimetres per pixel per camera index (None: no scale; rules in mm are not applied).
+    pub mm_per_px: Vec<Option<f32>>,
     pub verdict_deadline: Duration,
 }
 
@@ -315,16 +317,7 @@ impl Assembler {
                     let (class, score) = decode_classification(&mut slot.class_scores, Activation::None);
                     let good = c.good_class.as_deref().and_then(|g| c.classes.iter().position(|x| x == g));
                     if Some(class) != good {
-                        self.defects.push(Defect {
-                            class: class as u16,
-                            x: 0.0,
-                            y: 0.0,
-                            w: w as f32,
-                            h: h as f32,
-                            area_px: (w * h) as f32,
-                            max_score: score,
-                            mean_score: score,
-                        });
+                        self.defects.push(Defect::from_box(class as u16, 0.0, 0.0, w as f32, h as f32, score));
                     }
                 }
                 TaskSpec::Detection(d) => {
@@ -341,7 +334,8 @@ impl Assembler {
             Verdict::Failsafe(FailsafeCause::Timeout)
         } else {
             let rois = plan.rois.get(meta.camera as usize).map(Vec::as_slice).unwrap_or(&[]);
-            decide::decide(&mut self.defects, rois, &plan.rules, &mut self.counted, &mut self.class_counts)
+            let mm_per_px = plan.mm_per_px.get(meta.camera as usize).copied().flatten();
+            decide::decide(&mut self.defects, rois, mm_per_px, &plan.rules, &mut self.counted, &mut self.class_counts)
         };
         let mut defects = ArrayVec::new();
         let mut truncated = 0;
@@ -360,6 +354,7 @@ impl Assembler {
             defects,
             defects_truncated: truncated,
             image_score,
+            mm_per_px: plan.mm_per_px.get(meta.camera as usize).copied().flatten(),
             infer_started: slot.infer_started.unwrap_or(now),
             infer_ended: slot.infer_ended.unwrap_or(now),
             decided_at: now,
@@ -425,6 +420,7 @@ mod tests {
             output_item_shape: vec![vec![1, 4, 4]],
             rules: Rules::resolve(&[], &["defect".into()]).unwrap(),
             rois: vec![vec![]],
+            mm_per_px: vec![None],
             verdict_deadline: Duration::from_secs(60),
         }
     }

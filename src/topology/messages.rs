@@ -85,6 +85,8 @@ pub struct Inspection {
     pub defects_truncated: u32,
     /// For anomaly models: the image score (else NaN).
     pub image_score: f32,
+    /// The camera's millimetres per pixel on the inspected surface, when it has a scale.
+    pub mm_per_px: Option<f32>,
     pub infer_started: Instant,
     pub infer_ended: Instant,
     pub decided_at: Instant,

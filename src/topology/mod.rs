@@ -16,6 +16,7 @@ pub mod messages;
 pub mod preprocess_thread;
 pub mod stitch;
 
+use crate::calibration::{CameraGeometry, Undistorter};
 use crate::config::{Backpressure, InputMode, LoadedConfig};
 use crate::model::ModelPackage;
 use crate::pool::BufferPool;
@@ -47,6 +48,8 @@ pub enum BuildError {
     Camera { camera: String, message: String },
     #[error("config: {0}")]
     Config(String),
+    #[error("camera {camera}: {message}")]
+    Calibration { camera: String, message: String },
 }
 
 /// Run-time choices that are not part of the station config.
@@ -61,13 +64,14 @@ pub struct RunOptions {
 /// Bounded queue between the assembler and each output: room for bursts, never a wait.
 pub const OUTPUT_QUEUE_DEPTH: usize = 1024;
 
-/// A camera ready to start: settings, opened source, queue depth, and its frame size in bytes
-/// when known in advance (so its pixel pool can be filled up front).
+/// A camera ready to start: settings, opened source, queue depth, its frame size in bytes when
+/// known in advance (so its pixel pool can be filled up front), and its undistortion tables.
 struct BuiltCamera {
     settings: CameraSettings,
     source: Box<dyn Source>,
     queue_depth: usize,
     frame_bytes: Option<usize>,
+    undistort: Option<Undistorter>,
 }
 
 /// A built station, ready to run.
@@ -137,6 +141,10 @@ impl Station {
             if let crate::config::SourceConfig::Synthetic(s) = &cam.source {
                 frame_bytes = Some((s.width * s.height) as usize);
             }
+            let undistort = build_undistort(cam, &loaded.geometry[i], source.as_ref())?;
+            if let (Some(mm), Some(origin)) = (loaded.geometry[i].mm_per_px, &loaded.geometry[i].scale_origin) {
+                tracing::info!(camera = %cam.id, mm_per_px = mm, origin = %origin, undistort = undistort.is_some(), "camera scale");
+            }
             let settings = CameraSettings {
                 index: i as u16,
                 id: cam.id.clone(),
@@ -146,7 +154,7 @@ impl Station {
                 reconnect_initial: Duration::from_millis(cam.reconnect_initial_ms),
                 reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
             };
-            cameras.push(BuiltCamera { settings, source, queue_depth: cam.queue_depth, frame_bytes });
+            cameras.push(BuiltCamera { settings, source, queue_depth: cam.queue_depth, frame_bytes, undistort });
         }
         let plan = AssemblerPlan {
             task: m.task.clone(),
@@ -156,6 +164,7 @@ impl Station {
             output_item_shape,
             rules,
             rois: cfg.cameras.iter().map(|c| c.roi_px.clone()).collect(),
+            mm_per_px: loaded.geometry.iter().map(|g| g.mm_per_px.map(|m| m as f32)).collect(),
             verdict_deadline: Duration::from_millis(cfg.pipeline.verdict_deadline_ms),
         };
         Ok(Self {
@@ -221,12 +230,13 @@ impl Station {
             spawn("watchdog".into(), move || watch_cameras(&accounting, &stall_timeouts, &done))
         };
         let mut camera_rxs = Vec::new();
-        for BuiltCamera { settings, source, queue_depth: depth, frame_bytes } in cameras {
+        for BuiltCamera { settings, source, queue_depth: depth, frame_bytes, undistort } in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
             // Pixel buffers in flight per camera: its queue, every slot, one held by each
-            // preprocess thread while it waits for a slot, one being captured.
-            let buffers = depth + max_in_flight + preprocess_workers + 1;
+            // preprocess thread while it waits for a slot, one being captured (and one being
+            // undistorted into).
+            let buffers = depth + max_in_flight + preprocess_workers + 1 + usize::from(undistort.is_some());
             let pool = match frame_bytes {
                 Some(len) => BufferPool::preallocated(buffers, len),
                 // Unknown frame size: each buffer grows once, on its first frame.
@@ -241,6 +251,8 @@ impl Station {
                 accounting: Arc::clone(&accounting),
                 stop: Arc::clone(&stop),
                 on_grab: Box::new(|_| {}),
+                undistort,
+                on_undistort: Box::new(|_| {}),
             };
             let name = format!("camera-{}", thread.settings.id);
             handles.push(spawn(name, move || thread.run()));
@@ -302,6 +314,31 @@ impl Station {
         join_logging_panics(assembler_handle);
         accounting
     }
+}
+
+/// A camera's undistortion tables, built once here, when it has a calibration and undistorts.
+/// A source that already knows its frame size must match the calibration's.
+fn build_undistort(
+    cam: &crate::config::CameraConfig,
+    geometry: &CameraGeometry,
+    source: &dyn Source,
+) -> Result<Option<Undistorter>, BuildError> {
+    let Some(cal) = &geometry.calibration else { return Ok(None) };
+    let fail = |message: String| BuildError::Calibration { camera: cam.id.clone(), message };
+    if let Some((w, h)) = source.frame_size()
+        && (w, h) != (cal.image_width, cal.image_height)
+    {
+        return Err(fail(format!(
+            "calibration {} was made for {}×{} images, but the source delivers {w}×{h}: calibrate at the camera's resolution",
+            cam.calibration.as_deref().unwrap_or(std::path::Path::new("?")).display(),
+            cal.image_width,
+            cal.image_height
+        )));
+    }
+    if !geometry.undistort {
+        return Ok(None);
+    }
+    Undistorter::new(cal).map(Some).map_err(|e| fail(format!("building the undistortion tables: {e}")))
 }
 
 /// Mark a camera down when it has delivered no frame for its stall timeout (a source blocked

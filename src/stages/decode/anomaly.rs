@@ -54,8 +54,30 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Defect { class: 7, x: 1.0, y: 0.0, w: 2.0, h: 1.0, area_px: 2.0, max_score: 4.0, mean_score: 3.5 },
-                Defect { class: 7, x: 3.0, y: 2.0, w: 1.0, h: 1.0, area_px: 1.0, max_score: 2.5, mean_score: 2.5 },
+                Defect {
+                    class: 7,
+                    x: 1.0,
+                    y: 0.0,
+                    w: 2.0,
+                    h: 1.0,
+                    area_px: 2.0,
+                    length_px: 2.0,
+                    width_px: 1.0,
+                    max_score: 4.0,
+                    mean_score: 3.5
+                },
+                Defect {
+                    class: 7,
+                    x: 3.0,
+                    y: 2.0,
+                    w: 1.0,
+                    h: 1.0,
+                    area_px: 1.0,
+                    length_px: 1.0,
+                    width_px: 1.0,
+                    max_score: 2.5,
+                    mean_score: 2.5
+                },
             ]
         );
     }

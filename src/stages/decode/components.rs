@@ -1,5 +1,6 @@
 //! Connected components (8-connectivity) of a thresholded score map, with per-component bounding
-//! box, pixel count, and max and mean score.
+//! box, pixel count, max and mean score, and second-order moments (orientation-aware length and
+//! width).
 //!
 //! One raster pass with union-find over provisional labels: only the previous and the current row
 //! of labels are kept, and statistics are gathered per provisional label and merged into their
@@ -21,11 +22,30 @@ pub struct Component {
     pub max_score: f32,
     /// Sum of the scores of its pixels (f64 so large components keep their precision).
     pub sum_score: f64,
+    /// Sums of x, y, x², y² and x·y over its pixels (pixel centres), for the moments.
+    pub sum_x: f64,
+    pub sum_y: f64,
+    pub sum_xx: f64,
+    pub sum_yy: f64,
+    pub sum_xy: f64,
 }
 
 impl Component {
     fn seed(x: u32, y: u32) -> Self {
-        Self { x_min: x, y_min: y, x_max: x, y_max: y, area_px: 0, max_score: f32::NEG_INFINITY, sum_score: 0.0 }
+        Self {
+            x_min: x,
+            y_min: y,
+            x_max: x,
+            y_max: y,
+            area_px: 0,
+            max_score: f32::NEG_INFINITY,
+            sum_score: 0.0,
+            sum_x: 0.0,
+            sum_y: 0.0,
+            sum_xx: 0.0,
+            sum_yy: 0.0,
+            sum_xy: 0.0,
+        }
     }
 
     fn add_pixel(&mut self, x: u32, y: u32, score: f32) {
@@ -36,6 +56,12 @@ impl Component {
         self.area_px += 1;
         self.max_score = self.max_score.max(score);
         self.sum_score += f64::from(score);
+        let (x, y) = (f64::from(x), f64::from(y));
+        self.sum_x += x;
+        self.sum_y += y;
+        self.sum_xx += x * x;
+        self.sum_yy += y * y;
+        self.sum_xy += x * y;
     }
 
     fn merge(&mut self, other: &Component) {
@@ -46,6 +72,11 @@ impl Component {
         self.area_px += other.area_px;
         self.max_score = self.max_score.max(other.max_score);
         self.sum_score += other.sum_score;
+        self.sum_x += other.sum_x;
+        self.sum_y += other.sum_y;
+        self.sum_xx += other.sum_xx;
+        self.sum_yy += other.sum_yy;
+        self.sum_xy += other.sum_xy;
     }
 
     pub fn width(&self) -> u32 {
@@ -60,8 +91,30 @@ impl Component {
         (self.sum_score / f64::from(self.area_px.max(1))) as f32
     }
 
-    /// The component as a defect of `class`: top-left corner and size of its bounding box.
+    /// Length and width, in pixels, of the rectangle with the component's area-normalised second
+    /// moments, along the component's principal axes; each pixel counts as a unit square.
+    ///
+    /// A straight band of L × W pixels measures L × W at any angle (a 45° line of n pixels,
+    /// n·√2 × 1), unlike a bounding box; a disc of diameter d measures 0.87 d × 0.87 d
+    /// (√3/2: the rectangle, not the ellipse, with the same moments).
+    pub fn length_width(&self) -> (f32, f32) {
+        let n = f64::from(self.area_px.max(1));
+        let (mx, my) = (self.sum_x / n, self.sum_y / n);
+        // Covariance of the pixel centres, plus 1/12 per axis for each pixel's own extent.
+        let cxx = (self.sum_xx / n - mx * mx).max(0.0) + 1.0 / 12.0;
+        let cyy = (self.sum_yy / n - my * my).max(0.0) + 1.0 / 12.0;
+        let cxy = self.sum_xy / n - mx * my;
+        let half_trace = (cxx + cyy) / 2.0;
+        let root = (((cxx - cyy) / 2.0).powi(2) + cxy * cxy).sqrt();
+        let major = half_trace + root;
+        let minor = (half_trace - root).max(1.0 / 12.0);
+        ((12.0 * major).sqrt() as f32, (12.0 * minor).sqrt() as f32)
+    }
+
+    /// The component as a defect of `class`: top-left corner and size of its bounding box, pixel
+    /// count, moment length and width, scores.
     pub fn to_defect(&self, class: u16) -> Defect {
+        let (length_px, width_px) = self.length_width();
         Defect {
             class,
             x: self.x_min as f32,
@@ -69,6 +122,8 @@ impl Component {
             w: self.width() as f32,
             h: self.height() as f32,
             area_px: self.area_px as f32,
+            length_px,
+            width_px,
             max_score: self.max_score,
             mean_score: self.mean_score(),
         }
@@ -314,6 +369,68 @@ mod tests {
         assert_eq!(caps(&scratch), before);
     }
 
+    /// Length and width by brute force: the principal axis from an angle search (0.05° steps)
+    /// maximising the variance of the pixel centres, then the equivalent-rectangle formula.
+    fn brute_length_width(pixels: &[(f64, f64)]) -> (f64, f64) {
+        let n = pixels.len() as f64;
+        let (mx, my) = (pixels.iter().map(|p| p.0).sum::<f64>() / n, pixels.iter().map(|p| p.1).sum::<f64>() / n);
+        let var = |a: f64| {
+            let (c, s) = (a.cos(), a.sin());
+            pixels.iter().map(|p| ((p.0 - mx) * c + (p.1 - my) * s).powi(2)).sum::<f64>() / n
+        };
+        let best =
+            (0..3600).map(|i| (i as f64 * 0.05).to_radians()).max_by(|a, b| var(*a).total_cmp(&var(*b))).unwrap();
+        let across = best + std::f64::consts::FRAC_PI_2;
+        ((12.0 * (var(best) + 1.0 / 12.0)).sqrt(), (12.0 * (var(across) + 1.0 / 12.0)).sqrt())
+    }
+
+    #[test]
+    fn length_and_width_follow_the_defect_not_the_bounding_box() {
+        let mut scratch = ComponentScratch::new();
+        // A horizontal band 20 × 3: exactly 20 × 3.
+        let (w, h) = (30, 10);
+        let mut scores = vec![0.0f32; w * h];
+        for y in 2..5 {
+            for x in 5..25 {
+                scores[y * w + x] = 1.0;
+            }
+        }
+        let c = label_components(&scores, w, h, 0.5, &mut scratch)[0];
+        let (l, wd) = c.length_width();
+        assert!((l - 20.0).abs() < 1e-4 && (wd - 3.0).abs() < 1e-4, "{l} × {wd}");
+        // A 45° line of 20 pixels: 20·√2 long, 1 wide; its bounding box is 20 × 20.
+        let mut scores = vec![0.0f32; 30 * 30];
+        for i in 3..23 {
+            scores[i * 30 + i] = 1.0;
+        }
+        let c = label_components(&scores, 30, 30, 0.5, &mut scratch)[0];
+        let (l, wd) = c.length_width();
+        let want = (2.0 * (20.0f32 * 20.0 - 1.0) + 1.0).sqrt(); // 12·var along the diagonal + 1
+        assert!((l - want).abs() < 1e-3 && (wd - 1.0).abs() < 1e-4, "{l} × {wd}");
+        assert_eq!((c.width(), c.height()), (20, 20));
+        // One pixel: 1 × 1.
+        let c = label_components(&[1.0], 1, 1, 0.5, &mut scratch)[0];
+        assert_eq!(c.length_width(), (1.0, 1.0));
+    }
+
+    proptest! {
+        #[test]
+        fn length_and_width_match_a_brute_force_axis_search(
+            pixels in prop::collection::btree_set((0u32..12, 0u32..12), 1..40)
+        ) {
+            // One component per set: the kernel's moments against an angle search.
+            let mut c = Component::seed(0, 0);
+            for &(x, y) in &pixels {
+                c.add_pixel(x, y, 1.0);
+            }
+            let pts: Vec<(f64, f64)> = pixels.iter().map(|&(x, y)| (f64::from(x), f64::from(y))).collect();
+            let (bl, bw) = brute_length_width(&pts);
+            let (l, w) = c.length_width();
+            prop_assert!((f64::from(l) - bl).abs() < 0.01 * bl.max(1.0), "length {} vs {}", l, bl);
+            prop_assert!((f64::from(w) - bw).abs() < 0.02 * bw.max(1.0) + 0.01, "width {} vs {}", w, bw);
+        }
+    }
+
     /// Naive reference: flood fill from each unvisited "on" pixel in raster order.
     fn flood_fill(scores: &[f32], w: usize, h: usize, t: f32) -> Vec<Component> {
         let mut seen = vec![false; scores.len()];
@@ -328,10 +445,16 @@ mod tests {
             let mut stack = vec![start];
             while let Some(i) = stack.pop() {
                 let (x, y) = ((i % w) as i64, (i / w) as i64);
+                let (fx, fy) = (x as f64, y as f64);
                 comp.merge(&Component {
                     area_px: 1,
                     max_score: scores[i],
                     sum_score: f64::from(scores[i]),
+                    sum_x: fx,
+                    sum_y: fy,
+                    sum_xx: fx * fx,
+                    sum_yy: fy * fy,
+                    sum_xy: fx * fy,
                     ..Component::seed(x as u32, y as u32)
                 });
                 for dy in -1..=1 {
@@ -371,6 +494,10 @@ mod tests {
                     (r.x_min, r.y_min, r.x_max, r.y_max, r.area_px, r.max_score)
                 );
                 prop_assert!((g.sum_score - r.sum_score).abs() < 1e-9);
+                prop_assert_eq!(
+                    (g.sum_x, g.sum_y, g.sum_xx, g.sum_yy, g.sum_xy),
+                    (r.sum_x, r.sum_y, r.sum_xx, r.sum_yy, r.sum_xy)
+                );
             }
         }
     }

@@ -99,16 +99,7 @@ fn best_class(scores: &[f32]) -> (u16, f32) {
 
 fn push_box(out: &mut Vec<Defect>, [cx, cy, w, h]: [f32; 4], class: u16, score: f32, origin: (f32, f32)) {
     if w > 0.0 && h > 0.0 {
-        out.push(Defect {
-            class,
-            x: cx - w / 2.0 + origin.0,
-            y: cy - h / 2.0 + origin.1,
-            w,
-            h,
-            area_px: w * h,
-            max_score: score,
-            mean_score: score,
-        });
+        out.push(Defect::from_box(class, cx - w / 2.0 + origin.0, cy - h / 2.0 + origin.1, w, h, score));
     }
 }
 
@@ -157,7 +148,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn bx(class: u16, x: f32, y: f32, w: f32, h: f32, score: f32) -> Defect {
-        Defect { class, x, y, w, h, area_px: w * h, max_score: score, mean_score: score }
+        Defect::from_box(class, x, y, w, h, score)
     }
 
     #[test]

@@ -131,8 +131,7 @@ mod tests {
             0.0, 0.0, 0.0, 0.5,
         ];
         let mut scratch = ComponentScratch::new();
-        let mut out =
-            vec![Defect { class: 9, x: 0.0, y: 0.0, w: 0.0, h: 0.0, area_px: 0.0, max_score: 0.0, mean_score: 0.0 }];
+        let mut out = vec![Defect::from_box(9, 0.0, 0.0, 0.0, 0.0, 0.0)];
         decode_segmentation(&probs, 2, 4, 3, 0.5, Some(0), &mut scratch, &mut out);
         assert_eq!(out.len(), 2, "{out:?}");
         let top = out[0];
