@@ -133,6 +133,11 @@ pub struct Accounting {
     /// Inspection records the results output could not take in time (the verdict still counts).
     pub results_dropped: AtomicU64,
     pub inference_errors: AtomicU64,
+    /// Batches run, tiles in them (padding excluded), and time spent inside `Session::run`
+    /// summed over workers: worker utilisation = busy / (wall time × workers).
+    pub batches: AtomicU64,
+    pub batch_tiles: AtomicU64,
+    pub infer_busy_ns: AtomicU64,
 }
 
 impl Accounting {
@@ -142,6 +147,9 @@ impl Accounting {
             cameras: camera_ids.iter().map(|id| CameraCounters::new(id)).collect(),
             results_dropped: AtomicU64::new(0),
             inference_errors: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_tiles: AtomicU64::new(0),
+            infer_busy_ns: AtomicU64::new(0),
         }
     }
 

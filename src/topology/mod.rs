@@ -296,7 +296,14 @@ impl Station {
                 input_name: m.input.name.clone(),
                 input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
                 output_names: output_names.clone(),
-                on_batch: Box::new(|_, _| {}),
+                on_batch: {
+                    let accounting = Arc::clone(&accounting);
+                    Box::new(move |tiles, took| {
+                        accounting.batches.fetch_add(1, Relaxed);
+                        accounting.batch_tiles.fetch_add(tiles as u64, Relaxed);
+                        accounting.infer_busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+                    })
+                },
             };
             let (jobs, results) = (job_rx.clone(), result_tx.clone());
             handles.push(spawn(format!("infer-{i}"), move || worker.run(jobs, results)));
