@@ -13,12 +13,12 @@ mod common;
 #[path = "calibration/render.rs"]
 mod render;
 
+use common::{linesight, output};
 use linesight::calibration::{Board, Calibration, Target, TargetSpec, Undistorter, detect, solve};
 use opencv::core::{self as cvcore, FileStorage, Mat};
 use opencv::prelude::*;
 use render::{Lens, Pose};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -79,18 +79,6 @@ fn chessboard_poses() -> Vec<Pose> {
 fn rays() -> &'static [[f64; 2]] {
     static RAYS: OnceLock<Vec<[f64; 2]>> = OnceLock::new();
     RAYS.get_or_init(|| LENS.rays())
-}
-
-fn linesight() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linesight"));
-    cmd.env("LINESIGHT_LOG", "warn");
-    cmd
-}
-
-/// Run and return (success, stdout, stderr).
-fn output(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 /// Rendered chessboard views, the working-plane image, and the calibration `linesight calibrate`

@@ -7,18 +7,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn linesight() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linesight"));
-    cmd.env("LINESIGHT_LOG", "warn");
-    cmd
-}
-
-/// Run and return (success, stdout, stderr).
-fn output(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
 #[test]
 fn check_accepts_a_good_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,16 +19,13 @@ fn check_accepts_a_good_config() {
 #[test]
 fn a_model_whose_hash_does_not_match_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    std::fs::copy(repo().join("models/demo/model.onnx"), model.join("model.onnx")).unwrap();
-    let manifest = std::fs::read_to_string(repo().join("models/demo/model.toml")).unwrap();
-    let tampered: String = manifest
-        .lines()
-        .map(|l| if l.starts_with("sha256") { format!("sha256 = \"{}\"", "0".repeat(64)) } else { l.to_string() })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(model.join("model.toml"), tampered).unwrap();
+    let model = edited_demo_model(dir.path(), |manifest| {
+        manifest
+            .lines()
+            .map(|l| if l.starts_with("sha256") { format!("sha256 = \"{}\"", "0".repeat(64)) } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     let text = synthetic_station(10.0, "", "").replace(&demo_model(), &model.display().to_string());
     let cfg = write_config(dir.path(), &text);
     let (ok, _, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
@@ -172,12 +157,8 @@ fn an_unavailable_gpu_provider_falls_back_to_cpu_with_a_clear_log_line() {
 #[test]
 fn a_model_whose_inputs_do_not_match_its_manifest_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    std::fs::copy(repo().join("models/demo/model.onnx"), model.join("model.onnx")).unwrap();
-    let manifest = std::fs::read_to_string(repo().join("models/demo/model.toml")).unwrap();
     // The hash still matches (the ONNX file is intact); the manifest's input size does not.
-    std::fs::write(model.join("model.toml"), manifest.replacen("width = 256", "width = 320", 1)).unwrap();
+    let model = edited_demo_model(dir.path(), |manifest| manifest.replacen("width = 256", "width = 320", 1));
     let text = synthetic_station(10.0, "", "").replace(&demo_model(), &model.display().to_string());
     let cfg = write_config(dir.path(), &text);
     let (ok, _, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,4 +65,27 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("station.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The `linesight` binary under test, with quiet logs.
+pub fn linesight() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linesight"));
+    cmd.env("LINESIGHT_LOG", "warn");
+    cmd
+}
+
+/// Run and return (success, stdout, stderr).
+pub fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A copy of the demo model package in `dir/model`, its manifest passed through `edit`.
+pub fn edited_demo_model(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(repo().join("models/demo/model.onnx"), model.join("model.onnx")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("models/demo/model.toml")).unwrap();
+    std::fs::write(model.join("model.toml"), edit(&manifest)).unwrap();
+    model
 }
