@@ -174,7 +174,7 @@ fn report() {
     // End to end, flat out, no frame lost (block backpressure).
     let frames = 2000u64;
     let loaded = config::load_str(&station_config(0.0, 1), "bench", repo()).unwrap();
-    let station = Station::build(&loaded, RunOptions { max_frames: Some(frames), outputs: vec![] }).unwrap();
+    let station = Station::build(&loaded, RunOptions { max_frames: Some(frames), ..Default::default() }).unwrap();
     let t0 = Instant::now();
     let acc = station.run();
     let wall = t0.elapsed().as_secs_f64();
@@ -272,7 +272,9 @@ fn report() {
     let loaded = config::load_str(&station_config(fps_per_camera, 2), "bench", repo()).unwrap();
     let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH * 4);
     let frames = (fps_per_camera * 20.0) as u64; // about 20 s
-    let station = Station::build(&loaded, RunOptions { max_frames: Some(frames), outputs: vec![tx] }).unwrap();
+    let station =
+        Station::build(&loaded, RunOptions { max_frames: Some(frames), outputs: vec![tx], ..Default::default() })
+            .unwrap();
     let runner = std::thread::spawn(move || station.run());
     let mut lat: Vec<f64> = Vec::new();
     while !runner.is_finished() || !rx.is_empty() {

@@ -28,8 +28,9 @@ fn main() {
             + &config::DEMO_CONFIG[config::DEMO_CONFIG.find("[model]").unwrap()..];
         let loaded = config::load_str(&text, "demo accuracy", project.clone()).unwrap_or_else(|e| panic!("{e}"));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let station = Station::build(&loaded, RunOptions { max_frames: Some(parts), outputs: vec![tx] })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let station =
+            Station::build(&loaded, RunOptions { max_frames: Some(parts), outputs: vec![tx], ..Default::default() })
+                .unwrap_or_else(|e| panic!("{e}"));
         station.run();
         let params = SynthParams { width: 480, height: 480, surface, defect_probability: 0.3, seed };
         let mut generator = Generator::new(params).unwrap();

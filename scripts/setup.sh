@@ -12,9 +12,11 @@ ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7
 ORT_DIR=.ort/lib
 
 # Debian packages: OpenCV (capture) + clang (the opencv crate's binding generator), GStreamer
-# plugins for pipeline-string cameras and their tests, Python for the model-making scripts.
+# plugins for pipeline-string cameras and their tests, Python for the model-making scripts,
+# Prometheus (`prometheus` and `promtool`) for the metrics tests.
 DEB_PACKAGES=(libopencv-dev clang libclang-dev pkg-config
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools python3-venv unzip)
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools python3-venv unzip
+  prometheus)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

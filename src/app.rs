@@ -1,12 +1,15 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
+use crate::admin::AdminServer;
 use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
-use crate::config::{self, LoadedConfig};
+use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::results::{self, RecordContext};
+use crate::telemetry::Telemetry;
 use crate::topology::accounting::{Accounting, CameraSnapshot};
 use crate::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -100,7 +103,19 @@ fn run(args: RunArgs) -> Result<()> {
         drop((tx, rx));
     }
 
-    let station = Station::build(&loaded, RunOptions { max_frames: args.max_frames, outputs })?;
+    // The admin listener starts before the model loads: /healthz answers at once, /readyz says
+    // what is not ready yet, and a port already in use fails before any slow work.
+    let telemetry = Arc::new(Telemetry::new());
+    let admin = match admin_address(&args, cfg)? {
+        Some(addr) => {
+            let server = AdminServer::start(addr, Arc::clone(&telemetry))?;
+            tracing::info!(address = %server.local_addr(), "admin listener serving /metrics, /healthz and /readyz");
+            Some(server)
+        }
+        None => None,
+    };
+    let options = RunOptions { max_frames: args.max_frames, outputs, telemetry: Some(telemetry) };
+    let station = Station::build(&loaded, options)?;
     let classes = station.package.manifest.task.classes();
     let sink_handle = sink_thread.map(|(rx, station, cameras, writer)| {
         let ctx = RecordContext { station, cameras, classes };
@@ -133,6 +148,10 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(h) = sink_handle {
         h.join().map_err(|_| anyhow::anyhow!("results thread panicked"))?.context("writing results")?;
     }
+    // The pipeline has drained and the outputs are flushed: the admin listener goes last.
+    if let Some(server) = admin {
+        server.shutdown();
+    }
     let snaps = accounting.snapshot();
     report(&snaps, &accounting, started.elapsed());
     if let Some(target) = &args.summary {
@@ -151,6 +170,20 @@ fn run(args: RunArgs) -> Result<()> {
         bail!("frame accounting does not add up for camera {}: {:?}", bad.id, bad);
     }
     Ok(())
+}
+
+/// Where the admin listener binds: `--admin-listen` (an address or `off`), else `[admin]`.
+fn admin_address(args: &RunArgs, cfg: &StationConfig) -> Result<Option<SocketAddr>> {
+    let (text, origin) = match args.admin_listen.as_deref() {
+        Some("off") => return Ok(None),
+        Some(text) => (text, "--admin-listen"),
+        None if !cfg.admin.enabled => return Ok(None),
+        None => (cfg.admin.listen.as_str(), "admin.listen"),
+    };
+    let addr = text.parse().with_context(|| {
+        format!("{origin} = {text:?}: expected IP:PORT (e.g. 127.0.0.1:9464, port 0 = any free port) or off")
+    })?;
+    Ok(Some(addr))
 }
 
 /// One line per camera on stderr at the end: the accounting, which must add up.

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Print a final JSON summary of the frame accounting to PATH (`-` = stdout).
     #[arg(long, value_name = "PATH|-")]
     pub summary: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on IP:PORT (port 0 = a free one, logged), or `off`;
+    /// overrides [admin].
+    #[arg(long, value_name = "ADDR|off")]
+    pub admin_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

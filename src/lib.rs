@@ -3,6 +3,7 @@
 //! Cameras feed a lock-free pipeline into ONNX defect-detection inference; every part gets a
 //! verdict. See `docs/ARCHITECTURE.md` for the data flow and the rules of the house.
 
+pub mod admin;
 pub mod app;
 pub mod calibration;
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod sinks;
 pub mod sources;
 pub mod stages;
 pub mod synth;
+pub mod telemetry;
 pub mod topology;

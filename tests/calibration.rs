@@ -13,7 +13,7 @@ mod common;
 #[path = "calibration/render.rs"]
 mod render;
 
-use common::{linesight, output};
+use common::{linesight, linesight_run, output};
 use linesight::calibration::{Board, Calibration, Target, TargetSpec, Undistorter, detect, solve};
 use opencv::core::{self as cvcore, FileStorage, Mat};
 use opencv::prelude::*;
@@ -342,7 +342,7 @@ fn run_station(dir: &Path, camera_extra: &str, rule: &str) -> Vec<serde_json::Va
     assert!(ok, "check: {stderr}");
     let results = dir.join("results.jsonl");
     let _ = std::fs::remove_file(&results); // the results file is appended to
-    let (ok, _, stderr) = output(linesight().args(["run", "--config"]).arg(&cfg).arg("--results").arg(&results));
+    let (ok, _, stderr) = output(linesight_run().arg("--config").arg(&cfg).arg("--results").arg(&results));
     assert!(ok, "run: {stderr}");
     std::fs::read_to_string(&results).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -677,7 +677,7 @@ fn frames_of_another_size_than_the_calibration_are_dropped_and_counted() {
         model.display()
     );
     let cfg = common::write_config(dir.path(), &text);
-    let (ok, summary, stderr) = output(linesight().args(["run", "--summary", "-", "--config"]).arg(&cfg));
+    let (ok, summary, stderr) = output(linesight_run().args(["--summary", "-", "--config"]).arg(&cfg));
     assert!(ok, "{stderr}");
     assert!(stderr.contains("frame size differs from the camera's calibration"), "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();

@@ -73,7 +73,7 @@ fn results_are_json_lines_with_the_documented_fields() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &synthetic_station(0.0, "backpressure = \"block\"", ""));
     let (ok, stdout, stderr) =
-        output(linesight().args(["run", "--max-frames", "5", "--results", "-", "--config"]).arg(&cfg));
+        output(linesight_run().args(["--max-frames", "5", "--results", "-", "--config"]).arg(&cfg));
     assert!(ok, "{stderr}");
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
@@ -105,8 +105,8 @@ fn sigterm_stops_capture_drains_and_exits_zero() {
     let cfg = write_config(dir.path(), &synthetic_station(20.0, "", ""));
     let summary = dir.path().join("summary.json");
     let results = dir.path().join("results.jsonl");
-    let mut child = linesight()
-        .args(["run", "--config"])
+    let mut child = linesight_run()
+        .arg("--config")
         .arg(&cfg)
         .arg("--summary")
         .arg(&summary)

@@ -93,3 +93,14 @@ fn relative_paths_resolve_against_the_config_folder() {
     let loaded = config::load_file(&repo().join("configs/folder-replay.toml")).unwrap();
     assert_eq!(loaded.resolve(Path::new("x")), repo().join("configs").join("x"));
 }
+
+#[test]
+fn the_admin_listener_defaults_to_loopback_and_a_bad_address_is_reported() {
+    let demo = config::demo(repo()).unwrap();
+    assert!(demo.config.admin.enabled);
+    assert_eq!(demo.config.admin.listen, config::DEFAULT_ADMIN_LISTEN);
+    let text = config::DEMO_CONFIG.replace("listen = \"127.0.0.1:9464\"", "listen = \"localhost\"");
+    let LoadError::Invalid { errors, .. } = load(&text).unwrap_err() else { panic!("expected validation errors") };
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!((errors.0[0].path.as_str(), errors.0[0].value.as_str()), ("admin.listen", "\"localhost\""));
+}

@@ -11,6 +11,7 @@ mod common;
 
 use linesight::calibration::{Calibration, PlaneScale, ScaleSource};
 use linesight::config;
+use linesight::telemetry::Telemetry;
 use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -89,7 +90,10 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     let loaded = config::load_str(&text, "test", common::repo()).unwrap();
     assert!(loaded.geometry[0].undistort && loaded.geometry[0].mm_per_px == Some(0.1));
     let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
-    let station = Station::build(&loaded, RunOptions { max_frames: Some(700), outputs: vec![tx] }).unwrap();
+    // Metrics registered and scraped while frames pass, as in a real station.
+    let telemetry = std::sync::Arc::new(Telemetry::new());
+    let options = RunOptions { max_frames: Some(700), outputs: vec![tx], telemetry: Some(telemetry.clone()) };
+    let station = Station::build(&loaded, options).unwrap();
     let accounting = station.accounting();
     let runner = std::thread::Builder::new().name("station".into()).spawn(move || station.run()).unwrap();
 
@@ -104,8 +108,10 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     wait_for(200);
     let before = counts();
     let frames_before = decided();
+    let scrape = telemetry.render();
     wait_for(600);
     let after = counts();
+    assert!(scrape.contains("linesight_stage_seconds_count{stage=\"preprocess\"}"), "{scrape}");
     let frames = decided() - frames_before;
     runner.join().unwrap();
     received += rx.try_iter().count() as u64;

@@ -13,8 +13,8 @@ use linesight::topology::{RunOptions, Station};
 fn run(text: &str, max_frames: Option<u64>) -> (Vec<linesight::topology::accounting::CameraSnapshot>, Vec<Inspection>) {
     let loaded = config::load_str(text, "test", common::repo()).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = crossbeam_channel::unbounded();
-    let station =
-        Station::build(&loaded, RunOptions { max_frames, outputs: vec![tx] }).unwrap_or_else(|e| panic!("{e}"));
+    let station = Station::build(&loaded, RunOptions { max_frames, outputs: vec![tx], ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
     let accounting = station.run();
     (accounting.snapshot(), rx.try_iter().collect())
 }

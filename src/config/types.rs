@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
-/// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`.
+/// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`,
+/// `[admin]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
@@ -20,6 +21,8 @@ pub struct StationConfig {
     pub rules: Vec<RuleConfig>,
     #[serde(default)]
     pub outputs: OutputsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -321,4 +324,30 @@ pub struct OutputsConfig {
     /// JSON-lines results: a file path, `-` for stdout; absent = no results stream.
     #[serde(default)]
     pub results: Option<String>,
+}
+
+/// The admin listener: `/metrics` (Prometheus), `/healthz` and `/readyz`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin listener (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address and port to listen on, `IP:PORT`; port 0 picks a free one (logged at start).
+    /// Only this machine can reach the default; use `0.0.0.0:9464` to serve every interface.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: default_admin_listen() }
+    }
+}
+
+/// The admin listener's default address: loopback, the port Prometheus exporters of this kind use.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+
+fn default_admin_listen() -> String {
+    DEFAULT_ADMIN_LISTEN.into()
 }

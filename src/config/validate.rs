@@ -168,6 +168,13 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         );
     }
 
+    c.check(
+        cfg.admin.listen.parse::<std::net::SocketAddr>().is_ok(),
+        "admin.listen",
+        &cfg.admin.listen,
+        "must be IP:PORT, e.g. \"127.0.0.1:9464\" (port 0 picks a free one)",
+    );
+
     if c.0.is_empty() { Ok(geometry) } else { Err(ConfigErrors(c.0)) }
 }
 

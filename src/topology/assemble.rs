@@ -20,6 +20,7 @@ use crate::stages::decode::{
     ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
     decode_yolo, nms_class_aware,
 };
+use crate::telemetry::StationMetrics;
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub struct Assembler {
     free_slots: Sender<SlotId>,
     outputs: Vec<Sender<Inspection>>,
     accounting: Arc<Accounting>,
+    metrics: Arc<StationMetrics>,
     /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
     early_pool: BufferPool<f32>,
     scratch: ComponentScratch,
@@ -84,6 +86,7 @@ impl Assembler {
         free_slots: Sender<SlotId>,
         outputs: Vec<Sender<Inspection>>,
         accounting: Arc<Accounting>,
+        metrics: Arc<StationMetrics>,
     ) -> Self {
         Self {
             plan,
@@ -91,6 +94,7 @@ impl Assembler {
             free_slots,
             outputs,
             accounting,
+            metrics,
             // Room for thousands of regions: noisy maps must not grow it on the frame path.
             early_pool: BufferPool::new(4 * slots),
             scratch: ComponentScratch::with_capacity(4096, 16 * 1024),
@@ -271,7 +275,18 @@ impl Assembler {
         if slot.frame.is_none() || slot.done < slot.tiles {
             return;
         }
+        let t0 = Instant::now();
         let inspection = self.decide(id);
+        self.metrics.decode.observe(t0.elapsed().as_secs_f64());
+        let camera = inspection.meta.camera as usize;
+        if let Some(h) = self.metrics.capture_to_verdict.get(camera) {
+            h.observe(inspection.decided_at.duration_since(inspection.meta.captured_at).as_secs_f64());
+        }
+        for d in inspection.defects.iter().filter(|d| d.counted) {
+            if let Some(c) = self.metrics.defects.get(camera).and_then(|c| c.get(d.defect.class as usize)) {
+                c.inc();
+            }
+        }
         let counters = self.accounting.camera(inspection.meta.camera);
         match inspection.verdict {
             Verdict::Ok => &counters.ok,
@@ -467,7 +482,8 @@ mod tests {
         let acc = Arc::new(Accounting::new(&["cam".into()]));
         let (free_tx, free_rx) = bounded(1);
         let (out_tx, out_rx) = bounded(4);
-        let mut a = Assembler::new(plan(), 1, free_tx, vec![out_tx], Arc::clone(&acc));
+        let metrics = StationMetrics::new(&acc, &["defect".into()], ("m", "0"), None).unwrap();
+        let mut a = Assembler::new(plan(), 1, free_tx, vec![out_tx], Arc::clone(&acc), Arc::new(metrics));
         let px = BufferPool::new(1);
         let start = FrameStart { slot: 0, frame: frame(&px), tiles: 2 };
         let batches = if fail_second {

@@ -26,6 +26,7 @@ use crate::stages::decide::Rules;
 use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::{BatchPolicy, Worker};
 use crate::stages::preprocess::Normalizer;
+use crate::telemetry::{StationMetrics, Telemetry};
 use accounting::Accounting;
 use assemble::{Assembler, AssemblerPlan};
 use crossbeam_channel::{Sender, bounded};
@@ -50,6 +51,8 @@ pub enum BuildError {
     Config(String),
     #[error("camera {camera}: {message}")]
     Calibration { camera: String, message: String },
+    #[error("metrics: {0}")]
+    Telemetry(#[from] prometheus::Error),
 }
 
 /// Run-time choices that are not part of the station config.
@@ -59,6 +62,9 @@ pub struct RunOptions {
     pub max_frames: Option<u64>,
     /// Where inspection records go (results file, tests, eval); each gets every record.
     pub outputs: Vec<Sender<Inspection>>,
+    /// Where the station's metrics are registered and its readiness reported (the admin
+    /// listener serves both). Without it the metrics still count, unexported.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Bounded queue between the assembler and each output: room for bursts, never a wait.
@@ -78,6 +84,7 @@ struct BuiltCamera {
 pub struct Station {
     pub package: ModelPackage,
     accounting: Arc<Accounting>,
+    metrics: Arc<StationMetrics>,
     stop: Arc<AtomicBool>,
     cameras: Vec<BuiltCamera>,
     /// Per camera: no frame for this long marks it down.
@@ -167,10 +174,18 @@ impl Station {
             mm_per_px: loaded.geometry.iter().map(|g| g.mm_per_px.map(|m| m as f32)).collect(),
             verdict_deadline: Duration::from_millis(cfg.pipeline.verdict_deadline_ms),
         };
+        let registry = options.telemetry.as_ref().map(|t| &t.registry);
+        let metrics = Arc::new(StationMetrics::new(&accounting, &classes, (&m.name, &package.sha256), registry)?);
+        if let Some(t) = &options.telemetry {
+            // Sessions are checked and warmed up, cameras opened: the model part is ready.
+            t.readiness.watch_cameras(Arc::clone(&accounting));
+            t.readiness.model.release();
+        }
         Ok(Self {
             normalizer: Normalizer::new(&m.input),
             package,
             accounting,
+            metrics,
             stop: Arc::new(AtomicBool::new(false)),
             cameras,
             stall_timeouts: cfg.cameras.iter().map(|c| Duration::from_millis(c.stall_timeout_ms)).collect(),
@@ -199,6 +214,7 @@ impl Station {
         let Station {
             package,
             accounting,
+            metrics,
             stop,
             cameras,
             stall_timeouts,
@@ -250,9 +266,9 @@ impl Station {
                 rx,
                 accounting: Arc::clone(&accounting),
                 stop: Arc::clone(&stop),
-                on_grab: Box::new(|_| {}),
+                on_grab: observe_seconds(&metrics.capture),
                 undistort,
-                on_undistort: Box::new(|_| {}),
+                on_undistort: observe_seconds(&metrics.undistort),
             };
             let name = format!("camera-{}", thread.settings.id);
             handles.push(spawn(name, move || thread.run()));
@@ -276,7 +292,7 @@ impl Station {
                 policy: policy.clone(),
                 batch_pool: batch_pool.clone(),
                 accounting: Arc::clone(&accounting),
-                on_frame: Box::new(|_| {}),
+                on_frame: observe_seconds(&metrics.preprocess),
             };
             let out = preprocess_thread::Downstream {
                 free_slots: slot_rx.clone(),
@@ -286,7 +302,7 @@ impl Station {
             let cams = camera_rxs.clone();
             handles.push(spawn(format!("preprocess-{i}"), move || pre.run(cams, out)));
         }
-        drop(camera_rxs);
+        metrics.watch_queues(camera_rxs);
         drop((start_tx, job_tx, slot_rx));
 
         let output_names: Vec<String> = m.task.output_names().iter().map(|s| s.to_string()).collect();
@@ -298,10 +314,16 @@ impl Station {
                 output_names: output_names.clone(),
                 on_batch: {
                     let accounting = Arc::clone(&accounting);
-                    Box::new(move |tiles, took| {
+                    let (inference, batch_size) = (metrics.inference.clone(), metrics.batch_size.clone());
+                    Box::new(move |tiles, took, ok| {
                         accounting.batches.fetch_add(1, Relaxed);
                         accounting.batch_tiles.fetch_add(tiles as u64, Relaxed);
                         accounting.infer_busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+                        if !ok {
+                            accounting.inference_errors.fetch_add(1, Relaxed);
+                        }
+                        inference.observe(took.as_secs_f64());
+                        batch_size.observe(tiles as f64);
                     })
                 },
             };
@@ -310,8 +332,11 @@ impl Station {
         }
         drop((job_rx, result_tx));
 
-        let assembler = Assembler::new(plan, max_in_flight, slot_tx, options.outputs, Arc::clone(&accounting));
+        let assembler = Assembler::new(plan, max_in_flight, slot_tx, options.outputs, Arc::clone(&accounting), metrics);
         let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
+        if let Some(t) = &options.telemetry {
+            t.readiness.pipeline.release();
+        }
 
         for h in handles {
             join_logging_panics(h);
@@ -319,6 +344,9 @@ impl Station {
         cameras_done.store(true, Relaxed);
         join_logging_panics(watchdog);
         join_logging_panics(assembler_handle);
+        if let Some(t) = &options.telemetry {
+            t.readiness.pipeline.reset();
+        }
         accounting
     }
 }
@@ -373,6 +401,12 @@ fn join_logging_panics(handle: JoinHandle<()>) {
     if handle.join().is_err() {
         tracing::error!(thread = %name, "pipeline thread panicked");
     }
+}
+
+/// A stage-duration hook: one histogram observation (atomic adds, no allocation).
+fn observe_seconds(histogram: &prometheus::Histogram) -> Box<dyn FnMut(Duration) + Send> {
+    let histogram = histogram.clone();
+    Box::new(move |took| histogram.observe(took.as_secs_f64()))
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {

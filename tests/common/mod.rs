@@ -74,6 +74,14 @@ pub fn linesight() -> Command {
     cmd
 }
 
+/// `linesight run` with its admin listener on a free loopback port, so that tests running
+/// stations side by side (and a station already on the default port) never collide.
+pub fn linesight_run() -> Command {
+    let mut cmd = linesight();
+    cmd.args(["run", "--admin-listen", "127.0.0.1:0"]);
+    cmd
+}
+
 /// Run and return (success, stdout, stderr).
 pub fn output(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().unwrap();

@@ -52,8 +52,9 @@ pub struct Worker {
     /// `[channels, height, width]` of one item.
     pub input_shape: [usize; 3],
     pub output_names: Vec<String>,
-    /// Called once per run with (tiles in the batch, run duration); telemetry hooks in here.
-    pub on_batch: Box<dyn FnMut(usize, Duration) + Send>,
+    /// Called once per run with (tiles in the batch, run duration, whether it succeeded);
+    /// telemetry hooks in here.
+    pub on_batch: Box<dyn FnMut(usize, Duration, bool) + Send>,
 }
 
 impl Worker {
@@ -69,7 +70,7 @@ impl Worker {
                 }
             };
             let ended = Instant::now();
-            (self.on_batch)(job.items.len(), ended - started);
+            (self.on_batch)(job.items.len(), ended - started, !outputs.is_empty());
             let result = BatchResult {
                 failed: outputs.is_empty(),
                 outputs,

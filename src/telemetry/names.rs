@@ -1,0 +1,112 @@
+//! Every metric the station exports: names, help texts, label names and values, and buckets, in
+//! one place. Prefix `linesight_`; counters end in `_total`; durations are histograms in seconds;
+//! labels take only bounded values (camera ids, class labels, fixed causes), never a part or frame.
+//!
+//! Process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//! `process_open_fds`, …) come from the prometheus crate under their standard names.
+
+/// Counter {camera}: frames that entered the pipeline.
+pub const FRAMES_CAPTURED: &str = "linesight_frames_captured_total";
+pub const FRAMES_CAPTURED_HELP: &str = "Frames captured, per camera.";
+
+/// Counter {camera, reason}: frames dropped without a verdict, with their cause.
+pub const FRAMES_DROPPED: &str = "linesight_frames_dropped_total";
+pub const FRAMES_DROPPED_HELP: &str = "Frames dropped without a verdict, per camera and cause.";
+
+/// Counter {camera, verdict}: decided frames (`ok`, `ng`, `failsafe`).
+pub const INSPECTIONS: &str = "linesight_inspections_total";
+pub const INSPECTIONS_HELP: &str = "Inspections decided, per camera and verdict (ok, ng, failsafe).";
+
+/// Counter {camera, reason}: FAILSAFE verdicts by cause (`inference_error`, `timeout`).
+pub const FAILSAFE: &str = "linesight_failsafe_total";
+pub const FAILSAFE_HELP: &str = "FAILSAFE verdicts, per camera and cause.";
+
+/// Counter {camera, class}: defects that counted towards a verdict (they passed their rule's
+/// minimums), per model class.
+pub const DEFECTS: &str = "linesight_defects_total";
+pub const DEFECTS_HELP: &str = "Defects that counted towards a verdict, per camera and class.";
+
+/// Counter {stage, error_type}: errors, from a bounded set (see `ERRORS_*` below).
+pub const ERRORS: &str = "linesight_errors_total";
+pub const ERRORS_HELP: &str = "Errors, per pipeline stage and error type.";
+
+/// Counter {camera}: reconnect attempts after a camera went down.
+pub const CAMERA_RECONNECTS: &str = "linesight_camera_reconnects_total";
+pub const CAMERA_RECONNECTS_HELP: &str = "Camera reconnect attempts, per camera.";
+
+/// Counter: inspection records an output could not take in time (the verdicts still count).
+pub const RESULTS_DROPPED: &str = "linesight_results_dropped_total";
+pub const RESULTS_DROPPED_HELP: &str = "Inspection records dropped because an output fell behind.";
+
+/// Gauge {camera}: 1 while the camera delivers frames, 0 while it is down or stalled.
+pub const CAMERA_UP: &str = "linesight_camera_up";
+pub const CAMERA_UP_HELP: &str = "Whether the camera delivers frames (1) or is down (0).";
+
+/// Gauge {camera}: frames waiting in the camera's queue.
+pub const QUEUE_DEPTH: &str = "linesight_camera_queue_frames";
+pub const QUEUE_DEPTH_HELP: &str = "Frames waiting in the camera's queue for preprocessing.";
+
+/// Gauge: 1 when `/readyz` answers 200.
+pub const READY: &str = "linesight_ready";
+pub const READY_HELP: &str = "Whether the station is ready: model warmed up, pipeline running, every camera up.";
+
+/// Gauge {model, sha256}: always 1; the loaded model package.
+pub const MODEL_INFO: &str = "linesight_model_info";
+pub const MODEL_INFO_HELP: &str = "The loaded model package (always 1).";
+
+/// Gauge {version}: always 1; the running build.
+pub const BUILD_INFO: &str = "linesight_build_info";
+pub const BUILD_INFO_HELP: &str = "The running linesight build (always 1).";
+
+/// Histogram {stage}: time one frame (or one grab) spends in a stage.
+pub const STAGE_SECONDS: &str = "linesight_stage_seconds";
+pub const STAGE_SECONDS_HELP: &str =
+    "Time spent per frame in a pipeline stage (capture, undistort, preprocess, decode), in seconds.";
+
+/// Histogram {model}: time one batch spends inside ONNX Runtime.
+pub const INFERENCE_SECONDS: &str = "linesight_inference_seconds";
+pub const INFERENCE_SECONDS_HELP: &str = "Time one batch spends inside ONNX Runtime, in seconds.";
+
+/// Histogram: tiles per inference batch (padding excluded).
+pub const BATCH_SIZE: &str = "linesight_batch_size";
+pub const BATCH_SIZE_HELP: &str = "Tiles per inference batch, padding excluded.";
+
+/// Histogram {camera}: time from capture to verdict.
+pub const CAPTURE_TO_VERDICT: &str = "linesight_capture_to_verdict_seconds";
+pub const CAPTURE_TO_VERDICT_HELP: &str = "Time from a frame's capture to its verdict, in seconds.";
+
+// Label names.
+pub const CAMERA: &str = "camera";
+pub const REASON: &str = "reason";
+pub const VERDICT: &str = "verdict";
+pub const CLASS: &str = "class";
+pub const STAGE: &str = "stage";
+pub const ERROR_TYPE: &str = "error_type";
+pub const MODEL: &str = "model";
+pub const SHA256: &str = "sha256";
+pub const VERSION: &str = "version";
+
+// Label values of `linesight_inspections_total{verdict}`.
+pub const VERDICT_OK: &str = "ok";
+pub const VERDICT_NG: &str = "ng";
+pub const VERDICT_FAILSAFE: &str = "failsafe";
+
+// Label values of `linesight_stage_seconds{stage}`.
+pub const STAGE_CAPTURE: &str = "capture";
+pub const STAGE_UNDISTORT: &str = "undistort";
+pub const STAGE_PREPROCESS: &str = "preprocess";
+/// Decoding the stitched outputs (components, NMS) and applying the decision rules.
+pub const STAGE_DECODE: &str = "decode";
+
+/// The `{stage, error_type}` pairs of `linesight_errors_total`: grabs that yielded no frame, and
+/// inference runs that failed (their frames fail safe).
+pub const ERRORS_CAPTURE_BAD_FRAME: (&str, &str) = ("capture", "bad_frame");
+pub const ERRORS_INFER_RUN_FAILED: (&str, &str) = ("infer", "run_failed");
+
+/// Buckets for stage durations: 50 µs to 1 s.
+pub const STAGE_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Buckets for capture→verdict latency: 1 ms to 5 s (the verdict deadline is typically 1 s).
+pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Buckets for batch sizes.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
