@@ -1,9 +1,11 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
 use crate::admin::AdminServer;
+use crate::api::{ApiServer, ApiState};
 use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
 use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::results::{self, RecordContext};
+use crate::sinks::store::{Retention, Store, StoreContext};
 use crate::telemetry::Telemetry;
 use crate::topology::accounting::{Accounting, CameraSnapshot};
 use crate::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
@@ -114,9 +116,55 @@ fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let options = RunOptions { max_frames: args.max_frames, outputs, telemetry: Some(telemetry) };
+    // The store opens (and migrates) before the model loads: a damaged or locked database fails
+    // at once, naming the file.
+    let api_addr = api_address(&args, cfg)?;
+    let store = match &cfg.store {
+        Some(s) => {
+            let retention = Retention { days: s.retention_days, max_inspections: s.max_inspections };
+            Some(Store::open(&loaded.resolve(&s.path), retention)?)
+        }
+        None if api_addr.is_some() && args.api_listen.is_some() => {
+            bail!("--api-listen: the API reads the result store: add [store] path = \"linesight.db\" to the config")
+        }
+        None => None,
+    };
+    let (store_tx, store_rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
+    let options = RunOptions {
+        max_frames: args.max_frames,
+        outputs,
+        store: store.is_some().then_some(store_tx),
+        telemetry: Some(telemetry),
+    };
     let station = Station::build(&loaded, options)?;
     let classes = station.package.manifest.task.classes();
+    let api = match (&store, api_addr) {
+        (Some(store), Some(addr)) => {
+            let mut state = ApiState::new(store.path().to_path_buf(), Some(station.accounting()));
+            state.token = cfg.api.token.clone();
+            state.utc_offset_minutes = cfg.api.utc_offset_minutes;
+            let server = ApiServer::start(addr, state)?;
+            tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
+            Some(server)
+        }
+        _ => None,
+    };
+    let store_handle = store.map(|store| {
+        let m = &station.package.manifest;
+        let ctx = StoreContext {
+            station: cfg.station.name.clone(),
+            cameras: cfg.cameras.iter().map(|c| c.id.clone()).collect(),
+            classes: classes.clone(),
+            model_name: m.name.clone(),
+            model_sha256: station.package.sha256.clone(),
+            rules_json: serde_json::to_string(&cfg.rules).unwrap_or_else(|_| "[]".into()),
+        };
+        let accounting = station.accounting();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || store.run(store_rx, ctx, accounting))
+            .expect("spawning the store thread")
+    });
     let sink_handle = sink_thread.map(|(rx, station, cameras, writer)| {
         let ctx = RecordContext { station, cameras, classes };
         std::thread::Builder::new()
@@ -148,7 +196,13 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(h) = sink_handle {
         h.join().map_err(|_| anyhow::anyhow!("results thread panicked"))?.context("writing results")?;
     }
-    // The pipeline has drained and the outputs are flushed: the admin listener goes last.
+    if let Some(h) = store_handle {
+        h.join().map_err(|_| anyhow::anyhow!("store thread panicked"))?;
+    }
+    // The pipeline has drained and the outputs are flushed: the listeners go last.
+    if let Some(server) = api {
+        server.shutdown();
+    }
     if let Some(server) = admin {
         server.shutdown();
     }
@@ -158,6 +212,9 @@ fn run(args: RunArgs) -> Result<()> {
         let json = serde_json::json!({
             "elapsed_s": started.elapsed().as_secs_f64(),
             "results_dropped": accounting.results_dropped.load(Relaxed),
+            "store_dropped": accounting.store_dropped.load(Relaxed),
+            "store_written": accounting.store_written.load(Relaxed),
+            "store_errors": accounting.store_errors.load(Relaxed),
             "cameras": snaps,
         });
         if target == "-" {
@@ -182,6 +239,20 @@ fn admin_address(args: &RunArgs, cfg: &StationConfig) -> Result<Option<SocketAdd
     };
     let addr = text.parse().with_context(|| {
         format!("{origin} = {text:?}: expected IP:PORT (e.g. 127.0.0.1:9464, port 0 = any free port) or off")
+    })?;
+    Ok(Some(addr))
+}
+
+/// Where the API binds: `--api-listen` (an address or `off`), else `[api]`.
+fn api_address(args: &RunArgs, cfg: &StationConfig) -> Result<Option<SocketAddr>> {
+    let (text, origin) = match args.api_listen.as_deref() {
+        Some("off") => return Ok(None),
+        Some(text) => (text, "--api-listen"),
+        None if !cfg.api.enabled => return Ok(None),
+        None => (cfg.api.listen.as_str(), "api.listen"),
+    };
+    let addr = text.parse().with_context(|| {
+        format!("{origin} = {text:?}: expected IP:PORT (e.g. 127.0.0.1:8080, port 0 = any free port) or off")
     })?;
     Ok(Some(addr))
 }

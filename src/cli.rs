@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// overrides [admin].
     #[arg(long, value_name = "ADDR|off")]
     pub admin_listen: Option<String>,
+    /// Serve the HTTP API (/api/v1/...) on IP:PORT (port 0 = a free one, logged), or `off`;
+    /// overrides [api]. Needs a [store].
+    #[arg(long, value_name = "ADDR|off")]
+    pub api_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

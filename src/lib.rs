@@ -4,6 +4,7 @@
 //! verdict. See `docs/ARCHITECTURE.md` for the data flow and the rules of the house.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod calibration;
 pub mod cli;

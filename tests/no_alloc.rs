@@ -92,7 +92,12 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
     // Metrics registered and scraped while frames pass, as in a real station.
     let telemetry = std::sync::Arc::new(Telemetry::new());
-    let options = RunOptions { max_frames: Some(700), outputs: vec![tx], telemetry: Some(telemetry.clone()) };
+    let options = RunOptions {
+        max_frames: Some(700),
+        outputs: vec![tx],
+        telemetry: Some(telemetry.clone()),
+        ..Default::default()
+    };
     let station = Station::build(&loaded, options).unwrap();
     let accounting = station.accounting();
     let runner = std::thread::Builder::new().name("station".into()).spawn(move || station.run()).unwrap();

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`,
-/// `[admin]`.
+/// `[admin]`, `[store]`, `[api]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
@@ -23,6 +23,11 @@ pub struct StationConfig {
     pub outputs: OutputsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The SQLite result store; absent = no store.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -295,7 +300,7 @@ fn default_verdict_deadline_ms() -> u64 {
 /// area in px and mm²) and is either at least `min_length_mm` long or wider than `max_width_mm`;
 /// the part is NG when more than `max_count` defects of the class count. Rules in mm need the
 /// camera's scale (`camera.mm_per_px`, or a calibration file with one).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Class label from the model manifest, or `*` for every class without its own rule.
@@ -350,4 +355,57 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
 fn default_admin_listen() -> String {
     DEFAULT_ADMIN_LISTEN.into()
+}
+
+/// The SQLite result store: every inspection and its defects, for the HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database file, relative to the config file; created (with its schema) when missing.
+    pub path: PathBuf,
+    /// Delete inspections captured more than this many days ago (0 = keep forever).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Keep at most this many inspections, deleting the oldest first (0 = no limit).
+    #[serde(default = "default_max_inspections")]
+    pub max_inspections: u64,
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+fn default_max_inspections() -> u64 {
+    10_000_000
+}
+
+/// The HTTP API of defect statistics (`/api/v1/...`), served when a `[store]` is configured.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the API (default true; it needs a `[store]`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address and port to listen on, `IP:PORT`; port 0 picks a free one (logged at start).
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    /// When set, every request must carry `Authorization: Bearer <token>` (else 401).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Offset of local time from UTC, in minutes, for day and shift buckets; absent = this
+    /// machine's offset at the time asked about.
+    #[serde(default)]
+    pub utc_offset_minutes: Option<i32>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: default_api_listen(), token: None, utc_offset_minutes: None }
+    }
+}
+
+/// The API's default address: loopback only.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
+
+fn default_api_listen() -> String {
+    DEFAULT_API_LISTEN.into()
 }

@@ -175,6 +175,23 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         "must be IP:PORT, e.g. \"127.0.0.1:9464\" (port 0 picks a free one)",
     );
 
+    c.check(
+        cfg.api.listen.parse::<std::net::SocketAddr>().is_ok(),
+        "api.listen",
+        &cfg.api.listen,
+        "must be IP:PORT, e.g. \"127.0.0.1:8080\" (port 0 picks a free one)",
+    );
+    if let Some(token) = &cfg.api.token {
+        c.check(token.len() >= 16, "api.token", "<hidden>", "use at least 16 characters (or remove it)");
+    }
+    if let Some(offset) = cfg.api.utc_offset_minutes {
+        c.check((-14 * 60..=14 * 60).contains(&offset), "api.utc_offset_minutes", offset, "must be -840..=840");
+    }
+    if let Some(store) = &cfg.store {
+        c.check(!store.path.as_os_str().is_empty(), "store.path", &store.path, "give a database file name");
+        c.check(store.retention_days <= 36_500, "store.retention_days", store.retention_days, "must be 0..=36500");
+    }
+
     if c.0.is_empty() { Ok(geometry) } else { Err(ConfigErrors(c.0)) }
 }
 

@@ -2,3 +2,4 @@
 //! a slow output loses records (counted) and never slows the line.
 
 pub mod results;
+pub mod store;

@@ -38,6 +38,14 @@ pub const CAMERA_RECONNECTS_HELP: &str = "Camera reconnect attempts, per camera.
 pub const RESULTS_DROPPED: &str = "linesight_results_dropped_total";
 pub const RESULTS_DROPPED_HELP: &str = "Inspection records dropped because an output fell behind.";
 
+/// Counter: inspection records the result store could not take in time (it fell behind).
+pub const STORE_DROPPED: &str = "linesight_store_dropped_total";
+pub const STORE_DROPPED_HELP: &str = "Inspection records dropped because the result store fell behind.";
+
+/// Counter: inspection records committed to the result store.
+pub const STORE_WRITTEN: &str = "linesight_store_written_total";
+pub const STORE_WRITTEN_HELP: &str = "Inspection records committed to the result store.";
+
 /// Gauge {camera}: 1 while the camera delivers frames, 0 while it is down or stalled.
 pub const CAMERA_UP: &str = "linesight_camera_up";
 pub const CAMERA_UP_HELP: &str = "Whether the camera delivers frames (1) or is down (0).";
@@ -99,9 +107,11 @@ pub const STAGE_PREPROCESS: &str = "preprocess";
 pub const STAGE_DECODE: &str = "decode";
 
 /// The `{stage, error_type}` pairs of `linesight_errors_total`: grabs that yielded no frame, and
-/// inference runs that failed (their frames fail safe).
+/// inference runs that failed (their frames fail safe), and result store writes that failed.
 pub const ERRORS_CAPTURE_BAD_FRAME: (&str, &str) = ("capture", "bad_frame");
 pub const ERRORS_INFER_RUN_FAILED: (&str, &str) = ("infer", "run_failed");
+/// Result store transactions that failed (their records are lost; inspection goes on).
+pub const ERRORS_STORE_WRITE_FAILED: (&str, &str) = ("store", "write_failed");
 
 /// Buckets for stage durations: 50 µs to 1 s.
 pub const STAGE_BUCKETS: &[f64] =

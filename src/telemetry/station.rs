@@ -101,7 +101,7 @@ struct AccountingCollector {
 }
 
 /// Every family this collector exports: (name, help, variable labels).
-const ACCOUNTING_FAMILIES: [(&str, &str, &[&str]); 9] = [
+const ACCOUNTING_FAMILIES: [(&str, &str, &[&str]); 11] = [
     (names::FRAMES_CAPTURED, names::FRAMES_CAPTURED_HELP, &[names::CAMERA]),
     (names::FRAMES_DROPPED, names::FRAMES_DROPPED_HELP, &[names::CAMERA, names::REASON]),
     (names::INSPECTIONS, names::INSPECTIONS_HELP, &[names::CAMERA, names::VERDICT]),
@@ -109,6 +109,8 @@ const ACCOUNTING_FAMILIES: [(&str, &str, &[&str]); 9] = [
     (names::ERRORS, names::ERRORS_HELP, &[names::STAGE, names::ERROR_TYPE]),
     (names::CAMERA_RECONNECTS, names::CAMERA_RECONNECTS_HELP, &[names::CAMERA]),
     (names::RESULTS_DROPPED, names::RESULTS_DROPPED_HELP, &[]),
+    (names::STORE_DROPPED, names::STORE_DROPPED_HELP, &[]),
+    (names::STORE_WRITTEN, names::STORE_WRITTEN_HELP, &[]),
     (names::CAMERA_UP, names::CAMERA_UP_HELP, &[names::CAMERA]),
     (names::QUEUE_DEPTH, names::QUEUE_DEPTH_HELP, &[names::CAMERA]),
 ];
@@ -148,7 +150,8 @@ impl Collector for AccountingCollector {
         let per_camera_and = |label: &'static str, values: fn(&CameraSnapshot) -> [(&'static str, u64); 2]| {
             snaps.iter().flat_map(|s| values(s).map(|(v, n)| counter(&[cam(s), (label, v)], n))).collect::<Vec<_>>()
         };
-        let (bad_frame, run_failed) = (ERRORS_CAPTURE_BAD_FRAME, ERRORS_INFER_RUN_FAILED);
+        let (bad_frame, run_failed, store_failed) =
+            (ERRORS_CAPTURE_BAD_FRAME, ERRORS_INFER_RUN_FAILED, ERRORS_STORE_WRITE_FAILED);
         let mut families = vec![
             family(FRAMES_CAPTURED, FRAMES_CAPTURED_HELP, MetricType::COUNTER, per_camera(|s| s.captured)),
             family(
@@ -195,6 +198,7 @@ impl Collector for AccountingCollector {
                         snaps.iter().map(|s| s.capture_errors).sum(),
                     ),
                     counter(&[(STAGE, run_failed.0), (ERROR_TYPE, run_failed.1)], a.inference_errors.load(Relaxed)),
+                    counter(&[(STAGE, store_failed.0), (ERROR_TYPE, store_failed.1)], a.store_errors.load(Relaxed)),
                 ],
             ),
             family(CAMERA_RECONNECTS, CAMERA_RECONNECTS_HELP, MetricType::COUNTER, per_camera(|s| s.reconnects)),
@@ -203,6 +207,18 @@ impl Collector for AccountingCollector {
                 RESULTS_DROPPED_HELP,
                 MetricType::COUNTER,
                 vec![counter(&[], a.results_dropped.load(Relaxed))],
+            ),
+            family(
+                STORE_DROPPED,
+                STORE_DROPPED_HELP,
+                MetricType::COUNTER,
+                vec![counter(&[], a.store_dropped.load(Relaxed))],
+            ),
+            family(
+                STORE_WRITTEN,
+                STORE_WRITTEN_HELP,
+                MetricType::COUNTER,
+                vec![counter(&[], a.store_written.load(Relaxed))],
             ),
             family(
                 CAMERA_UP,

@@ -132,6 +132,11 @@ pub struct Accounting {
     pub cameras: Vec<CameraCounters>,
     /// Inspection records the results output could not take in time (the verdict still counts).
     pub results_dropped: AtomicU64,
+    /// Inspection records the result store's queue could not take in time (the store fell behind).
+    pub store_dropped: AtomicU64,
+    /// Inspection records the result store committed, and batches it failed to write.
+    pub store_written: AtomicU64,
+    pub store_errors: AtomicU64,
     pub inference_errors: AtomicU64,
     /// Batches run, tiles in them (padding excluded), and time spent inside `Session::run`
     /// summed over workers: worker utilisation = busy / (wall time × workers).
@@ -146,6 +151,9 @@ impl Accounting {
             epoch: Instant::now(),
             cameras: camera_ids.iter().map(|id| CameraCounters::new(id)).collect(),
             results_dropped: AtomicU64::new(0),
+            store_dropped: AtomicU64::new(0),
+            store_written: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
             inference_errors: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_tiles: AtomicU64::new(0),

@@ -63,12 +63,21 @@ struct Slot {
     infer_ended: Option<Instant>,
 }
 
+/// Which drop counter an output's overflow goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// `Accounting::results_dropped`: the results stream, tests, eval.
+    Results,
+    /// `Accounting::store_dropped`: the SQLite result store.
+    Store,
+}
+
 /// The assembler thread's state.
 pub struct Assembler {
     plan: AssemblerPlan,
     slots: Vec<Slot>,
     free_slots: Sender<SlotId>,
-    outputs: Vec<Sender<Inspection>>,
+    outputs: Vec<(Sender<Inspection>, OutputKind)>,
     accounting: Arc<Accounting>,
     metrics: Arc<StationMetrics>,
     /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
@@ -84,7 +93,7 @@ impl Assembler {
         plan: AssemblerPlan,
         slots: usize,
         free_slots: Sender<SlotId>,
-        outputs: Vec<Sender<Inspection>>,
+        outputs: Vec<(Sender<Inspection>, OutputKind)>,
         accounting: Arc<Accounting>,
         metrics: Arc<StationMetrics>,
     ) -> Self {
@@ -387,11 +396,15 @@ impl Assembler {
         self.try_send(last, inspection);
     }
 
-    fn try_send(&self, out: &Sender<Inspection>, inspection: Inspection) {
+    fn try_send(&self, (out, kind): &(Sender<Inspection>, OutputKind), inspection: Inspection) {
         match out.try_send(inspection) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
-                self.accounting.results_dropped.fetch_add(1, Relaxed);
+                let counter = match kind {
+                    OutputKind::Results => &self.accounting.results_dropped,
+                    OutputKind::Store => &self.accounting.store_dropped,
+                };
+                counter.fetch_add(1, Relaxed);
             }
         }
     }
@@ -483,7 +496,14 @@ mod tests {
         let (free_tx, free_rx) = bounded(1);
         let (out_tx, out_rx) = bounded(4);
         let metrics = StationMetrics::new(&acc, &["defect".into()], ("m", "0"), None).unwrap();
-        let mut a = Assembler::new(plan(), 1, free_tx, vec![out_tx], Arc::clone(&acc), Arc::new(metrics));
+        let mut a = Assembler::new(
+            plan(),
+            1,
+            free_tx,
+            vec![(out_tx, OutputKind::Results)],
+            Arc::clone(&acc),
+            Arc::new(metrics),
+        );
         let px = BufferPool::new(1);
         let start = FrameStart { slot: 0, frame: frame(&px), tiles: 2 };
         let batches = if fail_second {

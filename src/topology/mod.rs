@@ -28,7 +28,7 @@ use crate::stages::infer::worker::{BatchPolicy, Worker};
 use crate::stages::preprocess::Normalizer;
 use crate::telemetry::{StationMetrics, Telemetry};
 use accounting::Accounting;
-use assemble::{Assembler, AssemblerPlan};
+use assemble::{Assembler, AssemblerPlan, OutputKind};
 use crossbeam_channel::{Sender, bounded};
 use messages::Inspection;
 use std::sync::Arc;
@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub max_frames: Option<u64>,
     /// Where inspection records go (results file, tests, eval); each gets every record.
     pub outputs: Vec<Sender<Inspection>>,
+    /// The result store's queue: like `outputs`, but its drops are counted apart
+    /// (`Accounting::store_dropped`), so a slow database shows as itself.
+    pub store: Option<Sender<Inspection>>,
     /// Where the station's metrics are registered and its readiness reported (the admin
     /// listener serves both). Without it the metrics still count, unexported.
     pub telemetry: Option<Arc<Telemetry>>,
@@ -332,7 +335,9 @@ impl Station {
         }
         drop((job_rx, result_tx));
 
-        let assembler = Assembler::new(plan, max_in_flight, slot_tx, options.outputs, Arc::clone(&accounting), metrics);
+        let mut outputs: Vec<_> = options.outputs.into_iter().map(|tx| (tx, OutputKind::Results)).collect();
+        outputs.extend(options.store.map(|tx| (tx, OutputKind::Store)));
+        let assembler = Assembler::new(plan, max_in_flight, slot_tx, outputs, Arc::clone(&accounting), metrics);
         let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {
             t.readiness.pipeline.release();

@@ -1,0 +1,116 @@
+//! The OpenAPI 3 description of the API, served at `/api/v1/openapi.json`. A test checks it
+//! against real responses: every path answers, with the properties marked required.
+
+use serde_json::{Value, json};
+
+fn param(name: &str, place: &str, kind: &str, description: &str) -> Value {
+    json!({ "name": name, "in": place, "required": place == "path", "schema": { "type": kind }, "description": description })
+}
+
+fn ok(schema: &str) -> Value {
+    json!({
+        "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } },
+        "400": { "$ref": "#/components/responses/Error" },
+        "401": { "$ref": "#/components/responses/Error" },
+    })
+}
+
+pub fn document() -> Value {
+    let time = "unix milliseconds, or RFC 3339 (2024-05-01T06:00:00Z)";
+    let (from, to) = (param("from", "query", "string", time), param("to", "query", "string", time));
+    let camera = param("camera", "query", "string", "camera id");
+    let counts = json!({
+        "type": "object",
+        "required": ["inspections", "ok", "ng", "failsafe", "yield", "ng_rate", "failsafe_rate"],
+        "properties": {
+            "inspections": { "type": "integer" }, "ok": { "type": "integer" }, "ng": { "type": "integer" },
+            "failsafe": { "type": "integer" },
+            "yield": { "type": ["number", "null"], "description": "ok / inspections (null when none)" },
+            "ng_rate": { "type": ["number", "null"] }, "failsafe_rate": { "type": ["number", "null"] },
+        },
+    });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "linesight API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Defect statistics and traceability from the result store. Query timestamps: unix ms or RFC 3339; response timestamps: unix ms (*_unix_ms) plus RFC 3339 UTC copies. Errors: {\"error\": message}. With [api] token set, send Authorization: Bearer <token>." },
+        "paths": {
+            "/api/v1/stats": { "get": {
+                "summary": "Totals, yield, NG rate and defect Pareto, overall and per bucket",
+                "description": "from defaults to 24 h before to, to to now; window is [from, to). Buckets are in local time ([api] utc_offset_minutes, else the machine's offset at `to`); shift = 8-hour buckets starting 06:00, 14:00 and 22:00. Pareto counts defects that counted towards a verdict.",
+                "parameters": [from, to, camera, param("bucket", "query", "string", "minute | hour (default) | day | shift")],
+                "responses": ok("Stats") } },
+            "/api/v1/inspections": { "get": {
+                "summary": "Inspections, newest first, with keyset pagination",
+                "parameters": [param("verdict", "query", "string", "ok | ng | failsafe"), camera,
+                    param("class", "query", "string", "has a counted defect of this class"), from, to,
+                    param("limit", "query", "integer", "1..=1000, default 100"),
+                    param("cursor", "query", "string", "next_cursor of the previous page")],
+                "responses": ok("InspectionPage") } },
+            "/api/v1/inspections/{id}": { "get": {
+                "summary": "One inspection, with the model and rules in force",
+                "parameters": [param("id", "path", "integer", "inspection id")],
+                "responses": ok("Inspection") } },
+            "/api/v1/parts/{part_id}": { "get": {
+                "summary": "Every inspection of one part, oldest first (traceability)",
+                "parameters": [param("part_id", "path", "string", "part id")],
+                "responses": ok("Part") } },
+            "/api/v1/cameras": { "get": { "summary": "Live camera state", "responses": ok("Cameras") } },
+            "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": ok("OpenApi") } },
+        },
+        "components": {
+            "responses": { "Error": { "description": "Bad query (400), no token (401) or unknown id (404)",
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+                "Counts": counts,
+                "ClassCount": { "type": "object", "required": ["class", "defects", "inspections"], "properties": {
+                    "class": { "type": "string" }, "defects": { "type": "integer" }, "inspections": { "type": "integer" } } },
+                "Stats": { "type": "object",
+                    "required": ["from_unix_ms", "to_unix_ms", "bucket", "utc_offset_minutes", "totals", "classes", "buckets"],
+                    "properties": {
+                        "from_unix_ms": { "type": "integer" }, "to_unix_ms": { "type": "integer" },
+                        "camera": { "type": ["string", "null"] }, "bucket": { "type": "string" },
+                        "utc_offset_minutes": { "type": "integer" },
+                        "totals": { "$ref": "#/components/schemas/Counts" },
+                        "classes": { "type": "array", "items": { "$ref": "#/components/schemas/ClassCount" } },
+                        "buckets": { "type": "array", "items": { "$ref": "#/components/schemas/Bucket" } } } },
+                "Bucket": { "allOf": [ { "$ref": "#/components/schemas/Counts" } ], "type": "object",
+                    "required": ["start_unix_ms", "start", "classes", "inspections", "ok", "ng", "failsafe", "yield"],
+                    "properties": { "start_unix_ms": { "type": "integer" }, "start": { "type": "string" },
+                        "classes": { "type": "array", "items": { "$ref": "#/components/schemas/ClassCount" } } } },
+                "Defect": { "type": "object", "required": ["class", "x", "y", "w", "h", "area_px", "max_score", "counted"],
+                    "properties": { "class": { "type": "string" }, "x": { "type": "number" }, "y": { "type": "number" },
+                        "w": { "type": "number" }, "h": { "type": "number" }, "area_px": { "type": "number" },
+                        "area_mm2": { "type": ["number", "null"] }, "max_score": { "type": ["number", "null"] },
+                        "counted": { "type": "boolean" } } },
+                "Inspection": { "type": "object",
+                    "required": ["id", "station", "camera", "seq", "part_id", "captured_unix_ms", "captured_at",
+                        "decided_unix_ms", "latency_ms", "verdict", "failsafe_cause", "model", "defects"],
+                    "properties": {
+                        "id": { "type": "integer" }, "station": { "type": "string" }, "camera": { "type": "string" },
+                        "seq": { "type": "integer" }, "part_id": { "type": ["string", "null"] },
+                        "captured_unix_ms": { "type": "integer" }, "captured_at": { "type": "string" },
+                        "decided_unix_ms": { "type": "integer" }, "latency_ms": { "type": "number" },
+                        "verdict": { "type": "string", "enum": ["OK", "NG", "FAILSAFE"] },
+                        "failsafe_cause": { "type": ["string", "null"], "enum": ["inference_error", "timeout", null] },
+                        "model": { "type": "object", "required": ["name", "sha256"], "properties": {
+                            "name": { "type": "string" }, "sha256": { "type": "string" },
+                            "rules": { "description": "the decision rules in force (single inspection only)" } } },
+                        "defects": { "type": "array", "items": { "$ref": "#/components/schemas/Defect" } } } },
+                "InspectionPage": { "type": "object", "required": ["items", "next_cursor"], "properties": {
+                    "items": { "type": "array", "items": { "$ref": "#/components/schemas/Inspection" } },
+                    "next_cursor": { "type": ["string", "null"], "description": "null on the last page" } } },
+                "Part": { "type": "object", "required": ["part_id", "inspections"], "properties": {
+                    "part_id": { "type": "string" },
+                    "inspections": { "type": "array", "items": { "$ref": "#/components/schemas/Inspection" } } } },
+                "Camera": { "type": "object", "required": ["id", "state", "fps", "last_frame_unix_ms", "captured"],
+                    "properties": { "id": { "type": "string" }, "state": { "type": "string", "enum": ["up", "down"] },
+                        "fps": { "type": "number" }, "last_frame_unix_ms": { "type": ["integer", "null"] },
+                        "captured": { "type": "integer" } } },
+                "Cameras": { "type": "object", "required": ["cameras"], "properties": {
+                    "cameras": { "type": "array", "items": { "$ref": "#/components/schemas/Camera" } } } },
+                "OpenApi": { "type": "object", "required": ["openapi", "info", "paths"] },
+            },
+        },
+    })
+}

@@ -1,0 +1,205 @@
+//! The API's routes (all `GET`, JSON): [`router`] is tested with `oneshot`, without a server.
+//!
+//! Timestamps in query parameters are unix milliseconds or RFC 3339; in responses they are unix
+//! milliseconds (`*_unix_ms`) plus an RFC 3339 copy in UTC for people (`captured_at`, `start`).
+
+use super::db::{self, Filter};
+use super::error::ApiError;
+use super::params::{self, Bucket};
+use crate::topology::accounting::Accounting;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+/// Largest request body accepted (every route is a GET: bodies are not expected).
+pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
+/// A request still unanswered after this gets 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `stats` window when `from` is absent: the 24 hours before `to`.
+const DEFAULT_WINDOW_MS: i64 = 86_400_000;
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The result store's database file (opened read-only per request).
+    pub db: PathBuf,
+    /// The running station's counters, for `/cameras`.
+    pub accounting: Option<Arc<Accounting>>,
+    /// Required bearer token, when set.
+    pub token: Option<String>,
+    /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
+    pub utc_offset_minutes: Option<i32>,
+    /// Last `/cameras` sample (time, frames captured per camera), for the frame rate.
+    fps_sample: Mutex<Option<FpsSample>>,
+}
+
+/// When, frames captured per camera then, and the rates computed then.
+type FpsSample = (Instant, Vec<u64>, Vec<f64>);
+
+impl ApiState {
+    pub fn new(db: PathBuf, accounting: Option<Arc<Accounting>>) -> Self {
+        Self { db, accounting, token: None, utc_offset_minutes: None, fps_sample: Mutex::new(None) }
+    }
+}
+
+type Shared = Arc<ApiState>;
+type Params = Query<HashMap<String, String>>;
+
+pub fn router(state: ApiState) -> Router {
+    let state = Arc::new(state);
+    Router::new()
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/inspections", get(list))
+        .route("/api/v1/inspections/{id}", get(inspection))
+        .route("/api/v1/parts/{part_id}", get(part))
+        .route("/api/v1/cameras", get(cameras))
+        .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
+        .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+/// With `[api] token` set, every request needs `Authorization: Bearer <token>`.
+async fn auth(State(s): State<Shared>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(token) = &s.token {
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let given = given.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        // Compare every byte, so the time taken does not tell how much matched.
+        let same =
+            given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Run a query on a fresh read-only connection, off the runtime's thread.
+async fn query<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let path = s.db.clone();
+    tokio::task::spawn_blocking(move || f(&crate::sinks::store::open_read_only(&path)?))
+        .await
+        .map_err(|e| ApiError::Internal(format!("query task: {e}")))?
+}
+
+fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::BadRequest(format!("unknown parameter {k:?}: expected {}", known.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// `from`, `to`, `camera` (and for lists `verdict`, `class`, `cursor`) as a filter.
+fn filter(q: &HashMap<String, String>) -> Result<Filter, ApiError> {
+    let from = q.get("from").map(|v| params::time("from", v)).transpose()?;
+    let to = q.get("to").map(|v| params::time("to", v)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        params::range(f, t)?;
+    }
+    Ok(Filter {
+        from,
+        to,
+        camera: q.get("camera").cloned(),
+        verdict: q.get("verdict").map(|v| params::verdict(v)).transpose()?,
+        class: q.get("class").cloned(),
+        before_id: q.get("cursor").map(|v| params::decode_cursor(v)).transpose()?,
+    })
+}
+
+async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+    check_known(&q, &["from", "to", "camera", "bucket"])?;
+    let mut f = filter(&q)?;
+    let to = f.to.unwrap_or_else(now_ms);
+    let from = f.from.unwrap_or(to - DEFAULT_WINDOW_MS);
+    params::range(from, to)?;
+    (f.from, f.to) = (Some(from), Some(to));
+    let bucket = Bucket::parse(q.get("bucket").map_or("hour", String::as_str))?;
+    if (to - from) / bucket.width_ms() > params::MAX_BUCKETS {
+        return Err(ApiError::BadRequest(format!(
+            "from..to spans more than {} {} buckets: narrow the range or use a wider bucket",
+            params::MAX_BUCKETS,
+            bucket.as_str()
+        )));
+    }
+    let offset_ms = i64::from(s.utc_offset_minutes.unwrap_or_else(|| local_offset_minutes(to))) * 60_000;
+    Ok(Json(query(&s, move |c| db::stats(c, &f, bucket, offset_ms)).await?))
+}
+
+/// This machine's UTC offset at `at_ms`, in minutes.
+fn local_offset_minutes(at_ms: i64) -> i32 {
+    use chrono::{Local, Offset, TimeZone};
+    let at = chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default().naive_utc();
+    Local.offset_from_utc_datetime(&at).fix().local_minus_utc() / 60
+}
+
+async fn list(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+    check_known(&q, &["verdict", "camera", "class", "from", "to", "limit", "cursor"])?;
+    let f = filter(&q)?;
+    let limit = params::limit(q.get("limit").map(String::as_str))?;
+    Ok(Json(query(&s, move |c| db::list(c, &f, limit)).await?))
+}
+
+async fn inspection(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = params::id(&id)?;
+    Ok(Json(query(&s, move |c| db::get(c, id)).await?))
+}
+
+async fn part(State(s): State<Shared>, Path(part_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(query(&s, move |c| db::part(c, &part_id)).await?))
+}
+
+/// Each camera's state from the live counters: up/down, frame rate since the previous call (or
+/// since start, on the first), last frame time, verdict and drop counts.
+async fn cameras(State(s): State<Shared>) -> Json<Value> {
+    let Some(acc) = &s.accounting else { return Json(json!({ "cameras": [] })) };
+    let snaps = acc.snapshot();
+    let now = Instant::now();
+    let captured: Vec<u64> = snaps.iter().map(|c| c.captured).collect();
+    let fps = {
+        let mut sample = s.fps_sample.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, before, last_fps) = sample.clone().unwrap_or((acc.epoch, vec![0; captured.len()], Vec::new()));
+        let dt = now.duration_since(since).as_secs_f64();
+        if dt >= 1.0 || last_fps.is_empty() {
+            let fps: Vec<f64> =
+                captured.iter().zip(&before).map(|(n, b)| n.saturating_sub(*b) as f64 / dt.max(1e-3)).collect();
+            *sample = Some((now, captured.clone(), fps.clone()));
+            fps
+        } else {
+            last_fps
+        }
+    };
+    let wall_now = now_ms();
+    let since_epoch = acc.epoch.elapsed().as_millis() as i64;
+    let list: Vec<Value> = snaps
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let last_ns = acc.cameras[i].last_frame_ns.load(std::sync::atomic::Ordering::Relaxed);
+            let last = (last_ns > 0).then(|| wall_now - (since_epoch - (last_ns / 1_000_000) as i64));
+            json!({
+                "id": c.id, "state": if c.up { "up" } else { "down" }, "fps": fps.get(i).copied().unwrap_or(0.0),
+                "last_frame_unix_ms": last, "captured": c.captured, "ok": c.ok, "ng": c.ng, "failsafe": c.failsafe(),
+                "dropped": c.dropped(), "reconnects": c.reconnects,
+            })
+        })
+        .collect();
+    Json(json!({ "cameras": list }))
+}

@@ -1,0 +1,319 @@
+//! The result store and the HTTP API over real SQLite files: a running station's records, schema
+//! migrations, retention, a damaged file, statistics against hand-counted numbers, pagination,
+//! bad queries, the token, and the OpenAPI document against real responses.
+
+mod common;
+
+use arrayvec::ArrayVec;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use linesight::api::{ApiState, router};
+use linesight::config;
+use linesight::frame::{FrameMeta, part_id};
+use linesight::sinks::store::{Retention, Store, StoreContext};
+use linesight::stages::decide::{FailsafeCause, Verdict};
+use linesight::stages::decode::Defect;
+use linesight::topology::accounting::Accounting;
+use linesight::topology::messages::{Inspection, RecordedDefect};
+use linesight::topology::{RunOptions, Station};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+use tower::ServiceExt;
+
+const KEEP: Retention = Retention { days: 0, max_inspections: 0 };
+/// 2024-05-01T00:00:00Z.
+const T0: i64 = 1_714_521_600_000;
+const HOUR: i64 = 3_600_000;
+
+fn ctx(cameras: &[&str]) -> StoreContext {
+    StoreContext {
+        station: "test".into(),
+        cameras: cameras.iter().map(|c| c.to_string()).collect(),
+        classes: vec!["scratch".into(), "dent".into()],
+        model_name: "m".into(),
+        model_sha256: "ab".into(),
+        rules_json: r#"[{"class":"scratch","min_score":0.5}]"#.into(),
+    }
+}
+
+/// An inspection of `camera` captured at `at_ms`, with defects `(class, counted)`.
+fn inspection(camera: u16, at_ms: i64, verdict: Verdict, part: Option<&str>, defects: &[(u16, bool)]) -> Inspection {
+    let now = Instant::now();
+    let mut list = ArrayVec::new();
+    for &(class, counted) in defects {
+        list.push(RecordedDefect { defect: Defect::from_box(class, 1.0, 2.0, 3.0, 4.0, 0.9), counted });
+    }
+    Inspection {
+        meta: FrameMeta {
+            camera,
+            seq: at_ms as u64,
+            part_id: part.map(part_id),
+            captured_at: now,
+            captured_wall: UNIX_EPOCH + Duration::from_millis(at_ms as u64),
+        },
+        width: 64,
+        height: 48,
+        verdict,
+        defects: list,
+        defects_truncated: 0,
+        image_score: f32::NAN,
+        mm_per_px: None,
+        infer_started: now,
+        infer_ended: now,
+        decided_at: now,
+        decided_wall: std::time::SystemTime::now(),
+    }
+}
+
+/// Write `records` through the real writer thread; returns its counters.
+fn write(path: &Path, records: Vec<Inspection>) -> Arc<Accounting> {
+    let store = Store::open(path, KEEP).unwrap_or_else(|e| panic!("{e}"));
+    let accounting = Arc::new(Accounting::new(&["a".into(), "b".into()]));
+    let (tx, rx) = crossbeam_channel::bounded(records.len().max(1));
+    for r in records {
+        tx.send(r).unwrap();
+    }
+    drop(tx);
+    store.run(rx, ctx(&["a", "b"]), Arc::clone(&accounting));
+    accounting
+}
+
+/// Six hand-counted inspections: OK 2, NG 3, fail-safe 1; scratch 3 counted defects on 2
+/// inspections, dent 1 (an uncounted dent does not count).
+fn seed(path: &Path) {
+    use Verdict::*;
+    write(
+        path,
+        vec![
+            inspection(0, T0 + HOUR, Ok, None, &[]),
+            inspection(0, T0 + HOUR + 60_000, Ng, None, &[(0, true), (0, true), (1, false)]),
+            inspection(0, T0 + 7 * HOUR, Ng, None, &[(1, true)]),
+            inspection(0, T0 + 15 * HOUR, Failsafe(FailsafeCause::Timeout), None, &[]),
+            inspection(1, T0 + HOUR, Ok, Some("P1"), &[]),
+            inspection(1, T0 + 2 * HOUR, Ng, Some("P1"), &[(0, true)]),
+        ],
+    );
+}
+
+fn app(path: &Path, token: Option<&str>) -> axum::Router {
+    let mut state = ApiState::new(path.to_path_buf(), Some(Arc::new(Accounting::new(&["a".into()]))));
+    state.token = token.map(String::from);
+    state.utc_offset_minutes = Some(0);
+    router(state)
+}
+
+fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    get_with(app, Request::get(uri).body(Body::empty()).unwrap())
+}
+
+fn get_with(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}")))
+    })
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn a_running_station_stores_every_decided_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("linesight.db");
+    let mut totals = (0, 0, 0);
+    // A normal run (OK and NG), then one whose deadline no verdict can meet (fail-safe), into the
+    // same file: the second open finds the schema in place.
+    for pipeline in ["", "verdict_deadline_ms = 1"] {
+        let text = common::synthetic_station(0.0, "backpressure = \"block\"", pipeline);
+        let loaded = config::load_str(&text, "test", common::repo()).unwrap();
+        let store = Store::open(&db, KEEP).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = crossbeam_channel::bounded(4096);
+        let options = RunOptions { max_frames: Some(30), store: Some(tx), ..Default::default() };
+        let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
+        let accounting = station.accounting();
+        let writer = {
+            let accounting = Arc::clone(&accounting);
+            std::thread::spawn(move || store.run(rx, ctx(&["cam"]), accounting))
+        };
+        station.run();
+        writer.join().unwrap();
+        let s = &accounting.snapshot()[0];
+        assert_eq!(accounting.store_written.load(std::sync::atomic::Ordering::Relaxed), s.inspected() + s.failsafe());
+        totals = (totals.0 + s.ok, totals.1 + s.ng, totals.2 + s.failsafe());
+    }
+    let n = |v: &str| count(&db, &format!("SELECT COUNT(*) FROM inspections WHERE verdict = '{v}'")) as u64;
+    assert_eq!((n("OK"), n("NG"), n("FAILSAFE")), totals);
+    assert!(totals.0 > 0 && totals.1 > 0 && totals.2 > 0, "{totals:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM models"), 1, "same model and rules: one row");
+}
+
+#[test]
+fn migrations_run_once_and_a_damaged_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    drop(Store::open(&db, KEEP).unwrap());
+    drop(Store::open(&db, KEEP).unwrap());
+    assert_eq!(count(&db, "PRAGMA user_version"), linesight::sinks::store::schema::VERSION);
+    let mode: String =
+        rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+
+    let bad = dir.path().join("bad.db");
+    std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
+    let msg = Store::open(&bad, KEEP).err().expect("not a database").to_string();
+    assert!(msg.contains("bad.db") && msg.contains("move it aside"), "{msg}");
+}
+
+#[test]
+fn retention_deletes_by_age_and_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    seed(&db);
+    let mut store = Store::open(&db, Retention { days: 1, max_inspections: 0 }).unwrap();
+    // A day after T0 + 2 h: the three captured before T0 + 2 h go.
+    assert_eq!(store.apply_retention(T0 + 26 * HOUR).unwrap(), 3);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inspections"), 3);
+    let mut store2 = Store::open(&db, Retention { days: 0, max_inspections: 1 }).unwrap();
+    assert_eq!(store2.apply_retention(T0).unwrap(), 2);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inspections"), 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM defects WHERE inspection_id NOT IN (SELECT id FROM inspections)"), 0);
+}
+
+#[test]
+fn stats_match_hand_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    seed(&db);
+    let app = app(&db, None);
+    let (status, s) = get(&app, &format!("/api/v1/stats?from={T0}&to=2024-05-02T00:00:00Z&bucket=shift"));
+    assert_eq!(status, StatusCode::OK, "{s}");
+    let t = &s["totals"];
+    assert_eq!(
+        (t["inspections"].as_i64(), t["ok"].as_i64(), t["ng"].as_i64(), t["failsafe"].as_i64()),
+        (Some(6), Some(2), Some(3), Some(1))
+    );
+    assert!((t["yield"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-9);
+    assert_eq!(s["classes"][0], serde_json::json!({"class": "scratch", "defects": 3, "inspections": 2}));
+    assert_eq!(s["classes"][1], serde_json::json!({"class": "dent", "defects": 1, "inspections": 1}));
+    let b = s["buckets"].as_array().unwrap();
+    let starts: Vec<i64> = b.iter().map(|b| b["start_unix_ms"].as_i64().unwrap()).collect();
+    assert_eq!(starts, [T0 - 2 * HOUR, T0 + 6 * HOUR, T0 + 14 * HOUR], "shifts start 22:00, 06:00, 14:00");
+    let n: Vec<i64> = b.iter().map(|b| b["inspections"].as_i64().unwrap()).collect();
+    assert_eq!(n, [4, 1, 1]);
+    let (_, a) = get(&app, &format!("/api/v1/stats?from={T0}&to={}&camera=a&bucket=hour", T0 + 24 * HOUR));
+    assert_eq!(a["totals"]["inspections"], 4);
+    assert_eq!(a["buckets"].as_array().unwrap().len(), 3, "01:00 (two), 07:00, 15:00");
+}
+
+#[test]
+fn pagination_walks_every_row_once_and_lookups_find_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    write(&db, (0..1234).map(|i| inspection(0, T0 + i, Verdict::Ok, None, &[])).collect());
+    let app = app(&db, None);
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/inspections?limit=100".to_string();
+    loop {
+        let (status, page) = get(&app, &uri);
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/v1/inspections?limit=100&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted.len()), (1234, 1234));
+    assert_eq!(get(&app, "/api/v1/inspections/1").0, StatusCode::OK);
+    assert_eq!(get(&app, "/api/v1/inspections/999999").0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&app, "/api/v1/parts/nope").0, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn bad_queries_say_what_is_wrong_and_the_token_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    seed(&db);
+    let app = app(&db, None);
+    for (uri, says) in [
+        ("/api/v1/inspections?verdict=maybe", "verdict"),
+        ("/api/v1/inspections?from=2000&to=1000", "after"),
+        ("/api/v1/stats?bucket=week", "bucket"),
+        ("/api/v1/inspections?cursor=zzz", "cursor"),
+        ("/api/v1/inspections?limit=0", "limit"),
+        ("/api/v1/inspections?limit=5000", "limit"),
+        ("/api/v1/stats?from=yesterday", "RFC 3339"),
+        ("/api/v1/stats?colour=red", "unknown parameter"),
+        ("/api/v1/inspections/abc", "id"),
+    ] {
+        let (status, body) = get(&app, uri);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{uri}: {body}");
+    }
+    let token = "0123456789abcdef0123";
+    let secured = self::app(&db, Some(token));
+    assert_eq!(get(&secured, "/api/v1/stats").0, StatusCode::UNAUTHORIZED);
+    let wrong = Request::get("/api/v1/stats").header("authorization", "Bearer nope").body(Body::empty()).unwrap();
+    assert_eq!(get_with(&secured, wrong).0, StatusCode::UNAUTHORIZED);
+    let right =
+        Request::get("/api/v1/stats").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+    assert_eq!(get_with(&secured, right).0, StatusCode::OK);
+}
+
+/// Every property a schema marks required is present, recursively through `$ref`s, `allOf`
+/// and arrays.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap();
+        return check(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        check(doc, part, value, at);
+    }
+    for key in schema["required"].as_array().into_iter().flatten() {
+        let key = key.as_str().unwrap();
+        assert!(value.get(key).is_some(), "{at}: missing required {key:?} in {value}");
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, s) in props {
+            if let Some(v) = obj.get(k) {
+                check(doc, s, v, &format!("{at}.{k}"));
+            }
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in list.iter().enumerate() {
+            check(doc, items, v, &format!("{at}[{i}]"));
+        }
+    }
+}
+
+#[test]
+fn the_openapi_document_describes_the_real_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o.db");
+    seed(&db);
+    let app = app(&db, None);
+    let (status, doc) = get(&app, "/api/v1/openapi.json");
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 6);
+    for (path, item) in paths {
+        let uri = path.replace("{id}", "2").replace("{part_id}", "P1");
+        let uri =
+            if uri.ends_with("stats") { format!("{uri}?from={T0}&to={}&bucket=hour", T0 + 24 * HOUR) } else { uri };
+        let (status, body) = get(&app, &uri);
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        let schema = &item["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        check(&doc, schema, &body, &uri);
+    }
+}
