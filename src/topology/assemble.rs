@@ -135,7 +135,15 @@ impl Assembler {
                     }
                 } else if Some(idx) == i_result {
                     match op.recv(&results) {
-                        Ok(r) => self.on_batch(r),
+                        Ok(r) => {
+                            // Every frame start sent before this batch is in the queue by now
+                            // (preprocess sends a frame's start before its batches): take them
+                            // first, so the batch's frames are known.
+                            while let Ok(s) = starts.try_recv() {
+                                self.on_start(s);
+                            }
+                            self.on_batch(r)
+                        }
                         Err(_) => {
                             results_open = false;
                             break;

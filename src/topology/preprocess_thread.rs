@@ -8,6 +8,11 @@
 //! padded with zeros to the policy's shape (a power of two, or the model's fixed batch) and sent.
 //! A partial batch is also sent before this thread waits for a free slot, so a batch never waits
 //! on frames that cannot enter the pipeline until it has run (no deadlock at `max_in_flight`).
+//!
+//! Ordering: a frame's `FrameStart` is sent before any batch holding its tiles (batches that
+//! fill up while a frame is being cut are held until its `FrameStart` is out). The assembler
+//! drains frame starts before it handles a batch result, so it always knows the frame a result
+//! belongs to.
 
 use super::accounting::{Accounting, DropCause};
 use super::messages::{BatchJob, FrameStart, MAX_BATCH, SlotId, TileRef};
@@ -60,6 +65,8 @@ impl Preprocessor {
         let mut open: Vec<bool> = vec![true; cameras.len()];
         let mut grid = TileGrid::default();
         let mut pending: Option<Pending> = None;
+        // Batches filled while cutting the current frame, sent right after its FrameStart.
+        let mut ready: Vec<BatchJob> = Vec::with_capacity(16);
         'outer: while open.iter().any(|&o| o) {
             let mut sel = Select::new();
             let mut index_of_op = Vec::with_capacity(cameras.len());
@@ -87,7 +94,7 @@ impl Preprocessor {
                 let cam = index_of_op[op.index()];
                 match op.recv(&cameras[cam]) {
                     Ok(frame) => {
-                        if !self.process(frame, &mut grid, &mut pending, &out) {
+                        if !self.process(frame, &mut grid, &mut pending, &mut ready, &out) {
                             return; // downstream gone
                         }
                     }
@@ -101,18 +108,30 @@ impl Preprocessor {
         self.flush(&mut pending, &out.jobs);
     }
 
-    /// Send the pending batch, padded to its shape. Returns false when the workers are gone.
-    fn flush(&self, pending: &mut Option<Pending>, jobs: &Sender<BatchJob>) -> bool {
-        let Some(Pending { mut tensor, items, .. }) = pending.take() else { return true };
+    /// Close the pending batch: pad it to its shape.
+    fn seal(&self, pending: &mut Option<Pending>) -> Option<BatchJob> {
+        let Pending { mut tensor, items, .. } = pending.take()?;
         let item = self.item_len();
         let batch = self.policy.padded(items.len());
         // Padding items are zeros; their outputs are computed and ignored.
         tensor[items.len() * item..batch * item].fill(0.0);
-        jobs.send(BatchJob { tensor, batch, items }).is_ok()
+        Some(BatchJob { tensor, batch, items })
+    }
+
+    /// Send the pending batch, padded. Returns false when the workers are gone.
+    fn flush(&self, pending: &mut Option<Pending>, jobs: &Sender<BatchJob>) -> bool {
+        self.seal(pending).is_none_or(|job| jobs.send(job).is_ok())
     }
 
     /// Returns false when downstream queues are closed.
-    fn process(&mut self, frame: Frame, grid: &mut TileGrid, pending: &mut Option<Pending>, out: &Downstream) -> bool {
+    fn process(
+        &mut self,
+        frame: Frame,
+        grid: &mut TileGrid,
+        pending: &mut Option<Pending>,
+        ready: &mut Vec<BatchJob>,
+        out: &Downstream,
+    ) -> bool {
         if frame.width == 0 || frame.height == 0 || frame.pixels.len() < frame.stride() * frame.height as usize {
             self.accounting.camera(frame.meta.camera).dropped(DropCause::InvalidFrame);
             return true;
@@ -166,13 +185,18 @@ impl Preprocessor {
                 }
             };
             p.items.push(TileRef { slot, tile: t as u16, origin: (x0, y0), window });
-            if p.items.len() == limit && !self.flush(pending, &out.jobs) {
-                return false;
+            if p.items.len() == limit {
+                ready.extend(self.seal(pending));
             }
         }
         (self.on_frame)(t0.elapsed());
         if out.starts.send(FrameStart { slot, frame, tiles: tiles as u16 }).is_err() {
             return false;
+        }
+        for job in ready.drain(..) {
+            if out.jobs.send(job).is_err() {
+                return false;
+            }
         }
         // No waiting allowed: run what we have now.
         if self.policy.max_wait.is_zero() {
