@@ -4,6 +4,7 @@ use crate::admin::AdminServer;
 use crate::api::{ApiServer, ApiState};
 use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
 use crate::config::{self, LoadedConfig, StationConfig};
+use crate::sinks::archive::{self, Archive};
 use crate::sinks::results::{self, RecordContext};
 use crate::sinks::store::{Retention, Store, StoreContext};
 use crate::telemetry::Telemetry;
@@ -129,11 +130,20 @@ fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
+    let archive = match &cfg.archive {
+        Some(a) => {
+            let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+            Some((Archive::open(&loaded.resolve(&a.dir), cameras, a.max_bytes, a.max_age_days)?, a.ok_sample_rate))
+        }
+        None => None,
+    };
     let (store_tx, store_rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
+    let (archive_tx, archive_rx) = crossbeam_channel::bounded(archive::QUEUE_DEPTH);
     let options = RunOptions {
         max_frames: args.max_frames,
         outputs,
         store: store.is_some().then_some(store_tx),
+        archive: archive.as_ref().map(|(_, rate)| (archive_tx, *rate)),
         telemetry: Some(telemetry),
     };
     let station = Station::build(&loaded, options)?;
@@ -143,6 +153,7 @@ fn run(args: RunArgs) -> Result<()> {
             let mut state = ApiState::new(store.path().to_path_buf(), Some(station.accounting()));
             state.token = cfg.api.token.clone();
             state.utc_offset_minutes = cfg.api.utc_offset_minutes;
+            state.archive_dir = archive.as_ref().map(|(a, _)| a.dir().to_path_buf());
             let server = ApiServer::start(addr, state)?;
             tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
             Some(server)
@@ -164,6 +175,13 @@ fn run(args: RunArgs) -> Result<()> {
             .name("store".into())
             .spawn(move || store.run(store_rx, ctx, accounting))
             .expect("spawning the store thread")
+    });
+    let archive_handle = archive.map(|(archive, _)| {
+        let accounting = station.accounting();
+        std::thread::Builder::new()
+            .name("archive".into())
+            .spawn(move || archive.run(archive_rx, accounting))
+            .expect("spawning the archive thread")
     });
     let sink_handle = sink_thread.map(|(rx, station, cameras, writer)| {
         let ctx = RecordContext { station, cameras, classes };
@@ -199,6 +217,9 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(h) = store_handle {
         h.join().map_err(|_| anyhow::anyhow!("store thread panicked"))?;
     }
+    if let Some(h) = archive_handle {
+        h.join().map_err(|_| anyhow::anyhow!("archive thread panicked"))?;
+    }
     // The pipeline has drained and the outputs are flushed: the listeners go last.
     if let Some(server) = api {
         server.shutdown();
@@ -215,6 +236,9 @@ fn run(args: RunArgs) -> Result<()> {
             "store_dropped": accounting.store_dropped.load(Relaxed),
             "store_written": accounting.store_written.load(Relaxed),
             "store_errors": accounting.store_errors.load(Relaxed),
+            "archive_written": accounting.archive_written.load(Relaxed),
+            "archive_dropped": accounting.archive_dropped_queue_full.load(Relaxed),
+            "archive_errors": accounting.archive_errors.load(Relaxed),
             "cameras": snaps,
         });
         if target == "-" {

@@ -3,7 +3,8 @@
 //! Every allocation is attributed to the pipeline thread that made it (by thread name). After a
 //! warm-up, the camera, preprocess and assembler threads must not allocate at all while hundreds
 //! of frames pass. The camera is calibrated, so its thread also undistorts every frame, and the
-//! decision applies a rule in mm. The inference threads are reported, not asserted: the `ort` crate builds small
+//! decision applies a rule in mm, and NG frames (and 1 % of OK ones) go to the image archive,
+//! which takes the frame itself, not a copy. The inference threads are reported, not asserted: the `ort` crate builds small
 //! vectors of input/output names on every `Session::run`, which is outside our control (ONNX
 //! Runtime's own C++ allocations do not go through this allocator at all).
 
@@ -11,6 +12,7 @@ mod common;
 
 use linesight::calibration::{Calibration, PlaneScale, ScaleSource};
 use linesight::config;
+use linesight::sinks::archive::Archive;
 use linesight::telemetry::Telemetry;
 use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -92,14 +94,22 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
     // Metrics registered and scraped while frames pass, as in a real station.
     let telemetry = std::sync::Arc::new(Telemetry::new());
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(archive_dir.path(), vec!["cam".into()], 0, 0).unwrap();
+    let (archive_tx, archive_rx) = crossbeam_channel::bounded(linesight::sinks::archive::QUEUE_DEPTH);
     let options = RunOptions {
         max_frames: Some(700),
         outputs: vec![tx],
+        archive: Some((archive_tx, 0.01)),
         telemetry: Some(telemetry.clone()),
         ..Default::default()
     };
     let station = Station::build(&loaded, options).unwrap();
     let accounting = station.accounting();
+    let archiver = {
+        let accounting = station.accounting();
+        std::thread::Builder::new().name("archive".into()).spawn(move || archive.run(archive_rx, accounting)).unwrap()
+    };
     let runner = std::thread::Builder::new().name("station".into()).spawn(move || station.run()).unwrap();
 
     let decided = || accounting.snapshot()[0].inspected() + accounting.snapshot()[0].failsafe();
@@ -119,6 +129,8 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     assert!(scrape.contains("linesight_stage_seconds_count{stage=\"preprocess\"}"), "{scrape}");
     let frames = decided() - frames_before;
     runner.join().unwrap();
+    archiver.join().unwrap();
+    assert!(accounting.archive_written.load(Relaxed) > 0, "NG frames were archived");
     received += rx.try_iter().count() as u64;
     assert_eq!(received, 700, "every inspection reached the output");
 

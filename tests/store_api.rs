@@ -65,6 +65,7 @@ fn inspection(camera: u16, at_ms: i64, verdict: Verdict, part: Option<&str>, def
         infer_ended: now,
         decided_at: now,
         decided_wall: std::time::SystemTime::now(),
+        archived: false,
     }
 }
 
@@ -306,9 +307,15 @@ fn the_openapi_document_describes_the_real_responses() {
     let (status, doc) = get(&app, "/api/v1/openapi.json");
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 6);
+    assert_eq!(paths.len(), 7);
     for (path, item) in paths {
         let uri = path.replace("{id}", "2").replace("{part_id}", "P1");
+        if path.ends_with("/image") {
+            // PNG, not JSON (tests/archive.rs serves real ones); without an archive: 404.
+            assert!(item["get"]["responses"]["200"]["content"]["image/png"].is_object());
+            assert_eq!(get(&app, &uri).0, StatusCode::NOT_FOUND);
+            continue;
+        }
         let uri =
             if uri.ends_with("stats") { format!("{uri}?from={T0}&to={}&bucket=hour", T0 + 24 * HOUR) } else { uri };
         let (status, body) = get(&app, &uri);

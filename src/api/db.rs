@@ -200,3 +200,11 @@ pub fn part(conn: &Connection, part_id: &str) -> Result<Json, ApiError> {
     }
     Ok(json!({ "part_id": part_id, "inspections": items }))
 }
+
+/// Where the archive keeps inspection `id`'s image (relative to the archive folder), if it was
+/// archived; an unknown id is a 404.
+pub fn image_path(conn: &Connection, id: i64) -> Result<Option<String>, ApiError> {
+    conn.query_row("SELECT image_path FROM inspections WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| ApiError::NotFound(format!("no inspection with id {id}")))
+}

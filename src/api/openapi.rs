@@ -50,6 +50,17 @@ pub fn document() -> Value {
                 "summary": "One inspection, with the model and rules in force",
                 "parameters": [param("id", "path", "integer", "inspection id")],
                 "responses": ok("Inspection") } },
+            "/api/v1/inspections/{id}/image": { "get": {
+                "summary": "The inspection's archived frame as PNG (every NG and fail-safe frame, a sample of OK frames)",
+                "description": "404 when the inspection has no archived image: an OK frame not sampled, deleted by archive retention, not written (the archive fell behind or failed), or no [archive] configured.",
+                "parameters": [param("id", "path", "integer", "inspection id"),
+                    param("overlay", "query", "boolean", "true: with the defects' bounding boxes outlined (default false)")],
+                "responses": {
+                    "200": { "description": "The image", "content": { "image/png": { "schema": { "type": "string", "contentMediaType": "image/png" } } } },
+                    "400": { "$ref": "#/components/responses/Error" },
+                    "401": { "$ref": "#/components/responses/Error" },
+                    "404": { "$ref": "#/components/responses/Error" },
+                } } },
             "/api/v1/parts/{part_id}": { "get": {
                 "summary": "Every inspection of one part, oldest first (traceability)",
                 "parameters": [param("part_id", "path", "string", "part id")],

@@ -10,7 +10,7 @@ use crate::topology::accounting::Accounting;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -38,6 +38,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
     pub utc_offset_minutes: Option<i32>,
+    /// The image archive's folder, when the station archives images.
+    pub archive_dir: Option<PathBuf>,
     /// Last `/cameras` sample (time, frames captured per camera), for the frame rate.
     fps_sample: Mutex<Option<FpsSample>>,
 }
@@ -47,7 +49,7 @@ type FpsSample = (Instant, Vec<u64>, Vec<f64>);
 
 impl ApiState {
     pub fn new(db: PathBuf, accounting: Option<Arc<Accounting>>) -> Self {
-        Self { db, accounting, token: None, utc_offset_minutes: None, fps_sample: Mutex::new(None) }
+        Self { db, accounting, token: None, utc_offset_minutes: None, archive_dir: None, fps_sample: Mutex::new(None) }
     }
 }
 
@@ -60,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/inspections", get(list))
         .route("/api/v1/inspections/{id}", get(inspection))
+        .route("/api/v1/inspections/{id}/image", get(image))
         .route("/api/v1/parts/{part_id}", get(part))
         .route("/api/v1/cameras", get(cameras))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
@@ -160,6 +163,35 @@ async fn list(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, 
 async fn inspection(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = params::id(&id)?;
     Ok(Json(query(&s, move |c| db::get(c, id)).await?))
+}
+
+/// The inspection's archived frame as PNG (`overlay=true`: with its defects outlined). The file is
+/// found through the id's row in the store, never from a path in the request.
+async fn image(State(s): State<Shared>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    check_known(&q, &["overlay"])?;
+    let id = params::id(&id)?;
+    let overlay = match q.get("overlay").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => return Err(ApiError::BadRequest(format!("overlay = {v:?}: expected true or false"))),
+    };
+    let none = || ApiError::NotFound(format!("inspection {id} has no archived image"));
+    let dir = s.archive_dir.clone().ok_or_else(none)?;
+    let relative = query(&s, move |c| db::image_path(c, id)).await?.ok_or_else(none)?;
+    let relative = if overlay { crate::sinks::archive::overlay_path(&relative) } else { relative };
+    let path = crate::sinks::archive::resolve(&dir, &relative).ok_or_else(|| {
+        ApiError::Internal(format!("inspection {id}: stored image path {relative:?} is not a safe relative path"))
+    })?;
+    let bytes = match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+        Ok(Ok(bytes)) => bytes,
+        // Deleted by retention, or never written (the archive fell behind or failed).
+        Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Err(none());
+        }
+        Ok(Err(e)) => return Err(ApiError::Internal(format!("reading the archived image: {e}"))),
+        Err(e) => return Err(ApiError::Internal(format!("read task: {e}"))),
+    };
+    Ok(([(header::CONTENT_TYPE, "image/png")], bytes).into_response())
 }
 
 async fn part(State(s): State<Shared>, Path(part_id): Path<String>) -> Result<Json<Value>, ApiError> {

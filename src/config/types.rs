@@ -4,7 +4,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`,
-/// `[admin]`, `[store]`, `[api]`.
+/// `[admin]`, `[store]`, `[api]`, `[archive]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
@@ -28,6 +28,9 @@ pub struct StationConfig {
     pub store: Option<StoreConfig>,
     #[serde(default)]
     pub api: ApiConfig,
+    /// The image archive (NG and fail-safe frames, a sample of OK ones); absent = no archive.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -376,6 +379,34 @@ fn default_retention_days() -> u32 {
 }
 fn default_max_inspections() -> u64 {
     10_000_000
+}
+
+/// The image archive: every NG and fail-safe frame, and a deterministic share of OK frames, as
+/// PNG files (plain and with the defects outlined), pruned by total size and age.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Folder of the image files, relative to the config file; created when missing.
+    pub dir: PathBuf,
+    /// Share of OK frames archived for audits, 0..=1, chosen by sequence number (deterministic).
+    #[serde(default = "default_ok_sample_rate")]
+    pub ok_sample_rate: f64,
+    /// Keep at most this many bytes of images, deleting the oldest first (0 = no limit).
+    #[serde(default = "default_archive_max_bytes")]
+    pub max_bytes: u64,
+    /// Delete images older than this many days (0 = keep forever).
+    #[serde(default = "default_archive_max_age_days")]
+    pub max_age_days: u32,
+}
+
+fn default_ok_sample_rate() -> f64 {
+    0.01
+}
+fn default_archive_max_bytes() -> u64 {
+    10 << 30
+}
+fn default_archive_max_age_days() -> u32 {
+    30
 }
 
 /// The HTTP API of defect statistics (`/api/v1/...`), served when a `[store]` is configured.

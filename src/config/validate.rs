@@ -191,6 +191,11 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         c.check(!store.path.as_os_str().is_empty(), "store.path", &store.path, "give a database file name");
         c.check(store.retention_days <= 36_500, "store.retention_days", store.retention_days, "must be 0..=36500");
     }
+    if let Some(a) = &cfg.archive {
+        c.check(!a.dir.as_os_str().is_empty(), "archive.dir", &a.dir, "give a folder for the images");
+        c.check((0.0..=1.0).contains(&a.ok_sample_rate), "archive.ok_sample_rate", a.ok_sample_rate, "must be 0..=1");
+        c.check(a.max_age_days <= 36_500, "archive.max_age_days", a.max_age_days, "must be 0..=36500");
+    }
 
     if c.0.is_empty() { Ok(geometry) } else { Err(ConfigErrors(c.0)) }
 }

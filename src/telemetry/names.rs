@@ -46,6 +46,20 @@ pub const STORE_DROPPED_HELP: &str = "Inspection records dropped because the res
 pub const STORE_WRITTEN: &str = "linesight_store_written_total";
 pub const STORE_WRITTEN_HELP: &str = "Inspection records committed to the result store.";
 
+/// Counter {reason}: frames selected for the image archive that it did not get (`queue_full`).
+pub const ARCHIVE_DROPPED: &str = "linesight_archive_dropped_total";
+pub const ARCHIVE_DROPPED_HELP: &str = "Frames selected for the image archive but not archived, per cause.";
+/// Label value of `linesight_archive_dropped_total{reason}`: the archive writer fell behind.
+pub const ARCHIVE_DROPPED_QUEUE_FULL: &str = "queue_full";
+
+/// Counter: frames written to the image archive (plain and overlay PNG).
+pub const ARCHIVE_WRITTEN: &str = "linesight_archive_written_total";
+pub const ARCHIVE_WRITTEN_HELP: &str = "Frames written to the image archive.";
+
+/// Gauge: 1 while image archive writes fail (read-only folder, full disk), 0 once one succeeds.
+pub const ARCHIVE_DEGRADED: &str = "linesight_archive_degraded";
+pub const ARCHIVE_DEGRADED_HELP: &str = "Whether the image archive's last write failed (1) or not (0).";
+
 /// Gauge {camera}: 1 while the camera delivers frames, 0 while it is down or stalled.
 pub const CAMERA_UP: &str = "linesight_camera_up";
 pub const CAMERA_UP_HELP: &str = "Whether the camera delivers frames (1) or is down (0).";
@@ -107,11 +121,14 @@ pub const STAGE_PREPROCESS: &str = "preprocess";
 pub const STAGE_DECODE: &str = "decode";
 
 /// The `{stage, error_type}` pairs of `linesight_errors_total`: grabs that yielded no frame, and
-/// inference runs that failed (their frames fail safe), and result store writes that failed.
+/// inference runs that failed (their frames fail safe), and result store and image archive writes
+/// that failed.
 pub const ERRORS_CAPTURE_BAD_FRAME: (&str, &str) = ("capture", "bad_frame");
 pub const ERRORS_INFER_RUN_FAILED: (&str, &str) = ("infer", "run_failed");
 /// Result store transactions that failed (their records are lost; inspection goes on).
 pub const ERRORS_STORE_WRITE_FAILED: (&str, &str) = ("store", "write_failed");
+/// Image archive writes that failed (the frame is not archived; inspection goes on).
+pub const ERRORS_ARCHIVE_WRITE_FAILED: (&str, &str) = ("archive", "write_failed");
 
 /// Buckets for stage durations: 50 µs to 1 s.
 pub const STAGE_BUCKETS: &[f64] =

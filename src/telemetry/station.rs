@@ -101,7 +101,7 @@ struct AccountingCollector {
 }
 
 /// Every family this collector exports: (name, help, variable labels).
-const ACCOUNTING_FAMILIES: [(&str, &str, &[&str]); 11] = [
+const ACCOUNTING_FAMILIES: [(&str, &str, &[&str]); 14] = [
     (names::FRAMES_CAPTURED, names::FRAMES_CAPTURED_HELP, &[names::CAMERA]),
     (names::FRAMES_DROPPED, names::FRAMES_DROPPED_HELP, &[names::CAMERA, names::REASON]),
     (names::INSPECTIONS, names::INSPECTIONS_HELP, &[names::CAMERA, names::VERDICT]),
@@ -111,6 +111,9 @@ const ACCOUNTING_FAMILIES: [(&str, &str, &[&str]); 11] = [
     (names::RESULTS_DROPPED, names::RESULTS_DROPPED_HELP, &[]),
     (names::STORE_DROPPED, names::STORE_DROPPED_HELP, &[]),
     (names::STORE_WRITTEN, names::STORE_WRITTEN_HELP, &[]),
+    (names::ARCHIVE_DROPPED, names::ARCHIVE_DROPPED_HELP, &[names::REASON]),
+    (names::ARCHIVE_WRITTEN, names::ARCHIVE_WRITTEN_HELP, &[]),
+    (names::ARCHIVE_DEGRADED, names::ARCHIVE_DEGRADED_HELP, &[]),
     (names::CAMERA_UP, names::CAMERA_UP_HELP, &[names::CAMERA]),
     (names::QUEUE_DEPTH, names::QUEUE_DEPTH_HELP, &[names::CAMERA]),
 ];
@@ -150,8 +153,8 @@ impl Collector for AccountingCollector {
         let per_camera_and = |label: &'static str, values: fn(&CameraSnapshot) -> [(&'static str, u64); 2]| {
             snaps.iter().flat_map(|s| values(s).map(|(v, n)| counter(&[cam(s), (label, v)], n))).collect::<Vec<_>>()
         };
-        let (bad_frame, run_failed, store_failed) =
-            (ERRORS_CAPTURE_BAD_FRAME, ERRORS_INFER_RUN_FAILED, ERRORS_STORE_WRITE_FAILED);
+        let (bad_frame, run_failed, store_failed, archive_failed) =
+            (ERRORS_CAPTURE_BAD_FRAME, ERRORS_INFER_RUN_FAILED, ERRORS_STORE_WRITE_FAILED, ERRORS_ARCHIVE_WRITE_FAILED);
         let mut families = vec![
             family(FRAMES_CAPTURED, FRAMES_CAPTURED_HELP, MetricType::COUNTER, per_camera(|s| s.captured)),
             family(
@@ -199,6 +202,10 @@ impl Collector for AccountingCollector {
                     ),
                     counter(&[(STAGE, run_failed.0), (ERROR_TYPE, run_failed.1)], a.inference_errors.load(Relaxed)),
                     counter(&[(STAGE, store_failed.0), (ERROR_TYPE, store_failed.1)], a.store_errors.load(Relaxed)),
+                    counter(
+                        &[(STAGE, archive_failed.0), (ERROR_TYPE, archive_failed.1)],
+                        a.archive_errors.load(Relaxed),
+                    ),
                 ],
             ),
             family(CAMERA_RECONNECTS, CAMERA_RECONNECTS_HELP, MetricType::COUNTER, per_camera(|s| s.reconnects)),
@@ -219,6 +226,24 @@ impl Collector for AccountingCollector {
                 STORE_WRITTEN_HELP,
                 MetricType::COUNTER,
                 vec![counter(&[], a.store_written.load(Relaxed))],
+            ),
+            family(
+                ARCHIVE_DROPPED,
+                ARCHIVE_DROPPED_HELP,
+                MetricType::COUNTER,
+                vec![counter(&[(REASON, ARCHIVE_DROPPED_QUEUE_FULL)], a.archive_dropped_queue_full.load(Relaxed))],
+            ),
+            family(
+                ARCHIVE_WRITTEN,
+                ARCHIVE_WRITTEN_HELP,
+                MetricType::COUNTER,
+                vec![counter(&[], a.archive_written.load(Relaxed))],
+            ),
+            family(
+                ARCHIVE_DEGRADED,
+                ARCHIVE_DEGRADED_HELP,
+                MetricType::GAUGE,
+                vec![gauge(&[], f64::from(u8::from(a.archive_degraded.load(Relaxed))))],
             ),
             family(
                 CAMERA_UP,

@@ -137,6 +137,12 @@ pub struct Accounting {
     /// Inspection records the result store committed, and batches it failed to write.
     pub store_written: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Frames the archive queue could not take in time (the archive fell behind), frames the
+    /// archive wrote, and writes that failed; `archive_degraded` is set while writes fail.
+    pub archive_dropped_queue_full: AtomicU64,
+    pub archive_written: AtomicU64,
+    pub archive_errors: AtomicU64,
+    pub archive_degraded: AtomicBool,
     pub inference_errors: AtomicU64,
     /// Batches run, tiles in them (padding excluded), and time spent inside `Session::run`
     /// summed over workers: worker utilisation = busy / (wall time × workers).
@@ -154,6 +160,10 @@ impl Accounting {
             store_dropped: AtomicU64::new(0),
             store_written: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            archive_dropped_queue_full: AtomicU64::new(0),
+            archive_written: AtomicU64::new(0),
+            archive_errors: AtomicU64::new(0),
+            archive_degraded: AtomicBool::new(false),
             inference_errors: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_tiles: AtomicU64::new(0),

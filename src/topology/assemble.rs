@@ -15,6 +15,7 @@ use crate::config::InputMode;
 use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
 use crate::pool::BufferPool;
+use crate::sinks::archive::{self, ArchiveJob};
 use crate::stages::decide::{self, FailsafeCause, Rules, Verdict};
 use crate::stages::decode::{
     ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
@@ -78,6 +79,8 @@ pub struct Assembler {
     slots: Vec<Slot>,
     free_slots: Sender<SlotId>,
     outputs: Vec<(Sender<Inspection>, OutputKind)>,
+    /// The image archive's queue and the share of OK frames it gets.
+    archive: Option<(Sender<ArchiveJob>, f64)>,
     accounting: Arc<Accounting>,
     metrics: Arc<StationMetrics>,
     /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
@@ -94,6 +97,7 @@ impl Assembler {
         slots: usize,
         free_slots: Sender<SlotId>,
         outputs: Vec<(Sender<Inspection>, OutputKind)>,
+        archive: Option<(Sender<ArchiveJob>, f64)>,
         accounting: Arc<Accounting>,
         metrics: Arc<StationMetrics>,
     ) -> Self {
@@ -102,6 +106,7 @@ impl Assembler {
             slots: (0..slots).map(|_| Slot { early: Vec::with_capacity(64), ..Default::default() }).collect(),
             free_slots,
             outputs,
+            archive,
             accounting,
             metrics,
             // Room for thousands of regions: noisy maps must not grow it on the frame path.
@@ -293,7 +298,7 @@ impl Assembler {
             return;
         }
         let t0 = Instant::now();
-        let inspection = self.decide(id);
+        let mut inspection = self.decide(id);
         self.metrics.decode.observe(t0.elapsed().as_secs_f64());
         let camera = inspection.meta.camera as usize;
         if let Some(h) = self.metrics.capture_to_verdict.get(camera) {
@@ -312,9 +317,10 @@ impl Assembler {
             Verdict::Failsafe(FailsafeCause::Timeout) => &counters.failsafe_timeout,
         }
         .fetch_add(1, Relaxed);
+        self.archive(id, &mut inspection);
         self.publish(inspection);
         let slot = &mut self.slots[id as usize];
-        slot.frame = None; // pixels go back to the camera's pool
+        slot.frame = None; // pixels go back to the camera's pool (unless the archive took them)
         slot.done = 0;
         let _ = self.free_slots.send(id);
     }
@@ -391,6 +397,27 @@ impl Assembler {
             infer_ended: slot.infer_ended.unwrap_or(now),
             decided_at: now,
             decided_wall: SystemTime::now(),
+            archived: false,
+        }
+    }
+
+    /// Hand a selected frame to the image archive: the frame itself moves (no copy), and its
+    /// pixels go back to the camera's pool once written. A full queue loses the image (counted),
+    /// never the verdict.
+    fn archive(&mut self, id: SlotId, inspection: &mut Inspection) {
+        let Some((tx, ok_sample_rate)) = &self.archive else { return };
+        if !archive::selected(inspection.verdict, inspection.meta.seq, *ok_sample_rate) {
+            return;
+        }
+        let Some(frame) = self.slots[id as usize].frame.take() else { return };
+        inspection.archived = true;
+        match tx.try_send(ArchiveJob { frame, inspection: inspection.clone() }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                inspection.archived = false;
+                self.accounting.archive_dropped_queue_full.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => inspection.archived = false,
         }
     }
 
@@ -509,6 +536,7 @@ mod tests {
             1,
             free_tx,
             vec![(out_tx, OutputKind::Results)],
+            None,
             Arc::clone(&acc),
             Arc::new(metrics),
         );

@@ -91,4 +91,6 @@ pub struct Inspection {
     pub infer_ended: Instant,
     pub decided_at: Instant,
     pub decided_wall: SystemTime,
+    /// The frame was handed to the image archive (its file may still fail to be written).
+    pub archived: bool,
 }

@@ -20,6 +20,7 @@ use crate::calibration::{CameraGeometry, Undistorter};
 use crate::config::{Backpressure, InputMode, LoadedConfig};
 use crate::model::ModelPackage;
 use crate::pool::BufferPool;
+use crate::sinks::archive::{self, ArchiveJob};
 use crate::sources::camera::{CameraSettings, CameraThread};
 use crate::sources::{self, Source};
 use crate::stages::decide::Rules;
@@ -65,6 +66,8 @@ pub struct RunOptions {
     /// The result store's queue: like `outputs`, but its drops are counted apart
     /// (`Accounting::store_dropped`), so a slow database shows as itself.
     pub store: Option<Sender<Inspection>>,
+    /// The image archive's queue (see `sinks::archive`) and the share of OK frames it gets.
+    pub archive: Option<(Sender<ArchiveJob>, f64)>,
     /// Where the station's metrics are registered and its readiness reported (the admin
     /// listener serves both). Without it the metrics still count, unexported.
     pub telemetry: Option<Arc<Telemetry>>,
@@ -254,8 +257,9 @@ impl Station {
             camera_rxs.push(rx.clone());
             // Pixel buffers in flight per camera: its queue, every slot, one held by each
             // preprocess thread while it waits for a slot, one being captured (and one being
-            // undistorted into).
-            let buffers = depth + max_in_flight + preprocess_workers + 1 + usize::from(undistort.is_some());
+            // undistorted into), and those queued for the image archive plus the one it writes.
+            let archived = if options.archive.is_some() { archive::QUEUE_DEPTH + 1 } else { 0 };
+            let buffers = depth + max_in_flight + preprocess_workers + 1 + usize::from(undistort.is_some()) + archived;
             let pool = match frame_bytes {
                 Some(len) => BufferPool::preallocated(buffers, len),
                 // Unknown frame size: each buffer grows once, on its first frame.
@@ -337,7 +341,8 @@ impl Station {
 
         let mut outputs: Vec<_> = options.outputs.into_iter().map(|tx| (tx, OutputKind::Results)).collect();
         outputs.extend(options.store.map(|tx| (tx, OutputKind::Store)));
-        let assembler = Assembler::new(plan, max_in_flight, slot_tx, outputs, Arc::clone(&accounting), metrics);
+        let assembler =
+            Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics);
         let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {
             t.readiness.pipeline.release();

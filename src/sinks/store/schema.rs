@@ -49,6 +49,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (inspection_id, idx)
     ) WITHOUT ROWID;
     CREATE INDEX defects_class ON defects (class, inspection_id);",
+    // 1 → 2: where the image archive keeps the inspection's frame (relative to `[archive] dir`);
+    // NULL when it was not archived.
+    "ALTER TABLE inspections ADD COLUMN image_path TEXT;",
 ];
 
 /// The schema version this build writes and reads.

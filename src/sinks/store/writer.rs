@@ -1,6 +1,7 @@
 //! The store's writer thread: batches records into transactions and applies retention.
 
 use super::{Retention, Store, StoreContext};
+use crate::sinks::archive;
 use crate::stages::decide::Verdict;
 use crate::topology::accounting::Accounting;
 use crate::topology::messages::Inspection;
@@ -122,8 +123,8 @@ fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: 
     {
         let mut insp = tx.prepare_cached(
             "INSERT INTO inspections (station, camera, seq, part_id, captured_ms, decided_ms, latency_ms, verdict,
-                 failsafe_cause, image_score, width, height, mm_per_px, defects_truncated, model_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 failsafe_cause, image_score, width, height, mm_per_px, defects_truncated, model_id, image_path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         let mut def = tx.prepare_cached(
             "INSERT INTO defects (inspection_id, idx, class, x, y, w, h, area_px, length_px, width_px,
@@ -154,6 +155,7 @@ fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: 
                 i.mm_per_px.map(f64::from),
                 i.defects_truncated,
                 model_id,
+                i.archived.then(|| archive::relative_path(camera, &i.meta)),
             ])?;
             let id = tx.last_insert_rowid();
             for (idx, r) in i.defects.iter().enumerate() {

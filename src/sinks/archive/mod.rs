@@ -1,0 +1,134 @@
+//! The image archive: every NG and fail-safe frame, and a deterministic share of OK frames, saved
+//! as PNG (plain, and with the defects outlined) under `[archive] dir`, for audits and the API.
+//!
+//! The assembler decides which frames are archived ([`selected`]) and hands the [`Frame`] itself
+//! (its pixels stay on loan from the camera's pool: nothing is copied or allocated on the frame
+//! path) to one writer thread through a bounded queue. A full queue loses the image, counted in
+//! `linesight_archive_dropped_total{reason="queue_full"}`; a failed write (read-only folder, full
+//! disk) is counted in `linesight_errors_total{stage="archive"}` and raises
+//! `linesight_archive_degraded` until a write succeeds again. Neither ever stops inspection.
+//!
+//! Files are laid out by date (UTC) and camera, named from camera, sequence number and part id,
+//! every component sanitised ([`relative_path`]). The result store records the same relative
+//! path for each archived inspection, which is how the API finds an inspection's image: by id in
+//! the database, never from a path in a request.
+
+mod retention;
+mod writer;
+
+pub use retention::{RETENTION_INTERVAL, prune};
+pub use writer::{Archive, ArchiveError, draw_overlay};
+
+use crate::frame::{Frame, FrameMeta};
+use crate::stages::decide::Verdict;
+use crate::topology::messages::Inspection;
+use std::path::{Component, Path, PathBuf};
+
+/// Frames waiting for the archive writer. Each holds a camera pool buffer, so every camera's pool
+/// is sized for this many more (see `topology`).
+pub const QUEUE_DEPTH: usize = 8;
+
+/// Suffix of the variant with the defects outlined.
+const OVERLAY_SUFFIX: &str = "_overlay.png";
+
+/// Assembler → archive writer: a decided frame and its record.
+pub struct ArchiveJob {
+    pub frame: Frame,
+    pub inspection: Inspection,
+}
+
+/// Whether a frame with this verdict and sequence number is archived: every NG and fail-safe
+/// frame, and OK frames whose sequence number hashes below `ok_sample_rate` (the same frames on
+/// every run, spread evenly over the sequence).
+pub fn selected(verdict: Verdict, seq: u64, ok_sample_rate: f64) -> bool {
+    match verdict {
+        Verdict::Ok => {
+            // Fibonacci hashing: the top 53 bits as a uniform fraction in [0, 1).
+            let h = seq.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+            (h as f64 / (1u64 << 53) as f64) < ok_sample_rate
+        }
+        Verdict::Ng | Verdict::Failsafe(_) => true,
+    }
+}
+
+/// Letters, digits, `-` and `_` kept, anything else `_`, at most 64 characters: a file name part
+/// that cannot leave its folder or hide.
+pub fn sanitize(s: &str) -> String {
+    let out: String =
+        s.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if out.is_empty() { "_".into() } else { out }
+}
+
+/// The plain image's path under the archive folder: `YYYY-MM-DD/<camera>/<camera>_<seq>[_<part>].png`,
+/// the date being the capture's (UTC). The store computes the same path for the same frame.
+pub fn relative_path(camera: &str, meta: &FrameMeta) -> String {
+    let ms = meta.captured_wall.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let date = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%d");
+    let cam = sanitize(camera);
+    match &meta.part_id {
+        Some(p) => format!("{date}/{cam}/{cam}_{:010}_{}.png", meta.seq, sanitize(p)),
+        None => format!("{date}/{cam}/{cam}_{:010}.png", meta.seq),
+    }
+}
+
+/// The overlay variant's path, next to the plain one.
+pub fn overlay_path(plain: &str) -> String {
+    format!("{}{OVERLAY_SUFFIX}", plain.strip_suffix(".png").unwrap_or(plain))
+}
+
+/// `relative` resolved under `dir`, if it is a plain relative path made of sanitised parts (a
+/// damaged or foreign database must not make the API read outside the archive).
+pub fn resolve(dir: &Path, relative: &str) -> Option<PathBuf> {
+    let rel = Path::new(relative);
+    let safe = rel.components().count() == 3
+        && rel.components().all(|c| match c {
+            Component::Normal(s) => s.to_str().is_some_and(|s| {
+                !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            }),
+            _ => false,
+        });
+    safe.then(|| dir.join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::part_id;
+    use crate::stages::decide::FailsafeCause;
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    fn meta(part: Option<&str>) -> FrameMeta {
+        FrameMeta {
+            camera: 0,
+            seq: 42,
+            part_id: part.map(part_id),
+            captured_at: Instant::now(),
+            // 2024-05-01T00:00:01Z
+            captured_wall: UNIX_EPOCH + Duration::from_millis(1_714_521_601_000),
+        }
+    }
+
+    #[test]
+    fn paths_are_sanitised_and_stay_inside_the_archive() {
+        assert_eq!(relative_path("cam", &meta(None)), "2024-05-01/cam/cam_0000000042.png");
+        let p = relative_path("../cam 1", &meta(Some("../../etc/passwd")));
+        assert_eq!(p, "2024-05-01/___cam_1/___cam_1_0000000042_______etc_passwd.png");
+        assert_eq!(overlay_path(&p), "2024-05-01/___cam_1/___cam_1_0000000042_______etc_passwd_overlay.png");
+        let dir = Path::new("/a");
+        assert!(resolve(dir, &p).is_some());
+        for bad in ["../x/y.png", "/etc/passwd", "a/../b.png", "a/b/.hidden", "a/b/c/d.png", "a\\b/c/d.png", ""] {
+            assert_eq!(resolve(dir, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_ng_is_selected_and_ok_frames_at_the_sample_rate() {
+        assert!(selected(Verdict::Ng, 1, 0.0));
+        assert!(selected(Verdict::Failsafe(FailsafeCause::Timeout), 1, 0.0));
+        assert!((0..1000).all(|s| !selected(Verdict::Ok, s, 0.0)));
+        assert!((0..1000).all(|s| selected(Verdict::Ok, s, 1.0)));
+        let n = (0..100_000).filter(|&s| selected(Verdict::Ok, s, 0.01)).count();
+        assert!((800..1200).contains(&n), "{n}");
+        assert_eq!(selected(Verdict::Ok, 7, 0.3), selected(Verdict::Ok, 7, 0.3));
+    }
+}
