@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench models fixtures clean
+.PHONY: setup build run test check-config bench bench-api models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,10 @@ test: setup
 ## Criterion benchmarks (figures in README).
 bench: setup
 	$(CARGO) bench --locked --bench pipeline
+
+## Load benchmark of the HTTP API against the running pipeline (issue 4; figures in README).
+bench-api: setup
+	$(CARGO) bench --locked --bench api_load
 
 ## Regenerate the committed ONNX files (demo model, test fixtures) with their scripts.
 models:

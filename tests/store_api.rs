@@ -213,6 +213,49 @@ fn stats_match_hand_counts() {
     assert_eq!(a["buckets"].as_array().unwrap().len(), 3, "01:00 (two), 07:00, 15:00");
 }
 
+/// `stats` over whole hours reads the hourly roll-ups, over minutes the rows: both must agree,
+/// also after retention has deleted rows in the middle of an hour.
+#[test]
+fn hourly_rollups_match_the_rows_after_retention() {
+    use Verdict::*;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let records = (0..400i64)
+        .map(|n| {
+            let defects: &[(u16, bool)] = match n % 5 {
+                0 => &[(0, true), (0, true), (1, true)],
+                1 => &[(1, false)],
+                2 => &[(0, true), (1, false)],
+                _ => &[],
+            };
+            let verdict = match n % 7 {
+                0 => Failsafe(FailsafeCause::Timeout),
+                1..=3 => Ng,
+                _ => Ok,
+            };
+            inspection((n % 2) as u16, T0 + n * 61_000, verdict, None, defects)
+        })
+        .collect();
+    write(&db, records);
+    // Keep the newest 333: the cut falls inside an hour.
+    let mut store = Store::open(&db, Retention { days: 0, max_inspections: 333 }).unwrap();
+    assert_eq!(store.apply_retention(T0).unwrap(), 67);
+    drop(store);
+    let app = app(&db, None);
+    for camera in ["", "&camera=a", "&camera=b"] {
+        let range = format!("from={}&to={}{camera}", T0 + 13 * 60_000, T0 + 6 * HOUR - 17 * 60_000);
+        let (status, hourly) = get(&app, &format!("/api/v1/stats?{range}&bucket=hour"));
+        assert_eq!(status, StatusCode::OK, "{hourly}");
+        let (status, minutes) = get(&app, &format!("/api/v1/stats?{range}&bucket=minute"));
+        assert_eq!(status, StatusCode::OK, "{minutes}");
+        assert!(hourly["totals"]["inspections"].as_i64().unwrap() > 100, "{hourly}");
+        assert_eq!(hourly["totals"], minutes["totals"], "{camera}");
+        assert_eq!(hourly["classes"], minutes["classes"], "{camera}");
+        let sum: i64 = hourly["buckets"].as_array().unwrap().iter().map(|b| b["inspections"].as_i64().unwrap()).sum();
+        assert_eq!(Some(sum), hourly["totals"]["inspections"].as_i64());
+    }
+}
+
 #[test]
 fn pagination_walks_every_row_once_and_lookups_find_them() {
     let dir = tempfile::tempdir().unwrap();

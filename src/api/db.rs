@@ -6,6 +6,7 @@ use super::params::{self, Bucket};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
 use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
 
 /// Filters shared by the stats and list queries, as a `WHERE` clause over `inspections i`.
 #[derive(Default)]
@@ -67,58 +68,147 @@ fn rfc3339(ms: i64) -> Json {
     chrono::DateTime::from_timestamp_millis(ms).map_or(Json::Null, |t| json!(t.to_rfc3339()))
 }
 
-/// Totals, the defect Pareto, and both per bucket, for inspections captured in `[from, to)`.
-pub fn stats(conn: &Connection, f: &Filter, bucket: Bucket, utc_offset_ms: i64) -> Result<Json, ApiError> {
+/// Verdict counts (total, OK, NG, fail-safe) and (defects, inspections) per class, per bucket key.
+#[derive(Default)]
+struct Tally {
+    verdicts: BTreeMap<i64, [i64; 4]>,
+    classes: BTreeMap<i64, BTreeMap<String, (i64, i64)>>,
+}
+
+impl Tally {
+    fn add(&mut self, key: i64, n: [i64; 4]) {
+        let t = self.verdicts.entry(key).or_default();
+        for (t, v) in t.iter_mut().zip(n) {
+            *t += v;
+        }
+    }
+    fn add_class(&mut self, key: i64, class: String, defects: i64, inspections: i64) {
+        let c = self.classes.entry(key).or_default().entry(class).or_default();
+        (c.0, c.1) = (c.0 + defects, c.1 + inspections);
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Count the rows of `f` straight from the tables into buckets of `key` (an SQL expression).
+fn tally_rows(conn: &Connection, f: &Filter, key: &str, tally: &mut Tally) -> rusqlite::Result<()> {
     let (wher, vals) = f.sql();
     let verdicts = "COUNT(*), COALESCE(SUM(i.verdict = 'OK'), 0), COALESCE(SUM(i.verdict = 'NG'), 0), \
                     COALESCE(SUM(i.verdict = 'FAILSAFE'), 0)";
-    let totals =
-        conn.query_row(&format!("SELECT {verdicts} FROM inspections i WHERE {wher}"), params_from_iter(&vals), |r| {
-            Ok(counts(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
+    let mut stmt = conn.prepare(&format!("SELECT {key}, {verdicts} FROM inspections i WHERE {wher} GROUP BY 1"))?;
+    let mut rows = stmt.query(params_from_iter(&vals))?;
+    while let Some(r) = rows.next()? {
+        tally.add(r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]);
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {key}, d.class, COUNT(*), COUNT(DISTINCT d.inspection_id) FROM defects d \
+         JOIN inspections i ON i.id = d.inspection_id WHERE d.counted = 1 AND {wher} GROUP BY 1, 2"
+    ))?;
+    let mut rows = stmt.query(params_from_iter(&vals))?;
+    while let Some(r) = rows.next()? {
+        tally.add_class(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    }
+    Ok(())
+}
+
+/// Count the whole UTC hours `[from_h, to_h)` from the hourly roll-ups into buckets of `width` ms
+/// shifted by `shift` ms (both whole hours).
+fn tally_hours(
+    conn: &Connection,
+    (from_h, to_h): (i64, i64),
+    camera: Option<&str>,
+    (shift, width): (i64, i64),
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
+    let cam = if camera.is_some() { " AND camera = ?3" } else { "" };
+    let key = format!("((hour * {HOUR_MS} + ({shift})) / {width})");
+    let vals: Vec<Value> = [Value::Integer(from_h), Value::Integer(to_h)]
+        .into_iter()
+        .chain(camera.map(|c| Value::Text(c.into())))
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {key}, SUM(ok + ng + failsafe), SUM(ok), SUM(ng), SUM(failsafe) FROM stats_hourly \
+         WHERE hour >= ?1 AND hour < ?2{cam} GROUP BY 1"
+    ))?;
+    let mut rows = stmt.query(params_from_iter(&vals))?;
+    while let Some(r) = rows.next()? {
+        tally.add(r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]);
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {key}, class, SUM(defects), SUM(inspections) FROM stats_hourly_classes \
+         WHERE hour >= ?1 AND hour < ?2{cam} GROUP BY 1, 2"
+    ))?;
+    let mut rows = stmt.query(params_from_iter(&vals))?;
+    while let Some(r) = rows.next()? {
+        tally.add_class(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    }
+    Ok(())
+}
+
+/// Totals, the defect Pareto, and both per bucket, for inspections captured in `[from, to)`.
+///
+/// Whole hours come from the hourly roll-ups (when the buckets are made of whole UTC hours: hour,
+/// day and shift buckets with a whole-hour UTC offset); the partial hours at either end, and
+/// minute buckets, are counted from the rows. Totals are the sums of the buckets (an inspection
+/// is in exactly one).
+pub fn stats(conn: &Connection, f: &Filter, bucket: Bucket, utc_offset_ms: i64) -> Result<Json, ApiError> {
     // Bucket index of a capture time: local time, shifted so buckets start at the origin.
     let shift = utc_offset_ms - bucket.origin_ms();
     let width = bucket.width_ms();
     let key = format!("((i.captured_ms + ({shift})) / {width})");
-    let pareto = |group: &str| {
-        format!(
-            "SELECT {group} d.class, COUNT(*), COUNT(DISTINCT d.inspection_id) FROM defects d \
-             JOIN inspections i ON i.id = d.inspection_id WHERE d.counted = 1 AND {wher} \
-             GROUP BY {group} d.class ORDER BY {group} 2 DESC, 3 DESC, d.class"
-        )
+    let mut tally = Tally::default();
+    let only_time_and_camera = f.verdict.is_none() && f.class.is_none() && f.before_id.is_none();
+    let hours = match (f.from, f.to) {
+        (Some(from), Some(to)) if only_time_and_camera && shift % HOUR_MS == 0 && width % HOUR_MS == 0 => {
+            let (first, last) =
+                (from.div_euclid(HOUR_MS) + i64::from(from.rem_euclid(HOUR_MS) != 0), to.div_euclid(HOUR_MS));
+            (first < last).then_some((from, first, last, to))
+        }
+        _ => None,
     };
-    let class_row = |r: &Row, at: usize| -> rusqlite::Result<Json> {
-        Ok(
-            json!({ "class": r.get::<_, String>(at)?, "defects": r.get::<_, i64>(at + 1)?, "inspections": r.get::<_, i64>(at + 2)? }),
-        )
-    };
-    let classes: Vec<Json> = conn
-        .prepare(&pareto(""))?
-        .query_map(params_from_iter(&vals), |r| class_row(r, 0))?
-        .collect::<Result<_, _>>()?;
-    let mut bucket_classes: std::collections::HashMap<i64, Vec<Json>> = Default::default();
-    let mut stmt = conn.prepare(&pareto(&format!("{key},")))?;
-    let mut rows = stmt.query(params_from_iter(&vals))?;
-    while let Some(r) = rows.next()? {
-        bucket_classes.entry(r.get(0)?).or_default().push(class_row(r, 1)?);
+    match hours {
+        Some((from, first, last, to)) => {
+            let part =
+                |a: i64, b: i64| Filter { from: Some(a), to: Some(b), camera: f.camera.clone(), ..Filter::default() };
+            tally_rows(conn, &part(from, first * HOUR_MS), &key, &mut tally)?;
+            tally_hours(conn, (first, last), f.camera.as_deref(), (shift, width), &mut tally)?;
+            tally_rows(conn, &part(last * HOUR_MS, to), &key, &mut tally)?;
+        }
+        None => tally_rows(conn, f, &key, &mut tally)?,
     }
-    let mut stmt =
-        conn.prepare(&format!("SELECT {key}, {verdicts} FROM inspections i WHERE {wher} GROUP BY 1 ORDER BY 1"))?;
-    let buckets = stmt
-        .query_map(params_from_iter(&vals), |r| {
-            let k: i64 = r.get(0)?;
-            let start = k * width - shift;
-            let mut b = counts(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-            b["start_unix_ms"] = json!(start);
-            b["start"] = rfc3339(start);
-            b["classes"] = json!(bucket_classes.get(&k).cloned().unwrap_or_default());
-            Ok(b)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    // The Pareto order: most defects first, then most inspections, then by name.
+    let pareto = |list: BTreeMap<String, (i64, i64)>| -> Vec<Json> {
+        let mut list: Vec<_> = list.into_iter().filter(|(_, (d, _))| *d > 0).collect();
+        list.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(b.1.1.cmp(&a.1.1)).then(a.0.cmp(&b.0)));
+        list.into_iter().map(|(class, (d, n))| json!({ "class": class, "defects": d, "inspections": n })).collect()
+    };
+    let mut all_classes: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for list in tally.classes.values() {
+        for (class, (d, n)) in list {
+            let c = all_classes.entry(class.clone()).or_default();
+            (c.0, c.1) = (c.0 + d, c.1 + n);
+        }
+    }
+    let mut total = [0i64; 4];
+    let mut buckets = Vec::new();
+    for (k, n) in tally.verdicts {
+        if n[0] <= 0 {
+            continue;
+        }
+        for (t, v) in total.iter_mut().zip(n) {
+            *t += v;
+        }
+        let start = k * width - shift;
+        let mut b = counts(n[0], n[1], n[2], n[3]);
+        b["start_unix_ms"] = json!(start);
+        b["start"] = rfc3339(start);
+        b["classes"] = json!(pareto(tally.classes.remove(&k).unwrap_or_default()));
+        buckets.push(b);
+    }
     Ok(json!({
         "from_unix_ms": f.from, "to_unix_ms": f.to, "camera": f.camera, "bucket": bucket.as_str(),
         "utc_offset_minutes": utc_offset_ms / 60_000,
-        "totals": totals, "classes": classes, "buckets": buckets,
+        "totals": counts(total[0], total[1], total[2], total[3]), "classes": pareto(all_classes), "buckets": buckets,
     }))
 }
 

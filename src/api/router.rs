@@ -42,6 +42,14 @@ pub struct ApiState {
     pub archive_dir: Option<PathBuf>,
     /// Last `/cameras` sample (time, frames captured per camera), for the frame rate.
     fps_sample: Mutex<Option<FpsSample>>,
+    /// Database queries running at once (see [`max_concurrent_queries`]).
+    queries: Arc<tokio::sync::Semaphore>,
+}
+
+/// At most this many database queries run at once: half this machine's cores, at least one. The
+/// other requests wait (within [`REQUEST_TIMEOUT`]) rather than take CPU from the pipeline.
+pub fn max_concurrent_queries() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// When, frames captured per camera then, and the rates computed then.
@@ -49,7 +57,15 @@ type FpsSample = (Instant, Vec<u64>, Vec<f64>);
 
 impl ApiState {
     pub fn new(db: PathBuf, accounting: Option<Arc<Accounting>>) -> Self {
-        Self { db, accounting, token: None, utc_offset_minutes: None, archive_dir: None, fps_sample: Mutex::new(None) }
+        Self {
+            db,
+            accounting,
+            token: None,
+            utc_offset_minutes: None,
+            archive_dir: None,
+            fps_sample: Mutex::new(None),
+            queries: Arc::new(tokio::sync::Semaphore::new(max_concurrent_queries())),
+        }
     }
 }
 
@@ -93,10 +109,18 @@ async fn query<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    // A few queries at a time, the rest wait their turn: the pipeline keeps its CPU however many
+    // clients there are. The slot goes with the query, so one that outlives its request (timed
+    // out) still holds it until it ends.
+    let permit =
+        Arc::clone(&s.queries).acquire_owned().await.map_err(|e| ApiError::Internal(format!("query slot: {e}")))?;
     let path = s.db.clone();
-    tokio::task::spawn_blocking(move || f(&crate::sinks::store::open_read_only(&path)?))
-        .await
-        .map_err(|e| ApiError::Internal(format!("query task: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&crate::sinks::store::open_read_only(&path)?)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("query task: {e}")))?
 }
 
 fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {

