@@ -208,9 +208,11 @@ fn start(db: &Path) -> Running {
     let (tx, rx) = crossbeam_channel::bounded(linesight::topology::OUTPUT_QUEUE_DEPTH);
     let station = Station::build(&loaded, RunOptions { store: Some(tx), ..Default::default() }).unwrap();
     let accounting = station.accounting();
-    let api =
-        ApiServer::start("127.0.0.1:0".parse().unwrap(), ApiState::new(db.to_path_buf(), Some(station.accounting())))
-            .unwrap();
+    let api = linesight::api::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ApiState::new(db.to_path_buf(), Some(station.accounting())),
+    )
+    .unwrap();
     let ctx = StoreContext {
         station: "bench".into(),
         cameras: CAMERAS.iter().map(|c| c.to_string()).collect(),
@@ -305,7 +307,8 @@ fn main() {
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1));
     {
-        let api = ApiServer::start("127.0.0.1:0".parse().unwrap(), ApiState::new(seed_path.clone(), None)).unwrap();
+        let api =
+            linesight::api::start("127.0.0.1:0".parse().unwrap(), ApiState::new(seed_path.clone(), None)).unwrap();
         let addr = api.local_addr();
         for (name, span, bucket) in [("stats/24h_hour", 24 * HOUR, "hour"), ("stats/7d_day", 7 * 24 * HOUR, "day")] {
             let path = format!("/api/v1/stats?from={}&to={newest}&bucket={bucket}", newest - span);

@@ -1,7 +1,6 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
-use crate::admin::AdminServer;
-use crate::api::{ApiServer, ApiState};
+use crate::api::ApiState;
 use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
 use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::archive::{self, Archive};
@@ -111,7 +110,7 @@ fn run(args: RunArgs) -> Result<()> {
     let telemetry = Arc::new(Telemetry::new());
     let admin = match admin_address(&args, cfg)? {
         Some(addr) => {
-            let server = AdminServer::start(addr, Arc::clone(&telemetry))?;
+            let server = crate::admin::start(addr, Arc::clone(&telemetry))?;
             tracing::info!(address = %server.local_addr(), "admin listener serving /metrics, /healthz and /readyz");
             Some(server)
         }
@@ -154,7 +153,7 @@ fn run(args: RunArgs) -> Result<()> {
             state.token = cfg.api.token.clone();
             state.utc_offset_minutes = cfg.api.utc_offset_minutes;
             state.archive_dir = archive.as_ref().map(|(a, _)| a.dir().to_path_buf());
-            let server = ApiServer::start(addr, state)?;
+            let server = crate::api::start(addr, state)?;
             tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
             Some(server)
         }

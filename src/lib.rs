@@ -10,6 +10,7 @@ pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod frame;
+pub mod http_server;
 pub mod model;
 pub mod pool;
 pub mod sinks;
