@@ -10,35 +10,15 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn deploy(file: &str) -> PathBuf {
     repo().join("deploy").join(file)
-}
-
-/// A Prometheus tool from the Debian package, or a failure that says how to get it.
-fn tool(name: &str) -> Command {
-    match Command::new(name).arg("--version").output() {
-        Ok(out) if out.status.success() => Command::new(name),
-        _ => panic!(
-            "`{name}` is not installed: run `make setup` (it installs the Debian package `prometheus`, which provides prometheus and promtool)"
-        ),
-    }
 }
 
 /// Run a promtool subcommand; it must exit 0.
@@ -261,30 +241,6 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A plain HTTP/1.0 GET: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply)?;
-    let status = reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
-}
-
-/// Poll `f` until it returns Some, or fail after `limit` with `what`.
-fn wait_for<T>(limit: Duration, what: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {}", what());
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

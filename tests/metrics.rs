@@ -9,22 +9,12 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `linesight run` with its admin listener on a free loopback port.
 struct Station {
@@ -109,40 +99,6 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
-}
-
-/// A plain HTTP/1.0 GET: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply)?;
-    let status = reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
-}
-
-/// A Prometheus tool from the Debian package, or a failure that says how to get it.
-fn tool(name: &str) -> Command {
-    match Command::new(name).arg("--version").output() {
-        Ok(out) if out.status.success() => Command::new(name),
-        _ => panic!(
-            "`{name}` is not installed: run `make setup` (it installs the Debian package `prometheus`, which provides prometheus and promtool)"
-        ),
-    }
-}
-
-/// Poll `f` until it returns Some, or fail after `limit` with `what`.
-fn wait_for<T>(limit: Duration, what: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {}", what());
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! pointing at the repository's demo model.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -96,4 +99,48 @@ pub fn edited_demo_model(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
     let manifest = std::fs::read_to_string(repo().join("models/demo/model.toml")).unwrap();
     std::fs::write(model.join("model.toml"), edit(&manifest)).unwrap();
     model
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Prometheus tool from the Debian package, or a failure that says how to get it.
+pub fn tool(name: &str) -> Command {
+    match Command::new(name).arg("--version").output() {
+        Ok(out) if out.status.success() => Command::new(name),
+        _ => panic!(
+            "`{name}` is not installed: run `make setup` (it installs the Debian package `prometheus`, which provides prometheus and promtool)"
+        ),
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    let status = reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Poll `f` until it returns Some, or fail after `limit` with `what`.
+pub fn wait_for<T>(limit: Duration, what: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {}", what());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
