@@ -254,28 +254,31 @@ fn run(args: RunArgs) -> Result<()> {
 
 /// Where the admin listener binds: `--admin-listen` (an address or `off`), else `[admin]`.
 fn admin_address(args: &RunArgs, cfg: &StationConfig) -> Result<Option<SocketAddr>> {
-    let (text, origin) = match args.admin_listen.as_deref() {
-        Some("off") => return Ok(None),
-        Some(text) => (text, "--admin-listen"),
-        None if !cfg.admin.enabled => return Ok(None),
-        None => (cfg.admin.listen.as_str(), "admin.listen"),
-    };
-    let addr = text.parse().with_context(|| {
-        format!("{origin} = {text:?}: expected IP:PORT (e.g. 127.0.0.1:9464, port 0 = any free port) or off")
-    })?;
-    Ok(Some(addr))
+    let listener = (cfg.admin.enabled, cfg.admin.listen.as_str(), "admin.listen", "--admin-listen", "127.0.0.1:9464");
+    listen_address(args.admin_listen.as_deref(), listener)
 }
 
 /// Where the API binds: `--api-listen` (an address or `off`), else `[api]`.
 fn api_address(args: &RunArgs, cfg: &StationConfig) -> Result<Option<SocketAddr>> {
-    let (text, origin) = match args.api_listen.as_deref() {
+    let listener = (cfg.api.enabled, cfg.api.listen.as_str(), "api.listen", "--api-listen", "127.0.0.1:8080");
+    listen_address(args.api_listen.as_deref(), listener)
+}
+
+/// A listener's address: the flag's value (an address or `off`) wins over the config's
+/// `(enabled, listen)`; `None` means the listener is off. `key`, `flag` and `example` name it in
+/// the error for an address that does not parse.
+fn listen_address(
+    flag_value: Option<&str>,
+    (enabled, listen, key, flag, example): (bool, &str, &str, &str, &str),
+) -> Result<Option<SocketAddr>> {
+    let (text, origin) = match flag_value {
         Some("off") => return Ok(None),
-        Some(text) => (text, "--api-listen"),
-        None if !cfg.api.enabled => return Ok(None),
-        None => (cfg.api.listen.as_str(), "api.listen"),
+        Some(text) => (text, flag),
+        None if !enabled => return Ok(None),
+        None => (listen, key),
     };
     let addr = text.parse().with_context(|| {
-        format!("{origin} = {text:?}: expected IP:PORT (e.g. 127.0.0.1:8080, port 0 = any free port) or off")
+        format!("{origin} = {text:?}: expected IP:PORT (e.g. {example}, port 0 = any free port) or off")
     })?;
     Ok(Some(addr))
 }

@@ -10,7 +10,6 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -140,34 +139,10 @@ struct Station {
 
 impl Station {
     fn start() -> Self {
-        let mut child = linesight_run()
-            .current_dir(repo())
-            .env("LINESIGHT_LOG", "info,ort=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().unwrap());
-        let log = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in lines.lines().map_while(Result::ok) {
-                if line.contains("admin listener")
-                    && let Some(addr) = line.split("address=").nth(1)
-                {
-                    let addr: String = addr.chars().take_while(|c| !c.is_whitespace() && *c != '\x1b').collect();
-                    let _ = tx.send(addr);
-                }
-                log.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let child = Guard(child);
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no admin listener address logged:\n{}", stderr.lock().unwrap()));
-        Self { _child: child, admin: addr.parse().unwrap(), stderr }
+        let mut cmd = linesight_run();
+        cmd.current_dir(repo());
+        let (child, admin, stderr) = spawn_with_admin(cmd);
+        Self { _child: child, admin, stderr }
     }
 
     fn log(&self) -> String {

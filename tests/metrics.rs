@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,35 +27,10 @@ impl Station {
     /// Start a one-camera synthetic station (20 parts/s) and wait for its admin listener's address.
     fn start(dir: &Path) -> Self {
         let cfg = write_config(dir, &synthetic_station(20.0, "", ""));
-        let mut child = linesight_run()
-            .arg("--config")
-            .arg(&cfg)
-            .env("LINESIGHT_LOG", "info,ort=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().unwrap());
-        let log = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in lines.lines().map_while(Result::ok) {
-                let line = strip_ansi(&line);
-                if line.contains("admin listener")
-                    && let Some(addr) = line.split("address=").nth(1)
-                {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-                }
-                log.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let child = Guard(child);
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no admin listener address logged:\n{}", stderr.lock().unwrap()));
-        Self { child, admin: addr.parse().unwrap(), stderr }
+        let mut cmd = linesight_run();
+        cmd.arg("--config").arg(&cfg);
+        let (child, admin, stderr) = spawn_with_admin(cmd);
+        Self { child, admin, stderr }
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -81,24 +56,6 @@ impl Station {
         assert!(status.success(), "station exit status {status:?}:\n{}", self.log());
         assert!(TcpStream::connect(self.admin).is_err(), "admin listener still open after exit");
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // Skip to the end of the escape sequence (a letter).
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! pointing at the repository's demo model.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -143,4 +144,56 @@ pub fn wait_for<T>(limit: Duration, what: impl Fn() -> String, mut f: impl FnMut
         assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {}", what());
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Start a station command (with `--admin-listen 127.0.0.1:0`, as `linesight_run` sets it),
+/// collect its log, and wait for the admin listener's bound address in it.
+/// Returns the guarded child, the address, and the log collected so far (it keeps growing).
+pub fn spawn_with_admin(mut cmd: Command) -> (Guard, SocketAddr, Arc<Mutex<String>>) {
+    let mut child = cmd
+        .env("LINESIGHT_LOG", "info,ort=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in lines.lines().map_while(Result::ok) {
+            let line = strip_ansi(&line);
+            if line.contains("admin listener")
+                && let Some(addr) = line.split("address=").nth(1)
+            {
+                let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+            }
+            log.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let child = Guard(child);
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no admin listener address logged:\n{}", stderr.lock().unwrap()));
+    (child, addr.parse().unwrap(), stderr)
+}
+
+/// A log line without its terminal colour codes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip to the end of the escape sequence (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
