@@ -21,6 +21,7 @@ run: build
 
 ## Format check, lints, then the whole test suite.
 test: setup
+	bash scripts/python-env.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 	$(CARGO) test --release --locked

@@ -3,19 +3,29 @@
 //! 1. Seeds a result store with 1,000,000 inspections (2 cameras, ~30% NG with 1–3 defects of a
 //!    few classes, ~1% fail-safe, captured over 7 days), through the store's own schema. The
 //!    seeded file is cached in `target/bench-data/` and copied for each run, so reruns skip
-//!    seeding.
+//!    seeding; each run first moves its history forward by whole hours to end within the hour
+//!    before now, as a live station's would.
 //! 2. A: the pipeline flat out (2 synthetic cameras, block backpressure, demo model) writing to
 //!    that store, the API listening but idle.
 //! 3. B: the same while 50 clients query `GET /api/v1/stats` (last 24 h or 7 days, hourly or
 //!    daily buckets, sometimes one camera), every latency recorded.
 //!
+//! What the clients ask (`LOAD_QUERIES`):
+//! - `live` (default): what dashboards ask: "the last 24 hours, hourly" (no `from`, no `to`),
+//!   "the last 7 days by day" (`from` = local midnight 6 days ago, like Grafana's `now-6d/d`)
+//!   and "the last 7 days hourly" (`from` = the start of the hour 168 h ago), all up to now;
+//! - `distinct`: explicit windows ending up to 10 minutes before the newest seeded inspection,
+//!   to the millisecond, so no two queries are the same and the stats cache never hits (the
+//!   worst case for the API).
+//!
 //! Targets: throughput B within 5% of A; `stats` p99 under 50 ms. Criterion times one `stats`
 //! query on the idle store first. Run with `make bench-api`. Knobs (environment):
 //! `LOAD_CLIENTS` (50), `LOAD_SECONDS` (30), `LOAD_THINK_MS` (pause after each answer, 1000),
-//! `BASELINE_SECONDS` (20).
+//! `BASELINE_SECONDS` (20), `LOAD_QUERIES` (live), `LOAD_CACHE_MS` (the API's
+//! `stats_cache_ms`, default as configured by default, 1000; 0 = no cache).
 
 use criterion::Criterion;
-use linesight::api::{ApiServer, ApiState};
+use linesight::api::{ApiMetrics, ApiServer, ApiState};
 use linesight::config;
 use linesight::sinks::store::{self, Retention, Store, StoreContext};
 use linesight::topology::{RunOptions, Station};
@@ -82,12 +92,45 @@ fn seeded() -> (PathBuf, i64) {
     } else {
         println!("reusing {} ({ROWS} inspections)", path.display());
     }
-    // Bring a cached file up to this build's schema (new migrations), then fold the WAL in.
+    // Bring a cached file up to this build's schema (new migrations), up to now, then fold the
+    // WAL in.
     drop(Store::open(&path, KEEP).unwrap_or_else(|e| panic!("{e}")));
+    shift_to_now(&path).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
     let newest: i64 = conn.query_row("SELECT MAX(captured_ms) FROM inspections", [], |r| r.get(0)).unwrap();
     (path, newest)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Move the seeded history forward by whole hours, so that it ends within the hour before now:
+/// "the last 24 hours" then covers seeded rows on every run, however old the cached file. Whole
+/// hours keep the hourly roll-ups exact: their hours move with the rows.
+fn shift_to_now(path: &Path) -> rusqlite::Result<()> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    let newest: i64 = conn.query_row("SELECT MAX(captured_ms) FROM inspections", [], |r| r.get(0))?;
+    let hours = (now_ms() - newest).div_euclid(HOUR);
+    if hours <= 0 {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let tx = conn.transaction()?;
+    tx.execute("UPDATE inspections SET captured_ms = captured_ms + ?1, decided_ms = decided_ms + ?1", [hours * HOUR])?;
+    for table in ["stats_hourly", "stats_hourly_classes"] {
+        // Through negative keys: moving each hour up in place would collide with the next one.
+        tx.execute(&format!("UPDATE {table} SET hour = -(hour + ?1)"), [hours])?;
+        tx.execute(&format!("UPDATE {table} SET hour = -hour"), [])?;
+    }
+    tx.commit()?;
+    println!(
+        "moved the seeded history {hours} h forward, to end within the hour before now, in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn seed(path: &Path) -> rusqlite::Result<()> {
@@ -95,7 +138,7 @@ fn seed(path: &Path) -> rusqlite::Result<()> {
     drop(Store::open(path, KEEP).unwrap_or_else(|e| panic!("{e}")));
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "synchronous", "OFF")?;
-    let end = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let end = now_ms();
     let start = end - SPAN_MS;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let tx = conn.transaction()?;
@@ -202,17 +245,16 @@ struct Running {
     accounting: Arc<linesight::topology::accounting::Accounting>,
 }
 
-fn start(db: &Path) -> Running {
+fn start(db: &Path, cache_ms: u64, registry: Option<&prometheus::Registry>) -> Running {
     let loaded = config::load_str(&station_config(db), "bench", repo()).unwrap();
     let store = Store::open(db, KEEP).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = crossbeam_channel::bounded(linesight::topology::OUTPUT_QUEUE_DEPTH);
     let station = Station::build(&loaded, RunOptions { store: Some(tx), ..Default::default() }).unwrap();
     let accounting = station.accounting();
-    let api = linesight::api::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ApiState::new(db.to_path_buf(), Some(station.accounting())),
-    )
-    .unwrap();
+    let mut state = ApiState::new(db.to_path_buf(), Some(station.accounting()));
+    state.stats_cache_ttl = Duration::from_millis(cache_ms);
+    state.metrics = Arc::new(ApiMetrics::new(registry).unwrap());
+    let api = linesight::api::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
     let ctx = StoreContext {
         station: "bench".into(),
         cameras: CAMERAS.iter().map(|c| c.to_string()).collect(),
@@ -262,13 +304,26 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, usize)> {
     Ok((status, buf.len()))
 }
 
-/// A realistic dashboard query, anchored at the newest seeded inspection.
-fn stats_path(rng: &mut Rng, newest: i64) -> String {
-    // Each client's "now" drifts a few minutes, so no two queries are the same.
-    let to = newest - (rng.unit() * 10.0 * 60_000.0) as i64;
+/// A dashboard's query (see the module's description of `LOAD_QUERIES`).
+fn stats_path(rng: &mut Rng, distinct: bool, newest: i64) -> String {
     let camera =
         if rng.unit() < 0.3 { format!("&camera={}", CAMERAS[(rng.next() % 2) as usize]) } else { String::new() };
     let u = rng.unit();
+    if !distinct {
+        let now = now_ms();
+        return if u < 0.6 {
+            format!("/api/v1/stats?bucket=hour{camera}")
+        } else if u < 0.8 {
+            // Local midnight 6 days ago: 7 daily buckets, today's included.
+            let offset = i64::from(chrono::Local::now().offset().local_minus_utc()) * 1000;
+            let midnight = (now + offset).div_euclid(24 * HOUR) * 24 * HOUR - offset;
+            format!("/api/v1/stats?from={}&bucket=day{camera}", midnight - 6 * 24 * HOUR)
+        } else {
+            format!("/api/v1/stats?from={}&bucket=hour{camera}", now.div_euclid(HOUR) * HOUR - 7 * 24 * HOUR)
+        };
+    }
+    // Each client's "now" drifts a few minutes, so no two queries are the same.
+    let to = newest - (rng.unit() * 10.0 * 60_000.0) as i64;
     let (span, bucket) = if u < 0.6 {
         (24 * HOUR, "hour")
     } else if u < 0.8 {
@@ -277,6 +332,40 @@ fn stats_path(rng: &mut Rng, newest: i64) -> String {
         (7 * 24 * HOUR, "hour")
     };
     format!("/api/v1/stats?from={}&to={to}&bucket={bucket}{camera}", to - span)
+}
+
+/// CPU seconds used so far by this process's threads: [station (pipeline, store and the rest),
+/// the API's threads (`api`, `api-blocking`), the load clients (`client-N`)].
+fn cpu_by_thread_group() -> [f64; 3] {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut sums = [0.0; 3];
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // The name is in parentheses and may hold spaces: the fields after it are fixed.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        let group = if name.starts_with("api") {
+            1
+        } else if name.starts_with("client-") {
+            2
+        } else {
+            0
+        };
+        sums[group] += ticks / tick;
+    }
+    sums
+}
+
+/// The stats cache counter of `result` (hit, shared, miss).
+fn cache_count(registry: &prometheus::Registry, result: &str) -> u64 {
+    use prometheus::Encoder;
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
+    let prefix = format!("linesight_api_stats_cache_total{{result=\"{result}\"}} ");
+    let text = String::from_utf8(text).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -298,67 +387,92 @@ fn main() {
     let load_s: u64 = env_or("LOAD_SECONDS", 30);
     let think_ms: u64 = env_or("LOAD_THINK_MS", 1000);
     let base_s: u64 = env_or("BASELINE_SECONDS", 20);
+    let distinct = match std::env::var("LOAD_QUERIES").as_deref() {
+        Ok("distinct") => true,
+        Ok("live") | Err(_) => false,
+        Ok(other) => panic!("LOAD_QUERIES = {other:?}: expected live or distinct"),
+    };
+    let cache_ms: u64 = env_or("LOAD_CACHE_MS", linesight::config::ApiConfig::default().stats_cache_ms);
     let (seed_path, newest) = seeded();
 
-    // Criterion: one stats query on the idle store (no pipeline), through the router.
+    // Criterion: one stats query on the idle store (no pipeline), over HTTP; uncached (the
+    // cache off), then from the cache.
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(20)
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1));
     {
-        let api =
-            linesight::api::start("127.0.0.1:0".parse().unwrap(), ApiState::new(seed_path.clone(), None)).unwrap();
-        let addr = api.local_addr();
-        for (name, span, bucket) in [("stats/24h_hour", 24 * HOUR, "hour"), ("stats/7d_day", 7 * 24 * HOUR, "day")] {
-            let path = format!("/api/v1/stats?from={}&to={newest}&bucket={bucket}", newest - span);
-            assert_eq!(http_get(addr, &path).unwrap().0, 200, "{path}");
-            c.bench_function(name, |b| b.iter(|| http_get(addr, &path).unwrap()));
+        for ttl in [Duration::ZERO, Duration::from_secs(60)] {
+            let mut state = ApiState::new(seed_path.clone(), None);
+            state.stats_cache_ttl = ttl;
+            let api = linesight::api::start("127.0.0.1:0".parse().unwrap(), state).unwrap();
+            let addr = api.local_addr();
+            let cached = if ttl.is_zero() { "" } else { "_cached" };
+            for (name, span, bucket) in [("24h_hour", 24 * HOUR, "hour"), ("7d_day", 7 * 24 * HOUR, "day")] {
+                let path = format!("/api/v1/stats?from={}&to={newest}&bucket={bucket}", newest - span);
+                assert_eq!(http_get(addr, &path).unwrap().0, 200, "{path}");
+                c.bench_function(&format!("stats/{name}{cached}"), |b| b.iter(|| http_get(addr, &path).unwrap()));
+            }
+            api.shutdown();
         }
-        api.shutdown();
     }
     c.final_summary();
 
     println!("\n== linesight API load report ({ROWS} inspections over 7 days, 2 synthetic cameras flat out, block) ==");
+    println!(
+        "queries: {}; stats_cache_ms = {cache_ms}",
+        if distinct {
+            "distinct (explicit windows, every one different)"
+        } else {
+            "live (dashboards: relative windows up to now)"
+        }
+    );
     let warmup = Duration::from_secs(3);
 
     // A: the API listening, idle.
     let db = work_copy(&seed_path);
-    let run = start(&db);
+    let run = start(&db, cache_ms, None);
     let fps_a = run.measure(warmup, Duration::from_secs(base_s));
     let (written, dropped) = run.finish();
     println!("A: {fps_a:.1} frames/s over {base_s} s, API idle (store: {written} written, {dropped} dropped)");
 
     // B: the same, with `clients` clients querying stats for `load_s` s.
     let db = work_copy(&seed_path);
-    let run = start(&db);
+    let registry = prometheus::Registry::new();
+    let run = start(&db, cache_ms, Some(&registry));
     let addr = run.api.local_addr();
     std::thread::sleep(warmup);
     let go = Arc::new(AtomicBool::new(true));
     let threads: Vec<_> = (0..clients)
         .map(|i| {
             let go = Arc::clone(&go);
-            std::thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678 + i as u64 * 7919);
-                let (mut lat, mut errors) = (Vec::new(), 0u64);
-                // Spread the first requests over the think time, as independent dashboards would be.
-                std::thread::sleep(Duration::from_millis((rng.unit() * think_ms as f64) as u64));
-                while go.load(Relaxed) {
-                    let path = stats_path(&mut rng, newest);
-                    let t0 = Instant::now();
-                    match http_get(addr, &path) {
-                        Ok((200, _)) => lat.push(t0.elapsed().as_secs_f64() * 1e3),
-                        _ => errors += 1,
+            std::thread::Builder::new()
+                .name(format!("client-{i}"))
+                .spawn(move || {
+                    let mut rng = Rng(0x1234_5678 + i as u64 * 7919);
+                    let (mut lat, mut errors) = (Vec::new(), 0u64);
+                    // Spread the first requests over the think time, as independent dashboards would be.
+                    std::thread::sleep(Duration::from_millis((rng.unit() * think_ms as f64) as u64));
+                    while go.load(Relaxed) {
+                        let path = stats_path(&mut rng, distinct, newest);
+                        let t0 = Instant::now();
+                        match http_get(addr, &path) {
+                            Ok((200, _)) => lat.push(t0.elapsed().as_secs_f64() * 1e3),
+                            _ => errors += 1,
+                        }
+                        if think_ms > 0 {
+                            std::thread::sleep(Duration::from_millis(think_ms));
+                        }
                     }
-                    if think_ms > 0 {
-                        std::thread::sleep(Duration::from_millis(think_ms));
-                    }
-                }
-                (lat, errors)
-            })
+                    (lat, errors)
+                })
+                .unwrap()
         })
         .collect();
+    let cpu0 = cpu_by_thread_group();
     let fps_b = run.measure(Duration::ZERO, Duration::from_secs(load_s));
+    let cpu1 = cpu_by_thread_group();
     go.store(false, Relaxed);
     let (mut lat, mut errors) = (Vec::new(), 0);
     for t in threads {
@@ -389,6 +503,19 @@ fn main() {
         "| stats requests served | {} ({:.1}/s), {errors} failed | |",
         lat.len(),
         lat.len() as f64 / load_s as f64
+    );
+    let cpu = |i: usize| (cpu1[i] - cpu0[i]) / load_s as f64;
+    println!(
+        "| CPU in B, cores: station / API threads / client threads | {:.2} / {:.2} / {:.2} | |",
+        cpu(0),
+        cpu(1),
+        cpu(2)
+    );
+    println!(
+        "| stats answers: cache hit / shared / miss | {} / {} / {} | |",
+        cache_count(&registry, "hit"),
+        cache_count(&registry, "shared"),
+        cache_count(&registry, "miss")
     );
     remove_db(&db);
 }

@@ -4,11 +4,12 @@ use crate::api::ApiState;
 use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
 use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::archive::{self, Archive};
+use crate::sinks::line::LineOutput;
 use crate::sinks::results::{self, RecordContext};
 use crate::sinks::store::{Retention, Store, StoreContext};
 use crate::telemetry::Telemetry;
 use crate::topology::accounting::{Accounting, CameraSnapshot};
-use crate::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use crate::topology::{InferenceStall, LineWiring, OUTPUT_QUEUE_DEPTH, RunOptions, Station};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -136,6 +137,30 @@ fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
+    // The line output starts before the model loads too: the PLC sees "not ready" (error code
+    // "starting") at once, and a bad events file fails before any slow work.
+    let mut line = match &cfg.line {
+        Some(line_cfg) => {
+            Some(LineOutput::start(line_cfg, &loaded, Arc::clone(&telemetry.readiness), Some(&telemetry.registry))?)
+        }
+        None => None,
+    };
+    let line_wiring = line
+        .as_mut()
+        .map(|l| LineWiring { taps: (0..cfg.cameras.len()).map(|i| l.tap(i)).collect(), verdicts: l.verdicts() });
+    let inference_stall = match std::env::var(InferenceStall::ENV) {
+        Ok(text) => {
+            let stall = InferenceStall::parse(&text).map_err(anyhow::Error::msg)?;
+            tracing::warn!(
+                every = stall.every,
+                stall_ms = stall.stall.as_millis() as u64,
+                "FAULT INJECTION: inference stalls on purpose ({} is set); never use this on a production line",
+                InferenceStall::ENV
+            );
+            Some(stall)
+        }
+        Err(_) => None,
+    };
     let (store_tx, store_rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
     let (archive_tx, archive_rx) = crossbeam_channel::bounded(archive::QUEUE_DEPTH);
     let options = RunOptions {
@@ -143,7 +168,9 @@ fn run(args: RunArgs) -> Result<()> {
         outputs,
         store: store.is_some().then_some(store_tx),
         archive: archive.as_ref().map(|(_, rate)| (archive_tx, *rate)),
-        telemetry: Some(telemetry),
+        telemetry: Some(Arc::clone(&telemetry)),
+        line: line_wiring,
+        inference_stall,
     };
     let station = Station::build(&loaded, options)?;
     let classes = station.package.manifest.task.classes();
@@ -153,6 +180,8 @@ fn run(args: RunArgs) -> Result<()> {
             state.token = cfg.api.token.clone();
             state.utc_offset_minutes = cfg.api.utc_offset_minutes;
             state.archive_dir = archive.as_ref().map(|(a, _)| a.dir().to_path_buf());
+            state.stats_cache_ttl = Duration::from_millis(cfg.api.stats_cache_ms);
+            state.metrics = Arc::new(crate::api::ApiMetrics::new(Some(&telemetry.registry))?);
             let server = crate::api::start(addr, state)?;
             tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
             Some(server)
@@ -206,6 +235,10 @@ fn run(args: RunArgs) -> Result<()> {
     let status = std::io::stderr().is_terminal().then(|| spawn_status_line(Arc::clone(&accounting)));
     let started = Instant::now();
     station.run();
+    // The line acts on the parts still before their deadlines, then reports "not ready".
+    if let Some(line) = line {
+        line.finish();
+    }
     if let Some((done, handle)) = status {
         done.store(true, Relaxed);
         let _ = handle.join();
@@ -238,6 +271,8 @@ fn run(args: RunArgs) -> Result<()> {
             "archive_written": accounting.archive_written.load(Relaxed),
             "archive_dropped": accounting.archive_dropped_queue_full.load(Relaxed),
             "archive_errors": accounting.archive_errors.load(Relaxed),
+            "line_dropped": accounting.line_dropped.load(Relaxed),
+            "line_untracked": accounting.line_untracked.load(Relaxed),
             "cameras": snaps,
         });
         if target == "-" {

@@ -140,7 +140,8 @@ struct Station {
 impl Station {
     fn start() -> Self {
         let mut cmd = linesight_run();
-        cmd.current_dir(repo());
+        // The demo's API too on a free port: 8080 may be taken on a developer's machine.
+        cmd.args(["--api-listen", "127.0.0.1:0"]).current_dir(repo());
         let (child, admin, stderr) = spawn_with_admin(cmd);
         Self { _child: child, admin, stderr }
     }

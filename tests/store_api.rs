@@ -1,6 +1,7 @@
 //! The result store and the HTTP API over real SQLite files: a running station's records, schema
 //! migrations, retention, a damaged file, statistics against hand-counted numbers, pagination,
-//! bad queries, the token, and the OpenAPI document against real responses.
+//! bad queries, the token, the OpenAPI document against real responses, the stats cache, and the
+//! API's per-route metrics on a running station's admin listener.
 
 mod common;
 
@@ -20,7 +21,7 @@ use linesight::topology::{RunOptions, Station};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tower::ServiceExt;
 
 const KEEP: Retention = Retention { days: 0, max_inspections: 0 };
@@ -365,5 +366,122 @@ fn the_openapi_document_describes_the_real_responses() {
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");
         let schema = &item["get"]["responses"]["200"]["content"]["application/json"]["schema"];
         check(&doc, schema, &body, &uri);
+    }
+}
+
+/// The stats cache counter of `result` (hit, shared, miss) in `registry`'s text exposition.
+fn cache_count(registry: &prometheus::Registry, result: &str) -> f64 {
+    use prometheus::Encoder;
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let prefix = format!("linesight_api_stats_cache_total{{result=\"{result}\"}} ");
+    let line = text.lines().find_map(|l| l.strip_prefix(&prefix));
+    line.unwrap_or_else(|| panic!("no {prefix} in:\n{text}")).parse().unwrap()
+}
+
+/// `stats` answers are reused for `stats_cache_ms` (the same query in another spelling too), so
+/// a new inspection shows only once that has passed; with 0, at once. Both with explicit times
+/// and for "up to now" (no `to`).
+#[test]
+fn stats_answers_are_reused_for_the_ttl_and_never_at_zero() {
+    use Verdict::*;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    seed(&db);
+    let now_ms = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    write(&db, vec![inspection(0, now_ms() - 600_000, Ok, None, &[])]);
+    let ttl = Duration::from_secs(3);
+    let registry = prometheus::Registry::new();
+    let app = {
+        let mut state = ApiState::new(db.clone(), None);
+        state.utc_offset_minutes = Some(0);
+        state.stats_cache_ttl = ttl;
+        state.metrics = Arc::new(linesight::api::ApiMetrics::new(Some(&registry)).unwrap());
+        router(state)
+    };
+    let inspections = |s: &Value| s["totals"]["inspections"].as_i64().unwrap();
+    let day = format!("/api/v1/stats?from={T0}&to={}", T0 + 24 * HOUR);
+    let asked = Instant::now();
+    let (status, day_first) = get(&app, &day);
+    assert_eq!(status, StatusCode::OK, "{day_first}");
+    let (_, live_first) = get(&app, "/api/v1/stats");
+    assert_eq!((inspections(&day_first), inspections(&live_first)), (6, 1));
+    write(
+        &db,
+        vec![inspection(0, T0 + 3 * HOUR, Ng, None, &[(0, true)]), inspection(1, now_ms() - 60_000, Ok, None, &[])],
+    );
+    // The same window spelt in RFC 3339 with the default bucket named: one cache entry.
+    let (_, day_again) = get(&app, "/api/v1/stats?from=2024-05-01T00:00:00Z&to=2024-05-02T00:00:00Z&bucket=hour");
+    let (_, live_again) = get(&app, "/api/v1/stats");
+    assert!(asked.elapsed() < ttl, "the machine took {:?}, more than the TTL: nothing tested", asked.elapsed());
+    assert_eq!(day_again, day_first, "served from the cache");
+    assert_eq!(live_again, live_first, "served from the cache, to_unix_ms included");
+    assert_eq!((cache_count(&registry, "hit"), cache_count(&registry, "miss")), (2.0, 2.0));
+    // Once the TTL has passed: the new inspections, and a later "now".
+    std::thread::sleep(ttl.saturating_sub(asked.elapsed()) + Duration::from_millis(50));
+    let (_, day_later) = get(&app, &day);
+    let (_, live_later) = get(&app, "/api/v1/stats");
+    assert_eq!((inspections(&day_later), inspections(&live_later)), (7, 2));
+    assert!(live_later["to_unix_ms"].as_i64() > live_first["to_unix_ms"].as_i64(), "{live_later}");
+    assert_eq!(cache_count(&registry, "miss"), 4.0);
+
+    // stats_cache_ms = 0: every answer is queried.
+    let uncached = {
+        let mut state = ApiState::new(db.clone(), None);
+        state.utc_offset_minutes = Some(0);
+        state.stats_cache_ttl = Duration::ZERO;
+        router(state)
+    };
+    assert_eq!(inspections(&get(&uncached, &day).1), 7);
+    write(&db, vec![inspection(1, T0 + 4 * HOUR, Ok, None, &[])]);
+    assert_eq!(inspections(&get(&uncached, &day).1), 8);
+}
+
+/// A running station counts its API requests on the admin listener's `/metrics`, per route
+/// template (never the raw path with its ids) and status, 400s and 404s included.
+#[test]
+fn api_requests_are_counted_per_route_template_on_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::synthetic_station(20.0, "", "")
+        + "\n[store]\npath = \"api.db\"\n\n[api]\nlisten = \"127.0.0.1:0\"\nstats_cache_ms = 60000\n";
+    let config = common::write_config(dir.path(), &text);
+    let mut cmd = common::linesight_run();
+    cmd.arg("--config").arg(&config);
+    let (_station, admin, log) = common::spawn_with_admin(cmd);
+    let api: std::net::SocketAddr = common::wait_for(
+        Duration::from_secs(60),
+        || format!("the API listener's address in the log:\n{}", log.lock().unwrap()),
+        || {
+            let log = log.lock().unwrap();
+            let line = log.lines().find(|l| l.contains("API listener"))?;
+            line.split("address=").nth(1)?.split_whitespace().next()?.parse().ok()
+        },
+    );
+    for (path, status) in [
+        ("/api/v1/stats", 200),
+        ("/api/v1/stats", 200),
+        ("/api/v1/inspections/987654321", 404),
+        ("/api/v1/inspections/not-an-id", 400),
+        ("/api/v1/no/such/endpoint", 404),
+    ] {
+        assert_eq!(common::http_get(api, path).unwrap().0, status, "{path}");
+    }
+    let (status, metrics) = common::http_get(admin, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        r#"linesight_api_requests_total{route="/api/v1/stats",status="200"} 2"#,
+        r#"linesight_api_requests_total{route="/api/v1/inspections/{id}",status="404"} 1"#,
+        r#"linesight_api_requests_total{route="/api/v1/inspections/{id}",status="400"} 1"#,
+        r#"linesight_api_requests_total{route="unmatched",status="404"} 1"#,
+        r#"linesight_api_request_seconds_count{route="/api/v1/stats"} 2"#,
+        r#"linesight_api_request_seconds_count{route="/api/v1/inspections/{id}"} 2"#,
+        r#"linesight_api_stats_cache_total{result="miss"} 1"#,
+        r#"linesight_api_stats_cache_total{result="hit"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no line {line} in:\n{metrics}");
+    }
+    for raw in ["987654321", "not-an-id", "no/such"] {
+        assert!(!metrics.contains(raw), "raw path {raw:?} in a label:\n{metrics}");
     }
 }

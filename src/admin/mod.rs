@@ -21,7 +21,8 @@ pub type AdminError = ServeError;
 /// A running admin listener. Dropping it shuts it down too.
 pub type AdminServer = HttpServer;
 
-const ADMIN: ListenerKind = ListenerKind { name: "admin", config_key: "[admin] listen", flag: "--admin-listen" };
+const ADMIN: ListenerKind =
+    ListenerKind { name: "admin", config_key: "[admin] listen", flag: "--admin-listen", nice: 0 };
 
 /// Bind `listen` (port 0 picks a free port) and serve `/metrics`, `/healthz`, `/readyz` on a thread.
 pub fn start(listen: SocketAddr, telemetry: Arc<Telemetry>) -> Result<AdminServer, AdminError> {

@@ -36,7 +36,7 @@ pub fn document() -> Value {
         "paths": {
             "/api/v1/stats": { "get": {
                 "summary": "Totals, yield, NG rate and defect Pareto, overall and per bucket",
-                "description": "from defaults to 24 h before to, to to now; window is [from, to). Buckets are in local time ([api] utc_offset_minutes, else the machine's offset at `to`); shift = 8-hour buckets starting 06:00, 14:00 and 22:00. Pareto counts defects that counted towards a verdict.",
+                "description": "from defaults to 24 h before to, to to now; window is [from, to). Buckets are in local time ([api] utc_offset_minutes, else the machine's offset at `to`); shift = 8-hour buckets starting 06:00, 14:00 and 22:00. Pareto counts defects that counted towards a verdict. Answers are cached for [api] stats_cache_ms (default 1000; 0 = off): an answer can lag the store by up to that long (inspections committed meanwhile may be missing), and identical queries arriving together share one. The cache key is the query as parsed: explicit from/to to the millisecond (never moved), or 'now' when to is omitted, in which case to_unix_ms tells the moment the answer was computed (at most stats_cache_ms before it is sent).",
                 "parameters": [from, to, camera, param("bucket", "query", "string", "minute | hour (default) | day | shift")],
                 "responses": ok("Stats") } },
             "/api/v1/inspections": { "get": {

@@ -35,7 +35,7 @@ pub fn verdict(value: &str) -> Result<&'static str, ApiError> {
 }
 
 /// Statistics bucket: width and the offset of bucket starts from local midnight, in ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bucket {
     Minute,
     Hour,

@@ -3,10 +3,13 @@
 //! Timestamps in query parameters are unix milliseconds or RFC 3339; in responses they are unix
 //! milliseconds (`*_unix_ms`) plus an RFC 3339 copy in UTC for people (`captured_at`, `start`).
 
+use super::cache::{StatsCache, StatsKey};
 use super::db::{self, Filter};
 use super::error::ApiError;
+use super::metrics::{self, ApiMetrics, CacheOutcome};
 use super::params::{self, Bucket};
 use crate::topology::accounting::Accounting;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -40,6 +43,11 @@ pub struct ApiState {
     pub utc_offset_minutes: Option<i32>,
     /// The image archive's folder, when the station archives images.
     pub archive_dir: Option<PathBuf>,
+    /// How long a `stats` answer is reused (`[api] stats_cache_ms`); zero: never (no cache).
+    pub stats_cache_ttl: Duration,
+    /// Request and cache metrics (register them with [`ApiMetrics::new`] to export them).
+    pub metrics: Arc<ApiMetrics>,
+    stats_cache: StatsCache,
     /// Last `/cameras` sample (time, frames captured per camera), for the frame rate.
     fps_sample: Mutex<Option<FpsSample>>,
     /// Database queries running at once (see [`max_concurrent_queries`]).
@@ -47,7 +55,9 @@ pub struct ApiState {
 }
 
 /// At most this many database queries run at once: half this machine's cores, at least one. The
-/// other requests wait (within [`REQUEST_TIMEOUT`]) rather than take CPU from the pipeline.
+/// other requests wait (within [`REQUEST_TIMEOUT`]) rather than take CPU from the pipeline, and
+/// the threads that run them have a lower CPU priority than the pipeline's (see
+/// [`ListenerKind::nice`](crate::http_server::ListenerKind::nice)).
 pub fn max_concurrent_queries() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
@@ -63,6 +73,9 @@ impl ApiState {
             token: None,
             utc_offset_minutes: None,
             archive_dir: None,
+            stats_cache_ttl: Duration::from_millis(crate::config::ApiConfig::default().stats_cache_ms),
+            metrics: Arc::default(),
+            stats_cache: StatsCache::default(),
             fps_sample: Mutex::new(None),
             queries: Arc::new(tokio::sync::Semaphore::new(max_concurrent_queries())),
         }
@@ -74,6 +87,7 @@ type Params = Query<HashMap<String, String>>;
 
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
+    let metrics = Arc::clone(&state.metrics);
     Router::new()
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/inspections", get(list))
@@ -86,6 +100,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        // Outermost: counts every answer, the 401s, 408s and 413s of the layers above included.
+        .layer(middleware::from_fn_with_state(metrics, metrics::observe))
         .with_state(state)
 }
 
@@ -104,23 +120,63 @@ async fn auth(State(s): State<Shared>, request: Request, next: Next) -> Result<R
     Ok(next.run(request).await)
 }
 
-/// Run a query on a fresh read-only connection, off the runtime's thread.
+/// Run a query on a fresh read-only connection, off the runtime's thread. If the request goes
+/// away first (its time limit passed, or the client left), the query is interrupted: it stops
+/// at SQLite's next step instead of holding its slot and a core until it ends.
 async fn query<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     // A few queries at a time, the rest wait their turn: the pipeline keeps its CPU however many
-    // clients there are. The slot goes with the query, so one that outlives its request (timed
-    // out) still holds it until it ends.
+    // clients there are. The slot goes with the query, until it ends or is interrupted.
     let permit =
         Arc::clone(&s.queries).acquire_owned().await.map_err(|e| ApiError::Internal(format!("query slot: {e}")))?;
     let path = s.db.clone();
-    tokio::task::spawn_blocking(move || {
+    let cancel = Arc::new(Cancel::default());
+    let mut guard = CancelOnDrop(Some(Arc::clone(&cancel)));
+    let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f(&crate::sinks::store::open_read_only(&path)?)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("query task: {e}")))?
+        let conn = crate::sinks::store::open_read_only(&path)?;
+        if !cancel.arm(conn.get_interrupt_handle()) {
+            return Err(ApiError::Internal("query cancelled before it started".into()));
+        }
+        f(&conn)
+    });
+    let result = task.await;
+    guard.0 = None;
+    result.map_err(|e| ApiError::Internal(format!("query task: {e}")))?
+}
+
+/// A query's interrupt handle, once its connection is open, and whether its request went away.
+#[derive(Default)]
+struct Cancel(Mutex<(bool, Option<rusqlite::InterruptHandle>)>);
+
+impl Cancel {
+    /// Keep the connection's handle; false if the request has already gone.
+    fn arm(&self, handle: rusqlite::InterruptHandle) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 = Some(handle);
+        !state.0
+    }
+    fn cancel(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = true;
+        if let Some(handle) = &state.1 {
+            tracing::debug!("request gone: interrupting its database query");
+            handle.interrupt();
+        }
+    }
+}
+
+/// Cancels the query when dropped armed: the request's future was dropped mid-query.
+struct CancelOnDrop(Option<Arc<Cancel>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel();
+        }
+    }
 }
 
 fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
@@ -151,14 +207,14 @@ fn filter(q: &HashMap<String, String>) -> Result<Filter, ApiError> {
     })
 }
 
-async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+/// `stats`, through the cache (see [`super::cache`]) unless `[api] stats_cache_ms` is 0.
+async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Response, ApiError> {
     check_known(&q, &["from", "to", "camera", "bucket"])?;
-    let mut f = filter(&q)?;
-    let to = f.to.unwrap_or_else(now_ms);
-    let from = f.from.unwrap_or(to - DEFAULT_WINDOW_MS);
-    params::range(from, to)?;
-    (f.from, f.to) = (Some(from), Some(to));
+    let f = filter(&q)?;
     let bucket = Bucket::parse(q.get("bucket").map_or("hour", String::as_str))?;
+    // Check the window now; a query of "up to now" that runs later only grows it by that delay.
+    let (from, to) = stats_window(f.from, f.to);
+    params::range(from, to)?;
     if (to - from) / bucket.width_ms() > params::MAX_BUCKETS {
         return Err(ApiError::BadRequest(format!(
             "from..to spans more than {} {} buckets: narrow the range or use a wider bucket",
@@ -166,8 +222,32 @@ async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>,
             bucket.as_str()
         )));
     }
-    let offset_ms = i64::from(s.utc_offset_minutes.unwrap_or_else(|| local_offset_minutes(to))) * 60_000;
-    Ok(Json(query(&s, move |c| db::stats(c, &f, bucket, offset_ms)).await?))
+    let key = StatsKey { from: f.from, to: f.to, camera: f.camera, bucket };
+    let compute = || {
+        let (s, key) = (Arc::clone(&s), key.clone());
+        async move {
+            // "Now" is when the query runs, not when the request came: the answer is as fresh as
+            // it can be, and its `to_unix_ms` says which now it is.
+            let (from, to) = stats_window(key.from, key.to);
+            let offset_ms = i64::from(s.utc_offset_minutes.unwrap_or_else(|| local_offset_minutes(to))) * 60_000;
+            let f = Filter { from: Some(from), to: Some(to), camera: key.camera, ..Filter::default() };
+            let answer = query(&s, move |c| db::stats(c, &f, key.bucket, offset_ms)).await?;
+            serde_json::to_vec(&answer).map(Bytes::from).map_err(|e| ApiError::Internal(format!("encoding stats: {e}")))
+        }
+    };
+    let (body, outcome) = if s.stats_cache_ttl.is_zero() {
+        (compute().await?, CacheOutcome::Miss)
+    } else {
+        s.stats_cache.get(key.clone(), s.stats_cache_ttl, compute).await?
+    };
+    s.metrics.stats_answered(outcome);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `[from, to)` of a stats query: `to` defaults to now, `from` to 24 hours before `to`.
+fn stats_window(from: Option<i64>, to: Option<i64>) -> (i64, i64) {
+    let to = to.unwrap_or_else(now_ms);
+    (from.unwrap_or(to - DEFAULT_WINDOW_MS), to)
 }
 
 /// This machine's UTC offset at `at_ms`, in minutes.
@@ -258,4 +338,43 @@ async fn cameras(State(s): State<Shared>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "cameras": list }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query whose request goes away (here: a 200 ms limit) is interrupted, not left running.
+    #[test]
+    fn a_dropped_request_interrupts_its_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.db");
+        let retention = crate::sinks::store::Retention { days: 0, max_inspections: 0 };
+        drop(crate::sinks::store::Store::open(&db, retention).unwrap());
+        let state: Shared = Arc::new(ApiState::new(db, None));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // Counts for ever unless interrupted.
+            let endless = query(&state, move |c| {
+                let r = c.query_row(
+                    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT COUNT(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                );
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+                Ok(())
+            });
+            assert!(tokio::time::timeout(Duration::from_millis(200), endless).await.is_err(), "it cannot finish");
+        });
+        let ended = rx.recv_timeout(Duration::from_secs(10)).expect("the query still runs after its request went");
+        assert!(ended.as_ref().is_err_and(|e| e.contains("interrupt")), "{ended:?}");
+        // Its slot is free again (the closure returns just after it reported).
+        let t0 = Instant::now();
+        while state.queries.available_permits() < max_concurrent_queries() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(state.queries.available_permits(), max_concurrent_queries());
+        rt.shutdown_background();
+    }
 }

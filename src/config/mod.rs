@@ -5,9 +5,11 @@
 //! a silently ignored setting); [`validate`] then checks the meaning of every field and returns
 //! every problem at once, each with its field path and bad value.
 
+mod line;
 mod types;
 mod validate;
 
+pub use line::*;
 pub use types::*;
 pub use validate::{ConfigError, ConfigErrors};
 

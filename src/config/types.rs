@@ -4,7 +4,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`,
-/// `[admin]`, `[store]`, `[api]`, `[archive]`.
+/// `[admin]`, `[store]`, `[api]`, `[archive]`, `[line]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
@@ -31,6 +31,9 @@ pub struct StationConfig {
     /// The image archive (NG and fail-safe frames, a sample of OK ones); absent = no archive.
     #[serde(default)]
     pub archive: Option<ArchiveConfig>,
+    /// The line output (PLC, MQTT, webhook, command): reject timing and fail-safe; absent = off.
+    #[serde(default)]
+    pub line: Option<super::line::LineConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -108,6 +111,21 @@ pub struct CameraConfig {
     /// Millimetres per pixel on the inspected surface, set by hand; overrides the calibration's.
     #[serde(default)]
     pub mm_per_px: Option<f64>,
+    /// `free` (default): capture at `fps`; `line`: capture one frame per PLC trigger (the
+    /// trigger counter of `[line.modbus]`), stamped with the PLC's acquisition id as part id.
+    #[serde(default)]
+    pub trigger: CameraTrigger,
+}
+
+/// When a camera captures.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraTrigger {
+    /// Free-running at the camera's `fps`.
+    #[default]
+    Free,
+    /// One frame per trigger from the line (PLC).
+    Line,
 }
 
 fn yes() -> bool {
@@ -426,11 +444,21 @@ pub struct ApiConfig {
     /// machine's offset at the time asked about.
     #[serde(default)]
     pub utc_offset_minutes: Option<i32>,
+    /// How long a `/api/v1/stats` answer is reused for the same query, in ms (0 = never): the
+    /// longest an answer can lag the store. Identical queries arriving together share one.
+    #[serde(default = "default_stats_cache_ms")]
+    pub stats_cache_ms: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: default_api_listen(), token: None, utc_offset_minutes: None }
+        Self {
+            enabled: true,
+            listen: default_api_listen(),
+            token: None,
+            utc_offset_minutes: None,
+            stats_cache_ms: default_stats_cache_ms(),
+        }
     }
 }
 
@@ -439,4 +467,8 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
 
 fn default_api_listen() -> String {
     DEFAULT_API_LISTEN.into()
+}
+
+fn default_stats_cache_ms() -> u64 {
+    1000
 }

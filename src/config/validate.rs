@@ -187,6 +187,12 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
     if let Some(offset) = cfg.api.utc_offset_minutes {
         c.check((-14 * 60..=14 * 60).contains(&offset), "api.utc_offset_minutes", offset, "must be -840..=840");
     }
+    c.check(
+        cfg.api.stats_cache_ms <= 60_000,
+        "api.stats_cache_ms",
+        cfg.api.stats_cache_ms,
+        "must be 0..=60000 (ms; 0 turns the stats cache off)",
+    );
     if let Some(store) = &cfg.store {
         c.check(!store.path.as_os_str().is_empty(), "store.path", &store.path, "give a database file name");
         c.check(store.retention_days <= 36_500, "store.retention_days", store.retention_days, "must be 0..=36500");
@@ -197,6 +203,16 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         c.check(a.max_age_days <= 36_500, "archive.max_age_days", a.max_age_days, "must be 0..=36500");
     }
 
+    let triggered = cfg.cameras.iter().filter(|cam| cam.trigger == super::CameraTrigger::Line).count();
+    match &cfg.line {
+        Some(line) => c.0.extend(super::line::validate(line, triggered)),
+        None => c.check(
+            triggered == 0,
+            "camera.trigger",
+            "line",
+            "a camera triggered by the line needs [line] with [line.modbus] (the PLC's trigger)",
+        ),
+    }
     if c.0.is_empty() { Ok(geometry) } else { Err(ConfigErrors(c.0)) }
 }
 

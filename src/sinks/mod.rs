@@ -1,6 +1,8 @@
 //! Outputs: where inspection records go. Each runs on its own thread behind a bounded queue, so
-//! a slow output loses records (counted) and never slows the line.
+//! a slow output loses records (counted) and never slows the line. The line output ([`line`]) is
+//! the latency-critical one: it acts on the production line at each part's deadline.
 
 pub mod archive;
+pub mod line;
 pub mod results;
 pub mod store;

@@ -6,8 +6,10 @@
 use super::{Source, SourceError};
 use crate::calibration::Undistorter;
 use crate::config::Backpressure;
-use crate::frame::{Frame, FrameMeta};
+use crate::frame::{Frame, FrameMeta, PartId};
 use crate::pool::BufferPool;
+use crate::sinks::line::schedule::CapturedPart;
+use crate::sinks::line::{LineTap, Trigger};
 use crate::topology::accounting::{Accounting, DropCause};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::Arc;
@@ -44,6 +46,9 @@ pub struct CameraThread {
     pub undistort: Option<Undistorter>,
     /// Called with the time one undistortion took (telemetry hook).
     pub on_undistort: Box<dyn FnMut(Duration) + Send>,
+    /// The line output: every captured part is registered with it (so it gets a deadline even
+    /// if its frame is dropped later), and a triggered camera captures on its triggers.
+    pub line: Option<LineTap>,
 }
 
 impl CameraThread {
@@ -59,8 +64,14 @@ impl CameraThread {
         let mut seq = 0u64;
         let mut last_error_log: Option<Instant> = None;
         let mut last_size_log: Option<Instant> = None;
+        let mut trigger = None;
         while !self.stop.load(Relaxed) && s.max_frames.is_none_or(|m| seq < m) {
-            if let Some(period) = period {
+            if let Some(triggers) = self.line.as_ref().and_then(|l| l.triggers.as_ref()) {
+                match wait_for_trigger(triggers, &self.stop) {
+                    Some(t) => trigger = Some(t),
+                    None => break,
+                }
+            } else if let Some(period) = period {
                 let now = Instant::now();
                 if next_due > now {
                     std::thread::sleep(next_due - now);
@@ -78,10 +89,19 @@ impl CameraThread {
                     let meta = FrameMeta {
                         camera: s.index,
                         seq,
-                        part_id: g.part_id,
+                        part_id: trigger.map(|t: Trigger| acquisition_part_id(t.acquisition_id)).or(g.part_id),
                         captured_at,
                         captured_wall: SystemTime::now(),
                     };
+                    if let Some(line) = &self.line {
+                        // Registered before anything can drop the frame: a part the line knows
+                        // about gets the fail-safe at its deadline even if it is never inspected.
+                        let basis = trigger.take().map_or(captured_at, |t| t.at);
+                        let part = CapturedPart { camera: s.index, seq, part_id: meta.part_id, basis };
+                        if line.parts.try_send(part).is_err() {
+                            accounting.line_untracked.fetch_add(1, Relaxed);
+                        }
+                    }
                     seq += 1;
                     counters.captured.fetch_add(1, Relaxed);
                     counters.up.store(true, Relaxed);
@@ -116,6 +136,9 @@ impl CameraThread {
                 }
                 Err(SourceError::BadFrame(msg)) => {
                     counters.capture_errors.fetch_add(1, Relaxed);
+                    if let Some(t) = trigger.take() {
+                        self.lost_trigger(t, &mut seq);
+                    }
                     // Rate-limited: a folder of broken files must not flood the log.
                     if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                         tracing::warn!(camera = %s.id, error = %msg, "frame could not be read; skipped");
@@ -124,6 +147,9 @@ impl CameraThread {
                 }
                 Err(SourceError::Disconnected(msg)) => {
                     counters.up.store(false, Relaxed);
+                    if let Some(t) = trigger.take() {
+                        self.lost_trigger(t, &mut seq);
+                    }
                     tracing::warn!(camera = %s.id, error = %msg, "camera down; reconnecting");
                     if !self.reconnect() {
                         break;
@@ -135,6 +161,23 @@ impl CameraThread {
         }
         self.source.close();
         counters.up.store(false, Relaxed);
+    }
+
+    /// A triggered part whose image could not be grabbed is still a part on the line: it is
+    /// counted as captured and dropped (invalid frame), and registered with the line so that the
+    /// fail-safe acts on it at its deadline.
+    fn lost_trigger(&self, trigger: Trigger, seq: &mut u64) {
+        let counters = self.accounting.camera(self.settings.index);
+        counters.captured.fetch_add(1, Relaxed);
+        counters.dropped(DropCause::InvalidFrame);
+        if let Some(line) = &self.line {
+            let part_id = Some(acquisition_part_id(trigger.acquisition_id));
+            let part = CapturedPart { camera: self.settings.index, seq: *seq, part_id, basis: trigger.at };
+            if line.parts.try_send(part).is_err() {
+                self.accounting.line_untracked.fetch_add(1, Relaxed);
+            }
+        }
+        *seq += 1;
     }
 
     /// Queue a frame under the backpressure policy. Returns false when the pipeline is gone.
@@ -184,6 +227,26 @@ impl CameraThread {
             }
         }
     }
+}
+
+/// Block until the line triggers a capture; `None` when stopped or the line is gone.
+fn wait_for_trigger(triggers: &Receiver<Trigger>, stop: &AtomicBool) -> Option<Trigger> {
+    while !stop.load(Relaxed) {
+        match triggers.recv_timeout(Duration::from_millis(50)) {
+            Ok(t) => return Some(t),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+    None
+}
+
+/// The PLC's acquisition id as a part id (formatted in place: no allocation).
+fn acquisition_part_id(id: u16) -> PartId {
+    use std::fmt::Write;
+    let mut part = PartId::new();
+    let _ = write!(part, "{id}");
+    part
 }
 
 /// Sleep in short steps so a stop request is honoured quickly. False if stopped.

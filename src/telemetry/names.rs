@@ -130,6 +130,58 @@ pub const ERRORS_STORE_WRITE_FAILED: (&str, &str) = ("store", "write_failed");
 /// Image archive writes that failed (the frame is not archived; inspection goes on).
 pub const ERRORS_ARCHIVE_WRITE_FAILED: (&str, &str) = ("archive", "write_failed");
 
+// --- Line output (`[line]`: PLC, MQTT, webhook, command) ---
+
+/// Counter: reject actions fired at their deadline (NG parts and fail-safe rejects).
+pub const LINE_REJECTS: &str = "linesight_rejects_total";
+pub const LINE_REJECTS_HELP: &str = "Reject actions fired at their deadline (NG parts and fail-safe rejects).";
+/// Counter {reason}: parts that got the fail-safe action (see `FailsafeReason`).
+pub const LINE_FAILSAFE_ACTIONS: &str = "linesight_line_failsafe_actions_total";
+pub const LINE_FAILSAFE_ACTIONS_HELP: &str = "Parts given the fail-safe action (reject, pass or stop_line), per cause.";
+/// Counter: actions not fired because the line thread reached them after their fire window.
+pub const LINE_DEADLINE_MISSES: &str = "linesight_deadline_misses_total";
+pub const LINE_DEADLINE_MISSES_HELP: &str =
+    "Actions not fired because their fire window had passed (never fired late).";
+/// Counter: verdicts that came after `deadline - margin` (recorded, never acted on).
+pub const LINE_LATE_VERDICTS: &str = "linesight_late_verdicts_total";
+pub const LINE_LATE_VERDICTS_HELP: &str = "Verdicts that arrived after deadline - margin: recorded, never fired.";
+/// Counter: verdicts for parts the line never saw captured (its registration queue overflowed).
+pub const LINE_UNTRACKED_VERDICTS: &str = "linesight_line_untracked_verdicts_total";
+pub const LINE_UNTRACKED_VERDICTS_HELP: &str = "Verdicts for parts the line output was not tracking (never acted on).";
+/// Counter {adapter}: failed writes or publishes to the line (PLC exceptions, timeouts, bad answers).
+pub const LINE_WRITE_ERRORS: &str = "linesight_plc_write_errors_total";
+pub const LINE_WRITE_ERRORS_HELP: &str = "Failed writes to the line, per adapter (exceptions, timeouts, bad answers).";
+/// Counter {adapter}: actions whose deadline passed while the adapter could not deliver them.
+pub const LINE_UNDELIVERED: &str = "linesight_line_undelivered_total";
+pub const LINE_UNDELIVERED_HELP: &str =
+    "Actions whose deadline passed undelivered (link down, write failed), per adapter.";
+/// Gauge {adapter}: 1 while the adapter's link to its peer is up.
+pub const LINE_LINK_UP: &str = "linesight_line_link_up";
+pub const LINE_LINK_UP_HELP: &str = "1 while the adapter's link to its peer (PLC, broker, web service) is up.";
+/// Histogram {adapter}: one write's round trip (request sent → peer's answer).
+pub const LINE_WRITE_SECONDS: &str = "linesight_line_write_seconds";
+pub const LINE_WRITE_SECONDS_HELP: &str = "Round trip of one write to the line, per adapter.";
+/// Histogram: when the line thread fired a reject, less its deadline.
+pub const LINE_FIRE_LATENESS_SECONDS: &str = "linesight_line_fire_lateness_seconds";
+pub const LINE_FIRE_LATENESS_SECONDS_HELP: &str = "When each reject was fired, less its deadline.";
+/// Counter: PLC triggers seen, and those missed (the trigger counter jumped by more than one).
+pub const LINE_TRIGGERS: &str = "linesight_line_triggers_total";
+pub const LINE_TRIGGERS_HELP: &str = "PLC triggers seen by the station.";
+pub const LINE_MISSED_TRIGGERS: &str = "linesight_line_missed_triggers_total";
+pub const LINE_MISSED_TRIGGERS_HELP: &str = "PLC triggers the station did not see (the trigger counter jumped).";
+/// Counter: results dropped because the PLC had not acknowledged the buffered ones (overrun).
+pub const LINE_RESULTS_OVERRUN: &str = "linesight_line_results_overrun_total";
+pub const LINE_RESULTS_OVERRUN_HELP: &str =
+    "Results lost because the PLC's results buffer was full (overrun flag set).";
+/// Gauge: the station-ready signal as sent to the line.
+pub const LINE_READY: &str = "linesight_line_station_ready";
+pub const LINE_READY_HELP: &str = "The station-ready signal sent to the line (1 ready, 0 not).";
+/// Label of the line adapter (`modbus`, `mqtt`, `webhook`, `command`).
+pub const ADAPTER: &str = "adapter";
+/// Buckets for line writes and fire lateness: 20 µs to 250 ms.
+pub const LINE_BUCKETS: &[f64] =
+    &[0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+
 /// Buckets for stage durations: 50 µs to 1 s.
 pub const STAGE_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -137,3 +189,35 @@ pub const STAGE_BUCKETS: &[f64] =
 pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 /// Buckets for batch sizes.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+// --- API listener ---
+
+/// Counter {route, status}: API requests answered, per matched route template (never the raw
+/// path: `/api/v1/inspections/{id}`, or `unmatched`) and HTTP status code.
+pub const API_REQUESTS: &str = "linesight_api_requests_total";
+pub const API_REQUESTS_HELP: &str = "HTTP API requests answered, per route template and status code.";
+
+/// Histogram {route}: time from a request's arrival at the API to its response.
+pub const API_REQUEST_SECONDS: &str = "linesight_api_request_seconds";
+pub const API_REQUEST_SECONDS_HELP: &str = "Time to answer an HTTP API request, per route template, in seconds.";
+
+/// Counter {result}: `/api/v1/stats` answers by where they came from (see `API_CACHE_*`).
+pub const API_STATS_CACHE: &str = "linesight_api_stats_cache_total";
+pub const API_STATS_CACHE_HELP: &str =
+    "Stats answers by source: hit (cached), shared (waited for an identical query in flight), miss (queried).";
+
+// Label names of the API metrics.
+pub const API_ROUTE: &str = "route";
+pub const API_STATUS: &str = "status";
+pub const API_CACHE_RESULT: &str = "result";
+
+/// Label value of `{route}` for a request that matched no route (one value, however many paths).
+pub const API_ROUTE_UNMATCHED: &str = "unmatched";
+
+// Label values of `linesight_api_stats_cache_total{result}`.
+pub const API_CACHE_HIT: &str = "hit";
+pub const API_CACHE_SHARED: &str = "shared";
+pub const API_CACHE_MISS: &str = "miss";
+
+/// Buckets for API request durations: 1 ms to 10 s (the request timeout).
+pub const API_REQUEST_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

@@ -132,6 +132,10 @@ pub struct Accounting {
     pub cameras: Vec<CameraCounters>,
     /// Inspection records the results output could not take in time (the verdict still counts).
     pub results_dropped: AtomicU64,
+    /// Verdicts the line output's queue had no room for (their parts fail safe at the line).
+    pub line_dropped: AtomicU64,
+    /// Captured parts the line output's registration queue had no room for (never acted on).
+    pub line_untracked: AtomicU64,
     /// Inspection records the result store's queue could not take in time (the store fell behind).
     pub store_dropped: AtomicU64,
     /// Inspection records the result store committed, and batches it failed to write.
@@ -157,6 +161,8 @@ impl Accounting {
             epoch: Instant::now(),
             cameras: camera_ids.iter().map(|id| CameraCounters::new(id)).collect(),
             results_dropped: AtomicU64::new(0),
+            line_dropped: AtomicU64::new(0),
+            line_untracked: AtomicU64::new(0),
             store_dropped: AtomicU64::new(0),
             store_written: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),

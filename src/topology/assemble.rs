@@ -71,6 +71,9 @@ pub enum OutputKind {
     Results,
     /// `Accounting::store_dropped`: the SQLite result store.
     Store,
+    /// `Accounting::line_dropped`: the line output (those parts get the fail-safe at their
+    /// deadline, since the line registered them at capture).
+    Line,
 }
 
 /// The assembler thread's state.
@@ -438,6 +441,7 @@ impl Assembler {
                 let counter = match kind {
                     OutputKind::Results => &self.accounting.results_dropped,
                     OutputKind::Store => &self.accounting.store_dropped,
+                    OutputKind::Line => &self.accounting.line_dropped,
                 };
                 counter.fetch_add(1, Relaxed);
             }

@@ -71,6 +71,49 @@ pub struct RunOptions {
     /// Where the station's metrics are registered and its readiness reported (the admin
     /// listener serves both). Without it the metrics still count, unexported.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The line output (see `sinks::line`): each camera registers its parts with it, and it
+    /// gets every verdict first. Its queue overflow is counted in `Accounting::line_dropped`.
+    pub line: Option<LineWiring>,
+    /// Test and bench fault injection: stall inference (see [`InferenceStall`]).
+    pub inference_stall: Option<InferenceStall>,
+}
+
+/// What the pipeline needs from the line output.
+pub struct LineWiring {
+    /// One per camera, in config order.
+    pub taps: Vec<crate::sinks::line::LineTap>,
+    pub verdicts: Sender<Inspection>,
+}
+
+/// Fault injection for tests and benches: every `every`-th batch, the inference worker sleeps
+/// `stall` before running it, as a hung GPU driver or an overloaded host would. Set with the
+/// environment variable `LINESIGHT_FAULT_STALL_INFERENCE="every=N,ms=M"`; never on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InferenceStall {
+    pub every: u64,
+    pub stall: Duration,
+}
+
+impl InferenceStall {
+    /// The environment variable's name.
+    pub const ENV: &'static str = "LINESIGHT_FAULT_STALL_INFERENCE";
+
+    /// Parse `every=N,ms=M`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut every = None;
+        let mut ms = None;
+        for part in text.split(',') {
+            match part.trim().split_once('=') {
+                Some(("every", v)) => every = v.parse::<u64>().ok().filter(|n| *n > 0),
+                Some(("ms", v)) => ms = v.parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        match (every, ms) {
+            (Some(every), Some(ms)) => Ok(Self { every, stall: Duration::from_millis(ms) }),
+            _ => Err(format!("{}={text:?}: expected every=N,ms=M (N ≥ 1)", Self::ENV)),
+        }
+    }
 }
 
 /// Bounded queue between the assembler and each output: room for bursts, never a wait.
@@ -194,7 +237,15 @@ impl Station {
             metrics,
             stop: Arc::new(AtomicBool::new(false)),
             cameras,
-            stall_timeouts: cfg.cameras.iter().map(|c| Duration::from_millis(c.stall_timeout_ms)).collect(),
+            // A camera triggered by the line is idle whenever the line is: no frames is no stall.
+            stall_timeouts: cfg
+                .cameras
+                .iter()
+                .map(|c| match c.trigger {
+                    crate::config::CameraTrigger::Line => Duration::MAX,
+                    crate::config::CameraTrigger::Free => Duration::from_millis(c.stall_timeout_ms),
+                })
+                .collect(),
             sessions,
             plan,
             policy,
@@ -252,6 +303,10 @@ impl Station {
             spawn("watchdog".into(), move || watch_cameras(&accounting, &stall_timeouts, &done))
         };
         let mut camera_rxs = Vec::new();
+        let (mut line_taps, line_verdicts) = match options.line {
+            Some(LineWiring { taps, verdicts }) => (taps.into_iter(), Some(verdicts)),
+            None => (Vec::new().into_iter(), None),
+        };
         for BuiltCamera { settings, source, queue_depth: depth, frame_bytes, undistort } in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
@@ -266,6 +321,7 @@ impl Station {
                 None => BufferPool::new(buffers),
             };
             let thread = CameraThread {
+                line: line_taps.next(),
                 settings,
                 source,
                 pool,
@@ -315,6 +371,7 @@ impl Station {
         let output_names: Vec<String> = m.task.output_names().iter().map(|s| s.to_string()).collect();
         for (i, session) in sessions.into_iter().enumerate() {
             let worker = Worker {
+                stall: options.inference_stall,
                 session,
                 input_name: m.input.name.clone(),
                 input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
@@ -339,7 +396,9 @@ impl Station {
         }
         drop((job_rx, result_tx));
 
-        let mut outputs: Vec<_> = options.outputs.into_iter().map(|tx| (tx, OutputKind::Results)).collect();
+        // The line first: it is the only output with a deadline.
+        let mut outputs: Vec<_> = line_verdicts.into_iter().map(|tx| (tx, OutputKind::Line)).collect();
+        outputs.extend(options.outputs.into_iter().map(|tx| (tx, OutputKind::Results)));
         outputs.extend(options.store.map(|tx| (tx, OutputKind::Store)));
         let assembler =
             Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics);

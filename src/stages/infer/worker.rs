@@ -55,12 +55,21 @@ pub struct Worker {
     /// Called once per run with (tiles in the batch, run duration, whether it succeeded);
     /// telemetry hooks in here.
     pub on_batch: Box<dyn FnMut(usize, Duration, bool) + Send>,
+    /// Fault injection (tests, benches): stall every n-th batch.
+    pub stall: Option<crate::topology::InferenceStall>,
 }
 
 impl Worker {
     /// Run batches until the batch queue is closed and drained.
     pub fn run(mut self, jobs: Receiver<BatchJob>, results: Sender<BatchResult>) {
+        let mut batches = 0u64;
         while let Ok(job) = jobs.recv() {
+            batches += 1;
+            if let Some(s) = self.stall
+                && batches % s.every == 0
+            {
+                std::thread::sleep(s.stall);
+            }
             let started = Instant::now();
             let outputs = match self.infer(&job) {
                 Ok(outputs) => outputs,

@@ -1,0 +1,63 @@
+//! The line output: turns verdicts into actions on the production line at the right moment.
+//!
+//! - [`schedule`]: every captured part gets a deadline; its verdict decides it if it arrives by
+//!   `deadline - margin`, else the fail-safe does; the action fires at the deadline.
+//! - [`runner`]: the line thread — registers parts from the cameras, takes verdicts from the
+//!   assembler, wakes at each decision and deadline, watches the station's health, and hands
+//!   events to the adapters. It is the only place that decides what the line does.
+//! - adapters ([`modbus`], [`mqtt`], [`webhook`], [`command`]) translate events to their
+//!   protocol on a tokio runtime of their own; they never decide, and they never fire a reject
+//!   after its fire window (an undeliverable action is counted, not delivered late).
+//!
+//! The line thread and the adapters meet through bounded queues only: a stalled PLC link can
+//! never stall the timing, and the timing never waits for the pipeline.
+
+pub mod audit;
+pub mod clock;
+pub mod command;
+pub mod event;
+pub mod handshake;
+pub mod metrics;
+pub mod modbus;
+pub mod mqtt;
+pub mod priority;
+pub mod runner;
+pub mod schedule;
+pub mod webhook;
+
+pub use event::{LineEvent, PartOutcome, Trigger};
+pub use runner::{LineOutput, LineTap};
+
+use clock::MonoClock;
+use metrics::{AdapterMetrics, LineMetrics};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Events waiting for one adapter; past this the line thread counts them undelivered.
+pub const ADAPTER_QUEUE_DEPTH: usize = 1024;
+
+/// What every adapter gets besides its config and its event queue.
+#[derive(Clone)]
+pub struct AdapterContext {
+    /// `modbus`, `mqtt`, `webhook` or `command`: the `adapter` label.
+    pub name: &'static str,
+    pub station: String,
+    /// This adapter's write errors, undelivered actions, link state and write latency.
+    pub metrics: AdapterMetrics,
+    /// The line's own metrics (triggers, results overrun).
+    pub line: Arc<LineMetrics>,
+    /// Where PLC triggers go (the Modbus adapter's trigger counter).
+    pub triggers: crossbeam_channel::Sender<Trigger>,
+    /// For timestamps peers can compare (`CLOCK_MONOTONIC` ns).
+    pub clock: MonoClock,
+    /// The reject fire window (see `schedule::Timing::fire_window`): an adapter that gets to a
+    /// reject later than `deadline + fire_window` counts it undelivered instead of writing it.
+    pub fire_window: std::time::Duration,
+}
+
+impl AdapterContext {
+    /// True while a reject for `outcome` may still be written.
+    pub fn may_fire(&self, outcome: &PartOutcome, now: Instant) -> bool {
+        now <= outcome.deadline + self.fire_window
+    }
+}

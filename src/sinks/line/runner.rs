@@ -1,0 +1,414 @@
+//! The line thread: the one place that decides what the line does, and when.
+//!
+//! It registers every captured part (from the camera threads), takes verdicts (from the
+//! assembler), wakes at each part's decision time and deadline ([`Schedule`]), toggles the
+//! heartbeat, derives station-ready from the station's health, and hands [`LineEvent`]s to the
+//! adapters, which run on a tokio runtime of their own thread. Everything between them is a
+//! bounded queue that is never waited on.
+
+use super::audit::{self, AuditRecord, Fate};
+use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus, Trigger};
+use super::metrics::LineMetrics;
+use super::schedule::{CapturedPart, Due, Schedule, Timing, VerdictIn, VerdictOutcome};
+use super::{ADAPTER_QUEUE_DEPTH, AdapterContext, MonoClock};
+use crate::config::{CameraTrigger, LineConfig, LoadedConfig};
+use crate::stages::decide::{FailsafeCause, Verdict};
+use crate::telemetry::Readiness;
+use crate::topology::messages::Inspection;
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError, bounded};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Parts registered but not yet past their deadline that the line can hold; a camera whose part
+/// cannot be registered is counted (see `Accounting::line_untracked`) and its verdict ignored.
+pub const PARTS_QUEUE_DEPTH: usize = 4096;
+
+/// What a camera thread gets from the line: where to register parts, and (for a triggered
+/// camera) where its triggers come from.
+pub struct LineTap {
+    pub parts: Sender<CapturedPart>,
+    pub triggers: Option<Receiver<Trigger>>,
+}
+
+/// The running line output. [`LineOutput::finish`] waits for the last deadline after the
+/// pipeline has drained.
+pub struct LineOutput {
+    parts: Sender<CapturedPart>,
+    verdicts: Sender<Inspection>,
+    camera_triggers: Vec<Option<Receiver<Trigger>>>,
+    thread: JoinHandle<()>,
+    io: JoinHandle<()>,
+    pub metrics: Arc<LineMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LineStartError {
+    #[error("line output: cannot open the events file {path}: {source} (check the folder exists and is writable)")]
+    Events { path: std::path::PathBuf, source: std::io::Error },
+    #[error("line output: cannot start its threads: {0}")]
+    Spawn(std::io::Error),
+}
+
+impl LineOutput {
+    /// Start the adapters and the line thread. They report "not ready" until the station is.
+    pub fn start(
+        cfg: &LineConfig,
+        loaded: &LoadedConfig,
+        readiness: Arc<Readiness>,
+        registry: Option<&prometheus::Registry>,
+    ) -> Result<Self, LineStartError> {
+        let metrics = Arc::new(LineMetrics::new(registry));
+        let realtime = cfg.realtime;
+        let clock = MonoClock::new();
+        let timing = Timing {
+            delay: Duration::from_secs_f64(cfg.delay_s()),
+            margin: Duration::from_secs_f64(cfg.margin_ms / 1000.0),
+            pulse: Duration::from_secs_f64(cfg.pulse_ms / 1000.0),
+            fire_window: Duration::from_secs_f64(cfg.fire_window_ms.unwrap_or(cfg.pulse_ms / 2.0) / 1000.0),
+            failsafe: cfg.failsafe,
+        };
+        let cameras: Vec<String> = loaded.config.cameras.iter().map(|c| c.id.clone()).collect();
+        let audit = match &cfg.events {
+            Some(path) => {
+                let path = loaded.resolve(path);
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|source| LineStartError::Events { path: path.clone(), source })?;
+                Some(audit::spawn(file, cameras.clone(), clock).map_err(LineStartError::Spawn)?)
+            }
+            None => None,
+        };
+
+        let (trigger_tx, trigger_rx) = bounded::<Trigger>(256);
+        let station = loaded.config.station.name.clone();
+        let context = |name: &'static str| AdapterContext {
+            name,
+            station: station.clone(),
+            metrics: metrics.adapter(name),
+            line: Arc::clone(&metrics),
+            triggers: trigger_tx.clone(),
+            clock,
+            fire_window: timing.fire_window(),
+        };
+        let mut adapters = Vec::new();
+        let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
+        let mut add = |ctx: AdapterContext| {
+            let (tx, rx) = tokio::sync::mpsc::channel(ADAPTER_QUEUE_DEPTH);
+            adapters.push((tx, ctx.metrics.undelivered.clone(), ctx.name));
+            rx
+        };
+        if let Some(c) = &cfg.modbus {
+            let ctx = context("modbus");
+            let rx = add(ctx.clone());
+            tasks.push(Box::pin(super::modbus::run(c.clone(), rx, ctx)));
+        }
+        if let Some(c) = &cfg.mqtt {
+            let ctx = context("mqtt");
+            let rx = add(ctx.clone());
+            tasks.push(Box::pin(super::mqtt::run(c.clone(), rx, ctx)));
+        }
+        if let Some(c) = &cfg.webhook {
+            let ctx = context("webhook");
+            let rx = add(ctx.clone());
+            tasks.push(Box::pin(super::webhook::run(c.clone(), rx, ctx)));
+        }
+        if let Some(c) = &cfg.command {
+            let ctx = context("command");
+            let rx = add(ctx.clone());
+            tasks.push(Box::pin(super::command::run(c.clone(), rx, ctx)));
+        }
+        drop(trigger_tx);
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LineStartError::Spawn)?;
+        let io = std::thread::Builder::new()
+            .name("line-io".into())
+            .spawn(move || {
+                if realtime {
+                    super::priority::raise_current_thread("line-io");
+                }
+                runtime.block_on(async move {
+                    let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+                    for h in handles {
+                        if let Err(e) = h.await {
+                            tracing::error!(error = %e, "line adapter task failed");
+                        }
+                    }
+                });
+            })
+            .map_err(LineStartError::Spawn)?;
+
+        let (parts_tx, parts_rx) = bounded(PARTS_QUEUE_DEPTH);
+        let (verdicts_tx, verdicts_rx) = bounded(crate::topology::OUTPUT_QUEUE_DEPTH);
+        let mut camera_triggers = Vec::new();
+        let mut trigger_outs = Vec::new();
+        for cam in &loaded.config.cameras {
+            if cam.trigger == CameraTrigger::Line {
+                let (tx, rx) = bounded(64);
+                trigger_outs.push(tx);
+                camera_triggers.push(Some(rx));
+            } else {
+                camera_triggers.push(None);
+            }
+        }
+        let thread_state = LineThread {
+            schedule: Schedule::new(timing, cameras.len(), PARTS_QUEUE_DEPTH),
+            parts: Some(parts_rx),
+            verdicts: Some(verdicts_rx),
+            triggers: Some(trigger_rx),
+            trigger_outs,
+            adapters,
+            metrics: Arc::clone(&metrics),
+            readiness,
+            heartbeat: Duration::from_millis(cfg.heartbeat_ms),
+            audit,
+        };
+        let thread = std::thread::Builder::new()
+            .name("line".into())
+            .spawn(move || {
+                if realtime {
+                    super::priority::raise_current_thread("line");
+                }
+                thread_state.run()
+            })
+            .map_err(LineStartError::Spawn)?;
+        Ok(Self { parts: parts_tx, verdicts: verdicts_tx, camera_triggers, thread, io, metrics })
+    }
+
+    /// Camera `index`'s tap (call once per camera).
+    pub fn tap(&mut self, index: usize) -> LineTap {
+        LineTap { parts: self.parts.clone(), triggers: self.camera_triggers.get_mut(index).and_then(Option::take) }
+    }
+
+    /// Where the assembler sends verdicts.
+    pub fn verdicts(&self) -> Sender<Inspection> {
+        self.verdicts.clone()
+    }
+
+    /// After the pipeline has stopped: act on the parts still in flight at their deadlines,
+    /// report "not ready", and stop the adapters.
+    pub fn finish(self) {
+        let Self { parts, verdicts, thread, io, .. } = self;
+        drop((parts, verdicts));
+        if thread.join().is_err() {
+            tracing::error!("line thread panicked");
+        }
+        if io.join().is_err() {
+            tracing::error!("line adapter thread panicked");
+        }
+    }
+}
+
+/// The line thread's state.
+struct LineThread {
+    schedule: Schedule,
+    parts: Option<Receiver<CapturedPart>>,
+    verdicts: Option<Receiver<Inspection>>,
+    triggers: Option<Receiver<Trigger>>,
+    trigger_outs: Vec<Sender<Trigger>>,
+    adapters: Vec<(tokio::sync::mpsc::Sender<LineEvent>, prometheus::IntCounter, &'static str)>,
+    metrics: Arc<LineMetrics>,
+    readiness: Arc<Readiness>,
+    heartbeat: Duration,
+    audit: Option<Sender<AuditRecord>>,
+}
+
+impl LineThread {
+    fn run(mut self) {
+        let mut status = StationStatus { ready: false, error: ErrorCode::Starting };
+        self.metrics.ready.set(0);
+        self.send(LineEvent::Status(status));
+        let mut beat = false;
+        let mut next_beat = Instant::now() + self.heartbeat;
+        let mut inference_failures = 0u64;
+        loop {
+            // Registrations first, so a verdict always finds its part. A closed input is retired.
+            while let Some(p) = next(&mut self.parts) {
+                self.schedule.register(p);
+            }
+            while let Some(insp) = next(&mut self.verdicts) {
+                if matches!(insp.verdict, Verdict::Failsafe(FailsafeCause::InferenceError)) {
+                    inference_failures += 1;
+                }
+                self.on_verdict(&insp);
+            }
+            while let Some(t) = next(&mut self.triggers) {
+                self.metrics.triggers.inc();
+                self.metrics.missed_triggers.inc_by(u64::from(t.missed));
+                for out in &self.trigger_outs {
+                    let _ = out.try_send(t);
+                }
+            }
+            let now = Instant::now();
+            while let Some(due) = self.schedule.pop_due(now) {
+                self.on_due(due, now);
+            }
+            if now >= next_beat {
+                beat = !beat;
+                next_beat += self.heartbeat;
+                if next_beat < now {
+                    next_beat = now + self.heartbeat;
+                }
+                self.send(LineEvent::Heartbeat(beat));
+                let new = self.health(inference_failures > 0);
+                inference_failures = 0;
+                if new != status {
+                    status = new;
+                    self.metrics.ready.set(i64::from(status.ready));
+                    tracing::info!(ready = status.ready, error = ?status.error, "station-ready signal to the line changed");
+                    self.send(LineEvent::Status(status));
+                }
+            }
+            let inputs_closed = self.parts.is_none() && self.verdicts.is_none();
+            if inputs_closed && self.schedule.pending() == 0 {
+                break;
+            }
+            let wake = self.schedule.next_wake().map_or(next_beat, |w| w.min(next_beat));
+            self.wait(wake);
+        }
+        self.metrics.ready.set(0);
+        self.send(LineEvent::Status(StationStatus { ready: false, error: ErrorCode::Stopping }));
+        // Dropping the senders closes each adapter's queue: they write their last state and end.
+    }
+
+    /// Sleep until `wake` or until any input has something (or has closed).
+    fn wait(&self, wake: Instant) {
+        let mut sel = Select::new();
+        for r in self.parts.iter() {
+            sel.recv(r);
+        }
+        for r in self.verdicts.iter() {
+            sel.recv(r);
+        }
+        for r in self.triggers.iter() {
+            sel.recv(r);
+        }
+        let _ = sel.ready_deadline(wake);
+    }
+
+    fn on_verdict(&mut self, insp: &Inspection) {
+        let now = Instant::now();
+        let v = verdict_in(insp);
+        match self.schedule.verdict(v, now) {
+            VerdictOutcome::Accepted(outcome) => {
+                if let Some(reason) = outcome.failsafe {
+                    self.metrics.failsafe(reason).inc();
+                }
+                self.send(LineEvent::Result(outcome));
+            }
+            VerdictOutcome::Late { camera, seq, verdict, late_by } => {
+                self.metrics.late_verdicts.inc();
+                tracing::warn!(camera, seq, verdict = ?verdict, late_by_ms = late_by.as_secs_f64() * 1e3, "verdict came after its decision time: recorded, not acted on (the fail-safe acted)");
+                self.audit(AuditRecord::late(camera, seq, insp.meta.part_id, verdict, now, Fate::LateVerdict));
+            }
+            VerdictOutcome::Untracked { camera, seq } => {
+                self.metrics.untracked_verdicts.inc();
+                self.audit(AuditRecord::late(camera, seq, insp.meta.part_id, v.verdict, now, Fate::Untracked));
+            }
+        }
+    }
+
+    fn on_due(&mut self, due: Due, now: Instant) {
+        match due {
+            Due::FailsafeDecided(outcome) => {
+                self.metrics.failsafe(outcome.failsafe.unwrap_or(FailsafeReason::NoVerdict)).inc();
+                tracing::warn!(camera = outcome.camera, seq = outcome.seq, action = ?outcome.action, "no verdict by the decision time: fail-safe");
+                self.send(LineEvent::Result(outcome));
+                if outcome.action == LineAction::StopLine {
+                    self.send(LineEvent::StopLine { outcome });
+                }
+            }
+            Due::Fire(outcome) => {
+                let pulse = self.schedule.timing().pulse;
+                self.send(LineEvent::Reject { outcome, pulse });
+                self.metrics.rejects.inc();
+                self.metrics.fire_lateness.observe(now.saturating_duration_since(outcome.deadline).as_secs_f64());
+                self.audit(AuditRecord::of(&outcome, Some(now), Fate::Fired));
+            }
+            Due::Passed(outcome) => self.audit(AuditRecord::of(&outcome, None, Fate::Passed)),
+            Due::Missed(outcome) => {
+                self.metrics.deadline_misses.inc();
+                tracing::error!(
+                    camera = outcome.camera,
+                    seq = outcome.seq,
+                    late_ms = now.saturating_duration_since(outcome.deadline).as_secs_f64() * 1e3,
+                    "reject not fired: its fire window had passed"
+                );
+                self.audit(AuditRecord::of(&outcome, None, Fate::Missed));
+            }
+        }
+    }
+
+    /// Hand an event to every adapter; a full queue counts as undelivered for that adapter.
+    fn send(&self, event: LineEvent) {
+        for (tx, undelivered, name) in &self.adapters {
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    if matches!(event, LineEvent::Reject { .. } | LineEvent::Result(_) | LineEvent::StopLine { .. }) {
+                        undelivered.inc();
+                        tracing::warn!(adapter = name, "adapter queue full: event not delivered");
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    fn audit(&self, record: AuditRecord) {
+        if let Some(tx) = &self.audit
+            && let Err(TrySendError::Full(_)) = tx.try_send(record)
+        {
+            tracing::warn!("line events file writer is behind: record dropped");
+        }
+    }
+
+    /// Station-ready for the line: model warmed, pipeline running, every camera up, and no
+    /// inference failure in the last heartbeat period.
+    fn health(&self, inference_failed: bool) -> StationStatus {
+        let error = if !self.readiness.model.is_released() || !self.readiness.pipeline.is_released() {
+            ErrorCode::Starting
+        } else if !self.readiness.is_ready() {
+            ErrorCode::CameraDown
+        } else if inference_failed {
+            ErrorCode::InferenceFailing
+        } else {
+            ErrorCode::None
+        };
+        StationStatus { ready: error == ErrorCode::None, error }
+    }
+}
+
+/// The next item queued on `input`, if any; retires the input (sets `None`) once it is closed
+/// and empty.
+fn next<T>(input: &mut Option<Receiver<T>>) -> Option<T> {
+    match input.as_ref()?.try_recv() {
+        Ok(item) => Some(item),
+        Err(crossbeam_channel::TryRecvError::Empty) => None,
+        Err(crossbeam_channel::TryRecvError::Disconnected) => {
+            *input = None;
+            None
+        }
+    }
+}
+
+/// The line's view of a pipeline verdict: the class code is the highest-scoring counted defect.
+fn verdict_in(insp: &Inspection) -> VerdictIn {
+    let (verdict, failsafe) = match insp.verdict {
+        Verdict::Ok => (LineVerdict::Ok, None),
+        Verdict::Ng => (LineVerdict::Ng, None),
+        Verdict::Failsafe(FailsafeCause::InferenceError) => {
+            (LineVerdict::Failsafe, Some(FailsafeReason::InferenceError))
+        }
+        Verdict::Failsafe(FailsafeCause::Timeout) => (LineVerdict::Failsafe, Some(FailsafeReason::PipelineTimeout)),
+    };
+    let class_code = insp
+        .defects
+        .iter()
+        .filter(|d| d.counted)
+        .max_by(|a, b| a.defect.max_score.total_cmp(&b.defect.max_score))
+        .map_or(0, |d| d.defect.class + 1);
+    VerdictIn { camera: insp.meta.camera, seq: insp.meta.seq, verdict, failsafe, class_code }
+}
