@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench bench-api models fixtures clean
+.PHONY: setup build run test check-config bench bench-api bench-line models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,11 @@ bench: setup
 ## Load benchmark of the HTTP API against the running pipeline (issue 4; figures in README).
 bench-api: setup
 	$(CARGO) bench --locked --bench api_load
+
+## Line-output timing over 10,000 parts against a pymodbus PLC (issue 5; figures in README).
+bench-line: build
+	bash scripts/python-env.sh
+	bash scripts/bench-line.sh
 
 ## Regenerate the committed ONNX files (demo model, test fixtures) with their scripts.
 models:

@@ -14,6 +14,7 @@ use linesight::sinks::line::clock::MonoClock;
 use linesight::sinks::line::event::{ErrorCode, LineAction, LineVerdict, StationStatus};
 use linesight::sinks::line::metrics::{AdapterMetrics, LineMetrics};
 use linesight::sinks::line::{AdapterContext, LineEvent, PartOutcome, mqtt, webhook};
+use linesight::telemetry::names;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -68,7 +69,9 @@ impl Broker {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stdout\nlog_type all\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nlog_dest stdout\nlog_type all\n"
+            ),
         )
         .unwrap();
         let mut b = Self { port, conf, proc: None, log: Arc::default() };
@@ -574,6 +577,11 @@ fn audit(dir: &Path) -> Vec<Value> {
     read_jsonl(&dir.join("events.jsonl"))
 }
 
+/// `name{adapter="..."}`.
+fn series(name: &str, adapter: &str) -> String {
+    format!("{name}{{adapter=\"{adapter}\"}}")
+}
+
 /// A Prometheus sample `name{labels}` from the admin listener.
 fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
     let (_, body) = common::http_get(admin, "/metrics").ok()?;
@@ -661,6 +669,14 @@ fn station_publishes_every_result_and_fired_reject_and_its_last_will() {
         lateness_ms.len(),
         decided.len()
     );
+    let sent_ms: Vec<f64> = rejects
+        .values()
+        .map(|m| (m[0].body["sent_ns"].as_u64().unwrap() as i64 - m[0].deadline_ns() as i64) as f64 / 1e6)
+        .collect();
+    let (s50, s99, smax) = percentiles(sent_ms);
+    println!(
+        "  of which the station's hand-off to the client - deadline: p50 {s50:.3} ms, p99 {s99:.3} ms, max {smax:.3} ms"
+    );
     assert!(max < 50.0, "a reject message arrived {max:.1} ms after its deadline");
     // Never before the fire instant: at most clock-pairing noise ahead.
     assert!(lateness_ms.iter().all(|l| *l > -1.0), "a reject message arrived before its deadline");
@@ -712,13 +728,13 @@ fn station_rides_out_a_five_second_broker_outage() {
     let mut cmd = linesight_run();
     cmd.arg("--config").arg(&config);
     let (mut station, admin, log) = spawn_with_admin(cmd);
-    let link = r#"linesight_line_link_up{adapter="mqtt"}"#;
-    let undelivered = r#"linesight_line_undelivered_total{adapter="mqtt"}"#;
-    let rejects = "linesight_line_rejects_total";
+    let link = series(names::LINE_LINK_UP, "mqtt");
+    let undelivered = series(names::LINE_UNDELIVERED, "mqtt");
+    let rejects = names::LINE_REJECTS;
     wait_for(
         Duration::from_secs(30),
         || format!("link up; log:\n{}", log.lock().unwrap()),
-        || (metric(admin, link) == Some(1.0)).then_some(()),
+        || (metric(admin, &link) == Some(1.0)).then_some(()),
     );
     let sub = Subscriber::start(&broker, "st2");
     wait_for(
@@ -727,12 +743,12 @@ fn station_rides_out_a_five_second_broker_outage() {
         || (sub.on("st2/result").len() >= 10).then_some(()),
     );
     let before = sub.on("st2/result").iter().filter_map(Msg::result_id).max().unwrap();
-    let undelivered_before = metric(admin, undelivered).unwrap();
+    let undelivered_before = metric(admin, &undelivered).unwrap();
     drop(sub);
 
     broker.kill();
     let down_at = Instant::now();
-    wait_for(Duration::from_secs(5), || "link_up 0".into(), || (metric(admin, link) == Some(0.0)).then_some(()));
+    wait_for(Duration::from_secs(5), || "link_up 0".into(), || (metric(admin, &link) == Some(0.0)).then_some(()));
     let rejects_down = metric(admin, rejects).unwrap();
     std::thread::sleep(Duration::from_secs(5).saturating_sub(down_at.elapsed()));
     assert!(station.0.try_wait().unwrap().is_none(), "the station keeps running without its broker");
@@ -740,12 +756,16 @@ fn station_rides_out_a_five_second_broker_outage() {
         metric(admin, rejects).unwrap() > rejects_down,
         "the line keeps deciding and firing while the broker is down"
     );
-    let undelivered_down = metric(admin, undelivered).unwrap();
+    let undelivered_down = metric(admin, &undelivered).unwrap();
     assert!(undelivered_down > undelivered_before, "actions whose window passed while down are counted undelivered");
 
-    broker.restart();
     let up_again = Instant::now();
-    wait_for(Duration::from_secs(10), || "link_up 1 again".into(), || (metric(admin, link) == Some(1.0)).then_some(()));
+    broker.restart();
+    wait_for(
+        Duration::from_secs(10),
+        || "link_up 1 again".into(),
+        || (metric(admin, &link) == Some(1.0)).then_some(()),
+    );
     let reconnect = up_again.elapsed();
     let sub = Subscriber::start(&broker, "st2");
     wait_for(
@@ -766,7 +786,7 @@ fn station_rides_out_a_five_second_broker_outage() {
     for m in sub.on("st2/reject") {
         assert!(m.arrived_ns <= m.deadline_ns() + 10_000_000, "a reject published after its fire window: {m:?}");
     }
-    let write_errors = metric(admin, r#"linesight_line_write_errors_total{adapter="mqtt"}"#).unwrap();
+    let write_errors = metric(admin, &series(names::LINE_WRITE_ERRORS, "mqtt")).unwrap();
     println!(
         "broker outage: reconnected {:.0} ms after the broker was back; undelivered {} ; write errors {write_errors}",
         reconnect.as_secs_f64() * 1e3,
@@ -795,8 +815,8 @@ fn station_posts_each_result_once_to_a_webhook_with_retries() {
         }
         // The last scrape before the exit: the latency histogram.
         if let (Some(sum), Some(n)) = (
-            metric(admin, r#"linesight_line_write_seconds_sum{adapter="webhook"}"#),
-            metric(admin, r#"linesight_line_write_seconds_count{adapter="webhook"}"#),
+            metric(admin, &series(&format!("{}_sum", names::LINE_WRITE_SECONDS), "webhook")),
+            metric(admin, &series(&format!("{}_count", names::LINE_WRITE_SECONDS), "webhook")),
         ) {
             write_seconds = Some((sum, n));
         }
@@ -841,9 +861,17 @@ fn station_posts_each_result_once_to_a_webhook_with_retries() {
         })
         .collect();
     let (p50, p99, max) = percentiles(post_ms);
+    let answered_ms: Vec<f64> = results
+        .iter()
+        .filter(|r| r["status"] == 200)
+        .map(|r| {
+            (r["answered_ns"].as_u64().unwrap() as i64 - r["body"]["sent_ns"].as_u64().unwrap() as i64) as f64 / 1e6
+        })
+        .collect();
+    let (a50, a99, amax) = percentiles(answered_ms);
     let (sum, n) = write_seconds.expect("scraped the webhook's latency");
     println!(
-        "webhook: {} parts; result post sent→arrived p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms; round trip mean {:.3} ms over {n} posts",
+        "webhook: {} parts; result post sent→arrived p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms; sent→answered p50 {a50:.3} ms, p99 {a99:.3} ms, max {amax:.3} ms; round trip (write_seconds) mean {:.3} ms over {n} posts",
         decided.len(),
         sum / n * 1e3
     );
@@ -860,13 +888,13 @@ fn station_never_posts_after_the_deadline_to_a_slow_webhook() {
     let mut cmd = linesight_run();
     cmd.arg("--config").arg(&config);
     let (mut station, admin, log) = spawn_with_admin(cmd);
-    let undelivered = r#"linesight_line_undelivered_total{adapter="webhook"}"#;
+    let undelivered = series(names::LINE_UNDELIVERED, "webhook");
     let n = wait_for(
         Duration::from_secs(40),
         || format!("undelivered webhook posts; log:\n{}", log.lock().unwrap()),
-        || metric(admin, undelivered).filter(|n| *n >= 20.0),
+        || metric(admin, &undelivered).filter(|n| *n >= 20.0),
     );
-    assert_eq!(metric(admin, r#"linesight_line_link_up{adapter="webhook"}"#), Some(0.0));
+    assert_eq!(metric(admin, &series(names::LINE_LINK_UP, "webhook")), Some(0.0));
     signal(&station, "-TERM");
     let status = wait_exit(&mut station, Duration::from_secs(20));
     assert!(status.success(), "station exit: {status}");

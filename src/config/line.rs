@@ -147,7 +147,7 @@ pub const STATUS_BLOCK_LEN: u16 = 9;
 pub const INPUT_BLOCK_LEN: u16 = 3;
 
 /// MQTT: QoS 1 JSON messages under `topic_prefix`; the status topic is retained and carries the
-/// last will (`{"ready":false,"reason":"station offline"}`).
+/// last will (`{"event":"status","ready":false,"error":"offline"}`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
@@ -156,7 +156,8 @@ pub struct MqttConfig {
     /// Client id; must be unique on the broker.
     #[serde(default = "default_mqtt_client_id")]
     pub client_id: String,
-    /// Topics: `{prefix}/result`, `{prefix}/reject`, `{prefix}/status`, `{prefix}/heartbeat`.
+    /// Topics: `{prefix}/result`, `{prefix}/reject`, `{prefix}/stop_line`, `{prefix}/status`,
+    /// `{prefix}/heartbeat`.
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
     /// MQTT keep-alive, seconds (the broker publishes the last will after 1.5× this).

@@ -34,8 +34,10 @@ def main() -> None:
     log = open(args.log, "a", encoding="utf-8")
 
     class Handler(BaseHTTPRequestHandler):
-        # Keep-alive, as a real web service would.
+        # Keep-alive, as a real web service would; TCP_NODELAY, or the answer's body (a second
+        # small write after the headers) waits ~40 ms for the client's delayed ACK.
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length") or 0)

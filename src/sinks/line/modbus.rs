@@ -100,7 +100,9 @@ enum Act {
 async fn actuator(mut conn: Conn, mut acts: mpsc::Receiver<Act>, ctx: AdapterContext, map: RegisterMap) {
     // When the reject coil goes OFF again (None: it is OFF).
     let mut coil_off_at: Option<Instant> = None;
-    let mut stop_line_requested = false;
+    // Stop-line: asked for and not yet written ON (it is written once; clearing it is the PLC's).
+    let mut stop_line_pending = false;
+    let mut stop_line_asked = false;
     let mut stop_line_cleared = false;
     let mut undelivered_log = Burst::new(
         "modbus adapter: rejects not delivered (link down, failed write, or past their fire window); counted in linesight_line_undelivered_total",
@@ -116,7 +118,10 @@ async fn actuator(mut conn: Conn, mut acts: mpsc::Receiver<Act>, ctx: AdapterCon
                         ctx.metrics.undelivered.inc();
                         undelivered_log.failed(&format!("PLC link down: reject for camera {} seq {} not delivered", outcome.camera, outcome.seq));
                     }
-                    Some(Act::StopLine) => stop_line_requested = true,
+                    Some(Act::StopLine) => {
+                        stop_line_asked = true;
+                        stop_line_pending = true;
+                    }
                 },
                 // The handshake connection got through again: try now, not at the end of our backoff.
                 _ = conn.health.wake_actuator.notified() => conn.retry_now(),
@@ -124,11 +129,11 @@ async fn actuator(mut conn: Conn, mut acts: mpsc::Receiver<Act>, ctx: AdapterCon
                     if conn.connect().await {
                         // Safe state first: whatever was ON when the link broke goes OFF.
                         let _ = conn.write_coil(map.reject_coil, false).await;
-                        if !stop_line_cleared && !stop_line_requested && conn.connected() {
+                        if !stop_line_cleared && !stop_line_asked && conn.connected() {
                             stop_line_cleared = conn.write_coil(map.stop_line_coil, false).await.is_ok();
                         }
-                        if stop_line_requested && conn.connected() {
-                            let _ = conn.write_coil(map.stop_line_coil, true).await;
+                        if stop_line_pending && conn.connected() {
+                            stop_line_pending = conn.write_coil(map.stop_line_coil, true).await.is_err();
                         }
                     }
                 }
@@ -152,8 +157,8 @@ async fn actuator(mut conn: Conn, mut acts: mpsc::Receiver<Act>, ctx: AdapterCon
                     }
                 }
                 Some(Act::StopLine) => {
-                    stop_line_requested = true;
-                    let _ = conn.write_coil(map.stop_line_coil, true).await;
+                    stop_line_asked = true;
+                    stop_line_pending = conn.write_coil(map.stop_line_coil, true).await.is_err();
                 }
             },
             // The handshake connection lost the PLC: is this connection still good?

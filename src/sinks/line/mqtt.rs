@@ -485,7 +485,7 @@ mod tests {
 
     /// With no broker the link stays down: parts wait in the backlog and are counted
     /// undelivered when their window closes, never handed to the client.
-    #[tokio::test(flavor = "current_thread", start_paused = false)]
+    #[tokio::test(flavor = "current_thread")]
     async fn a_down_link_counts_expired_parts_undelivered() {
         let ctx = ctx();
         let undelivered = ctx.metrics.undelivered.clone();

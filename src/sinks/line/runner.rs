@@ -164,6 +164,7 @@ impl LineOutput {
             readiness,
             heartbeat: Duration::from_millis(cfg.heartbeat_ms),
             audit,
+            was_running: false,
         };
         let thread = std::thread::Builder::new()
             .name("line".into())
@@ -213,6 +214,8 @@ struct LineThread {
     readiness: Arc<Readiness>,
     heartbeat: Duration,
     audit: Option<Sender<AuditRecord>>,
+    /// The pipeline has been running (so "not running" now means stopping, not starting).
+    was_running: bool,
 }
 
 impl LineThread {
@@ -252,6 +255,7 @@ impl LineThread {
                     next_beat = now + self.heartbeat;
                 }
                 self.send(LineEvent::Heartbeat(beat));
+                self.was_running |= self.readiness.pipeline.is_released();
                 let new = self.health(inference_failures > 0);
                 inference_failures = 0;
                 if new != status {
@@ -368,8 +372,11 @@ impl LineThread {
     /// Station-ready for the line: model warmed, pipeline running, every camera up, and no
     /// inference failure in the last heartbeat period.
     fn health(&self, inference_failed: bool) -> StationStatus {
-        let error = if !self.readiness.model.is_released() || !self.readiness.pipeline.is_released() {
+        let error = if !self.readiness.model.is_released() {
             ErrorCode::Starting
+        } else if !self.readiness.pipeline.is_released() {
+            // The pipeline latch is released once running and reset when capture stops.
+            if self.was_running { ErrorCode::Stopping } else { ErrorCode::Starting }
         } else if !self.readiness.is_ready() {
             ErrorCode::CameraDown
         } else if inference_failed {

@@ -329,8 +329,10 @@ mod tests {
     }
 
     /// A part in the property test: camera, capture offset (ms), and when its verdict arrives
-    /// (ms after capture) with what, or never.
-    fn parts() -> impl Strategy<Value = Vec<(u16, u64, Option<(u64, bool)>)>> {
+    /// (ms after capture) with whether it is NG, or never.
+    type PartSpec = (u16, u64, Option<(u64, bool)>);
+
+    fn parts() -> impl Strategy<Value = Vec<PartSpec>> {
         proptest::collection::vec((0u16..3, 0u64..40, proptest::option::of((0u64..140, any::<bool>()))), 1..60)
     }
 

@@ -66,7 +66,7 @@ impl Worker {
         while let Ok(job) = jobs.recv() {
             batches += 1;
             if let Some(s) = self.stall
-                && batches % s.every == 0
+                && batches.is_multiple_of(s.every)
             {
                 std::thread::sleep(s.stall);
             }
