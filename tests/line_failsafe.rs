@@ -13,15 +13,6 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-fn json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 /// A station at 40 parts/s whose parts reach the actuator 150 ms after capture, with the line's
 /// events going to an audit file and, as JSON lines, to `cat` writing a second file.
 fn station(dir: &Path, failsafe: &str) -> String {
@@ -61,7 +52,7 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     );
     assert!(ok, "station failed:\n{stderr}");
 
-    let decided: HashMap<u64, String> = json_lines(&results)
+    let decided: HashMap<u64, String> = read_jsonl(&results)
         .iter()
         .map(|r| (r["seq"].as_u64().unwrap(), r["verdict"].as_str().unwrap().to_string()))
         .collect();
@@ -69,7 +60,7 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     // the full camera queue (no verdict at all): both are affected.
     assert!(decided.len() >= 150, "the pipeline decided only {} of 300 parts", decided.len());
 
-    let audit = json_lines(&dir.path().join("events.jsonl"));
+    let audit = read_jsonl(&dir.path().join("events.jsonl"));
     let late: HashSet<u64> =
         audit.iter().filter(|r| r["fate"] == "late_verdict").map(|r| r["seq"].as_u64().unwrap()).collect();
     assert!(late.len() >= 5, "the stall made verdicts late (saw {}): the fault injection did not bite", late.len());
@@ -113,7 +104,7 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     }
 
     // What the program on the command adapter received: one reject per fired part, no other.
-    let received = json_lines(&dir.path().join("received.jsonl"));
+    let received = read_jsonl(&dir.path().join("received.jsonl"));
     let rejects: Vec<&Value> = received.iter().filter(|e| e["event"] == "reject").collect();
     let reject_ids: HashSet<u64> = rejects.iter().map(|e| e["part"]["result_id"].as_u64().unwrap()).collect();
     assert_eq!(rejects.len(), reject_ids.len(), "a reject was delivered twice");
@@ -142,7 +133,7 @@ fn failsafe_pass_lets_the_affected_parts_through_and_counts_them() {
             .env("LINESIGHT_FAULT_STALL_INFERENCE", "every=10,ms=400"),
     );
     assert!(ok, "station failed:\n{stderr}");
-    let audit = json_lines(&dir.path().join("events.jsonl"));
+    let audit = read_jsonl(&dir.path().join("events.jsonl"));
     let failsafe: Vec<&Value> =
         audit.iter().filter(|r| r["failsafe"] == "no_verdict" && r["fate"] != "late_verdict").collect();
     assert!(!failsafe.is_empty(), "no part was decided by the fail-safe");

@@ -14,15 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Station runs take the machine's cores, and their timing is what is tested: one at a time.
-static STATION: Mutex<()> = Mutex::new(());
-
-fn one_station() -> MutexGuard<'static, ()> {
-    STATION.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The bound for "fired at its deadline" the tests assert: far looser than the fire window, so
 /// a busy machine does not fail them, yet a reject sent "when ready" (150 ms early) would.
@@ -76,17 +69,6 @@ impl Plc {
 
     fn records(&self) -> Vec<Value> {
         read_jsonl(&self.log)
-    }
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect(),
-        Err(_) => Vec::new(),
     }
 }
 
@@ -163,23 +145,6 @@ fn terminal(audit: &[Value]) -> Vec<&Value> {
 
 fn ns(r: &Value, field: &str) -> u64 {
     r[field].as_u64().unwrap_or_else(|| panic!("no {field} in {r}"))
-}
-
-/// A Prometheus sample `name{labels}` from the admin listener.
-fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let (_, body) = http_get(admin, "/metrics").ok()?;
-    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-fn wait_exit(guard: &mut Guard, limit: Duration) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(t0.elapsed() < limit, "the station did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn run_station(config: &Path, frames: u64) -> (Guard, SocketAddr, std::sync::Arc<Mutex<String>>) {

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{Guard, linesight_run, spawn_with_admin, wait_for, write_config};
+use common::{
+    Guard, linesight_run, metric, one_station, read_jsonl, spawn_with_admin, wait_exit, wait_for, write_config,
+};
 use linesight::config::{MqttConfig, WebhookConfig};
 use linesight::sinks::line::clock::MonoClock;
 use linesight::sinks::line::event::{ErrorCode, LineAction, LineVerdict, StationStatus};
@@ -21,15 +23,8 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Station runs take the machine's cores: one at a time.
-static STATION: Mutex<()> = Mutex::new(());
-
-fn one_station() -> MutexGuard<'static, ()> {
-    STATION.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn mono_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -268,15 +263,6 @@ impl Receiver {
     fn requests(&self) -> Vec<Value> {
         read_jsonl(&self.log)
     }
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path:?}: {e}: {l}")))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,23 +566,6 @@ fn audit(dir: &Path) -> Vec<Value> {
 /// `name{adapter="..."}`.
 fn series(name: &str, adapter: &str) -> String {
     format!("{name}{{adapter=\"{adapter}\"}}")
-}
-
-/// A Prometheus sample `name{labels}` from the admin listener.
-fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let (_, body) = common::http_get(admin, "/metrics").ok()?;
-    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-fn wait_exit(guard: &mut Guard, limit: Duration) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(t0.elapsed() < limit, "the station did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn signal(guard: &Guard, sig: &str) {

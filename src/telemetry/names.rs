@@ -201,10 +201,10 @@ pub const API_REQUESTS_HELP: &str = "HTTP API requests answered, per route templ
 pub const API_REQUEST_SECONDS: &str = "linesight_api_request_seconds";
 pub const API_REQUEST_SECONDS_HELP: &str = "Time to answer an HTTP API request, per route template, in seconds.";
 
-/// Counter {result}: `/api/v1/stats` answers by where they came from (see `API_CACHE_*`).
+/// Counter {result}: `/api/v1/stats` answers by where they came from, and background refreshes
+/// of cached answers near their expiry (see `API_CACHE_*`).
 pub const API_STATS_CACHE: &str = "linesight_api_stats_cache_total";
-pub const API_STATS_CACHE_HELP: &str =
-    "Stats answers by source: hit (cached), shared (waited for an identical query in flight), miss (queried).";
+pub const API_STATS_CACHE_HELP: &str = "Stats answers by source: hit (cached), shared (waited for an identical query in flight), miss (queried); refresh: background queries replacing a cached answer near its expiry.";
 
 // Label names of the API metrics.
 pub const API_ROUTE: &str = "route";
@@ -218,6 +218,7 @@ pub const API_ROUTE_UNMATCHED: &str = "unmatched";
 pub const API_CACHE_HIT: &str = "hit";
 pub const API_CACHE_SHARED: &str = "shared";
 pub const API_CACHE_MISS: &str = "miss";
+pub const API_CACHE_REFRESH: &str = "refresh";
 
 /// Buckets for API request durations: 1 ms to 10 s (the request timeout).
 pub const API_REQUEST_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

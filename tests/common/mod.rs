@@ -197,3 +197,38 @@ pub fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Every JSON line of a file (none when it does not exist yet).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// A Prometheus sample `name{labels}` from the admin listener's /metrics.
+pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http_get(admin, "/metrics").ok()?;
+    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Wait for a child to exit, failing the test after `limit`.
+pub fn wait_exit(guard: &mut Guard, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(t0.elapsed() < limit, "the station did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Station runs whose timing a test checks take the machine's cores: one at a time per test
+/// binary (cargo runs test binaries one after another).
+pub fn one_station() -> std::sync::MutexGuard<'static, ()> {
+    static STATION: Mutex<()> = Mutex::new(());
+    STATION.lock().unwrap_or_else(|e| e.into_inner())
+}
