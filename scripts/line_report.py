@@ -11,6 +11,7 @@ Usage: line_report.py EVENTS.jsonl PLC_LOG.jsonl [--status-register 0] [--reject
 """
 
 import argparse
+import bisect
 import json
 import sys
 
@@ -61,12 +62,27 @@ def main():
 
     verdict_to_plc = [(presented[rid] - t) / 1e3 for rid, t in decided.items() if rid in presented]
     thread_fire = [(r["fired_ns"] - r["deadline_ns"]) / 1e3 for r in fired]
-    plc_fire = [(t - r["deadline_ns"]) / 1e3 for t, r in zip(sorted(coil_on), fired)]
+    # Each fired reject is matched to the first reject-coil ON write that arrived after the line
+    # thread fired it (and not already taken): robust to a write lost on the way.
+    ons = sorted(coil_on)
+    taken = set()
+    plc_fire = []
+    unmatched = 0
+    for r in sorted(fired, key=lambda r: r["fired_ns"]):
+        i = bisect.bisect_left(ons, r["fired_ns"])
+        while i < len(ons) and i in taken:
+            i += 1
+        if i < len(ons) and ons[i] - r["fired_ns"] < 1_000_000_000:
+            taken.add(i)
+            plc_fire.append((ons[i] - r["deadline_ns"]) / 1e3)
+        else:
+            unmatched += 1
     report = {
         "parts": len(terminal),
         "fates": fates,
         "failsafe_parts": sum(1 for r in terminal if r.get("failsafe")),
         "reject_on_writes_at_plc": len(coil_on),
+        "fired_without_plc_write": unmatched,
         "fired": len(fired),
         "figures": [
             summary("verdict -> result presented at the PLC", verdict_to_plc),
@@ -75,7 +91,7 @@ def main():
         ],
     }
     print(f"parts acted on: {report['parts']}  fates: {fates}  fail-safe: {report['failsafe_parts']}")
-    print(f"rejects fired: {len(fired)}  reject-coil ON writes seen by the PLC: {len(coil_on)}")
+    print(f"rejects fired: {len(fired)}  reject-coil ON writes seen by the PLC: {len(coil_on)}  fired without a PLC write: {unmatched}")
     for f in report["figures"]:
         print(f"  {f['what']:<42} n={f['n']:<6} p50 {f['p50_us']:>9.1f} µs  p99 {f['p99_us']:>9.1f} µs  max {f['max_us']} µs")
     if a.json:

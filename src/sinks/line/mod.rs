@@ -13,6 +13,7 @@
 //! never stall the timing, and the timing never waits for the pipeline.
 
 pub mod audit;
+pub mod burst;
 pub mod clock;
 pub mod command;
 pub mod event;

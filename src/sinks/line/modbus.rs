@@ -13,6 +13,7 @@
 //! requests are logged once per burst (then a summary at most every 5 s), mark the link down
 //! (`link_up` 0 until a write succeeds again) and never stop the adapter.
 
+use super::burst::Burst;
 use super::event::{ErrorCode, LineEvent, PartOutcome, StationStatus, Trigger};
 use super::handshake::{Handshake, Image, Pushed, ResultSlot, TriggerCounter, input};
 use super::metrics::AdapterMetrics;
@@ -25,9 +26,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_modbus::client::Client as _;
 use tokio_modbus::{Request, Response, Slave};
-
-/// After the first failure of a burst, at most one summary log line this often.
-const LOG_SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 /// Serve line events until the queue closes (the station stopped).
 pub async fn run(cfg: ModbusConfig, mut events: tokio::sync::mpsc::Receiver<LineEvent>, ctx: AdapterContext) {
@@ -590,49 +588,6 @@ impl Conn {
     async fn probe(&mut self, coil: u16) {
         if self.connected() {
             let _ = self.request(Kind::Probe, Request::ReadCoils(coil, 1)).await;
-        }
-    }
-}
-
-/// Logs a failing condition once when it starts, then a summary at most every
-/// [`LOG_SUMMARY_EVERY`], and once more when it ends.
-struct Burst {
-    what: &'static str,
-    failing: bool,
-    total: u64,
-    unreported: u64,
-    last_report: Instant,
-    last: String,
-}
-
-impl Burst {
-    fn new(what: &'static str) -> Self {
-        Self { what, failing: false, total: 0, unreported: 0, last_report: Instant::now(), last: String::new() }
-    }
-
-    fn failed(&mut self, detail: &str) {
-        self.total += 1;
-        if !self.failing {
-            self.failing = true;
-            self.last_report = Instant::now();
-            tracing::error!(detail, "{}", self.what);
-            return;
-        }
-        self.unreported += 1;
-        detail.clone_into(&mut self.last);
-        if self.last_report.elapsed() >= LOG_SUMMARY_EVERY {
-            tracing::warn!(more = self.unreported, total = self.total, last = %self.last, "{} (still)", self.what);
-            self.unreported = 0;
-            self.last_report = Instant::now();
-        }
-    }
-
-    fn ok(&mut self) {
-        if self.failing {
-            tracing::info!(failures = self.total, "{}: recovered", self.what);
-            self.failing = false;
-            self.total = 0;
-            self.unreported = 0;
         }
     }
 }

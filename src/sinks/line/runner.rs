@@ -7,6 +7,7 @@
 //! bounded queue that is never waited on.
 
 use super::audit::{self, AuditRecord, Fate};
+use super::burst::Burst;
 use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus, Trigger};
 use super::metrics::LineMetrics;
 use super::schedule::{CapturedPart, Due, Schedule, Timing, VerdictIn, VerdictOutcome};
@@ -165,6 +166,7 @@ impl LineOutput {
             heartbeat: Duration::from_millis(cfg.heartbeat_ms),
             audit,
             was_running: false,
+            logs: Logs::default(),
         };
         let thread = std::thread::Builder::new()
             .name("line".into())
@@ -214,6 +216,8 @@ struct LineThread {
     readiness: Arc<Readiness>,
     heartbeat: Duration,
     audit: Option<Sender<AuditRecord>>,
+    /// Rate-limited logs of the per-part problems.
+    logs: Logs,
     /// The pipeline has been running (so "not running" now means stopping, not starting).
     was_running: bool,
 }
@@ -297,6 +301,7 @@ impl LineThread {
         let v = verdict_in(insp);
         match self.schedule.verdict(v, now) {
             VerdictOutcome::Accepted(outcome) => {
+                self.logs.late.ok();
                 if let Some(reason) = outcome.failsafe {
                     self.metrics.failsafe(reason).inc();
                 }
@@ -304,7 +309,10 @@ impl LineThread {
             }
             VerdictOutcome::Late { camera, seq, verdict, late_by } => {
                 self.metrics.late_verdicts.inc();
-                tracing::warn!(camera, seq, verdict = ?verdict, late_by_ms = late_by.as_secs_f64() * 1e3, "verdict came after its decision time: recorded, not acted on (the fail-safe acted)");
+                self.logs.late.failed(&format!(
+                    "camera {camera} seq {seq}: {verdict:?} {:.1} ms after its decision time",
+                    late_by.as_secs_f64() * 1e3
+                ));
                 self.audit(AuditRecord::late(camera, seq, insp.meta.part_id, verdict, now, Fate::LateVerdict));
             }
             VerdictOutcome::Untracked { camera, seq } => {
@@ -318,28 +326,35 @@ impl LineThread {
         match due {
             Due::FailsafeDecided(outcome) => {
                 self.metrics.failsafe(outcome.failsafe.unwrap_or(FailsafeReason::NoVerdict)).inc();
-                tracing::warn!(camera = outcome.camera, seq = outcome.seq, action = ?outcome.action, "no verdict by the decision time: fail-safe");
+                self.logs
+                    .failsafe
+                    .failed(&format!("camera {} seq {}: {:?}", outcome.camera, outcome.seq, outcome.action));
                 self.send(LineEvent::Result(outcome));
                 if outcome.action == LineAction::StopLine {
                     self.send(LineEvent::StopLine { outcome });
                 }
             }
             Due::Fire(outcome) => {
+                self.logs.missed.ok();
                 let pulse = self.schedule.timing().pulse;
                 self.send(LineEvent::Reject { outcome, pulse });
                 self.metrics.rejects.inc();
                 self.metrics.fire_lateness.observe(now.saturating_duration_since(outcome.deadline).as_secs_f64());
                 self.audit(AuditRecord::of(&outcome, Some(now), Fate::Fired));
             }
+            Due::Passed(outcome) if outcome.failsafe.is_none() => {
+                self.logs.failsafe.ok();
+                self.audit(AuditRecord::of(&outcome, None, Fate::Passed));
+            }
             Due::Passed(outcome) => self.audit(AuditRecord::of(&outcome, None, Fate::Passed)),
             Due::Missed(outcome) => {
                 self.metrics.deadline_misses.inc();
-                tracing::error!(
-                    camera = outcome.camera,
-                    seq = outcome.seq,
-                    late_ms = now.saturating_duration_since(outcome.deadline).as_secs_f64() * 1e3,
-                    "reject not fired: its fire window had passed"
-                );
+                self.logs.missed.failed(&format!(
+                    "camera {} seq {}: {:.1} ms after its deadline",
+                    outcome.camera,
+                    outcome.seq,
+                    now.saturating_duration_since(outcome.deadline).as_secs_f64() * 1e3
+                ));
                 self.audit(AuditRecord::of(&outcome, None, Fate::Missed));
             }
         }
@@ -385,6 +400,25 @@ impl LineThread {
             ErrorCode::None
         };
         StationStatus { ready: error == ErrorCode::None, error }
+    }
+}
+
+/// Per-part problems, each logged once per burst (a stalled pipeline hits every part).
+struct Logs {
+    failsafe: Burst,
+    late: Burst,
+    missed: Burst,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Self {
+            failsafe: Burst::new("line: parts without a verdict by their decision time get the fail-safe action"),
+            late: Burst::new(
+                "line: verdicts after their decision time are recorded, not acted on (the fail-safe acted)",
+            ),
+            missed: Burst::new("line: rejects not fired because their fire window had passed (deadline misses)"),
+        }
     }
 }
 
