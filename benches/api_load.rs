@@ -22,7 +22,13 @@
 //! query on the idle store first. Run with `make bench-api`. Knobs (environment):
 //! `LOAD_CLIENTS` (50), `LOAD_SECONDS` (30), `LOAD_THINK_MS` (pause after each answer, 1000),
 //! `BASELINE_SECONDS` (20), `LOAD_QUERIES` (live), `LOAD_CACHE_MS` (the API's
-//! `stats_cache_ms`, default as configured by default, 1000; 0 = no cache).
+//! `stats_cache_ms`, default as configured by default, 1000; 0 = no cache), `LOAD_CLIENT_NICE`
+//! (0: the client threads compete for the CPU like the line's own threads, although real
+//! clients run on other machines; 10 puts them with the API's threads).
+//!
+//! The report also gives the CPU the station, the API's threads and the client threads used
+//! during B: with no think time, the clients ask as fast as they are answered, so their own CPU
+//! grows with the API's speed.
 
 use criterion::Criterion;
 use linesight::api::{ApiMetrics, ApiServer, ApiState};
@@ -393,6 +399,7 @@ fn main() {
         Ok(other) => panic!("LOAD_QUERIES = {other:?}: expected live or distinct"),
     };
     let cache_ms: u64 = env_or("LOAD_CACHE_MS", linesight::config::ApiConfig::default().stats_cache_ms);
+    let client_nice: i32 = env_or("LOAD_CLIENT_NICE", 0);
     let (seed_path, newest) = seeded();
 
     // Criterion: one stats query on the idle store (no pipeline), over HTTP; uncached (the
@@ -421,7 +428,7 @@ fn main() {
 
     println!("\n== linesight API load report ({ROWS} inspections over 7 days, 2 synthetic cameras flat out, block) ==");
     println!(
-        "queries: {}; stats_cache_ms = {cache_ms}",
+        "queries: {}; stats_cache_ms = {cache_ms}; client threads at nice +{client_nice}",
         if distinct {
             "distinct (explicit windows, every one different)"
         } else {
@@ -450,6 +457,10 @@ fn main() {
             std::thread::Builder::new()
                 .name(format!("client-{i}"))
                 .spawn(move || {
+                    if client_nice != 0 {
+                        let base = linesight::http_server::priority::current().unwrap_or(0);
+                        linesight::http_server::priority::set(base + client_nice).unwrap();
+                    }
                     let mut rng = Rng(0x1234_5678 + i as u64 * 7919);
                     let (mut lat, mut errors) = (Vec::new(), 0u64);
                     // Spread the first requests over the think time, as independent dashboards would be.
@@ -512,10 +523,11 @@ fn main() {
         cpu(2)
     );
     println!(
-        "| stats answers: cache hit / shared / miss | {} / {} / {} | |",
+        "| stats answers: cache hit / shared / miss (background refreshes) | {} / {} / {} ({}) | |",
         cache_count(&registry, "hit"),
         cache_count(&registry, "shared"),
-        cache_count(&registry, "miss")
+        cache_count(&registry, "miss"),
+        cache_count(&registry, "refresh")
     );
     remove_db(&db);
 }

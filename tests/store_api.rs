@@ -424,7 +424,6 @@ fn stats_answers_are_reused_for_the_ttl_and_never_at_zero() {
     let (_, live_later) = get(&app, "/api/v1/stats");
     assert_eq!((inspections(&day_later), inspections(&live_later)), (7, 2));
     assert!(live_later["to_unix_ms"].as_i64() > live_first["to_unix_ms"].as_i64(), "{live_later}");
-    assert_eq!(cache_count(&registry, "miss"), 4.0);
 
     // stats_cache_ms = 0: every answer is queried.
     let uncached = {

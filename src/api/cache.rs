@@ -1,6 +1,9 @@
-//! A short-lived cache of `stats` answers, with single-flight: the first request for a query
-//! runs it, identical requests arriving meanwhile wait for that one answer, and later ones reuse
-//! it until it is `ttl` old (`[api] stats_cache_ms`).
+//! A short-lived cache of `stats` answers, with single-flight and refresh-ahead: the first
+//! request for a query runs it, identical requests arriving meanwhile wait for that one answer,
+//! and later ones reuse it until it is `ttl` old (`[api] stats_cache_ms`). A request that finds
+//! an answer past [`REFRESH_AT`] of its `ttl` still gets it, and starts one query in the
+//! background to replace it: a query asked for continuously is answered from the cache without
+//! a wait, and never by more than one query at a time.
 //!
 //! **Staleness bound.** An entry's age counts from the moment its query was asked for, before
 //! it read anything, and an entry is never used (nor waited on) at `ttl` or older. So an answer
@@ -32,6 +35,8 @@ use tokio::sync::OnceCell;
 pub const MAX_ENTRIES: usize = 128;
 /// Larger answers (long ranges of minute buckets) are not kept.
 pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+/// From this share of its `ttl` on, a request served an entry starts its replacement.
+pub const REFRESH_AT: f64 = 0.75;
 
 /// Everything that shapes a `stats` answer, besides the store's contents (the UTC offset is
 /// fixed by the configuration and `to`).
@@ -46,8 +51,11 @@ pub struct StatsKey {
 }
 
 struct Entry {
+    /// When its query was asked for: its age, and the staleness bound, count from here.
     asked: Instant,
     answer: Arc<OnceCell<Bytes>>,
+    /// A background query to replace it is running.
+    refreshing: bool,
 }
 
 #[derive(Default)]
@@ -55,19 +63,39 @@ pub struct StatsCache {
     entries: Mutex<HashMap<StatsKey, Entry>>,
 }
 
+/// What a lookup found.
+enum Found {
+    /// A usable entry (its answer may still be coming); `true`: refresh it in the background.
+    Entry(Arc<OnceCell<Bytes>>, bool),
+    /// Nothing usable: a new entry, to compute here.
+    New(Arc<OnceCell<Bytes>>),
+}
+
 impl StatsCache {
     /// The answer to `key`: cached if younger than `ttl`, else shared with an identical query in
     /// flight, else `compute`d here. Errors are not cached (a waiter then runs its own query).
-    pub async fn get<F, Fut>(&self, key: StatsKey, ttl: Duration, compute: F) -> Result<(Bytes, CacheOutcome), ApiError>
+    /// Must run inside a tokio runtime (a refresh is a task of its own).
+    pub async fn get<F, Fut>(
+        self: &Arc<Self>,
+        key: StatsKey,
+        ttl: Duration,
+        compute: F,
+    ) -> Result<(Bytes, CacheOutcome), ApiError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Bytes, ApiError>>,
+        Fut: Future<Output = Result<Bytes, ApiError>> + Send + 'static,
     {
-        let cell = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let found = {
+            let mut entries = self.lock();
             let now = Instant::now();
-            match entries.get(&key) {
-                Some(e) if now.duration_since(e.asked) < ttl => Arc::clone(&e.answer),
+            match entries.get_mut(&key) {
+                Some(e) if now.duration_since(e.asked) < ttl => {
+                    let refresh = !e.refreshing
+                        && e.answer.initialized()
+                        && now.duration_since(e.asked) >= ttl.mul_f64(REFRESH_AT);
+                    e.refreshing |= refresh;
+                    Found::Entry(Arc::clone(&e.answer), refresh)
+                }
                 _ => {
                     if entries.len() >= MAX_ENTRIES {
                         entries.retain(|_, e| now.duration_since(e.asked) < ttl);
@@ -78,14 +106,24 @@ impl StatsCache {
                         entries.remove(&oldest);
                     }
                     let answer = Arc::new(OnceCell::new());
-                    entries.insert(key.clone(), Entry { asked: now, answer: Arc::clone(&answer) });
-                    answer
+                    entries.insert(key.clone(), Entry { asked: now, answer: Arc::clone(&answer), refreshing: false });
+                    Found::New(answer)
                 }
             }
         };
-        if let Some(bytes) = cell.get() {
-            return Ok((bytes.clone(), CacheOutcome::Hit));
-        }
+        let cell = match found {
+            Found::Entry(cell, refresh) => {
+                if let Some(bytes) = cell.get() {
+                    if refresh {
+                        self.refresh(key, compute());
+                        return Ok((bytes.clone(), CacheOutcome::HitRefreshing));
+                    }
+                    return Ok((bytes.clone(), CacheOutcome::Hit));
+                }
+                cell
+            }
+            Found::New(cell) => cell,
+        };
         let mut ran = false;
         let bytes = cell
             .get_or_try_init(|| {
@@ -95,7 +133,7 @@ impl StatsCache {
             .await?
             .clone();
         if ran && bytes.len() > MAX_ENTRY_BYTES {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.lock();
             if entries.get(&key).is_some_and(|e| Arc::ptr_eq(&e.answer, &cell)) {
                 entries.remove(&key);
             }
@@ -103,9 +141,37 @@ impl StatsCache {
         Ok((bytes, if ran { CacheOutcome::Miss } else { CacheOutcome::Shared }))
     }
 
+    /// Run `query` as a task; its answer replaces `key`'s entry, unless a newer one came first.
+    /// On failure the entry stays as it was, and a later request tries again.
+    fn refresh(self: &Arc<Self>, key: StatsKey, query: impl Future<Output = Result<Bytes, ApiError>> + Send + 'static) {
+        let (cache, asked) = (Arc::clone(self), Instant::now());
+        tokio::spawn(async move {
+            let result = query.await;
+            let mut entries = cache.lock();
+            let Some(e) = entries.get_mut(&key) else { return };
+            if e.asked > asked {
+                return;
+            }
+            match result {
+                Ok(bytes) if bytes.len() <= MAX_ENTRY_BYTES => {
+                    *e = Entry { asked, answer: Arc::new(OnceCell::new_with(Some(bytes))), refreshing: false };
+                }
+                Ok(_) => drop(entries.remove(&key)),
+                Err(error) => {
+                    tracing::debug!(?error, "stats cache refresh failed");
+                    e.refreshing = false;
+                }
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StatsKey, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().unwrap().len()
+        self.lock().len()
     }
 }
 
@@ -124,13 +190,16 @@ mod tests {
 
     #[test]
     fn identical_queries_share_one_run_and_expire_after_the_ttl() {
-        let cache = StatsCache::default();
-        let runs = AtomicUsize::new(0);
+        let cache = Arc::new(StatsCache::default());
+        let runs = Arc::new(AtomicUsize::new(0));
         let ttl = Duration::from_secs(2);
-        let compute = || async {
-            let n = runs.fetch_add(1, SeqCst) + 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Bytes::from(n.to_string()))
+        let compute = || {
+            let runs = Arc::clone(&runs);
+            async move {
+                let n = runs.fetch_add(1, SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Bytes::from(n.to_string()))
+            }
         };
         rt().block_on(async {
             // Three at once: one runs, two wait for it.
@@ -152,9 +221,40 @@ mod tests {
         });
     }
 
+    /// Past 3/4 of its TTL an entry is still served, and replaced by one background query: the
+    /// next request gets the new answer, and it lives a full TTL from its own query.
+    #[test]
+    fn a_busy_entry_is_refreshed_ahead_of_its_expiry() {
+        let cache = Arc::new(StatsCache::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let ttl = Duration::from_secs(1);
+        let compute = || {
+            let runs = Arc::clone(&runs);
+            async move {
+                let n = runs.fetch_add(1, SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Bytes::from(n.to_string()))
+            }
+        };
+        rt().block_on(async {
+            let t0 = Instant::now();
+            assert_eq!(cache.get(key(1), ttl, compute).await.unwrap(), (Bytes::from("1"), CacheOutcome::Miss));
+            tokio::time::sleep(ttl.mul_f64(REFRESH_AT)).await;
+            let (old, outcome) = cache.get(key(1), ttl, compute).await.unwrap();
+            assert_eq!((old, outcome), (Bytes::from("1"), CacheOutcome::HitRefreshing));
+            // One refresh at a time.
+            assert_eq!(cache.get(key(1), ttl, compute).await.unwrap(), (Bytes::from("1"), CacheOutcome::Hit));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(cache.get(key(1), ttl, compute).await.unwrap(), (Bytes::from("2"), CacheOutcome::Hit));
+            tokio::time::sleep((t0 + ttl + Duration::from_millis(100)).saturating_duration_since(Instant::now())).await;
+            assert_eq!(cache.get(key(1), ttl, compute).await.unwrap(), (Bytes::from("2"), CacheOutcome::Hit));
+            assert_eq!(runs.load(SeqCst), 2);
+        });
+    }
+
     #[test]
     fn errors_are_not_kept_and_memory_is_bounded() {
-        let cache = StatsCache::default();
+        let cache = Arc::new(StatsCache::default());
         let ttl = Duration::from_secs(60);
         rt().block_on(async {
             let failed = cache.get(key(1), ttl, || async { Err(ApiError::Internal("boom".into())) }).await;
@@ -170,7 +270,7 @@ mod tests {
             assert_eq!(cache.get(key(newest), ttl, || async { Ok(Bytes::new()) }).await.unwrap().1, CacheOutcome::Hit);
             assert_eq!(cache.get(key(100), ttl, || async { Ok(Bytes::new()) }).await.unwrap().1, CacheOutcome::Miss);
             let big = Bytes::from(vec![b' '; MAX_ENTRY_BYTES + 1]);
-            cache.get(key(7), ttl, || async { Ok(big.clone()) }).await.unwrap();
+            cache.get(key(7), ttl, move || async move { Ok(big) }).await.unwrap();
             assert_eq!(cache.get(key(7), ttl, || async { Ok(Bytes::new()) }).await.unwrap().1, CacheOutcome::Miss);
         });
     }

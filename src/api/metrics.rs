@@ -14,6 +14,8 @@ use std::time::Instant;
 pub enum CacheOutcome {
     /// A cached answer, younger than `[api] stats_cache_ms`.
     Hit,
+    /// A cached answer old enough that this request started a background query to replace it.
+    HitRefreshing,
     /// The answer of an identical query already running when this one came.
     Shared,
     /// Queried for this request (cache off, new query, or expired).
@@ -23,7 +25,7 @@ pub enum CacheOutcome {
 impl CacheOutcome {
     fn label(self) -> &'static str {
         match self {
-            CacheOutcome::Hit => names::API_CACHE_HIT,
+            CacheOutcome::Hit | CacheOutcome::HitRefreshing => names::API_CACHE_HIT,
             CacheOutcome::Shared => names::API_CACHE_SHARED,
             CacheOutcome::Miss => names::API_CACHE_MISS,
         }
@@ -55,8 +57,8 @@ impl ApiMetrics {
             &[names::API_CACHE_RESULT],
         )?;
         // Every cache result shows from the first scrape, at 0.
-        for outcome in [CacheOutcome::Hit, CacheOutcome::Shared, CacheOutcome::Miss] {
-            stats_cache.with_label_values(&[outcome.label()]);
+        for result in [names::API_CACHE_HIT, names::API_CACHE_SHARED, names::API_CACHE_MISS, names::API_CACHE_REFRESH] {
+            stats_cache.with_label_values(&[result]);
         }
         if let Some(registry) = registry {
             registry.register(Box::new(requests.clone()))?;
@@ -68,6 +70,9 @@ impl ApiMetrics {
 
     pub(super) fn stats_answered(&self, outcome: CacheOutcome) {
         self.stats_cache.with_label_values(&[outcome.label()]).inc();
+        if outcome == CacheOutcome::HitRefreshing {
+            self.stats_cache.with_label_values(&[names::API_CACHE_REFRESH]).inc();
+        }
     }
 }
 

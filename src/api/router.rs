@@ -47,7 +47,7 @@ pub struct ApiState {
     pub stats_cache_ttl: Duration,
     /// Request and cache metrics (register them with [`ApiMetrics::new`] to export them).
     pub metrics: Arc<ApiMetrics>,
-    stats_cache: StatsCache,
+    stats_cache: Arc<StatsCache>,
     /// Last `/cameras` sample (time, frames captured per camera), for the frame rate.
     fps_sample: Mutex<Option<FpsSample>>,
     /// Database queries running at once (see [`max_concurrent_queries`]).
@@ -75,7 +75,7 @@ impl ApiState {
             archive_dir: None,
             stats_cache_ttl: Duration::from_millis(crate::config::ApiConfig::default().stats_cache_ms),
             metrics: Arc::default(),
-            stats_cache: StatsCache::default(),
+            stats_cache: Arc::default(),
             fps_sample: Mutex::new(None),
             queries: Arc::new(tokio::sync::Semaphore::new(max_concurrent_queries())),
         }
