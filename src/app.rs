@@ -1,7 +1,7 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
 use crate::api::ApiState;
-use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, RunArgs, SynthArgs};
+use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, RunArgs, SynthArgs};
 use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::archive::{self, Archive};
 use crate::sinks::line::LineOutput;
@@ -24,6 +24,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Check(args) => check(args),
         Command::Synth(args) => synth(args),
         Command::Calibrate(args) => calibrate(args),
+        Command::Eval(args) => eval(args),
     }
 }
 
@@ -161,6 +162,30 @@ fn run(args: RunArgs) -> Result<()> {
         }
         Err(_) => None,
     };
+    // The API listens before the model loads too (a taken port fails at once); `/cameras`
+    // lists the cameras once the station is built.
+    let mut api_cameras = None;
+    let api = match (&store, api_addr) {
+        (Some(store), Some(addr)) => {
+            let mut state = ApiState::new(store.path().to_path_buf(), None);
+            api_cameras = Some(Arc::clone(&state.accounting));
+            state.token = cfg.api.token.clone();
+            state.utc_offset_minutes = cfg.api.utc_offset_minutes;
+            state.archive_dir = archive.as_ref().map(|(a, _)| a.dir().to_path_buf());
+            state.stats_cache_ttl = Duration::from_millis(cfg.api.stats_cache_ms);
+            state.metrics = Arc::new(crate::api::ApiMetrics::new(Some(&telemetry.registry))?);
+            let server = crate::api::start(addr, state)?;
+            tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
+            Some(server)
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "the API is enabled but there is no [store] for it to read: API off (add [store] path = \"linesight.db\", or set [api] enabled = false)"
+            );
+            None
+        }
+        _ => None,
+    };
     let (store_tx, store_rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH);
     let (archive_tx, archive_rx) = crossbeam_channel::bounded(archive::QUEUE_DEPTH);
     let options = RunOptions {
@@ -173,21 +198,10 @@ fn run(args: RunArgs) -> Result<()> {
         inference_stall,
     };
     let station = Station::build(&loaded, options)?;
+    if let Some(cameras) = api_cameras {
+        let _ = cameras.set(station.accounting());
+    }
     let classes = station.package.manifest.task.classes();
-    let api = match (&store, api_addr) {
-        (Some(store), Some(addr)) => {
-            let mut state = ApiState::new(store.path().to_path_buf(), Some(station.accounting()));
-            state.token = cfg.api.token.clone();
-            state.utc_offset_minutes = cfg.api.utc_offset_minutes;
-            state.archive_dir = archive.as_ref().map(|(a, _)| a.dir().to_path_buf());
-            state.stats_cache_ttl = Duration::from_millis(cfg.api.stats_cache_ms);
-            state.metrics = Arc::new(crate::api::ApiMetrics::new(Some(&telemetry.registry))?);
-            let server = crate::api::start(addr, state)?;
-            tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
-            Some(server)
-        }
-        _ => None,
-    };
     let store_handle = store.map(|store| {
         let m = &station.package.manifest;
         let ctx = StoreContext {
@@ -408,5 +422,35 @@ fn calibrate(args: CalibrateArgs) -> Result<()> {
         drop_outliers: args.drop_outliers,
     };
     command::run(&opts, &mut std::io::stdout().lock())?;
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let opts = crate::eval::EvalOptions {
+        model: args.model,
+        dataset: args.dataset,
+        config: args.config,
+        threshold: args.threshold,
+        target_escape_pct: args.target_escape,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let (report, results) = crate::eval::run(&opts)?;
+    if let Some(path) = &args.csv {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create CSV file {}", path.display()))?,
+        );
+        crate::eval::report::write_csv(&results, &mut file)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing CSV file {}", path.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    match args.json.as_deref() {
+        Some("-") => println!("{json}"),
+        Some(path) => {
+            std::fs::write(path, json + "\n").with_context(|| format!("writing JSON report {path}"))?;
+            print!("{}", report.table());
+        }
+        None => print!("{}", report.table()),
+    }
     Ok(())
 }

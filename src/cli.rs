@@ -21,6 +21,36 @@ pub enum Command {
     /// Calibrate a camera from views of a target: intrinsics, distortion, and optionally the
     /// millimetres per pixel of the working plane; writes an OpenCV FileStorage YAML.
     Calibrate(CalibrateArgs),
+    /// Measure a model on a labelled data set (MVTec AD layout) through the real pipeline:
+    /// image and pixel AUROC, escape and overkill rates, confusion matrix.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model package folder (model.onnx + model.toml).
+    #[arg(long, value_name = "MODEL_DIR")]
+    pub model: PathBuf,
+    /// Data set in the MVTec AD layout: DIR/good/* and DIR/<defect>/* images; masks (optional) in
+    /// <parent of DIR>/ground_truth/<defect>/<stem>_mask.png.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: PathBuf,
+    /// Write the report as JSON to PATH (`-` = stdout, instead of the table).
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<String>,
+    /// Write one CSV line per image to PATH (file, class, label, score, verdict, decision).
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Station config whose [[rule]]s, [pipeline] and [model] settings (not its package) apply;
+    /// without it there are no rules, so any defect the model reports rejects.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Operating point: the highest score threshold whose escape rate is at most PCT percent.
+    #[arg(long, value_name = "PCT", conflicts_with = "threshold")]
+    pub target_escape: Option<f64>,
+    /// Operating point: reject images scoring at or above X (default: the pipeline's verdicts).
+    #[arg(long, value_name = "X")]
+    pub threshold: Option<f32>,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -35,8 +35,9 @@ const DEFAULT_WINDOW_MS: i64 = 86_400_000;
 pub struct ApiState {
     /// The result store's database file (opened read-only per request).
     pub db: PathBuf,
-    /// The running station's counters, for `/cameras`.
-    pub accounting: Option<Arc<Accounting>>,
+    /// The running station's counters, for `/cameras`: set once the station is built (the API
+    /// listens while the model loads; until then `/cameras` lists none).
+    pub accounting: Arc<OnceLock<Arc<Accounting>>>,
     /// Required bearer token, when set.
     pub token: Option<String>,
     /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
@@ -69,7 +70,7 @@ impl ApiState {
     pub fn new(db: PathBuf, accounting: Option<Arc<Accounting>>) -> Self {
         Self {
             db,
-            accounting,
+            accounting: Arc::new(accounting.map_or_else(OnceLock::new, OnceLock::from)),
             token: None,
             utc_offset_minutes: None,
             archive_dir: None,
@@ -305,7 +306,7 @@ async fn part(State(s): State<Shared>, Path(part_id): Path<String>) -> Result<Js
 /// Each camera's state from the live counters: up/down, frame rate since the previous call (or
 /// since start, on the first), last frame time, verdict and drop counts.
 async fn cameras(State(s): State<Shared>) -> Json<Value> {
-    let Some(acc) = &s.accounting else { return Json(json!({ "cameras": [] })) };
+    let Some(acc) = s.accounting.get() else { return Json(json!({ "cameras": [] })) };
     let snaps = acc.snapshot();
     let now = Instant::now();
     let captured: Vec<u64> = snaps.iter().map(|c| c.captured).collect();

@@ -8,7 +8,7 @@
 
 use super::accounting::Accounting;
 use super::messages::{
-    BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, SlotId, TileRef,
+    BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap, SlotId, TileRef,
 };
 use super::stitch::{Region, paste_max};
 use crate::config::InputMode;
@@ -92,6 +92,9 @@ pub struct Assembler {
     defects: Vec<Defect>,
     counted: Vec<bool>,
     class_counts: Vec<u32>,
+    /// `linesight eval` only: every frame's per-pixel scores (see [`ScoreMap`]). Sent with a
+    /// blocking send, so no map is lost; it allocates, so it is never set on a production line.
+    score_maps: Option<Sender<ScoreMap>>,
 }
 
 impl Assembler {
@@ -118,7 +121,45 @@ impl Assembler {
             defects: Vec::with_capacity(256),
             counted: Vec::with_capacity(256),
             class_counts: Vec::with_capacity(64),
+            score_maps: None,
         }
+    }
+
+    /// Also send every decided frame's per-pixel scores to `tx` (`linesight eval`).
+    pub fn with_score_maps(mut self, tx: Option<Sender<ScoreMap>>) -> Self {
+        self.score_maps = tx;
+        self
+    }
+
+    /// Send the slot's per-pixel scores (segmentation and anomaly models; not for a failed frame).
+    fn send_score_map(&self, id: SlotId, inspection: &Inspection) {
+        let Some(tx) = &self.score_maps else { return };
+        let slot = &self.slots[id as usize];
+        let pixels = inspection.width as usize * inspection.height as usize;
+        if slot.failed || pixels == 0 {
+            return;
+        }
+        let scores = match &self.plan.task {
+            TaskSpec::Anomaly(_) => slot.maps[..pixels].to_vec(),
+            TaskSpec::Segmentation(s) => {
+                let mut scores = vec![f32::NEG_INFINITY; pixels];
+                for class in (0..s.classes.len()).filter(|&c| Some(c) != s.background_class) {
+                    let plane = &slot.maps[class * pixels..(class + 1) * pixels];
+                    scores.iter_mut().zip(plane).for_each(|(s, &v)| *s = s.max(v));
+                }
+                scores
+            }
+            TaskSpec::Classification(_) | TaskSpec::Detection(_) => return,
+        };
+        let meta = &inspection.meta;
+        let map = ScoreMap {
+            part_id: meta.part_id,
+            seq: meta.seq,
+            width: inspection.width,
+            height: inspection.height,
+            scores,
+        };
+        let _ = tx.send(map);
     }
 
     /// Run until both inbound queues are closed and drained.
@@ -303,6 +344,7 @@ impl Assembler {
         let t0 = Instant::now();
         let mut inspection = self.decide(id);
         self.metrics.decode.observe(t0.elapsed().as_secs_f64());
+        self.send_score_map(id, &inspection);
         let camera = inspection.meta.camera as usize;
         if let Some(h) = self.metrics.capture_to_verdict.get(camera) {
             h.observe(inspection.decided_at.duration_since(inspection.meta.captured_at).as_secs_f64());

@@ -94,3 +94,14 @@ pub struct Inspection {
     /// The frame was handed to the image archive (its file may still fail to be written).
     pub archived: bool,
 }
+
+/// Assembler → `linesight eval`: one frame's stitched per-pixel defect scores (anomaly: the
+/// anomaly map; segmentation: the max over defect classes), row-major `height × width`. Only sent
+/// when a station is built with [`super::Station::with_score_maps`]; never on a production line.
+pub struct ScoreMap {
+    pub part_id: Option<crate::frame::PartId>,
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+    pub scores: Vec<f32>,
+}

@@ -31,7 +31,7 @@ use crate::telemetry::{StationMetrics, Telemetry};
 use accounting::Accounting;
 use assemble::{Assembler, AssemblerPlan, OutputKind};
 use crossbeam_channel::{Sender, bounded};
-use messages::Inspection;
+use messages::{Inspection, ScoreMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -146,6 +146,8 @@ pub struct Station {
     preprocess_workers: usize,
     overlap: u32,
     options: RunOptions,
+    /// `linesight eval` only: per-pixel scores of every frame (see [`Station::with_score_maps`]).
+    score_maps: Option<Sender<ScoreMap>>,
 }
 
 impl Station {
@@ -253,7 +255,16 @@ impl Station {
             preprocess_workers: cfg.pipeline.preprocess_workers,
             overlap: cfg.pipeline.tile_overlap_px,
             options,
+            score_maps: None,
         })
+    }
+
+    /// `linesight eval`: also send every decided frame's per-pixel scores (segmentation and
+    /// anomaly models) to `tx`. The send blocks, so the reader must keep up; it allocates a map
+    /// per frame, so a production station never sets it.
+    pub fn with_score_maps(mut self, tx: Sender<ScoreMap>) -> Self {
+        self.score_maps = Some(tx);
+        self
     }
 
     /// The station's counters (live while it runs).
@@ -283,6 +294,7 @@ impl Station {
             preprocess_workers,
             overlap,
             options,
+            score_maps,
         } = self;
         let m = &package.manifest;
         let (slot_tx, slot_rx) = bounded(max_in_flight);
@@ -401,7 +413,8 @@ impl Station {
         outputs.extend(options.outputs.into_iter().map(|tx| (tx, OutputKind::Results)));
         outputs.extend(options.store.map(|tx| (tx, OutputKind::Store)));
         let assembler =
-            Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics);
+            Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics)
+                .with_score_maps(score_maps);
         let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {
             t.readiness.pipeline.release();

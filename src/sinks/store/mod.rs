@@ -84,6 +84,11 @@ impl Store {
     /// schema. A damaged, foreign or locked file is an error here, before the station starts.
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         let err = |source: rusqlite::Error| StoreError::Open { path: path.to_path_buf(), hint: hint(&source), source };
+        // A missing folder is created, as the archive's is (the demo keeps its data in demo-data/);
+        // if that fails, opening the file below reports it with the path.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         // The first statement reads the header: a foreign or damaged file fails here.
