@@ -530,9 +530,8 @@ mod adapter {
     pub use linesight::sinks::line::LineEvent;
     use linesight::sinks::line::clock::MonoClock;
     use linesight::sinks::line::event::{ErrorCode, LineAction, LineVerdict, StationStatus};
-    use linesight::sinks::line::metrics::{AdapterMetrics, LineMetrics};
+    use linesight::sinks::line::metrics::AdapterMetrics;
     use linesight::sinks::line::{AdapterContext, PartOutcome, modbus};
-    use std::sync::Arc;
 
     pub struct Running {
         tx: tokio::sync::mpsc::Sender<LineEvent>,
@@ -548,17 +547,8 @@ mod adapter {
                 "address = \"{address}\"\ntimeout_ms = 100\nreconnect_initial_ms = 20\nreconnect_max_ms = 200"
             ))
             .unwrap();
-            let line = Arc::new(LineMetrics::new(None));
-            let clock = MonoClock::new();
-            let ctx = AdapterContext {
-                name: "modbus",
-                station: "bench".into(),
-                metrics: line.adapter("modbus"),
-                line,
-                triggers: crossbeam_channel::bounded(64).0,
-                clock,
-                fire_window,
-            };
+            let ctx = AdapterContext::detached("modbus", fire_window);
+            let clock = ctx.clock;
             let metrics = ctx.metrics.clone();
             let (tx, rx) = tokio::sync::mpsc::channel(4096);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

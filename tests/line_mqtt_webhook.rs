@@ -12,9 +12,8 @@ use common::{
     Guard, linesight_run, metric, one_station, read_jsonl, spawn_with_admin, wait_exit, wait_for, write_config,
 };
 use linesight::config::{MqttConfig, WebhookConfig};
-use linesight::sinks::line::clock::MonoClock;
 use linesight::sinks::line::event::{ErrorCode, LineAction, LineVerdict, StationStatus};
-use linesight::sinks::line::metrics::{AdapterMetrics, LineMetrics};
+use linesight::sinks::line::metrics::AdapterMetrics;
 use linesight::sinks::line::{AdapterContext, LineEvent, PartOutcome, mqtt, webhook};
 use linesight::telemetry::names;
 use serde_json::Value;
@@ -269,16 +268,7 @@ impl Receiver {
 // Adapter-level helpers: hand-made events on a runtime of the test's own.
 
 fn context(name: &'static str, fire_window: Duration) -> AdapterContext {
-    let line = Arc::new(LineMetrics::new(None));
-    AdapterContext {
-        name,
-        station: "bench".into(),
-        metrics: line.adapter(name),
-        line,
-        triggers: crossbeam_channel::bounded(1).0,
-        clock: MonoClock::new(),
-        fire_window,
-    }
+    AdapterContext::detached(name, fire_window)
 }
 
 fn part(result_id: u64, action: LineAction, deadline: Instant) -> PartOutcome {
@@ -486,7 +476,7 @@ fn webhook_adapter_retries_within_the_deadline_and_posts_each_part_once() {
     assert_eq!(unique, (1..=20).collect());
     assert_eq!(requests.len(), 22, "two 500s, retried; heartbeats are not posted");
     assert!(requests.iter().all(|r| r["authorization"] == "Bearer s3cret"));
-    assert!(requests.iter().all(|r| r["body"]["event"] == "result" && r["body"]["part"]["station"] == "bench"));
+    assert!(requests.iter().all(|r| r["body"]["event"] == "result" && r["body"]["part"]["station"] == "detached"));
     assert_eq!(m.write_errors.get(), 2);
     assert_eq!(m.undelivered.get(), 0);
     assert_eq!(m.write_seconds.get_sample_count(), 20);

@@ -57,6 +57,21 @@ pub struct AdapterContext {
 }
 
 impl AdapterContext {
+    /// A context for running one adapter on its own (tests, tools): its metrics count but are
+    /// not exported, and triggers go nowhere.
+    pub fn detached(name: &'static str, fire_window: std::time::Duration) -> Self {
+        let line = Arc::new(LineMetrics::new(None));
+        Self {
+            name,
+            station: "detached".into(),
+            metrics: line.adapter(name),
+            line,
+            triggers: crossbeam_channel::bounded(64).0,
+            clock: MonoClock::new(),
+            fire_window,
+        }
+    }
+
     /// True while a reject for `outcome` may still be written.
     pub fn may_fire(&self, outcome: &PartOutcome, now: Instant) -> bool {
         now <= outcome.deadline + self.fire_window

@@ -425,19 +425,9 @@ async fn drive(mut eventloop: EventLoop, link: Arc<Link>, ctx: AdapterContext, b
 mod tests {
     use super::*;
     use crate::sinks::line::event::{LineAction, LineVerdict, PartOutcome};
-    use crate::sinks::line::metrics::LineMetrics;
 
     fn ctx() -> AdapterContext {
-        let line = Arc::new(LineMetrics::new(None));
-        AdapterContext {
-            name: "mqtt",
-            station: "s".into(),
-            metrics: line.adapter("mqtt"),
-            line,
-            triggers: crossbeam_channel::bounded(1).0,
-            clock: crate::sinks::line::clock::MonoClock::new(),
-            fire_window: Duration::from_millis(10),
-        }
+        AdapterContext::detached("mqtt", Duration::from_millis(10))
     }
 
     fn outcome(deadline: Instant) -> PartOutcome {

@@ -200,19 +200,9 @@ fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use crate::sinks::line::event::{ErrorCode, LineAction, LineVerdict, PartOutcome, StationStatus};
-    use crate::sinks::line::metrics::LineMetrics;
 
     fn ctx() -> AdapterContext {
-        let line = Arc::new(LineMetrics::new(None));
-        AdapterContext {
-            name: "webhook",
-            station: "s".into(),
-            metrics: line.adapter("webhook"),
-            line,
-            triggers: crossbeam_channel::bounded(1).0,
-            clock: crate::sinks::line::clock::MonoClock::new(),
-            fire_window: Duration::from_millis(10),
-        }
+        AdapterContext::detached("webhook", Duration::from_millis(10))
     }
 
     fn outcome(deadline: Instant) -> PartOutcome {
