@@ -245,7 +245,12 @@ impl LineThread {
                 self.metrics.triggers.inc();
                 self.metrics.missed_triggers.inc_by(u64::from(t.missed));
                 for out in &self.trigger_outs {
-                    let _ = out.try_send(t);
+                    // A camera that has not taken its previous 64 triggers is not capturing:
+                    // this part gets no frame, so it is counted as a missed trigger.
+                    if out.try_send(t).is_err() {
+                        self.metrics.missed_triggers.inc();
+                        self.logs.triggers.failed("a triggered camera is not keeping up with the PLC's triggers");
+                    }
                 }
             }
             let now = Instant::now();
@@ -408,6 +413,7 @@ struct Logs {
     failsafe: Burst,
     late: Burst,
     missed: Burst,
+    triggers: Burst,
 }
 
 impl Default for Logs {
@@ -418,6 +424,7 @@ impl Default for Logs {
                 "line: verdicts after their decision time are recorded, not acted on (the fail-safe acted)",
             ),
             missed: Burst::new("line: rejects not fired because their fire window had passed (deadline misses)"),
+            triggers: Burst::new("line: PLC triggers lost (counted in linesight_line_missed_triggers_total)"),
         }
     }
 }
