@@ -40,7 +40,18 @@ impl Plc {
     fn start(port: u16, log: &Path, extra: &[&str]) -> Self {
         let python = repo().join(".venv/bin/python");
         assert!(python.exists(), "no .venv: run `make setup` (scripts/python-env.sh installs pymodbus)");
-        let mut child = Command::new(python)
+        // A real PLC is dedicated hardware that answers within its scan time. The simulator gets
+        // real-time priority where it can (`chrt` execs it, so the pid stays the simulator's), so
+        // a busy machine does not make it miss writes the station sent in time.
+        let realtime = Command::new("chrt").args(["-f", "5", "true"]).status().is_ok_and(|s| s.success());
+        let mut command = if realtime {
+            let mut c = Command::new("chrt");
+            c.args(["-f", "5"]).arg(python);
+            c
+        } else {
+            Command::new(python)
+        };
+        let mut child = command
             .arg(repo().join("tests/peers/plc_sim.py"))
             .args(["--port", &port.to_string(), "--log"])
             .arg(log)
