@@ -1,7 +1,7 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
 use crate::api::ApiState;
-use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, RunArgs, SynthArgs};
+use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, RunArgs, SynthArgs, TeachArgs};
 use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::archive::{self, Archive};
 use crate::sinks::line::LineOutput;
@@ -25,7 +25,59 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth(args),
         Command::Calibrate(args) => calibrate(args),
         Command::Eval(args) => eval(args),
+        Command::Teach(args) => teach(args),
     }
+}
+
+/// The backbone `teach` uses when none is named: the stronger Lite2 when it is there.
+pub fn default_backbone() -> PathBuf {
+    let models = project_dir().join("models");
+    let lite2 = models.join("backbone-lite2");
+    if lite2.join("backbone.toml").is_file() { lite2 } else { models.join("backbone-lite0") }
+}
+
+fn teach(args: TeachArgs) -> Result<()> {
+    let input_mode = match args.input_mode.as_str() {
+        "resize" => config::InputMode::Resize,
+        "tile" => config::InputMode::Tile,
+        other => bail!("--input-mode {other:?}: use `resize` (squash each image) or `tile` (overlapping tiles)"),
+    };
+    let mut opts =
+        crate::teach::TeachOptions::new(args.images, args.out, args.backbone.unwrap_or_else(default_backbone));
+    opts.input_mode = input_mode;
+    opts.size = args.size;
+    opts.tile_overlap_px = args.tile_overlap;
+    opts.coreset_ratio = args.coreset_ratio;
+    opts.pca_dims = args.pca_dims;
+    opts.holdout_fraction = args.holdout;
+    opts.threshold_sigmas = args.threshold_sigmas;
+    opts.blur_sigma_px = args.blur_sigma;
+    opts.top_fraction = args.top_fraction;
+    opts.seed = args.seed;
+    opts.threads = args.threads;
+    opts.progress = std::io::stderr().is_terminal();
+    let report = crate::teach::teach(&opts)?;
+    let i = &report.info;
+    println!(
+        "taught {}: {} images ({} teach, {} held out), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance)",
+        report.out.display(),
+        i.images,
+        i.teach_images,
+        i.holdout_images,
+        i.patches,
+        i.bank_rows,
+        i.pca_dims,
+        100.0 * i.pca_explained
+    );
+    println!(
+        "threshold {:.4} (held-out good scores: mean {:.4}, std {:.4}, max {:.4})",
+        report.threshold, i.holdout_score_mean, i.holdout_score_std, i.holdout_score_max
+    );
+    println!(
+        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, calibration {:.1} s); peak memory {:.0} MiB",
+        i.seconds_total, i.seconds_features, i.seconds_pca, i.seconds_coreset, i.seconds_calibration, i.peak_memory_mb
+    );
+    Ok(())
 }
 
 /// The folder the demo config's relative paths start from: the current folder when it holds the

@@ -24,6 +24,59 @@ pub enum Command {
     /// Measure a model on a labelled data set (MVTec AD layout) through the real pipeline:
     /// image and pixel AUROC, escape and overkill rates, confusion matrix.
     Eval(EvalArgs),
+    /// Learn an anomaly model from good parts only (PatchCore-style: backbone features, a
+    /// coreset memory bank, a threshold calibrated on held-out good images); writes a model
+    /// package of task `anomaly` that `run`, `check` and `eval` load.
+    Teach(TeachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TeachArgs {
+    /// Folder of good images (png, jpg, bmp, tif; at least 8, a few hundred for a robust model).
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
+    /// Output model package folder (model.onnx + model.toml); replaced if it exists.
+    #[arg(long, value_name = "MODEL_DIR")]
+    pub out: PathBuf,
+    /// Backbone package (backbone.toml + model.onnx) [default: models/backbone-lite2 if present,
+    /// else models/backbone-lite0].
+    #[arg(long, value_name = "DIR")]
+    pub backbone: Option<PathBuf>,
+    /// How images become model inputs, as the station will feed frames: `resize` squashes each
+    /// image to SIZE×SIZE (parts that fill the frame); `tile` cuts overlapping SIZE×SIZE tiles
+    /// (large frames, small defects).
+    #[arg(long, value_name = "resize|tile", default_value = "resize")]
+    pub input_mode: String,
+    /// Model input height and width in pixels (a multiple of 16).
+    #[arg(long, default_value_t = 256)]
+    pub size: u32,
+    /// Overlap between tiles in `tile` mode, pixels.
+    #[arg(long, default_value_t = 32)]
+    pub tile_overlap: u32,
+    /// Fraction of all teach patches kept in the memory bank by greedy coreset selection.
+    #[arg(long, default_value_t = 0.01)]
+    pub coreset_ratio: f64,
+    /// Dimensions patch features are projected to (PCA) before the coreset and the search.
+    #[arg(long, default_value_t = 64)]
+    pub pca_dims: usize,
+    /// Fraction of the images held out (seeded) to calibrate the threshold.
+    #[arg(long, default_value_t = 0.15)]
+    pub holdout: f64,
+    /// Threshold = max(mean + K·std, max) of the held-out good images' scores.
+    #[arg(long, value_name = "K", default_value_t = 3.0)]
+    pub threshold_sigmas: f32,
+    /// Gaussian smoothing of the anomaly map, pixels.
+    #[arg(long, default_value_t = 16.0)]
+    pub blur_sigma: f32,
+    /// Image score = mean of this fraction of the anomaly map's highest pixels.
+    #[arg(long, default_value_t = 0.05)]
+    pub top_fraction: f32,
+    /// Seed of the split, the PCA sample and the coreset.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]

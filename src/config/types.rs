@@ -251,7 +251,7 @@ fn one() -> usize {
 }
 
 /// How frames are fed to the model.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum InputMode {
     /// Cut frames into overlapping model-size tiles (frames smaller than the model are padded).
@@ -264,8 +264,9 @@ pub enum InputMode {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// Unset: what the model package says (`[input].mode`, taught models record theirs), else tile.
     #[serde(default)]
-    pub input_mode: InputMode,
+    pub input_mode: Option<InputMode>,
     /// Overlap between neighbouring tiles, in pixels.
     #[serde(default = "default_tile_overlap_px")]
     pub tile_overlap_px: u32,
@@ -290,7 +291,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            input_mode: InputMode::default(),
+            input_mode: None,
             tile_overlap_px: default_tile_overlap_px(),
             max_batch: default_max_batch(),
             max_wait_us: default_max_wait_us(),

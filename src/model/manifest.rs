@@ -21,6 +21,9 @@ pub struct Manifest {
     pub task: TaskSpec,
     #[serde(default)]
     pub provenance: Provenance,
+    /// How `linesight teach` made this model (taught packages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teach: Option<TeachInfo>,
 }
 
 fn default_onnx_file() -> String {
@@ -47,6 +50,10 @@ pub struct InputSpec {
     /// x' = (x / 255 − mean[c]) / std[c]; defaults map 0..255 to 0..1.
     #[serde(default)]
     pub normalization: Normalization,
+    /// How frames should be fed to this model when the station config does not say
+    /// (`[pipeline].input_mode`): `tile` or `resize`. Taught models record how they were taught.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::config::InputMode>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -208,4 +215,39 @@ pub struct Provenance {
     pub licence: String,
     #[serde(default)]
     pub notes: String,
+}
+
+/// The `[teach]` table of a taught model: the recipe, the data it saw, and what teaching cost.
+/// Written by `linesight teach` for people and for `check`; the runtime only needs the graph and
+/// the threshold.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TeachInfo {
+    pub backbone: String,
+    pub backbone_sha256: String,
+    pub input_mode: crate::config::InputMode,
+    pub images: usize,
+    pub teach_images: usize,
+    pub holdout_images: usize,
+    pub tiles: usize,
+    pub patches: usize,
+    pub feature_dim: usize,
+    pub pca_dims: usize,
+    pub pca_explained: f64,
+    pub coreset_ratio: f64,
+    pub bank_rows: usize,
+    pub seed: u64,
+    pub blur_sigma_px: f32,
+    pub top_fraction: f32,
+    pub threshold_rule: String,
+    pub holdout_score_mean: f32,
+    pub holdout_score_std: f32,
+    pub holdout_score_max: f32,
+    pub seconds_features: f64,
+    pub seconds_pca: f64,
+    pub seconds_coreset: f64,
+    pub seconds_calibration: f64,
+    pub seconds_total: f64,
+    pub peak_memory_mb: f64,
+    pub linesight_version: String,
 }

@@ -112,7 +112,7 @@ impl Source for FolderSource {
     }
 }
 
-fn has_image_extension(path: &Path) -> bool {
+pub(crate) fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|ext| ext.to_str())
         .is_some_and(|ext| EXTENSIONS.iter().any(|known| ext.eq_ignore_ascii_case(known)))
@@ -127,7 +127,7 @@ fn decode_limits() -> Limits {
 }
 
 /// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else).
-fn decode_into(path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
+pub(crate) fn decode_into(path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
     // The content decides the format, not the extension: a PNG saved as `.jpg` still replays.
     let mut reader =
         ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read: {e}"))?;

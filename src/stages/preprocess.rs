@@ -146,6 +146,7 @@ mod tests {
             layout: Layout::Nchw,
             batch: 0,
             normalization: Normalization { mean: vec![mean], std: vec![std] },
+            mode: None,
         }
     }
 

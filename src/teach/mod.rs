@@ -12,8 +12,14 @@
 //! The Python reference they follow is `scripts/teach-research/common.py` (`greedy_coreset`,
 //! `knn_dist`); the recipe and the reference timings are in `docs/TEACH_RESEARCH.md`.
 
+pub mod backbone;
 pub mod coreset;
 pub mod knn;
+pub mod learn;
+pub mod onnx;
+pub mod pca;
+
+pub use learn::{TeachOptions, TeachReport, teach};
 
 use std::num::NonZeroUsize;
 

@@ -160,7 +160,8 @@ impl Station {
         let rules = Rules::resolve(&cfg.rules, &classes).map_err(BuildError::Config)?;
         let tile_w = m.input.width;
         let tile_h = m.input.height;
-        if cfg.pipeline.input_mode == InputMode::Tile && cfg.pipeline.tile_overlap_px >= tile_w.min(tile_h) {
+        let input_mode = cfg.pipeline.input_mode.or(m.input.mode).unwrap_or_default();
+        if input_mode == InputMode::Tile && cfg.pipeline.tile_overlap_px >= tile_w.min(tile_h) {
             return Err(BuildError::Config(format!(
                 "pipeline.tile_overlap_px = {} must be smaller than the model input ({tile_w}×{tile_h})",
                 cfg.pipeline.tile_overlap_px
@@ -216,7 +217,7 @@ impl Station {
         }
         let plan = AssemblerPlan {
             task: m.task.clone(),
-            input_mode: cfg.pipeline.input_mode,
+            input_mode,
             tile_w,
             tile_h,
             output_item_shape,

@@ -223,6 +223,7 @@ mod tests {
             layout: Layout::Nchw,
             batch: 0,
             normalization: Normalization::default(),
+            mode: None,
         };
         let policy = BatchPolicy { max_batch, max_wait, fixed_batch: None };
         Preprocessor {

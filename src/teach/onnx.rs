@@ -1,0 +1,346 @@
+//! The ONNX graphs teach mode writes, built on the committed backbone graph with the ONNX
+//! protobuf messages (`onnx-protobuf`):
+//!
+//! - the **feature graph** (teach time only, kept in memory): image → backbone → patch features,
+//!   one row per feature-grid cell;
+//! - the **taught model** (`model.onnx` of the package): the same, then the scoring step — PCA
+//!   projection, nearest-neighbour distance to the memory bank, the anomaly map upsampled to the
+//!   input and smoothed, and the image score — with the bank and the PCA baked in as initializers.
+//!
+//! Scoring is graph nodes rather than Rust code so that it runs on the backbone's execution
+//! provider (CUDA, TensorRT) instead of pulling every feature map back to the CPU, and so that a
+//! taught model is an ordinary `anomaly` package (`pred_score`, `anomaly_map`) that `run`, `check`
+//! and `eval` load like any other. Opset 17, as the backbone (reductions take `axes` as an
+//! attribute there).
+
+use super::backbone::{Backbone, Tap};
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
+use onnx_protobuf::type_proto;
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use protobuf::{EnumOrUnknown, Message, MessageField};
+
+/// Name of the taught model's (and the feature graph's) image input.
+pub const INPUT: &str = "input";
+/// Feature graph output: `[N·h·w, C]` patch features, rows image-major then y, then x.
+pub const PATCHES: &str = "patches";
+/// Taught model outputs (the runtime's anomaly task defaults).
+pub const SCORE: &str = "pred_score";
+pub const MAP: &str = "anomaly_map";
+
+/// What the scoring graph needs besides the backbone: the taught constants and the post-processing.
+pub struct Scoring<'a> {
+    /// Mean of the teach patches, `[C]` (subtracted before projecting).
+    pub mean: &'a [f32],
+    /// Projection onto the principal components, row-major `[C, D]`.
+    pub projection: &'a [f32],
+    /// The memory bank in the projected space, row-major `[M, D]`.
+    pub bank: &'a [f32],
+    /// Pixels per feature-grid cell (the finest tap's stride): the map is upsampled by this.
+    pub upsample: usize,
+    /// Gaussian smoothing of the upsampled map, in input pixels.
+    pub blur_sigma_px: f32,
+    /// The image score is the mean of this fraction of the map's highest pixels.
+    pub top_fraction: f32,
+}
+
+/// Input geometry of the graphs: fixed height and width (the manifest's tile size), dynamic batch.
+#[derive(Clone, Copy, Debug)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// A graph under construction on top of the backbone's nodes and weights.
+struct Builder {
+    graph: GraphProto,
+    next_id: usize,
+}
+
+impl Builder {
+    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.next_id += 1;
+        let out = format!("teach/{}_{}", op.to_lowercase(), self.next_id);
+        self.graph.node.push(NodeProto {
+            op_type: op.into(),
+            name: out.clone(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// A node whose output gets a fixed name (a graph output).
+    fn named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, name: &str) {
+        let tmp = self.node(op, inputs, attrs);
+        let last = self.graph.node.last_mut().expect("node just pushed");
+        last.output = vec![name.to_string()];
+        last.name = format!("{tmp}->{name}");
+    }
+
+    fn f32s(&mut self, dims: &[usize], data: &[f32]) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+        self.next_id += 1;
+        let name = format!("teach/const_{}", self.next_id);
+        self.graph.initializer.push(TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::FLOAT as i32,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn i64s(&mut self, data: &[i64]) -> String {
+        self.next_id += 1;
+        let name = format!("teach/const_{}", self.next_id);
+        self.graph.initializer.push(TensorProto {
+            name: name.clone(),
+            dims: vec![data.len() as i64],
+            data_type: DataType::INT64 as i32,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: EnumOrUnknown::new(AttributeType::INTS),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: EnumOrUnknown::new(AttributeType::INT), i: v, ..Default::default() }
+}
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: EnumOrUnknown::new(AttributeType::STRING),
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A float tensor value-info; `None` dimensions are symbolic (`N`).
+fn tensor_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = |d: &Option<usize>| Dimension {
+        value: Some(match d {
+            Some(v) => dimension::Value::DimValue(*v as i64),
+            None => dimension::Value::DimParam("N".into()),
+        }),
+        ..Default::default()
+    };
+    let tensor = type_proto::Tensor {
+        elem_type: DataType::FLOAT as i32,
+        shape: MessageField::some(TensorShapeProto { dim: dims.iter().map(dim).collect(), ..Default::default() }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        type_: MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Start from the backbone: its nodes and weights, the image input with a fixed height and width,
+/// and no outputs yet.
+fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder), String> {
+    let mut model = ModelProto::parse_from_bytes(&backbone.onnx_bytes)
+        .map_err(|e| format!("backbone {}: not an ONNX model: {e}", backbone.onnx_path.display()))?;
+    let mut graph = model.graph.take().ok_or_else(|| format!("backbone {}: no graph", backbone.onnx_path.display()))?;
+    if !graph.input.iter().any(|i| i.name == backbone.input) {
+        return Err(format!("backbone {}: no input named {:?}", backbone.onnx_path.display(), backbone.input));
+    }
+    graph.input = vec![tensor_info(INPUT, &[None, Some(shape.channels), Some(shape.height), Some(shape.width)])];
+    if backbone.input != INPUT {
+        for node in &mut graph.node {
+            for i in &mut node.input {
+                if *i == backbone.input {
+                    *i = INPUT.into();
+                }
+            }
+        }
+    }
+    graph.output.clear();
+    graph.value_info.clear();
+    graph.name = "linesight-teach".into();
+    Ok((model, Builder { graph, next_id: 0 }))
+}
+
+/// Backbone taps → `[N·h·w, C]` patch features on the finest tap's grid: each tap averaged over
+/// 3×3 neighbourhoods (PatchCore's local aggregation), coarser taps upsampled bilinearly to the
+/// finest grid, each tap's patch vector scaled to unit L2 norm (so no tap dominates the distance),
+/// then concatenated on channels.
+fn patch_features(b: &mut Builder, taps: &[Tap]) -> String {
+    let finest = taps.iter().map(|t| t.stride).min().expect("at least one tap");
+    let mut parts = Vec::new();
+    for tap in taps {
+        let pooled = b.node(
+            "AveragePool",
+            &[&tap.name],
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1]), int("count_include_pad", 0)],
+        );
+        let on_grid = if tap.stride == finest {
+            pooled
+        } else {
+            let f = (tap.stride / finest) as f32;
+            let scales = b.f32s(&[4], &[1.0, 1.0, f, f]);
+            b.node(
+                "Resize",
+                &[&pooled, "", &scales],
+                vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")],
+            )
+        };
+        let norm = b.node("ReduceL2", &[&on_grid], vec![ints("axes", &[1]), int("keepdims", 1)]);
+        let eps = b.f32s(&[], &[1e-6]);
+        let norm = b.node("Add", &[&norm, &eps], vec![]);
+        parts.push(b.node("Div", &[&on_grid, &norm], vec![]));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let concat = b.node("Concat", &refs, vec![int("axis", 1)]);
+    let channels: i64 = taps.iter().map(|t| t.channels as i64).sum();
+    // [N, C, h, w] → [N, C, h·w] → [N, h·w, C] → [N·h·w, C]
+    let s1 = b.i64s(&[0, channels, -1]);
+    let flat = b.node("Reshape", &[&concat, &s1], vec![]);
+    let t = b.node("Transpose", &[&flat], vec![ints("perm", &[0, 2, 1])]);
+    let s2 = b.i64s(&[-1, channels]);
+    b.node("Reshape", &[&t, &s2], vec![])
+}
+
+/// The teach-time feature graph: image `[N, C, H, W]` → `patches` `[N·h·w, C]`.
+pub fn feature_graph(backbone: &Backbone, shape: InputShape) -> Result<Vec<u8>, String> {
+    let (mut model, mut b) = start(backbone, shape)?;
+    let patches = patch_features(&mut b, &backbone.taps);
+    b.named("Identity", &[&patches], vec![], PATCHES);
+    b.graph.output = vec![tensor_info(PATCHES, &[None, Some(backbone.feature_dim())])];
+    model.graph = MessageField::some(b.graph);
+    model.write_to_bytes().map_err(|e| format!("cannot serialise the feature graph: {e}"))
+}
+
+/// 1-D Gaussian kernel of standard deviation `sigma` (radius ⌈4σ⌉, normalised to sum 1).
+pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let radius = (4.0 * sigma).ceil().max(1.0) as i64;
+    let k: Vec<f64> = (-radius..=radius).map(|x| (-0.5 * (x as f64 / sigma as f64).powi(2)).exp()).collect();
+    let sum: f64 = k.iter().sum();
+    k.iter().map(|v| (v / sum) as f32).collect()
+}
+
+/// The taught model: image `[N, C, H, W]` → `pred_score` `[N]` and `anomaly_map` `[N, 1, H, W]`.
+///
+/// Scoring, per patch row q (C-d): z = (q − mean)·P (D-d); d² = min over bank rows b of
+/// |z|² − 2 z·b + |b|² (one Gemm against the bank stored as −2·bankᵀ with |b|² as its bias, then a
+/// row minimum, then + |z|²), clamped at 0 (cancellation), square root → the patch's distance →
+/// map on the feature grid → bilinear upsample to the input → Gaussian blur (reflect padding) →
+/// image score = mean of the top `top_fraction` of the map.
+pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Result<Vec<u8>, String> {
+    let c = backbone.feature_dim();
+    if s.mean.len() != c || s.projection.is_empty() || !s.projection.len().is_multiple_of(c) {
+        return Err(format!(
+            "scoring: mean has {} values and projection {}; both must match the feature dimension {c}",
+            s.mean.len(),
+            s.projection.len()
+        ));
+    }
+    let dims = s.projection.len() / c;
+    if s.bank.is_empty() || !s.bank.len().is_multiple_of(dims) {
+        return Err(format!("scoring: the bank ({} values) is not a whole number of {dims}-d rows", s.bank.len()));
+    }
+    let rows = s.bank.len() / dims;
+    let finest = backbone.taps.iter().map(|t| t.stride).min().unwrap_or(1);
+    if !shape.height.is_multiple_of(finest) || !shape.width.is_multiple_of(finest) || finest != s.upsample {
+        return Err(format!(
+            "scoring: input {}×{} is not a multiple of the feature stride {finest}",
+            shape.width, shape.height
+        ));
+    }
+    let (gh, gw) = (shape.height / finest, shape.width / finest);
+
+    let (mut model, mut b) = start(backbone, shape)?;
+    let patches = patch_features(&mut b, &backbone.taps);
+    let mean = b.f32s(&[c], s.mean);
+    let centred = b.node("Sub", &[&patches, &mean], vec![]);
+    let proj = b.f32s(&[c, dims], s.projection);
+    let z = b.node("MatMul", &[&centred, &proj], vec![]);
+    // The bank as the Gemm's B = −2·bankᵀ [D, M] and C = |b|² [M].
+    let mut bank_t = vec![0.0f32; dims * rows];
+    let mut bank_sq = vec![0.0f32; rows];
+    for (r, row) in s.bank.chunks_exact(dims).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            bank_t[k * rows + r] = -2.0 * v;
+        }
+        bank_sq[r] = super::sq_norm(row);
+    }
+    let bt = b.f32s(&[dims, rows], &bank_t);
+    let bsq = b.f32s(&[rows], &bank_sq);
+    let cross = b.node("Gemm", &[&z, &bt, &bsq], vec![]);
+    let dmin = b.node("ReduceMin", &[&cross], vec![ints("axes", &[1]), int("keepdims", 0)]);
+    let zz = b.node("ReduceSumSquare", &[&z], vec![ints("axes", &[1]), int("keepdims", 0)]);
+    let d2 = b.node("Add", &[&dmin, &zz], vec![]);
+    let zero = b.f32s(&[], &[0.0]);
+    let d2 = b.node("Max", &[&d2, &zero], vec![]);
+    let dist = b.node("Sqrt", &[&d2], vec![]);
+    let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
+    let grid = b.node("Reshape", &[&dist, &grid_shape], vec![]);
+    let f = s.upsample as f32;
+    let scales = b.f32s(&[4], &[1.0, 1.0, f, f]);
+    let up = b.node(
+        "Resize",
+        &[&grid, "", &scales],
+        vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")],
+    );
+    let kernel = gaussian_kernel(s.blur_sigma_px);
+    let r = (kernel.len() / 2) as i64;
+    if r as usize >= shape.height.min(shape.width) {
+        return Err(format!(
+            "scoring: blur radius {r} px must be smaller than the input ({}×{}); lower the blur sigma",
+            shape.width, shape.height
+        ));
+    }
+    let pads = b.i64s(&[0, 0, r, r, 0, 0, r, r]);
+    let padded = b.node("Pad", &[&up, &pads], vec![string("mode", "reflect")]);
+    let gx = b.f32s(&[1, 1, 1, kernel.len()], &kernel);
+    let bx = b.node("Conv", &[&padded, &gx], vec![]);
+    let gy = b.f32s(&[1, 1, kernel.len(), 1], &kernel);
+    b.named("Conv", &[&bx, &gy], vec![], MAP);
+    let pixels = shape.height * shape.width;
+    let flat_shape = b.i64s(&[-1, pixels as i64]);
+    let flat = b.node("Reshape", &[MAP, &flat_shape], vec![]);
+    let k = ((s.top_fraction as f64 * pixels as f64).round() as i64).clamp(1, pixels as i64);
+    let kk = b.i64s(&[k]);
+    let top = {
+        b.next_id += 1;
+        let values = format!("teach/topk_values_{}", b.next_id);
+        b.graph.node.push(NodeProto {
+            op_type: "TopK".into(),
+            name: values.clone(),
+            input: vec![flat, kk],
+            output: vec![values.clone(), format!("teach/topk_indices_{}", b.next_id)],
+            attribute: vec![int("axis", 1), int("largest", 1), int("sorted", 0)],
+            ..Default::default()
+        });
+        values
+    };
+    b.named("ReduceMean", &[&top], vec![ints("axes", &[1]), int("keepdims", 0)], SCORE);
+    b.graph.output =
+        vec![tensor_info(SCORE, &[None]), tensor_info(MAP, &[None, Some(1), Some(shape.height), Some(shape.width)])];
+    model.graph = MessageField::some(b.graph);
+    model.producer_name = "linesight teach".into();
+    model.producer_version = env!("CARGO_PKG_VERSION").into();
+    model.write_to_bytes().map_err(|e| format!("cannot serialise the taught model: {e}"))
+}
