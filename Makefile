@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench bench-api bench-line models fixtures clean
+.PHONY: setup build run test check-config bench bench-api bench-line bench-mtd bench-teach models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -38,6 +38,16 @@ bench-api: setup
 bench-line: build
 	bash scripts/python-env.sh
 	bash scripts/bench-line.sh
+
+## Teach mode on real data: teach + eval on Magnetic Tile Defects from ../shared/datasets (issue 3;
+## figures in README). About 5 minutes on 2 cores.
+bench-mtd: build
+	bash scripts/bench-mtd.sh
+
+## Run-time cost of taught models, backbone vs scoring, and the coreset / k-NN kernels.
+bench-teach: setup
+	$(CARGO) bench --locked --bench teach_scoring
+	$(CARGO) bench --locked --bench teach_kernels
 
 ## Regenerate the committed ONNX files (demo model, test fixtures) with their scripts.
 models:

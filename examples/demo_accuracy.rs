@@ -1,43 +1,56 @@
 //! Accuracy of the demo station on fresh synthetic parts, through the real pipeline.
 //!
-//! `cargo run --release --example demo_accuracy -- [PARTS_PER_SURFACE] [SEED]`
+//! `cargo run --release --example demo_accuracy -- [PARTS_PER_SURFACE]`
 //!
-//! Runs the demo model and rules on PARTS_PER_SURFACE parts of each surface (30% defective, as
-//! the demo cameras make them; seeds not used when the model was tuned) and compares every
-//! verdict with the generator's ground truth: the share of defective parts caught and of good
-//! parts rejected, per surface and per defect class.
+//! Runs the demo station as `make run` does — its taught model (taught first if
+//! `demo-data/taught-model` does not exist yet) and its rules — on PARTS_PER_SURFACE parts of each
+//! camera (30% defective, as the demo cameras make them; the model was taught on other part
+//! numbers of the same cameras, all good), flat out with blocking backpressure so no part is
+//! dropped, and compares every verdict with the generator's ground truth: the share of defective
+//! parts caught and of good parts rejected, per surface and per defect class.
 
 use linesight::config;
 use linesight::stages::decide::Verdict;
-use linesight::synth::{DefectClass, Generator, Surface, SynthParams};
+use linesight::synth::{DefectClass, Generator, SynthParams};
 use linesight::topology::{RunOptions, Station};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let parts: u64 = args.next().map_or(1000, |a| a.parse().expect("PARTS_PER_SURFACE"));
-    let seed: u64 = args.next().map_or(20_251_125, |a| a.parse().expect("SEED"));
+    let parts: u64 = std::env::args().nth(1).map_or(1000, |a| a.parse().expect("PARTS_PER_SURFACE"));
     let project = linesight::app::project_dir();
+    // The demo config, with the cameras flat out, never dropping a part, and no verdict deadline
+    // (flat out, parts queue longer than the line's deadline; accuracy is the question here).
+    let text = config::DEMO_CONFIG
+        .replace("fps = 5", "fps = 0\nbackpressure = \"block\"")
+        .replace("verdict_deadline_ms = 1000", "verdict_deadline_ms = 86400000");
+    let loaded = config::load_str(&text, "demo accuracy", project).unwrap_or_else(|e| panic!("{e}"));
+    linesight::teach::ensure_taught(&loaded, false).unwrap_or_else(|e| panic!("{e:#}"));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let station =
+        Station::build(&loaded, RunOptions { max_frames: Some(parts), outputs: vec![tx], ..Default::default() })
+            .unwrap_or_else(|e| panic!("{e}"));
+    station.run();
+    let records: Vec<_> = rx.try_iter().collect();
+
     println!("| surface | parts | defective | caught | good rejected | scratch | pit | crack | stain |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for surface in Surface::ALL {
-        let text = config::DEMO_CONFIG.split("[[camera]]").next().unwrap().to_string()
-            + &format!(
-                "[[camera]]\nid = \"eval\"\nbackpressure = \"block\"\n[camera.source]\nkind = \"synthetic\"\nsurface = \"{}\"\ndefect_probability = 0.3\nseed = {seed}\n",
-                surface.name()
-            )
-            + &config::DEMO_CONFIG[config::DEMO_CONFIG.find("[model]").unwrap()..];
-        let loaded = config::load_str(&text, "demo accuracy", project.clone()).unwrap_or_else(|e| panic!("{e}"));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let station =
-            Station::build(&loaded, RunOptions { max_frames: Some(parts), outputs: vec![tx], ..Default::default() })
-                .unwrap_or_else(|e| panic!("{e}"));
-        station.run();
-        let params = SynthParams { width: 480, height: 480, surface, defect_probability: 0.3, seed };
+    for (index, cam) in loaded.config.cameras.iter().enumerate() {
+        let config::SourceConfig::Synthetic(s) = &cam.source else { continue };
+        let surface = s.surface.parse().expect("demo surfaces are valid");
+        let params = SynthParams {
+            width: s.width,
+            height: s.height,
+            surface,
+            defect_probability: s.defect_probability,
+            seed: s.seed,
+        };
         let mut generator = Generator::new(params).unwrap();
-        let (mut px, mut mask) = (vec![0u8; 480 * 480], vec![0u8; 480 * 480]);
+        let n = (s.width * s.height) as usize;
+        let (mut px, mut mask) = (vec![0u8; n], vec![0u8; n]);
         let (mut defective, mut caught, mut good, mut overkill) = (0u64, 0u64, 0u64, 0u64);
         let mut by_class = [(0u64, 0u64); 4];
-        for record in rx.try_iter() {
+        let mut good_scores = Vec::new();
+        for record in records.iter().filter(|r| r.meta.camera as usize == index) {
+            assert!(!matches!(record.verdict, Verdict::Failsafe(_)), "fail-safe verdict: {:?}", record.verdict);
             let truth = generator.render(record.meta.seq, &mut px, &mut mask);
             let ng = record.verdict != Verdict::Ok;
             if truth.is_defective() {
@@ -49,9 +62,22 @@ fn main() {
                     c.1 += ng as u64;
                 }
             } else {
+                good_scores.push(record.image_score);
                 good += 1;
                 overkill += ng as u64;
             }
+        }
+        good_scores.sort_by(f32::total_cmp);
+        if std::env::var_os("DEMO_ACCURACY_SCORES").is_some() && !good_scores.is_empty() {
+            let q = |f: f64| good_scores[((good_scores.len() - 1) as f64 * f) as usize];
+            eprintln!(
+                "{}: good part scores p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+                s.surface,
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(1.0)
+            );
         }
         let pct =
             |a: u64, b: u64| if b == 0 { "n/a".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
@@ -60,8 +86,8 @@ fn main() {
             format!("{} ({n})", pct(hit, n))
         };
         println!(
-            "| {} | {} | {defective} | {} | {} | {} | {} | {} | {} |",
-            surface.name(),
+            "| {} | {} | {defective} | {} ({caught}) | {} ({overkill}) | {} | {} | {} | {} |",
+            s.surface,
             defective + good,
             pct(caught, defective),
             pct(overkill, good),

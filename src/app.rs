@@ -97,11 +97,15 @@ pub fn project_dir() -> PathBuf {
     here
 }
 
+/// The station config (or the demo's), with its model taught first if `[model.teach]` asks and
+/// the package does not exist yet.
 fn load(config: Option<&Path>) -> Result<LoadedConfig> {
-    Ok(match config {
+    let loaded = match config {
         Some(path) => config::load_file(path)?,
         None => config::demo(project_dir())?,
-    })
+    };
+    crate::teach::ensure_taught(&loaded, std::io::stderr().is_terminal())?;
+    Ok(loaded)
 }
 
 fn check(args: CheckArgs) -> Result<()> {

@@ -194,7 +194,7 @@ url = "ftp://x"
 
 #[test]
 fn a_camera_triggered_by_the_line_needs_the_plc_adapter() {
-    let triggered = config::DEMO_CONFIG.replacen("fps = 15", "fps = 15\ntrigger = \"line\"", 1);
+    let triggered = config::DEMO_CONFIG.replacen("fps = 5", "fps = 5\ntrigger = \"line\"", 1);
     let paths = invalid_paths(&triggered);
     assert!(paths.iter().any(|(p, _)| p == "camera.trigger"), "{paths:?}");
     let with_plc = format!("{triggered}\n[line]\ndelay_ms = 100\n[line.modbus]\naddress = \"127.0.0.1:502\"\n");

@@ -244,6 +244,72 @@ pub struct ModelConfig {
     /// GPU index for CUDA / TensorRT.
     #[serde(default)]
     pub device_id: i32,
+    /// Teach mode on first start: when `package` holds no model yet, teach it from good parts
+    /// (see [`ModelTeachConfig`]) and keep it there; later starts load it like any package.
+    #[serde(default)]
+    pub teach: Option<ModelTeachConfig>,
+}
+
+/// `[model.teach]`: where the good parts come from and the few teach settings a station needs;
+/// everything else is `linesight teach`'s defaults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTeachConfig {
+    /// A folder of good images to teach from.
+    #[serde(default)]
+    pub images: Option<PathBuf>,
+    /// Or: this many good parts rendered by each synthetic camera of the station (same surface,
+    /// seed and size as the camera, from part numbers the camera never shows).
+    #[serde(default)]
+    pub synthetic_parts: Option<u32>,
+    /// Backbone package folder.
+    #[serde(default = "default_teach_backbone")]
+    pub backbone: PathBuf,
+    /// `tile` or `resize`; unset: `[pipeline].input_mode`, else tile.
+    #[serde(default)]
+    pub input_mode: Option<InputMode>,
+    /// Model input side in pixels (a multiple of 16).
+    #[serde(default = "default_teach_size")]
+    pub size: u32,
+    #[serde(default = "default_coreset_ratio")]
+    pub coreset_ratio: f64,
+    /// Gaussian smoothing of the anomaly map, pixels (smaller keeps small defects sharp).
+    #[serde(default = "default_blur_sigma_px")]
+    pub blur_sigma_px: f32,
+    /// Image score = mean of this fraction of the map's highest pixels.
+    #[serde(default = "default_top_fraction")]
+    pub top_fraction: f32,
+    /// Threshold = max(mean + K·std, max) of the held-out good parts' scores.
+    #[serde(default = "default_threshold_sigmas")]
+    pub threshold_sigmas: f32,
+    /// Fraction of the good parts held out to calibrate the threshold.
+    #[serde(default = "default_holdout_fraction")]
+    pub holdout_fraction: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_blur_sigma_px() -> f32 {
+    16.0
+}
+fn default_top_fraction() -> f32 {
+    0.05
+}
+fn default_threshold_sigmas() -> f32 {
+    3.0
+}
+fn default_holdout_fraction() -> f64 {
+    0.15
+}
+
+fn default_teach_backbone() -> PathBuf {
+    PathBuf::from("models/backbone-lite0")
+}
+fn default_teach_size() -> u32 {
+    256
+}
+fn default_coreset_ratio() -> f64 {
+    0.01
 }
 
 fn one() -> usize {

@@ -127,12 +127,78 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
 
     let m = &cfg.model;
     let package = loaded.resolve(&m.package);
-    c.check(
-        package.join("model.toml").is_file(),
-        "model.package",
-        &m.package,
-        "no model.toml in this folder (relative paths start at the config file's folder)",
-    );
+    match &m.teach {
+        // Taught on first start: the package may not exist yet, its sources must.
+        Some(t) => {
+            let has_synthetic = cfg.cameras.iter().any(|cam| matches!(cam.source, SourceConfig::Synthetic(_)));
+            c.check(
+                t.images.is_some() != t.synthetic_parts.is_some(),
+                "model.teach",
+                "images / synthetic_parts",
+                "give exactly one of `images` (a folder of good images) or `synthetic_parts` (good parts per synthetic camera)",
+            );
+            if let Some(images) = &t.images {
+                c.check(loaded.resolve(images).is_dir(), "model.teach.images", images.display(), "no such folder");
+            }
+            if let Some(n) = t.synthetic_parts {
+                c.check((2..=10_000).contains(&n), "model.teach.synthetic_parts", n, "must be 2..=10000");
+                c.check(
+                    has_synthetic,
+                    "model.teach.synthetic_parts",
+                    n,
+                    "the station has no synthetic camera to render parts",
+                );
+            }
+            c.check(
+                loaded.resolve(&t.backbone).join("backbone.toml").is_file(),
+                "model.teach.backbone",
+                t.backbone.display(),
+                "no backbone.toml in this folder (e.g. models/backbone-lite0)",
+            );
+            c.check(
+                t.size >= 32 && t.size.is_multiple_of(16),
+                "model.teach.size",
+                t.size,
+                "must be a multiple of 16, at least 32",
+            );
+            c.check(
+                t.coreset_ratio > 0.0 && t.coreset_ratio <= 1.0,
+                "model.teach.coreset_ratio",
+                t.coreset_ratio,
+                "must be in (0, 1], e.g. 0.01",
+            );
+            c.check(
+                t.blur_sigma_px > 0.0 && t.blur_sigma_px < t.size as f32 / 8.0,
+                "model.teach.blur_sigma_px",
+                t.blur_sigma_px,
+                "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
+            );
+            c.check(
+                t.top_fraction > 0.0 && t.top_fraction <= 1.0,
+                "model.teach.top_fraction",
+                t.top_fraction,
+                "must be in (0, 1], e.g. 0.05",
+            );
+            c.check(
+                t.threshold_sigmas >= 0.0 && t.threshold_sigmas.is_finite(),
+                "model.teach.threshold_sigmas",
+                t.threshold_sigmas,
+                "must be ≥ 0, e.g. 3",
+            );
+            c.check(
+                t.holdout_fraction > 0.0 && t.holdout_fraction < 1.0,
+                "model.teach.holdout_fraction",
+                t.holdout_fraction,
+                "must be in (0, 1), e.g. 0.15",
+            );
+        }
+        None => c.check(
+            package.join("model.toml").is_file(),
+            "model.package",
+            &m.package,
+            "no model.toml in this folder (relative paths start at the config file's folder)",
+        ),
+    }
     c.check((1..=64).contains(&m.workers), "model.workers", m.workers, "must be 1..=64");
     c.check((1..=256).contains(&m.intra_threads), "model.intra_threads", m.intra_threads, "must be 1..=256");
 

@@ -73,6 +73,9 @@ pub struct TeachOptions {
     /// ONNX Runtime and coreset threads; 0 = all cores.
     pub threads: usize,
     pub progress: bool,
+    /// If `out` already holds a package when teaching ends (another process taught it), keep
+    /// that one and discard this one, instead of replacing it.
+    pub keep_existing: bool,
 }
 
 impl TeachOptions {
@@ -96,6 +99,7 @@ impl TeachOptions {
             seed: 0,
             threads: 0,
             progress: false,
+            keep_existing: false,
         }
     }
 }
@@ -252,7 +256,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         .name
         .clone()
         .unwrap_or_else(|| opts.out.file_name().map_or_else(|| "taught".into(), |n| n.to_string_lossy().into_owned()));
-    write_package(&opts.out, &name, &model_bytes, shape, threshold, &info)?;
+    write_package(&opts.out, &name, &model_bytes, shape, threshold, &info, opts.keep_existing)?;
     Ok(TeachReport { out: opts.out.clone(), info, threshold })
 }
 
@@ -405,7 +409,7 @@ fn input_spec(shape: InputShape) -> InputSpec {
     }
 }
 
-fn session_from_bytes(model: &[u8], threads: usize) -> Result<Session> {
+pub fn session_from_bytes(model: &[u8], threads: usize) -> Result<Session> {
     let env = runtime::environment().map_err(|e| anyhow!(e))?;
     let ort_err = |e: &dyn std::fmt::Display| anyhow!("ONNX Runtime: {e}");
     let session = Session::builder(env)
@@ -540,7 +544,7 @@ fn progress_spinner(show: bool, message: &str) -> indicatif::ProgressBar {
 }
 
 /// Write `model.onnx` + `model.toml` into a temporary sibling of `out`, then rename it into place
-/// (replacing an older package there).
+/// (replacing an older package there, unless `keep_existing`).
 fn write_package(
     out: &Path,
     name: &str,
@@ -548,6 +552,7 @@ fn write_package(
     shape: InputShape,
     threshold: f32,
     info: &TeachInfo,
+    keep_existing: bool,
 ) -> Result<()> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -586,10 +591,21 @@ fn write_package(
                   # (memory bank baked in) as one ONNX graph. Teach again rather than editing by hand.\n";
     std::fs::write(tmp.join("model.onnx"), model).context("writing model.onnx")?;
     std::fs::write(tmp.join("model.toml"), format!("{header}{text}")).context("writing model.toml")?;
+    let taken = || out.join("model.toml").is_file();
+    if keep_existing && taken() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(());
+    }
     if out.exists() {
         std::fs::remove_dir_all(out).with_context(|| format!("cannot replace the old package {}", out.display()))?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot move the package into {}", out.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if keep_existing && taken() {
+            return Ok(());
+        }
+        return Err(e).with_context(|| format!("cannot move the package into {}", out.display()));
+    }
     Ok(())
 }
 

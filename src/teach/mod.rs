@@ -16,10 +16,12 @@ pub mod backbone;
 pub mod coreset;
 pub mod knn;
 pub mod learn;
+pub mod on_start;
 pub mod onnx;
 pub mod pca;
 
 pub use learn::{TeachOptions, TeachReport, teach};
+pub use on_start::ensure_taught;
 
 use std::num::NonZeroUsize;
 

@@ -392,9 +392,23 @@ impl Assembler {
                 ),
                 TaskSpec::Anomaly(a) => {
                     image_score = slot.score;
-                    // Regions are reported only for anomalous parts: a good part's map has
-                    // nothing above the threshold by definition of the image score (its max).
-                    decode_anomaly(slot.score, &slot.maps, w, h, a.threshold, 0, &mut self.scratch, &mut self.defects);
+                    // Regions are kept only for anomalous parts (image score ≥ threshold), so the
+                    // verdict follows the image score: a score that is not the map's maximum (a
+                    // taught model's is the mean of its top pixels) may leave hot specks above the
+                    // threshold on a part that scored good.
+                    let anomalous = decode_anomaly(
+                        slot.score,
+                        &slot.maps,
+                        w,
+                        h,
+                        a.threshold,
+                        0,
+                        &mut self.scratch,
+                        &mut self.defects,
+                    );
+                    if !anomalous {
+                        self.defects.clear();
+                    }
                 }
                 TaskSpec::Classification(c) => {
                     let (class, score) = decode_classification(&mut slot.class_scores, Activation::None);

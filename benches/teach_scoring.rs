@@ -1,0 +1,126 @@
+//! Run-time cost of a taught model, split backbone / scoring (issue 3: with the default coreset
+//! the scoring may cost no more than the backbone on CPU).
+//!
+//! `cargo bench --bench teach_scoring` (or `make bench-teach`). One 256×256 image per run, ONNX
+//! Runtime on one thread, for each backbone:
+//! - `backbone`: the committed backbone graph alone;
+//! - `taught/M`: the whole taught graph (backbone + local aggregation + PCA 64 + 1-NN against M
+//!   bank rows + map upsampling and blur + score) with a bank of M rows. The scoring cost depends
+//!   only on the bank's shape, not its values, so the bank is seeded noise; M = 6,636 is what the
+//!   default coreset (1%) keeps from MTD's 648 teach images at 256² (1,024 patches each).
+//!
+//! The report after the criterion output prints scoring = taught − backbone and its ratio to the
+//! backbone (≤ 1 meets the budget).
+
+use criterion::{Criterion, criterion_group};
+use linesight::teach::backbone::Backbone;
+use linesight::teach::learn::session_from_bytes;
+use linesight::teach::onnx::{self, InputShape, Scoring};
+use ort::session::Session;
+use ort::value::TensorRef;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SIZE: usize = 256;
+const PCA_DIMS: usize = 64;
+const BANKS: [usize; 3] = [1_000, 2_000, 6_636];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn backbones() -> Vec<Backbone> {
+    ["models/backbone-lite0", "models/backbone-lite2"]
+        .iter()
+        .filter_map(|d| Backbone::load(&repo().join(d)).ok())
+        .collect()
+}
+
+fn taught_graph(backbone: &Backbone, rows: usize) -> Vec<u8> {
+    let c = backbone.feature_dim();
+    let mut rng = ChaCha8Rng::seed_from_u64(rows as u64);
+    let mut noise = |n: usize| (0..n).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
+    let (mean, projection, bank) = (noise(c), noise(c * PCA_DIMS), noise(rows * PCA_DIMS));
+    let scoring = Scoring {
+        mean: &mean,
+        projection: &projection,
+        bank: &bank,
+        upsample: backbone.grid_stride(),
+        blur_sigma_px: 16.0,
+        top_fraction: 0.05,
+    };
+    onnx::scoring_model(backbone, InputShape { channels: 3, height: SIZE, width: SIZE }, &scoring).unwrap()
+}
+
+fn run_once(session: &mut Session, input: &str, x: &[f32]) {
+    let t = TensorRef::from_array_view(([1usize, 3, SIZE, SIZE], x)).unwrap();
+    let out = session.run(ort::inputs![input => t]).unwrap();
+    std::hint::black_box(out);
+}
+
+fn image() -> Vec<f32> {
+    (0..3 * SIZE * SIZE).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let x = image();
+    for backbone in backbones() {
+        let mut group = c.benchmark_group(format!("teach_scoring/{}", backbone.name));
+        group.sample_size(20).measurement_time(Duration::from_secs(4));
+        let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
+        group.bench_function("backbone", |b| b.iter(|| run_once(&mut bare, &backbone.input, &x)));
+        for rows in BANKS {
+            let mut taught = session_from_bytes(&taught_graph(&backbone, rows), 1).unwrap();
+            group.bench_function(format!("taught/{rows}"), |b| b.iter(|| run_once(&mut taught, onnx::INPUT, &x)));
+        }
+        group.finish();
+    }
+}
+
+/// Median of `n` timed runs after warm-up, in milliseconds.
+fn median_ms(session: &mut Session, input: &str, x: &[f32], n: usize) -> f64 {
+    for _ in 0..3 {
+        run_once(session, input, x);
+    }
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            run_once(session, input, x);
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[n / 2]
+}
+
+fn report() {
+    let x = image();
+    println!("\nteach scoring vs backbone (256×256, 1 thread, median of 40 runs):");
+    println!("| backbone | bank rows × dims | backbone ms | taught model ms | scoring ms | scoring / backbone |");
+    println!("|---|---|---|---|---|---|");
+    for backbone in backbones() {
+        let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
+        let b = median_ms(&mut bare, &backbone.input, &x, 40);
+        for rows in BANKS {
+            let mut taught = session_from_bytes(&taught_graph(&backbone, rows), 1).unwrap();
+            let t = median_ms(&mut taught, onnx::INPUT, &x, 40);
+            println!(
+                "| {} | {rows} × {PCA_DIMS} | {b:.2} | {t:.2} | {:.2} | {:.2} |",
+                backbone.name,
+                t - b,
+                (t - b) / b
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    report();
+}

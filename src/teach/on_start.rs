@@ -1,0 +1,113 @@
+//! Teach mode on first start (`[model.teach]`): a station whose model package does not exist yet
+//! teaches it from good parts before it starts, then keeps it; every later start loads the cached
+//! package like any other. The demo station uses this with parts rendered by its own synthetic
+//! cameras, so `make run` shows teach mode without any data set.
+//!
+//! Two processes starting at once (tests, a restart loop) may both teach; each writes a private
+//! folder and the first rename wins, the other keeps the winner's package.
+
+use super::learn::{TeachOptions, teach};
+use crate::config::{InputMode, LoadedConfig, ModelTeachConfig, SourceConfig};
+use crate::synth::{Generator, SynthParams};
+use anyhow::{Context, Result, anyhow};
+use std::path::{Path, PathBuf};
+
+/// Synthetic teach parts are rendered from this part number on; the camera counts from 0, so a
+/// station never inspects a part it was taught on.
+pub const SYNTHETIC_TEACH_FIRST_PART: u64 = 1 << 40;
+
+/// Teach `[model].package` if `[model.teach]` is set and the package has no `model.toml` yet.
+/// Returns whether it taught.
+pub fn ensure_taught(loaded: &LoadedConfig, progress: bool) -> Result<bool> {
+    let cfg = &loaded.config;
+    let Some(t) = &cfg.model.teach else { return Ok(false) };
+    let package = loaded.resolve(&cfg.model.package);
+    if package.join("model.toml").is_file() {
+        tracing::info!(package = %package.display(), "taught model found; to teach again, delete the folder");
+        return Ok(false);
+    }
+    let started = std::time::Instant::now();
+    let staging = Staging::new(&package)?;
+    let images = match (&t.images, t.synthetic_parts) {
+        (Some(dir), _) => loaded.resolve(dir),
+        (None, Some(parts)) => {
+            render_good_parts(cfg, parts, &staging.0)?;
+            staging.0.clone()
+        }
+        (None, None) => return Err(anyhow!("[model.teach] needs `images` or `synthetic_parts`")),
+    };
+    tracing::info!(package = %package.display(), images = %images.display(), "no taught model yet: teaching from good parts");
+    let mut opts = TeachOptions::new(&images, &package, loaded.resolve(&t.backbone));
+    apply(&mut opts, t, cfg.pipeline.input_mode, cfg.pipeline.tile_overlap_px);
+    opts.name = Some(format!("{}-taught", cfg.station.name));
+    opts.progress = progress;
+    opts.keep_existing = true;
+    let report = teach(&opts).with_context(|| format!("teaching {} on first start", package.display()))?;
+    tracing::info!(
+        package = %package.display(),
+        images = report.info.images,
+        bank_rows = report.info.bank_rows,
+        threshold = report.threshold,
+        seconds = started.elapsed().as_secs_f64(),
+        "taught"
+    );
+    Ok(true)
+}
+
+fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<InputMode>, overlap: u32) {
+    opts.input_mode = t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile);
+    opts.size = t.size;
+    opts.tile_overlap_px = overlap;
+    opts.coreset_ratio = t.coreset_ratio;
+    opts.blur_sigma_px = t.blur_sigma_px;
+    opts.top_fraction = t.top_fraction;
+    opts.threshold_sigmas = t.threshold_sigmas;
+    opts.holdout_fraction = t.holdout_fraction;
+    opts.seed = t.seed;
+}
+
+/// Render `parts` good parts per synthetic camera into `dir` as PNG.
+fn render_good_parts(cfg: &crate::config::StationConfig, parts: u32, dir: &Path) -> Result<()> {
+    for cam in &cfg.cameras {
+        let SourceConfig::Synthetic(s) = &cam.source else { continue };
+        let surface = s.surface.parse().map_err(|e: crate::synth::SynthError| anyhow!("camera {}: {e}", cam.id))?;
+        let params = SynthParams { width: s.width, height: s.height, surface, defect_probability: 0.0, seed: s.seed };
+        let mut generator = Generator::new(params).map_err(|e| anyhow!("camera {}: {e}", cam.id))?;
+        let n = (s.width * s.height) as usize;
+        let (mut pixels, mut mask) = (vec![0u8; n], vec![0u8; n]);
+        for i in 0..u64::from(parts) {
+            generator.render(SYNTHETIC_TEACH_FIRST_PART + i, &mut pixels, &mut mask);
+            let path = dir.join(format!("{}-{i:05}.png", cam.id));
+            image::save_buffer_with_format(
+                &path,
+                &pixels,
+                s.width,
+                s.height,
+                image::ExtendedColorType::L8,
+                image::ImageFormat::Png,
+            )
+            .with_context(|| format!("writing teach part {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A private scratch folder next to the package for rendered parts; removed when dropped.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(package: &Path) -> Result<Self> {
+        let parent = package.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let dir = parent.join(format!(".teach-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

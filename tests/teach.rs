@@ -1,0 +1,265 @@
+//! Teach mode end to end: `linesight teach` on synthetic good parts, the package it writes loaded
+//! by `linesight eval` through the real pipeline, determinism, clear errors on bad input, and the
+//! scoring graph checked against the Rust nearest-neighbour kernel.
+
+mod common;
+
+use common::{linesight, output, repo};
+use linesight::teach::backbone::Backbone;
+use linesight::teach::knn::Bank;
+use linesight::teach::onnx::{self, InputShape, Scoring};
+use linesight::teach::{learn, pca};
+use ort::value::TensorRef;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const LITE0: &str = "models/backbone-lite0";
+
+/// `linesight synth` parts 0..count of one seed; returns the raw folder and the labels.
+fn synth(root: &Path, count: u64, seed: u64) -> (PathBuf, Vec<Value>) {
+    let raw = root.join("raw");
+    let (ok, out, err) = output(linesight().args(["synth", "--out"]).arg(&raw).args([
+        "--count",
+        &count.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--defect-probability",
+        "0.4",
+    ]));
+    assert!(ok, "synth failed: {out}{err}");
+    let labels = std::fs::read_to_string(raw.join("labels.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (raw, labels)
+}
+
+/// Teach folder = the good parts among the first `teach_parts`; MVTec-layout test set = the rest.
+fn split_parts(root: &Path, raw: &Path, labels: &[Value], teach_parts: usize) -> (PathBuf, PathBuf) {
+    let (good_dir, test) = (root.join("good"), root.join("mvtec/test"));
+    for dir in [good_dir.clone(), test.join("good"), test.join("defect"), root.join("mvtec/ground_truth/defect")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    for (i, label) in labels.iter().enumerate() {
+        let image = raw.join(label["file"].as_str().unwrap());
+        let defective = label["defective"].as_bool().unwrap();
+        let name = format!("{i:03}");
+        match (i < teach_parts, defective) {
+            (true, false) => std::fs::copy(&image, good_dir.join(format!("{name}.png"))).map(drop).unwrap(),
+            (true, true) => {}
+            (false, false) => std::fs::copy(&image, test.join(format!("good/{name}.png"))).map(drop).unwrap(),
+            (false, true) => {
+                std::fs::copy(&image, test.join(format!("defect/{name}.png"))).unwrap();
+                let mask = raw.join(label["mask"].as_str().unwrap());
+                std::fs::copy(mask, root.join(format!("mvtec/ground_truth/defect/{name}_mask.png"))).unwrap();
+            }
+        }
+    }
+    (good_dir, test)
+}
+
+fn teach_cmd(images: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    output(
+        linesight()
+            .args(["teach", "--images"])
+            .arg(images)
+            .arg("--out")
+            .arg(out)
+            .args(["--backbone", &repo().join(LITE0).display().to_string()])
+            .args(extra),
+    )
+}
+
+fn manifest(package: &Path) -> toml::Value {
+    toml::from_str(&std::fs::read_to_string(package.join("model.toml")).unwrap()).unwrap()
+}
+
+#[test]
+fn teach_then_eval_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, labels) = synth(dir.path(), 90, 11);
+    let (good, test) = split_parts(dir.path(), &raw, &labels, 50);
+    let package = dir.path().join("taught");
+    let (ok, out, err) = teach_cmd(
+        &good,
+        &package,
+        &["--input-mode", "tile", "--blur-sigma", "4", "--top-fraction", "0.001", "--coreset-ratio", "0.02"],
+    );
+    assert!(ok, "teach failed:\n{out}\n{err}");
+    assert!(out.contains("teach time") && out.contains("peak memory"), "{out}");
+
+    // The package is an ordinary anomaly package that records how it was taught.
+    let m = manifest(&package);
+    assert_eq!(m["task"]["kind"].as_str(), Some("anomaly"));
+    assert_eq!(m["input"]["mode"].as_str(), Some("tile"));
+    let teach = &m["teach"];
+    let (images, held) = (teach["images"].as_integer().unwrap(), teach["holdout_images"].as_integer().unwrap());
+    assert_eq!(images as usize, std::fs::read_dir(&good).unwrap().count());
+    assert!(held >= 2 && teach["bank_rows"].as_integer().unwrap() > 0);
+    let threshold = m["task"]["threshold"].as_float().unwrap();
+    assert!(threshold > teach["holdout_score_max"].as_float().unwrap(), "no held-out good part is rejected");
+
+    // The runtime loads it and it separates fresh parts of the same product.
+    let (ok, out, err) =
+        output(linesight().args(["eval", "--json", "-", "--model"]).arg(&package).arg("--dataset").arg(&test));
+    assert!(ok, "eval failed:\n{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let auroc = report["image_auroc"].as_f64().unwrap();
+    assert!(auroc >= 0.9, "image AUROC {auroc} on fresh synthetic parts: {report:#}");
+    assert!(report["pixel_auroc"].as_f64().unwrap() > 0.8, "{report:#}");
+    assert_eq!(report["threshold"].as_f64().unwrap() as f32, threshold as f32);
+}
+
+/// Ten good parts, squashed (fast): the minimum a quick teach needs.
+fn ten_good_parts(root: &Path) -> PathBuf {
+    let raw = root.join("raw");
+    let (ok, out, err) = output(linesight().args(["synth", "--out"]).arg(&raw).args([
+        "--count",
+        "10",
+        "--seed",
+        "3",
+        "--defect-probability",
+        "0",
+        "--width",
+        "128",
+        "--height",
+        "128",
+    ]));
+    assert!(ok, "synth failed: {out}{err}");
+    raw.join("images")
+}
+
+#[test]
+fn same_seed_same_model_other_seed_other_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    let sha = |out: &str, seed: &str| {
+        let package = dir.path().join(out);
+        let (ok, o, e) = teach_cmd(&images, &package, &["--size", "128", "--seed", seed]);
+        assert!(ok, "teach failed:\n{o}\n{e}");
+        manifest(&package)["sha256"].as_str().unwrap().to_string()
+    };
+    let a = sha("a", "5");
+    assert_eq!(a, sha("b", "5"), "teaching twice with one seed writes the same model.onnx");
+    assert_ne!(a, sha("c", "6"), "another seed holds out other images and picks another bank");
+}
+
+#[test]
+fn too_few_images_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    for f in std::fs::read_dir(&images).unwrap().skip(3) {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let out_dir = dir.path().join("m");
+    let (ok, _, err) = teach_cmd(&images, &out_dir, &["--size", "128"]);
+    assert!(!ok);
+    assert!(err.contains("holds 3 image(s)") && err.contains("at least 8"), "{err}");
+    assert!(!out_dir.exists(), "no package is written");
+}
+
+#[test]
+fn unreadable_images_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    std::fs::write(images.join("part_broken.png"), b"not a png at all").unwrap();
+    // Whichever split the seed makes, the broken file is met (teach or held out) and named.
+    let out_dir = dir.path().join("m");
+    let (ok, _, err) = teach_cmd(&images, &out_dir, &["--size", "128"]);
+    assert!(!ok);
+    assert!(err.contains("part_broken.png") && err.contains("remove or replace"), "{err}");
+    assert!(!out_dir.exists(), "no package is written");
+}
+
+#[test]
+fn bad_options_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    let (ok, _, err) = teach_cmd(&images, &dir.path().join("m"), &["--coreset-ratio", "0", "--holdout", "1.5"]);
+    assert!(!ok);
+    assert!(err.contains("--coreset-ratio 0") && err.contains("--holdout 1.5"), "{err}");
+}
+
+/// Bilinear ×f upsample with half-pixel centres (ONNX Resize `linear`, `half_pixel`; edges clamp).
+fn upsample(grid: &[f32], gh: usize, gw: usize, f: usize) -> Vec<f32> {
+    let (h, w) = (gh * f, gw * f);
+    let coord = |o: usize, n: usize| {
+        let x = ((o as f32 + 0.5) / f as f32 - 0.5).clamp(0.0, (n - 1) as f32);
+        let i = x.floor() as usize;
+        (i, (i + 1).min(n - 1), x - i as f32)
+    };
+    let mut out = vec![0.0; h * w];
+    for y in 0..h {
+        let (y0, y1, wy) = coord(y, gh);
+        for x in 0..w {
+            let (x0, x1, wx) = coord(x, gw);
+            let top = grid[y0 * gw + x0] * (1.0 - wx) + grid[y0 * gw + x1] * wx;
+            let bottom = grid[y1 * gw + x0] * (1.0 - wx) + grid[y1 * gw + x1] * wx;
+            out[y * w + x] = top * (1.0 - wy) + bottom * wy;
+        }
+    }
+    out
+}
+
+/// The scoring graph (PCA, the bank as a Gemm, minimum, square root, map upsampling, score) gives
+/// what the Rust kernels give: with a blur too narrow to matter and the score as the map's
+/// maximum, the score equals the maximum of the upsampled Rust nearest-neighbour distances; and a
+/// part scored against a bank of its own patches scores 0.
+#[test]
+fn scoring_graph_matches_the_rust_kernels() {
+    let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
+    let size = 128;
+    let shape = InputShape { channels: 3, height: size, width: size };
+    let dim = backbone.feature_dim();
+    let grid = size / backbone.grid_stride();
+    // Two different smooth images.
+    let image = |phase: f32| -> Vec<f32> {
+        (0..3 * size * size)
+            .map(|i| 0.5 + 0.4 * ((i % size) as f32 * 0.07 + (i / size) as f32 * 0.03 + phase).sin())
+            .collect()
+    };
+    let (a, b) = (image(0.0), image(1.3));
+    let features = onnx::feature_graph(&backbone, shape).unwrap();
+    let mut session = learn::session_from_bytes(&features, 1).unwrap();
+    let mut patches = |x: &[f32]| -> Vec<f32> {
+        let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
+        let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
+        out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec()
+    };
+    let (pa, pb) = (patches(&a), patches(&b));
+    assert_eq!(pa.len(), grid * grid * dim);
+
+    let fitted = pca::fit(&pa, dim, 16, 10_000, 0).unwrap();
+    let bank_a = fitted.project(&pa).unwrap();
+    let scoring = Scoring {
+        mean: &fitted.mean,
+        projection: &fitted.components,
+        bank: &bank_a,
+        upsample: backbone.grid_stride(),
+        blur_sigma_px: 0.05,
+        top_fraction: 1.0 / (size * size) as f32,
+    };
+    let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
+    let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
+    let mut score = |x: &[f32]| -> (f32, Vec<f32>) {
+        let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
+        let out = scorer.run(ort::inputs![onnx::INPUT => t]).unwrap();
+        let s = out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0];
+        (s, out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1.to_vec())
+    };
+
+    let (self_score, self_map) = score(&a);
+    assert_eq!(self_map.len(), size * size);
+    assert!(self_score.abs() < 2e-2, "a part against its own patches scores {self_score}");
+
+    let bank = Bank::new(bank_a.clone(), fitted.dims).unwrap();
+    let nearest = bank.nearest_distances(&fitted.project(&pb).unwrap()).unwrap();
+    let reference = upsample(&nearest, grid, grid, backbone.grid_stride());
+    let want = reference.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let (got, map) = score(&b);
+    assert!(want > 0.1, "the two images differ: reference max {want}");
+    assert!((got - want).abs() <= 2e-3 * want.max(1.0), "graph score {got} vs Rust kernels {want}");
+    let worst = map.iter().zip(&reference).map(|(g, r)| (g - r).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 2e-3 * want.max(1.0), "map differs from the reference by up to {worst}");
+}
