@@ -46,6 +46,7 @@ fn teach(args: TeachArgs) -> Result<()> {
         crate::teach::TeachOptions::new(args.images, args.out, args.backbone.unwrap_or_else(default_backbone));
     opts.input_mode = input_mode;
     opts.size = args.size;
+    opts.grid_stride = args.grid_stride;
     opts.tile_overlap_px = args.tile_overlap;
     opts.coreset_ratio = args.coreset_ratio;
     opts.pca_dims = args.pca_dims;

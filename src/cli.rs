@@ -50,6 +50,11 @@ pub struct TeachArgs {
     /// Model input height and width in pixels (a multiple of 16).
     #[arg(long, default_value_t = 256)]
     pub size: u32,
+    /// Pixels per scored patch: 8 (the finest backbone tap; fine maps) or 16 (the stride-8 tap
+    /// pooled onto the stride-16 grid: 4× fewer patches to score, so a 4× larger bank for the
+    /// same run-time cost). Default: the finest tap's stride.
+    #[arg(long, value_name = "8|16", default_value_t = 0, hide_default_value = true)]
+    pub grid_stride: usize,
     /// Overlap between tiles in `tile` mode, pixels.
     #[arg(long, default_value_t = 32)]
     pub tile_overlap: u32,

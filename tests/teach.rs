@@ -208,11 +208,19 @@ fn upsample(grid: &[f32], gh: usize, gw: usize, f: usize) -> Vec<f32> {
 /// part scored against a bank of its own patches scores 0.
 #[test]
 fn scoring_graph_matches_the_rust_kernels() {
+    // On the finest tap's grid (stride 8: the coarser tap upsampled) and on the coarser one
+    // (stride 16: the finer tap pooled).
+    for stride in [8, 16] {
+        scoring_graph_matches_on_grid(stride);
+    }
+}
+
+fn scoring_graph_matches_on_grid(stride: usize) {
     let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
     let size = 128;
     let shape = InputShape { channels: 3, height: size, width: size };
     let dim = backbone.feature_dim();
-    let grid = size / backbone.grid_stride();
+    let grid = size / stride;
     // Two different smooth images.
     let image = |phase: f32| -> Vec<f32> {
         (0..3 * size * size)
@@ -220,7 +228,7 @@ fn scoring_graph_matches_the_rust_kernels() {
             .collect()
     };
     let (a, b) = (image(0.0), image(1.3));
-    let features = onnx::feature_graph(&backbone, shape).unwrap();
+    let features = onnx::feature_graph(&backbone, shape, stride).unwrap();
     let mut session = learn::session_from_bytes(&features, 1).unwrap();
     let mut patches = |x: &[f32]| -> Vec<f32> {
         let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
@@ -236,7 +244,7 @@ fn scoring_graph_matches_the_rust_kernels() {
         mean: &fitted.mean,
         projection: &fitted.components,
         bank: &bank_a,
-        upsample: backbone.grid_stride(),
+        grid_stride: stride,
         blur_sigma_px: 0.05,
         top_fraction: 1.0 / (size * size) as f32,
     };
@@ -251,15 +259,15 @@ fn scoring_graph_matches_the_rust_kernels() {
 
     let (self_score, self_map) = score(&a);
     assert_eq!(self_map.len(), size * size);
-    assert!(self_score.abs() < 2e-2, "a part against its own patches scores {self_score}");
+    assert!(self_score.abs() < 2e-2, "grid {stride}: a part against its own patches scores {self_score}");
 
     let bank = Bank::new(bank_a.clone(), fitted.dims).unwrap();
     let nearest = bank.nearest_distances(&fitted.project(&pb).unwrap()).unwrap();
-    let reference = upsample(&nearest, grid, grid, backbone.grid_stride());
+    let reference = upsample(&nearest, grid, grid, stride);
     let want = reference.iter().fold(f32::MIN, |m, &v| m.max(v));
     let (got, map) = score(&b);
     assert!(want > 0.1, "the two images differ: reference max {want}");
-    assert!((got - want).abs() <= 2e-3 * want.max(1.0), "graph score {got} vs Rust kernels {want}");
+    assert!((got - want).abs() <= 2e-3 * want.max(1.0), "grid {stride}: graph score {got} vs Rust kernels {want}");
     let worst = map.iter().zip(&reference).map(|(g, r)| (g - r).abs()).fold(0.0f32, f32::max);
-    assert!(worst <= 2e-3 * want.max(1.0), "map differs from the reference by up to {worst}");
+    assert!(worst <= 2e-3 * want.max(1.0), "grid {stride}: map differs from the reference by up to {worst}");
 }

@@ -232,6 +232,9 @@ pub struct TeachInfo {
     pub tiles: usize,
     pub patches: usize,
     pub feature_dim: usize,
+    /// Input pixels per scored patch.
+    #[serde(default)]
+    pub grid_stride: usize,
     pub pca_dims: usize,
     pub pca_explained: f64,
     pub coreset_ratio: f64,

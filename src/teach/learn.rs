@@ -61,6 +61,9 @@ pub struct TeachOptions {
     pub input_mode: InputMode,
     /// Model input height and width (tile size, or the size frames are squashed to).
     pub size: u32,
+    /// Pixels per patch: the stride of the grid patches are scored on (a backbone tap's stride;
+    /// 0 = the finest tap's).
+    pub grid_stride: usize,
     pub tile_overlap_px: u32,
     pub coreset_ratio: f64,
     pub pca_dims: usize,
@@ -88,6 +91,7 @@ impl TeachOptions {
             name: None,
             input_mode: InputMode::Resize,
             size: 256,
+            grid_stride: 0,
             tile_overlap_px: 32,
             coreset_ratio: 0.01,
             pca_dims: 64,
@@ -118,9 +122,10 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     check_options(opts)?;
     let backbone = Backbone::load(&opts.backbone).map_err(|e| anyhow!(e))?;
     let size = opts.size as usize;
-    if !size.is_multiple_of(backbone.multiple_of) || !size.is_multiple_of(backbone.grid_stride()) {
+    if !size.is_multiple_of(backbone.multiple_of) {
         bail!("--size {size} must be a multiple of {} for backbone {}", backbone.multiple_of, backbone.name);
     }
+    let grid = if opts.grid_stride == 0 { backbone.grid_stride() } else { opts.grid_stride };
     let files = list_images(&opts.images)?;
     let (teach_set, holdout) = split(&files, opts.holdout_fraction, opts.seed);
     let shape = InputShape { channels: 3, height: size, width: size };
@@ -131,11 +136,11 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // Features of the teach images.
     let t0 = Instant::now();
     let tiles_per_image: Vec<usize> = teach_set.iter().map(|p| feeder.tile_count(p)).collect::<Result<_>>()?;
-    let cells = (size / backbone.grid_stride()).pow(2);
+    let cells = (size / grid).pow(2);
     let total_tiles: usize = tiles_per_image.iter().sum();
     let keep_per_tile = (opts.max_patches / total_tiles.max(1)).clamp(1, cells);
     let dim = backbone.feature_dim();
-    let feature_model = onnx::feature_graph(&backbone, shape).map_err(|e| anyhow!(e))?;
+    let feature_model = onnx::feature_graph(&backbone, shape, grid).map_err(|e| anyhow!("--grid-stride: {e}"))?;
     let mut session = session_from_bytes(&feature_model, threads).context("loading the feature graph")?;
     let bar = progress_bar(opts.progress, teach_set.len() as u64, "features");
     let mut patches: Vec<f32> = Vec::with_capacity(total_tiles * keep_per_tile * dim);
@@ -198,12 +203,11 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let coreset_s = t2.elapsed().as_secs_f64();
 
     // The taught model, then its threshold from the held-out images.
-    let stride = backbone.grid_stride();
     let scoring = Scoring {
         mean: &fitted.mean,
         projection: &fitted.components,
         bank: &bank,
-        upsample: stride,
+        grid_stride: grid,
         blur_sigma_px: opts.blur_sigma_px,
         top_fraction: opts.top_fraction,
     };
@@ -233,6 +237,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         tiles: total_tiles,
         patches: rows,
         feature_dim: dim,
+        grid_stride: grid,
         pca_dims: fitted.dims,
         pca_explained: round4(fitted.explained),
         coreset_ratio: opts.coreset_ratio,

@@ -39,8 +39,9 @@ pub struct Scoring<'a> {
     pub projection: &'a [f32],
     /// The memory bank in the projected space, row-major `[M, D]`.
     pub bank: &'a [f32],
-    /// Pixels per feature-grid cell (the finest tap's stride): the map is upsampled by this.
-    pub upsample: usize,
+    /// Pixels per patch-grid cell (one of the backbone's tap strides): patches are scored on
+    /// this grid and the map is upsampled by this.
+    pub grid_stride: usize,
     /// Gaussian smoothing of the upsampled map, in input pixels.
     pub blur_sigma_px: f32,
     /// The image score is the mean of this fraction of the map's highest pixels.
@@ -183,12 +184,12 @@ fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder)
     Ok((model, Builder { graph, next_id: 0 }))
 }
 
-/// Backbone taps → `[N·h·w, C]` patch features on the finest tap's grid: each tap averaged over
-/// 3×3 neighbourhoods (PatchCore's local aggregation), coarser taps upsampled bilinearly to the
-/// finest grid, each tap's patch vector scaled to unit L2 norm (so no tap dominates the distance),
-/// then concatenated on channels.
-fn patch_features(b: &mut Builder, taps: &[Tap]) -> String {
-    let finest = taps.iter().map(|t| t.stride).min().expect("at least one tap");
+/// Backbone taps → `[N·h·w, C]` patch features on the grid of stride `grid` (a tap's stride):
+/// each tap averaged over 3×3 neighbourhoods (PatchCore's local aggregation), then brought to the
+/// grid — finer taps average-pooled over grid/stride cells, coarser taps upsampled bilinearly —
+/// each tap's patch vector scaled to unit L2 norm (so no tap dominates the distance), then
+/// concatenated on channels.
+fn patch_features(b: &mut Builder, taps: &[Tap], grid: usize) -> String {
     let mut parts = Vec::new();
     for tap in taps {
         let pooled = b.node(
@@ -196,10 +197,13 @@ fn patch_features(b: &mut Builder, taps: &[Tap]) -> String {
             &[&tap.name],
             vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1]), int("count_include_pad", 0)],
         );
-        let on_grid = if tap.stride == finest {
+        let on_grid = if tap.stride == grid {
             pooled
+        } else if tap.stride < grid {
+            let k = (grid / tap.stride) as i64;
+            b.node("AveragePool", &[&pooled], vec![ints("kernel_shape", &[k, k]), ints("strides", &[k, k])])
         } else {
-            let f = (tap.stride / finest) as f32;
+            let f = (tap.stride / grid) as f32;
             let scales = b.f32s(&[4], &[1.0, 1.0, f, f]);
             b.node(
                 "Resize",
@@ -223,10 +227,30 @@ fn patch_features(b: &mut Builder, taps: &[Tap]) -> String {
     b.node("Reshape", &[&t, &s2], vec![])
 }
 
-/// The teach-time feature graph: image `[N, C, H, W]` → `patches` `[N·h·w, C]`.
-pub fn feature_graph(backbone: &Backbone, shape: InputShape) -> Result<Vec<u8>, String> {
+/// Check that `grid` is one of the backbone's tap strides and divides the input.
+fn check_grid(backbone: &Backbone, shape: InputShape, grid: usize) -> Result<(), String> {
+    if !backbone.taps.iter().any(|t| t.stride == grid) {
+        let strides: Vec<String> = backbone.taps.iter().map(|t| t.stride.to_string()).collect();
+        return Err(format!(
+            "patch grid stride {grid} is not one of the backbone's tap strides ({})",
+            strides.join(", ")
+        ));
+    }
+    if !shape.height.is_multiple_of(grid) || !shape.width.is_multiple_of(grid) {
+        return Err(format!(
+            "input {}×{} is not a multiple of the patch grid stride {grid}",
+            shape.width, shape.height
+        ));
+    }
+    Ok(())
+}
+
+/// The teach-time feature graph: image `[N, C, H, W]` → `patches` `[N·h·w, C]` on the grid of
+/// stride `grid`.
+pub fn feature_graph(backbone: &Backbone, shape: InputShape, grid: usize) -> Result<Vec<u8>, String> {
+    check_grid(backbone, shape, grid)?;
     let (mut model, mut b) = start(backbone, shape)?;
-    let patches = patch_features(&mut b, &backbone.taps);
+    let patches = patch_features(&mut b, &backbone.taps, grid);
     b.named("Identity", &[&patches], vec![], PATCHES);
     b.graph.output = vec![tensor_info(PATCHES, &[None, Some(backbone.feature_dim())])];
     model.graph = MessageField::some(b.graph);
@@ -262,17 +286,12 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
         return Err(format!("scoring: the bank ({} values) is not a whole number of {dims}-d rows", s.bank.len()));
     }
     let rows = s.bank.len() / dims;
-    let finest = backbone.taps.iter().map(|t| t.stride).min().unwrap_or(1);
-    if !shape.height.is_multiple_of(finest) || !shape.width.is_multiple_of(finest) || finest != s.upsample {
-        return Err(format!(
-            "scoring: input {}×{} is not a multiple of the feature stride {finest}",
-            shape.width, shape.height
-        ));
-    }
-    let (gh, gw) = (shape.height / finest, shape.width / finest);
+    let grid = s.grid_stride;
+    check_grid(backbone, shape, grid).map_err(|e| format!("scoring: {e}"))?;
+    let (gh, gw) = (shape.height / grid, shape.width / grid);
 
     let (mut model, mut b) = start(backbone, shape)?;
-    let patches = patch_features(&mut b, &backbone.taps);
+    let patches = patch_features(&mut b, &backbone.taps, grid);
     let mean = b.f32s(&[c], s.mean);
     let centred = b.node("Sub", &[&patches, &mean], vec![]);
     let proj = b.f32s(&[c, dims], s.projection);
@@ -296,12 +315,12 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let d2 = b.node("Max", &[&d2, &zero], vec![]);
     let dist = b.node("Sqrt", &[&d2], vec![]);
     let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
-    let grid = b.node("Reshape", &[&dist, &grid_shape], vec![]);
-    let f = s.upsample as f32;
+    let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
+    let f = grid as f32;
     let scales = b.f32s(&[4], &[1.0, 1.0, f, f]);
     let up = b.node(
         "Resize",
-        &[&grid, "", &scales],
+        &[&dist_map, "", &scales],
         vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")],
     );
     let kernel = gaussian_kernel(s.blur_sigma_px);
