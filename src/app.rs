@@ -49,6 +49,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.grid_stride = args.grid_stride;
     opts.tile_overlap_px = args.tile_overlap;
     opts.coreset_ratio = args.coreset_ratio;
+    opts.max_bank_rows = args.max_bank_rows;
     opts.pca_dims = args.pca_dims;
     opts.holdout_fraction = args.holdout;
     opts.threshold_sigmas = args.threshold_sigmas;
@@ -71,8 +72,13 @@ fn teach(args: TeachArgs) -> Result<()> {
         100.0 * i.pca_explained
     );
     println!(
-        "threshold {:.4} (held-out good scores: mean {:.4}, std {:.4}, max {:.4})",
-        report.threshold, i.holdout_score_mean, i.holdout_score_std, i.holdout_score_max
+        "threshold {:.4} (held-out good scores: mean {:.4}, std {:.4}, max {:.4}; {} of {} held-out good images would be rejected)",
+        report.threshold,
+        i.holdout_score_mean,
+        i.holdout_score_std,
+        i.holdout_score_max,
+        i.holdout_rejected,
+        i.holdout_images
     );
     println!(
         "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, calibration {:.1} s); peak memory {:.0} MiB",

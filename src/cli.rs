@@ -50,24 +50,30 @@ pub struct TeachArgs {
     /// Model input height and width in pixels (a multiple of 16).
     #[arg(long, default_value_t = 256)]
     pub size: u32,
-    /// Pixels per scored patch: 8 (the finest backbone tap; fine maps) or 16 (the stride-8 tap
-    /// pooled onto the stride-16 grid: 4× fewer patches to score, so a 4× larger bank for the
-    /// same run-time cost). Default: the finest tap's stride.
-    #[arg(long, value_name = "8|16", default_value_t = 0, hide_default_value = true)]
+    /// Pixels per scored patch: 16 (the stride-8 tap pooled onto the stride-16 grid: 4× fewer
+    /// patches to score than 8, so a 4× larger bank for the same run-time cost; the more
+    /// accurate on MTD) or 8 (finer maps, for defects of a few pixels).
+    #[arg(long, value_name = "8|16", default_value_t = 16)]
     pub grid_stride: usize,
     /// Overlap between tiles in `tile` mode, pixels.
     #[arg(long, default_value_t = 32)]
     pub tile_overlap: u32,
-    /// Fraction of all teach patches kept in the memory bank by greedy coreset selection.
-    #[arg(long, default_value_t = 0.01)]
+    /// Fraction of all teach patches kept in the memory bank by greedy coreset selection (up to
+    /// --max-bank-rows).
+    #[arg(long, default_value_t = 0.05)]
     pub coreset_ratio: f64,
+    /// Most bank rows, which bound the run-time cost of scoring [default: the scoring budget of
+    /// 2^27 multiply-adds per model input, e.g. 8,192 rows for 256² inputs on the stride-16 grid].
+    #[arg(long, value_name = "N")]
+    pub max_bank_rows: Option<usize>,
     /// Dimensions patch features are projected to (PCA) before the coreset and the search.
     #[arg(long, default_value_t = 64)]
     pub pca_dims: usize,
     /// Fraction of the images held out (seeded) to calibrate the threshold.
     #[arg(long, default_value_t = 0.15)]
     pub holdout: f64,
-    /// Threshold = max(mean + K·std, max) of the held-out good images' scores.
+    /// Threshold = mean + K·std of the held-out good images' scores (scored by a model taught
+    /// without them).
     #[arg(long, value_name = "K", default_value_t = 3.0)]
     pub threshold_sigmas: f32,
     /// Gaussian smoothing of the anomaly map, pixels.

@@ -84,7 +84,18 @@ fn teach_then_eval_round_trip() {
     let (ok, out, err) = teach_cmd(
         &good,
         &package,
-        &["--input-mode", "tile", "--blur-sigma", "4", "--top-fraction", "0.001", "--coreset-ratio", "0.02"],
+        &[
+            "--input-mode",
+            "tile",
+            "--grid-stride",
+            "8",
+            "--blur-sigma",
+            "4",
+            "--top-fraction",
+            "0.001",
+            "--coreset-ratio",
+            "0.02",
+        ],
     );
     assert!(ok, "teach failed:\n{out}\n{err}");
     assert!(out.contains("teach time") && out.contains("peak memory"), "{out}");
@@ -97,8 +108,13 @@ fn teach_then_eval_round_trip() {
     let (images, held) = (teach["images"].as_integer().unwrap(), teach["holdout_images"].as_integer().unwrap());
     assert_eq!(images as usize, std::fs::read_dir(&good).unwrap().count());
     assert!(held >= 2 && teach["bank_rows"].as_integer().unwrap() > 0);
+    // The threshold is mean + 3 std of the held-out good scores, and the manifest says how many
+    // of them it rejects.
     let threshold = m["task"]["threshold"].as_float().unwrap();
-    assert!(threshold > teach["holdout_score_max"].as_float().unwrap(), "no held-out good part is rejected");
+    let (mean, std) = (teach["holdout_score_mean"].as_float().unwrap(), teach["holdout_score_std"].as_float().unwrap());
+    assert!(std > 0.0 && (threshold - (mean + 3.0 * std)).abs() < 1e-4 * threshold, "{threshold} vs {mean} + 3·{std}");
+    let rejected = teach["holdout_rejected"].as_integer().unwrap();
+    assert!(rejected <= held / 4, "{rejected} of {held} held-out good parts rejected");
 
     // The runtime loads it and it separates fresh parts of the same product.
     let (ok, out, err) =

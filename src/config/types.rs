@@ -271,15 +271,21 @@ pub struct ModelTeachConfig {
     /// Model input side in pixels (a multiple of 16).
     #[serde(default = "default_teach_size")]
     pub size: u32,
+    /// Patch grid stride: 16 (default) or 8 (finer maps for defects of a few pixels).
+    #[serde(default = "default_grid_stride")]
+    pub grid_stride: usize,
     #[serde(default = "default_coreset_ratio")]
     pub coreset_ratio: f64,
+    /// Most bank rows (the run-time cost); unset: the scoring budget's.
+    #[serde(default)]
+    pub max_bank_rows: Option<usize>,
     /// Gaussian smoothing of the anomaly map, pixels (smaller keeps small defects sharp).
     #[serde(default = "default_blur_sigma_px")]
     pub blur_sigma_px: f32,
     /// Image score = mean of this fraction of the map's highest pixels.
     #[serde(default = "default_top_fraction")]
     pub top_fraction: f32,
-    /// Threshold = max(mean + K·std, max) of the held-out good parts' scores.
+    /// Threshold = mean + K·std of the held-out good parts' scores.
     #[serde(default = "default_threshold_sigmas")]
     pub threshold_sigmas: f32,
     /// Fraction of the good parts held out to calibrate the threshold.
@@ -309,7 +315,10 @@ fn default_teach_size() -> u32 {
     256
 }
 fn default_coreset_ratio() -> f64 {
-    0.01
+    0.05
+}
+fn default_grid_stride() -> usize {
+    16
 }
 
 fn one() -> usize {

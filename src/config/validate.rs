@@ -162,6 +162,18 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
                 "must be a multiple of 16, at least 32",
             );
             c.check(
+                matches!(t.grid_stride, 8 | 16),
+                "model.teach.grid_stride",
+                t.grid_stride,
+                "must be 8 or 16 (the backbone's tap strides)",
+            );
+            c.check(
+                t.max_bank_rows != Some(0),
+                "model.teach.max_bank_rows",
+                0,
+                "must be at least 1 (leave it out for the scoring budget's size)",
+            );
+            c.check(
                 t.coreset_ratio > 0.0 && t.coreset_ratio <= 1.0,
                 "model.teach.coreset_ratio",
                 t.coreset_ratio,

@@ -238,6 +238,9 @@ pub struct TeachInfo {
     pub pca_dims: usize,
     pub pca_explained: f64,
     pub coreset_ratio: f64,
+    /// Bound on the bank size (the scoring cost); 0 in packages taught before it existed.
+    #[serde(default)]
+    pub max_bank_rows: usize,
     pub bank_rows: usize,
     pub seed: u64,
     pub blur_sigma_px: f32,
@@ -246,6 +249,9 @@ pub struct TeachInfo {
     pub holdout_score_mean: f32,
     pub holdout_score_std: f32,
     pub holdout_score_max: f32,
+    /// Held-out good images the threshold rejects (expected overkill on that sample).
+    #[serde(default)]
+    pub holdout_rejected: usize,
     pub seconds_features: f64,
     pub seconds_pca: f64,
     pub seconds_coreset: f64,

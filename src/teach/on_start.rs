@@ -58,7 +58,9 @@ fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<In
     opts.input_mode = t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile);
     opts.size = t.size;
     opts.tile_overlap_px = overlap;
+    opts.grid_stride = t.grid_stride;
     opts.coreset_ratio = t.coreset_ratio;
+    opts.max_bank_rows = t.max_bank_rows;
     opts.blur_sigma_px = t.blur_sigma_px;
     opts.top_fraction = t.top_fraction;
     opts.threshold_sigmas = t.threshold_sigmas;
