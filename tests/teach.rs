@@ -218,20 +218,52 @@ fn upsample(grid: &[f32], gh: usize, gw: usize, f: usize) -> Vec<f32> {
     out
 }
 
-/// The scoring graph (PCA, the bank as a Gemm, minimum, square root, map upsampling, score) gives
-/// what the Rust kernels give: with a blur too narrow to matter and the score as the map's
-/// maximum, the score equals the maximum of the upsampled Rust nearest-neighbour distances; and a
-/// part scored against a bank of its own patches scores 0.
+/// Separable Gaussian blur with reflect padding (ONNX Pad `reflect`: the edge is not repeated).
+fn blur_reflect(map: &[f32], h: usize, w: usize, sigma: f32) -> Vec<f32> {
+    let k = onnx::gaussian_kernel(sigma);
+    let r = (k.len() / 2) as i64;
+    let reflect = |i: i64, n: usize| -> usize {
+        let n = n as i64;
+        (if i < 0 {
+            -i
+        } else if i >= n {
+            2 * (n - 1) - i
+        } else {
+            i
+        }) as usize
+    };
+    let mut along_x = vec![0.0; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            along_x[y * w + x] =
+                k.iter().enumerate().map(|(j, kj)| kj * map[y * w + reflect(x as i64 + j as i64 - r, w)]).sum();
+        }
+    }
+    let mut out = vec![0.0; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            out[y * w + x] =
+                k.iter().enumerate().map(|(j, kj)| kj * along_x[reflect(y as i64 + j as i64 - r, h) * w + x]).sum();
+        }
+    }
+    out
+}
+
+/// The scoring graph (PCA, the bank as a Gemm, minimum, square root, map blur and upsampling,
+/// score) gives what the Rust kernels give: with the score as the map's maximum, the score equals
+/// the maximum of the Rust nearest-neighbour distances blurred and upsampled the same way, and so
+/// does the map; and a part scored against a bank of its own patches scores 0.
 #[test]
 fn scoring_graph_matches_the_rust_kernels() {
     // On the finest tap's grid (stride 8: the coarser tap upsampled) and on the coarser one
-    // (stride 16: the finer tap pooled).
-    for stride in [8, 16] {
-        scoring_graph_matches_on_grid(stride);
+    // (stride 16: the finer tap pooled), with a blur too narrow to matter, and with a blur of one
+    // cell, which the graph applies on the patch grid before upsampling.
+    for (stride, blur) in [(8, 0.05), (16, 0.05), (16, 16.0)] {
+        scoring_graph_matches_on_grid(stride, blur);
     }
 }
 
-fn scoring_graph_matches_on_grid(stride: usize) {
+fn scoring_graph_matches_on_grid(stride: usize, blur: f32) {
     let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
     let size = 128;
     let shape = InputShape { channels: 3, height: size, width: size };
@@ -261,7 +293,7 @@ fn scoring_graph_matches_on_grid(stride: usize) {
         projection: &fitted.components,
         bank: &bank_a,
         grid_stride: stride,
-        blur_sigma_px: 0.05,
+        blur_sigma_px: blur,
         top_fraction: 1.0 / (size * size) as f32,
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
@@ -279,7 +311,11 @@ fn scoring_graph_matches_on_grid(stride: usize) {
 
     let bank = Bank::new(bank_a.clone(), fitted.dims).unwrap();
     let nearest = bank.nearest_distances(&fitted.project(&pb).unwrap()).unwrap();
-    let reference = upsample(&nearest, grid, grid, stride);
+    let reference = if onnx::blurs_on_grid(blur, stride) {
+        upsample(&blur_reflect(&nearest, grid, grid, blur / stride as f32), grid, grid, stride)
+    } else {
+        upsample(&nearest, grid, grid, stride)
+    };
     let want = reference.iter().fold(f32::MIN, |m, &v| m.max(v));
     let (got, map) = score(&b);
     assert!(want > 0.1, "the two images differ: reference max {want}");

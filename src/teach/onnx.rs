@@ -265,13 +265,38 @@ pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     k.iter().map(|v| (v / sum) as f32).collect()
 }
 
+/// Whether a blur of `sigma_px` is applied on the patch grid of stride `grid` (before
+/// upsampling) rather than at input resolution: when it spans at least one cell, so that the
+/// Gaussian sampled at cell spacing is still a Gaussian. Smaller blurs (tiny defects) stay at
+/// input resolution, where they are cheap anyway.
+pub fn blurs_on_grid(sigma_px: f32, grid: usize) -> bool {
+    sigma_px >= grid as f32
+}
+
+/// Separable Gaussian blur of a `[N, 1, h, w]` map with reflect padding.
+fn blur(b: &mut Builder, map: &str, sigma: f32, h: usize, w: usize, what: &str) -> Result<String, String> {
+    let kernel = gaussian_kernel(sigma);
+    let r = (kernel.len() / 2) as i64;
+    if r as usize >= h.min(w) {
+        return Err(format!(
+            "scoring: blur radius {r} px must be smaller than the {what} ({w}×{h}); lower the blur sigma"
+        ));
+    }
+    let pads = b.i64s(&[0, 0, r, r, 0, 0, r, r]);
+    let padded = b.node("Pad", &[map, &pads], vec![string("mode", "reflect")]);
+    let gx = b.f32s(&[1, 1, 1, kernel.len()], &kernel);
+    let bx = b.node("Conv", &[&padded, &gx], vec![]);
+    let gy = b.f32s(&[1, 1, kernel.len(), 1], &kernel);
+    Ok(b.node("Conv", &[&bx, &gy], vec![]))
+}
+
 /// The taught model: image `[N, C, H, W]` → `pred_score` `[N]` and `anomaly_map` `[N, 1, H, W]`.
 ///
 /// Scoring, per patch row q (C-d): z = (q − mean)·P (D-d); d² = min over bank rows b of
 /// |z|² − 2 z·b + |b|² (one Gemm against the bank stored as −2·bankᵀ with |b|² as its bias, then a
 /// row minimum, then + |z|²), clamped at 0 (cancellation), square root → the patch's distance →
-/// map on the feature grid → bilinear upsample to the input → Gaussian blur (reflect padding) →
-/// image score = mean of the top `top_fraction` of the map.
+/// map on the feature grid → Gaussian blur (reflect padding) and bilinear upsample to the input
+/// (blur first when it spans a grid cell, see [`blurs_on_grid`]) → image score = mean of the top `top_fraction` of the map.
 pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Result<Vec<u8>, String> {
     let c = backbone.feature_dim();
     if s.mean.len() != c || s.projection.is_empty() || !s.projection.len().is_multiple_of(c) {
@@ -318,25 +343,18 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
     let f = grid as f32;
     let scales = b.f32s(&[4], &[1.0, 1.0, f, f]);
-    let up = b.node(
-        "Resize",
-        &[&dist_map, "", &scales],
-        vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")],
-    );
-    let kernel = gaussian_kernel(s.blur_sigma_px);
-    let r = (kernel.len() / 2) as i64;
-    if r as usize >= shape.height.min(shape.width) {
-        return Err(format!(
-            "scoring: blur radius {r} px must be smaller than the input ({}×{}); lower the blur sigma",
-            shape.width, shape.height
-        ));
+    let linear = || vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")];
+    if blurs_on_grid(s.blur_sigma_px, grid) {
+        // Blur the patch grid (σ in cells), then upsample: convolutions commute, so this is the
+        // input-resolution blur up to sampling the Gaussian at cell spacing, for a
+        // grid²-times-smaller convolution (about 2 ms less per 256² input on one CPU thread).
+        let blurred = blur(&mut b, &dist_map, s.blur_sigma_px / f, gh, gw, "patch grid")?;
+        b.named("Resize", &[&blurred, "", &scales], linear(), MAP);
+    } else {
+        let up = b.node("Resize", &[&dist_map, "", &scales], linear());
+        let blurred = blur(&mut b, &up, s.blur_sigma_px, shape.height, shape.width, "input")?;
+        b.named("Identity", &[&blurred], vec![], MAP);
     }
-    let pads = b.i64s(&[0, 0, r, r, 0, 0, r, r]);
-    let padded = b.node("Pad", &[&up, &pads], vec![string("mode", "reflect")]);
-    let gx = b.f32s(&[1, 1, 1, kernel.len()], &kernel);
-    let bx = b.node("Conv", &[&padded, &gx], vec![]);
-    let gy = b.f32s(&[1, 1, kernel.len(), 1], &kernel);
-    b.named("Conv", &[&bx, &gy], vec![], MAP);
     let pixels = shape.height * shape.width;
     let flat_shape = b.i64s(&[-1, pixels as i64]);
     let flat = b.node("Reshape", &[MAP, &flat_shape], vec![]);
