@@ -1,7 +1,7 @@
 //! Run-time cost of a taught model, split backbone / scoring (issue 3: with the default coreset
 //! the scoring may cost no more than the backbone on CPU).
 //!
-//! `cargo bench --bench teach_scoring` (or `make bench-teach`). One 256×256 image per run, ONNX
+//! `cargo bench --bench teach_scoring` (or `make bench-teach`). One image per run, ONNX
 //! Runtime on one thread, for each backbone:
 //! - `backbone`: the committed backbone graph alone;
 //! - `taught/sG/M`: the whole taught graph (backbone + local aggregation + PCA 64 + 1-NN against M
@@ -26,11 +26,11 @@ use rand_chacha::rand_core::SeedableRng;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const SIZE: usize = 256;
 const PCA_DIMS: usize = 64;
-/// (patch grid stride, bank rows): each grid at the default scoring budget (2²⁷ multiply-adds per
-/// input: `linesight::teach::learn::budget_bank_rows`), and the stride-16 grid at twice it.
-const CASES: [(usize, usize); 3] = [(8, 2_048), (16, 8_192), (16, 16_384)];
+/// (input side, patch grid stride, bank rows): at 256², each grid at the default scoring budget
+/// (2²⁷ multiply-adds per input: `linesight::teach::learn::budget_bank_rows`) and the stride-16
+/// grid at twice it; at 192² (`make bench-mtd`'s recipe), the budget's 14,563 rows.
+const CASES: [(usize, usize, usize); 4] = [(256, 8, 2_048), (256, 16, 8_192), (256, 16, 16_384), (192, 16, 14_563)];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,7 +43,7 @@ fn backbones() -> Vec<Backbone> {
         .collect()
 }
 
-fn taught_graph(backbone: &Backbone, grid: usize, rows: usize) -> Vec<u8> {
+fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> Vec<u8> {
     let c = backbone.feature_dim();
     let mut rng = ChaCha8Rng::seed_from_u64(rows as u64);
     let mut noise = |n: usize| (0..n).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
@@ -56,31 +56,35 @@ fn taught_graph(backbone: &Backbone, grid: usize, rows: usize) -> Vec<u8> {
         blur_sigma_px: 16.0,
         top_fraction: 0.05,
     };
-    onnx::scoring_model(backbone, InputShape { channels: 3, height: SIZE, width: SIZE }, &scoring).unwrap()
+    onnx::scoring_model(backbone, InputShape { channels: 3, height: size, width: size }, &scoring).unwrap()
 }
 
+/// One run on the square image `x` (its side follows from its length).
 fn run_once(session: &mut Session, input: &str, x: &[f32]) {
-    let t = TensorRef::from_array_view(([1usize, 3, SIZE, SIZE], x)).unwrap();
+    let side = ((x.len() / 3) as f64).sqrt() as usize;
+    let t = TensorRef::from_array_view(([1usize, 3, side, side], x)).unwrap();
     let out = session.run(ort::inputs![input => t]).unwrap();
     std::hint::black_box(out);
 }
 
-fn image() -> Vec<f32> {
-    (0..3 * SIZE * SIZE).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect()
+fn image(size: usize) -> Vec<f32> {
+    (0..3 * size * size).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect()
 }
 
 fn bench(c: &mut Criterion) {
-    let x = image();
     for backbone in backbones() {
         let mut group = c.benchmark_group(format!("teach_scoring/{}", backbone.name));
         group.sample_size(20).measurement_time(Duration::from_secs(4));
-        let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
-        group.bench_function("backbone", |b| b.iter(|| run_once(&mut bare, &backbone.input, &x)));
-        for (grid, rows) in CASES {
-            let mut taught = session_from_bytes(&taught_graph(&backbone, grid, rows), 1).unwrap();
-            group.bench_function(format!("taught/s{grid}/{rows}"), |b| {
-                b.iter(|| run_once(&mut taught, onnx::INPUT, &x))
-            });
+        for size in [256, 192] {
+            let x = image(size);
+            let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
+            group.bench_function(format!("backbone/{size}"), |b| b.iter(|| run_once(&mut bare, &backbone.input, &x)));
+            for (_, grid, rows) in CASES.into_iter().filter(|c| c.0 == size) {
+                let mut taught = session_from_bytes(&taught_graph(&backbone, size, grid, rows), 1).unwrap();
+                group.bench_function(format!("taught/{size}/s{grid}/{rows}"), |b| {
+                    b.iter(|| run_once(&mut taught, onnx::INPUT, &x))
+                });
+            }
         }
         group.finish();
     }
@@ -103,24 +107,26 @@ fn median_ms(session: &mut Session, input: &str, x: &[f32], n: usize) -> f64 {
 }
 
 fn report() {
-    let x = image();
-    println!("\nteach scoring vs backbone (256×256, 1 thread, median of 40 runs):");
+    println!("\nteach scoring vs backbone (1 thread, median of 40 runs):");
     println!(
-        "| backbone | patch grid | bank rows × dims | backbone ms | taught model ms | scoring ms | scoring / backbone |"
+        "| backbone | input | patch grid | bank rows × dims | backbone ms | taught model ms | scoring ms | scoring / backbone |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for backbone in backbones() {
-        let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
-        let b = median_ms(&mut bare, &backbone.input, &x, 40);
-        for (grid, rows) in CASES {
-            let mut taught = session_from_bytes(&taught_graph(&backbone, grid, rows), 1).unwrap();
-            let t = median_ms(&mut taught, onnx::INPUT, &x, 40);
-            println!(
-                "| {} | stride {grid} | {rows} × {PCA_DIMS} | {b:.2} | {t:.2} | {:.2} | {:.2} |",
-                backbone.name,
-                t - b,
-                (t - b) / b
-            );
+        for size in [256, 192] {
+            let x = image(size);
+            let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
+            let b = median_ms(&mut bare, &backbone.input, &x, 40);
+            for (_, grid, rows) in CASES.into_iter().filter(|c| c.0 == size) {
+                let mut taught = session_from_bytes(&taught_graph(&backbone, size, grid, rows), 1).unwrap();
+                let t = median_ms(&mut taught, onnx::INPUT, &x, 40);
+                println!(
+                    "| {} | {size}² | stride {grid} | {rows} × {PCA_DIMS} | {b:.2} | {t:.2} | {:.2} | {:.2} |",
+                    backbone.name,
+                    t - b,
+                    (t - b) / b
+                );
+            }
         }
     }
 }

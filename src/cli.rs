@@ -60,7 +60,7 @@ pub struct TeachArgs {
     pub tile_overlap: u32,
     /// Fraction of all teach patches kept in the memory bank by greedy coreset selection (up to
     /// --max-bank-rows).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.25)]
     pub coreset_ratio: f64,
     /// Most bank rows, which bound the run-time cost of scoring [default: the scoring budget of
     /// 2^27 multiply-adds per model input, e.g. 8,192 rows for 256² inputs on the stride-16 grid].

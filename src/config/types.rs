@@ -315,7 +315,7 @@ fn default_teach_size() -> u32 {
     256
 }
 fn default_coreset_ratio() -> f64 {
-    0.05
+    0.25
 }
 fn default_grid_stride() -> usize {
     16

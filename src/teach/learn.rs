@@ -103,7 +103,7 @@ impl TeachOptions {
             size: 256,
             grid_stride: 16,
             tile_overlap_px: 32,
-            coreset_ratio: 0.05,
+            coreset_ratio: 0.25,
             max_bank_rows: None,
             pca_dims: 64,
             holdout_fraction: 0.15,
