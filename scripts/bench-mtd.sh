@@ -3,13 +3,14 @@
 #
 #   make bench-mtd                     # or: TEACH_ARGS="--size 256" make bench-mtd
 #
-# TEACH_ARGS defaults to `--size 192`: MTD's tiles are small (most are 100–500 px a side), and
-# squashing them to 192² rather than 256² scores better (image AUROC 0.962 against 0.958 here) at
-# half the backbone cost, since the scoring budget then allows a bank of 14,563 rows.
+# TEACH_ARGS defaults to `--size 160`: MTD's tiles are small (most are 100–500 px a side), and
+# squashing them to 160² rather than 256² scores better (image AUROC 0.967 against 0.958 before
+# local scaling, research round 4) at under half the backbone cost, as the scoring budget then
+# allows a larger bank (100 patches per image).
 #
 # 1. lays ../shared/datasets/magnetic-tile out as MVTec AD under target/mtd (seeded 80/20 split
 #    of MT_Free, symbolic links only: the data never enters the repository);
-# 2. `linesight teach` on target/mtd/train/good (default recipe at 192², unless TEACH_ARGS says otherwise),
+# 2. `linesight teach` on target/mtd/train/good (default recipe at 160², unless TEACH_ARGS says otherwise),
 #    printing teach time and peak memory;
 # 3. `linesight eval` over target/mtd/test through the real pipeline: image and pixel AUROC,
 #    escape/overkill at the taught threshold, the confusion matrix, per-class AUROC; the JSON
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 DATA=${MTD_DATA:-../shared/datasets/magnetic-tile}
 OUT=target/mtd-bench
 BIN=./target/release/linesight
-TEACH_ARGS=${TEACH_ARGS---size 192}
+TEACH_ARGS=${TEACH_ARGS---size 160}
 if [ ! -d "$DATA" ]; then
     echo "bench-mtd: no data set at $DATA (set MTD_DATA to the magnetic-tile folder)" >&2
     exit 2

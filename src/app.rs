@@ -50,6 +50,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.tile_overlap_px = args.tile_overlap;
     opts.coreset_ratio = args.coreset_ratio;
     opts.max_bank_rows = args.max_bank_rows;
+    opts.local_scale_k = args.local_scale;
     opts.pca_dims = args.pca_dims;
     opts.holdout_fraction = args.holdout;
     opts.threshold_sigmas = args.threshold_sigmas;
@@ -81,8 +82,14 @@ fn teach(args: TeachArgs) -> Result<()> {
         i.holdout_images
     );
     println!(
-        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, calibration {:.1} s); peak memory {:.0} MiB",
-        i.seconds_total, i.seconds_features, i.seconds_pca, i.seconds_coreset, i.seconds_calibration, i.peak_memory_mb
+        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, calibration {:.1} s); peak memory {:.0} MiB",
+        i.seconds_total,
+        i.seconds_features,
+        i.seconds_pca,
+        i.seconds_coreset,
+        i.seconds_local_scale,
+        i.seconds_calibration,
+        i.peak_memory_mb
     );
     Ok(())
 }

@@ -66,6 +66,10 @@ pub struct TeachArgs {
     /// 2^27 multiply-adds per model input, e.g. 8,192 rows for 256² inputs on the stride-16 grid].
     #[arg(long, value_name = "N")]
     pub max_bank_rows: Option<usize>,
+    /// Divide each patch's nearest-neighbour distance by that bank row's mean distance to its K
+    /// nearest other rows (local density; 0 = plain distances).
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub local_scale: usize,
     /// Dimensions patch features are projected to (PCA) before the coreset and the search.
     #[arg(long, default_value_t = 64)]
     pub pca_dims: usize,

@@ -258,12 +258,31 @@ fn scoring_graph_matches_the_rust_kernels() {
     // On the finest tap's grid (stride 8: the coarser tap upsampled) and on the coarser one
     // (stride 16: the finer tap pooled), with a blur too narrow to matter, and with a blur of one
     // cell, which the graph applies on the patch grid before upsampling.
-    for (stride, blur) in [(8, 0.05), (16, 0.05), (16, 16.0)] {
-        scoring_graph_matches_on_grid(stride, blur);
+    // Then with the local-density normalisation (each distance divided by its nearest bank row's
+    // local scale).
+    for (stride, blur, local) in
+        [(8, 0.05, false), (16, 0.05, false), (16, 16.0, false), (8, 0.05, true), (16, 16.0, true)]
+    {
+        scoring_graph_matches_on_grid(stride, blur, local);
     }
 }
 
-fn scoring_graph_matches_on_grid(stride: usize, blur: f32) {
+/// Brute force: each query's distance to its nearest bank row, divided by that row's scale.
+fn scaled_nearest(queries: &[f32], bank: &[f32], dims: usize, scales: &[f32]) -> Vec<f32> {
+    queries
+        .chunks_exact(dims)
+        .map(|q| {
+            let (best, d2) = bank
+                .chunks_exact(dims)
+                .map(|b| q.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>())
+                .enumerate()
+                .fold((0, f32::INFINITY), |m, (i, d)| if d < m.1 { (i, d) } else { m });
+            d2.sqrt() / scales[best]
+        })
+        .collect()
+}
+
+fn scoring_graph_matches_on_grid(stride: usize, blur: f32, local: bool) {
     let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
     let size = 128;
     let shape = InputShape { channels: 3, height: size, width: size };
@@ -288,6 +307,7 @@ fn scoring_graph_matches_on_grid(stride: usize, blur: f32) {
 
     let fitted = pca::fit(&pa, dim, 16, 10_000, 0).unwrap();
     let bank_a = fitted.project(&pa).unwrap();
+    let scales = local.then(|| Bank::new(bank_a.clone(), fitted.dims).unwrap().local_scales(3, 1).unwrap());
     let scoring = Scoring {
         mean: &fitted.mean,
         projection: &fitted.components,
@@ -295,6 +315,7 @@ fn scoring_graph_matches_on_grid(stride: usize, blur: f32) {
         grid_stride: stride,
         blur_sigma_px: blur,
         top_fraction: 1.0 / (size * size) as f32,
+        local_scale: scales.as_deref(),
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
     let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
@@ -307,10 +328,17 @@ fn scoring_graph_matches_on_grid(stride: usize, blur: f32) {
 
     let (self_score, self_map) = score(&a);
     assert_eq!(self_map.len(), size * size);
-    assert!(self_score.abs() < 2e-2, "grid {stride}: a part against its own patches scores {self_score}");
+    assert!(
+        self_score.abs() < 2e-2,
+        "grid {stride}, local {local}: a part against its own patches scores {self_score}"
+    );
 
     let bank = Bank::new(bank_a.clone(), fitted.dims).unwrap();
-    let nearest = bank.nearest_distances(&fitted.project(&pb).unwrap()).unwrap();
+    let queries = fitted.project(&pb).unwrap();
+    let nearest = match &scales {
+        Some(scales) => scaled_nearest(&queries, &bank_a, fitted.dims, scales),
+        None => bank.nearest_distances(&queries).unwrap(),
+    };
     let reference = if onnx::blurs_on_grid(blur, stride) {
         upsample(&blur_reflect(&nearest, grid, grid, blur / stride as f32), grid, grid, stride)
     } else {
@@ -319,7 +347,13 @@ fn scoring_graph_matches_on_grid(stride: usize, blur: f32) {
     let want = reference.iter().fold(f32::MIN, |m, &v| m.max(v));
     let (got, map) = score(&b);
     assert!(want > 0.1, "the two images differ: reference max {want}");
-    assert!((got - want).abs() <= 2e-3 * want.max(1.0), "grid {stride}: graph score {got} vs Rust kernels {want}");
+    assert!(
+        (got - want).abs() <= 2e-3 * want.max(1.0),
+        "grid {stride}, local {local}: graph score {got} vs Rust kernels {want}"
+    );
     let worst = map.iter().zip(&reference).map(|(g, r)| (g - r).abs()).fold(0.0f32, f32::max);
-    assert!(worst <= 2e-3 * want.max(1.0), "grid {stride}: map differs from the reference by up to {worst}");
+    assert!(
+        worst <= 2e-3 * want.max(1.0),
+        "grid {stride}, local {local}: map differs from the reference by up to {worst}"
+    );
 }

@@ -279,6 +279,9 @@ pub struct ModelTeachConfig {
     /// Most bank rows (the run-time cost); unset: the scoring budget's.
     #[serde(default)]
     pub max_bank_rows: Option<usize>,
+    /// Local-density normalisation: neighbours per bank row (0 = plain distances).
+    #[serde(default = "default_local_scale_k")]
+    pub local_scale_k: usize,
     /// Gaussian smoothing of the anomaly map, pixels (smaller keeps small defects sharp).
     #[serde(default = "default_blur_sigma_px")]
     pub blur_sigma_px: f32,
@@ -316,6 +319,9 @@ fn default_teach_size() -> u32 {
 }
 fn default_coreset_ratio() -> f64 {
     0.25
+}
+fn default_local_scale_k() -> usize {
+    3
 }
 fn default_grid_stride() -> usize {
     16

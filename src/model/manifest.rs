@@ -241,6 +241,9 @@ pub struct TeachInfo {
     /// Bound on the bank size (the scoring cost); 0 in packages taught before it existed.
     #[serde(default)]
     pub max_bank_rows: usize,
+    /// Distances divided by the nearest bank row's mean distance to this many neighbours (0 = off).
+    #[serde(default)]
+    pub local_scale_k: usize,
     pub bank_rows: usize,
     pub seed: u64,
     pub blur_sigma_px: f32,
@@ -255,6 +258,8 @@ pub struct TeachInfo {
     pub seconds_features: f64,
     pub seconds_pca: f64,
     pub seconds_coreset: f64,
+    #[serde(default)]
+    pub seconds_local_scale: f64,
     pub seconds_calibration: f64,
     pub seconds_total: f64,
     pub peak_memory_mb: f64,

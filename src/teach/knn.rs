@@ -150,6 +150,81 @@ impl Bank {
     }
 }
 
+impl Bank {
+    /// Each bank row's local scale: the mean Euclidean distance to its `k` nearest *other* rows
+    /// (fewer when the bank has fewer; 1 for a one-row bank). Dividing a query's nearest-neighbour
+    /// distance by its nearest row's scale puts patches from dense and sparse regions of the good
+    /// parts' feature space on one footing (a local-outlier-factor-style score; research round 4:
+    /// +0.003–0.008 image AUROC on MTD). Runs on `threads` threads (0 = automatic); the result does
+    /// not depend on the thread count.
+    pub fn local_scales(&self, k: usize, threads: usize) -> Result<Vec<f32>, KernelError> {
+        let n = self.len();
+        let k = k.min(n.saturating_sub(1));
+        if k == 0 {
+            return Ok(vec![1.0; n]);
+        }
+        let blocks = n.div_ceil(QUERY_BLOCK);
+        let units = if threads == 0 { blocks.min(n * n * self.dim / MIN_MACS_PER_THREAD) } else { blocks };
+        let threads = thread_count(threads, units);
+        let mut out = vec![0.0f32; n];
+        let per = blocks.div_ceil(threads) * QUERY_BLOCK;
+        std::thread::scope(|s| {
+            for (chunk, os) in out.chunks_mut(per).enumerate() {
+                s.spawn(move || self.scales_of(chunk * per, k, os));
+            }
+        });
+        Ok(out)
+    }
+
+    /// Local scales of rows `first..first + out.len()` into `out` (one thread).
+    fn scales_of(&self, first: usize, k: usize, out: &mut [f32]) {
+        let c = self.dim;
+        let mut product = vec![0.0f32; QUERY_BLOCK * BANK_BLOCK.min(self.len())];
+        // The k smallest −2 q·b + |b|² of each query in the block, ascending.
+        let mut best = vec![f32::INFINITY; QUERY_BLOCK * k];
+        for (block, scales) in out.chunks_mut(QUERY_BLOCK).enumerate() {
+            let q0 = first + block * QUERY_BLOCK;
+            let nq = scales.len();
+            let qs = &self.rows[q0 * c..(q0 + nq) * c];
+            let qv = ArrayView2::from_shape((nq, c), qs).expect("query block shape");
+            best[..nq * k].fill(f32::INFINITY);
+            for (bi, (bs, norms)) in self.rows.chunks(BANK_BLOCK * c).zip(self.sq_norms.chunks(BANK_BLOCK)).enumerate()
+            {
+                let nb = norms.len();
+                let bv = ArrayView2::from_shape((nb, c), bs).expect("bank block shape");
+                let g = &mut product[..nq * nb];
+                general_mat_mul(
+                    -2.0,
+                    &qv,
+                    &bv.t(),
+                    0.0,
+                    &mut ArrayViewMut2::from_shape((nq, nb), &mut *g).expect("shape"),
+                );
+                for (qi, row) in g.chunks_exact(nb).enumerate() {
+                    let top = &mut best[qi * k..(qi + 1) * k];
+                    for (j, (&x, &norm)) in row.iter().zip(norms).enumerate() {
+                        let v = x + norm;
+                        if v < top[k - 1] && bi * BANK_BLOCK + j != q0 + qi {
+                            // Insert into the ascending top-k.
+                            let mut at = k - 1;
+                            while at > 0 && top[at - 1] > v {
+                                top[at] = top[at - 1];
+                                at -= 1;
+                            }
+                            top[at] = v;
+                        }
+                    }
+                }
+            }
+            for (qi, scale) in scales.iter_mut().enumerate() {
+                let qq = self.sq_norms[q0 + qi];
+                let total: f32 = best[qi * k..(qi + 1) * k].iter().map(|&v| (qq + v).max(0.0).sqrt()).sum();
+                *scale = total / k as f32;
+            }
+        }
+    }
+}
+
 /// Euclidean distance of each row of `queries` to its nearest row of `bank` (both row-major with
 /// `c` features). Builds a [`Bank`] (norms) for this one call; keep a [`Bank`] to search it often.
 pub fn nearest_distances(queries: &[f32], bank: &[f32], c: usize) -> Result<Vec<f32>, KernelError> {
@@ -205,6 +280,48 @@ mod tests {
             let got = Bank::new(bank.clone(), c).unwrap().nearest_distances_with_threads(&queries, threads).unwrap();
             check(&got, &queries, &bank, c);
             prop_assert!(got.iter().all(|d| d.is_finite() && *d >= 0.0));
+        }
+    }
+
+    /// Brute force in f64: each row's mean distance to its `k` nearest other rows.
+    fn brute_scales(bank: &[f32], c: usize, k: usize) -> Vec<f64> {
+        let rows: Vec<&[f32]> = bank.chunks_exact(c).collect();
+        (0..rows.len())
+            .map(|i| {
+                let mut d: Vec<f64> = (0..rows.len())
+                    .filter(|&j| j != i)
+                    .map(|j| {
+                        rows[i].iter().zip(rows[j]).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>().sqrt()
+                    })
+                    .collect();
+                d.sort_by(f64::total_cmp);
+                let k = k.min(d.len());
+                if k == 0 { 1.0 } else { d[..k].iter().sum::<f64>() / k as f64 }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn local_scales_match_brute_force(
+            (c, nb, k) in (1usize..24, 1usize..1300, 1usize..6),
+            seed in any::<u64>(),
+            threads in 0usize..4,
+        ) {
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0 };
+            let bank: Vec<f32> = (0..nb * c).map(|_| next()).collect();
+            let got = Bank::new(bank.clone(), c).unwrap().local_scales(k, threads).unwrap();
+            let exact = brute_scales(&bank, c, k);
+            let max_b = bank.chunks_exact(c).map(|b| sq_norm(b) as f64).fold(0.0, f64::max);
+            // Each sorted distance is within the expansion's cancellation bound (see `check`).
+            let tol = 1e-4 + (8.0 * c as f64 * f32::EPSILON as f64 * max_b).sqrt();
+            prop_assert_eq!(got.len(), nb);
+            for (g, e) in got.iter().zip(&exact) {
+                prop_assert!((*g as f64 - e).abs() <= tol * (1.0 + e), "got {}, exact {}", g, e);
+            }
         }
     }
 

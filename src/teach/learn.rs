@@ -25,6 +25,7 @@
 
 use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
+use super::knn::Bank;
 use super::onnx::{self, InputShape, Scoring};
 use super::pca;
 use crate::config::InputMode;
@@ -76,6 +77,9 @@ pub struct TeachOptions {
     pub coreset_ratio: f64,
     /// Upper bound on the bank (the run-time cost); `None` = [`budget_bank_rows`].
     pub max_bank_rows: Option<usize>,
+    /// Divide each patch's distance by its nearest bank row's mean distance to this many nearest
+    /// other rows ([`super::knn::Bank::local_scales`]); 0 = plain distances.
+    pub local_scale_k: usize,
     pub pca_dims: usize,
     pub holdout_fraction: f64,
     pub threshold_sigmas: f32,
@@ -105,6 +109,7 @@ impl TeachOptions {
             tile_overlap_px: 32,
             coreset_ratio: 0.25,
             max_bank_rows: None,
+            local_scale_k: 3,
             pca_dims: 64,
             holdout_fraction: 0.15,
             threshold_sigmas: 3.0,
@@ -187,13 +192,20 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let max_bank_rows = opts.max_bank_rows.unwrap_or_else(|| budget_bank_rows(cells, opts.pca_dims));
     let mut fit_s = 0.0;
     let mut coreset_s = 0.0;
-    let mut bank_of = |rows_in: &[f32], what: &str| -> Result<(pca::Pca, Vec<f32>)> {
-        let (bank, pca_s, cs) = learn_bank(rows_in, dim, opts, max_bank_rows, what)?;
+    let mut scale_s = 0.0;
+    let mut bank_of = |rows_in: &[f32], what: &str| -> Result<(pca::Pca, Vec<f32>, Option<Vec<f32>>)> {
+        let ((fitted, bank), pca_s, cs) = learn_bank(rows_in, dim, opts, max_bank_rows, what)?;
         fit_s += pca_s;
         coreset_s += cs;
-        Ok(bank)
+        let t = Instant::now();
+        let scales = match opts.local_scale_k {
+            0 => None,
+            k => Some(Bank::new(bank.clone(), fitted.dims)?.local_scales(k, opts.threads)?),
+        };
+        scale_s += t.elapsed().as_secs_f64();
+        Ok((fitted, bank, scales))
     };
-    let scoring_of = |fitted: &pca::Pca, bank: &[f32]| -> Result<Vec<u8>> {
+    let scoring_of = |fitted: &pca::Pca, bank: &[f32], scales: &Option<Vec<f32>>| -> Result<Vec<u8>> {
         let scoring = Scoring {
             mean: &fitted.mean,
             projection: &fitted.components,
@@ -201,16 +213,17 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             grid_stride: grid,
             blur_sigma_px: opts.blur_sigma_px,
             top_fraction: opts.top_fraction,
+            local_scale: scales.as_deref(),
         };
         onnx::scoring_model(&backbone, shape, &scoring).map_err(|e| anyhow!(e))
     };
 
     // Calibration: a model taught without the held-out images scores them.
-    let (cal_fit, cal_bank) = bank_of(&patches[..teach_rows * dim], "calibration bank")?;
+    let (cal_fit, cal_bank, cal_scales) = bank_of(&patches[..teach_rows * dim], "calibration bank")?;
     let t3 = Instant::now();
-    let mut scorer =
-        session_from_bytes(&scoring_of(&cal_fit, &cal_bank)?, threads).context("loading the calibration model")?;
-    drop((cal_fit, cal_bank));
+    let mut scorer = session_from_bytes(&scoring_of(&cal_fit, &cal_bank, &cal_scales)?, threads)
+        .context("loading the calibration model")?;
+    drop((cal_fit, cal_bank, cal_scales));
     let bar = progress_bar(opts.progress, holdout.len() as u64, "calibrating");
     let mut scores = Vec::with_capacity(holdout.len());
     for path in &holdout {
@@ -226,9 +239,9 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
 
     // The shipped model: taught again from every image, held-out ones included (research round
     // 3: a bank from all the goods is worth ~0.015 image AUROC on MTD), with the threshold above.
-    let (fitted, bank) = bank_of(&patches, "bank")?;
+    let (fitted, bank, scales) = bank_of(&patches, "bank")?;
     drop(patches);
-    let model_bytes = scoring_of(&fitted, &bank)?;
+    let model_bytes = scoring_of(&fitted, &bank, &scales)?;
     let bank_rows = bank.len() / fitted.dims;
 
     let info = TeachInfo {
@@ -247,6 +260,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         coreset_ratio: opts.coreset_ratio,
         max_bank_rows,
         bank_rows,
+        local_scale_k: opts.local_scale_k,
         seed: opts.seed,
         blur_sigma_px: opts.blur_sigma_px,
         top_fraction: opts.top_fraction,
@@ -263,6 +277,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         seconds_features: round1(feature_s),
         seconds_pca: round1(fit_s),
         seconds_coreset: round1(coreset_s),
+        seconds_local_scale: round1(scale_s),
         seconds_calibration: round1(calibrate_s),
         seconds_total: round1(started.elapsed().as_secs_f64()),
         peak_memory_mb: peak_memory_mb(),

@@ -46,6 +46,9 @@ pub struct Scoring<'a> {
     pub blur_sigma_px: f32,
     /// The image score is the mean of this fraction of the map's highest pixels.
     pub top_fraction: f32,
+    /// Each bank row's local scale ([`super::knn::Bank::local_scales`]); with it a patch's
+    /// distance is divided by its nearest row's scale. `None`: plain distances.
+    pub local_scale: Option<&'a [f32]>,
 }
 
 /// Input geometry of the graphs: fixed height and width (the manifest's tile size), dynamic batch.
@@ -294,7 +297,8 @@ fn blur(b: &mut Builder, map: &str, sigma: f32, h: usize, w: usize, what: &str) 
 ///
 /// Scoring, per patch row q (C-d): z = (q − mean)·P (D-d); d² = min over bank rows b of
 /// |z|² − 2 z·b + |b|² (one Gemm against the bank stored as −2·bankᵀ with |b|² as its bias, then a
-/// row minimum, then + |z|²), clamped at 0 (cancellation), square root → the patch's distance →
+/// row minimum, then + |z|²), clamped at 0 (cancellation), square root → the patch's distance
+/// (divided by its nearest bank row's local scale when the model has them) →
 /// map on the feature grid → Gaussian blur (reflect padding) and bilinear upsample to the input
 /// (blur first when it spans a grid cell, see [`blurs_on_grid`]) → image score = mean of the top `top_fraction` of the map.
 pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Result<Vec<u8>, String> {
@@ -338,7 +342,19 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let d2 = b.node("Add", &[&dmin, &zz], vec![]);
     let zero = b.f32s(&[], &[0.0]);
     let d2 = b.node("Max", &[&d2, &zero], vec![]);
-    let dist = b.node("Sqrt", &[&d2], vec![]);
+    let mut dist = b.node("Sqrt", &[&d2], vec![]);
+    if let Some(scales) = s.local_scale {
+        if scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(format!(
+                "scoring: {} local scales for {rows} bank rows; each must be finite and > 0",
+                scales.len()
+            ));
+        }
+        let nearest = b.node("ArgMin", &[&cross], vec![int("axis", 1), int("keepdims", 0)]);
+        let table = b.f32s(&[rows], scales);
+        let scale = b.node("Gather", &[&table, &nearest], vec![int("axis", 0)]);
+        dist = b.node("Div", &[&dist, &scale], vec![]);
+    }
     let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
     let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
     let f = grid as f32;
