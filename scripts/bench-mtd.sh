@@ -4,9 +4,8 @@
 #   make bench-mtd                     # or: TEACH_ARGS="--size 256" make bench-mtd
 #
 # TEACH_ARGS defaults to `--size 160`: MTD's tiles are small (most are 100–500 px a side), and
-# squashing them to 160² rather than 256² scores better (image AUROC 0.967 against 0.958 before
-# local scaling, research round 4) at under half the backbone cost, as the scoring budget then
-# allows a larger bank (100 patches per image).
+# squashing them to 160² rather than 256² scores better (image AUROC 0.969 against 0.96; research
+# round 4 found the same) at under half the backbone cost.
 #
 # 1. lays ../shared/datasets/magnetic-tile out as MVTec AD under target/mtd (seeded 80/20 split
 #    of MT_Free, symbolic links only: the data never enters the repository);

@@ -9,8 +9,10 @@
 //!    Very large teach sets are thinned to `max_patches` rows by a seeded per-tile sample.
 //! 3. **PCA** to `pca_dims` ([`super::pca`]), fitted on a seeded 200,000-row sample.
 //! 4. **Coreset.** Greedy k-center selection of `coreset_ratio` of the rows, at most
-//!    `max_bank_rows` (default: what [`SCORING_BUDGET_MACS`] allows) ([`super::coreset`]): the
+//!    `max_bank_rows` (default: what [`SCORING_BUDGET_MACS_PER_PIXEL`] allows) ([`super::coreset`]): the
 //!    memory bank.
+//!    With `local_scale_k` > 0, each bank row also gets its local scale (mean distance to its k
+//!    nearest other rows, [`super::knn::Bank::local_scales`]), which divides its patches' distances.
 //! 5. **Calibration.** Steps 3–4 on the teach split alone give a calibration model (backbone +
 //!    scoring graph, [`super::onnx::scoring_model`]) that scores the held-out good images (image
 //!    score = max over a frame's tiles, as the runtime does). Threshold = mean +
@@ -54,11 +56,13 @@ pub const MIN_HOLDOUT: usize = 2;
 const PCA_SAMPLE_ROWS: usize = 200_000;
 /// Images per feature-graph run.
 const BATCH: usize = 8;
-/// Multiply-adds per model input the nearest-neighbour search may cost by default (query patches
-/// × bank rows × dims): 2²⁷ ≈ 134 M, which `make bench-teach` measures at about the Lite2
-/// backbone's own time on one CPU thread. With 256² inputs on the stride-16 grid and 64 dims it
-/// allows 8,192 bank rows.
-pub const SCORING_BUDGET_MACS: usize = 1 << 27;
+/// Multiply-adds per input pixel the nearest-neighbour search may cost by default (query patches
+/// × bank rows × dims ÷ pixels): 2,048, i.e. 2²⁷ ≈ 134 M for a 256² input. The backbone's cost
+/// grows with the input's area too, so a per-pixel budget keeps scoring below the backbone at any
+/// size: `make bench-teach` measures 0.7–0.8 of the Lite0 / Lite2 backbone on one CPU thread with
+/// local scales. On the stride-16 grid with 64 dims it allows 8,192 bank rows, on the stride-8
+/// grid 2,048, whatever the input size.
+pub const SCORING_BUDGET_MACS_PER_PIXEL: usize = 2048;
 
 /// Everything `teach` can be told.
 #[derive(Clone, Debug)]
@@ -189,7 +193,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let rows = patches.len() / dim;
     let teach_rows = teach_tiles * keep_per_tile;
     tracing::info!(images = files.len(), tiles = total_tiles, patches = rows, seconds = feature_s, "teach features");
-    let max_bank_rows = opts.max_bank_rows.unwrap_or_else(|| budget_bank_rows(cells, opts.pca_dims));
+    let max_bank_rows = opts.max_bank_rows.unwrap_or_else(|| budget_bank_rows(grid, opts.pca_dims));
     let mut fit_s = 0.0;
     let mut coreset_s = 0.0;
     let mut scale_s = 0.0;
@@ -200,7 +204,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         let t = Instant::now();
         let scales = match opts.local_scale_k {
             0 => None,
-            k => Some(Bank::new(bank.clone(), fitted.dims)?.local_scales(k, opts.threads)?),
+            k => Some(floor_scales(Bank::new(bank.clone(), fitted.dims)?.local_scales(k, opts.threads)?)),
         };
         scale_s += t.elapsed().as_secs_f64();
         Ok((fitted, bank, scales))
@@ -291,9 +295,20 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     Ok(TeachReport { out: opts.out.clone(), info, threshold })
 }
 
-/// Bank rows that keep the scoring step within [`SCORING_BUDGET_MACS`] per model input.
-pub fn budget_bank_rows(cells: usize, dims: usize) -> usize {
-    (SCORING_BUDGET_MACS / (cells * dims).max(1)).max(1)
+/// Local scales with a floor of 1/1000 of their mean (1 when all are 0): a bank row whose nearest
+/// rows coincide with it (a teach set with fewer distinct patches than bank rows, e.g. flat
+/// synthetic parts) would otherwise divide its patches' distances by 0.
+fn floor_scales(mut scales: Vec<f32>) -> Vec<f32> {
+    let mean = scales.iter().map(|&v| v as f64).sum::<f64>() / scales.len().max(1) as f64;
+    let floor = if mean > 0.0 { (mean * 1e-3) as f32 } else { 1.0 };
+    scales.iter_mut().for_each(|v| *v = v.max(floor));
+    scales
+}
+
+/// Bank rows that keep the scoring step within [`SCORING_BUDGET_MACS_PER_PIXEL`] on the patch grid
+/// of stride `grid` (one patch per grid² pixels) with `dims`-d patches.
+pub fn budget_bank_rows(grid: usize, dims: usize) -> usize {
+    (SCORING_BUDGET_MACS_PER_PIXEL * grid * grid / dims.max(1)).max(1)
 }
 
 /// PCA fitted on `rows` (`dim` wide), then the greedy coreset of the projected rows:
@@ -696,6 +711,12 @@ mod tests {
         assert_ne!(split(&files, 0.15, 1).1, b, "another seed holds out other images");
         let (_, few) = split(&files[..8], 0.01, 0);
         assert_eq!(few.len(), MIN_HOLDOUT);
+    }
+
+    #[test]
+    fn local_scales_never_divide_by_zero() {
+        assert_eq!(floor_scales(vec![0.0, 2.0, 4.0]), vec![0.002, 2.0, 4.0]);
+        assert_eq!(floor_scales(vec![0.0, 0.0]), vec![1.0, 1.0]);
     }
 
     #[test]
