@@ -63,7 +63,7 @@ pub struct TeachArgs {
     #[arg(long, default_value_t = 0.25)]
     pub coreset_ratio: f64,
     /// Most bank rows, which bound the run-time cost of scoring [default: the scoring budget of
-    /// 2^27 multiply-adds per model input, e.g. 8,192 rows for 256² inputs on the stride-16 grid].
+    /// 2,048 multiply-adds per input pixel: 8,192 rows on the stride-16 grid, 2,048 on stride 8].
     #[arg(long, value_name = "N")]
     pub max_bank_rows: Option<usize>,
     /// Divide each patch's nearest-neighbour distance by that bank row's mean distance to its K
