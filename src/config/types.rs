@@ -282,6 +282,9 @@ pub struct ModelTeachConfig {
     /// Local-density normalisation: neighbours per bank row (0 = plain distances).
     #[serde(default = "default_local_scale_k")]
     pub local_scale_k: usize,
+    /// PCA whitening power: 1 = full (the default), 0 = plain PCA.
+    #[serde(default = "default_whiten")]
+    pub whiten: f64,
     /// Gaussian smoothing of the anomaly map, pixels (smaller keeps small defects sharp).
     #[serde(default = "default_blur_sigma_px")]
     pub blur_sigma_px: f32,
@@ -322,6 +325,9 @@ fn default_coreset_ratio() -> f64 {
 }
 fn default_local_scale_k() -> usize {
     3
+}
+fn default_whiten() -> f64 {
+    1.0
 }
 fn default_grid_stride() -> usize {
     16

@@ -174,6 +174,12 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
                 "must be at least 1 (leave it out for the scoring budget's size)",
             );
             c.check(
+                (0.0..=1.0).contains(&t.whiten),
+                "model.teach.whiten",
+                t.whiten,
+                "must be in [0, 1] (1 = full PCA whitening, 0 = plain PCA)",
+            );
+            c.check(
                 t.coreset_ratio > 0.0 && t.coreset_ratio <= 1.0,
                 "model.teach.coreset_ratio",
                 t.coreset_ratio,

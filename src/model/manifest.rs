@@ -237,6 +237,9 @@ pub struct TeachInfo {
     pub grid_stride: usize,
     pub pca_dims: usize,
     pub pca_explained: f64,
+    /// PCA whitening power (0 = plain projection, also in packages taught before it existed).
+    #[serde(default)]
+    pub pca_whiten: f64,
     pub coreset_ratio: f64,
     /// Bound on the bank size (the scoring cost); 0 in packages taught before it existed.
     #[serde(default)]

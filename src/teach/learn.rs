@@ -7,7 +7,9 @@
 //!    own preprocessing functions — through the feature graph ([`super::onnx::feature_graph`]):
 //!    backbone taps, 3×3 local averaging, per-tap L2 normalisation, one row per feature cell.
 //!    Very large teach sets are thinned to `max_patches` rows by a seeded per-tile sample.
-//! 3. **PCA** to `pca_dims` ([`super::pca`]), fitted on a seeded 200,000-row sample.
+//! 3. **PCA** to `pca_dims` ([`super::pca`]), fitted on a seeded 200,000-row sample, then
+//!    whitened to the power `whiten` (1: each component scaled to unit variance, so the search
+//!    measures Mahalanobis distances in the PCA space; worth +0.014 image AUROC on MTD).
 //! 4. **Coreset.** Greedy k-center selection of `coreset_ratio` of the rows, at most
 //!    `max_bank_rows` (default: what [`SCORING_BUDGET_MACS_PER_PIXEL`] allows) ([`super::coreset`]): the
 //!    memory bank.
@@ -85,6 +87,9 @@ pub struct TeachOptions {
     /// other rows ([`super::knn::Bank::local_scales`]); 0 = plain distances.
     pub local_scale_k: usize,
     pub pca_dims: usize,
+    /// PCA whitening power ([`pca::Pca::whiten`]): 1 = every component scaled to unit variance
+    /// (Mahalanobis distances in the PCA space), 0 = plain projection.
+    pub whiten: f64,
     pub holdout_fraction: f64,
     pub threshold_sigmas: f32,
     pub blur_sigma_px: f32,
@@ -115,6 +120,7 @@ impl TeachOptions {
             max_bank_rows: None,
             local_scale_k: 3,
             pca_dims: 64,
+            whiten: 1.0,
             holdout_fraction: 0.15,
             threshold_sigmas: 3.0,
             blur_sigma_px: 16.0,
@@ -261,6 +267,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         grid_stride: grid,
         pca_dims: fitted.dims,
         pca_explained: round4(fitted.explained),
+        pca_whiten: opts.whiten,
         coreset_ratio: opts.coreset_ratio,
         max_bank_rows,
         bank_rows,
@@ -322,7 +329,8 @@ fn learn_bank(
     what: &str,
 ) -> Result<((pca::Pca, Vec<f32>), f64, f64)> {
     let t1 = Instant::now();
-    let fitted = pca::fit(rows, dim, opts.pca_dims, PCA_SAMPLE_ROWS, opts.seed)?;
+    let mut fitted = pca::fit(rows, dim, opts.pca_dims, PCA_SAMPLE_ROWS, opts.seed)?;
+    fitted.whiten(opts.whiten);
     let projected = fitted.project(rows)?;
     let pca_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
@@ -358,6 +366,9 @@ fn check_options(o: &TeachOptions) -> Result<()> {
     }
     if o.pca_dims == 0 {
         problems.push("--pca-dims must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&o.whiten) {
+        problems.push(format!("--whiten {} must be in [0, 1] (1 = full whitening, 0 = plain PCA)", o.whiten));
     }
     if !(o.blur_sigma_px > 0.0 && o.blur_sigma_px.is_finite()) {
         problems.push(format!("--blur-sigma {} must be > 0 pixels", o.blur_sigma_px));

@@ -62,6 +62,7 @@ fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<In
     opts.coreset_ratio = t.coreset_ratio;
     opts.max_bank_rows = t.max_bank_rows;
     opts.local_scale_k = t.local_scale_k;
+    opts.whiten = t.whiten;
     opts.blur_sigma_px = t.blur_sigma_px;
     opts.top_fraction = t.top_fraction;
     opts.threshold_sigmas = t.threshold_sigmas;

@@ -8,6 +8,11 @@
 //! eigendecomposition (nalgebra), the eigenvectors of the D largest eigenvalues as the columns of
 //! the projection, each with its sign fixed so its largest-magnitude entry is positive (so the
 //! result does not depend on the eigensolver's sign choice).
+//!
+//! [`Pca::whiten`] then divides each component by a power of its standard deviation, so distances
+//! in the projected space become (partly) Mahalanobis distances: research round 5 measured this
+//! at +0.014 image AUROC on MTD (0.969 → 0.983 with full whitening), at no run-time cost since
+//! the scaling is folded into the projection matrix.
 
 use super::{KernelError, rows_of};
 use ndarray::linalg::general_mat_mul;
@@ -25,7 +30,17 @@ pub struct Pca {
     pub dims: usize,
     /// Fraction of the sample's variance the D components keep.
     pub explained: f64,
+    /// `[D]`: the sample variance along each kept component (the eigenvalues, descending).
+    pub variances: Vec<f64>,
+    /// The whitening power applied by [`Pca::whiten`] (0 = plain projection).
+    pub whiten_power: f64,
 }
+
+/// Components whose variance is below this fraction of the largest one are whitened as if they had
+/// this much: a teach set with fewer distinct patches than dimensions (flat synthetic parts) has
+/// near-zero eigenvalues, and dividing by their root would blow numerical noise up into scores.
+/// On MTD's 64 Lite2 components the smallest ratio is about 0.014, so the floor does not bite.
+pub const WHITEN_VARIANCE_FLOOR: f64 = 1e-3;
 
 /// Fit a `dims`-component PCA to the rows of `x` (row-major, `c` columns), on at most `max_rows`
 /// rows drawn with `seed`. `dims` is capped at `c`.
@@ -86,10 +101,28 @@ pub fn fit(x: &[f32], c: usize, dims: usize, max_rows: usize, seed: u64) -> Resu
         components,
         dims,
         explained: if total > 0.0 { kept / total } else { 1.0 },
+        variances: order[..dims].iter().map(|&k| eig.eigenvalues[k].max(0.0)).collect(),
+        whiten_power: 0.0,
     })
 }
 
 impl Pca {
+    /// Scale component j by (max(λ_j, floor·λ_0))^(−power/2): power 1 gives every component unit
+    /// variance on the sample (full whitening), 0 leaves the projection as it is. Replaces any
+    /// earlier whitening.
+    pub fn whiten(&mut self, power: f64) {
+        let top = self.variances.first().copied().unwrap_or(0.0);
+        let floor = (top * WHITEN_VARIANCE_FLOOR).max(f64::MIN_POSITIVE);
+        let c = self.mean.len();
+        for (j, &var) in self.variances.iter().enumerate() {
+            let factor = var.max(floor).powf(-(power - self.whiten_power) / 2.0) as f32;
+            for i in 0..c {
+                self.components[i * self.dims + j] *= factor;
+            }
+        }
+        self.whiten_power = power;
+    }
+
     /// Project the rows of `x` (row-major, C columns): `[N, D]` row-major.
     pub fn project(&self, x: &[f32]) -> Result<Vec<f32>, KernelError> {
         let c = self.mean.len();
@@ -140,6 +173,73 @@ mod tests {
         assert_eq!(z.len(), 200);
         // The projection recovers t (up to the mean's offset).
         assert!(((z[199] - z[0]) - 19.9).abs() < 1e-3, "{} {}", z[0], z[199]);
+    }
+
+    /// Sample variance of each projected column.
+    fn column_variances(z: &[f32], d: usize) -> Vec<f64> {
+        let n = z.len() / d;
+        (0..d)
+            .map(|j| {
+                let m = (0..n).map(|i| z[i * d + j] as f64).sum::<f64>() / n as f64;
+                (0..n).map(|i| (z[i * d + j] as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64
+            })
+            .collect()
+    }
+
+    /// Anisotropic correlated data (variances ~100:1:1, above the floor): plain PCA keeps the
+    /// eigenvalues as column variances; full whitening makes them 1; half whitening their roots.
+    #[test]
+    fn whitening_gives_components_unit_variance() {
+        let mut x = Vec::new();
+        for i in 0..3000u32 {
+            let (a, b, c) = (
+                ((i * 7919) % 1013) as f32 / 1013.0 - 0.5,
+                ((i * 104_729) % 997) as f32 / 997.0 - 0.5,
+                ((i * 15_485_863) % 991) as f32 / 991.0 - 0.5,
+            );
+            x.extend([10.0 * a + b, b - 0.5 * a, c + 0.2 * b]);
+        }
+        let plain = fit(&x, 3, 3, 10_000, 0).unwrap();
+        let vars = column_variances(&plain.project(&x).unwrap(), 3);
+        for (v, e) in vars.iter().zip(&plain.variances) {
+            assert!((v / e - 1.0).abs() < 1e-3, "{vars:?} vs {:?}", plain.variances);
+        }
+        assert!(plain.variances[0] > 50.0 * plain.variances[2], "{:?}", plain.variances);
+        let mut full = plain.clone();
+        full.whiten(1.0);
+        for v in column_variances(&full.project(&x).unwrap(), 3) {
+            assert!((v - 1.0).abs() < 1e-3, "{v}");
+        }
+        let mut half = plain.clone();
+        half.whiten(0.5);
+        for (v, e) in column_variances(&half.project(&x).unwrap(), 3).iter().zip(&plain.variances) {
+            assert!((v / e.sqrt() - 1.0).abs() < 1e-3, "{v} vs {e}");
+        }
+        // Whitening again replaces the earlier power instead of compounding it.
+        half.whiten(1.0);
+        assert!(half.components.iter().zip(&full.components).all(|(a, b)| (a - b).abs() < 1e-4 * b.abs().max(1.0)));
+    }
+
+    /// A direction with (almost) no variance is scaled as if it had the floor's, not by 1/√0.
+    #[test]
+    fn whitening_floors_vanishing_variances() {
+        let mut x = Vec::new();
+        for i in 0..500 {
+            let t = (i % 50) as f32 / 50.0;
+            x.extend([t, 1.0 - t, 0.25]);
+        }
+        let mut pca = fit(&x, 3, 3, 1000, 0).unwrap();
+        assert!(pca.variances[2] < 1e-9 * pca.variances[0], "{:?}", pca.variances);
+        let plain = pca.clone();
+        pca.whiten(1.0);
+        let top = plain.variances[0];
+        for j in 0..3 {
+            let norm = |p: &Pca| (0..3).map(|i| (p.components[i * 3 + j] as f64).powi(2)).sum::<f64>().sqrt();
+            let gain = norm(&pca) / norm(&plain);
+            let expected = plain.variances[j].max(top * WHITEN_VARIANCE_FLOOR).powf(-0.5);
+            assert!((gain / expected - 1.0).abs() < 1e-3, "component {j}: gain {gain}, expected {expected}");
+            assert!(gain.is_finite() && gain <= (top * WHITEN_VARIANCE_FLOOR).powf(-0.5) * 1.001);
+        }
     }
 
     #[test]
