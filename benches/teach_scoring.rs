@@ -17,7 +17,7 @@
 
 use criterion::{Criterion, criterion_group};
 use linesight::teach::backbone::Backbone;
-use linesight::teach::learn::session_from_bytes;
+use linesight::teach::learn::{budget_bank_rows, session_from_bytes};
 use linesight::teach::onnx::{self, InputShape, Scoring};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -28,10 +28,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const PCA_DIMS: usize = 64;
-/// (input side, patch grid stride, bank rows): at 256², each grid at the default scoring budget
-/// (2,048 multiply-adds per input pixel: `linesight::teach::learn::budget_bank_rows`) and the stride-16
-/// grid at twice it; at 160² (`make bench-mtd`'s recipe), the budget's 8,192 rows.
-const CASES: [(usize, usize, usize); 4] = [(256, 8, 2_048), (256, 16, 8_192), (256, 16, 16_384), (160, 16, 8_192)];
+/// (input side, patch grid stride, multiple of the default bank): at 256², each grid at the
+/// backbone's default scoring budget (`scoring_budget_macs_per_pixel` in backbone.toml, through
+/// `linesight::teach::learn::budget_bank_rows`) and the stride-16 grid at twice it; at 160²
+/// (`make bench-mtd`'s recipe), the default bank.
+const CASES: [(usize, usize, usize); 4] = [(256, 8, 1), (256, 16, 1), (256, 16, 2), (160, 16, 1)];
+
+/// Bank rows of a case for this backbone.
+fn bank_rows(backbone: &Backbone, grid: usize, multiple: usize) -> usize {
+    multiple * budget_bank_rows(backbone.scoring_budget_macs_per_pixel, grid, PCA_DIMS)
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -83,7 +89,8 @@ fn bench(c: &mut Criterion) {
             let x = image(size);
             let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
             group.bench_function(format!("backbone/{size}"), |b| b.iter(|| run_once(&mut bare, &backbone.input, &x)));
-            for (_, grid, rows) in CASES.into_iter().filter(|c| c.0 == size) {
+            for (_, grid, multiple) in CASES.into_iter().filter(|c| c.0 == size) {
+                let rows = bank_rows(&backbone, grid, multiple);
                 let mut taught = session_from_bytes(&taught_graph(&backbone, size, grid, rows), 1).unwrap();
                 group.bench_function(format!("taught/{size}/s{grid}/{rows}"), |b| {
                     b.iter(|| run_once(&mut taught, onnx::INPUT, &x))
@@ -121,7 +128,8 @@ fn report() {
             let x = image(size);
             let mut bare = session_from_bytes(&backbone.onnx_bytes, 1).unwrap();
             let b = median_ms(&mut bare, &backbone.input, &x, 40);
-            for (_, grid, rows) in CASES.into_iter().filter(|c| c.0 == size) {
+            for (_, grid, multiple) in CASES.into_iter().filter(|c| c.0 == size) {
+                let rows = bank_rows(&backbone, grid, multiple);
                 let mut taught = session_from_bytes(&taught_graph(&backbone, size, grid, rows), 1).unwrap();
                 let t = median_ms(&mut taught, onnx::INPUT, &x, 40);
                 println!(

@@ -62,8 +62,9 @@ pub struct TeachArgs {
     /// --max-bank-rows).
     #[arg(long, default_value_t = 0.25)]
     pub coreset_ratio: f64,
-    /// Most bank rows, which bound the run-time cost of scoring [default: the scoring budget of
-    /// 2,048 multiply-adds per input pixel: 8,192 rows on the stride-16 grid, 2,048 on stride 8].
+    /// Most bank rows, which bound the run-time cost of scoring [default: the backbone's scoring
+    /// budget in multiply-adds per input pixel: Lite2 2,048 (8,192 rows on the stride-16 grid,
+    /// 2,048 on stride 8), Lite0 1,536 (6,144 and 1,536)].
     #[arg(long, value_name = "N")]
     pub max_bank_rows: Option<usize>,
     /// Divide each patch's nearest-neighbour distance by that bank row's mean distance to its K

@@ -108,6 +108,10 @@ fn teach_then_eval_round_trip() {
     let (images, held) = (teach["images"].as_integer().unwrap(), teach["holdout_images"].as_integer().unwrap());
     assert_eq!(images as usize, std::fs::read_dir(&good).unwrap().count());
     assert!(held >= 2 && teach["bank_rows"].as_integer().unwrap() > 0);
+    // The default bank bound is Lite0's scoring budget (backbone.toml: 1,536 multiply-adds per
+    // pixel, i.e. 1,536 rows of 64 dims on the stride-8 grid), and the PCA is fully whitened.
+    assert_eq!(teach["max_bank_rows"].as_integer(), Some(1536));
+    assert_eq!(teach["pca_whiten"].as_float(), Some(1.0));
     // The threshold is mean + 3 std of the held-out good scores, and the manifest says how many
     // of them it rejects.
     let threshold = m["task"]["threshold"].as_float().unwrap();

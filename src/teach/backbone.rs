@@ -28,6 +28,9 @@ pub struct Backbone {
     /// Input height and width must be multiples of this.
     pub multiple_of: usize,
     pub taps: Vec<Tap>,
+    /// Multiply-adds per input pixel the nearest-neighbour search may cost by default: the
+    /// backbone's own cost per pixel sets what "no more than the backbone" allows.
+    pub scoring_budget_macs_per_pixel: usize,
 }
 
 /// The parts of `backbone.toml` teach mode reads (provenance is for people; not parsed).
@@ -39,6 +42,8 @@ struct Manifest {
     sha256: String,
     input: InputSection,
     outputs: Vec<Tap>,
+    #[serde(default = "default_budget")]
+    scoring_budget_macs_per_pixel: usize,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +59,9 @@ fn default_onnx() -> String {
 }
 fn one() -> usize {
     1
+}
+fn default_budget() -> usize {
+    super::learn::SCORING_BUDGET_MACS_PER_PIXEL
 }
 
 impl Backbone {
@@ -86,6 +94,13 @@ impl Backbone {
         if m.outputs.is_empty() || m.outputs.iter().any(|t| t.stride == 0 || t.channels == 0) {
             return Err(format!("backbone {}: [[outputs]] must list taps with stride and channels > 0", dir.display()));
         }
+        if m.scoring_budget_macs_per_pixel == 0 {
+            return Err(format!(
+                "backbone {}: scoring_budget_macs_per_pixel must be at least 1 (leave it out for {})",
+                dir.display(),
+                default_budget()
+            ));
+        }
         let onnx_path = dir.join(&m.onnx_file);
         let onnx_bytes = std::fs::read(&onnx_path)
             .map_err(|e| format!("backbone {}: cannot read {}: {e}", dir.display(), m.onnx_file))?;
@@ -107,6 +122,7 @@ impl Backbone {
             input: m.input.name,
             multiple_of: m.input.multiple_of.max(1),
             taps: m.outputs,
+            scoring_budget_macs_per_pixel: m.scoring_budget_macs_per_pixel,
         })
     }
 

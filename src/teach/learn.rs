@@ -11,7 +11,7 @@
 //!    whitened to the power `whiten` (1: each component scaled to unit variance, so the search
 //!    measures Mahalanobis distances in the PCA space; worth +0.014 image AUROC on MTD).
 //! 4. **Coreset.** Greedy k-center selection of `coreset_ratio` of the rows, at most
-//!    `max_bank_rows` (default: what [`SCORING_BUDGET_MACS_PER_PIXEL`] allows) ([`super::coreset`]): the
+//!    `max_bank_rows` (default: what the backbone's scoring budget allows) ([`super::coreset`]): the
 //!    memory bank.
 //!    With `local_scale_k` > 0, each bank row also gets its local scale (mean distance to its k
 //!    nearest other rows, [`super::knn::Bank::local_scales`]), which divides its patches' distances.
@@ -59,11 +59,13 @@ const PCA_SAMPLE_ROWS: usize = 200_000;
 /// Images per feature-graph run.
 const BATCH: usize = 8;
 /// Multiply-adds per input pixel the nearest-neighbour search may cost by default (query patches
-/// × bank rows × dims ÷ pixels): 2,048, i.e. 2²⁷ ≈ 134 M for a 256² input. The backbone's cost
-/// grows with the input's area too, so a per-pixel budget keeps scoring below the backbone at any
-/// size: `make bench-teach` measures 0.7–0.8 of the Lite0 / Lite2 backbone on one CPU thread with
-/// local scales. On the stride-16 grid with 64 dims it allows 8,192 bank rows, on the stride-8
-/// grid 2,048, whatever the input size.
+/// × bank rows × dims ÷ pixels) when `backbone.toml` does not say
+/// (`scoring_budget_macs_per_pixel`): 2,048, i.e. 2²⁷ ≈ 134 M for a 256² input. The backbone's
+/// cost grows with the input's area too, so a per-pixel budget keeps scoring below the backbone
+/// at any size. Lite2 uses this (`make bench-teach`: scoring 0.65–0.73 of its backbone on one
+/// CPU thread with local scales): 8,192 bank rows on the stride-16 grid with 64 dims, 2,048 on
+/// stride 8, whatever the input size. Lite0 is a third cheaper per pixel, so its package says
+/// 1,536 (6,144 and 1,536 rows).
 pub const SCORING_BUDGET_MACS_PER_PIXEL: usize = 2048;
 
 /// Everything `teach` can be told.
@@ -199,7 +201,9 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let rows = patches.len() / dim;
     let teach_rows = teach_tiles * keep_per_tile;
     tracing::info!(images = files.len(), tiles = total_tiles, patches = rows, seconds = feature_s, "teach features");
-    let max_bank_rows = opts.max_bank_rows.unwrap_or_else(|| budget_bank_rows(grid, opts.pca_dims));
+    let max_bank_rows = opts
+        .max_bank_rows
+        .unwrap_or_else(|| budget_bank_rows(backbone.scoring_budget_macs_per_pixel, grid, opts.pca_dims));
     let mut fit_s = 0.0;
     let mut coreset_s = 0.0;
     let mut scale_s = 0.0;
@@ -312,10 +316,11 @@ fn floor_scales(mut scales: Vec<f32>) -> Vec<f32> {
     scales
 }
 
-/// Bank rows that keep the scoring step within [`SCORING_BUDGET_MACS_PER_PIXEL`] on the patch grid
-/// of stride `grid` (one patch per grid² pixels) with `dims`-d patches.
-pub fn budget_bank_rows(grid: usize, dims: usize) -> usize {
-    (SCORING_BUDGET_MACS_PER_PIXEL * grid * grid / dims.max(1)).max(1)
+/// Bank rows that keep the scoring step within `macs_per_pixel` (the backbone's
+/// [`Backbone::scoring_budget_macs_per_pixel`]) on the patch grid of stride `grid` (one patch per
+/// grid² pixels) with `dims`-d patches.
+pub fn budget_bank_rows(macs_per_pixel: usize, grid: usize, dims: usize) -> usize {
+    (macs_per_pixel * grid * grid / dims.max(1)).max(1)
 }
 
 /// PCA fitted on `rows` (`dim` wide), then the greedy coreset of the projected rows:
