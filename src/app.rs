@@ -63,7 +63,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     let report = crate::teach::teach(&opts)?;
     let i = &report.info;
     println!(
-        "taught {}: {} images ({} teach, {} held out), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance)",
+        "taught {}: {} images ({} teach, {} held out), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance; {})",
         report.out.display(),
         i.images,
         i.teach_images,
@@ -71,7 +71,12 @@ fn teach(args: TeachArgs) -> Result<()> {
         i.patches,
         i.bank_rows,
         i.pca_dims,
-        100.0 * i.pca_explained
+        100.0 * i.pca_explained,
+        match i.pca_whiten {
+            0.0 => "not whitened".to_string(),
+            1.0 => "whitened".to_string(),
+            p => format!("whitened to the power {p}"),
+        }
     );
     println!(
         "threshold {:.4} (held-out good scores: mean {:.4}, std {:.4}, max {:.4}; {} of {} held-out good images would be rejected)",
