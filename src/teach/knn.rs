@@ -100,47 +100,68 @@ impl Bank {
         if self.is_empty() {
             return Err(KernelError::EmptyBank { queries: nq });
         }
+        let mut out = vec![0.0f32; nq];
+        let c = self.dim;
+        self.in_query_blocks(threads, &mut out, |first, os| {
+            self.search(&queries[first * c..(first + os.len()) * c], os)
+        });
+        Ok(out)
+    }
+
+    /// Fill `out` (one value per query row) by `work(first row, its slice of out)` on whole
+    /// [`QUERY_BLOCK`]s split across `threads` threads (0 = automatic: fewer for small inputs), so
+    /// the result does not depend on the thread count.
+    fn in_query_blocks(&self, threads: usize, out: &mut [f32], work: impl Fn(usize, &mut [f32]) + Sync) {
+        let nq = out.len();
         let blocks = nq.div_ceil(QUERY_BLOCK);
         let units = if threads == 0 { blocks.min(nq * self.len() * self.dim / MIN_MACS_PER_THREAD) } else { blocks };
         let threads = thread_count(threads, units);
-        let mut out = vec![0.0f32; nq];
         if threads == 1 {
-            self.search(queries, &mut out);
-        } else {
-            let per = blocks.div_ceil(threads) * QUERY_BLOCK;
-            std::thread::scope(|s| {
-                for (qs, os) in queries.chunks(per * self.dim).zip(out.chunks_mut(per)) {
-                    s.spawn(move || self.search(qs, os));
-                }
-            });
+            work(0, out);
+            return;
         }
-        Ok(out)
+        let per = blocks.div_ceil(threads) * QUERY_BLOCK;
+        let work = &work;
+        std::thread::scope(|s| {
+            for (chunk, os) in out.chunks_mut(per).enumerate() {
+                s.spawn(move || work(chunk * per, os));
+            }
+        });
+    }
+
+    /// A scratch buffer for [`Bank::for_each_bank_block`]'s products.
+    fn product_buffer(&self) -> Vec<f32> {
+        vec![0.0f32; QUERY_BLOCK * BANK_BLOCK.min(self.len())]
+    }
+
+    /// For one block of query rows `qs` (at most [`QUERY_BLOCK`]), the products g = −2·Q·Bᵀ with
+    /// each [`BANK_BLOCK`] of the bank in turn: `visit(index of the block's first bank row, the
+    /// block's |b|², g as nq × nb row-major)`.
+    fn for_each_bank_block(&self, qs: &[f32], product: &mut [f32], mut visit: impl FnMut(usize, &[f32], &[f32])) {
+        let c = self.dim;
+        let nq = qs.len() / c;
+        let qv = ArrayView2::from_shape((nq, c), qs).expect("query block shape");
+        for (bi, (bs, norms)) in self.rows.chunks(BANK_BLOCK * c).zip(self.sq_norms.chunks(BANK_BLOCK)).enumerate() {
+            let nb = norms.len();
+            let bv = ArrayView2::from_shape((nb, c), bs).expect("bank block shape");
+            let g = &mut product[..nq * nb];
+            // beta = 0: g's old contents are ignored.
+            general_mat_mul(-2.0, &qv, &bv.t(), 0.0, &mut ArrayViewMut2::from_shape((nq, nb), &mut *g).expect("shape"));
+            visit(bi * BANK_BLOCK, norms, g);
+        }
     }
 
     /// The distances of `queries` into `out` (one thread), block by block.
     fn search(&self, queries: &[f32], out: &mut [f32]) {
         let c = self.dim;
-        let mut product = vec![0.0f32; QUERY_BLOCK * BANK_BLOCK.min(self.len())];
+        let mut product = self.product_buffer();
         for (qs, best) in queries.chunks(QUERY_BLOCK * c).zip(out.chunks_mut(QUERY_BLOCK)) {
-            let nq = best.len();
-            let qv = ArrayView2::from_shape((nq, c), qs).expect("query block shape");
             best.fill(f32::INFINITY);
-            for (bs, norms) in self.rows.chunks(BANK_BLOCK * c).zip(self.sq_norms.chunks(BANK_BLOCK)) {
-                let nb = norms.len();
-                let bv = ArrayView2::from_shape((nb, c), bs).expect("bank block shape");
-                let g = &mut product[..nq * nb];
-                // g = −2 · Q·Bᵀ (beta = 0: g's old contents are ignored)
-                general_mat_mul(
-                    -2.0,
-                    &qv,
-                    &bv.t(),
-                    0.0,
-                    &mut ArrayViewMut2::from_shape((nq, nb), &mut *g).expect("shape"),
-                );
-                for (b, row) in best.iter_mut().zip(g.chunks_exact(nb)) {
+            self.for_each_bank_block(qs, &mut product, |_, norms, g| {
+                for (b, row) in best.iter_mut().zip(g.chunks_exact(norms.len())) {
                     *b = row.iter().zip(norms).fold(*b, |m, (&x, &n)| m.min(x + n));
                 }
-            }
+            });
             for (b, q) in best.iter_mut().zip(qs.chunks_exact(c)) {
                 // Clamp at 0 (cancellation), keeping NaN (a NaN query) as NaN.
                 let d2 = sq_norm(q) + *b;
@@ -163,48 +184,28 @@ impl Bank {
         if k == 0 {
             return Ok(vec![1.0; n]);
         }
-        let blocks = n.div_ceil(QUERY_BLOCK);
-        let units = if threads == 0 { blocks.min(n * n * self.dim / MIN_MACS_PER_THREAD) } else { blocks };
-        let threads = thread_count(threads, units);
         let mut out = vec![0.0f32; n];
-        let per = blocks.div_ceil(threads) * QUERY_BLOCK;
-        std::thread::scope(|s| {
-            for (chunk, os) in out.chunks_mut(per).enumerate() {
-                s.spawn(move || self.scales_of(chunk * per, k, os));
-            }
-        });
+        self.in_query_blocks(threads, &mut out, |first, os| self.scales_of(first, k, os));
         Ok(out)
     }
 
     /// Local scales of rows `first..first + out.len()` into `out` (one thread).
     fn scales_of(&self, first: usize, k: usize, out: &mut [f32]) {
         let c = self.dim;
-        let mut product = vec![0.0f32; QUERY_BLOCK * BANK_BLOCK.min(self.len())];
+        let mut product = self.product_buffer();
         // The k smallest −2 q·b + |b|² of each query in the block, ascending.
         let mut best = vec![f32::INFINITY; QUERY_BLOCK * k];
         for (block, scales) in out.chunks_mut(QUERY_BLOCK).enumerate() {
             let q0 = first + block * QUERY_BLOCK;
             let nq = scales.len();
             let qs = &self.rows[q0 * c..(q0 + nq) * c];
-            let qv = ArrayView2::from_shape((nq, c), qs).expect("query block shape");
             best[..nq * k].fill(f32::INFINITY);
-            for (bi, (bs, norms)) in self.rows.chunks(BANK_BLOCK * c).zip(self.sq_norms.chunks(BANK_BLOCK)).enumerate()
-            {
-                let nb = norms.len();
-                let bv = ArrayView2::from_shape((nb, c), bs).expect("bank block shape");
-                let g = &mut product[..nq * nb];
-                general_mat_mul(
-                    -2.0,
-                    &qv,
-                    &bv.t(),
-                    0.0,
-                    &mut ArrayViewMut2::from_shape((nq, nb), &mut *g).expect("shape"),
-                );
-                for (qi, row) in g.chunks_exact(nb).enumerate() {
+            self.for_each_bank_block(qs, &mut product, |b0, norms, g| {
+                for (qi, row) in g.chunks_exact(norms.len()).enumerate() {
                     let top = &mut best[qi * k..(qi + 1) * k];
                     for (j, (&x, &norm)) in row.iter().zip(norms).enumerate() {
                         let v = x + norm;
-                        if v < top[k - 1] && bi * BANK_BLOCK + j != q0 + qi {
+                        if v < top[k - 1] && b0 + j != q0 + qi {
                             // Insert into the ascending top-k.
                             let mut at = k - 1;
                             while at > 0 && top[at - 1] > v {
@@ -215,7 +216,7 @@ impl Bank {
                         }
                     }
                 }
-            }
+            });
             for (qi, scale) in scales.iter_mut().enumerate() {
                 let qq = self.sq_norms[q0 + qi];
                 let total: f32 = best[qi * k..(qi + 1) * k].iter().map(|&v| (qq + v).max(0.0).sqrt()).sum();
