@@ -4,7 +4,7 @@ PLC simulator (tests/peers/plc_sim.py) recorded at arrival, both in CLOCK_MONOTO
 
   verdict → PLC:     first status-block write presenting a part's result id, less its decision time
   fire − deadline:   each reject-coil ON write at the PLC, less the deadline of the part it fired for
-                     (rejects fire in deadline order; the k-th ON write belongs to the k-th fired part)
+                     (each ON belongs to the latest fired part before it that has no ON yet)
   also: the line thread's own fire time − deadline (audit), fail-safe and miss counts.
 
 Usage: line_report.py EVENTS.jsonl PLC_LOG.jsonl [--status-register 0] [--reject-coil 0] [--json OUT]
@@ -62,21 +62,21 @@ def main():
 
     verdict_to_plc = [(presented[rid] - t) / 1e3 for rid, t in decided.items() if rid in presented]
     thread_fire = [(r["fired_ns"] - r["deadline_ns"]) / 1e3 for r in fired]
-    # Each fired reject is matched to the first reject-coil ON write that arrived after the line
-    # thread fired it (and not already taken): robust to a write lost on the way.
-    ons = sorted(coil_on)
+    # Each reject-coil ON write is matched to the latest fired reject before it that has no write
+    # yet: the adapter writes rejects in fire order as soon as they are fired, so a write lost on
+    # the way leaves its own reject unmatched instead of shifting every later pairing by one.
+    by_fire = sorted(fired, key=lambda r: r["fired_ns"])
+    fire_times = [r["fired_ns"] for r in by_fire]
     taken = set()
     plc_fire = []
-    unmatched = 0
-    for r in sorted(fired, key=lambda r: r["fired_ns"]):
-        i = bisect.bisect_left(ons, r["fired_ns"])
-        while i < len(ons) and i in taken:
-            i += 1
-        if i < len(ons) and ons[i] - r["fired_ns"] < 1_000_000_000:
-            taken.add(i)
-            plc_fire.append((ons[i] - r["deadline_ns"]) / 1e3)
-        else:
-            unmatched += 1
+    for on in sorted(coil_on):
+        j = bisect.bisect_right(fire_times, on) - 1
+        while j >= 0 and j in taken:
+            j -= 1
+        if j >= 0 and on - fire_times[j] < 1_000_000_000:
+            taken.add(j)
+            plc_fire.append((on - by_fire[j]["deadline_ns"]) / 1e3)
+    unmatched = len(fired) - len(taken)
     report = {
         "parts": len(terminal),
         "fates": fates,

@@ -222,9 +222,11 @@ fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let line_wiring = line
-        .as_mut()
-        .map(|l| LineWiring { taps: (0..cfg.cameras.len()).map(|i| l.tap(i)).collect(), verdicts: l.verdicts() });
+    let line_wiring = line.as_mut().map(|l| LineWiring {
+        taps: (0..cfg.cameras.len()).map(|i| l.tap(i)).collect(),
+        verdicts: l.verdicts(),
+        wake: l.wakeup(),
+    });
     let inference_stall = match std::env::var(InferenceStall::ENV) {
         Ok(text) => {
             let stall = InferenceStall::parse(&text).map_err(anyhow::Error::msg)?;

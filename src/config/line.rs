@@ -38,6 +38,12 @@ pub struct LineConfig {
     /// else a warning and normal priority), so rejects fire on time when the CPU is saturated.
     #[serde(default = "yes")]
     pub realtime: bool,
+    /// With `realtime`: the slowest CPU wake-up the station allows while it runs, in µs (a PM QoS
+    /// request on `/dev/cpu_dma_latency`; needs root or `deploy/60-linesight-cpu-latency.rules`).
+    /// 0 (default): idle CPUs poll, so the line thread wakes at once — the most power. A
+    /// fanless box may trade some timing for heat with e.g. 50.
+    #[serde(default)]
+    pub cpu_wake_latency_us: u32,
     /// What happens to a part with no usable verdict by `deadline - margin`: `reject`
     /// (default), `pass`, or `stop_line`.
     #[serde(default)]

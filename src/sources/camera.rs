@@ -9,6 +9,7 @@ use crate::config::Backpressure;
 use crate::frame::{Frame, FrameMeta, PartId};
 use crate::pool::BufferPool;
 use crate::sinks::line::schedule::CapturedPart;
+use crate::sinks::line::wake::Inbox;
 use crate::sinks::line::{LineTap, Trigger};
 use crate::topology::accounting::{Accounting, DropCause};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -230,9 +231,9 @@ impl CameraThread {
 }
 
 /// Block until the line triggers a capture; `None` when stopped or the line is gone.
-fn wait_for_trigger(triggers: &Receiver<Trigger>, stop: &AtomicBool) -> Option<Trigger> {
+fn wait_for_trigger(triggers: &Inbox<Trigger>, stop: &AtomicBool) -> Option<Trigger> {
     while !stop.load(Relaxed) {
-        match triggers.recv_timeout(Duration::from_millis(50)) {
+        match triggers.recv_until(Instant::now() + Duration::from_millis(50)) {
             Ok(t) => return Some(t),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,

@@ -16,6 +16,7 @@ use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
 use crate::pool::BufferPool;
 use crate::sinks::archive::{self, ArchiveJob};
+use crate::sinks::line::wake::Wakeup;
 use crate::stages::decide::{self, FailsafeCause, Rules, Verdict};
 use crate::stages::decode::{
     ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
@@ -95,6 +96,9 @@ pub struct Assembler {
     /// `linesight eval` only: every frame's per-pixel scores (see [`ScoreMap`]). Sent with a
     /// blocking send, so no map is lost; it allocates, so it is never set on a production line.
     score_maps: Option<Sender<ScoreMap>>,
+    /// Woken after each verdict handed to the [`OutputKind::Line`] output: the line thread
+    /// sleeps in `park_timeout`, never on its queue (see `sinks::line::wake`).
+    line_wake: Option<Wakeup>,
 }
 
 impl Assembler {
@@ -122,7 +126,14 @@ impl Assembler {
             counted: Vec::with_capacity(256),
             class_counts: Vec::with_capacity(64),
             score_maps: None,
+            line_wake: None,
         }
+    }
+
+    /// Wake the line thread with `wake` after each verdict queued for it.
+    pub fn with_line_wake(mut self, wake: Option<Wakeup>) -> Self {
+        self.line_wake = wake;
+        self
     }
 
     /// Also send every decided frame's per-pixel scores to `tx` (`linesight eval`).
@@ -492,7 +503,14 @@ impl Assembler {
 
     fn try_send(&self, (out, kind): &(Sender<Inspection>, OutputKind), inspection: Inspection) {
         match out.try_send(inspection) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Ok(()) => {
+                if *kind == OutputKind::Line
+                    && let Some(wake) = &self.line_wake
+                {
+                    wake.wake();
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 let counter = match kind {
                     OutputKind::Results => &self.accounting.results_dropped,

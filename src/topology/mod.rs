@@ -83,6 +83,8 @@ pub struct LineWiring {
     /// One per camera, in config order.
     pub taps: Vec<crate::sinks::line::LineTap>,
     pub verdicts: Sender<Inspection>,
+    /// Woken after each verdict (the line thread never blocks on `verdicts`).
+    pub wake: crate::sinks::line::wake::Wakeup,
 }
 
 /// Fault injection for tests and benches: every `every`-th batch, the inference worker sleeps
@@ -316,9 +318,9 @@ impl Station {
             spawn("watchdog".into(), move || watch_cameras(&accounting, &stall_timeouts, &done))
         };
         let mut camera_rxs = Vec::new();
-        let (mut line_taps, line_verdicts) = match options.line {
-            Some(LineWiring { taps, verdicts }) => (taps.into_iter(), Some(verdicts)),
-            None => (Vec::new().into_iter(), None),
+        let (mut line_taps, line_verdicts, line_wake) = match options.line {
+            Some(LineWiring { taps, verdicts, wake }) => (taps.into_iter(), Some(verdicts), Some(wake)),
+            None => (Vec::new().into_iter(), None, None),
         };
         for BuiltCamera { settings, source, queue_depth: depth, frame_bytes, undistort } in cameras {
             let (tx, rx) = bounded(depth);
@@ -415,7 +417,8 @@ impl Station {
         outputs.extend(options.store.map(|tx| (tx, OutputKind::Store)));
         let assembler =
             Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics)
-                .with_score_maps(score_maps);
+                .with_score_maps(score_maps)
+                .with_line_wake(line_wake);
         let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {
             t.readiness.pipeline.release();

@@ -9,6 +9,9 @@ use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterV
 pub struct LineMetrics {
     pub rejects: IntCounter,
     failsafe: IntCounterVec,
+    /// `failsafe`'s series in [`FailsafeReason::ALL`] order, resolved once: the line thread
+    /// counts without taking the vector's lock, which the scraper shares.
+    failsafe_by_reason: [IntCounter; 3],
     pub deadline_misses: IntCounter,
     pub late_verdicts: IntCounter,
     pub untracked_verdicts: IntCounter,
@@ -38,13 +41,15 @@ impl LineMetrics {
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let per_adapter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &[n::ADAPTER]).unwrap();
         let buckets = || n::LINE_BUCKETS.to_vec();
+        let failsafe =
+            IntCounterVec::new(Opts::new(n::LINE_FAILSAFE_ACTIONS, n::LINE_FAILSAFE_ACTIONS_HELP), &[n::REASON])
+                .expect("valid metric");
+        // Every cause shows from the start (at 0), so alerts and dashboards see the series.
+        let failsafe_by_reason = FailsafeReason::ALL.map(|reason| failsafe.with_label_values(&[reason.as_str()]));
         let m = Self {
             rejects: counter(n::LINE_REJECTS, n::LINE_REJECTS_HELP),
-            failsafe: IntCounterVec::new(
-                Opts::new(n::LINE_FAILSAFE_ACTIONS, n::LINE_FAILSAFE_ACTIONS_HELP),
-                &[n::REASON],
-            )
-            .expect("valid metric"),
+            failsafe,
+            failsafe_by_reason,
             deadline_misses: counter(n::LINE_DEADLINE_MISSES, n::LINE_DEADLINE_MISSES_HELP),
             late_verdicts: counter(n::LINE_LATE_VERDICTS, n::LINE_LATE_VERDICTS_HELP),
             untracked_verdicts: counter(n::LINE_UNTRACKED_VERDICTS, n::LINE_UNTRACKED_VERDICTS_HELP),
@@ -67,10 +72,6 @@ impl LineMetrics {
             )
             .expect("valid metric"),
         };
-        // Every cause shows from the start (at 0), so alerts and dashboards see the series.
-        for reason in FailsafeReason::ALL {
-            m.failsafe.with_label_values(&[reason.as_str()]);
-        }
         if let Some(r) = registry {
             let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
                 Box::new(m.rejects.clone()),
@@ -98,8 +99,9 @@ impl LineMetrics {
     }
 
     /// The fail-safe counter for one cause.
-    pub fn failsafe(&self, reason: FailsafeReason) -> IntCounter {
-        self.failsafe.with_label_values(&[reason.as_str()])
+    pub fn failsafe(&self, reason: FailsafeReason) -> &IntCounter {
+        let index = FailsafeReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        &self.failsafe_by_reason[index]
     }
 
     /// One adapter's handles (its series appear at 0 from the start).

@@ -10,7 +10,8 @@
 //!   after its fire window (an undeliverable action is counted, not delivered late).
 //!
 //! The line thread and the adapters meet through bounded queues only: a stalled PLC link can
-//! never stall the timing, and the timing never waits for the pipeline.
+//! never stall the timing, and the timing never waits for the pipeline. The queues into the
+//! line's real-time threads are [`wake::Handoff`]s, which take no lock (see [`wake`]).
 
 pub mod audit;
 pub mod burst;
@@ -24,6 +25,7 @@ pub mod mqtt;
 pub mod priority;
 pub mod runner;
 pub mod schedule;
+pub mod wake;
 pub mod webhook;
 
 pub use event::{LineEvent, PartOutcome, Trigger};
@@ -48,7 +50,7 @@ pub struct AdapterContext {
     /// The line's own metrics (triggers, results overrun).
     pub line: Arc<LineMetrics>,
     /// Where PLC triggers go (the Modbus adapter's trigger counter).
-    pub triggers: crossbeam_channel::Sender<Trigger>,
+    pub triggers: wake::Handoff<Trigger>,
     /// For timestamps peers can compare (`CLOCK_MONOTONIC` ns).
     pub clock: MonoClock,
     /// The reject fire window (see `schedule::Timing::fire_window`): an adapter that gets to a
@@ -66,7 +68,7 @@ impl AdapterContext {
             station: "detached".into(),
             metrics: line.adapter(name),
             line,
-            triggers: crossbeam_channel::bounded(64).0,
+            triggers: wake::Handoff::new(crossbeam_channel::bounded(64).0, wake::Wakeup::default()),
             clock: MonoClock::new(),
             fire_window,
         }

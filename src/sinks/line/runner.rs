@@ -4,19 +4,21 @@
 //! assembler), wakes at each part's decision time and deadline ([`Schedule`]), toggles the
 //! heartbeat, derives station-ready from the station's health, and hands [`LineEvent`]s to the
 //! adapters, which run on a tokio runtime of their own thread. Everything between them is a
-//! bounded queue that is never waited on.
+//! bounded queue that is never waited on, and the line thread sleeps in `park_timeout`, never in
+//! a channel (see [`super::wake`] for why).
 
 use super::audit::{self, AuditRecord, Fate};
 use super::burst::Burst;
 use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus, Trigger};
 use super::metrics::LineMetrics;
 use super::schedule::{CapturedPart, Due, Schedule, Timing, VerdictIn, VerdictOutcome};
+use super::wake::{self, Handoff, Inbox, Wakeup};
 use super::{ADAPTER_QUEUE_DEPTH, AdapterContext, MonoClock};
 use crate::config::{CameraTrigger, LineConfig, LoadedConfig};
 use crate::stages::decide::{FailsafeCause, Verdict};
 use crate::telemetry::Readiness;
 use crate::topology::messages::Inspection;
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,18 +30,24 @@ pub const PARTS_QUEUE_DEPTH: usize = 4096;
 /// What a camera thread gets from the line: where to register parts, and (for a triggered
 /// camera) where its triggers come from.
 pub struct LineTap {
-    pub parts: Sender<CapturedPart>,
-    pub triggers: Option<Receiver<Trigger>>,
+    pub parts: Handoff<CapturedPart>,
+    pub triggers: Option<Inbox<Trigger>>,
 }
 
 /// The running line output. [`LineOutput::finish`] waits for the last deadline after the
 /// pipeline has drained.
 pub struct LineOutput {
-    parts: Sender<CapturedPart>,
+    parts: Handoff<CapturedPart>,
     verdicts: Sender<Inspection>,
-    camera_triggers: Vec<Option<Receiver<Trigger>>>,
+    /// Wakes the line thread: whoever sends `verdicts` calls it after each one.
+    wake: Wakeup,
+    camera_triggers: Vec<Option<Inbox<Trigger>>>,
     thread: JoinHandle<()>,
     io: JoinHandle<()>,
+    /// The `[line] events` writer, which ends after the line thread.
+    audit_writer: Option<JoinHandle<()>>,
+    /// The CPU wake-latency request (see [`super::priority`]), released when the line stops.
+    _cpu_wake_latency: Option<std::fs::File>,
     pub metrics: Arc<LineMetrics>,
 }
 
@@ -61,6 +69,8 @@ impl LineOutput {
     ) -> Result<Self, LineStartError> {
         let metrics = Arc::new(LineMetrics::new(registry));
         let realtime = cfg.realtime;
+        let cpu_wake_latency =
+            if realtime { super::priority::hold_cpu_wake_latency(cfg.cpu_wake_latency_us) } else { None };
         let clock = MonoClock::new();
         let timing = Timing {
             delay: Duration::from_secs_f64(cfg.delay_s()),
@@ -82,8 +92,12 @@ impl LineOutput {
             }
             None => None,
         };
+        let (audit, audit_writer) = audit.unzip();
 
+        // The line thread's three inputs share its wakeup.
+        let wake = Wakeup::default();
         let (trigger_tx, trigger_rx) = bounded::<Trigger>(256);
+        let trigger_tx = Handoff::new(trigger_tx, wake.clone());
         let station = loaded.config.station.name.clone();
         let context = |name: &'static str| AdapterContext {
             name,
@@ -147,7 +161,7 @@ impl LineOutput {
         let mut trigger_outs = Vec::new();
         for cam in &loaded.config.cameras {
             if cam.trigger == CameraTrigger::Line {
-                let (tx, rx) = bounded(64);
+                let (tx, rx) = wake::handoff(64);
                 trigger_outs.push(tx);
                 camera_triggers.push(Some(rx));
             } else {
@@ -167,6 +181,7 @@ impl LineOutput {
             audit,
             was_running: false,
             logs: Logs::default(),
+            wake: wake.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("line".into())
@@ -177,7 +192,18 @@ impl LineOutput {
                 thread_state.run()
             })
             .map_err(LineStartError::Spawn)?;
-        Ok(Self { parts: parts_tx, verdicts: verdicts_tx, camera_triggers, thread, io, metrics })
+        let parts = Handoff::new(parts_tx, wake.clone());
+        Ok(Self {
+            parts,
+            verdicts: verdicts_tx,
+            wake,
+            camera_triggers,
+            thread,
+            io,
+            audit_writer,
+            _cpu_wake_latency: cpu_wake_latency,
+            metrics,
+        })
     }
 
     /// Camera `index`'s tap (call once per camera).
@@ -185,21 +211,32 @@ impl LineOutput {
         LineTap { parts: self.parts.clone(), triggers: self.camera_triggers.get_mut(index).and_then(Option::take) }
     }
 
-    /// Where the assembler sends verdicts.
+    /// Where the assembler sends verdicts; it must [`Wakeup::wake`] [`LineOutput::wakeup`] after
+    /// each one.
     pub fn verdicts(&self) -> Sender<Inspection> {
         self.verdicts.clone()
+    }
+
+    /// What wakes the line thread.
+    pub fn wakeup(&self) -> Wakeup {
+        self.wake.clone()
     }
 
     /// After the pipeline has stopped: act on the parts still in flight at their deadlines,
     /// report "not ready", and stop the adapters.
     pub fn finish(self) {
-        let Self { parts, verdicts, thread, io, .. } = self;
+        let Self { parts, verdicts, wake, thread, io, audit_writer, .. } = self;
+        // The last senders: the line thread sees its inputs closed when it next looks.
         drop((parts, verdicts));
+        wake.wake();
         if thread.join().is_err() {
             tracing::error!("line thread panicked");
         }
         if io.join().is_err() {
             tracing::error!("line adapter thread panicked");
+        }
+        if audit_writer.is_some_and(|w| w.join().is_err()) {
+            tracing::error!("line events writer panicked");
         }
     }
 }
@@ -210,7 +247,7 @@ struct LineThread {
     parts: Option<Receiver<CapturedPart>>,
     verdicts: Option<Receiver<Inspection>>,
     triggers: Option<Receiver<Trigger>>,
-    trigger_outs: Vec<Sender<Trigger>>,
+    trigger_outs: Vec<Handoff<Trigger>>,
     adapters: Vec<(tokio::sync::mpsc::Sender<LineEvent>, prometheus::IntCounter, &'static str)>,
     metrics: Arc<LineMetrics>,
     readiness: Arc<Readiness>,
@@ -220,10 +257,13 @@ struct LineThread {
     logs: Logs,
     /// The pipeline has been running (so "not running" now means stopping, not starting).
     was_running: bool,
+    /// Bound to the line thread: its inputs' senders wake it.
+    wake: Wakeup,
 }
 
 impl LineThread {
     fn run(mut self) {
+        self.wake.bind_current();
         let mut status = StationStatus { ready: false, error: ErrorCode::Starting };
         self.metrics.ready.set(0);
         self.send(LineEvent::Status(status));
@@ -278,27 +318,12 @@ impl LineThread {
             if inputs_closed && self.schedule.pending() == 0 {
                 break;
             }
-            let wake = self.schedule.next_wake().map_or(next_beat, |w| w.min(next_beat));
-            self.wait(wake);
+            let wake_at = self.schedule.next_wake().map_or(next_beat, |w| w.min(next_beat));
+            wake::sleep_until(wake_at);
         }
         self.metrics.ready.set(0);
         self.send(LineEvent::Status(StationStatus { ready: false, error: ErrorCode::Stopping }));
         // Dropping the senders closes each adapter's queue: they write their last state and end.
-    }
-
-    /// Sleep until `wake` or until any input has something (or has closed).
-    fn wait(&self, wake: Instant) {
-        let mut sel = Select::new();
-        for r in self.parts.iter() {
-            sel.recv(r);
-        }
-        for r in self.verdicts.iter() {
-            sel.recv(r);
-        }
-        for r in self.triggers.iter() {
-            sel.recv(r);
-        }
-        let _ = sel.ready_deadline(wake);
     }
 
     fn on_verdict(&mut self, insp: &Inspection) {
@@ -360,7 +385,7 @@ impl LineThread {
                     outcome.seq,
                     now.saturating_duration_since(outcome.deadline).as_secs_f64() * 1e3
                 ));
-                self.audit(AuditRecord::of(&outcome, None, Fate::Missed));
+                self.audit(AuditRecord::missed(&outcome, now));
             }
         }
     }
