@@ -35,13 +35,18 @@ pub async fn run(cfg: CommandConfig, mut events: tokio::sync::mpsc::Receiver<Lin
     };
     let up = child.is_some() || cfg.program.is_none();
     ctx.metrics.link_up.set(i64::from(up));
+    let mut late = super::burst::Burst::new(
+        "command adapter: rejects not delivered (past their fire window); counted in linesight_line_undelivered_total",
+    );
     while let Some(event) = events.recv().await {
         let now = Instant::now();
-        if let LineEvent::Reject { outcome, .. } = &event
-            && !ctx.may_fire(outcome, now)
-        {
-            ctx.metrics.undelivered.inc();
-            continue;
+        if let LineEvent::Reject { outcome, .. } = &event {
+            if !ctx.may_fire(outcome, now) {
+                ctx.metrics.undelivered.inc();
+                late.failed(&format!("reject for camera {} seq {} not delivered", outcome.camera, outcome.seq));
+                continue;
+            }
+            late.ok();
         }
         let mut line = event_json(&event, &ctx).to_string();
         line.push('\n');
