@@ -135,7 +135,7 @@ fn stage_kernels(c: &mut Criterion) {
             for t in 0..fx.grid.len() {
                 let (x0, y0) = fx.grid.origin(t);
                 let r = Region { x0, y0, w: tw, h: th, window: fx.grid.window(t, tw, th, SIDE, SIDE) };
-                paste_max(&tile_out, 1, th as usize, tw as usize, &mut map, SIDE as usize, SIDE as usize, r);
+                paste_max(&tile_out, 1, th as usize, tw as usize, &mut map, SIDE as usize, SIDE as usize, r).unwrap();
             }
             decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
         })
@@ -227,7 +227,7 @@ fn report() {
                 SIDE as usize,
                 SIDE as usize,
                 Region { x0, y0, w: tw, h: th, window },
-            );
+            ).unwrap();
         }
         decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
     });

@@ -6,6 +6,8 @@ use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::archive::{self, Archive};
 use crate::sinks::line::LineOutput;
 use crate::sinks::results::{self, RecordContext};
+use crate::stages::infer::worker::OutputFault;
+use crate::supervise::{PanicFault, Supervisor};
 use crate::sinks::store::{Retention, Store, StoreContext};
 use crate::telemetry::Telemetry;
 use crate::topology::accounting::{Accounting, CameraSnapshot};
@@ -186,6 +188,16 @@ fn run(args: RunArgs) -> Result<()> {
     // The admin listener starts before the model loads: /healthz answers at once, /readyz says
     // what is not ready yet, and a port already in use fails before any slow work.
     let telemetry = Arc::new(Telemetry::new());
+    let supervisor = Supervisor::new(Arc::clone(&telemetry.readiness), Some(&telemetry.registry))?;
+    if let Ok(text) = std::env::var(PanicFault::ENV) {
+        let fault = PanicFault::parse(&text).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            stage = %fault.stage,
+            after = fault.after,
+            "FAULT INJECTION: a stage panics on purpose ({} is set); never use this on a production line",
+            PanicFault::ENV
+        );
+    }
     let admin = match admin_address(&args, cfg)? {
         Some(addr) => {
             let server = crate::admin::start(addr, Arc::clone(&telemetry))?;
@@ -218,7 +230,13 @@ fn run(args: RunArgs) -> Result<()> {
     // "starting") at once, and a bad events file fails before any slow work.
     let mut line = match &cfg.line {
         Some(line_cfg) => {
-            Some(LineOutput::start(line_cfg, &loaded, Arc::clone(&telemetry.readiness), Some(&telemetry.registry))?)
+            Some(LineOutput::start(
+                line_cfg,
+                &loaded,
+                Arc::clone(&telemetry.readiness),
+                Some(&telemetry.registry),
+                &supervisor,
+            )?)
         }
         None => None,
     };
@@ -237,6 +255,19 @@ fn run(args: RunArgs) -> Result<()> {
                 InferenceStall::ENV
             );
             Some(stall)
+        }
+        Err(_) => None,
+    };
+    let output_fault = match std::env::var(OutputFault::ENV) {
+        Ok(text) => {
+            let fault = OutputFault::parse(&text).map_err(anyhow::Error::msg)?;
+            tracing::warn!(
+                from = fault.from,
+                count = fault.count,
+                "FAULT INJECTION: model outputs become NaN on purpose ({} is set); never use this on a production line",
+                OutputFault::ENV
+            );
+            Some(fault)
         }
         Err(_) => None,
     };
@@ -274,6 +305,8 @@ fn run(args: RunArgs) -> Result<()> {
         telemetry: Some(Arc::clone(&telemetry)),
         line: line_wiring,
         inference_stall,
+        output_fault,
+        supervisor: Some(Arc::clone(&supervisor)),
     };
     let station = Station::build(&loaded, options)?;
     if let Some(cameras) = api_cameras {
@@ -291,25 +324,19 @@ fn run(args: RunArgs) -> Result<()> {
             rules_json: serde_json::to_string(&cfg.rules).unwrap_or_else(|_| "[]".into()),
         };
         let accounting = station.accounting();
-        std::thread::Builder::new()
-            .name("store".into())
-            .spawn(move || store.run(store_rx, ctx, accounting))
-            .expect("spawning the store thread")
-    });
+        supervisor.spawn("store".into(), "store", move || store.run(store_rx, ctx, accounting))
+    })
+    .transpose()?;
     let archive_handle = archive.map(|(archive, _)| {
         let accounting = station.accounting();
-        std::thread::Builder::new()
-            .name("archive".into())
-            .spawn(move || archive.run(archive_rx, accounting))
-            .expect("spawning the archive thread")
-    });
+        supervisor.spawn("archive".into(), "archive", move || archive.run(archive_rx, accounting))
+    })
+    .transpose()?;
     let sink_handle = sink_thread.map(|(rx, station, cameras, writer)| {
         let ctx = RecordContext { station, cameras, classes };
-        std::thread::Builder::new()
-            .name("results".into())
-            .spawn(move || results::run(rx, ctx, writer))
-            .expect("spawning the results thread")
-    });
+        supervisor.spawn_fallible("results".into(), "results", move || results::run(rx, ctx, writer))
+    })
+    .transpose()?;
 
     let stop = station.stop_handle();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -335,14 +362,9 @@ fn run(args: RunArgs) -> Result<()> {
         done.store(true, Relaxed);
         let _ = handle.join();
     }
-    if let Some(h) = sink_handle {
-        h.join().map_err(|_| anyhow::anyhow!("results thread panicked"))?.context("writing results")?;
-    }
-    if let Some(h) = store_handle {
-        h.join().map_err(|_| anyhow::anyhow!("store thread panicked"))?;
-    }
-    if let Some(h) = archive_handle {
-        h.join().map_err(|_| anyhow::anyhow!("archive thread panicked"))?;
+    // Supervised threads catch their own panics and errors (see `supervise`).
+    for h in [sink_handle, store_handle, archive_handle].into_iter().flatten() {
+        let _ = h.join();
     }
     // The pipeline has drained and the outputs are flushed: the listeners go last.
     if let Some(server) = api {
@@ -372,6 +394,11 @@ fn run(args: RunArgs) -> Result<()> {
         } else {
             std::fs::write(target, json.to_string() + "\n").with_context(|| format!("writing summary {target}"))?;
         }
+    }
+    if let Some(failure) = supervisor.failure() {
+        bail!(
+            "{failure}; the line acted on every part it had registered, and the station exits non-zero so its service manager restarts it"
+        );
     }
     if let Some(bad) = snaps.iter().find(|s| s.in_flight() != 0) {
         bail!("frame accounting does not add up for camera {}: {:?}", bad.id, bad);
@@ -414,7 +441,7 @@ fn listen_address(
 fn report(snaps: &[CameraSnapshot], accounting: &Accounting, elapsed: Duration) {
     for s in snaps {
         eprintln!(
-            "camera {}: captured {} = OK {} + NG {} + fail-safe {} (inference {} / timeout {}) + dropped {} (queue full {} / invalid {}); capture errors {}, reconnects {}",
+            "camera {}: captured {} = OK {} + NG {} + fail-safe {} (inference {} / timeout {} / invalid output {}) + dropped {} (queue full {} / invalid {}); capture errors {}, reconnects {}",
             s.id,
             s.captured,
             s.ok,
@@ -422,6 +449,7 @@ fn report(snaps: &[CameraSnapshot], accounting: &Accounting, elapsed: Duration) 
             s.failsafe(),
             s.failsafe_inference_error,
             s.failsafe_timeout,
+            s.failsafe_invalid_output,
             s.dropped(),
             s.dropped_queue_full,
             s.dropped_invalid_frame,

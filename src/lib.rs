@@ -17,6 +17,7 @@ pub mod pool;
 pub mod sinks;
 pub mod sources;
 pub mod stages;
+pub mod supervise;
 pub mod synth;
 pub mod teach;
 pub mod telemetry;

@@ -110,7 +110,7 @@ fn segmentation_logits_to_regions() -> TestResult {
     let mut out = run("seg_identity.onnx", "image", &[2, 2, 8, 8], &input, &["probs"])?;
     let probs = &mut out[0];
     assert_eq!(probs.shape, [2, 2, 8, 8]);
-    apply_activation(&mut probs.data, 2, plane, Activation::Sigmoid);
+    apply_activation(&mut probs.data, 2, plane, Activation::Sigmoid).unwrap();
 
     let mut scratch = ComponentScratch::new();
     let mut defects = Vec::new();
@@ -170,7 +170,7 @@ fn yolov5_rows_to_boxes_after_nms() -> TestResult {
     assert_eq!(out[0].shape, [1, 4, 7]);
 
     let mut boxes = Vec::new();
-    decode_yolo(&out[0].data, DetectionFormat::Yolov5, 2, 0.25, (100.0, 0.0), &mut boxes);
+    decode_yolo(&out[0].data, DetectionFormat::Yolov5, 2, 0.25, (100.0, 0.0), &mut boxes).unwrap();
     assert_eq!(boxes.len(), 3, "{boxes:?}");
     nms_class_aware(&mut boxes, 0.45);
     let want = [boxed(0, [115.0, 15.0, 10.0, 10.0], 0.81), boxed(1, [116.0, 15.0, 10.0, 10.0], 0.6)];
@@ -200,8 +200,8 @@ fn yolov8_transposed_boxes_from_two_tiles() -> TestResult {
 
     let mut boxes = Vec::new();
     let (tile0, tile1) = out[0].data.split_at(24);
-    decode_yolo(tile0, DetectionFormat::Yolov8, 2, 0.25, (0.0, 0.0), &mut boxes);
-    decode_yolo(tile1, DetectionFormat::Yolov8, 2, 0.25, (8.0, 0.0), &mut boxes);
+    decode_yolo(tile0, DetectionFormat::Yolov8, 2, 0.25, (0.0, 0.0), &mut boxes).unwrap();
+    decode_yolo(tile1, DetectionFormat::Yolov8, 2, 0.25, (8.0, 0.0), &mut boxes).unwrap();
     assert_eq!(boxes.len(), 4, "{boxes:?}");
     nms_class_aware(&mut boxes, 0.5);
     let want = [boxed(0, [8.0, 8.0, 4.0, 4.0], 0.9), boxed(1, [27.0, 29.0, 6.0, 2.0], 0.3)];

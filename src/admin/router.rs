@@ -79,7 +79,7 @@ mod tests {
             let (status, _, body) = get(&app, "/readyz").await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
             let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(json["not_ready"], serde_json::json!(["camera left is down"]));
+            assert_eq!(json["not_ready"], serde_json::json!(["camera left is down: not opened yet"]));
 
             accounting.cameras[0].up.store(true, Relaxed);
             let (status, _, body) = get(&app, "/readyz").await;

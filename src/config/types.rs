@@ -96,6 +96,15 @@ pub struct CameraConfig {
     pub reconnect_initial_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// Longest a camera may take to open (a network stream with no sender never does): past it
+    /// the camera is marked down with the reason and retried with backoff, while the others run.
+    #[serde(default = "default_open_timeout_ms")]
+    pub open_timeout_ms: u64,
+    /// Frames older than this when they arrive (by the source's own capture timestamp: a stalled
+    /// stream delivering its backlog) are dropped as `stale`, never inspected as fresh parts.
+    /// Default: twice `stall_timeout_ms`.
+    #[serde(default)]
+    pub max_frame_age_ms: Option<u64>,
     /// Regions of interest `[x, y, width, height]` in pixels; defects outside every region are
     /// ignored. Empty = the whole frame.
     #[serde(default)]
@@ -137,6 +146,9 @@ fn default_queue_depth() -> usize {
 }
 fn default_stall_timeout_ms() -> u64 {
     3000
+}
+fn default_open_timeout_ms() -> u64 {
+    5000
 }
 fn default_reconnect_initial_ms() -> u64 {
     200

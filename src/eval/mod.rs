@@ -175,7 +175,7 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
 
 /// An inspection's image score (see the module docs).
 fn score(inspection: &Inspection, anomaly: bool) -> Option<f32> {
-    if inspection.verdict == Verdict::Failsafe(FailsafeCause::InferenceError) {
+    if matches!(inspection.verdict, Verdict::Failsafe(FailsafeCause::InferenceError | FailsafeCause::InvalidOutput)) {
         return None;
     }
     if anomaly {

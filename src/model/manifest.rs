@@ -26,6 +26,91 @@ pub struct Manifest {
     pub teach: Option<TeachInfo>,
 }
 
+/// Largest model input side accepted (a tile count per frame must fit the `u16` that carries it,
+/// and no real model is wider than this).
+pub const MAX_INPUT_SIDE: u32 = 16_384;
+
+impl Manifest {
+    /// Every semantic problem of a manifest that parsed: classes, channels, normalisation and
+    /// thresholds that the decoders rely on. Empty = usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        let i = &self.input;
+        check(
+            i.channels == 1 || i.channels == 3,
+            format!("input.channels = {}: must be 1 (grayscale) or 3 (RGB)", i.channels),
+        );
+        for (key, v) in [("input.width", i.width), ("input.height", i.height)] {
+            check((1..=MAX_INPUT_SIDE).contains(&v), format!("{key} = {v}: must be in 1..={MAX_INPUT_SIDE}"));
+        }
+        check(i.batch <= 64, format!("input.batch = {}: must be 0 (dynamic) or at most 64", i.batch));
+        let n = &i.normalization;
+        for (key, values) in [("mean", &n.mean), ("std", &n.std)] {
+            check(
+                values.len() == 1 || values.len() == i.channels as usize,
+                format!("input.normalization.{key} has {} values: give 1 or one per channel ({})", values.len(), i.channels),
+            );
+            check(
+                values.iter().all(|v| v.is_finite()),
+                format!("input.normalization.{key} = {values:?}: every value must be a finite number"),
+            );
+        }
+        check(
+            n.std.iter().all(|v| *v != 0.0),
+            format!("input.normalization.std = {:?}: a standard deviation of 0 divides by zero", n.std),
+        );
+        let classes = self.task.classes();
+        check(!classes.is_empty(), "task.classes is empty: list one label per class the model outputs".into());
+        check(
+            classes.len() <= usize::from(u16::MAX),
+            format!("task.classes has {} labels: at most {} are supported", classes.len(), u16::MAX),
+        );
+        let mut seen = std::collections::HashSet::new();
+        for c in &classes {
+            check(seen.insert(c), format!("task.classes lists {c:?} twice: class labels must be unique"));
+            check(!c.trim().is_empty(), "task.classes has an empty label".into());
+        }
+        let finite =
+            |key: &str, v: f32| -> Option<String> { (!v.is_finite()).then(|| format!("task.{key} = {v}: must be a finite number")) };
+        match &self.task {
+            TaskSpec::Segmentation(s) => {
+                problems.extend(finite("pixel_threshold", s.pixel_threshold));
+                if let Some(b) = s.background_class
+                    && b >= s.classes.len()
+                {
+                    problems.push(format!(
+                        "task.background_class = {b}: the model has {} classes (index 0..{})",
+                        s.classes.len(),
+                        s.classes.len().saturating_sub(1)
+                    ));
+                }
+            }
+            TaskSpec::Classification(c) => {
+                if let Some(g) = &c.good_class
+                    && !c.classes.contains(g)
+                {
+                    problems.push(format!("task.good_class = {g:?} is not one of task.classes ({})", c.classes.join(", ")));
+                }
+            }
+            TaskSpec::Detection(d) => {
+                problems.extend(finite("score_threshold", d.score_threshold));
+                if !(0.0..=1.0).contains(&d.iou_threshold) {
+                    problems.push(format!("task.iou_threshold = {}: must be a number in [0, 1]", d.iou_threshold));
+                }
+            }
+            TaskSpec::Anomaly(a) => {
+                problems.extend(finite("threshold", a.threshold));
+            }
+        }
+        problems
+    }
+}
+
 fn default_onnx_file() -> String {
     "model.onnx".to_string()
 }
@@ -54,6 +139,21 @@ pub struct InputSpec {
     /// (`[pipeline].input_mode`): `tile` or `resize`. Taught models record how they were taught.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::config::InputMode>,
+    /// Smallest frame inspected, in pixels: smaller frames (a 1×1 image, a thumbnail) are
+    /// dropped as invalid, never judged. Default: a quarter of the input's width and height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_height: Option<u32>,
+}
+
+impl InputSpec {
+    /// The smallest frame inspected (see `min_width`, `min_height`), at least 1×1.
+    pub fn min_size(&self) -> (u32, u32) {
+        let w = self.min_width.unwrap_or(self.width / 4).max(1);
+        let h = self.min_height.unwrap_or(self.height / 4).max(1);
+        (w, h)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Model packages: `models/<name>/model.onnx` + `model.toml` (the manifest), hash-checked at load.
 
 pub mod manifest;
+pub mod outputs;
 pub mod package;
 
 pub use manifest::Manifest;

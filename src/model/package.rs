@@ -49,6 +49,10 @@ impl ModelPackage {
             dir: dir.to_path_buf(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
+        let problems = manifest.problems();
+        if !problems.is_empty() {
+            return Err(PackageError::BadManifest { dir: dir.to_path_buf(), message: problems.join("; ") });
+        }
         // Models come from configured folders only: a manifest may not point outside its own
         // folder (ONNX external-data path traversal has been a CVE class).
         let file = manifest.onnx_file.clone();

@@ -137,7 +137,10 @@ pub fn encode(i: &Inspection, ctx: &RecordContext, buf: &mut Vec<u8>) {
 pub fn run(rx: Receiver<Inspection>, ctx: RecordContext, out: Box<dyn Write + Send>) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut buf = Vec::with_capacity(4096);
+    let mut records = 0u64;
     while let Ok(i) = rx.recv() {
+        records += 1;
+        crate::supervise::fault_point("results", records);
         encode(&i, &ctx, &mut buf);
         out.write_all(&buf)?;
         if rx.is_empty() {

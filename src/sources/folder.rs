@@ -4,12 +4,18 @@
 //! change, demos, tests). The file stem becomes the part id. Images come from outside the station,
 //! so decoding runs under [`image::Limits`]: a hostile or broken file costs one `BadFrame`, never
 //! the process. Pacing is the camera thread's job, not this source's.
+//!
+//! Incomplete files are never inspected: a file whose size or modification time is still
+//! changing (being copied from a camera share) is waited for until it settles, and a JPEG that
+//! does not end with its end-of-image marker (cut short) is a `BadFrame`, though the decoder
+//! would happily fill the missing part with gray.
 
 use super::{Grabbed, Source, SourceError};
 use crate::frame::{PixelFormat, part_id};
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Largest width or height accepted. Line-scan cameras reach 16k pixels; anything larger is not a
 /// frame from this line.
@@ -30,13 +36,20 @@ pub struct FolderSource {
     files: Vec<PathBuf>,
     /// Index in `files` of the next image to grab.
     next: usize,
+    /// The current file's bytes (reused between grabs).
+    file_buf: Vec<u8>,
 }
+
+/// A file is settled once its size and modification time have not changed for this long.
+const SETTLE: Duration = Duration::from_millis(200);
+/// Longest wait for a file still being written before it is skipped as a bad frame.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 impl FolderSource {
     /// A replay of `dir`. With `looping`, it starts over after the last image; without, it ends
     /// with [`SourceError::EndOfStream`]. Nothing is read until [`Source::open`].
     pub fn new(dir: impl Into<PathBuf>, looping: bool) -> Self {
-        Self { dir: dir.into(), looping, files: Vec::new(), next: 0 }
+        Self { dir: dir.into(), looping, files: Vec::new(), next: 0, file_buf: Vec::new() }
     }
 
     /// The directory replayed.
@@ -91,10 +104,14 @@ impl Source for FolderSource {
         let path = &self.files[self.next];
         // Advance before decoding so a corrupt file is reported once and the next grab moves on.
         self.next += 1;
-        let (width, height, format) =
-            decode_into(path, pixels).map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
+        let bad = |(reason, e): (&'static str, String)| SourceError::BadFrame {
+            reason,
+            detail: format!("{}: {e}", path.display()),
+        };
+        wait_until_settled(path, SETTLE, SETTLE_MAX).map_err(bad)?;
+        let (width, height, format) = decode_checked(path, pixels, &mut self.file_buf).map_err(bad)?;
         let part = path.file_stem().map(|stem| part_id(&stem.to_string_lossy()));
-        Ok(Grabbed { width, height, format, part_id: part })
+        Ok(Grabbed { width, height, format, part_id: part, captured_at: None })
     }
 
     fn close(&mut self) {
@@ -126,11 +143,84 @@ fn decode_limits() -> Limits {
     limits
 }
 
-/// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else).
+/// Wait until `path` has kept its size and modification time for `settle` (a file still being
+/// copied in is not read half-written); give up after `max`.
+fn wait_until_settled(path: &Path, settle: Duration, max: Duration) -> Result<(), (&'static str, String)> {
+    let stat = |p: &Path| {
+        std::fs::metadata(p).map(|m| (m.len(), m.modified().ok())).map_err(|e| ("unreadable", format!("cannot read: {e}")))
+    };
+    let started = Instant::now();
+    let mut last = stat(path)?;
+    loop {
+        // A file not modified within `settle` is settled already (the common case: no wait).
+        let quiet_for = last.1.and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or(Duration::ZERO);
+        if quiet_for >= settle {
+            return Ok(());
+        }
+        if started.elapsed() >= max {
+            return Err((
+                "still_writing",
+                format!("still being written after {:.1} s; skipped (write files elsewhere and move them in when complete)", max.as_secs_f64()),
+            ));
+        }
+        std::thread::sleep(settle - quiet_for);
+        let now = stat(path)?;
+        if now == last && now.1.is_some() {
+            continue; // re-check its age against the clock
+        }
+        last = now;
+    }
+}
+
+/// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else), after
+/// checking that it is complete; `buf` holds the file's bytes (its capacity is reused). The error
+/// carries a short reason (`unreadable`, `truncated`, `corrupt`) and what was wrong.
+pub(crate) fn decode_checked(
+    path: &Path,
+    pixels: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
+) -> Result<(u32, u32, PixelFormat), (&'static str, String)> {
+    buf.clear();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map_err(|e| ("unreadable", format!("cannot read: {e}")))?;
+    if let Some(problem) = incomplete(buf) {
+        return Err(("truncated", problem));
+    }
+    decode_bytes(buf, path, pixels).map_err(|e| ("corrupt", e))
+}
+
+/// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else),
+/// refusing incomplete files (see [`decode_checked`]).
 pub(crate) fn decode_into(path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
+    decode_checked(path, pixels, &mut Vec::new()).map_err(|(_, e)| e)
+}
+
+/// Why the bytes of an image file are not a whole image, when the format tells: a JPEG must end
+/// with its end-of-image marker (trailing padding aside); decoders fill a missing tail with gray
+/// instead of failing. Other formats' decoders fail on a short file by themselves.
+fn incomplete(bytes: &[u8]) -> Option<String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    // Some cameras pad files after the marker with zeros or 0xFF.
+    let end = bytes.iter().rposition(|&b| b != 0x00 && b != 0xFF).map_or(0, |i| i + 1);
+    // Entropy-coded data stuffs every 0xFF with a 0x00, so 0xFF 0xD9 there is the marker.
+    let ends_with_eoi = end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9];
+    (!ends_with_eoi).then(|| {
+        format!(
+            "JPEG of {} bytes has no end-of-image marker: the file is cut short (still being copied, or damaged)",
+            bytes.len()
+        )
+    })
+}
+
+/// Decode an image file's bytes (`path` only helps read BMP palettes).
+fn decode_bytes(bytes: &[u8], path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
     // The content decides the format, not the extension: a PNG saved as `.jpg` still replays.
-    let mut reader =
-        ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read: {e}"))?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?;
     reader.limits(decode_limits());
     let is_bmp = reader.format() == Some(ImageFormat::Bmp);
     let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
@@ -292,7 +382,9 @@ mod tests {
 
         assert_eq!(grab(&mut src).unwrap().part_id.unwrap().as_str(), "1-good");
         match grab(&mut src) {
-            Err(SourceError::BadFrame(msg)) => assert!(msg.contains("2-corrupt.png"), "{msg}"),
+            Err(SourceError::BadFrame { reason, detail }) => {
+                assert!(detail.contains("2-corrupt.png") && reason == "corrupt", "{reason}: {detail}")
+            }
             other => panic!("expected BadFrame, got {other:?}"),
         }
         let mut pixels = Vec::new();
@@ -301,6 +393,71 @@ mod tests {
         // JPEG is lossy, but a flat image stays within a level or two.
         assert!(pixels.iter().all(|&p| p.abs_diff(200) <= 2));
         assert!(matches!(grab(&mut src), Err(SourceError::EndOfStream)));
+    }
+
+    /// A JPEG of 64×64 pixels, as its bytes.
+    fn jpeg_bytes() -> Vec<u8> {
+        let img = ImageBuffer::from_fn(64, 64, |x, y| Luma([((x * 4) ^ (y * 4)) as u8]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut bytes, ImageFormat::Jpeg).unwrap();
+        bytes.into_inner()
+    }
+
+    #[test]
+    fn truncated_images_are_bad_frames_not_inspections() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = jpeg_bytes();
+        std::fs::write(dir.path().join("1-whole.jpg"), &jpeg).unwrap();
+        std::fs::write(dir.path().join("2-half.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0; 100]);
+        std::fs::write(dir.path().join("3-padded.jpg"), &padded).unwrap();
+        let mut png = std::io::Cursor::new(Vec::new());
+        ImageBuffer::from_pixel(64, 64, Luma([9u8])).write_to(&mut png, ImageFormat::Png).unwrap();
+        let png = png.into_inner();
+        std::fs::write(dir.path().join("4-half.png"), &png[..png.len() * 2 / 3]).unwrap();
+        // Old enough to be settled.
+        std::thread::sleep(SETTLE);
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        assert_eq!(grab(&mut src).unwrap().part_id.unwrap().as_str(), "1-whole");
+        match grab(&mut src) {
+            Err(SourceError::BadFrame { reason, detail }) => {
+                assert_eq!(reason, "truncated");
+                assert!(detail.contains("2-half.jpg") && detail.contains("end-of-image"), "{detail}");
+            }
+            other => panic!("a JPEG cut in half was {other:?}"),
+        }
+        assert_eq!(grab(&mut src).unwrap().part_id.unwrap().as_str(), "3-padded", "padding after the marker is fine");
+        assert!(matches!(grab(&mut src), Err(SourceError::BadFrame { .. })), "a PNG cut short fails too");
+    }
+
+    #[test]
+    fn a_file_still_being_written_is_read_once_it_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = jpeg_bytes();
+        let path = dir.path().join("arriving.jpg");
+        std::fs::write(&path, &jpeg[..100]).unwrap();
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        let writer = {
+            let (path, jpeg) = (path.clone(), jpeg.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                for chunk in jpeg[100..].chunks(jpeg.len() / 8 + 1) {
+                    std::thread::sleep(Duration::from_millis(60));
+                    f.write_all(chunk).unwrap();
+                }
+            })
+        };
+        let mut pixels = Vec::new();
+        let g = src.grab(&mut pixels).expect("the whole file, once written");
+        writer.join().unwrap();
+        assert_eq!((g.width, g.height), (64, 64));
+        let mut whole = Vec::new();
+        decode_into(&path, &mut whole).unwrap();
+        assert_eq!(pixels, whole, "decoded from the complete file");
     }
 
     #[test]
@@ -349,7 +506,7 @@ mod tests {
         gray(dir.path(), "wide.png", MAX_SIDE_PX + 1, 1, 0);
         let mut src = FolderSource::new(dir.path(), false);
         src.open().unwrap();
-        assert!(matches!(grab(&mut src), Err(SourceError::BadFrame(msg)) if msg.contains("wide.png")));
+        assert!(matches!(grab(&mut src), Err(SourceError::BadFrame { detail, .. }) if detail.contains("wide.png")));
     }
 
     #[test]

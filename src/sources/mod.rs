@@ -7,6 +7,7 @@
 pub mod camera;
 pub mod folder;
 pub mod opencv;
+pub mod stream_clock;
 pub mod synthetic;
 
 use crate::frame::{PartId, PixelFormat};
@@ -19,6 +20,9 @@ pub struct Grabbed {
     pub format: PixelFormat,
     /// Part identifier when the source knows it (e.g. from a file name).
     pub part_id: Option<PartId>,
+    /// When the image was taken, by the source's own clock (a stream's buffer timestamps),
+    /// mapped onto this process's monotonic clock; `None`: when it was grabbed.
+    pub captured_at: Option<std::time::Instant>,
 }
 
 /// Why a grab produced no frame. The camera thread decides what each means for the line.
@@ -27,9 +31,11 @@ pub enum SourceError {
     /// A finite source (folder played once, video file) has no more frames.
     #[error("end of stream")]
     EndOfStream,
-    /// This one image could not be read (corrupt file, unsupported format); the next may be fine.
-    #[error("bad frame: {0}")]
-    BadFrame(String),
+    /// This one image could not be read (corrupt or truncated file, unsupported format); the
+    /// next may be fine. `reason` is a short fixed word (logs are rate-limited per reason);
+    /// `detail` names the file or device and what was wrong.
+    #[error("bad frame ({reason}): {detail}")]
+    BadFrame { reason: &'static str, detail: String },
     /// The device is gone or stalled; the camera thread reopens it with backoff.
     #[error("camera disconnected: {0}")]
     Disconnected(String),

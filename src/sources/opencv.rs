@@ -55,6 +55,8 @@ pub struct OpenCvSource {
     /// An existing regular file: an empty read is the end of the video, not a lost camera.
     is_file: bool,
     capture: Option<VideoCapture>,
+    /// The stream's timestamps on our clock (see [`super::stream_clock`]).
+    clock: super::stream_clock::StreamClock,
     /// The frame as the backend delivers it.
     raw: Mat,
     /// `raw` converted to RGB or 8-bit gray, when it is not already.
@@ -75,6 +77,7 @@ impl OpenCvSource {
             read_timeout_ms,
             is_file,
             capture: None,
+            clock: Default::default(),
             raw: Mat::default(),
             converted: Mat::default(),
             packed: Mat::default(),
@@ -149,6 +152,7 @@ impl Source for OpenCvSource {
         let backend = capture.get_backend_name().unwrap_or_default();
         info!(uri = %self.uri, backend = %backend, file = self.is_file, "capture opened");
         self.capture = Some(capture);
+        self.clock.reset();
         Ok(())
     }
 
@@ -157,6 +161,7 @@ impl Source for OpenCvSource {
         let capture = self.capture.as_mut().ok_or_else(|| SourceError::Disconnected(format!("{uri}: not open")))?;
         let got =
             capture.read(&mut self.raw).map_err(|e| SourceError::Disconnected(format!("{uri}: read failed: {e}")))?;
+        let arrived = std::time::Instant::now();
         if !got || self.raw.empty() {
             return Err(if self.is_file {
                 SourceError::EndOfStream
@@ -164,7 +169,7 @@ impl Source for OpenCvSource {
                 SourceError::Disconnected(format!("{uri}: no frame (device gone or stream ended)"))
             });
         }
-        let bad = |e: opencv::Error| SourceError::BadFrame(format!("{uri}: {e}"));
+        let bad = |e: opencv::Error| SourceError::BadFrame { reason: "grab_failed", detail: format!("{uri}: {e}") };
         let (format, frame) = match self.raw.typ() {
             core::CV_8UC1 => (PixelFormat::Gray8, &self.raw),
             core::CV_8UC3 => {
@@ -182,19 +187,30 @@ impl Source for OpenCvSource {
             }
             other => {
                 let name = core::type_to_string(other).unwrap_or_else(|_| other.to_string());
-                return Err(SourceError::BadFrame(format!("{uri}: unsupported pixel type {name}")));
+                return Err(SourceError::BadFrame {
+                    reason: "unsupported",
+                    detail: format!("{uri}: unsupported pixel type {name}"),
+                });
             }
         };
         let (width, height) = (frame.cols() as u32, frame.rows() as u32);
         copy_packed(frame, &mut self.packed, pixels).map_err(bad)?;
         let expected = width as usize * height as usize * format.channels();
         if pixels.len() != expected {
-            return Err(SourceError::BadFrame(format!(
-                "{uri}: frame has {} bytes, expected {expected} for {width}x{height}",
-                pixels.len()
-            )));
+            return Err(SourceError::BadFrame {
+                reason: "wrong_size",
+                detail: format!("{uri}: frame has {} bytes, expected {expected} for {width}x{height}", pixels.len()),
+            });
         }
-        Ok(Grabbed { width, height, format, part_id: None })
+        // A live stream's own timestamp says when the frame was taken (a file's says where in
+        // the video it is: replays are stamped on arrival).
+        let captured_at = if self.is_file {
+            None
+        } else {
+            let stream_ms = self.capture.as_ref().and_then(|c| c.get(videoio::CAP_PROP_POS_MSEC).ok());
+            stream_ms.and_then(|ms| self.clock.captured_at(ms, arrived))
+        };
+        Ok(Grabbed { width, height, format, part_id: None, captured_at })
     }
 
     fn close(&mut self) {

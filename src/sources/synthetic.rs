@@ -36,7 +36,7 @@ impl Source for SyntheticSource {
         // with `linesight synth` and the same seed.
         let mut id = part_id("part_");
         let _ = id.try_push_str(itoa_buf(index, &mut [0u8; 20]));
-        Ok(Grabbed { width, height, format: PixelFormat::Gray8, part_id: Some(id) })
+        Ok(Grabbed { width, height, format: PixelFormat::Gray8, part_id: Some(id), captured_at: None })
     }
 
     fn frame_size(&self) -> Option<(u32, u32)> {

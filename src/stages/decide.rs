@@ -117,6 +117,8 @@ impl Verdict {
 pub enum FailsafeCause {
     InferenceError,
     Timeout,
+    /// The model's outputs for the frame held a NaN or an infinity: nothing was judged.
+    InvalidOutput,
 }
 
 impl FailsafeCause {
@@ -124,6 +126,7 @@ impl FailsafeCause {
         match self {
             FailsafeCause::InferenceError => "inference_error",
             FailsafeCause::Timeout => "timeout",
+            FailsafeCause::InvalidOutput => "invalid_output",
         }
     }
 }

@@ -231,6 +231,8 @@ mod tests {
             batch: 0,
             normalization: Normalization { mean: vec![mean], std: vec![std] },
             mode: None,
+            min_width: None,
+            min_height: None,
         }
     }
 

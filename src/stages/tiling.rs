@@ -21,6 +21,20 @@ pub fn axis_origins(len: u32, tile: u32, overlap: u32, out: &mut Vec<u32>) {
     }
 }
 
+/// How many tiles along one axis [`axis_origins`] cuts (without building them).
+pub fn axis_count(len: u32, tile: u32, overlap: u32) -> usize {
+    if len <= tile {
+        return 1;
+    }
+    let overlap = overlap.min(tile.saturating_sub(1));
+    (len - overlap).div_ceil(tile - overlap).max(2) as usize
+}
+
+/// How many tiles cover a `width × height` frame (what [`TileGrid::plan`] would give).
+pub fn tile_count(width: u32, height: u32, tile_w: u32, tile_h: u32, overlap: u32) -> usize {
+    axis_count(width, tile_w, overlap) * axis_count(height, tile_h, overlap)
+}
+
 /// The tiles covering a `width × height` frame, row-major, as `(x0, y0)` corners.
 #[derive(Clone, Debug, Default)]
 pub struct TileGrid {
@@ -68,6 +82,15 @@ fn axis_window(origins: &[u32], k: usize, tile: u32, len: u32) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_count_matches_the_grid() {
+        let mut grid = TileGrid::default();
+        for (w, h, t, o) in [(10, 10, 4, 1), (4, 4, 4, 0), (3, 9, 4, 2), (1000, 37, 64, 16), (65, 65, 64, 63)] {
+            grid.plan(w, h, t, t, o);
+            assert_eq!(tile_count(w, h, t, t, o), grid.len(), "{w}×{h} tile {t} overlap {o}");
+        }
+    }
     use proptest::prelude::*;
 
     fn origins(len: u32, tile: u32, overlap: u32) -> Vec<u32> {

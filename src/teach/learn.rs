@@ -510,6 +510,8 @@ fn input_spec(shape: InputShape) -> InputSpec {
         batch: 0,
         normalization: Normalization { mean: vec![0.0], std: vec![1.0] },
         mode: None,
+        min_width: None,
+        min_height: None,
     }
 }
 

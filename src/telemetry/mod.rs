@@ -10,6 +10,7 @@
 //!
 //! Every name is in [`names`].
 
+pub mod burst;
 pub mod names;
 pub mod readiness;
 mod station;

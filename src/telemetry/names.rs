@@ -70,7 +70,7 @@ pub const QUEUE_DEPTH_HELP: &str = "Frames waiting in the camera's queue for pre
 
 /// Gauge: 1 when `/readyz` answers 200.
 pub const READY: &str = "linesight_ready";
-pub const READY_HELP: &str = "Whether the station is ready: model warmed up, pipeline running, every camera up.";
+pub const READY_HELP: &str = "Whether the station is ready: model warmed up, pipeline running, every camera up, no stage failed, model outputs finite.";
 
 /// Gauge {model, sha256}: always 1; the loaded model package.
 pub const MODEL_INFO: &str = "linesight_model_info";
@@ -81,6 +81,9 @@ pub const BUILD_INFO: &str = "linesight_build_info";
 pub const BUILD_INFO_HELP: &str = "The running linesight build (always 1).";
 
 /// Histogram {stage}: time one frame (or one grab) spends in a stage.
+pub const STAGE_FAILURES: &str = "linesight_stage_failures_total";
+pub const STAGE_FAILURES_HELP: &str =
+    "Station threads that ended unexpectedly (panic or error), by stage; the station then stops being ready and exits non-zero.";
 pub const STAGE_SECONDS: &str = "linesight_stage_seconds";
 pub const STAGE_SECONDS_HELP: &str =
     "Time spent per frame in a pipeline stage (capture, undistort, preprocess, decode), in seconds.";
@@ -125,6 +128,8 @@ pub const STAGE_DECODE: &str = "decode";
 /// that failed.
 pub const ERRORS_CAPTURE_BAD_FRAME: (&str, &str) = ("capture", "bad_frame");
 pub const ERRORS_INFER_RUN_FAILED: (&str, &str) = ("infer", "run_failed");
+/// Batches whose outputs held a NaN or an infinity (those frames fail safe as `invalid_output`).
+pub const ERRORS_INFER_INVALID_OUTPUT: (&str, &str) = ("infer", "invalid_output");
 /// Result store transactions that failed (their records are lost; inspection goes on).
 pub const ERRORS_STORE_WRITE_FAILED: (&str, &str) = ("store", "write_failed");
 /// Image archive writes that failed (the frame is not archived; inspection goes on).

@@ -150,8 +150,11 @@ impl Collector for AccountingCollector {
         let per_camera = |value: fn(&CameraSnapshot) -> u64| -> Vec<Metric> {
             snaps.iter().map(|s| counter(&[cam(s)], value(s))).collect()
         };
-        let per_camera_and = |label: &'static str, values: fn(&CameraSnapshot) -> [(&'static str, u64); 2]| {
-            snaps.iter().flat_map(|s| values(s).map(|(v, n)| counter(&[cam(s), (label, v)], n))).collect::<Vec<_>>()
+        let per_camera_and = |label: &'static str, values: fn(&CameraSnapshot) -> Vec<(&'static str, u64)>| {
+            snaps
+                .iter()
+                .flat_map(|s| values(s).into_iter().map(|(v, n)| counter(&[cam(s), (label, v)], n)))
+                .collect::<Vec<_>>()
         };
         let (bad_frame, run_failed, store_failed, archive_failed) =
             (ERRORS_CAPTURE_BAD_FRAME, ERRORS_INFER_RUN_FAILED, ERRORS_STORE_WRITE_FAILED, ERRORS_ARCHIVE_WRITE_FAILED);
@@ -162,7 +165,7 @@ impl Collector for AccountingCollector {
                 FRAMES_DROPPED_HELP,
                 MetricType::COUNTER,
                 per_camera_and(REASON, |s| {
-                    [
+                    vec![
                         (DropCause::QueueFull.as_str(), s.dropped_queue_full),
                         (DropCause::InvalidFrame.as_str(), s.dropped_invalid_frame),
                     ]
@@ -185,9 +188,10 @@ impl Collector for AccountingCollector {
                 FAILSAFE_HELP,
                 MetricType::COUNTER,
                 per_camera_and(REASON, |s| {
-                    [
+                    vec![
                         (FailsafeCause::InferenceError.as_str(), s.failsafe_inference_error),
                         (FailsafeCause::Timeout.as_str(), s.failsafe_timeout),
+                        (FailsafeCause::InvalidOutput.as_str(), s.failsafe_invalid_output),
                     ]
                 }),
             ),
@@ -201,6 +205,10 @@ impl Collector for AccountingCollector {
                         snaps.iter().map(|s| s.capture_errors).sum(),
                     ),
                     counter(&[(STAGE, run_failed.0), (ERROR_TYPE, run_failed.1)], a.inference_errors.load(Relaxed)),
+                    counter(
+                        &[(STAGE, ERRORS_INFER_INVALID_OUTPUT.0), (ERROR_TYPE, ERRORS_INFER_INVALID_OUTPUT.1)],
+                        a.invalid_output_batches.load(Relaxed),
+                    ),
                     counter(&[(STAGE, store_failed.0), (ERROR_TYPE, store_failed.1)], a.store_errors.load(Relaxed)),
                     counter(
                         &[(STAGE, archive_failed.0), (ERROR_TYPE, archive_failed.1)],

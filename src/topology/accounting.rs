@@ -12,16 +12,21 @@ use std::time::Instant;
 pub enum DropCause {
     /// `drop_oldest`: the camera queue was full and this (older) frame made room.
     QueueFull,
-    /// The frame could not be preprocessed (e.g. zero-sized).
+    /// The frame cannot be inspected (no pixels, smaller than the model's minimum, not the
+    /// calibrated size, a triggered part whose image could not be grabbed).
     InvalidFrame,
+    /// The frame was older than the camera's `max_frame_age_ms` when it arrived (a stalled
+    /// stream's backlog): not a fresh part.
+    Stale,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 2] = [DropCause::QueueFull, DropCause::InvalidFrame];
+    pub const ALL: [DropCause; 3] = [DropCause::QueueFull, DropCause::InvalidFrame, DropCause::Stale];
     pub fn as_str(self) -> &'static str {
         match self {
             DropCause::QueueFull => "queue_full",
             DropCause::InvalidFrame => "invalid_frame",
+            DropCause::Stale => "stale",
         }
     }
 }
@@ -35,8 +40,10 @@ pub struct CameraCounters {
     pub ng: AtomicU64,
     pub failsafe_inference_error: AtomicU64,
     pub failsafe_timeout: AtomicU64,
+    pub failsafe_invalid_output: AtomicU64,
     pub dropped_queue_full: AtomicU64,
     pub dropped_invalid_frame: AtomicU64,
+    pub dropped_stale: AtomicU64,
     /// Grabs that produced no frame (unreadable file, decode error): not captured, so not part of
     /// the invariant, but counted.
     pub capture_errors: AtomicU64,
@@ -44,6 +51,8 @@ pub struct CameraCounters {
     pub up: AtomicBool,
     /// Nanoseconds since the station's epoch at the last captured frame (0 = none yet).
     pub last_frame_ns: AtomicU64,
+    /// Why the camera is down (empty while up). Written on state changes only, never per frame.
+    down_reason: std::sync::Mutex<String>,
 }
 
 impl CameraCounters {
@@ -55,19 +64,46 @@ impl CameraCounters {
             ng: AtomicU64::new(0),
             failsafe_inference_error: AtomicU64::new(0),
             failsafe_timeout: AtomicU64::new(0),
+            failsafe_invalid_output: AtomicU64::new(0),
             dropped_queue_full: AtomicU64::new(0),
             dropped_invalid_frame: AtomicU64::new(0),
+            dropped_stale: AtomicU64::new(0),
             capture_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             up: AtomicBool::new(false),
             last_frame_ns: AtomicU64::new(0),
+            down_reason: std::sync::Mutex::new("not opened yet".into()),
         }
+    }
+
+    /// The camera delivers frames.
+    pub fn set_up(&self) {
+        if !self.up.swap(true, Relaxed) {
+            self.down_reason.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
+    /// The camera is down, and why.
+    pub fn set_down(&self, reason: &str) {
+        self.up.store(false, Relaxed);
+        let mut r = self.down_reason.lock().unwrap_or_else(|e| e.into_inner());
+        r.clear();
+        r.push_str(reason);
+    }
+
+    /// Why the camera is down (empty while it is up).
+    pub fn down_reason(&self) -> String {
+        if self.up.load(Relaxed) {
+            return String::new();
+        }
+        self.down_reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn dropped(&self, cause: DropCause) {
         match cause {
             DropCause::QueueFull => &self.dropped_queue_full,
             DropCause::InvalidFrame => &self.dropped_invalid_frame,
+            DropCause::Stale => &self.dropped_stale,
         }
         .fetch_add(1, Relaxed);
     }
@@ -80,8 +116,10 @@ impl CameraCounters {
             ng: self.ng.load(Relaxed),
             failsafe_inference_error: self.failsafe_inference_error.load(Relaxed),
             failsafe_timeout: self.failsafe_timeout.load(Relaxed),
+            failsafe_invalid_output: self.failsafe_invalid_output.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             dropped_invalid_frame: self.dropped_invalid_frame.load(Relaxed),
+            dropped_stale: self.dropped_stale.load(Relaxed),
             capture_errors: self.capture_errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             up: self.up.load(Relaxed),
@@ -98,8 +136,10 @@ pub struct CameraSnapshot {
     pub ng: u64,
     pub failsafe_inference_error: u64,
     pub failsafe_timeout: u64,
+    pub failsafe_invalid_output: u64,
     pub dropped_queue_full: u64,
     pub dropped_invalid_frame: u64,
+    pub dropped_stale: u64,
     pub capture_errors: u64,
     pub reconnects: u64,
     pub up: bool,
@@ -110,10 +150,10 @@ impl CameraSnapshot {
         self.ok + self.ng
     }
     pub fn failsafe(&self) -> u64 {
-        self.failsafe_inference_error + self.failsafe_timeout
+        self.failsafe_inference_error + self.failsafe_timeout + self.failsafe_invalid_output
     }
     pub fn dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_invalid_frame
+        self.dropped_queue_full + self.dropped_invalid_frame + self.dropped_stale
     }
     /// Frames that reached a terminal state.
     pub fn terminal(&self) -> u64 {
@@ -148,6 +188,10 @@ pub struct Accounting {
     pub archive_errors: AtomicU64,
     pub archive_degraded: AtomicBool,
     pub inference_errors: AtomicU64,
+    /// Batches whose outputs held a NaN or an infinity for at least one item, and how many such
+    /// batches came in a row (reset by a clean batch): readiness drops while it is high.
+    pub invalid_output_batches: AtomicU64,
+    pub invalid_output_streak: AtomicU64,
     /// Batches run, tiles in them (padding excluded), and time spent inside `Session::run`
     /// summed over workers: worker utilisation = busy / (wall time × workers).
     pub batches: AtomicU64,
@@ -171,6 +215,8 @@ impl Accounting {
             archive_errors: AtomicU64::new(0),
             archive_degraded: AtomicBool::new(false),
             inference_errors: AtomicU64::new(0),
+            invalid_output_batches: AtomicU64::new(0),
+            invalid_output_streak: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_tiles: AtomicU64::new(0),
             infer_busy_ns: AtomicU64::new(0),

@@ -23,6 +23,7 @@ use crate::stages::decode::{
     decode_yolo, nms_class_aware,
 };
 use crate::telemetry::StationMetrics;
+use crate::telemetry::burst::Burst;
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ struct Slot {
     tiles: u16,
     done: u16,
     failed: bool,
+    /// A tile's outputs were not finite (checked by the inference worker).
+    invalid: bool,
     /// Results that arrived before their `FrameStart`.
     early: Vec<EarlyTile>,
     /// Stitched maps (segmentation: classes × H × W; anomaly: 1 × H × W).
@@ -90,6 +93,10 @@ pub struct Assembler {
     /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
     early_pool: BufferPool<f32>,
     scratch: ComponentScratch,
+    /// Outputs a decoder could not read (rate-limited log; those frames fail safe).
+    decode_errors: Burst,
+    /// Frames decided so far (the fault-injection point counts them).
+    decided: u64,
     defects: Vec<Defect>,
     counted: Vec<bool>,
     class_counts: Vec<u32>,
@@ -122,6 +129,8 @@ impl Assembler {
             // Room for thousands of regions: noisy maps must not grow it on the frame path.
             early_pool: BufferPool::new(4 * slots),
             scratch: ComponentScratch::with_capacity(4096, 16 * 1024),
+            decided: 0,
+            decode_errors: Burst::new("model outputs could not be decoded; those frames fail safe (inference_error)"),
             defects: Vec::with_capacity(256),
             counted: Vec::with_capacity(256),
             class_counts: Vec::with_capacity(64),
@@ -147,7 +156,7 @@ impl Assembler {
         let Some(tx) = &self.score_maps else { return };
         let slot = &self.slots[id as usize];
         let pixels = inspection.width as usize * inspection.height as usize;
-        if slot.failed || pixels == 0 {
+        if slot.failed || slot.invalid || pixels == 0 {
             return;
         }
         let scores = match &self.plan.task {
@@ -219,6 +228,7 @@ impl Assembler {
         let (w, h) = (start.frame.width as usize, start.frame.height as usize);
         slot.tiles = start.tiles;
         slot.failed = false;
+        slot.invalid = false;
         slot.score = f32::NEG_INFINITY;
         slot.boxes.clear();
         slot.infer_started = None;
@@ -233,7 +243,7 @@ impl Assembler {
         let mut early = std::mem::take(&mut slot.early);
         for mut e in early.drain(..) {
             let mut outputs: ArrayVec<&mut [f32], MAX_OUTPUTS> = e.outputs.iter_mut().map(|b| &mut b[..]).collect();
-            self.merge(e.tile, &mut outputs, e.failed, (e.infer_started, e.infer_ended));
+            self.merge(e.tile, &mut outputs, (e.failed, e.invalid), (e.infer_started, e.infer_ended));
             // `e` drops here: its buffers go back to the early pool.
         }
         // Keep the vector's capacity for the next early arrival.
@@ -243,7 +253,7 @@ impl Assembler {
 
     /// Take one batch's outputs apart, tile by tile, straight from ONNX Runtime's tensors.
     fn on_batch(&mut self, result: BatchResult) {
-        let BatchResult { items, batch, mut outputs, mut failed, infer_started, infer_ended } = result;
+        let BatchResult { items, batch, mut outputs, mut failed, invalid, infer_started, infer_ended } = result;
         let mut data: ArrayVec<&mut [f32], MAX_OUTPUTS> = ArrayVec::new();
         if !failed {
             for value in outputs.iter_mut() {
@@ -258,6 +268,7 @@ impl Assembler {
         }
         let times = (infer_started, infer_ended);
         for (k, tile) in items.iter().enumerate() {
+            let tile_invalid = k < 64 && invalid & (1 << k) != 0;
             let mut item: ArrayVec<&mut [f32], MAX_OUTPUTS> = data
                 .iter_mut()
                 .map(|d| {
@@ -278,19 +289,28 @@ impl Assembler {
                     tile: *tile,
                     outputs,
                     failed,
+                    invalid: tile_invalid,
                     infer_started,
                     infer_ended,
                 });
                 continue;
             }
-            self.merge(*tile, &mut item, failed, times);
+            self.merge(*tile, &mut item, (failed, tile_invalid), times);
             self.maybe_finish(tile.slot);
         }
         // `outputs` drops here: ONNX Runtime frees the batch's output tensors.
     }
 
     /// Fold one tile's outputs (one slice per output the task reads) into its slot.
-    fn merge(&mut self, tile: TileRef, outputs: &mut [&mut [f32]], failed: bool, times: (Instant, Instant)) {
+    /// `(failed, invalid)`: the tile's batch failed; its outputs are not finite. Either way its
+    /// values are never read: the frame fails safe.
+    fn merge(
+        &mut self,
+        tile: TileRef,
+        outputs: &mut [&mut [f32]],
+        (failed, invalid): (bool, bool),
+        times: (Instant, Instant),
+    ) {
         let plan = &self.plan;
         let slot = &mut self.slots[tile.slot as usize];
         slot.done += 1;
@@ -298,6 +318,10 @@ impl Assembler {
         slot.infer_ended = Some(slot.infer_ended.map_or(times.1, |t| t.max(times.1)));
         if failed || slot.failed {
             slot.failed = true;
+            return;
+        }
+        if invalid || slot.invalid {
+            slot.invalid = true;
             return;
         }
         let frame = slot.frame.as_ref().expect("merge only after FrameStart");
@@ -308,26 +332,29 @@ impl Assembler {
             }
             InputMode::Resize => Region::whole(0, 0, frame.width, frame.height),
         };
-        match &plan.task {
+        let merged = match &plan.task {
             TaskSpec::Segmentation(s) => {
                 let (c, mh, mw) = chw(&plan.output_item_shape[0]);
-                apply_activation(outputs[0], c, mh * mw, s.activation);
-                paste_max(outputs[0], c, mh, mw, &mut slot.maps, fw, fh, region);
+                apply_activation(outputs[0], c, mh * mw, s.activation)
+                    .and_then(|()| paste_max(outputs[0], c, mh, mw, &mut slot.maps, fw, fh, region))
             }
             TaskSpec::Anomaly(_) => {
                 slot.score = slot.score.max(outputs[0].iter().copied().fold(f32::NEG_INFINITY, f32::max));
                 let (c, mh, mw) = chw(&plan.output_item_shape[1]);
-                paste_max(&outputs[1][..mh * mw], c.min(1), mh, mw, &mut slot.maps, fw, fh, region);
+                match outputs[1].get(..mh * mw) {
+                    Some(map) => paste_max(map, c.min(1), mh, mw, &mut slot.maps, fw, fh, region),
+                    None => Err(format!("anomaly map of {} values, expected {mh} × {mw}", outputs[1].len())),
+                }
             }
             TaskSpec::Classification(s) => {
                 let scores = &mut *outputs[0];
-                if s.activation != Activation::None {
-                    let n = scores.len();
-                    apply_activation(scores, n, 1, s.activation);
-                }
+                let n = scores.len();
+                let activated =
+                    if s.activation != Activation::None { apply_activation(scores, n, 1, s.activation) } else { Ok(()) };
                 for (acc, &p) in slot.class_scores.iter_mut().zip(scores.iter()) {
                     *acc = acc.max(p);
                 }
+                activated
             }
             TaskSpec::Detection(s) => {
                 let start = slot.boxes.len();
@@ -335,7 +362,8 @@ impl Assembler {
                     InputMode::Tile => (tile.origin.0 as f32, tile.origin.1 as f32),
                     InputMode::Resize => (0.0, 0.0),
                 };
-                decode_yolo(outputs[0], s.format, s.classes.len(), s.score_threshold, origin, &mut slot.boxes);
+                let decoded =
+                    decode_yolo(outputs[0], s.format, s.classes.len(), s.score_threshold, origin, &mut slot.boxes);
                 if plan.input_mode == InputMode::Resize {
                     let (sx, sy) = (fw as f32 / plan.tile_w as f32, fh as f32 / plan.tile_h as f32);
                     for b in &mut slot.boxes[start..] {
@@ -343,7 +371,14 @@ impl Assembler {
                         b.area_px = b.w * b.h;
                     }
                 }
+                decoded
             }
+        };
+        // The worker checked every output's shape, so this is a decoder's own guard: the frame
+        // fails safe as an inference error rather than a thread panicking.
+        if let Err(problem) = merged {
+            slot.failed = true;
+            self.decode_errors.failed(&problem);
         }
     }
 
@@ -352,6 +387,8 @@ impl Assembler {
         if slot.frame.is_none() || slot.done < slot.tiles {
             return;
         }
+        self.decided += 1;
+        crate::supervise::fault_point("assemble", self.decided);
         let t0 = Instant::now();
         let mut inspection = self.decide(id);
         self.metrics.decode.observe(t0.elapsed().as_secs_f64());
@@ -371,6 +408,7 @@ impl Assembler {
             Verdict::Ng => &counters.ng,
             Verdict::Failsafe(FailsafeCause::InferenceError) => &counters.failsafe_inference_error,
             Verdict::Failsafe(FailsafeCause::Timeout) => &counters.failsafe_timeout,
+            Verdict::Failsafe(FailsafeCause::InvalidOutput) => &counters.failsafe_invalid_output,
         }
         .fetch_add(1, Relaxed);
         self.archive(id, &mut inspection);
@@ -389,7 +427,7 @@ impl Assembler {
         let (w, h) = (frame.width as usize, frame.height as usize);
         let mut image_score = f32::NAN;
         self.defects.clear();
-        if !slot.failed {
+        if !slot.failed && !slot.invalid {
             match &plan.task {
                 TaskSpec::Segmentation(s) => decode_segmentation(
                     &slot.maps,
@@ -438,6 +476,8 @@ impl Assembler {
         let now = Instant::now();
         let verdict = if slot.failed {
             Verdict::Failsafe(FailsafeCause::InferenceError)
+        } else if slot.invalid {
+            Verdict::Failsafe(FailsafeCause::InvalidOutput)
         } else if now.duration_since(meta.captured_at) > plan.verdict_deadline {
             Verdict::Failsafe(FailsafeCause::Timeout)
         } else {
@@ -599,7 +639,7 @@ mod tests {
             outputs.push(tensor);
         }
         let now = Instant::now();
-        BatchResult { items, batch: tiles.len(), outputs, failed, infer_started: now, infer_ended: now }
+        BatchResult { items, batch: tiles.len(), outputs, failed, invalid: 0, infer_started: now, infer_ended: now }
     }
 
     /// Drive an assembler with the frame announced first or last, and tiles in one or two

@@ -47,6 +47,8 @@ pub struct BatchResult {
     pub batch: usize,
     pub outputs: ArrayVec<ort::value::DynValue, MAX_OUTPUTS>,
     pub failed: bool,
+    /// Bit k set: item k's outputs hold a NaN or an infinity (its frame fails safe).
+    pub invalid: u64,
     pub infer_started: Instant,
     pub infer_ended: Instant,
 }
@@ -60,6 +62,7 @@ pub struct EarlyTile {
     pub tile: TileRef,
     pub outputs: ArrayVec<Pooled<f32>, MAX_OUTPUTS>,
     pub failed: bool,
+    pub invalid: bool,
     pub infer_started: Instant,
     pub infer_ended: Instant,
 }

@@ -21,12 +21,13 @@ use crate::config::{Backpressure, InputMode, LoadedConfig};
 use crate::model::ModelPackage;
 use crate::pool::BufferPool;
 use crate::sinks::archive::{self, ArchiveJob};
-use crate::sources::camera::{CameraSettings, CameraThread};
+use crate::sources::camera::{CameraSettings, CameraThread, SourceFactory};
 use crate::sources::{self, Source};
 use crate::stages::decide::Rules;
 use crate::stages::infer::session::{InferSession, SessionOptions};
-use crate::stages::infer::worker::{BatchPolicy, Worker};
+use crate::stages::infer::worker::{BatchOutcome, BatchPolicy, OutputFault, Worker};
 use crate::stages::preprocess::Normalizer;
+use crate::supervise::Supervisor;
 use crate::telemetry::{StationMetrics, Telemetry};
 use accounting::Accounting;
 use assemble::{Assembler, AssemblerPlan, OutputKind};
@@ -76,6 +77,11 @@ pub struct RunOptions {
     pub line: Option<LineWiring>,
     /// Test and bench fault injection: stall inference (see [`InferenceStall`]).
     pub inference_stall: Option<InferenceStall>,
+    /// Test fault injection: NaN model outputs (see [`OutputFault`]).
+    pub output_fault: Option<OutputFault>,
+    /// Watches every pipeline thread (see [`crate::supervise`]); its stop flag is the station's.
+    /// Without one the station makes its own.
+    pub supervisor: Option<Arc<Supervisor>>,
 }
 
 /// What the pipeline needs from the line output.
@@ -125,7 +131,9 @@ pub const OUTPUT_QUEUE_DEPTH: usize = 1024;
 /// known in advance (so its pixel pool can be filled up front), and its undistortion tables.
 struct BuiltCamera {
     settings: CameraSettings,
-    source: Box<dyn Source>,
+    /// The first source, and whether it is open (replays are; live cameras open in their thread).
+    source: (Box<dyn Source>, bool),
+    factory: SourceFactory,
     queue_depth: usize,
     frame_bytes: Option<usize>,
     undistort: Option<Undistorter>,
@@ -137,6 +145,7 @@ pub struct Station {
     accounting: Arc<Accounting>,
     metrics: Arc<StationMetrics>,
     stop: Arc<AtomicBool>,
+    supervisor: Arc<Supervisor>,
     cameras: Vec<BuiltCamera>,
     /// Per camera: no frame for this long marks it down.
     stall_timeouts: Vec<Duration>,
@@ -192,7 +201,17 @@ impl Station {
         for (i, cam) in cfg.cameras.iter().enumerate() {
             let mut source = sources::build(&cam.source, loaded)
                 .map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
-            source.open().map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
+            // A replay (local files) opens now, so a missing folder fails the start; a live camera
+            // opens on its own thread, within its open timeout, and is retried while the others
+            // run: one camera that never delivers must not keep the station from starting.
+            let opened = source.is_replay();
+            if opened {
+                source.open().map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
+            }
+            let factory: SourceFactory = {
+                let (config, loaded) = (cam.source.clone(), loaded.clone());
+                Box::new(move || sources::build(&config, &loaded))
+            };
             let backpressure = cam.backpressure.unwrap_or(if source.is_replay() {
                 Backpressure::Block
             } else {
@@ -214,8 +233,18 @@ impl Station {
                 max_frames: options.max_frames,
                 reconnect_initial: Duration::from_millis(cam.reconnect_initial_ms),
                 reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
+                open_timeout: Duration::from_millis(cam.open_timeout_ms),
+                grab_timeout: Duration::from_millis(cam.stall_timeout_ms),
+                max_frame_age: Duration::from_millis(cam.max_frame_age_ms.unwrap_or(cam.stall_timeout_ms.saturating_mul(2))),
             };
-            cameras.push(BuiltCamera { settings, source, queue_depth: cam.queue_depth, frame_bytes, undistort });
+            cameras.push(BuiltCamera {
+                settings,
+                source: (source, opened),
+                factory,
+                queue_depth: cam.queue_depth,
+                frame_bytes,
+                undistort,
+            });
         }
         let plan = AssemblerPlan {
             task: m.task.clone(),
@@ -235,12 +264,14 @@ impl Station {
             t.readiness.watch_cameras(Arc::clone(&accounting));
             t.readiness.model.release();
         }
+        let supervisor = options.supervisor.clone().unwrap_or_else(Supervisor::standalone);
         Ok(Self {
             normalizer: Normalizer::new(&m.input),
             package,
             accounting,
             metrics,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: supervisor.stop_flag(),
+            supervisor,
             cameras,
             // A camera triggered by the line is idle whenever the line is: no frames is no stall.
             stall_timeouts: cfg
@@ -287,6 +318,7 @@ impl Station {
             accounting,
             metrics,
             stop,
+            supervisor,
             cameras,
             stall_timeouts,
             sessions,
@@ -315,14 +347,14 @@ impl Station {
         let cameras_done = Arc::new(AtomicBool::new(false));
         let watchdog = {
             let (accounting, done) = (Arc::clone(&accounting), Arc::clone(&cameras_done));
-            spawn("watchdog".into(), move || watch_cameras(&accounting, &stall_timeouts, &done))
+            spawn(&supervisor, "watchdog".into(), "watchdog", move || watch_cameras(&accounting, &stall_timeouts, &done))
         };
         let mut camera_rxs = Vec::new();
         let (mut line_taps, line_verdicts, line_wake) = match options.line {
             Some(LineWiring { taps, verdicts, wake }) => (taps.into_iter(), Some(verdicts), Some(wake)),
             None => (Vec::new().into_iter(), None, None),
         };
-        for BuiltCamera { settings, source, queue_depth: depth, frame_bytes, undistort } in cameras {
+        for BuiltCamera { settings, source, factory, queue_depth: depth, frame_bytes, undistort } in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
             // Pixel buffers in flight per camera: its queue, every slot, one held by each
@@ -338,7 +370,8 @@ impl Station {
             let thread = CameraThread {
                 line: line_taps.next(),
                 settings,
-                source,
+                source: Some(source),
+                factory,
                 pool,
                 tx,
                 rx,
@@ -349,7 +382,7 @@ impl Station {
                 on_undistort: observe_seconds(&metrics.undistort),
             };
             let name = format!("camera-{}", thread.settings.id);
-            handles.push(spawn(name, move || thread.run()));
+            handles.push(spawn(&supervisor, name, "camera", move || thread.run()));
         }
 
         // Batch tensors in flight: the batch queue, one running per worker, one being filled per
@@ -371,6 +404,10 @@ impl Station {
                 batch_pool: batch_pool.clone(),
                 accounting: Arc::clone(&accounting),
                 on_frame: observe_seconds(&metrics.preprocess),
+                min_size: m.input.min_size(),
+                invalid_log: crate::telemetry::burst::Burst::new(
+                    "frames that cannot be inspected are dropped (invalid_frame), never judged",
+                ),
             };
             let out = preprocess_thread::Downstream {
                 free_slots: slot_rx.clone(),
@@ -378,7 +415,7 @@ impl Station {
                 jobs: job_tx.clone(),
             };
             let cams = camera_rxs.clone();
-            handles.push(spawn(format!("preprocess-{i}"), move || pre.run(cams, out)));
+            handles.push(spawn(&supervisor, format!("preprocess-{i}"), "preprocess", move || pre.run(cams, out)));
         }
         metrics.watch_queues(camera_rxs);
         drop((start_tx, job_tx, slot_rx));
@@ -387,6 +424,8 @@ impl Station {
         for (i, session) in sessions.into_iter().enumerate() {
             let worker = Worker {
                 stall: options.inference_stall,
+                output_fault: options.output_fault,
+                model: m.name.clone(),
                 session,
                 input_name: m.input.name.clone(),
                 input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
@@ -394,12 +433,19 @@ impl Station {
                 on_batch: {
                     let accounting = Arc::clone(&accounting);
                     let (inference, batch_size) = (metrics.inference.clone(), metrics.batch_size.clone());
-                    Box::new(move |tiles, took, ok| {
+                    Box::new(move |tiles, took, outcome| {
                         accounting.batches.fetch_add(1, Relaxed);
                         accounting.batch_tiles.fetch_add(tiles as u64, Relaxed);
                         accounting.infer_busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-                        if !ok {
-                            accounting.inference_errors.fetch_add(1, Relaxed);
+                        match outcome {
+                            BatchOutcome::Ok => accounting.invalid_output_streak.store(0, Relaxed),
+                            BatchOutcome::Failed => {
+                                accounting.inference_errors.fetch_add(1, Relaxed);
+                            }
+                            BatchOutcome::InvalidOutput => {
+                                accounting.invalid_output_batches.fetch_add(1, Relaxed);
+                                accounting.invalid_output_streak.fetch_add(1, Relaxed);
+                            }
                         }
                         inference.observe(took.as_secs_f64());
                         batch_size.observe(tiles as f64);
@@ -407,7 +453,7 @@ impl Station {
                 },
             };
             let (jobs, results) = (job_rx.clone(), result_tx.clone());
-            handles.push(spawn(format!("infer-{i}"), move || worker.run(jobs, results)));
+            handles.push(spawn(&supervisor, format!("infer-{i}"), "infer", move || worker.run(jobs, results)));
         }
         drop((job_rx, result_tx));
 
@@ -419,7 +465,7 @@ impl Station {
             Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics)
                 .with_score_maps(score_maps)
                 .with_line_wake(line_wake);
-        let assembler_handle = spawn("assemble".into(), move || assembler.run(start_rx, result_rx));
+        let assembler_handle = spawn(&supervisor, "assemble".into(), "assemble", move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {
             t.readiness.pipeline.release();
         }
@@ -473,19 +519,19 @@ fn watch_cameras(accounting: &Accounting, stall_timeouts: &[Duration], done: &At
             // Before the first frame this is 0: the stall is counted from the start of the run.
             let last = Duration::from_nanos(cam.last_frame_ns.load(Relaxed));
             if cam.up.load(Relaxed) && now.saturating_sub(last) > stall_timeouts[i] {
-                cam.up.store(false, Relaxed);
+                cam.set_down(&format!("no frame for {} ms (stall_timeout_ms)", now.saturating_sub(last).as_millis()));
                 tracing::warn!(camera = %cam.id, stalled_ms = now.saturating_sub(last).as_millis() as u64, "camera stalled: no frame within its stall timeout");
             }
         }
     }
 }
 
-/// A pipeline thread that panicked has already closed its queues, so the rest drains; say which
-/// one it was (the accounting check at exit shows what it cost).
+/// Supervised threads catch their own panics (see [`crate::supervise`]), and one that panicked
+/// has already closed its queues, so the rest drains.
 fn join_logging_panics(handle: JoinHandle<()>) {
     let name = handle.thread().name().unwrap_or("?").to_string();
     if handle.join().is_err() {
-        tracing::error!(thread = %name, "pipeline thread panicked");
+        tracing::error!(thread = %name, "pipeline thread panicked outside its supervisor");
     }
 }
 
@@ -495,6 +541,6 @@ fn observe_seconds(histogram: &prometheus::Histogram) -> Box<dyn FnMut(Duration)
     Box::new(move |took| histogram.observe(took.as_secs_f64()))
 }
 
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new().name(name).spawn(f).expect("spawning a pipeline thread")
+fn spawn(supervisor: &Arc<Supervisor>, name: String, stage: &'static str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    supervisor.spawn(name, stage, f).expect("spawning a pipeline thread")
 }

@@ -22,6 +22,7 @@ use crate::pool::{BufferPool, Pooled};
 use crate::stages::infer::worker::BatchPolicy;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
 use crate::stages::tiling::TileGrid;
+use crate::telemetry::burst::Burst;
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use std::sync::Arc;
@@ -39,6 +40,10 @@ pub struct Preprocessor {
     pub accounting: Arc<Accounting>,
     /// Called with the time spent cutting one frame (telemetry hook).
     pub on_frame: Box<dyn FnMut(Duration) + Send>,
+    /// Frames narrower or lower than this are not inspected (see `InputSpec::min_size`).
+    pub min_size: (u32, u32),
+    /// Frames dropped as invalid, logged per burst with why.
+    pub invalid_log: Burst,
 }
 
 /// The batch being filled.
@@ -67,6 +72,7 @@ impl Preprocessor {
         let mut pending: Option<Pending> = None;
         // Batches filled while cutting the current frame, sent right after its FrameStart.
         let mut ready: Vec<BatchJob> = Vec::with_capacity(16);
+        let mut frames = 0u64;
         'outer: while open.iter().any(|&o| o) {
             let mut sel = Select::new();
             let mut index_of_op = Vec::with_capacity(cameras.len());
@@ -94,6 +100,8 @@ impl Preprocessor {
                 let cam = index_of_op[op.index()];
                 match op.recv(&cameras[cam]) {
                     Ok(frame) => {
+                        frames += 1;
+                        crate::supervise::fault_point("preprocess", frames);
                         if !self.process(frame, &mut grid, &mut pending, &mut ready, &out) {
                             return; // downstream gone
                         }
@@ -106,6 +114,34 @@ impl Preprocessor {
             }
         }
         self.flush(&mut pending, &out.jobs);
+    }
+
+    /// Why a frame cannot be inspected, if it cannot: no pixels, fewer bytes than its size says,
+    /// smaller than the model input's minimum (a 1×1 image is no part), or more tiles than a
+    /// frame can carry.
+    fn invalid(&self, frame: &Frame) -> Option<String> {
+        let (w, h) = (frame.width, frame.height);
+        if w == 0 || h == 0 || frame.pixels.len() < frame.stride() * h as usize {
+            return Some(format!("{w}×{h} frame with {} bytes of pixels", frame.pixels.len()));
+        }
+        let (min_w, min_h) = self.min_size;
+        if w < min_w || h < min_h {
+            return Some(format!(
+                "{w}×{h} frame is smaller than the model input's minimum {min_w}×{min_h} (input.min_width/min_height)"
+            ));
+        }
+        if self.input_mode == InputMode::Tile {
+            let tiles = crate::stages::tiling::tile_count(w, h, self.tile_w, self.tile_h, self.overlap);
+            if tiles > usize::from(u16::MAX) {
+                return Some(format!(
+                    "{w}×{h} frame needs {tiles} tiles of {}×{} (at most {})",
+                    self.tile_w,
+                    self.tile_h,
+                    u16::MAX
+                ));
+            }
+        }
+        None
     }
 
     /// Close the pending batch: pad it to its shape.
@@ -132,8 +168,9 @@ impl Preprocessor {
         ready: &mut Vec<BatchJob>,
         out: &Downstream,
     ) -> bool {
-        if frame.width == 0 || frame.height == 0 || frame.pixels.len() < frame.stride() * frame.height as usize {
+        if let Some(problem) = self.invalid(&frame) {
             self.accounting.camera(frame.meta.camera).dropped(DropCause::InvalidFrame);
+            self.invalid_log.failed(&format!("camera {} seq {}: {problem}", frame.meta.camera, frame.meta.seq));
             return true;
         }
         let t0 = Instant::now();
@@ -190,6 +227,7 @@ impl Preprocessor {
             }
         }
         (self.on_frame)(t0.elapsed());
+        self.invalid_log.ok();
         if out.starts.send(FrameStart { slot, frame, tiles: tiles as u16 }).is_err() {
             return false;
         }
@@ -224,6 +262,8 @@ mod tests {
             batch: 0,
             normalization: Normalization::default(),
             mode: None,
+            min_width: None,
+            min_height: None,
         };
         let policy = BatchPolicy { max_batch, max_wait, fixed_batch: None };
         Preprocessor {
@@ -236,7 +276,22 @@ mod tests {
             policy,
             accounting: Arc::new(Accounting::new(&["a".into(), "b".into()])),
             on_frame: Box::new(|_| {}),
+            min_size: input.min_size(),
+            invalid_log: Burst::new("test"),
         }
+    }
+
+    #[test]
+    fn a_frame_smaller_than_the_minimum_is_dropped_not_judged() {
+        let pre = preprocessor(4, Duration::ZERO);
+        assert_eq!(pre.min_size, (2, 2), "a quarter of the 8×8 input");
+        let pool = BufferPool::new(2);
+        let meta =
+            FrameMeta { camera: 0, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+        let tiny = Frame { meta, format: PixelFormat::Gray8, width: 1, height: 1, pixels: pool.take(1) };
+        let problem = pre.invalid(&tiny).expect("a 1×1 image is no part");
+        assert!(problem.contains("minimum 2×2"), "{problem}");
+        assert!(pre.invalid(&frame(0, 1, &pool)).is_none());
     }
 
     /// A 16×8 frame (two 8×8 tiles) from `camera`, every pixel = `value`.

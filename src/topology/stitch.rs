@@ -27,6 +27,7 @@ impl Region {
 }
 
 /// Max-combine `src` (`channels × mh × mw`) into `dst` (`channels × fh × fw`) over `region`.
+/// Buffers smaller than their stated shapes are an error (nothing written), never a panic.
 #[allow(clippy::too_many_arguments)]
 pub fn paste_max(
     src: &[f32],
@@ -37,7 +38,14 @@ pub fn paste_max(
     fw: usize,
     fh: usize,
     region: Region,
-) {
+) -> Result<(), String> {
+    if mh == 0 || mw == 0 || src.len() < channels * mh * mw || dst.len() < channels * fw * fh {
+        return Err(format!(
+            "a {channels} × {mh} × {mw} map ({} values) cannot be pasted into a {channels} × {fh} × {fw} frame map ({} values)",
+            src.len(),
+            dst.len()
+        ));
+    }
     let (rx0, ry0) = (region.x0 as usize, region.y0 as usize);
     let (wx0, wy0, wx1, wy1) = region.window;
     let x0 = (wx0 as usize).max(rx0);
@@ -45,7 +53,7 @@ pub fn paste_max(
     let x_end = (wx1 as usize).min(rx0 + region.w as usize).min(fw);
     let y_end = (wy1 as usize).min(ry0 + region.h as usize).min(fh);
     if x0 >= x_end || y0 >= y_end {
-        return;
+        return Ok(());
     }
     let identity = mh == region.h as usize && mw == region.w as usize;
     for c in 0..channels {
@@ -68,6 +76,7 @@ pub fn paste_max(
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -75,13 +84,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_map_with_more_channels_than_the_frame_map_is_an_error() {
+        // A segmentation output with 2 channels for 1 listed class.
+        let mut dst = vec![0.0f32; 4];
+        assert!(paste_max(&[0.5; 8], 2, 2, 2, &mut dst, 2, 2, Region::whole(0, 0, 2, 2)).is_err());
+        assert_eq!(dst, vec![0.0; 4], "nothing written");
+    }
+
+    #[test]
     fn overlapping_tiles_each_write_their_window() {
         let mut dst = vec![0.0f32; 4 * 2];
         // Two 3×2 tiles on a 4×2 frame overlapping in columns 1..3, split at column 2.
         let left = Region { x0: 0, y0: 0, w: 3, h: 2, window: (0, 0, 2, 2) };
         let right = Region { x0: 1, y0: 0, w: 3, h: 2, window: (2, 0, 4, 2) };
-        paste_max(&[0.1, 0.2, 0.9, 0.3, 0.4, 0.9], 1, 2, 3, &mut dst, 4, 2, left);
-        paste_max(&[0.9, 0.5, 0.6, 0.9, 0.7, 0.8], 1, 2, 3, &mut dst, 4, 2, right);
+        paste_max(&[0.1, 0.2, 0.9, 0.3, 0.4, 0.9], 1, 2, 3, &mut dst, 4, 2, left).unwrap();
+        paste_max(&[0.9, 0.5, 0.6, 0.9, 0.7, 0.8], 1, 2, 3, &mut dst, 4, 2, right).unwrap();
         // The left tile's 0.9 border values (column 2) and the right tile's (column 1) are
         // outside their windows and never reach the frame.
         assert_eq!(dst, vec![0.1, 0.2, 0.5, 0.6, 0.3, 0.4, 0.7, 0.8]);
@@ -91,14 +108,14 @@ mod tests {
     fn padded_tiles_are_clipped_to_the_frame() {
         let mut dst = vec![0.0f32; 2 * 2];
         let src: Vec<f32> = (1..=9).map(|v| v as f32).collect();
-        paste_max(&src, 1, 3, 3, &mut dst, 2, 2, Region::whole(0, 0, 3, 3));
+        paste_max(&src, 1, 3, 3, &mut dst, 2, 2, Region::whole(0, 0, 3, 3)).unwrap();
         assert_eq!(dst, vec![1.0, 2.0, 4.0, 5.0]);
     }
 
     #[test]
     fn smaller_maps_are_upsampled_nearest() {
         let mut dst = vec![0.0f32; 4 * 4];
-        paste_max(&[1.0, 2.0, 3.0, 4.0], 1, 2, 2, &mut dst, 4, 4, Region::whole(0, 0, 4, 4));
+        paste_max(&[1.0, 2.0, 3.0, 4.0], 1, 2, 2, &mut dst, 4, 4, Region::whole(0, 0, 4, 4)).unwrap();
         assert_eq!(&dst[..4], &[1.0, 1.0, 2.0, 2.0]);
         assert_eq!(&dst[12..], &[3.0, 3.0, 4.0, 4.0]);
     }

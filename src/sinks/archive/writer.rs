@@ -59,6 +59,7 @@ impl Archive {
         let mut next_prune = Instant::now();
         // Bytes in the folder as of the last prune, plus what was written since.
         let mut total = 0u64;
+        let mut jobs = 0u64;
         loop {
             if Instant::now() >= next_prune || (self.max_bytes > 0 && total > self.max_bytes) {
                 match prune(&self.dir, self.max_bytes, self.max_age_days, SystemTime::now()) {
@@ -72,6 +73,8 @@ impl Archive {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            jobs += 1;
+            crate::supervise::fault_point("archive", jobs);
             match self.write(&job, &mut overlay) {
                 Ok(bytes) => {
                     total += bytes;

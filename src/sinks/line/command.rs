@@ -35,7 +35,7 @@ pub async fn run(cfg: CommandConfig, mut events: tokio::sync::mpsc::Receiver<Lin
     };
     let up = child.is_some() || cfg.program.is_none();
     ctx.metrics.link_up.set(i64::from(up));
-    let mut late = super::burst::Burst::new(
+    let mut late = crate::telemetry::burst::Burst::new(
         "command adapter: rejects not delivered (past their fire window); counted in linesight_line_undelivered_total",
     );
     while let Some(event) = events.recv().await {

@@ -37,16 +37,23 @@ pub enum FailsafeReason {
     InferenceError,
     /// The pipeline decided FAILSAFE because a tile's output never came.
     PipelineTimeout,
+    /// The pipeline decided FAILSAFE because the model's outputs were not finite.
+    InvalidOutput,
 }
 
 impl FailsafeReason {
-    pub const ALL: [FailsafeReason; 3] =
-        [FailsafeReason::NoVerdict, FailsafeReason::InferenceError, FailsafeReason::PipelineTimeout];
+    pub const ALL: [FailsafeReason; 4] = [
+        FailsafeReason::NoVerdict,
+        FailsafeReason::InferenceError,
+        FailsafeReason::PipelineTimeout,
+        FailsafeReason::InvalidOutput,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             FailsafeReason::NoVerdict => "no_verdict",
             FailsafeReason::InferenceError => "inference_error",
             FailsafeReason::PipelineTimeout => "pipeline_timeout",
+            FailsafeReason::InvalidOutput => "invalid_output",
         }
     }
 }
@@ -109,6 +116,10 @@ pub enum ErrorCode {
     InferenceFailing = 3,
     /// The station is stopping.
     Stopping = 4,
+    /// A pipeline, line or output stage died: the station cannot judge parts and is exiting.
+    StageFailed = 5,
+    /// The model's outputs are not finite (NaN or infinity) batch after batch.
+    InvalidOutput = 6,
 }
 
 impl ErrorCode {

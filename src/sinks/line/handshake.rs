@@ -153,6 +153,14 @@ impl Handshake {
         self.status = status;
     }
 
+    /// The line's events ended: never leave the PLC a "ready" the line thread can no longer back
+    /// (it died, or stopped without saying so).
+    pub fn end_not_ready(&mut self) {
+        if self.status.ready {
+            self.status = StationStatus { ready: false, error: super::event::ErrorCode::Stopping };
+        }
+    }
+
     pub fn set_heartbeat(&mut self, value: bool) {
         self.heartbeat = value;
     }

@@ -11,7 +11,7 @@ pub struct LineMetrics {
     failsafe: IntCounterVec,
     /// `failsafe`'s series in [`FailsafeReason::ALL`] order, resolved once: the line thread
     /// counts without taking the vector's lock, which the scraper shares.
-    failsafe_by_reason: [IntCounter; 3],
+    failsafe_by_reason: [IntCounter; 4],
     pub deadline_misses: IntCounter,
     pub late_verdicts: IntCounter,
     pub untracked_verdicts: IntCounter,

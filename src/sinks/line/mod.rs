@@ -14,7 +14,6 @@
 //! line's real-time threads are [`wake::Handoff`]s, which take no lock (see [`wake`]).
 
 pub mod audit;
-pub mod burst;
 pub mod clock;
 pub mod command;
 pub mod event;

@@ -13,7 +13,7 @@
 //! requests are logged once per burst (then a summary at most every 5 s), mark the link down
 //! (`link_up` 0 until a write succeeds again) and never stop the adapter.
 
-use super::burst::Burst;
+use crate::telemetry::burst::Burst;
 use super::event::{ErrorCode, LineEvent, PartOutcome, StationStatus, Trigger};
 use super::handshake::{Handshake, Image, Pushed, ResultSlot, TriggerCounter, input};
 use super::metrics::AdapterMetrics;
@@ -293,6 +293,7 @@ async fn handshake(mut conn: Conn, mut events: mpsc::Receiver<LineEvent>, ctx: A
         }
     }
     // The station is stopping: leave the PLC the last status (not ready, stopping).
+    hs.end_not_ready();
     let image = hs.image();
     if written != Some(image) {
         if !conn.connected() {

@@ -8,7 +8,8 @@
 //! a channel (see [`super::wake`] for why).
 
 use super::audit::{self, AuditRecord, Fate};
-use super::burst::Burst;
+use crate::supervise::Supervisor;
+use crate::telemetry::burst::Burst;
 use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus, Trigger};
 use super::metrics::LineMetrics;
 use super::schedule::{CapturedPart, Due, Schedule, Timing, VerdictIn, VerdictOutcome};
@@ -66,6 +67,7 @@ impl LineOutput {
         loaded: &LoadedConfig,
         readiness: Arc<Readiness>,
         registry: Option<&prometheus::Registry>,
+        supervisor: &Arc<Supervisor>,
     ) -> Result<Self, LineStartError> {
         let metrics = Arc::new(LineMetrics::new(registry));
         let realtime = cfg.realtime;
@@ -138,9 +140,9 @@ impl LineOutput {
         drop(trigger_tx);
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LineStartError::Spawn)?;
-        let io = std::thread::Builder::new()
-            .name("line-io".into())
-            .spawn(move || {
+        let io_supervisor = Arc::clone(supervisor);
+        let io = supervisor
+            .spawn("line-io".into(), "line-io", move || {
                 if realtime {
                     super::priority::raise_current_thread("line-io");
                 }
@@ -148,7 +150,8 @@ impl LineOutput {
                     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
                     for h in handles {
                         if let Err(e) = h.await {
-                            tracing::error!(error = %e, "line adapter task failed");
+                            // An adapter that died leaves the line without its output.
+                            io_supervisor.fail("line-io", &format!("a line adapter task failed: {e}"));
                         }
                     }
                 });
@@ -182,10 +185,10 @@ impl LineOutput {
             was_running: false,
             logs: Logs::default(),
             wake: wake.clone(),
+            verdicts_seen: 0,
         };
-        let thread = std::thread::Builder::new()
-            .name("line".into())
-            .spawn(move || {
+        let thread = supervisor
+            .spawn("line".into(), "line", move || {
                 if realtime {
                     super::priority::raise_current_thread("line");
                 }
@@ -259,6 +262,8 @@ struct LineThread {
     was_running: bool,
     /// Bound to the line thread: its inputs' senders wake it.
     wake: Wakeup,
+    /// Verdicts received (the fault-injection point counts them).
+    verdicts_seen: u64,
 }
 
 impl LineThread {
@@ -276,7 +281,10 @@ impl LineThread {
                 self.schedule.register(p);
             }
             while let Some(insp) = next(&mut self.verdicts) {
-                if matches!(insp.verdict, Verdict::Failsafe(FailsafeCause::InferenceError)) {
+                if matches!(
+                    insp.verdict,
+                    Verdict::Failsafe(FailsafeCause::InferenceError | FailsafeCause::InvalidOutput)
+                ) {
                     inference_failures += 1;
                 }
                 self.on_verdict(&insp);
@@ -327,6 +335,8 @@ impl LineThread {
     }
 
     fn on_verdict(&mut self, insp: &Inspection) {
+        self.verdicts_seen += 1;
+        crate::supervise::fault_point("line", self.verdicts_seen);
         let now = Instant::now();
         let v = verdict_in(insp);
         match self.schedule.verdict(v, now) {
@@ -417,8 +427,12 @@ impl LineThread {
     /// Station-ready for the line: model warmed, pipeline running, every camera up, and no
     /// inference failure in the last heartbeat period.
     fn health(&self, inference_failed: bool) -> StationStatus {
-        let error = if !self.readiness.model.is_released() {
+        let error = if self.readiness.stage_failure().is_some() {
+            ErrorCode::StageFailed
+        } else if !self.readiness.model.is_released() {
             ErrorCode::Starting
+        } else if self.readiness.outputs_invalid() {
+            ErrorCode::InvalidOutput
         } else if !self.readiness.pipeline.is_released() {
             // The pipeline latch is released once running and reset when capture stops.
             if self.was_running { ErrorCode::Stopping } else { ErrorCode::Starting }
@@ -476,6 +490,7 @@ fn verdict_in(insp: &Inspection) -> VerdictIn {
             (LineVerdict::Failsafe, Some(FailsafeReason::InferenceError))
         }
         Verdict::Failsafe(FailsafeCause::Timeout) => (LineVerdict::Failsafe, Some(FailsafeReason::PipelineTimeout)),
+        Verdict::Failsafe(FailsafeCause::InvalidOutput) => (LineVerdict::Failsafe, Some(FailsafeReason::InvalidOutput)),
     };
     let class_code = insp
         .defects

@@ -40,6 +40,7 @@ impl Store {
         let mut errors = ErrorLog { last: None, suppressed: 0 };
         let mut batch: Vec<Inspection> = Vec::with_capacity(BATCH_MAX);
         let mut next_retention = Instant::now();
+        let mut received = 0u64;
         loop {
             if Instant::now() >= next_retention {
                 if let Err(e) = self.apply_retention(unix_ms(SystemTime::now())) {
@@ -53,6 +54,8 @@ impl Store {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            received += 1;
+            crate::supervise::fault_point("store", received);
             let deadline = Instant::now() + BATCH_WINDOW;
             while batch.len() < BATCH_MAX {
                 match rx.recv_deadline(deadline) {

@@ -7,7 +7,8 @@ use super::components::{ComponentScratch, label_components};
 /// Decode one frame's anomaly output. `map` is the `height × width` anomaly map in frame
 /// coordinates, on the same raw scale as `image_score` and `threshold`.
 ///
-/// Returns whether the frame is anomalous (`image_score >= threshold`; NaN is not). `out` is
+/// Returns whether the frame is anomalous (`image_score >= threshold`; a NaN score is anomalous:
+/// a value nobody can compare is never "below threshold"). `out` is
 /// cleared, then gets one defect of `class` per 8-connected region of map pixels `>= threshold`,
 /// in raster order of each region's first pixel.
 ///
@@ -32,7 +33,7 @@ pub fn decode_anomaly(
     out.clear();
     let components = label_components(map, width, height, threshold, scratch);
     out.extend(components.iter().map(|c| c.to_defect(class)));
-    image_score >= threshold
+    !(image_score < threshold)
 }
 
 #[cfg(test)]
@@ -89,7 +90,7 @@ mod tests {
         assert!(!decode_anomaly(2.0, &MAP, 4, 3, 3.5, 0, &mut scratch, &mut out));
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].x, out[0].y, out[0].area_px, out[0].max_score), (2.0, 0.0, 1.0, 4.0));
-        assert!(!decode_anomaly(f32::NAN, &MAP, 4, 3, 5.0, 0, &mut scratch, &mut out));
+        assert!(decode_anomaly(f32::NAN, &MAP, 4, 3, 5.0, 0, &mut scratch, &mut out), "NaN is never below threshold");
         assert!(out.is_empty());
     }
 }

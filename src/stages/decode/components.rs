@@ -187,8 +187,9 @@ impl ComponentScratch {
     }
 }
 
-/// Find the 8-connected components of the pixels whose score is `>= threshold` (NaN is off) in a
-/// row-major `width × height` map.
+/// Find the 8-connected components of the pixels whose score is `>= threshold` in a row-major
+/// `width × height` map. A NaN score is on: a value nobody can compare is never "below threshold"
+/// (the pipeline fails such frames safe before decoding; this is the decoder's own guard).
 ///
 /// Components come out in the raster order of their first (top-most, then left-most) pixel. The
 /// returned slice borrows `scratch` and is valid until its next use.
@@ -218,7 +219,7 @@ pub fn label_components<'s>(
         // The row labelled last becomes the previous row.
         scratch.rows.copy_within(width.., 0);
         for (x, &score) in row.iter().enumerate() {
-            let label = if score >= threshold {
+            let label = if !(score < threshold) {
                 let label = label_pixel(scratch, width, x, y as u32);
                 scratch.stats[label as usize].add_pixel(x as u32, y as u32, score);
                 label
@@ -338,12 +339,12 @@ mod tests {
     }
 
     #[test]
-    fn threshold_is_inclusive_and_nan_is_off() {
+    fn threshold_is_inclusive_and_nan_is_on() {
         let scores = [0.5, f32::NAN, 0.49, 0.5];
         let mut scratch = ComponentScratch::new();
         let comps = label_components(&scores, 4, 1, 0.5, &mut scratch);
-        assert_eq!(comps.len(), 2);
-        assert_eq!((comps[0].x_min, comps[1].x_min), (0, 3));
+        assert_eq!(comps.len(), 2, "NaN joins its neighbour: never below threshold");
+        assert_eq!((comps[0].x_min, comps[0].area_px, comps[1].x_min), (0, 2, 3));
     }
 
     #[test]
@@ -436,7 +437,7 @@ mod tests {
         let mut seen = vec![false; scores.len()];
         let mut out = Vec::new();
         for start in 0..scores.len() {
-            let on = |s: f32| s >= t;
+            let on = |s: f32| !(s < t);
             if seen[start] || !on(scores[start]) {
                 continue;
             }
@@ -464,7 +465,7 @@ mod tests {
                             continue;
                         }
                         let j = ny as usize * w + nx as usize;
-                        if !seen[j] && scores[j] >= t {
+                        if !seen[j] && on(scores[j]) {
                             seen[j] = true;
                             stack.push(j);
                         }

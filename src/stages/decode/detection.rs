@@ -25,8 +25,8 @@ const BLOCK: usize = 64;
 /// is the top-left corner plus `origin` (the tile's top-left in the frame). Boxes are not clipped;
 /// boxes with a non-positive or NaN width or height are dropped.
 ///
-/// # Panics
-/// When `raw.len()` is not a multiple of the row length, or `classes > 65536`.
+/// An output that is not a whole number of rows, or more classes than a `u16` indexes, is an
+/// error (nothing appended): the frame fails safe, no decoder panics on a shape.
 pub fn decode_yolo(
     raw: &[f32],
     format: DetectionFormat,
@@ -34,17 +34,29 @@ pub fn decode_yolo(
     score_threshold: f32,
     origin: (f32, f32),
     out: &mut Vec<Defect>,
-) {
-    assert!(classes <= usize::from(u16::MAX) + 1, "more classes than a u16 can index");
+) -> Result<(), String> {
+    if classes == 0 || classes > usize::from(u16::MAX) + 1 {
+        return Err(format!("{classes} classes: YOLO decoding needs 1..=65536"));
+    }
+    let row_len = match format {
+        DetectionFormat::Yolov5 => 5 + classes,
+        DetectionFormat::Yolov8 => 4 + classes,
+    };
+    if !raw.len().is_multiple_of(row_len) {
+        return Err(format!(
+            "{format:?} output of {} values is not a whole number of rows of {row_len} ({classes} classes)",
+            raw.len()
+        ));
+    }
     match format {
         DetectionFormat::Yolov5 => decode_v5(raw, classes, score_threshold, origin, out),
         DetectionFormat::Yolov8 => decode_v8(raw, classes, score_threshold, origin, out),
     }
+    Ok(())
 }
 
 fn decode_v5(raw: &[f32], classes: usize, threshold: f32, origin: (f32, f32), out: &mut Vec<Defect>) {
     let row_len = 5 + classes;
-    assert_eq!(raw.len() % row_len, 0, "YOLOv5 output is not a whole number of 5 + {classes} rows");
     for row in raw.chunks_exact(row_len) {
         // Scores are probabilities, so objectness × class ≤ objectness.
         let objectness = row[4];
@@ -60,7 +72,6 @@ fn decode_v5(raw: &[f32], classes: usize, threshold: f32, origin: (f32, f32), ou
 
 fn decode_v8(raw: &[f32], classes: usize, threshold: f32, origin: (f32, f32), out: &mut Vec<Defect>) {
     let rows = 4 + classes;
-    assert_eq!(raw.len() % rows, 0, "YOLOv8 output is not 4 + {classes} whole rows");
     let anchors = raw.len() / rows;
     let row = |r: usize| &raw[r * anchors..(r + 1) * anchors];
     for start in (0..anchors).step_by(BLOCK) {
@@ -145,6 +156,15 @@ pub fn nms_class_aware(boxes: &mut Vec<Defect>, iou_threshold: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ragged_output_or_no_classes_is_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        assert!(decode_yolo(&[0.0; 13], DetectionFormat::Yolov5, 2, 0.5, (0.0, 0.0), &mut out).is_err());
+        assert!(decode_yolo(&[0.0; 13], DetectionFormat::Yolov8, 2, 0.5, (0.0, 0.0), &mut out).is_err());
+        assert!(decode_yolo(&[0.0; 12], DetectionFormat::Yolov8, 0, 0.5, (0.0, 0.0), &mut out).is_err());
+        assert!(out.is_empty());
+    }
     use proptest::prelude::*;
 
     fn bx(class: u16, x: f32, y: f32, w: f32, h: f32, score: f32) -> Defect {
@@ -162,7 +182,7 @@ mod tests {
             40.0, 40.0, 0.0, 8.0, 1.0, 1.0, 0.0,  // zero width → dropped
         ];
         let mut out = vec![bx(0, 0.0, 0.0, 1.0, 1.0, 1.0)];
-        decode_yolo(&raw, DetectionFormat::Yolov5, 2, 0.6, (100.0, 200.0), &mut out);
+        decode_yolo(&raw, DetectionFormat::Yolov5, 2, 0.6, (100.0, 200.0), &mut out).unwrap();
         assert_eq!(out.len(), 2, "appends: {out:?}");
         let b = out[1];
         // Top-left = (10 − 2 + 100, 20 − 3 + 200).
@@ -184,7 +204,7 @@ mod tests {
              0.9,  0.2,  0.7,  // c1
         ];
         let mut out = Vec::new();
-        decode_yolo(&raw, DetectionFormat::Yolov8, 2, 0.5, (0.0, 0.0), &mut out);
+        decode_yolo(&raw, DetectionFormat::Yolov8, 2, 0.5, (0.0, 0.0), &mut out).unwrap();
         assert_eq!(
             out,
             vec![bx(1, 8.0, 8.0, 4.0, 4.0, 0.9), bx(0, 19.0, 19.0, 2.0, 2.0, 0.5), bx(0, 27.0, 29.0, 6.0, 2.0, 0.7)]
@@ -203,7 +223,7 @@ mod tests {
         raw[anchors - 1] = 7.5; // cx of the last anchor
         raw[5 * anchors - 1] = 0.8;
         let mut out = Vec::new();
-        decode_yolo(&raw, DetectionFormat::Yolov8, 1, 0.5, (0.0, 0.0), &mut out);
+        decode_yolo(&raw, DetectionFormat::Yolov8, 1, 0.5, (0.0, 0.0), &mut out).unwrap();
         assert_eq!(out, vec![bx(0, 7.0, -0.5, 1.0, 1.0, 0.8)]);
     }
 

@@ -11,15 +11,17 @@ use crate::model::manifest::Activation;
 /// Sigmoid maps each value on its own; softmax normalises across the channels of each pixel
 /// (numerically stable: the pixel's max is subtracted first). `None` leaves the data as is.
 ///
-/// # Panics
-/// When `data.len()` is not a multiple of `channels * plane_len`.
-pub fn apply_activation(data: &mut [f32], channels: usize, plane_len: usize, activation: Activation) {
+/// Data that is not a whole number of items is an error (left as is): no panic on a shape.
+pub fn apply_activation(
+    data: &mut [f32],
+    channels: usize,
+    plane_len: usize,
+    activation: Activation,
+) -> Result<(), String> {
     let item_len = channels * plane_len;
-    assert!(
-        data.len().is_multiple_of(item_len),
-        "data of {} values is not a whole number of {channels} × {plane_len} items",
-        data.len()
-    );
+    if item_len == 0 || !data.len().is_multiple_of(item_len) {
+        return Err(format!("data of {} values is not a whole number of {channels} × {plane_len} items", data.len()));
+    }
     match activation {
         Activation::None => {}
         Activation::Sigmoid => data.iter_mut().for_each(|v| *v = sigmoid(*v)),
@@ -31,6 +33,7 @@ pub fn apply_activation(data: &mut [f32], channels: usize, plane_len: usize, act
             }
         }
     }
+    Ok(())
 }
 
 /// The logistic function; saturates to exactly 0 or 1 far from zero instead of overflowing.
@@ -91,7 +94,7 @@ mod tests {
     #[test]
     fn sigmoid_values_and_saturation() {
         let mut data = [0.0, 2.0_f32.ln(), -1000.0, 1000.0];
-        apply_activation(&mut data, 4, 1, Activation::Sigmoid);
+        apply_activation(&mut data, 4, 1, Activation::Sigmoid).unwrap();
         // sigmoid(ln 2) = 1 / (1 + 1/2) = 2/3.
         assert_eq!(data[0], 0.5);
         assert!((data[1] - 2.0 / 3.0).abs() < 1e-6);
@@ -102,7 +105,7 @@ mod tests {
     fn softmax_runs_across_channels_per_pixel() {
         // Two channels, two pixels: pixel 0 logits (0, ln 3) → (1/4, 3/4); pixel 1 (5, 5) → ½, ½.
         let mut data = [0.0, 5.0, 3.0_f32.ln(), 5.0];
-        apply_activation(&mut data, 2, 2, Activation::Softmax);
+        apply_activation(&mut data, 2, 2, Activation::Softmax).unwrap();
         let want = [0.25, 0.5, 0.75, 0.5];
         for (got, want) in data.iter().zip(want) {
             assert!((got - want).abs() < 1e-6, "{data:?}");
@@ -112,7 +115,7 @@ mod tests {
     #[test]
     fn softmax_handles_a_batch_and_huge_logits() {
         let mut data = [1000.0, 1000.0, -1000.0, 0.0];
-        apply_activation(&mut data, 2, 1, Activation::Softmax);
+        apply_activation(&mut data, 2, 1, Activation::Softmax).unwrap();
         assert_eq!(data, [0.5, 0.5, 0.0, 1.0]);
     }
 

@@ -5,6 +5,8 @@
 use super::runtime;
 use crate::config::Provider;
 use crate::model::ModelPackage;
+use crate::model::manifest::TaskSpec;
+use crate::model::outputs::{Dim, check_output};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -97,11 +99,34 @@ impl InferSession {
                 m.input.name, m.input.batch, m.input.channels, m.input.height, m.input.width
             )));
         }
-        for name in m.task.output_names() {
-            if !self.session.outputs().iter().any(|o| o.name() == name) {
+        let names = m.task.output_names();
+        for (index, name) in names.iter().enumerate() {
+            let Some(output) = self.session.outputs().iter().find(|o| o.name() == *name) else {
                 return Err(mismatch(format!(
                     "output {name:?} not in graph (graph outputs: {})",
                     self.session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
+                )));
+            };
+            if output.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
+                return Err(mismatch(format!("output {name:?} must be a float32 tensor, the graph has {:?}", output.dtype())));
+            }
+            // The batch axis first, then the item; a dynamic axis (-1) is checked after warm-up.
+            if let Some(shape) = output.dtype().tensor_shape()
+                && !shape.is_empty()
+            {
+                let item: Vec<Dim> = shape.iter().skip(1).map(|&d| usize::try_from(d).ok()).collect();
+                check_output(&m.task, &m.input, index, name, &item).map_err(mismatch)?;
+            }
+        }
+        if let TaskSpec::Detection(_) = &m.task {
+            // A YOLO segmentation export carries mask prototypes ([N, 32, H/4, W/4]) beside its
+            // boxes: decoding only the boxes would silently drop what the model was made for.
+            if let Some(protos) = self.session.outputs().iter().find(|o| {
+                !names.contains(&o.name()) && o.dtype().tensor_shape().is_some_and(|s| s.len() == 4)
+            }) {
+                return Err(mismatch(format!(
+                    "output {:?} looks like YOLO segmentation mask prototypes: YOLO instance segmentation is not supported yet (export the detect model, or use a segmentation task)",
+                    protos.name()
                 )));
             }
         }
@@ -127,8 +152,12 @@ impl InferSession {
                     "output {name:?} has shape {shape:?}; its first axis must be the batch ({batch})"
                 )));
             }
+            let item: Vec<usize> = shape.iter().skip(1).map(|&d| d as usize).collect();
+            let dims: Vec<Dim> = item.iter().map(|&d| Some(d)).collect();
+            check_output(&m.task, &m.input, lens.len(), name, &dims)
+                .map_err(|problem| SessionError::Mismatch { model: m.name.clone(), problem })?;
             lens.push(values.len() / batch);
-            shapes.push(shape.iter().skip(1).map(|&d| d as usize).collect());
+            shapes.push(item);
         }
         drop(outputs);
         self.output_item_len = lens;

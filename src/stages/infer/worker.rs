@@ -4,12 +4,18 @@
 //! preprocess thread, and the outputs ONNX Runtime allocates are handed to the assembler as they
 //! are (no copy on this thread), so the session runs back to back and the pipeline's own work
 //! happens on the other cores. An inference error fails exactly the frames of that batch.
+//!
+//! Before a batch leaves the worker its outputs are checked: an output whose shape is not the one
+//! the model was checked and warmed up with fails the batch (no decoder ever slices a surprise
+//! shape), and each item whose outputs hold a NaN or an infinity is marked invalid, so its frame
+//! is decided `FAILSAFE(invalid_output)` and never compared against a threshold.
 
 use super::session::InferSession;
 use crate::topology::messages::{BatchJob, BatchResult};
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Sender};
 use ort::value::TensorRef;
+use crate::telemetry::burst::Burst;
 use std::time::{Duration, Instant};
 
 /// Batching settings, applied by the preprocess threads that form batches.
@@ -45,43 +51,160 @@ impl BatchPolicy {
     }
 }
 
+/// How a batch went, for the worker's telemetry hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Ok,
+    /// The run failed, or its outputs had an unexpected shape: every frame fails safe.
+    Failed,
+    /// The run succeeded but some items' outputs are not finite (those frames fail safe).
+    InvalidOutput,
+}
+
 /// Everything a worker thread owns.
 pub struct Worker {
     pub session: InferSession,
+    /// The model's name, for logs.
+    pub model: String,
     pub input_name: String,
     /// `[channels, height, width]` of one item.
     pub input_shape: [usize; 3],
     pub output_names: Vec<String>,
-    /// Called once per run with (tiles in the batch, run duration, whether it succeeded);
-    /// telemetry hooks in here.
-    pub on_batch: Box<dyn FnMut(usize, Duration, bool) + Send>,
+    /// Called once per run with (tiles in the batch, run duration, outcome); telemetry hooks in
+    /// here.
+    pub on_batch: Box<dyn FnMut(usize, Duration, BatchOutcome) + Send>,
     /// Fault injection (tests, benches): stall every n-th batch.
     pub stall: Option<crate::topology::InferenceStall>,
+    /// Fault injection (tests, the fault suite): corrupt outputs (see [`OutputFault`]).
+    pub output_fault: Option<OutputFault>,
+}
+
+/// Fault injection: from batch `from` on (1-based), for `count` batches (0 = for ever), every
+/// output value is replaced by NaN, as a corrupt model or a numerical fault on a GPU would give.
+/// Set with `LINESIGHT_FAULT_NAN_OUTPUTS="from=N,count=M"`; never on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputFault {
+    pub from: u64,
+    pub count: u64,
+}
+
+impl OutputFault {
+    pub const ENV: &'static str = "LINESIGHT_FAULT_NAN_OUTPUTS";
+
+    /// Parse `from=N,count=M` (both optional: from 1, for ever).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut fault = Self { from: 1, count: 0 };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("from", v)) => fault.from = v.parse().map_err(|_| format!("{}: from={v:?} is not a number", Self::ENV))?,
+                Some(("count", v)) => {
+                    fault.count = v.parse().map_err(|_| format!("{}: count={v:?} is not a number", Self::ENV))?
+                }
+                _ => return Err(format!("{}={text:?}: expected from=N,count=M", Self::ENV)),
+            }
+        }
+        Ok(fault)
+    }
+
+    fn applies(&self, batch: u64) -> bool {
+        batch >= self.from && (self.count == 0 || batch < self.from.saturating_add(self.count))
+    }
+}
+
+/// Check a batch's outputs (`[batch, item...]` each) against the item shapes the session was
+/// warmed up with. `Err` names the output and both shapes; `Ok` holds a bit per item (of the
+/// first `items`) whose values are not all finite, and the index of the first output that had one.
+pub fn check_batch(
+    outputs: &[(&[i64], &[f32])],
+    batch: usize,
+    items: usize,
+    item_shapes: &[Vec<usize>],
+    names: &[String],
+) -> Result<(u64, Option<usize>), String> {
+    let mut invalid = 0u64;
+    let mut first = None;
+    for (o, ((shape, data), item)) in outputs.iter().zip(item_shapes).enumerate() {
+        let same = shape.len() == item.len() + 1
+            && shape[0] == batch as i64
+            && shape[1..].iter().zip(item).all(|(&a, &b)| a == b as i64);
+        let item_len: usize = item.iter().product();
+        if !same || data.len() != batch * item_len {
+            return Err(format!(
+                "output {:?} has shape {shape:?}, the model was checked with [{batch}, {}]",
+                names.get(o).map_or("?", String::as_str),
+                item.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for k in 0..items.min(batch).min(64) {
+            if !data[k * item_len..(k + 1) * item_len].iter().all(|v| v.is_finite()) {
+                invalid |= 1 << k;
+                first.get_or_insert(o);
+            }
+        }
+    }
+    Ok((invalid, first))
 }
 
 impl Worker {
     /// Run batches until the batch queue is closed and drained.
     pub fn run(mut self, jobs: Receiver<BatchJob>, results: Sender<BatchResult>) {
         let mut batches = 0u64;
+        let mut failures = Burst::new("inference failed; the frames of these batches fail safe (inference_error)");
+        let mut invalid_log =
+            Burst::new("model outputs are not finite (NaN or infinity); those frames fail safe (invalid_output)");
         while let Ok(job) = jobs.recv() {
             batches += 1;
+            crate::supervise::fault_point("infer", batches);
             if let Some(s) = self.stall
                 && batches.is_multiple_of(s.every)
             {
                 std::thread::sleep(s.stall);
             }
             let started = Instant::now();
-            let outputs = match self.infer(&job) {
+            let mut invalid = 0u64;
+            let mut outputs = match self.infer(&job) {
                 Ok(outputs) => outputs,
                 Err(e) => {
-                    tracing::warn!(error = %e, tiles = job.items.len(), "inference failed; these frames fail safe");
+                    failures.failed(&format!("model {}: {e} ({} tiles)", self.model, job.items.len()));
                     ArrayVec::new()
                 }
             };
+            if !outputs.is_empty() {
+                if self.output_fault.is_some_and(|f| f.applies(batches)) {
+                    poison(&mut outputs);
+                }
+                match self.check(&outputs, &job) {
+                    Ok((0, _)) => {
+                        failures.ok();
+                        invalid_log.ok();
+                    }
+                    Ok((mask, output)) => {
+                        failures.ok();
+                        invalid = mask;
+                        let name = output.and_then(|o| self.output_names.get(o)).map_or("?", String::as_str);
+                        invalid_log.failed(&format!(
+                            "model {} output {name:?}: {} of {} items",
+                            self.model,
+                            mask.count_ones(),
+                            job.items.len()
+                        ));
+                    }
+                    Err(problem) => {
+                        failures.failed(&format!("model {}: {problem}", self.model));
+                        outputs.clear();
+                    }
+                }
+            }
             let ended = Instant::now();
-            (self.on_batch)(job.items.len(), ended - started, !outputs.is_empty());
+            let outcome = match (outputs.is_empty(), invalid != 0) {
+                (true, _) => BatchOutcome::Failed,
+                (false, true) => BatchOutcome::InvalidOutput,
+                (false, false) => BatchOutcome::Ok,
+            };
+            (self.on_batch)(job.items.len(), ended - started, outcome);
             let result = BatchResult {
                 failed: outputs.is_empty(),
+                invalid,
                 outputs,
                 batch: job.batch,
                 items: job.items,
@@ -94,6 +217,17 @@ impl Worker {
                 return; // assembler gone: shutting down
             }
         }
+    }
+
+    /// See [`check_batch`].
+    fn check(&self, outputs: &[ort::value::DynValue], job: &BatchJob) -> Result<(u64, Option<usize>), String> {
+        let mut views: ArrayVec<(&[i64], &[f32]), 2> = ArrayVec::new();
+        for (value, name) in outputs.iter().zip(&self.output_names) {
+            let (shape, data) =
+                value.try_extract_tensor::<f32>().map_err(|e| format!("output {name:?} is not a float tensor: {e}"))?;
+            views.push((&shape[..], data));
+        }
+        check_batch(&views, job.batch, job.items.len(), &self.session.output_item_shape, &self.output_names)
     }
 
     fn infer(&mut self, job: &BatchJob) -> Result<ArrayVec<ort::value::DynValue, 2>, ort::Error> {
@@ -111,9 +245,41 @@ impl Worker {
     }
 }
 
+/// Fault injection: every output value becomes NaN.
+fn poison(outputs: &mut [ort::value::DynValue]) {
+    for value in outputs {
+        if let Ok((_, data)) = value.try_extract_tensor_mut::<f32>() {
+            data.fill(f32::NAN);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_check_marks_non_finite_items_and_refuses_other_shapes() {
+        let names = vec!["score".to_string(), "map".to_string()];
+        let shapes = vec![vec![], vec![1, 2, 2]];
+        let scores = [0.1, f32::NAN, 0.3, 0.0];
+        let mut maps = [0.0f32; 16];
+        maps[8 + 3] = f32::INFINITY; // item 2
+        let outputs: [(&[i64], &[f32]); 2] = [(&[4], &scores), (&[4, 1, 2, 2], &maps)];
+        // Three real items: item 3 is batch padding and is not judged.
+        assert_eq!(check_batch(&outputs, 4, 3, &shapes, &names), Ok((0b110, Some(0))));
+        let wrong: [(&[i64], &[f32]); 2] = [(&[4], &scores), (&[4, 2, 2, 1], &maps)];
+        let e = check_batch(&wrong, 4, 3, &shapes, &names).unwrap_err();
+        assert!(e.contains("\"map\"") && e.contains("[4, 2, 2, 1]") && e.contains("[4, 1, 2, 2]"), "{e}");
+    }
+
+    #[test]
+    fn output_fault_parses_and_applies_to_its_batches() {
+        let f = OutputFault::parse("from=3,count=2").unwrap();
+        assert_eq!((f.applies(2), f.applies(3), f.applies(4), f.applies(5)), (false, true, true, false));
+        assert!(OutputFault::parse("").unwrap().applies(1_000_000));
+        assert!(OutputFault::parse("every=2").is_err());
+    }
 
     #[test]
     fn batches_are_padded_to_a_few_shapes() {
