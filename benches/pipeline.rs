@@ -227,7 +227,8 @@ fn report() {
                 SIDE as usize,
                 SIDE as usize,
                 Region { x0, y0, w: tw, h: th, window },
-            ).unwrap();
+            )
+            .unwrap();
         }
         decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
     });

@@ -6,9 +6,10 @@ use crate::config::{self, LoadedConfig, StationConfig};
 use crate::sinks::archive::{self, Archive};
 use crate::sinks::line::LineOutput;
 use crate::sinks::results::{self, RecordContext};
+use crate::sinks::store::{Retention, Store, StoreContext};
+use crate::sources::synthetic::CameraFault;
 use crate::stages::infer::worker::OutputFault;
 use crate::supervise::{PanicFault, Supervisor};
-use crate::sinks::store::{Retention, Store, StoreContext};
 use crate::telemetry::Telemetry;
 use crate::topology::accounting::{Accounting, CameraSnapshot};
 use crate::topology::{InferenceStall, LineWiring, OUTPUT_QUEUE_DEPTH, RunOptions, Station};
@@ -133,6 +134,15 @@ fn load(config: Option<&Path>) -> Result<LoadedConfig> {
 fn check(args: CheckArgs) -> Result<()> {
     let loaded = load(Some(&args.config))?;
     let station = Station::build(&loaded, RunOptions::default())?;
+    // Every camera must deliver a frame within its open timeout; one that does not is named, and
+    // check returns rather than hang on it.
+    let silent: Vec<String> = crate::topology::probe_cameras(&loaded)
+        .into_iter()
+        .filter_map(|(id, r)| r.err().map(|e| format!("camera {id}: {e}")))
+        .collect();
+    if !silent.is_empty() {
+        bail!("{}: {} camera(s) deliver no frame:\n  {}", args.config.display(), silent.len(), silent.join("\n  "));
+    }
     let m = &station.package.manifest;
     println!(
         "{}: OK — {} camera(s); model {} ({}, sha256 {}) loaded, I/O matches its manifest, warmed up",
@@ -229,15 +239,13 @@ fn run(args: RunArgs) -> Result<()> {
     // The line output starts before the model loads too: the PLC sees "not ready" (error code
     // "starting") at once, and a bad events file fails before any slow work.
     let mut line = match &cfg.line {
-        Some(line_cfg) => {
-            Some(LineOutput::start(
-                line_cfg,
-                &loaded,
-                Arc::clone(&telemetry.readiness),
-                Some(&telemetry.registry),
-                &supervisor,
-            )?)
-        }
+        Some(line_cfg) => Some(LineOutput::start(
+            line_cfg,
+            &loaded,
+            Arc::clone(&telemetry.readiness),
+            Some(&telemetry.registry),
+            &supervisor,
+        )?),
         None => None,
     };
     let line_wiring = line.as_mut().map(|l| LineWiring {
@@ -258,6 +266,14 @@ fn run(args: RunArgs) -> Result<()> {
         }
         Err(_) => None,
     };
+    if let Ok(text) = std::env::var(CameraFault::ENV) {
+        let fault = CameraFault::parse(&text).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            ?fault,
+            "FAULT INJECTION: synthetic cameras freeze and unplug on purpose ({} is set); never use this on a production line",
+            CameraFault::ENV
+        );
+    }
     let output_fault = match std::env::var(OutputFault::ENV) {
         Ok(text) => {
             let fault = OutputFault::parse(&text).map_err(anyhow::Error::msg)?;
@@ -313,30 +329,33 @@ fn run(args: RunArgs) -> Result<()> {
         let _ = cameras.set(station.accounting());
     }
     let classes = station.package.manifest.task.classes();
-    let store_handle = store.map(|store| {
-        let m = &station.package.manifest;
-        let ctx = StoreContext {
-            station: cfg.station.name.clone(),
-            cameras: cfg.cameras.iter().map(|c| c.id.clone()).collect(),
-            classes: classes.clone(),
-            model_name: m.name.clone(),
-            model_sha256: station.package.sha256.clone(),
-            rules_json: serde_json::to_string(&cfg.rules).unwrap_or_else(|_| "[]".into()),
-        };
-        let accounting = station.accounting();
-        supervisor.spawn("store".into(), "store", move || store.run(store_rx, ctx, accounting))
-    })
-    .transpose()?;
-    let archive_handle = archive.map(|(archive, _)| {
-        let accounting = station.accounting();
-        supervisor.spawn("archive".into(), "archive", move || archive.run(archive_rx, accounting))
-    })
-    .transpose()?;
-    let sink_handle = sink_thread.map(|(rx, station, cameras, writer)| {
-        let ctx = RecordContext { station, cameras, classes };
-        supervisor.spawn_fallible("results".into(), "results", move || results::run(rx, ctx, writer))
-    })
-    .transpose()?;
+    let store_handle = store
+        .map(|store| {
+            let m = &station.package.manifest;
+            let ctx = StoreContext {
+                station: cfg.station.name.clone(),
+                cameras: cfg.cameras.iter().map(|c| c.id.clone()).collect(),
+                classes: classes.clone(),
+                model_name: m.name.clone(),
+                model_sha256: station.package.sha256.clone(),
+                rules_json: serde_json::to_string(&cfg.rules).unwrap_or_else(|_| "[]".into()),
+            };
+            let accounting = station.accounting();
+            supervisor.spawn("store".into(), "store", move || store.run(store_rx, ctx, accounting))
+        })
+        .transpose()?;
+    let archive_handle = archive
+        .map(|(archive, _)| {
+            let accounting = station.accounting();
+            supervisor.spawn("archive".into(), "archive", move || archive.run(archive_rx, accounting))
+        })
+        .transpose()?;
+    let sink_handle = sink_thread
+        .map(|(rx, station, cameras, writer)| {
+            let ctx = RecordContext { station, cameras, classes };
+            supervisor.spawn_fallible("results".into(), "results", move || results::run(rx, ctx, writer))
+        })
+        .transpose()?;
 
     let stop = station.stop_handle();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

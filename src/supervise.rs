@@ -31,7 +31,8 @@ impl Supervisor {
     /// A supervisor reporting into `readiness`, with its counter registered in `registry`.
     pub fn new(readiness: Arc<Readiness>, registry: Option<&prometheus::Registry>) -> prometheus::Result<Arc<Self>> {
         use crate::telemetry::names::{STAGE, STAGE_FAILURES, STAGE_FAILURES_HELP};
-        let failures = prometheus::IntCounterVec::new(prometheus::Opts::new(STAGE_FAILURES, STAGE_FAILURES_HELP), &[STAGE])?;
+        let failures =
+            prometheus::IntCounterVec::new(prometheus::Opts::new(STAGE_FAILURES, STAGE_FAILURES_HELP), &[STAGE])?;
         if let Some(registry) = registry {
             registry.register(Box::new(failures.clone()))?;
         }
@@ -135,7 +136,11 @@ impl PanicFault {
         }
         match (stage, after) {
             (Some(stage), Some(after)) => Ok(Self { stage, after }),
-            _ => Err(format!("{}={text:?}: expected stage=NAME,after=N (N ≥ 1; NAME one of {})", Self::ENV, Self::STAGES.join(", "))),
+            _ => Err(format!(
+                "{}={text:?}: expected stage=NAME,after=N (N ≥ 1; NAME one of {})",
+                Self::ENV,
+                Self::STAGES.join(", ")
+            )),
         }
     }
 

@@ -15,6 +15,11 @@ use std::path::Path;
 
 /// A station at 40 parts/s whose parts reach the actuator 150 ms after capture, with the line's
 /// events going to an audit file and, as JSON lines, to `cat` writing a second file.
+///
+/// The fire window is widened to 50 ms (with a 100 ms pulse; the default is half the pulse, and
+/// a 20 ms pulse would give 10 ms): this shared test
+/// machine can stall a thread past 10 ms, and what this test judges is which parts were
+/// rejected, not the line thread's wake-up latency (`make bench-line` measures that).
 fn station(dir: &Path, failsafe: &str) -> String {
     let events = dir.join("events.jsonl");
     let received = dir.join("received.jsonl");
@@ -24,7 +29,8 @@ fn station(dir: &Path, failsafe: &str) -> String {
 [line]
 delay_ms = 150
 margin_ms = 10
-pulse_ms = 20
+pulse_ms = 100
+fire_window_ms = 50
 failsafe = "{failsafe}"
 events = "{events}"
 heartbeat_ms = 50
@@ -75,16 +81,9 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     assert_eq!(terminal.len(), 300, "every captured part got exactly one action");
 
     let mut fired_ids = HashSet::new();
-    let mut missed = Vec::new();
     for (seq, r) in &terminal {
-        let actual = r["fate"].as_str().unwrap();
-        // A missed reject was meant to fire: the line thread got to it past its window (a host
-        // stall on a shared VM can do that; counted below), so judge what was decided.
-        if actual == "missed" {
-            eprintln!("WARNING: part {seq}: the line thread missed its fire window: {r}");
-            missed.push(*seq);
-        }
-        let fate = if actual == "missed" { "fired" } else { actual };
+        // A missed reject is a part that was not rejected: judged as such below.
+        let fate = r["fate"].as_str().unwrap();
         if affected.contains(seq) {
             // Affected: the fail-safe decided it, and it was rejected.
             assert_eq!(
@@ -98,19 +97,17 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
             assert_eq!(r["verdict"].as_str(), Some(own), "part {seq} carries another part's verdict: {r}");
             assert_eq!(fate == "fired", own != "OK", "part {seq} ({own}) was {fate}");
         }
-        if actual == "fired" {
+        if fate == "fired" {
             let (deadline, fired) = (r["deadline_ns"].as_u64().unwrap(), r["fired_ns"].as_u64().unwrap());
             assert!(fired >= deadline, "part {seq} fired {} µs before its deadline", (deadline - fired) / 1000);
             assert!(
-                fired - deadline <= 10_000_000,
-                "part {seq} fired {} µs after its deadline (window 10 ms)",
+                fired - deadline <= 50_000_000,
+                "part {seq} fired {} µs after its deadline (window 50 ms)",
                 (fired - deadline) / 1000
             );
             fired_ids.insert(r["result_id"].as_u64().unwrap());
         }
     }
-
-    assert!(missed.len() <= 1, "{} parts missed their fire windows: {missed:?}", missed.len());
 
     // What the program on the command adapter received: one reject per fired part, no other.
     let received = read_jsonl(&dir.path().join("received.jsonl"));
@@ -118,26 +115,12 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     let reject_ids: HashSet<u64> = rejects.iter().map(|e| e["part"]["result_id"].as_u64().unwrap()).collect();
     assert_eq!(rejects.len(), reject_ids.len(), "a reject was delivered twice");
     assert!(reject_ids.is_subset(&fired_ids), "rejects delivered that the line never fired");
-    // A fired reject the adapter's thread gets to after its fire window is counted undelivered,
-    // never sent late. On a shared virtual machine the host can stall that thread past the 10 ms
-    // window (measured: up to ~17 ms on an idle VM), so a rare one is allowed — loudly, and only
-    // if the station reported it.
+    // A fired reject the adapter did not deliver (it got to it past the fire window, and never
+    // sends late) is a part that was not rejected.
     let undelivered: Vec<&u64> = fired_ids.difference(&reject_ids).collect();
-    if !undelivered.is_empty() {
-        eprintln!(
-            "WARNING: fired rejects the command adapter did not deliver (past their fire window): result ids {undelivered:?}"
-        );
-        assert!(
-            stderr.contains("rejects not delivered"),
-            "a reject went undelivered without the station saying so:\n{stderr}"
-        );
-    }
-    let allowed = (fired_ids.len() / 100).max(1);
     assert!(
-        undelivered.len() <= allowed,
-        "{} of {} fired rejects were not delivered (at most {allowed} allowed)",
-        undelivered.len(),
-        fired_ids.len()
+        undelivered.is_empty(),
+        "fired rejects the command adapter did not deliver (parts not rejected): result ids {undelivered:?}\n{stderr}"
     );
     for e in &rejects {
         assert!(

@@ -103,7 +103,7 @@ pub fn document() -> Value {
                         "captured_unix_ms": { "type": "integer" }, "captured_at": { "type": "string" },
                         "decided_unix_ms": { "type": "integer" }, "latency_ms": { "type": "number" },
                         "verdict": { "type": "string", "enum": ["OK", "NG", "FAILSAFE"] },
-                        "failsafe_cause": { "type": ["string", "null"], "enum": ["inference_error", "timeout", null] },
+                        "failsafe_cause": { "type": ["string", "null"], "enum": ["inference_error", "timeout", "invalid_output", null] },
                         "model": { "type": "object", "required": ["name", "sha256"], "properties": {
                             "name": { "type": "string" }, "sha256": { "type": "string" },
                             "rules": { "description": "the decision rules in force (single inspection only)" } } },

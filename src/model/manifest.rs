@@ -53,7 +53,11 @@ impl Manifest {
         for (key, values) in [("mean", &n.mean), ("std", &n.std)] {
             check(
                 values.len() == 1 || values.len() == i.channels as usize,
-                format!("input.normalization.{key} has {} values: give 1 or one per channel ({})", values.len(), i.channels),
+                format!(
+                    "input.normalization.{key} has {} values: give 1 or one per channel ({})",
+                    values.len(),
+                    i.channels
+                ),
             );
             check(
                 values.iter().all(|v| v.is_finite()),
@@ -75,8 +79,9 @@ impl Manifest {
             check(seen.insert(c), format!("task.classes lists {c:?} twice: class labels must be unique"));
             check(!c.trim().is_empty(), "task.classes has an empty label".into());
         }
-        let finite =
-            |key: &str, v: f32| -> Option<String> { (!v.is_finite()).then(|| format!("task.{key} = {v}: must be a finite number")) };
+        let finite = |key: &str, v: f32| -> Option<String> {
+            (!v.is_finite()).then(|| format!("task.{key} = {v}: must be a finite number"))
+        };
         match &self.task {
             TaskSpec::Segmentation(s) => {
                 problems.extend(finite("pixel_threshold", s.pixel_threshold));
@@ -94,7 +99,8 @@ impl Manifest {
                 if let Some(g) = &c.good_class
                     && !c.classes.contains(g)
                 {
-                    problems.push(format!("task.good_class = {g:?} is not one of task.classes ({})", c.classes.join(", ")));
+                    problems
+                        .push(format!("task.good_class = {g:?} is not one of task.classes ({})", c.classes.join(", ")));
                 }
             }
             TaskSpec::Detection(d) => {

@@ -15,7 +15,8 @@ const YOLO_STRIDES: [&[usize]; 2] = [&[8, 16, 32], &[8, 16, 32, 64]];
 /// [`TaskSpec::output_names`]. The error names the output, what was expected and what it has.
 pub fn check_output(task: &TaskSpec, input: &InputSpec, index: usize, name: &str, item: &[Dim]) -> Result<(), String> {
     let shown = show(item);
-    let fail = |expected: String| Err(format!("output {name:?} has item shape {shown} (batch axis removed); {expected}"));
+    let fail =
+        |expected: String| Err(format!("output {name:?} has item shape {shown} (batch axis removed); {expected}"));
     let known = |d: &Dim, want: usize| d.is_none_or(|d| d == want);
     match task {
         TaskSpec::Segmentation(s) => {
@@ -45,10 +46,18 @@ pub fn check_output(task: &TaskSpec, input: &InputSpec, index: usize, name: &str
         TaskSpec::Detection(d) => {
             let c = d.classes.len();
             let (rows, anchors, layout) = match (d.format, item) {
-                (DetectionFormat::Yolov5, [a, r]) => (r, a, format!("YOLOv5 expects [anchors, 5 + classes = {}]", 5 + c)),
-                (DetectionFormat::Yolov8, [r, a]) => (r, a, format!("YOLOv8 expects [4 + classes = {}, anchors]", 4 + c)),
-                (DetectionFormat::Yolov5, _) => return fail(format!("YOLOv5 expects [anchors, 5 + classes = {}]", 5 + c)),
-                (DetectionFormat::Yolov8, _) => return fail(format!("YOLOv8 expects [4 + classes = {}, anchors]", 4 + c)),
+                (DetectionFormat::Yolov5, [a, r]) => {
+                    (r, a, format!("YOLOv5 expects [anchors, 5 + classes = {}]", 5 + c))
+                }
+                (DetectionFormat::Yolov8, [r, a]) => {
+                    (r, a, format!("YOLOv8 expects [4 + classes = {}, anchors]", 4 + c))
+                }
+                (DetectionFormat::Yolov5, _) => {
+                    return fail(format!("YOLOv5 expects [anchors, 5 + classes = {}]", 5 + c));
+                }
+                (DetectionFormat::Yolov8, _) => {
+                    return fail(format!("YOLOv8 expects [4 + classes = {}, anchors]", 4 + c));
+                }
             };
             let want_rows = match d.format {
                 DetectionFormat::Yolov5 => 5 + c,
@@ -176,8 +185,8 @@ mod tests {
         assert!(e.contains("4 + classes = 7"), "{e}");
         let e = check_output(&det(DetectionFormat::Yolov8, 80), &i, 0, "o", &dims(&[116, 8400])).unwrap_err();
         assert!(e.contains("segmentation export"), "{e}");
-        let e = check_output(&det(DetectionFormat::Yolov8, 80), &input(320, 320), 0, "o", &dims(&[84, 8400]))
-            .unwrap_err();
+        let e =
+            check_output(&det(DetectionFormat::Yolov8, 80), &input(320, 320), 0, "o", &dims(&[84, 8400])).unwrap_err();
         assert!(e.contains("2100 anchors"), "{e}");
     }
 

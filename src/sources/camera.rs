@@ -173,7 +173,9 @@ impl CameraThread {
         if let Some((source, opened)) = self.source.take() {
             match Grabber::spawn(&s.id, source) {
                 Ok(g) => grabber = Some((g, opened)),
-                Err(e) => tracing::error!(camera = %s.id, error = %e, "cannot start the camera's grab thread; retrying"),
+                Err(e) => {
+                    tracing::error!(camera = %s.id, error = %e, "cannot start the camera's grab thread; retrying")
+                }
             }
         }
         if matches!(grabber, Some((_, true))) {
@@ -463,7 +465,13 @@ impl BadFrameLog {
         let i = match self.reasons.iter().position(|r| r.reason == reason) {
             Some(i) => i,
             None => {
-                self.reasons.push(ReasonLog { reason, window_start: now, named: 0, suppressed: 0, last: String::new() });
+                self.reasons.push(ReasonLog {
+                    reason,
+                    window_start: now,
+                    named: 0,
+                    suppressed: 0,
+                    last: String::new(),
+                });
                 self.reasons.len() - 1
             }
         };

@@ -147,7 +147,9 @@ fn decode_limits() -> Limits {
 /// copied in is not read half-written); give up after `max`.
 fn wait_until_settled(path: &Path, settle: Duration, max: Duration) -> Result<(), (&'static str, String)> {
     let stat = |p: &Path| {
-        std::fs::metadata(p).map(|m| (m.len(), m.modified().ok())).map_err(|e| ("unreadable", format!("cannot read: {e}")))
+        std::fs::metadata(p)
+            .map(|m| (m.len(), m.modified().ok()))
+            .map_err(|e| ("unreadable", format!("cannot read: {e}")))
     };
     let started = Instant::now();
     let mut last = stat(path)?;
@@ -160,7 +162,10 @@ fn wait_until_settled(path: &Path, settle: Duration, max: Duration) -> Result<()
         if started.elapsed() >= max {
             return Err((
                 "still_writing",
-                format!("still being written after {:.1} s; skipped (write files elsewhere and move them in when complete)", max.as_secs_f64()),
+                format!(
+                    "still being written after {:.1} s; skipped (write files elsewhere and move them in when complete)",
+                    max.as_secs_f64()
+                ),
             ));
         }
         std::thread::sleep(settle - quiet_for);
@@ -175,7 +180,7 @@ fn wait_until_settled(path: &Path, settle: Duration, max: Duration) -> Result<()
 /// Decode one file into `pixels` as Gray8 (grayscale sources) or Rgb8 (everything else), after
 /// checking that it is complete; `buf` holds the file's bytes (its capacity is reused). The error
 /// carries a short reason (`unreadable`, `truncated`, `corrupt`) and what was wrong.
-pub(crate) fn decode_checked(
+pub fn decode_checked(
     path: &Path,
     pixels: &mut Vec<u8>,
     buf: &mut Vec<u8>,
@@ -218,9 +223,8 @@ fn incomplete(bytes: &[u8]) -> Option<String> {
 /// Decode an image file's bytes (`path` only helps read BMP palettes).
 fn decode_bytes(bytes: &[u8], path: &Path, pixels: &mut Vec<u8>) -> Result<(u32, u32, PixelFormat), String> {
     // The content decides the format, not the extension: a PNG saved as `.jpg` still replays.
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut reader =
+        ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read: {e}"))?;
     reader.limits(decode_limits());
     let is_bmp = reader.format() == Some(ImageFormat::Bmp);
     let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;

@@ -82,8 +82,7 @@ pub const BUILD_INFO_HELP: &str = "The running linesight build (always 1).";
 
 /// Histogram {stage}: time one frame (or one grab) spends in a stage.
 pub const STAGE_FAILURES: &str = "linesight_stage_failures_total";
-pub const STAGE_FAILURES_HELP: &str =
-    "Station threads that ended unexpectedly (panic or error), by stage; the station then stops being ready and exits non-zero.";
+pub const STAGE_FAILURES_HELP: &str = "Station threads that ended unexpectedly (panic or error), by stage; the station then stops being ready and exits non-zero.";
 pub const STAGE_SECONDS: &str = "linesight_stage_seconds";
 pub const STAGE_SECONDS_HELP: &str =
     "Time spent per frame in a pipeline stage (capture, undistort, preprocess, decode), in seconds.";

@@ -349,8 +349,11 @@ impl Assembler {
             TaskSpec::Classification(s) => {
                 let scores = &mut *outputs[0];
                 let n = scores.len();
-                let activated =
-                    if s.activation != Activation::None { apply_activation(scores, n, 1, s.activation) } else { Ok(()) };
+                let activated = if s.activation != Activation::None {
+                    apply_activation(scores, n, 1, s.activation)
+                } else {
+                    Ok(())
+                };
                 for (acc, &p) in slot.class_scores.iter_mut().zip(scores.iter()) {
                     *acc = acc.max(p);
                 }

@@ -235,7 +235,9 @@ impl Station {
                 reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
                 open_timeout: Duration::from_millis(cam.open_timeout_ms),
                 grab_timeout: Duration::from_millis(cam.stall_timeout_ms),
-                max_frame_age: Duration::from_millis(cam.max_frame_age_ms.unwrap_or(cam.stall_timeout_ms.saturating_mul(2))),
+                max_frame_age: Duration::from_millis(
+                    cam.max_frame_age_ms.unwrap_or(cam.stall_timeout_ms.saturating_mul(2)),
+                ),
             };
             cameras.push(BuiltCamera {
                 settings,
@@ -347,7 +349,9 @@ impl Station {
         let cameras_done = Arc::new(AtomicBool::new(false));
         let watchdog = {
             let (accounting, done) = (Arc::clone(&accounting), Arc::clone(&cameras_done));
-            spawn(&supervisor, "watchdog".into(), "watchdog", move || watch_cameras(&accounting, &stall_timeouts, &done))
+            spawn(&supervisor, "watchdog".into(), "watchdog", move || {
+                watch_cameras(&accounting, &stall_timeouts, &done)
+            })
         };
         let mut camera_rxs = Vec::new();
         let (mut line_taps, line_verdicts, line_wake) = match options.line {
@@ -465,7 +469,8 @@ impl Station {
             Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics)
                 .with_score_maps(score_maps)
                 .with_line_wake(line_wake);
-        let assembler_handle = spawn(&supervisor, "assemble".into(), "assemble", move || assembler.run(start_rx, result_rx));
+        let assembler_handle =
+            spawn(&supervisor, "assemble".into(), "assemble", move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {
             t.readiness.pipeline.release();
         }
@@ -481,6 +486,53 @@ impl Station {
         }
         accounting
     }
+}
+
+/// `linesight check`: open every camera and grab one frame, each on its own thread, all at once,
+/// waiting at most the camera's open timeout plus its stall timeout. Returns, per camera in config
+/// order, its first frame's size or why it did not deliver. A camera that hangs is abandoned on
+/// its thread (never waited for beyond its timeout).
+pub fn probe_cameras(loaded: &LoadedConfig) -> Vec<(String, Result<(u32, u32), String>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut waits = Vec::new();
+    for (i, cam) in loaded.config.cameras.iter().enumerate() {
+        let (config, loaded, tx) = (cam.source.clone(), loaded.clone(), tx.clone());
+        let spawned = std::thread::Builder::new().name(format!("probe-{}", cam.id)).spawn(move || {
+            let frame = sources::build(&config, &loaded).and_then(|mut source| {
+                source.open()?;
+                let mut pixels = Vec::new();
+                let g = source.grab(&mut pixels);
+                source.close();
+                match g {
+                    Ok(g) => Ok((g.width, g.height)),
+                    // It delivers; that one image is bad (the run logs and skips such images).
+                    Err(sources::SourceError::BadFrame { .. }) => Ok((0, 0)),
+                    Err(e) => Err(e),
+                }
+            });
+            let _ = tx.send((i, frame.map_err(|e| e.to_string())));
+        });
+        let limit = Duration::from_millis(cam.open_timeout_ms.saturating_add(cam.stall_timeout_ms));
+        waits.push((cam.id.clone(), spawned.map_err(|e| e.to_string()).err(), limit));
+    }
+    drop(tx);
+    let late = |limit: Duration| {
+        format!(
+            "did not deliver a frame within {} ms (open_timeout_ms + stall_timeout_ms): check the device, stream or pipeline",
+            limit.as_millis()
+        )
+    };
+    let start = std::time::Instant::now();
+    let deadline = start + waits.iter().map(|w| w.2).max().unwrap_or_default();
+    let mut results: Vec<Option<Result<(u32, u32), String>>> =
+        waits.iter().map(|(_, spawn_error, _)| spawn_error.clone().map(Err)).collect();
+    while results.iter().any(Option::is_none) {
+        match rx.recv_deadline(deadline) {
+            Ok((i, r)) => results[i] = Some(if start.elapsed() <= waits[i].2 { r } else { Err(late(waits[i].2)) }),
+            Err(_) => break,
+        }
+    }
+    waits.into_iter().zip(results).map(|((id, _, limit), r)| (id, r.unwrap_or_else(|| Err(late(limit))))).collect()
 }
 
 /// A camera's undistortion tables, built once here, when it has a calibration and undistorts.
@@ -541,6 +593,11 @@ fn observe_seconds(histogram: &prometheus::Histogram) -> Box<dyn FnMut(Duration)
     Box::new(move |took| histogram.observe(took.as_secs_f64()))
 }
 
-fn spawn(supervisor: &Arc<Supervisor>, name: String, stage: &'static str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+fn spawn(
+    supervisor: &Arc<Supervisor>,
+    name: String,
+    stage: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> JoinHandle<()> {
     supervisor.spawn(name, stage, f).expect("spawning a pipeline thread")
 }

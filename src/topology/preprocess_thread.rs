@@ -286,8 +286,13 @@ mod tests {
         let pre = preprocessor(4, Duration::ZERO);
         assert_eq!(pre.min_size, (2, 2), "a quarter of the 8×8 input");
         let pool = BufferPool::new(2);
-        let meta =
-            FrameMeta { camera: 0, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+        let meta = FrameMeta {
+            camera: 0,
+            seq: 0,
+            part_id: None,
+            captured_at: Instant::now(),
+            captured_wall: SystemTime::now(),
+        };
         let tiny = Frame { meta, format: PixelFormat::Gray8, width: 1, height: 1, pixels: pool.take(1) };
         let problem = pre.invalid(&tiny).expect("a 1×1 image is no part");
         assert!(problem.contains("minimum 2×2"), "{problem}");

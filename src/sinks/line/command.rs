@@ -2,7 +2,7 @@
 //! station's stdout, or on the standard input of a program it starts (`program = [...]`).
 //! A program that exits or stops reading makes its events undelivered, counted; the line goes on.
 
-use super::event::LineEvent;
+use super::event::{ErrorCode, LineEvent, StationStatus};
 use super::{AdapterContext, PartOutcome};
 use crate::config::CommandConfig;
 use serde_json::{Value, json};
@@ -38,8 +38,12 @@ pub async fn run(cfg: CommandConfig, mut events: tokio::sync::mpsc::Receiver<Lin
     let mut late = crate::telemetry::burst::Burst::new(
         "command adapter: rejects not delivered (past their fire window); counted in linesight_line_undelivered_total",
     );
+    let mut last_ready = false;
     while let Some(event) = events.recv().await {
         let now = Instant::now();
+        if let LineEvent::Status(status) = &event {
+            last_ready = status.ready;
+        }
         if let LineEvent::Reject { outcome, .. } = &event {
             if !ctx.may_fire(outcome, now) {
                 ctx.metrics.undelivered.inc();
@@ -68,6 +72,14 @@ pub async fn run(cfg: CommandConfig, mut events: tokio::sync::mpsc::Receiver<Lin
                 }
             }
         }
+    }
+    // The events ended while the line last said "ready" (its thread died): never leave the
+    // program believing it.
+    if last_ready && up {
+        let stopping = LineEvent::Status(StationStatus { ready: false, error: ErrorCode::Stopping });
+        let mut line = event_json(&stopping, &ctx).to_string();
+        line.push('\n');
+        let _ = out.write_all(line.as_bytes()).await.and(out.flush().await);
     }
     drop(out);
     if let Some(mut c) = child {

@@ -8,8 +8,6 @@
 //! a channel (see [`super::wake`] for why).
 
 use super::audit::{self, AuditRecord, Fate};
-use crate::supervise::Supervisor;
-use crate::telemetry::burst::Burst;
 use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus, Trigger};
 use super::metrics::LineMetrics;
 use super::schedule::{CapturedPart, Due, Schedule, Timing, VerdictIn, VerdictOutcome};
@@ -17,7 +15,9 @@ use super::wake::{self, Handoff, Inbox, Wakeup};
 use super::{ADAPTER_QUEUE_DEPTH, AdapterContext, MonoClock};
 use crate::config::{CameraTrigger, LineConfig, LoadedConfig};
 use crate::stages::decide::{FailsafeCause, Verdict};
+use crate::supervise::Supervisor;
 use crate::telemetry::Readiness;
+use crate::telemetry::burst::Burst;
 use crate::topology::messages::Inspection;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;

@@ -108,7 +108,10 @@ impl InferSession {
                 )));
             };
             if output.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
-                return Err(mismatch(format!("output {name:?} must be a float32 tensor, the graph has {:?}", output.dtype())));
+                return Err(mismatch(format!(
+                    "output {name:?} must be a float32 tensor, the graph has {:?}",
+                    output.dtype()
+                )));
             }
             // The batch axis first, then the item; a dynamic axis (-1) is checked after warm-up.
             if let Some(shape) = output.dtype().tensor_shape()
@@ -121,9 +124,12 @@ impl InferSession {
         if let TaskSpec::Detection(_) = &m.task {
             // A YOLO segmentation export carries mask prototypes ([N, 32, H/4, W/4]) beside its
             // boxes: decoding only the boxes would silently drop what the model was made for.
-            if let Some(protos) = self.session.outputs().iter().find(|o| {
-                !names.contains(&o.name()) && o.dtype().tensor_shape().is_some_and(|s| s.len() == 4)
-            }) {
+            if let Some(protos) = self
+                .session
+                .outputs()
+                .iter()
+                .find(|o| !names.contains(&o.name()) && o.dtype().tensor_shape().is_some_and(|s| s.len() == 4))
+            {
                 return Err(mismatch(format!(
                     "output {:?} looks like YOLO segmentation mask prototypes: YOLO instance segmentation is not supported yet (export the detect model, or use a segmentation task)",
                     protos.name()

@@ -11,11 +11,11 @@
 //! is decided `FAILSAFE(invalid_output)` and never compared against a threshold.
 
 use super::session::InferSession;
+use crate::telemetry::burst::Burst;
 use crate::topology::messages::{BatchJob, BatchResult};
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Sender};
 use ort::value::TensorRef;
-use crate::telemetry::burst::Burst;
 use std::time::{Duration, Instant};
 
 /// Batching settings, applied by the preprocess threads that form batches.
@@ -80,12 +80,14 @@ pub struct Worker {
 }
 
 /// Fault injection: from batch `from` on (1-based), for `count` batches (0 = for ever), every
-/// output value is replaced by NaN, as a corrupt model or a numerical fault on a GPU would give.
-/// Set with `LINESIGHT_FAULT_NAN_OUTPUTS="from=N,count=M"`; never on by default.
+/// output value is replaced by NaN, as a corrupt model or a numerical fault on a GPU would give;
+/// with `error=1`, those runs fail instead (an inference error). Set with
+/// `LINESIGHT_FAULT_NAN_OUTPUTS="from=N,count=M[,error=1]"`; never on by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputFault {
     pub from: u64,
     pub count: u64,
+    pub error: bool,
 }
 
 impl OutputFault {
@@ -93,10 +95,13 @@ impl OutputFault {
 
     /// Parse `from=N,count=M` (both optional: from 1, for ever).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut fault = Self { from: 1, count: 0 };
+        let mut fault = Self { from: 1, count: 0, error: false };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
-                Some(("from", v)) => fault.from = v.parse().map_err(|_| format!("{}: from={v:?} is not a number", Self::ENV))?,
+                Some(("from", v)) => {
+                    fault.from = v.parse().map_err(|_| format!("{}: from={v:?} is not a number", Self::ENV))?
+                }
+                Some(("error", v)) => fault.error = v == "1",
                 Some(("count", v)) => {
                     fault.count = v.parse().map_err(|_| format!("{}: count={v:?} is not a number", Self::ENV))?
                 }
@@ -162,7 +167,12 @@ impl Worker {
             }
             let started = Instant::now();
             let mut invalid = 0u64;
-            let mut outputs = match self.infer(&job) {
+            let fault = self.output_fault.filter(|f| f.applies(batches));
+            let ran = match fault {
+                Some(f) if f.error => Err(ort::Error::new("FAULT INJECTION: inference error")),
+                _ => self.infer(&job),
+            };
+            let mut outputs = match ran {
                 Ok(outputs) => outputs,
                 Err(e) => {
                     failures.failed(&format!("model {}: {e} ({} tiles)", self.model, job.items.len()));
@@ -170,7 +180,7 @@ impl Worker {
                 }
             };
             if !outputs.is_empty() {
-                if self.output_fault.is_some_and(|f| f.applies(batches)) {
+                if fault.is_some() {
                     poison(&mut outputs);
                 }
                 match self.check(&outputs, &job) {
