@@ -181,8 +181,7 @@ fn teach_pending(loaded: &LoadedConfig) -> Result<Option<String>> {
             format!("{} images in {}", crate::teach::learn::list_images(&dir)?.len(), dir.display())
         }
         (None, parts) => {
-            let cameras =
-                cfg.cameras.iter().filter(|c| matches!(c.source, config::SourceConfig::Synthetic(_))).count();
+            let cameras = cfg.cameras.iter().filter(|c| matches!(c.source, config::SourceConfig::Synthetic(_))).count();
             format!("{} good parts from each of {cameras} synthetic camera(s)", parts.unwrap_or(0))
         }
     };

@@ -316,7 +316,10 @@ fn an_unknown_key_is_refused_in_every_section() {
 fn a_wrong_type_is_reported_with_the_unknown_keys() {
     let text = config::DEMO_CONFIG.replacen("fps = 5", "fps = \"fast\"\nfsp = 5", 1);
     let Err(LoadError::Parse { message, .. }) = load(&text) else { panic!("expected a parse error") };
-    assert!(message.contains("fps") && message.contains("camera[0].fsp") && message.contains("did you mean"), "{message}");
+    assert!(
+        message.contains("fps") && message.contains("camera[0].fsp") && message.contains("did you mean"),
+        "{message}"
+    );
 }
 
 /// Values that validation used to accept and that killed a thread at run time, and the limits
@@ -331,8 +334,18 @@ fn rates_delays_and_sizes_outside_their_ranges_are_refused() {
         ("fps = 5", "fps = 5\nreconnect_max_ms = 99999999", "camera[0].reconnect_max_ms", "1 hour"),
         ("fps = 5", "fps = 5\nroi_px = [[4294967295, 0, 10, 10]]", "camera[0].roi_px[0]", "65536"),
         ("fps = 5", "fps = 5\nmm_per_px = inf", "camera[0].mm_per_px", "at most 1000"),
-        ("verdict_deadline_ms = 1000", "verdict_deadline_ms = 9223372036854775807", "pipeline.verdict_deadline_ms", "1 hour"),
-        ("retention_days = 7", "retention_days = 7\nmax_inspections = 9223372036854775807", "store.max_inspections", "0 = no limit"),
+        (
+            "verdict_deadline_ms = 1000",
+            "verdict_deadline_ms = 9223372036854775807",
+            "pipeline.verdict_deadline_ms",
+            "1 hour",
+        ),
+        (
+            "retention_days = 7",
+            "retention_days = 7\nmax_inspections = 9223372036854775807",
+            "store.max_inspections",
+            "0 = no limit",
+        ),
         ("workers = 1", "workers = 1\ndevice_id = -1", "model.device_id", "GPU index"),
         ("whiten = 0.5", "whiten = 0.5\nthreshold_sigmas = 1e30", "model.teach.threshold_sigmas", "pass every part"),
         ("whiten = 0.5", "whiten = 0.5\nsize = 65536", "model.teach.size", "32..=2048"),
@@ -356,7 +369,8 @@ fn rates_delays_and_sizes_outside_their_ranges_are_refused() {
         ("delay_ms = 100\ncpu_wake_latency_us = 4294967295", "line.cpu_wake_latency_us", "1000000"),
     ] {
         let errors = load_errors(&line(settings));
-        let e = errors.0.iter().find(|e| e.path == path).unwrap_or_else(|| panic!("{settings}: {path} not in {errors}"));
+        let e =
+            errors.0.iter().find(|e| e.path == path).unwrap_or_else(|| panic!("{settings}: {path} not in {errors}"));
         assert!(e.problem.contains(says), "{settings}: {}", e.problem);
     }
     // The limits themselves are accepted, and convert exactly.
@@ -442,8 +456,21 @@ const NUMERIC: &[(&[&str], &str)] = &[
 fn number() -> impl Strategy<Value = toml::Value> {
     use toml::Value::{Float, Integer};
     prop_oneof![
-        prop::sample::select(vec![0i64, -1, 1, 2, 10, 100, 1000, 3_600_000, 3_600_001, i64::MAX, i64::MIN, u32::MAX as i64])
-            .prop_map(Integer),
+        prop::sample::select(vec![
+            0i64,
+            -1,
+            1,
+            2,
+            10,
+            100,
+            1000,
+            3_600_000,
+            3_600_001,
+            i64::MAX,
+            i64::MIN,
+            u32::MAX as i64
+        ])
+        .prop_map(Integer),
         any::<i64>().prop_map(Integer),
         (0i64..10_000_000).prop_map(Integer),
         prop::sample::select(vec![
@@ -530,7 +557,10 @@ fn derive_every_duration(loaded: &config::LoadedConfig) {
         let pulse = Duration::from_secs_f64(line.pulse_ms / 1000.0);
         let fire_window = Duration::from_secs_f64(line.fire_window_ms.unwrap_or(line.pulse_ms / 2.0) / 1000.0);
         assert_eq!(timing::checked_line_delay(line), Some(delay));
-        assert_eq!((line.delay(), line.margin(), line.pulse(), line.fire_window()), (delay, margin, pulse, fire_window));
+        assert_eq!(
+            (line.delay(), line.margin(), line.pulse(), line.fire_window()),
+            (delay, margin, pulse, fire_window)
+        );
         assert!(margin < delay && !delay.is_zero());
         let deadline = now.checked_add(delay).expect("capture + delay");
         assert!(deadline.checked_add(fire_window + pulse).is_some());

@@ -566,7 +566,11 @@ mod fuzz {
     fn encode(s: &str) -> String {
         s.bytes()
             .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
             })
             .collect()
     }

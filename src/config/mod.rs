@@ -86,7 +86,8 @@ pub fn load_str(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedCon
             return Err(LoadError::Parse { origin: origin.to_string(), message: parse_error(e) });
         }
         Err(e) => {
-            let message = format!("{}; and {} unknown key(s):\n{}", parse_error(e), unknown.len(), ConfigErrors(unknown));
+            let message =
+                format!("{}; and {} unknown key(s):\n{}", parse_error(e), unknown.len(), ConfigErrors(unknown));
             return Err(LoadError::Parse { origin: origin.to_string(), message });
         }
     };

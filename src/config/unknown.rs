@@ -11,9 +11,9 @@
 
 use super::validate::ConfigError;
 use super::{
-    AdminConfig, ApiConfig, ArchiveConfig, CameraConfig, CommandConfig, FolderSourceConfig, LineConfig,
-    ModbusConfig, ModelConfig, ModelTeachConfig, MqttConfig, OpencvSourceConfig, OutputsConfig, PipelineConfig,
-    RegisterMap, RuleConfig, StationConfig, StationSection, StoreConfig, SyntheticSourceConfig, WebhookConfig,
+    AdminConfig, ApiConfig, ArchiveConfig, CameraConfig, CommandConfig, FolderSourceConfig, LineConfig, ModbusConfig,
+    ModelConfig, ModelTeachConfig, MqttConfig, OpencvSourceConfig, OutputsConfig, PipelineConfig, RegisterMap,
+    RuleConfig, StationConfig, StationSection, StoreConfig, SyntheticSourceConfig, WebhookConfig,
 };
 use serde::de::{self, DeserializeOwned, Visitor};
 use std::fmt;

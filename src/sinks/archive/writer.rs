@@ -143,7 +143,9 @@ fn save_png(path: &Path, pixels: &[u8], w: u32, h: u32, colour: ExtendedColorTyp
         match std::fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(gone) if gone.kind() == std::io::ErrorKind::NotFound => {}
-            Err(stuck) => tracing::warn!(file = %tmp.display(), error = %stuck, "image archive: cannot remove a temporary file"),
+            Err(stuck) => {
+                tracing::warn!(file = %tmp.display(), error = %stuck, "image archive: cannot remove a temporary file")
+            }
         }
         return Err(e);
     }
@@ -160,7 +162,9 @@ fn remove_stale_temporaries(dir: &Path) -> usize {
         if temporary && file.is_file() {
             match std::fs::remove_file(&file) {
                 Ok(()) => removed += 1,
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "image archive: cannot remove a stale temporary file"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "image archive: cannot remove a stale temporary file")
+                }
             }
         }
     };
