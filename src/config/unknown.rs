@@ -69,7 +69,7 @@ pub(super) fn lookup<'a>(table: &'a toml::Table, path: &[Step]) -> Option<&'a to
     Some(value)
 }
 
-/// Every unknown key in `table` (the whole config file), in file order within each section.
+/// Every unknown key in `table` (the whole config file), by key within each section.
 pub(super) fn walk(table: &toml::Table) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     walk_table(table, &mut Vec::new(), &mut errors);
