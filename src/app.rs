@@ -132,7 +132,16 @@ fn load(config: Option<&Path>) -> Result<LoadedConfig> {
 }
 
 fn check(args: CheckArgs) -> Result<()> {
-    let loaded = load(Some(&args.config))?;
+    // `check` never writes: a model still to be taught is reported, not taught (`run` teaches it).
+    let loaded = config::load_file(&args.config)?;
+    if let Some(pending) = teach_pending(&loaded)? {
+        println!(
+            "{}: OK — {} camera(s); {pending}; its I/O and the cameras are checked once it exists",
+            args.config.display(),
+            loaded.config.cameras.len(),
+        );
+        return Ok(());
+    }
     let station = Station::build(&loaded, RunOptions::default())?;
     // Every camera must deliver a frame within its open timeout; one that does not is named, and
     // check returns rather than hang on it.
@@ -168,6 +177,27 @@ fn check(args: CheckArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `run` would teach on first start: `[model.teach]` is set and its package holds no model.
+fn teach_pending(loaded: &LoadedConfig) -> Result<Option<String>> {
+    let cfg = &loaded.config;
+    let Some(t) = &cfg.model.teach else { return Ok(None) };
+    let package = loaded.resolve(&cfg.model.package);
+    if package.join("model.toml").is_file() {
+        return Ok(None);
+    }
+    let source = match (&t.images, t.synthetic_parts) {
+        (Some(dir), _) => {
+            let dir = loaded.resolve(dir);
+            format!("{} images in {}", crate::teach::learn::list_images(&dir)?.len(), dir.display())
+        }
+        (None, parts) => {
+            let cameras = cfg.cameras.iter().filter(|c| matches!(c.source, config::SourceConfig::Synthetic(_))).count();
+            format!("{} good parts from each of {cameras} synthetic camera(s)", parts.unwrap_or(0))
+        }
+    };
+    Ok(Some(format!("the model would be taught on first start into {} ({source})", package.display())))
 }
 
 fn run(args: RunArgs) -> Result<()> {

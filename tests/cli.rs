@@ -16,6 +16,58 @@ fn check_accepts_a_good_config() {
     assert!(stdout.contains("OK") && stdout.contains("segmentation"), "{stdout}");
 }
 
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            found.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `check` never writes: a model still to be taught on first start is reported, not taught.
+#[test]
+fn check_reports_a_model_to_teach_without_writing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = synthetic_station(10.0, "", "").replace(
+        &format!("package = \"{}\"", demo_model()),
+        &format!(
+            "package = \"taught\"\n[model.teach]\nsynthetic_parts = 20\nbackbone = \"{}\"",
+            repo().join("models/backbone-lite0").display()
+        ),
+    );
+    assert!(text.contains("[model.teach]"), "{text}");
+    let cfg = write_config(dir.path(), &text.replace("class = \"defect\"", "class = \"anomaly\""));
+    let before = files_under(dir.path());
+    let (ok, stdout, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("would be taught on first start"), "{stdout}");
+    assert!(stdout.contains("20 good parts from each of 1 synthetic camera(s)"), "{stdout}");
+    assert_eq!(files_under(dir.path()), before, "check wrote files");
+    assert!(!dir.path().join("taught").exists());
+    // From a folder of images: the count and the folder are named.
+    let images = dir.path().join("good");
+    std::fs::create_dir(&images).unwrap();
+    for i in 0..12 {
+        image::GrayImage::new(32, 32).save(images.join(format!("{i:02}.png"))).unwrap();
+    }
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("synthetic_parts = 20", "images = \"good\"");
+    std::fs::write(&cfg, text).unwrap();
+    let before = files_under(dir.path());
+    let (ok, stdout, stderr) = output(linesight().args(["check", "--config"]).arg(&cfg));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("would be taught on first start") && stdout.contains("12 images in"), "{stdout}");
+    assert_eq!(files_under(dir.path()), before, "check wrote files");
+}
+
 #[test]
 fn a_model_whose_hash_does_not_match_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -484,3 +484,142 @@ fn api_requests_are_counted_per_route_template_on_the_admin_listener() {
         assert!(!metrics.contains(raw), "raw path {raw:?} in a label:\n{metrics}");
     }
 }
+
+/// Windows at the ends of `i64` (the default window before `to = i64::MIN` used to overflow)
+/// are a 400 that says what is wrong, never a panic or a 500.
+#[test]
+fn time_windows_at_the_ends_of_the_integers_are_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    seed(&db);
+    let app = app(&db, None);
+    for (uri, says) in [
+        ("/api/v1/stats?to=-9223372036854775808", "out of range"),
+        ("/api/v1/stats?from=-9223372036854775808&to=9223372036854775807", "out of range"),
+        ("/api/v1/stats?from=-62167219200000&to=253402300799999&bucket=day", "buckets"),
+        ("/api/v1/inspections?from=9223372036854775807", "out of range"),
+        ("/api/v1/stats?from=%2B10000-01-01T00:00:00Z", "RFC 3339"),
+    ] {
+        let (status, body) = get(&app, uri);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{uri}: {body}");
+    }
+    // The earliest and latest times are usable, the default window before the earliest too.
+    assert_eq!(get(&app, "/api/v1/stats?to=-62167219200000").0, StatusCode::OK);
+    let (status, body) = get(&app, "/api/v1/inspections?from=-62167219200000&to=253402300799999");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 6);
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Query values: extreme integers, times near the limits, cursors, words and any text.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                i64::MIN,
+                i64::MIN + 1,
+                i64::MAX,
+                -1,
+                0,
+                1,
+                86_400_000,
+                -86_400_000,
+                -62_167_219_200_000,
+                -62_167_219_200_001,
+                253_402_300_799_999,
+                253_402_300_800_000,
+                T0,
+            ])
+            .prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            (T0 - 400 * 24 * HOUR..T0 + 400 * 24 * HOUR).prop_map(|n| n.to_string()),
+            prop::sample::select(vec![
+                "2024-05-01T06:00:00Z",
+                "2024-05-01T08:00:00+02:00",
+                "0000-01-01T00:00:00Z",
+                "9999-12-31T23:59:59.999Z",
+                "9999-12-31T23:59:59-23:59",
+                "0000-01-01T00:00:00+23:59",
+                "minute",
+                "hour",
+                "day",
+                "shift",
+                "ok",
+                "NG",
+                "failsafe",
+                "true",
+                "false",
+                "1000",
+                "1001",
+                "6331",
+                "63313a2d39323233333732303336383534373735383038",
+            ])
+            .prop_map(String::from),
+            ".{0,24}",
+        ]
+    }
+
+    /// Letters, digits and `-_.~` as they are; every other byte `%XX`.
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    const ROUTES: [&str; 5] = ["stats", "inspections", "inspections/{}", "inspections/{}/image", "parts/{}"];
+    const NAMES: [&str; 10] = ["from", "to", "bucket", "limit", "cursor", "verdict", "camera", "class", "overlay", "x"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+            ..ProptestConfig::default()
+        })]
+
+        /// Any query string on any route: a 200 (or, for one inspection or part, a 404), or a
+        /// 400 with a message; never a panic, never a 500.
+        #[test]
+        fn any_query_is_answered_or_refused_with_a_reason(
+            route in prop::sample::select(&ROUTES[..]),
+            id in value(),
+            params in prop::collection::vec((prop::sample::select(&NAMES[..]), value()), 0..5),
+        ) {
+            thread_local! {
+                static DB: (tempfile::TempDir, axum::Router, tokio::runtime::Runtime) = {
+                    let dir = tempfile::tempdir().unwrap();
+                    let db = dir.path().join("fuzz.db");
+                    seed(&db);
+                    let app = app(&db, None);
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    (dir, app, rt)
+                };
+            }
+            let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+            let uri = format!("/api/v1/{}?{}", route.replace("{}", &encode(&id)), query.join("&"));
+            let (status, body) = DB.with(|(_, app, rt)| {
+                rt.block_on(async {
+                    let response = app.clone().oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
+                    let status = response.status();
+                    (status, response.into_body().collect().await.unwrap().to_bytes())
+                })
+            });
+            let json: Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{uri}: not JSON: {body:?}"));
+            let by_id = route.contains("{}");
+            let allowed = status == StatusCode::OK
+                || status == StatusCode::BAD_REQUEST
+                || (by_id && status == StatusCode::NOT_FOUND);
+            prop_assert!(allowed, "{uri}: {status} {json}");
+            if status != StatusCode::OK {
+                prop_assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{uri}: {json}");
+            }
+        }
+    }
+}

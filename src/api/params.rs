@@ -3,17 +3,30 @@
 
 use super::error::ApiError;
 
+/// Earliest time a query may name: 0000-01-01T00:00:00Z, the first instant RFC 3339 can write.
+pub const MIN_TIME_MS: i64 = -62_167_219_200_000;
+/// Latest: 9999-12-31T23:59:59.999Z. Within these bounds no window or bucket arithmetic on
+/// `i64` milliseconds can overflow.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// A timestamp parameter: an integer is unix milliseconds, anything else must be RFC 3339
-/// (`2024-05-01T06:00:00Z`, `2024-05-01T08:00:00+02:00`).
+/// (`2024-05-01T06:00:00Z`, `2024-05-01T08:00:00+02:00`); either way within years 0000..=9999.
 pub fn time(name: &str, value: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(ms);
+    let ms = match value.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} = {value:?}: expected unix milliseconds or an RFC 3339 time such as 2024-05-01T06:00:00Z"
+            ))
+        })?,
+    };
+    if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} = {value:?}: out of range; give a time in years 0000..=9999 \
+             (unix milliseconds {MIN_TIME_MS}..={MAX_TIME_MS})"
+        )));
     }
-    chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|_| {
-        ApiError::BadRequest(format!(
-            "{name} = {value:?}: expected unix milliseconds or an RFC 3339 time such as 2024-05-01T06:00:00Z"
-        ))
-    })
+    Ok(ms)
 }
 
 /// `from` must not be after `to`.
@@ -22,6 +35,34 @@ pub fn range(from: i64, to: i64) -> Result<(), ApiError> {
         return Err(ApiError::BadRequest(format!("from ({from}) is after to ({to})")));
     }
     Ok(())
+}
+
+/// The window `[from, to)` of a stats query: `to` defaults to `now`, `from` to `default_ms`
+/// before `to`. A window that does not fit (an overflow, `from` after `to`) or spans more than
+/// [`MAX_BUCKETS`] buckets is a 400 saying what to change.
+pub fn stats_window(
+    from: Option<i64>,
+    to: Option<i64>,
+    now: i64,
+    default_ms: i64,
+    bucket: Bucket,
+) -> Result<(i64, i64), ApiError> {
+    let to = to.unwrap_or(now);
+    let from = match from {
+        Some(from) => from,
+        None => to.checked_sub(default_ms).ok_or_else(|| {
+            ApiError::BadRequest(format!("to ({to}) is too early for the default window: give from as well"))
+        })?,
+    };
+    range(from, to)?;
+    let buckets = to.checked_sub(from).map(|span| span / bucket.width_ms());
+    if buckets.is_none_or(|n| n > MAX_BUCKETS) {
+        return Err(ApiError::BadRequest(format!(
+            "from..to spans more than {MAX_BUCKETS} {} buckets: narrow the range or use a wider bucket",
+            bucket.as_str()
+        )));
+    }
+    Ok((from, to))
 }
 
 /// The stored verdict for `ok` | `ng` | `failsafe` (any case).
@@ -124,9 +165,22 @@ mod tests {
         assert_eq!(time("from", "2024-05-01T06:00:00Z").unwrap(), 1_714_543_200_000);
         assert_eq!(time("from", "2024-05-01T08:00:00+02:00").unwrap(), 1_714_543_200_000);
         assert!(time("from", "yesterday").is_err());
+        assert!(time("to", "-9223372036854775808").is_err() && time("to", &MAX_TIME_MS.to_string()).is_ok());
+        assert!(time("from", "+10000-01-01T00:00:00Z").is_err());
         assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
         assert!(decode_cursor("zz").is_err() && decode_cursor(&hex::encode("c1:-3")).is_err());
         assert!(limit(Some("0")).is_err() && limit(Some("1001")).is_err());
         assert_eq!(limit(None).unwrap(), DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn stats_windows_are_checked_not_overflowed() {
+        let day = 86_400_000;
+        assert_eq!(stats_window(None, Some(day), 0, day, Bucket::Hour).unwrap(), (0, day));
+        assert_eq!(stats_window(None, None, 5 * day, day, Bucket::Hour).unwrap(), (4 * day, 5 * day));
+        assert!(stats_window(None, Some(i64::MIN), 0, day, Bucket::Hour).is_err());
+        assert!(stats_window(Some(i64::MIN), Some(i64::MAX), 0, day, Bucket::Day).is_err());
+        assert!(stats_window(Some(day), Some(0), 0, day, Bucket::Hour).is_err());
+        assert!(stats_window(Some(0), Some(MAX_BUCKETS * 60_000 + 60_000), 0, day, Bucket::Minute).is_err());
     }
 }

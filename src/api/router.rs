@@ -214,22 +214,14 @@ async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Response, Ap
     let f = filter(&q)?;
     let bucket = Bucket::parse(q.get("bucket").map_or("hour", String::as_str))?;
     // Check the window now; a query of "up to now" that runs later only grows it by that delay.
-    let (from, to) = stats_window(f.from, f.to);
-    params::range(from, to)?;
-    if (to - from) / bucket.width_ms() > params::MAX_BUCKETS {
-        return Err(ApiError::BadRequest(format!(
-            "from..to spans more than {} {} buckets: narrow the range or use a wider bucket",
-            params::MAX_BUCKETS,
-            bucket.as_str()
-        )));
-    }
+    stats_window(f.from, f.to, bucket)?;
     let key = StatsKey { from: f.from, to: f.to, camera: f.camera, bucket };
     let compute = || {
         let (s, key) = (Arc::clone(&s), key.clone());
         async move {
             // "Now" is when the query runs, not when the request came: the answer is as fresh as
             // it can be, and its `to_unix_ms` says which now it is.
-            let (from, to) = stats_window(key.from, key.to);
+            let (from, to) = stats_window(key.from, key.to, key.bucket)?;
             let offset_ms = i64::from(s.utc_offset_minutes.unwrap_or_else(|| local_offset_minutes(to))) * 60_000;
             let f = Filter { from: Some(from), to: Some(to), camera: key.camera, ..Filter::default() };
             let answer = query(&s, move |c| db::stats(c, &f, key.bucket, offset_ms)).await?;
@@ -246,9 +238,8 @@ async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Response, Ap
 }
 
 /// `[from, to)` of a stats query: `to` defaults to now, `from` to 24 hours before `to`.
-fn stats_window(from: Option<i64>, to: Option<i64>) -> (i64, i64) {
-    let to = to.unwrap_or_else(now_ms);
-    (from.unwrap_or(to - DEFAULT_WINDOW_MS), to)
+fn stats_window(from: Option<i64>, to: Option<i64>, bucket: Bucket) -> Result<(i64, i64), ApiError> {
+    params::stats_window(from, to, now_ms(), DEFAULT_WINDOW_MS, bucket)
 }
 
 /// This machine's UTC offset at `at_ms`, in minutes.

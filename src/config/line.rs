@@ -3,13 +3,13 @@
 //! that carry actions to the PLC (Modbus TCP), a broker (MQTT), a web service (webhook) or a
 //! program / stdout (bench use). Several adapters may run at once.
 
+use super::timing::{self, MAX_DURATION_MS};
 use super::validate::ConfigError;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
 /// The line output. Absent = verdicts only go to results, store and archive.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LineConfig {
     /// Time from a part's capture (or PLC trigger) to the moment it reaches the reject actuator.
     /// Set this or `delay_counts`.
@@ -90,7 +90,6 @@ impl FailsafeAction {
 
 /// Modbus TCP: the station is the client, the PLC the server. See the README's register map.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModbusConfig {
     /// The PLC's `IP:PORT` (Modbus TCP is port 502).
     pub address: String,
@@ -117,7 +116,6 @@ pub struct ModbusConfig {
 
 /// Where each handshake item lives in the PLC's address space (0-based protocol addresses).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct RegisterMap {
     /// First of the station's output holding registers (`STATUS_BLOCK_LEN` of them, written
     /// at once): status bits, heartbeat, error code, result id, verdict, class code, camera,
@@ -155,7 +153,6 @@ pub const INPUT_BLOCK_LEN: u16 = 3;
 /// MQTT: QoS 1 JSON messages under `topic_prefix`; the status topic is retained and carries the
 /// last will (`{"event":"status","ready":false,"error":"offline"}`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// The broker's `HOST:PORT` (plain TCP; 1883).
     pub broker: String,
@@ -174,7 +171,6 @@ pub struct MqttConfig {
 /// HTTP webhook: each part's result is POSTed as JSON as soon as it is decided, retried until
 /// its deadline, never after.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `http://HOST:PORT/PATH` (plain HTTP).
     pub url: String,
@@ -191,7 +187,6 @@ pub struct WebhookConfig {
 
 /// Every line event as one JSON line, to stdout or to a program's standard input (bench use).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CommandConfig {
     /// Program and arguments; absent = the station's own stdout.
     #[serde(default)]
@@ -201,6 +196,9 @@ pub struct CommandConfig {
 fn yes() -> bool {
     true
 }
+
+/// Fastest encoder the line may declare, counts per second.
+const MAX_ENCODER_COUNTS_PER_S: f64 = 1e9;
 fn default_margin_ms() -> f64 {
     5.0
 }
@@ -280,20 +278,38 @@ pub(super) fn validate(line: &LineConfig, triggered_cameras: usize) -> Vec<Confi
             &"missing",
             "set delay_ms (time from capture to the reject actuator) or delay_counts with encoder_counts_per_s",
         ),
-        (None, Some(_), rate) => check(
-            rate.is_some_and(|r| r.is_finite() && r > 0.0),
-            "line.encoder_counts_per_s",
-            &rate,
-            "delay_counts needs the encoder's rate in counts per second (> 0)",
-        ),
-        (Some(ms), None, _) => {
-            check(ms.is_finite() && ms > 0.0, "line.delay_ms", &ms, "must be a positive number of milliseconds")
+        (None, Some(counts), rate) => {
+            let rate_ok = rate.is_some_and(|r| r.is_finite() && r > 0.0 && r <= MAX_ENCODER_COUNTS_PER_S);
+            check(
+                rate_ok,
+                "line.encoder_counts_per_s",
+                &rate,
+                "delay_counts needs the encoder's rate in counts per second, > 0 and at most 1000000000",
+            );
+            check(
+                !rate_ok || timing::checked_line_delay(line).is_some(),
+                "line.delay_counts",
+                &counts,
+                "delay_counts / encoder_counts_per_s must be more than 0 and at most 3600 s (1 hour)",
+            );
         }
+        (Some(ms), None, _) => check(
+            timing::checked_line_delay(line).is_some(),
+            "line.delay_ms",
+            &ms,
+            "must be a number of milliseconds, more than 0 and at most 3600000 (1 hour)",
+        ),
     }
-    check(line.margin_ms.is_finite() && line.margin_ms >= 0.0, "line.margin_ms", &line.margin_ms, "must be ≥ 0");
-    let delay_ms = line.delay_s() * 1000.0;
     check(
-        delay_ms <= 0.0 || line.margin_ms < delay_ms,
+        timing::checked_millis_f64(line.margin_ms).is_some(),
+        "line.margin_ms",
+        &line.margin_ms,
+        "must be 0..=3600000 ms",
+    );
+    // Compared as the durations the line runs on (nanoseconds), once both are usable.
+    let (delay, margin) = (timing::checked_line_delay(line), timing::checked_millis_f64(line.margin_ms));
+    check(
+        delay.zip(margin).is_none_or(|(delay, margin)| margin < delay),
         "line.margin_ms",
         &line.margin_ms,
         "must be smaller than the delay, or no verdict could ever be in time",
@@ -312,7 +328,18 @@ pub(super) fn validate(line: &LineConfig, triggered_cameras: usize) -> Vec<Confi
             "must be between 0 and pulse_ms",
         );
     }
-    check(line.heartbeat_ms >= 10, "line.heartbeat_ms", &line.heartbeat_ms, "must be at least 10 ms");
+    check(
+        (10..=60_000).contains(&line.heartbeat_ms),
+        "line.heartbeat_ms",
+        &line.heartbeat_ms,
+        "must be 10..=60000 ms (the PLC's watchdog needs a steady beat)",
+    );
+    check(
+        line.cpu_wake_latency_us <= 1_000_000,
+        "line.cpu_wake_latency_us",
+        &line.cpu_wake_latency_us,
+        "must be 0..=1000000 µs (0 = idle CPUs poll)",
+    );
     let adapters = [line.modbus.is_some(), line.mqtt.is_some(), line.webhook.is_some(), line.command.is_some()];
     check(
         adapters.iter().any(|a| *a),
@@ -364,7 +391,7 @@ pub(super) fn validate(line: &LineConfig, triggered_cameras: usize) -> Vec<Confi
             &w.url,
             "expected http://HOST:PORT/PATH (plain HTTP; put TLS in a local proxy)",
         );
-        check(w.timeout_ms >= 1, "line.webhook.timeout_ms", &w.timeout_ms, "must be at least 1 ms");
+        check((1..=60_000).contains(&w.timeout_ms), "line.webhook.timeout_ms", &w.timeout_ms, "must be 1..=60000 ms");
         check(w.retries <= 10, "line.webhook.retries", &w.retries, "at most 10");
     }
     if let Some(CommandConfig { program: Some(p) }) = &line.command
@@ -396,12 +423,17 @@ fn validate_modbus(m: &ModbusConfig) -> Vec<ConfigError> {
     check(m.unit_id <= 255, "line.modbus.unit_id", &m.unit_id, "a unit id is 0..=255 (255 = the device itself)");
     check((1..=10_000).contains(&m.timeout_ms), "line.modbus.timeout_ms", &m.timeout_ms, "1..=10000 ms");
     check((1..=1000).contains(&m.poll_ms), "line.modbus.poll_ms", &m.poll_ms, "1..=1000 ms");
-    check(m.reconnect_initial_ms >= 1, "line.modbus.reconnect_initial_ms", &m.reconnect_initial_ms, "at least 1 ms");
     check(
-        m.reconnect_max_ms >= m.reconnect_initial_ms,
+        (1..=MAX_DURATION_MS).contains(&m.reconnect_initial_ms),
+        "line.modbus.reconnect_initial_ms",
+        &m.reconnect_initial_ms,
+        "1..=3600000 ms (1 hour)",
+    );
+    check(
+        (m.reconnect_initial_ms..=MAX_DURATION_MS).contains(&m.reconnect_max_ms),
         "line.modbus.reconnect_max_ms",
         &m.reconnect_max_ms,
-        "must be ≥ reconnect_initial_ms",
+        "must be ≥ reconnect_initial_ms and at most 3600000 ms (1 hour)",
     );
     check((1..=64).contains(&m.results_buffer), "line.modbus.results_buffer", &m.results_buffer, "1..=64 results");
     let map = &m.map;

@@ -1,12 +1,16 @@
 //! Station configuration: one TOML file describes cameras, model, pipeline, decision rules and
 //! outputs.
 //!
-//! Parsing is strict (`deny_unknown_fields` everywhere, so a misspelt key is an error rather than
-//! a silently ignored setting); [`validate`] then checks the meaning of every field and returns
-//! every problem at once, each with its field path and bad value.
+//! Parsing is strict: an unknown key (a misspelt one, say) is an error rather than a silently
+//! ignored setting, and every unknown key is reported, with a "did you mean" where one is close
+//! ([`unknown`]). [`validate`] then checks the meaning of every field against its documented range
+//! and returns every problem at once, the unknown keys included, each with its field path and bad
+//! value. [`timing`] turns the accepted values into the durations the station runs on.
 
 mod line;
+pub mod timing;
 mod types;
+mod unknown;
 mod validate;
 
 pub use line::*;
@@ -56,16 +60,49 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, LoadError> {
 }
 
 /// Parse and validate config text; `origin` names it in errors, `base_dir` resolves its paths.
+///
+/// Every unknown key and every invalid value is reported in one [`LoadError::Invalid`]. A value
+/// of the wrong type (or a missing required key) stops the typed parse: that is a
+/// [`LoadError::Parse`], which still lists the unknown keys found.
 pub fn load_str(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedConfig, LoadError> {
-    let config: StationConfig = toml::from_str(text).map_err(|e| LoadError::Parse {
-        origin: origin.to_string(),
-        // toml's message already names the key and line; keep it on one line.
-        message: e.to_string().trim().replace('\n', " "),
-    })?;
+    // toml's message already names the key and line; keep it on one line.
+    let parse_error = |e: toml::de::Error| e.to_string().trim().replace('\n', " ");
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| LoadError::Parse { origin: origin.to_string(), message: parse_error(e) })?;
+    let mut unknown = unknown::walk(&table);
+    let mut ignored = Vec::new();
+    let typed = toml::Deserializer::parse(text)
+        .and_then(|de| serde_ignored::deserialize(de, |path| ignored.push(unknown::steps(&path))));
+    // The typed parse's safety net: any key it ignored that the walk has no schema for.
+    for path in ignored {
+        let shown = unknown::display(&path);
+        if !unknown.iter().any(|e| e.path == shown) {
+            unknown.push(unknown::unknown(&path, unknown::lookup(&table, &path), None));
+        }
+    }
+    let config: StationConfig = match typed {
+        Ok(config) => config,
+        Err(e) if unknown.is_empty() => {
+            return Err(LoadError::Parse { origin: origin.to_string(), message: parse_error(e) });
+        }
+        Err(e) => {
+            let message =
+                format!("{}; and {} unknown key(s):\n{}", parse_error(e), unknown.len(), ConfigErrors(unknown));
+            return Err(LoadError::Parse { origin: origin.to_string(), message });
+        }
+    };
     let mut loaded = LoadedConfig { config, base_dir, geometry: Vec::new() };
-    loaded.geometry =
-        validate::validate(&loaded).map_err(|errors| LoadError::Invalid { origin: origin.to_string(), errors })?;
-    Ok(loaded)
+    match validate::validate(&loaded) {
+        Ok(geometry) if unknown.is_empty() => {
+            loaded.geometry = geometry;
+            Ok(loaded)
+        }
+        Ok(_) => Err(LoadError::Invalid { origin: origin.to_string(), errors: ConfigErrors(unknown) }),
+        Err(ConfigErrors(invalid)) => {
+            unknown.extend(invalid);
+            Err(LoadError::Invalid { origin: origin.to_string(), errors: ConfigErrors(unknown) })
+        }
+    }
 }
 
 /// The demo station's config. Its relative paths (the model) resolve against `project_dir`.

@@ -1,4 +1,5 @@
-//! The config file's shape. Every struct rejects unknown keys; units are in field names.
+//! The config file's shape; units are in field names. The structs accept unknown keys so that the
+//! loader can report every one at once (see `unknown`): loading through [`super::load_str`] refuses them.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -6,7 +7,6 @@ use std::path::PathBuf;
 /// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`,
 /// `[admin]`, `[store]`, `[api]`, `[archive]`, `[line]`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StationConfig {
     #[serde(default)]
     pub station: StationSection,
@@ -37,7 +37,6 @@ pub struct StationConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StationSection {
     /// Station name, shown in logs and results.
     #[serde(default = "default_station_name")]
@@ -74,7 +73,6 @@ impl Backpressure {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     /// Unique camera id (letters, digits, `-`, `_`), used in results and metrics.
     pub id: String,
@@ -178,7 +176,6 @@ impl SourceConfig {
 
 /// Procedurally generated parts with known defects (demo, tests, benchmarks).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SyntheticSourceConfig {
     #[serde(default = "default_synth_size")]
     pub width: u32,
@@ -206,7 +203,6 @@ fn default_defect_probability() -> f64 {
 
 /// Replay image files from a folder.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FolderSourceConfig {
     pub path: PathBuf,
     /// Start again after the last file instead of ending.
@@ -217,7 +213,6 @@ pub struct FolderSourceConfig {
 /// An OpenCV `VideoCapture`: device index, `/dev/videoN`, video file, RTSP/HTTP URL or GStreamer
 /// pipeline (a string containing `!`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OpencvSourceConfig {
     pub uri: String,
     /// Read timeout passed to backends that support one.
@@ -240,7 +235,6 @@ pub enum Provider {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Model package folder holding `model.onnx` and `model.toml`.
     pub package: PathBuf,
@@ -265,7 +259,6 @@ pub struct ModelConfig {
 /// `[model.teach]`: where the good parts come from and the few teach settings a station needs;
 /// everything else is `linesight teach`'s defaults.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelTeachConfig {
     /// A folder of good images to teach from.
     #[serde(default)]
@@ -361,7 +354,6 @@ pub enum InputMode {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Unset: what the model package says (`[input].mode`, taught models record theirs), else tile.
     #[serde(default)]
@@ -422,7 +414,6 @@ fn default_verdict_deadline_ms() -> u64 {
 /// the part is NG when more than `max_count` defects of the class count. Rules in mm need the
 /// camera's scale (`camera.mm_per_px`, or a calibration file with one).
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Class label from the model manifest, or `*` for every class without its own rule.
     pub class: String,
@@ -445,7 +436,6 @@ pub struct RuleConfig {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OutputsConfig {
     /// JSON-lines results: a file path, `-` for stdout; absent = no results stream.
     #[serde(default)]
@@ -454,7 +444,6 @@ pub struct OutputsConfig {
 
 /// The admin listener: `/metrics` (Prometheus), `/healthz` and `/readyz`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Serve the admin listener (default true).
     #[serde(default = "yes")]
@@ -480,7 +469,6 @@ fn default_admin_listen() -> String {
 
 /// The SQLite result store: every inspection and its defects, for the HTTP API.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Database file, relative to the config file; created (with its schema) when missing.
     pub path: PathBuf,
@@ -502,7 +490,6 @@ fn default_max_inspections() -> u64 {
 /// The image archive: every NG and fail-safe frame, and a deterministic share of OK frames, as
 /// PNG files (plain and with the defects outlined), pruned by total size and age.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
     /// Folder of the image files, relative to the config file; created when missing.
     pub dir: PathBuf,
@@ -529,7 +516,6 @@ fn default_archive_max_age_days() -> u32 {
 
 /// The HTTP API of defect statistics (`/api/v1/...`), served when a `[store]` is configured.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Serve the API (default true; it needs a `[store]`).
     #[serde(default = "yes")]

@@ -1,6 +1,7 @@
 //! Semantic checks of a parsed config. Every problem is collected, not just the first, so one
 //! `linesight check` run shows everything to fix.
 
+use super::timing::{self, MAX_DURATION_MS};
 use super::{LoadedConfig, SourceConfig};
 use crate::calibration::{Calibration, CalibrationError, CameraGeometry};
 use std::collections::HashSet;
@@ -46,6 +47,17 @@ impl Collector {
 }
 
 const SURFACES: [&str; 2] = ["brushed_metal", "ceramic_tile"];
+/// Largest image side a region of interest may reach, in pixels.
+const MAX_IMAGE_SIDE: u64 = 65_536;
+/// Largest model input side teach mode may build.
+const MAX_TEACH_SIZE: u32 = 2048;
+/// Largest overlap between tiles (the exact limit, the model input's side, is checked at load).
+const MAX_TILE_OVERLAP_PX: u32 = 4096;
+const MAX_BANK_ROWS: usize = 100_000_000;
+const MAX_LOCAL_SCALE_K: usize = 100;
+const MAX_THRESHOLD_SIGMAS: f32 = 100.0;
+const MAX_INSPECTIONS: u64 = 1_000_000_000_000;
+const MAX_MM_PER_PX: f64 = 1000.0;
 
 /// Check everything; on success, return each camera's geometry (calibration file loaded and
 /// checked, scale resolved).
@@ -64,27 +76,39 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         c.check(id_ok, format!("{p}.id"), &cam.id, "use 1-64 letters, digits, '-' or '_'");
         c.check(ids.insert(cam.id.as_str()), format!("{p}.id"), &cam.id, "camera ids must be unique");
         c.check(
-            cam.fps.is_finite() && cam.fps >= 0.0,
+            cam.fps == 0.0 || timing::checked_frame_period(cam.fps).is_some(),
             format!("{p}.fps"),
             cam.fps,
-            "must be >= 0 (0 = as fast as possible)",
+            "must be 0 (as fast as the source) or 0.000278..=10000 frames per second (at least one frame an hour)",
         );
         c.check((1..=1024).contains(&cam.queue_depth), format!("{p}.queue_depth"), cam.queue_depth, "must be 1..=1024");
-        c.check(cam.stall_timeout_ms >= 100, format!("{p}.stall_timeout_ms"), cam.stall_timeout_ms, "must be >= 100");
         c.check(
-            cam.reconnect_initial_ms >= 1,
-            format!("{p}.reconnect_initial_ms"),
-            cam.reconnect_initial_ms,
-            "must be >= 1",
+            (100..=MAX_DURATION_MS).contains(&cam.stall_timeout_ms),
+            format!("{p}.stall_timeout_ms"),
+            cam.stall_timeout_ms,
+            "must be 100..=3600000 ms (1 hour)",
         );
         c.check(
-            cam.reconnect_max_ms >= cam.reconnect_initial_ms,
+            (1..=MAX_DURATION_MS).contains(&cam.reconnect_initial_ms),
+            format!("{p}.reconnect_initial_ms"),
+            cam.reconnect_initial_ms,
+            "must be 1..=3600000 ms (1 hour)",
+        );
+        c.check(
+            (cam.reconnect_initial_ms..=MAX_DURATION_MS).contains(&cam.reconnect_max_ms),
             format!("{p}.reconnect_max_ms"),
             cam.reconnect_max_ms,
-            "must be >= reconnect_initial_ms",
+            "must be at least reconnect_initial_ms and at most 3600000 ms (1 hour)",
         );
         for (r, roi) in cam.roi_px.iter().enumerate() {
             c.check(roi[2] > 0 && roi[3] > 0, format!("{p}.roi_px[{r}]"), roi, "width and height must be > 0");
+            let ends = [u64::from(roi[0]) + u64::from(roi[2]), u64::from(roi[1]) + u64::from(roi[3])];
+            c.check(
+                ends.iter().all(|e| *e <= MAX_IMAGE_SIDE),
+                format!("{p}.roi_px[{r}]"),
+                roi,
+                "must lie within 65536 × 65536 pixels (x + width and y + height at most 65536)",
+            );
         }
         geometry.push(camera_geometry(loaded, i, &mut c));
         match &cam.source {
@@ -121,6 +145,12 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
                     &o.uri,
                     "give a device index, /dev/videoN, file, URL or GStreamer pipeline",
                 );
+                c.check(
+                    o.read_timeout_ms <= MAX_DURATION_MS,
+                    format!("{p}.source.read_timeout_ms"),
+                    o.read_timeout_ms,
+                    "must be 0..=3600000 ms (1 hour; 0 = the backend's default)",
+                );
             }
         }
     }
@@ -156,10 +186,17 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
                 "no backbone.toml in this folder (e.g. models/backbone-lite0)",
             );
             c.check(
-                t.size >= 32 && t.size.is_multiple_of(16),
+                (32..=MAX_TEACH_SIZE).contains(&t.size) && t.size.is_multiple_of(16),
                 "model.teach.size",
                 t.size,
-                "must be a multiple of 16, at least 32",
+                "must be a multiple of 16, 32..=2048",
+            );
+            let teach_mode = t.input_mode.or(cfg.pipeline.input_mode).unwrap_or_default();
+            c.check(
+                teach_mode != super::InputMode::Tile || cfg.pipeline.tile_overlap_px < t.size,
+                "pipeline.tile_overlap_px",
+                cfg.pipeline.tile_overlap_px,
+                "must be smaller than model.teach.size (tiles overlap by less than their side)",
             );
             c.check(
                 matches!(t.grid_stride, 8 | 16),
@@ -167,11 +204,19 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
                 t.grid_stride,
                 "must be 8 or 16 (the backbone's tap strides)",
             );
+            if let Some(rows) = t.max_bank_rows {
+                c.check(
+                    (1..=MAX_BANK_ROWS).contains(&rows),
+                    "model.teach.max_bank_rows",
+                    rows,
+                    "must be 1..=100000000 (leave it out for the scoring budget's size)",
+                );
+            }
             c.check(
-                t.max_bank_rows != Some(0),
-                "model.teach.max_bank_rows",
-                0,
-                "must be at least 1 (leave it out for the scoring budget's size)",
+                t.local_scale_k <= MAX_LOCAL_SCALE_K,
+                "model.teach.local_scale_k",
+                t.local_scale_k,
+                "must be 0..=100 neighbours (0 = plain distances)",
             );
             c.check(
                 (0.0..=1.0).contains(&t.whiten),
@@ -198,10 +243,10 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
                 "must be in (0, 1], e.g. 0.05",
             );
             c.check(
-                t.threshold_sigmas >= 0.0 && t.threshold_sigmas.is_finite(),
+                (0.0..=MAX_THRESHOLD_SIGMAS).contains(&t.threshold_sigmas),
                 "model.teach.threshold_sigmas",
                 t.threshold_sigmas,
-                "must be ≥ 0, e.g. 3",
+                "must be 0..=100, e.g. 3 (a huge threshold would pass every part)",
             );
             c.check(
                 t.holdout_fraction > 0.0 && t.holdout_fraction < 1.0,
@@ -219,6 +264,7 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
     }
     c.check((1..=64).contains(&m.workers), "model.workers", m.workers, "must be 1..=64");
     c.check((1..=256).contains(&m.intra_threads), "model.intra_threads", m.intra_threads, "must be 1..=256");
+    c.check((0..=255).contains(&m.device_id), "model.device_id", m.device_id, "must be a GPU index, 0..=255");
 
     let pl = &cfg.pipeline;
     c.check(
@@ -235,7 +281,18 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         "must be 1..=16",
     );
     c.check((1..=4096).contains(&pl.max_in_flight), "pipeline.max_in_flight", pl.max_in_flight, "must be 1..=4096");
-    c.check(pl.verdict_deadline_ms >= 1, "pipeline.verdict_deadline_ms", pl.verdict_deadline_ms, "must be >= 1");
+    c.check(
+        (1..=MAX_DURATION_MS).contains(&pl.verdict_deadline_ms),
+        "pipeline.verdict_deadline_ms",
+        pl.verdict_deadline_ms,
+        "must be 1..=3600000 ms (1 hour)",
+    );
+    c.check(
+        pl.tile_overlap_px <= MAX_TILE_OVERLAP_PX,
+        "pipeline.tile_overlap_px",
+        pl.tile_overlap_px,
+        "must be 0..=4096 px (and smaller than the model input)",
+    );
 
     let mut classes = HashSet::new();
     for (i, r) in cfg.rules.iter().enumerate() {
@@ -280,6 +337,13 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
     if let Some(store) = &cfg.store {
         c.check(!store.path.as_os_str().is_empty(), "store.path", &store.path, "give a database file name");
         c.check(store.retention_days <= 36_500, "store.retention_days", store.retention_days, "must be 0..=36500");
+        // The store's retention query takes the limit as a signed SQLite integer.
+        c.check(
+            store.max_inspections <= MAX_INSPECTIONS,
+            "store.max_inspections",
+            store.max_inspections,
+            "must be 0..=1000000000000 (0 = no limit)",
+        );
     }
     if let Some(a) = &cfg.archive {
         c.check(!a.dir.as_os_str().is_empty(), "archive.dir", &a.dir, "give a folder for the images");
@@ -337,7 +401,12 @@ fn camera_geometry(loaded: &LoadedConfig, i: usize, c: &mut Collector) -> Camera
         }
     }
     if let Some(mm) = cam.mm_per_px {
-        c.check(mm.is_finite() && mm > 0.0, format!("{p}.mm_per_px"), mm, "must be a positive number of mm per pixel");
+        c.check(
+            mm > 0.0 && mm <= MAX_MM_PER_PX,
+            format!("{p}.mm_per_px"),
+            mm,
+            "must be a positive number of mm per pixel, at most 1000",
+        );
         geo.mm_per_px = Some(mm);
         geo.scale_origin = Some("config (mm_per_px)".into());
     }

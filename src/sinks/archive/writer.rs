@@ -1,5 +1,6 @@
 //! The archive's writer thread: encodes each queued frame as PNG (plain and overlay), writes it
-//! atomically (temporary file, then rename), and prunes the folder by size and age.
+//! atomically (temporary file, then rename), and prunes the folder by size and age. A write that
+//! fails removes its temporary file, and opening the archive removes any a crash left behind.
 
 use super::retention::{RETENTION_INTERVAL, prune};
 use super::{ArchiveJob, overlay_path, relative_path};
@@ -40,9 +41,14 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Create the folder when missing. `cameras` names camera indices (for file names).
+    /// Create the folder when missing, and remove the temporary files of writes a crash cut
+    /// short. `cameras` names camera indices (for file names).
     pub fn open(dir: &Path, cameras: Vec<String>, max_bytes: u64, max_age_days: u32) -> Result<Self, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(|source| ArchiveError { path: dir.to_path_buf(), source })?;
+        let removed = remove_stale_temporaries(dir);
+        if removed > 0 {
+            tracing::info!(dir = %dir.display(), removed, "image archive: removed temporary files of unfinished writes");
+        }
         Ok(Self { dir: dir.to_path_buf(), cameras, max_bytes, max_age_days })
     }
 
@@ -118,15 +124,63 @@ impl Archive {
     }
 }
 
-/// Encode to `<path>.tmp`, then rename: a reader never sees half a file.
+/// Suffix of a file being written; renamed to its final name once complete.
+const TEMPORARY_SUFFIX: &str = ".tmp";
+
+/// Encode to `<path>.tmp`, then rename: a reader never sees half a file. On failure (a full disk,
+/// say) the temporary file is removed, so failed writes do not fill the disk further.
 fn save_png(path: &Path, pixels: &[u8], w: u32, h: u32, colour: ExtendedColorType) -> std::io::Result<u64> {
     let tmp = path.with_extension("png.tmp");
-    image::save_buffer_with_format(&tmp, pixels, w, h, colour, ImageFormat::Png).map_err(|e| match e {
-        image::ImageError::IoError(e) => e,
-        other => std::io::Error::other(other),
-    })?;
-    std::fs::rename(&tmp, path)?;
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        image::write_buffer_with_format(&mut out, pixels, w, h, colour, ImageFormat::Png).map_err(|e| match e {
+            image::ImageError::IoError(e) => e,
+            other => std::io::Error::other(other),
+        })?;
+        // Flush here: dropping the writer would swallow the last write's error (a full disk),
+        // and a cut-short file would be renamed into place as if complete.
+        out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(gone) if gone.kind() == std::io::ErrorKind::NotFound => {}
+            Err(stuck) => {
+                tracing::warn!(file = %tmp.display(), error = %stuck, "image archive: cannot remove a temporary file")
+            }
+        }
+        return Err(e);
+    }
     Ok(std::fs::metadata(path)?.len())
+}
+
+/// Remove the temporary files in the archive's `date/camera/` folders (and at its top); returns
+/// how many went. Only this archive writes there, so any such file is an unfinished write.
+fn remove_stale_temporaries(dir: &Path) -> usize {
+    let entries = |d: &Path| std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path());
+    let mut removed = 0;
+    let mut remove = |file: PathBuf| {
+        let temporary = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(TEMPORARY_SUFFIX));
+        if temporary && file.is_file() {
+            match std::fs::remove_file(&file) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "image archive: cannot remove a stale temporary file")
+                }
+            }
+        }
+    };
+    for top in entries(dir) {
+        if top.is_dir() {
+            for camera in entries(&top).filter(|p| p.is_dir()) {
+                entries(&camera).for_each(&mut remove);
+            }
+        } else {
+            remove(top);
+        }
+    }
+    removed
 }
 
 /// The frame as RGB in `out`, with each defect's bounding box outlined (magenta when it counted
@@ -185,6 +239,65 @@ impl ErrorLog {
 mod tests {
     use super::*;
     use crate::stages::decode::Defect;
+
+    const GRAY: ExtendedColorType = ExtendedColorType::L8;
+
+    fn temporaries(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p);
+                } else if p.to_string_lossy().ends_with(".tmp") {
+                    found.push(p);
+                }
+            }
+        }
+        found
+    }
+
+    /// A full disk mid-write: the temporary file is `/dev/full` behind a link (a write there
+    /// fails with ENOSPC, even as root). The failed write must not leave its temporary behind.
+    #[test]
+    fn a_write_that_fails_on_a_full_disk_removes_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("cam_0000000001.png");
+        std::os::unix::fs::symlink("/dev/full", target.with_extension("png.tmp")).unwrap();
+        let err = save_png(&target, &[7u8; 64 * 64], 64, 64, GRAY).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28), "expected ENOSPC from /dev/full: {err}");
+        assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
+        assert!(!target.exists());
+    }
+
+    /// A rename that fails (the final name is taken by a folder) removes the finished temporary.
+    #[test]
+    fn a_write_whose_rename_fails_removes_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("cam_0000000002.png");
+        std::fs::create_dir_all(target.join("occupied")).unwrap();
+        assert!(save_png(&target, &[7u8; 16], 4, 4, GRAY).is_err());
+        assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
+        // A write that succeeds leaves only its final file.
+        let ok = dir.path().join("cam_0000000003.png");
+        assert!(save_png(&ok, &[7u8; 16], 4, 4, GRAY).unwrap() > 0);
+        assert!(ok.is_file() && temporaries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn opening_the_archive_removes_the_temporaries_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let camera = dir.path().join("2024-05-01/cam");
+        std::fs::create_dir_all(&camera).unwrap();
+        for name in ["cam_0000000001.png.tmp", "cam_0000000002_overlay.png.tmp", "cam_0000000003.png"] {
+            std::fs::write(camera.join(name), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("stray.png.tmp"), b"x").unwrap();
+        Archive::open(dir.path(), vec!["cam".into()], 0, 0).unwrap();
+        assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
+        assert!(camera.join("cam_0000000003.png").is_file(), "finished images stay");
+    }
 
     #[test]
     fn the_overlay_outlines_each_defect_and_leaves_the_rest() {
