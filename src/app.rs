@@ -134,15 +134,6 @@ fn load(config: Option<&Path>) -> Result<LoadedConfig> {
 fn check(args: CheckArgs) -> Result<()> {
     // `check` never writes: a model still to be taught is reported, not taught (`run` teaches it).
     let loaded = config::load_file(&args.config)?;
-    if let Some(pending) = teach_pending(&loaded)? {
-        println!(
-            "{}: OK — {} camera(s); {pending}; its I/O and the cameras are checked once it exists",
-            args.config.display(),
-            loaded.config.cameras.len(),
-        );
-        return Ok(());
-    }
-    let station = Station::build(&loaded, RunOptions::default())?;
     // Every camera must deliver a frame within its open timeout; one that does not is named, and
     // check returns rather than hang on it.
     let silent: Vec<String> = crate::topology::probe_cameras(&loaded)
@@ -152,9 +143,18 @@ fn check(args: CheckArgs) -> Result<()> {
     if !silent.is_empty() {
         bail!("{}: {} camera(s) deliver no frame:\n  {}", args.config.display(), silent.len(), silent.join("\n  "));
     }
+    if let Some(pending) = teach_pending(&loaded)? {
+        println!(
+            "{}: OK — {} camera(s) deliver frames; {pending}; its I/O is checked once it exists",
+            args.config.display(),
+            loaded.config.cameras.len(),
+        );
+        return Ok(());
+    }
+    let station = Station::build(&loaded, RunOptions::default())?;
     let m = &station.package.manifest;
     println!(
-        "{}: OK — {} camera(s); model {} ({}, sha256 {}) loaded, I/O matches its manifest, warmed up",
+        "{}: OK — {} camera(s) deliver frames; model {} ({}, sha256 {}) loaded, I/O matches its manifest, warmed up",
         args.config.display(),
         loaded.config.cameras.len(),
         m.name,

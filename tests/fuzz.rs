@@ -137,10 +137,10 @@ proptest! {
     /// never a panic.
     #[test]
     fn output_shapes_are_checked_never_panic(text in manifest_text(), index in 0..2usize, item in item_shape()) {
-        if let Ok(m) = toml::from_str::<Manifest>(&text) {
-            if let Err(e) = check_output(&m.task, &m.input, index, "out", &item) {
-                prop_assert!(e.contains("\"out\""));
-            }
+        if let Ok(m) = toml::from_str::<Manifest>(&text)
+            && let Err(e) = check_output(&m.task, &m.input, index, "out", &item)
+        {
+            prop_assert!(e.contains("\"out\""));
         }
     }
 

@@ -89,6 +89,14 @@ impl CameraConfig {
     pub fn reconnect_initial(&self) -> Duration {
         millis(self.reconnect_initial_ms)
     }
+    /// Longest wait for the camera to open.
+    pub fn open_timeout(&self) -> Duration {
+        millis(self.open_timeout_ms)
+    }
+    /// Frames older than this on arrival are stale (default: twice the stall timeout).
+    pub fn max_frame_age(&self) -> Duration {
+        millis(self.max_frame_age_ms.unwrap_or(self.stall_timeout_ms.saturating_mul(2)))
+    }
     /// Longest reconnect wait.
     pub fn reconnect_max(&self) -> Duration {
         millis(self.reconnect_max_ms)

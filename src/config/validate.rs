@@ -89,6 +89,20 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
             "must be 100..=3600000 ms (1 hour)",
         );
         c.check(
+            (100..=MAX_DURATION_MS).contains(&cam.open_timeout_ms),
+            format!("{p}.open_timeout_ms"),
+            cam.open_timeout_ms,
+            "must be 100..=3600000 ms (1 hour)",
+        );
+        if let Some(age) = cam.max_frame_age_ms {
+            c.check(
+                (1..=MAX_DURATION_MS).contains(&age),
+                format!("{p}.max_frame_age_ms"),
+                age,
+                "must be 1..=3600000 ms (1 hour); leave it out for twice stall_timeout_ms",
+            );
+        }
+        c.check(
             (1..=MAX_DURATION_MS).contains(&cam.reconnect_initial_ms),
             format!("{p}.reconnect_initial_ms"),
             cam.reconnect_initial_ms,

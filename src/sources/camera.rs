@@ -161,7 +161,8 @@ impl CameraThread {
         let s = self.settings.clone();
         let accounting = Arc::clone(&self.accounting);
         let counters = accounting.camera(s.index);
-        let period = (s.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / s.fps));
+        // Never panics: `fps` is validated, and the helper saturates whatever it is given.
+        let period = crate::config::timing::frame_period(s.fps);
         let mut next_due = Instant::now();
         let mut seq = 0u64;
         let mut bad_frames = BadFrameLog::default();

@@ -231,13 +231,11 @@ impl Station {
                 fps: cam.fps,
                 backpressure,
                 max_frames: options.max_frames,
-                reconnect_initial: Duration::from_millis(cam.reconnect_initial_ms),
-                reconnect_max: Duration::from_millis(cam.reconnect_max_ms),
-                open_timeout: Duration::from_millis(cam.open_timeout_ms),
-                grab_timeout: Duration::from_millis(cam.stall_timeout_ms),
-                max_frame_age: Duration::from_millis(
-                    cam.max_frame_age_ms.unwrap_or(cam.stall_timeout_ms.saturating_mul(2)),
-                ),
+                reconnect_initial: cam.reconnect_initial(),
+                reconnect_max: cam.reconnect_max(),
+                open_timeout: cam.open_timeout(),
+                grab_timeout: cam.stall_timeout(),
+                max_frame_age: cam.max_frame_age(),
             };
             cameras.push(BuiltCamera {
                 settings,
@@ -488,11 +486,14 @@ impl Station {
     }
 }
 
+/// A camera's id and its first frame's size, or why it delivered none.
+pub type CameraProbe = (String, Result<(u32, u32), String>);
+
 /// `linesight check`: open every camera and grab one frame, each on its own thread, all at once,
 /// waiting at most the camera's open timeout plus its stall timeout. Returns, per camera in config
 /// order, its first frame's size or why it did not deliver. A camera that hangs is abandoned on
 /// its thread (never waited for beyond its timeout).
-pub fn probe_cameras(loaded: &LoadedConfig) -> Vec<(String, Result<(u32, u32), String>)> {
+pub fn probe_cameras(loaded: &LoadedConfig) -> Vec<CameraProbe> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut waits = Vec::new();
     for (i, cam) in loaded.config.cameras.iter().enumerate() {
@@ -512,7 +513,7 @@ pub fn probe_cameras(loaded: &LoadedConfig) -> Vec<(String, Result<(u32, u32), S
             });
             let _ = tx.send((i, frame.map_err(|e| e.to_string())));
         });
-        let limit = Duration::from_millis(cam.open_timeout_ms.saturating_add(cam.stall_timeout_ms));
+        let limit = cam.open_timeout() + cam.stall_timeout();
         waits.push((cam.id.clone(), spawned.map_err(|e| e.to_string()).err(), limit));
     }
     drop(tx);

@@ -75,10 +75,11 @@ impl LineOutput {
             if realtime { super::priority::hold_cpu_wake_latency(cfg.cpu_wake_latency_us) } else { None };
         let clock = MonoClock::new();
         let timing = Timing {
-            delay: Duration::from_secs_f64(cfg.delay_s()),
-            margin: Duration::from_secs_f64(cfg.margin_ms / 1000.0),
-            pulse: Duration::from_secs_f64(cfg.pulse_ms / 1000.0),
-            fire_window: Duration::from_secs_f64(cfg.fire_window_ms.unwrap_or(cfg.pulse_ms / 2.0) / 1000.0),
+            // The config's helpers never panic on a value (validated ranges keep them exact).
+            delay: cfg.delay(),
+            margin: cfg.margin(),
+            pulse: cfg.pulse(),
+            fire_window: cfg.fire_window(),
             failsafe: cfg.failsafe,
         };
         let cameras: Vec<String> = loaded.config.cameras.iter().map(|c| c.id.clone()).collect();

@@ -33,7 +33,7 @@ pub fn decode_anomaly(
     out.clear();
     let components = label_components(map, width, height, threshold, scratch);
     out.extend(components.iter().map(|c| c.to_defect(class)));
-    !(image_score < threshold)
+    super::at_or_above(image_score, threshold)
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ pub fn label_components<'s>(
         // The row labelled last becomes the previous row.
         scratch.rows.copy_within(width.., 0);
         for (x, &score) in row.iter().enumerate() {
-            let label = if !(score < threshold) {
+            let label = if super::at_or_above(score, threshold) {
                 let label = label_pixel(scratch, width, x, y as u32);
                 scratch.stats[label as usize].add_pixel(x as u32, y as u32, score);
                 label
@@ -437,7 +437,7 @@ mod tests {
         let mut seen = vec![false; scores.len()];
         let mut out = Vec::new();
         for start in 0..scores.len() {
-            let on = |s: f32| !(s < t);
+            let on = |s: f32| crate::stages::decode::at_or_above(s, t);
             if seen[start] || !on(scores[start]) {
                 continue;
             }

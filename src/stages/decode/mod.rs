@@ -23,6 +23,14 @@ pub use components::{Component, ComponentScratch, label_components};
 pub use detection::{decode_yolo, iou, nms_class_aware};
 pub use segmentation::{apply_activation, decode_segmentation};
 
+/// Whether a score counts as reaching `threshold`. A NaN score does: a value nobody can compare is
+/// never "below threshold" (the pipeline fails such frames safe before decoding; this is the
+/// decoders' own guard).
+#[inline]
+pub fn at_or_above(score: f32, threshold: f32) -> bool {
+    score >= threshold || score.is_nan()
+}
+
 /// One defect found in a frame, in frame pixel coordinates.
 ///
 /// `x`, `y` is the top-left corner of the bounding box and `w`, `h` its size, in pixels. For
