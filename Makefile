@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench bench-api bench-line bench-mtd bench-teach models fixtures clean
+.PHONY: setup build run test check-config bench bench-api bench-line bench-mtd bench-teach soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -48,6 +48,20 @@ bench-mtd: build
 bench-teach: setup
 	$(CARGO) bench --locked --bench teach_scoring
 	$(CARGO) bench --locked --bench teach_kernels
+
+## The fault suite (issue 13; figures in README): two synthetic cameras and the line output, one
+## fault per phase (stalls, inference errors, NaN outputs, camera freeze/unplug, overload, SIGTERM,
+## a panic in each stage with a restart), checked from the accounting, results and audit trail.
+## 30 minutes by default; SOAK_MINUTES=5 for a shorter run. Not in CI (tests/fail_safe.rs is).
+SOAK_MINUTES ?= 30
+soak-faults: build
+	python3 scripts/soak_faults.py target/release/linesight --minutes $(SOAK_MINUTES)
+
+## Property tests with many more cases than CI runs (config loader, API query parameters,
+## manifests, model output shapes, image files, PLC registers). FUZZ_CASES=N to change.
+FUZZ_CASES ?= 100000
+fuzz: setup
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked --test fuzz --test config --test store_api -- fuzz loading_extreme any_text manifests output_shapes image_files plc_register
 
 ## Regenerate the committed ONNX files (demo model, test fixtures) with their scripts.
 models:

@@ -490,7 +490,7 @@ fn listen_address(
 fn report(snaps: &[CameraSnapshot], accounting: &Accounting, elapsed: Duration) {
     for s in snaps {
         eprintln!(
-            "camera {}: captured {} = OK {} + NG {} + fail-safe {} (inference {} / timeout {} / invalid output {}) + dropped {} (queue full {} / invalid {}); capture errors {}, reconnects {}",
+            "camera {}: captured {} = OK {} + NG {} + fail-safe {} (inference {} / timeout {} / invalid output {}) + dropped {} (queue full {} / invalid {} / stale {}); capture errors {}, reconnects {}",
             s.id,
             s.captured,
             s.ok,
@@ -502,6 +502,7 @@ fn report(snaps: &[CameraSnapshot], accounting: &Accounting, elapsed: Duration) 
             s.dropped(),
             s.dropped_queue_full,
             s.dropped_invalid_frame,
+            s.dropped_stale,
             s.capture_errors,
             s.reconnects
         );

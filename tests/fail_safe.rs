@@ -130,6 +130,18 @@ fn stage_panic(stage: &str) {
         .arg(&results)
         .env("LINESIGHT_FAULT_PANIC", format!("stage={stage},after=20"));
     let (mut child, admin, log) = spawn_with_admin(cmd);
+    if stage == "line" {
+        // The line thread itself is gone: nothing holds parts to act on, so the station drains
+        // and exits at once (too soon to read /readyz reliably); the PLC is left "not ready" and
+        // its heartbeat stops.
+        let status = wait_exit(&mut child, Duration::from_secs(30));
+        let log = log.lock().unwrap().clone();
+        assert!(!status.success(), "the line thread died but the station exited {status}");
+        assert!(log.contains("STAGE FAILED") && log.contains("stage line failed"), "{log}");
+        let status = statuses(dir.path());
+        assert_eq!(status.last().map(|s| s.0), Some(false), "{status:?}");
+        return;
+    }
     let what = || format!("/readyz to name stage {stage}; log:\n{}", log.lock().unwrap());
     let body = wait_for(Duration::from_secs(30), what, || {
         let (code, body) = http_get(admin, "/readyz").ok()?;
@@ -146,13 +158,6 @@ fn stage_panic(stage: &str) {
     );
     assert!(log.contains("STAGE FAILED") && log.contains(stage), "logged at once:\n{log}");
 
-    if stage == "line" {
-        // The line thread itself is gone: nothing acts on parts any more, and the PLC is left
-        // "not ready" (its heartbeat stops too).
-        let status = statuses(dir.path());
-        assert_eq!(status.last().map(|s| s.0), Some(false), "{status:?}");
-        return;
-    }
     // Every part the line registered got its action at its deadline: its own verdict where one
     // came, the fail-safe (a reject) where none did. None was lost, none passed unjudged.
     let acts = actions(dir.path());
@@ -329,4 +334,38 @@ fn a_camera_that_never_delivers_does_not_block_the_others_and_sigint_still_stops
     let (ok, _, stderr) = output(linesight().args(["check", "--config", config.to_str().unwrap()]));
     assert!(!ok && stderr.contains("camera silent") && !stderr.contains("camera good:"), "{stderr}");
     assert!(t0.elapsed() < Duration::from_secs(20), "check took {:?}", t0.elapsed());
+}
+
+#[test]
+fn a_frozen_camera_backlog_is_dropped_as_stale_and_its_parts_fail_safe() {
+    let _one = one_station();
+    let dir = tempfile::tempdir().unwrap();
+    // Every 15th grab freezes 700 ms and then delivers the frame it took when it froze (as a
+    // stalled stream delivers its backlog): older than max_frame_age_ms on arrival.
+    // The line's delay (1.5 s) is longer than the freeze, so those parts can still be rejected.
+    let text = station(dir.path(), 40.0, 1500).replace("fps = 40", "fps = 40\nmax_frame_age_ms = 300");
+    let config = write_config(dir.path(), &text);
+    let results = dir.path().join("results.jsonl");
+    let summary = dir.path().join("summary.json");
+    let (ok, _, stderr) = output(
+        linesight_run()
+            .args(["--config", config.to_str().unwrap(), "--max-frames", "90", "--results"])
+            .arg(&results)
+            .arg("--summary")
+            .arg(&summary)
+            .env("LINESIGHT_FAULT_CAMERA", "freeze_every=15,freeze_ms=700"),
+    );
+    assert!(ok, "{stderr}");
+    let cams = &serde_json::from_str::<Value>(&std::fs::read_to_string(&summary).unwrap()).unwrap()["cameras"];
+    let stale = cams[0]["dropped_stale"].as_u64().unwrap();
+    assert_eq!(stale, 6, "90 grabs, every 15th frozen: {cams}");
+    let decided: HashSet<u64> = read_jsonl(&results).iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let acts = actions(dir.path());
+    assert_eq!(acts.len(), 90, "every captured part got one action, stale ones too");
+    let undecided: Vec<&Value> = acts.iter().filter(|(seq, _)| !decided.contains(seq)).map(|(_, r)| r).collect();
+    assert_eq!(undecided.len(), 6, "only the stale frames went undecided");
+    for r in undecided {
+        assert_eq!((r["fate"].as_str(), r["failsafe"].as_str()), (Some("fired"), Some("no_verdict")), "{r}");
+    }
+    assert!(stderr.contains("stale"), "{stderr}");
 }

@@ -115,7 +115,7 @@ pub fn document() -> Value {
                     "part_id": { "type": "string" },
                     "inspections": { "type": "array", "items": { "$ref": "#/components/schemas/Inspection" } } } },
                 "Camera": { "type": "object", "required": ["id", "state", "fps", "last_frame_unix_ms", "captured"],
-                    "properties": { "id": { "type": "string" }, "state": { "type": "string", "enum": ["up", "down"] },
+                    "properties": { "id": { "type": "string" }, "state": { "type": "string", "enum": ["up", "down"] }, "down_reason": { "type": ["string", "null"], "description": "why the camera is down (null while up)" },
                         "fps": { "type": "number" }, "last_frame_unix_ms": { "type": ["integer", "null"] },
                         "captured": { "type": "integer" } } },
                 "Cameras": { "type": "object", "required": ["cameras"], "properties": {

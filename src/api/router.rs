@@ -323,7 +323,9 @@ async fn cameras(State(s): State<Shared>) -> Json<Value> {
             let last_ns = acc.cameras[i].last_frame_ns.load(std::sync::atomic::Ordering::Relaxed);
             let last = (last_ns > 0).then(|| wall_now - (since_epoch - (last_ns / 1_000_000) as i64));
             json!({
-                "id": c.id, "state": if c.up { "up" } else { "down" }, "fps": fps.get(i).copied().unwrap_or(0.0),
+                "id": c.id, "state": if c.up { "up" } else { "down" },
+                "down_reason": (!c.up).then(|| acc.cameras[i].down_reason()),
+                "fps": fps.get(i).copied().unwrap_or(0.0),
                 "last_frame_unix_ms": last, "captured": c.captured, "ok": c.ok, "ng": c.ng, "failsafe": c.failsafe(),
                 "dropped": c.dropped(), "reconnects": c.reconnects,
             })

@@ -209,7 +209,9 @@ looping = false
 package = {model}
 
 [pipeline]
-verdict_deadline_ms = 86400000
+# The longest deadline a config may set: eval judges accuracy, not speed, so no image may fail
+# safe for time on a slow machine.
+verdict_deadline_ms = 3600000
 
 [admin]
 enabled = false
@@ -223,7 +225,7 @@ enabled = false
         let cfg = &mut loaded.config;
         cfg.rules = station.config.rules;
         cfg.pipeline = station.config.pipeline;
-        cfg.pipeline.verdict_deadline_ms = 86_400_000;
+        cfg.pipeline.verdict_deadline_ms = 3_600_000;
         let m = station.config.model;
         (cfg.model.provider, cfg.model.workers, cfg.model.intra_threads, cfg.model.device_id) =
             (m.provider, m.workers, m.intra_threads, m.device_id);

@@ -168,6 +168,7 @@ impl Collector for AccountingCollector {
                     vec![
                         (DropCause::QueueFull.as_str(), s.dropped_queue_full),
                         (DropCause::InvalidFrame.as_str(), s.dropped_invalid_frame),
+                        (DropCause::Stale.as_str(), s.dropped_stale),
                     ]
                 }),
             ),
