@@ -37,20 +37,23 @@ PHASES = [
     ("NaN outputs", {"LINESIGHT_FAULT_NAN_OUTPUTS": "from=200,count=80"}, {}, "run"),
     (
         "camera freeze + unplug",
-        {"LINESIGHT_FAULT_CAMERA": "freeze_every=400,freeze_ms=1200,unplug_every=1100,unplug_ms=1500"},
+        {"LINESIGHT_FAULT_CAMERA": "freeze_every=100,freeze_ms=1200,unplug_every=170,unplug_ms=1500"},
         {"max_frame_age_ms": 600},
         "run",
     ),
-    ("2x overload", {}, {"fps": 0}, "run"),
+    # About twice what this machine's pipeline judges with the demo model (~80 parts/s).
+    ("2x overload", {}, {"fps": 80}, "run"),
     ("SIGTERM", {}, {}, "sigterm"),
 ] + [
-    (f"panic: {stage}", {"LINESIGHT_FAULT_PANIC": f"stage={stage},after=300"}, {}, "crash")
+    (f"panic: {stage}", {"LINESIGHT_FAULT_PANIC": f"stage={stage},after=100"}, {}, "crash")
     for stage in ["camera", "preprocess", "infer", "assemble", "line", "store", "archive", "results"]
 ]
 
 
 def config(work: Path, tweaks: dict) -> str:
-    fps = tweaks.get("fps", 60)
+    # Well inside this 2-core machine's capacity with the demo model, so that in the baseline
+    # every part is judged; the overload phase runs the cameras flat out.
+    fps = tweaks.get("fps", 20)
     age = tweaks.get("max_frame_age_ms")
     cams = ""
     for i, seed in enumerate([11, 12]):
@@ -158,9 +161,11 @@ def run_phase(binary: str, name: str, env: dict, tweaks: dict, ending: str, seco
     missed = sum(1 for r in terminal.values() if r["fate"] == "missed")
     line_dead = name == "panic: line"
     lost = 0 if line_dead else max(0, captured - untracked - len(terminal))
-    # Recovery: restart → first ready; and every not-ready spell inside the run → ready again.
+    # Recovery: restart → first ready; and for every not-ready spell inside the run, from the last
+    # part the fault touched (decided by a fail-safe) to ready again.
     status = [(e["sent_ns"], e["ready"], e.get("error")) for e in received if e.get("event") == "status"]
     first_ready = next((t for t, ready, _ in status if ready), None)
+    failsafe_at = sorted(r["decided_ns"] for r in terminal.values() if r.get("failsafe") and r.get("decided_ns"))
     spells, down_at = [], None
     for t, ready, err in status:
         if first_ready is None or t <= first_ready:
@@ -168,7 +173,8 @@ def run_phase(binary: str, name: str, env: dict, tweaks: dict, ending: str, seco
         if not ready and down_at is None and err not in ("stopping",):
             down_at = t
         elif ready and down_at is not None:
-            spells.append((t - down_at) / 1e9)
+            last_hit = max([d for d in failsafe_at if d < t], default=down_at)
+            spells.append((t - max(last_hit, down_at)) / 1e9)
             down_at = None
     return {
         "phase": name,

@@ -151,10 +151,11 @@ impl PanicFault {
     }
 }
 
-/// A stage's fault point: panics when [`PanicFault`] names this stage and `n` is its count.
+/// A stage's fault point: panics when [`PanicFault`] names this stage and its count `n` has
+/// reached `after` (counts may advance by more than one, e.g. a batch of records).
 pub fn fault_point(stage: &'static str, n: u64) {
     if let Some(f) = PanicFault::from_env()
-        && f.after == n
+        && n >= f.after
         && f.stage == stage
     {
         panic!("FAULT INJECTION: stage {stage} panics at unit {n} ({} is set)", PanicFault::ENV);

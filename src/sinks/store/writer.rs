@@ -54,8 +54,7 @@ impl Store {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            received += 1;
-            crate::supervise::fault_point("store", received);
+
             let deadline = Instant::now() + BATCH_WINDOW;
             while batch.len() < BATCH_MAX {
                 match rx.recv_deadline(deadline) {
@@ -63,6 +62,8 @@ impl Store {
                     Err(_) => break,
                 }
             }
+            received += batch.len() as u64;
+            crate::supervise::fault_point("store", received);
             match write_batch(&mut self.conn, &ctx, model_id, &batch) {
                 Ok(()) => {
                     accounting.store_written.fetch_add(batch.len() as u64, Relaxed);
