@@ -100,6 +100,7 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
         (station, None)
     };
     let accounting = station.accounting();
+    let supervisor = station.supervisor();
     let runner = std::thread::Builder::new().name("station".into()).spawn(move || station.run())?;
 
     let bar = if opts.progress {
@@ -127,6 +128,10 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
     }
     bar.finish_and_clear();
     runner.join().map_err(|_| anyhow!("the pipeline panicked"))?;
+    // A stage that died leaves images unjudged: no figures from a half-run pipeline.
+    if let Some(failure) = supervisor.failure() {
+        anyhow::bail!("evaluation stopped: {failure}");
+    }
     let pixel = match pixel_thread {
         Some(h) => Some(h.join().map_err(|_| anyhow!("the pixel AUROC thread panicked"))?),
         None => None,

@@ -306,6 +306,11 @@ impl Station {
         Arc::clone(&self.accounting)
     }
 
+    /// The station's supervisor: whether a stage failed (see [`crate::supervise`]).
+    pub fn supervisor(&self) -> Arc<Supervisor> {
+        Arc::clone(&self.supervisor)
+    }
+
     /// Set to true to stop capture; the pipeline then drains and `run` returns.
     pub fn stop_handle(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)
