@@ -48,16 +48,9 @@ program = ["sh", "-c", "cat > '{received}'"]
         )
 }
 
-/// The line's terminal record per part (`fired`, `passed` or `missed`), each part once.
+/// The line's terminal record per part of the station in `dir` (see `line_actions`).
 fn actions(dir: &Path) -> HashMap<u64, Value> {
-    let mut out = HashMap::new();
-    for r in read_jsonl(&dir.join("events.jsonl")) {
-        if ["fired", "passed", "missed"].contains(&r["fate"].as_str().unwrap_or("")) {
-            let seq = r["seq"].as_u64().unwrap();
-            assert!(out.insert(seq, r.clone()).is_none(), "part {seq} was acted on twice");
-        }
-    }
-    out
+    line_actions(&read_jsonl(&dir.join("events.jsonl")))
 }
 
 /// The station-ready signals the command adapter received, in order: (ready, error).

@@ -73,11 +73,7 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     let affected: HashSet<u64> = (0..300).filter(|seq| late.contains(seq) || !decided.contains_key(seq)).collect();
     assert!(affected.len() < 200, "most parts must stay unaffected, else there are no neighbours to check");
 
-    let mut terminal = HashMap::new();
-    for r in audit.iter().filter(|r| ["fired", "passed", "missed"].contains(&r["fate"].as_str().unwrap())) {
-        let seq = r["seq"].as_u64().unwrap();
-        assert!(terminal.insert(seq, r.clone()).is_none(), "part {seq} was acted on twice");
-    }
+    let terminal = line_actions(&audit);
     assert_eq!(terminal.len(), 300, "every captured part got exactly one action");
 
     let mut fired_ids = HashSet::new();

@@ -286,14 +286,7 @@ mod tests {
         let pre = preprocessor(4, Duration::ZERO);
         assert_eq!(pre.min_size, (2, 2), "a quarter of the 8×8 input");
         let pool = BufferPool::new(2);
-        let meta = FrameMeta {
-            camera: 0,
-            seq: 0,
-            part_id: None,
-            captured_at: Instant::now(),
-            captured_wall: SystemTime::now(),
-        };
-        let tiny = Frame { meta, format: PixelFormat::Gray8, width: 1, height: 1, pixels: pool.take(1) };
+        let tiny = sized_frame(0, 1, 1, 0, &pool);
         let problem = pre.invalid(&tiny).expect("a 1×1 image is no part");
         assert!(problem.contains("minimum 2×2"), "{problem}");
         assert!(pre.invalid(&frame(0, 1, &pool)).is_none());
@@ -301,11 +294,16 @@ mod tests {
 
     /// A 16×8 frame (two 8×8 tiles) from `camera`, every pixel = `value`.
     fn frame(camera: u16, value: u8, pool: &BufferPool<u8>) -> Frame {
-        let mut pixels = pool.take(16 * 8);
+        sized_frame(camera, 16, 8, value, pool)
+    }
+
+    /// A `width × height` gray frame from `camera`, every pixel = `value`.
+    fn sized_frame(camera: u16, width: u32, height: u32, value: u8, pool: &BufferPool<u8>) -> Frame {
+        let mut pixels = pool.take((width * height) as usize);
         pixels.fill(value);
         let meta =
             FrameMeta { camera, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
-        Frame { meta, format: PixelFormat::Gray8, width: 16, height: 8, pixels }
+        Frame { meta, format: PixelFormat::Gray8, width, height, pixels }
     }
 
     /// Run a preprocessor over the given frames (camera, value) and return the batches it sent.

@@ -208,6 +208,19 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The line's terminal record per part in an audit trail (`fired`, `passed` or `missed`), keyed
+/// by the part's seq; a part acted on twice fails the test. One camera per station.
+pub fn line_actions(audit: &[serde_json::Value]) -> std::collections::HashMap<u64, serde_json::Value> {
+    let mut out = std::collections::HashMap::new();
+    for r in audit {
+        if ["fired", "passed", "missed"].contains(&r["fate"].as_str().unwrap_or("")) {
+            let seq = r["seq"].as_u64().unwrap();
+            assert!(out.insert(seq, r.clone()).is_none(), "part {seq} was acted on twice");
+        }
+    }
+    out
+}
+
 /// A Prometheus sample `name{labels}` from the admin listener's /metrics.
 pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
     let (_, body) = http_get(admin, "/metrics").ok()?;
