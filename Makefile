@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench bench-api bench-line bench-mtd bench-teach soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config bench bench-api bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,12 @@ bench-line: build
 ## figures in README). About 5 minutes on 2 cores.
 bench-mtd: build
 	bash scripts/bench-mtd.sh
+
+## Teach-mode accuracy on every real data set in ../shared/datasets (MTD, elpv mono and poly), one
+## seeded protocol, goods only and with 10 labelled defects: one markdown table, also in
+## target/accuracy-bench/table.md. SETS, DEFECT_COUNTS and TEACH_ARGS select (see the script).
+bench-accuracy: build
+	bash scripts/bench-accuracy.sh
 
 ## Run-time cost of taught models, backbone vs scoring, and the coreset / k-NN kernels.
 bench-teach: setup

@@ -40,10 +40,11 @@ pub fn default_backbone() -> PathBuf {
 }
 
 fn teach(args: TeachArgs) -> Result<()> {
-    let input_mode = match args.input_mode.as_str() {
-        "resize" => config::InputMode::Resize,
-        "tile" => config::InputMode::Tile,
-        other => bail!("--input-mode {other:?}: use `resize` (squash each image) or `tile` (overlapping tiles)"),
+    let input_mode = match args.input_mode.as_deref() {
+        None => None,
+        Some("resize") => Some(config::InputMode::Resize),
+        Some("tile") => Some(config::InputMode::Tile),
+        Some(other) => bail!("--input-mode {other:?}: use `resize` (squash each image) or `tile` (overlapping tiles)"),
     };
     let mut opts =
         crate::teach::TeachOptions::new(args.images, args.out, args.backbone.unwrap_or_else(default_backbone));
@@ -58,48 +59,20 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.whiten = args.whiten;
     opts.holdout_fraction = args.holdout;
     opts.threshold_sigmas = args.threshold_sigmas;
+    opts.max_overkill = args.max_overkill / 100.0;
+    opts.target_escape = args.target_escape.map(|p| p / 100.0);
+    opts.defects = args.defects;
+    opts.time_budget_s = args.time_budget;
     opts.blur_sigma_px = args.blur_sigma;
     opts.top_fraction = args.top_fraction;
     opts.seed = args.seed;
     opts.threads = args.threads;
     opts.progress = std::io::stderr().is_terminal();
     let report = crate::teach::teach(&opts)?;
-    let i = &report.info;
-    println!(
-        "taught {}: {} images ({} teach, {} held out), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance; {})",
-        report.out.display(),
-        i.images,
-        i.teach_images,
-        i.holdout_images,
-        i.patches,
-        i.bank_rows,
-        i.pca_dims,
-        100.0 * i.pca_explained,
-        match i.pca_whiten {
-            0.0 => "not whitened".to_string(),
-            1.0 => "whitened".to_string(),
-            p => format!("whitened to the power {p}"),
-        }
-    );
-    println!(
-        "threshold {:.4} (held-out good scores: mean {:.4}, std {:.4}, max {:.4}; {} of {} held-out good images would be rejected)",
-        report.threshold,
-        i.holdout_score_mean,
-        i.holdout_score_std,
-        i.holdout_score_max,
-        i.holdout_rejected,
-        i.holdout_images
-    );
-    println!(
-        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, calibration {:.1} s); peak memory {:.0} MiB",
-        i.seconds_total,
-        i.seconds_features,
-        i.seconds_pca,
-        i.seconds_coreset,
-        i.seconds_local_scale,
-        i.seconds_calibration,
-        i.peak_memory_mb
-    );
+    print!("{}", crate::teach::learn::summary(&report));
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 

@@ -43,13 +43,15 @@ pub struct TeachArgs {
     #[arg(long, value_name = "DIR")]
     pub backbone: Option<PathBuf>,
     /// How images become model inputs, as the station will feed frames: `resize` squashes each
-    /// image to SIZE×SIZE (parts that fill the frame); `tile` cuts overlapping SIZE×SIZE tiles
-    /// (large frames, small defects).
-    #[arg(long, value_name = "resize|tile", default_value = "resize")]
-    pub input_mode: String,
-    /// Model input height and width in pixels (a multiple of 16).
-    #[arg(long, default_value_t = 256)]
-    pub size: u32,
+    /// image to the model input (parts that fill the frame); `tile` cuts overlapping SIZE×SIZE
+    /// tiles (large frames, small defects) [default: chosen by validation from the images' size
+    /// and aspect ratio].
+    #[arg(long, value_name = "resize|tile")]
+    pub input_mode: Option<String>,
+    /// Model input height and width in pixels (a multiple of 16) [default: chosen by validation
+    /// among 160, 224 and 256, with inputs of the images' own aspect ratio for elongated images].
+    #[arg(long)]
+    pub size: Option<u32>,
     /// Pixels per scored patch: 16 (the stride-8 tap pooled onto the stride-16 grid: 4× fewer
     /// patches to score than 8, so a 4× larger bank for the same run-time cost; the more
     /// accurate on MTD) or 8 (finer maps, for defects of a few pixels).
@@ -82,10 +84,27 @@ pub struct TeachArgs {
     /// Fraction of the images held out (seeded) to calibrate the threshold.
     #[arg(long, default_value_t = 0.15)]
     pub holdout: f64,
-    /// Threshold = mean + K·std of the held-out good images' scores (scored by a model taught
-    /// without them).
-    #[arg(long, value_name = "K", default_value_t = 3.0)]
-    pub threshold_sigmas: f32,
+    /// Threshold = mean + K·std of the held-out good images' scores (the rule before
+    /// --max-overkill; overrides it and --target-escape).
+    #[arg(long, value_name = "K")]
+    pub threshold_sigmas: Option<f32>,
+    /// The threshold rejects at most this percentage of the held-out good images (scored by a
+    /// model taught without them); teach prints the confidence bound this gives.
+    #[arg(long, value_name = "PCT", default_value_t = 1.0)]
+    pub max_overkill: f64,
+    /// The highest threshold that lets at most this percentage of the defects through: the
+    /// labelled ones (--defects, at least 3), else the synthetic ones.
+    #[arg(long, value_name = "PCT")]
+    pub target_escape: Option<f64>,
+    /// Folder of labelled defective images (any number; 5–50 is typical; masks optional in
+    /// DIR/masks/<stem>_mask.png): they help choose the recipe and the threshold, and are never
+    /// taught as good.
+    #[arg(long, value_name = "DIR")]
+    pub defects: Option<PathBuf>,
+    /// Seconds the whole teach may take, recipe search included: candidate recipes that would
+    /// not fit are skipped (and named).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub time_budget: f64,
     /// Gaussian smoothing of the anomaly map, pixels.
     #[arg(long, default_value_t = 16.0)]
     pub blur_sigma: f32,

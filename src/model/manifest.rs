@@ -373,4 +373,69 @@ pub struct TeachInfo {
     pub seconds_total: f64,
     pub peak_memory_mb: f64,
     pub linesight_version: String,
+    /// Labelled defective images given to teach (`--defects`) and used; 0 in older packages.
+    #[serde(default)]
+    pub defect_images: usize,
+    /// The threshold and what it is expected to cost; absent in packages taught before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPointEstimate>,
+    /// The recipes teach tried and the one it chose; absent in older packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<RecipeSearch>,
+}
+
+/// `[teach.operating_point]`: how the threshold was chosen and what teach expects it to cost,
+/// measured with the calibration model (taught without the held-out images) on the held-out
+/// goods, the synthetic defects painted on them, and the labelled defects if any.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatingPointEstimate {
+    /// The rule, in words (e.g. "at most 1% overkill on held-out goods").
+    pub rule: String,
+    pub threshold: f32,
+    pub holdout_goods: usize,
+    pub holdout_goods_rejected: usize,
+    /// Fraction of held-out goods at or above the threshold.
+    pub estimated_overkill: f64,
+    /// One-sided 95% upper confidence bound on the overkill given how many goods were held out
+    /// (Clopper–Pearson).
+    pub estimated_overkill_upper95: f64,
+    pub synthetic_defects: usize,
+    /// Fraction of the synthetic defects scoring below the threshold.
+    pub estimated_escape_synthetic: f64,
+    #[serde(default)]
+    pub labelled_defects: usize,
+    /// Fraction of the labelled defects below the threshold (in-sample when they chose it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_escape_labelled: Option<f64>,
+    /// What the estimates do not account for.
+    #[serde(default)]
+    pub caveat: String,
+}
+
+/// `[teach.recipe]`: the input handling and scoring recipes teach tried, each judged on held-out
+/// goods against synthetic (and labelled) defects, and the one it chose.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeSearch {
+    pub chosen: String,
+    /// How the choice was made, in words.
+    pub criterion: String,
+    pub seconds: f64,
+    #[serde(default)]
+    pub candidates: Vec<RecipeTrial>,
+}
+
+/// One recipe teach tried.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeTrial {
+    pub recipe: String,
+    /// The figure the choice maximises (see [`RecipeSearch::criterion`]).
+    pub validation: f64,
+    /// Image AUROC of the held-out goods against the synthetic defects.
+    pub synthetic_auroc: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled_auroc: Option<f64>,
+    pub seconds: f64,
 }

@@ -170,6 +170,27 @@ impl SynthTruth {
 /// Value written to the mask for defect pixels (background is 0).
 pub const MASK_DEFECT: u8 = 255;
 
+/// Draws one defect of `class` at a random place on a Gray8 image (`pixels`, rows packed, `width`
+/// × `height`) and marks its pixels in `mask` with [`MASK_DEFECT`]; `None` when it marked none.
+/// Teach mode paints these on real good parts to validate its recipes.
+///
+/// # Panics
+/// When either buffer does not hold exactly `width * height` bytes.
+pub fn draw_defect(
+    class: DefectClass,
+    rng: &mut ChaCha8Rng,
+    pixels: &mut [u8],
+    mask: &mut [u8],
+    width: usize,
+    height: usize,
+) -> Option<TruthDefect> {
+    assert!(
+        pixels.len() == width * height && mask.len() == width * height,
+        "draw_defect: buffers must hold width*height bytes"
+    );
+    defects::draw(class, rng, &mut defects::Canvas { pixels, mask, width, height })
+}
+
 /// Renders parts for one [`SynthParams`]; holds the precomputed textures and noise tables.
 pub struct Generator {
     params: SynthParams,

@@ -29,14 +29,19 @@
 
 use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
+use super::defects;
 use super::knn::Bank;
 use super::onnx::{self, InputShape, Scoring};
+use super::operating_point::{self, Rule, Scores};
 use super::pca;
+use super::recipe::{self, Fixed, Geometry, Recipe};
+use super::synthetic::{self, Image};
 use crate::config::InputMode;
 use crate::frame::{Frame, FrameMeta, PixelFormat};
 use crate::model::manifest::{
     AnomalySpec, InputSpec, Layout, Manifest, Normalization, Provenance, TaskSpec, TeachInfo,
 };
+use crate::model::manifest::{OperatingPointEstimate, RecipeSearch, RecipeTrial};
 use crate::pool::BufferPool;
 use crate::stages::infer::runtime;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
@@ -76,9 +81,11 @@ pub struct TeachOptions {
     pub backbone: PathBuf,
     /// Model name in the manifest (default: the output folder's name).
     pub name: Option<String>,
-    pub input_mode: InputMode,
-    /// Model input height and width (tile size, or the size frames are squashed to).
-    pub size: u32,
+    /// `None`: chosen by validation ([`super::recipe::candidates`]).
+    pub input_mode: Option<InputMode>,
+    /// Model input height and width (tile size, or the size frames are squashed to); `None`:
+    /// chosen by validation, with inputs of the images' own aspect ratio among the candidates.
+    pub size: Option<u32>,
     /// Pixels per patch: the stride of the grid patches are scored on (a backbone tap's stride).
     pub grid_stride: usize,
     pub tile_overlap_px: u32,
@@ -93,7 +100,18 @@ pub struct TeachOptions {
     /// (Mahalanobis distances in the PCA space), 0 = plain projection.
     pub whiten: f64,
     pub holdout_fraction: f64,
-    pub threshold_sigmas: f32,
+    /// The old threshold rule, mean + K·std of the held-out scores; `None` = the rules of
+    /// [`super::operating_point`].
+    pub threshold_sigmas: Option<f32>,
+    /// Most overkill (fraction of held-out goods rejected) the threshold may cost.
+    pub max_overkill: f64,
+    /// Fraction of defects (labelled, else synthetic) the threshold may let through.
+    pub target_escape: Option<f64>,
+    /// Folder of labelled defective images (masks optional in `masks/<stem>_mask.png`).
+    pub defects: Option<PathBuf>,
+    /// Seconds the whole teach, recipe search included, should take at most: candidates that
+    /// would not fit are skipped.
+    pub time_budget_s: f64,
     pub blur_sigma_px: f32,
     pub top_fraction: f32,
     pub max_patches: usize,
@@ -114,8 +132,8 @@ impl TeachOptions {
             out: out.into(),
             backbone: backbone.into(),
             name: None,
-            input_mode: InputMode::Resize,
-            size: 256,
+            input_mode: None,
+            size: None,
             grid_stride: 16,
             tile_overlap_px: 32,
             coreset_ratio: 0.25,
@@ -124,7 +142,11 @@ impl TeachOptions {
             pca_dims: 64,
             whiten: 1.0,
             holdout_fraction: 0.15,
-            threshold_sigmas: 3.0,
+            threshold_sigmas: None,
+            max_overkill: 0.01,
+            target_escape: None,
+            defects: None,
+            time_budget_s: 600.0,
             blur_sigma_px: 16.0,
             top_fraction: 0.05,
             max_patches: 1_000_000,
@@ -142,6 +164,102 @@ pub struct TeachReport {
     pub out: PathBuf,
     pub info: TeachInfo,
     pub threshold: f32,
+    /// Things the user should know (skipped defects, suspect goods, skipped candidates).
+    pub warnings: Vec<String>,
+}
+
+/// What `linesight teach` prints: the recipes tried, the model, the operating point and its
+/// expected cost, and the time taken.
+pub fn summary(report: &TeachReport) -> String {
+    use std::fmt::Write as _;
+    let i = &report.info;
+    let mut s = String::new();
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    if let Some(r) = &i.recipe {
+        let _ = writeln!(s, "recipes tried ({:.1} s), judged by the {}:", r.seconds, r.criterion);
+        for c in &r.candidates {
+            let labelled = c.labelled_auroc.map_or_else(String::new, |a| format!(", labelled {a:.4}"));
+            let mark = if c.recipe == r.chosen { "  <- chosen" } else { "" };
+            let _ = writeln!(
+                s,
+                "  {:<18} validation {:.4} (synthetic {:.4}{labelled}), {:.1} s{mark}",
+                c.recipe, c.validation, c.synthetic_auroc, c.seconds
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "taught {}: {} images ({} teach, {} held out{}), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance; {})",
+        report.out.display(),
+        i.images,
+        i.teach_images,
+        i.holdout_images,
+        if i.defect_images > 0 { format!(", {} labelled defects", i.defect_images) } else { String::new() },
+        i.patches,
+        i.bank_rows,
+        i.pca_dims,
+        100.0 * i.pca_explained,
+        match i.pca_whiten {
+            0.0 => "not whitened".to_string(),
+            1.0 => "whitened".to_string(),
+            p => format!("whitened to the power {p}"),
+        }
+    );
+    match &i.operating_point {
+        Some(op) => {
+            let _ = writeln!(s, "threshold {:.4}: {}", report.threshold, op.rule);
+            let labelled = op
+                .estimated_escape_labelled
+                .map_or_else(String::new, |e| format!(", {} of the {} labelled defects", pct(e), op.labelled_defects));
+            let _ = writeln!(
+                s,
+                "  expected overkill {} ({} of {} held-out goods; at most {} with 95% confidence), escape {} of {} synthetic defects{labelled}",
+                pct(op.estimated_overkill),
+                op.holdout_goods_rejected,
+                op.holdout_goods,
+                pct(op.estimated_overkill_upper95),
+                pct(op.estimated_escape_synthetic),
+                op.synthetic_defects,
+            );
+        }
+        None => {
+            let _ = writeln!(s, "threshold {:.4}", report.threshold);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  held-out good scores: mean {:.4}, std {:.4}, max {:.4}",
+        i.holdout_score_mean, i.holdout_score_std, i.holdout_score_max
+    );
+    let _ = writeln!(
+        s,
+        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, validation {:.1} s); peak memory {:.0} MiB",
+        i.seconds_total,
+        i.seconds_features,
+        i.seconds_pca,
+        i.seconds_coreset,
+        i.seconds_local_scale,
+        i.seconds_calibration,
+        i.peak_memory_mb
+    );
+    s
+}
+
+/// Synthetic defects painted on each held-out good image for validation.
+const SYNTHETIC_PER_GOOD: usize = 2;
+
+/// One candidate recipe taught from the teach split and scored on the validation set.
+struct Trial {
+    recipe: Recipe,
+    /// The teach split's patches (kept for the shipped bank when this recipe wins).
+    patches: Vec<f32>,
+    scores: Scores,
+    validation: f64,
+    synthetic_auroc: f64,
+    labelled_auroc: Option<f64>,
+    seconds: f64,
+    seconds_features: f64,
+    seconds_calibration: f64,
 }
 
 /// Teach a model package from good images. See the module docs for the procedure.
@@ -149,126 +267,114 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let started = Instant::now();
     check_options(opts)?;
     let backbone = Backbone::load(&opts.backbone).map_err(|e| anyhow!(e))?;
-    let size = opts.size as usize;
-    if !size.is_multiple_of(backbone.multiple_of) {
+    if let Some(size) = opts.size
+        && !(size as usize).is_multiple_of(backbone.multiple_of)
+    {
         bail!("--size {size} must be a multiple of {} for backbone {}", backbone.multiple_of, backbone.name);
     }
-    let grid = opts.grid_stride;
-    let shape = InputShape { channels: 3, height: size, width: size };
-    let feature_model = onnx::feature_graph(&backbone, shape, grid).map_err(|e| anyhow!("--grid-stride: {e}"))?;
     let files = list_images(&opts.images)?;
     let (teach_set, holdout) = split(&files, opts.holdout_fraction, opts.seed);
+    let mut warnings = Vec::new();
+    let labelled = match &opts.defects {
+        Some(dir) => {
+            let found = defects::load(dir)?;
+            warnings.extend(found.warnings());
+            found.usable
+        }
+        None => Vec::new(),
+    };
+    let sizes = files.iter().map(|p| header_size(p)).collect::<Result<Vec<_>>>()?;
+    let geometry = Geometry::median(&sizes);
+    let fixed = Fixed { mode: opts.input_mode, size: opts.size };
+    let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let feeder = Feeder::new(opts, shape);
-    let cells = (size / grid).pow(2);
-    let dim = backbone.feature_dim();
-
-    // Features of every image, the teach split's first: the calibration bank is taught from the
-    // teach split alone, the shipped bank from all of them.
-    let t0 = Instant::now();
-    let ordered: Vec<&PathBuf> = teach_set.iter().chain(&holdout).collect();
-    let tiles_per_image: Vec<usize> = ordered.iter().map(|p| feeder.tile_count(p)).collect::<Result<_>>()?;
-    let total_tiles: usize = tiles_per_image.iter().sum();
-    let teach_tiles: usize = tiles_per_image[..teach_set.len()].iter().sum();
-    let keep_per_tile = (opts.max_patches / total_tiles.max(1)).clamp(1, cells);
-    let mut session = session_from_bytes(&feature_model, threads).context("loading the feature graph")?;
-    let bar = progress_bar(opts.progress, ordered.len() as u64, "features");
-    let mut patches: Vec<f32> = Vec::with_capacity(total_tiles * keep_per_tile * dim);
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7465_6163_6800);
-    let mut batch = Vec::new();
-    let mut failures = Vec::new();
-    for path in &ordered {
-        if let Err(e) = feeder.tensors(path, &mut batch) {
-            failures.push(format!("{}: {e}", path.display()));
-        }
-        if batch.len() >= BATCH * shape.item_len() {
-            run_features(&mut session, &mut batch, shape, cells, dim, keep_per_tile, &mut rng, &mut patches)?;
-        }
-        bar.inc(1);
-    }
-    run_features(&mut session, &mut batch, shape, cells, dim, keep_per_tile, &mut rng, &mut patches)?;
-    bar.finish_and_clear();
-    if !failures.is_empty() {
-        bail!(
-            "{} teach image(s) could not be read; remove or replace them and teach again:\n  {}",
-            failures.len(),
-            failures.join("\n  ")
-        );
-    }
-    drop(session);
-    let feature_s = t0.elapsed().as_secs_f64();
-    let rows = patches.len() / dim;
-    let teach_rows = teach_tiles * keep_per_tile;
-    tracing::info!(images = files.len(), tiles = total_tiles, patches = rows, seconds = feature_s, "teach features");
     let max_bank_rows = opts
         .max_bank_rows
-        .unwrap_or_else(|| budget_bank_rows(backbone.scoring_budget_macs_per_pixel, grid, opts.pca_dims));
-    let mut fit_s = 0.0;
-    let mut coreset_s = 0.0;
-    let mut scale_s = 0.0;
-    let mut bank_of = |rows_in: &[f32], what: &str| -> Result<(pca::Pca, Vec<f32>, Option<Vec<f32>>)> {
-        let ((fitted, bank), pca_s, cs) = learn_bank(rows_in, dim, opts, max_bank_rows, what)?;
-        fit_s += pca_s;
-        coreset_s += cs;
-        let t = Instant::now();
-        let scales = match opts.local_scale_k {
-            0 => None,
-            k => Some(floor_scales(Bank::new(bank.clone(), fitted.dims)?.local_scales(k, opts.threads)?)),
-        };
-        scale_s += t.elapsed().as_secs_f64();
-        Ok((fitted, bank, scales))
-    };
-    let scoring_of = |fitted: &pca::Pca, bank: &[f32], scales: &Option<Vec<f32>>| -> Result<Vec<u8>> {
-        let scoring = Scoring {
-            mean: &fitted.mean,
-            projection: &fitted.components,
-            bank,
-            grid_stride: grid,
-            blur_sigma_px: opts.blur_sigma_px,
-            top_fraction: opts.top_fraction,
-            local_scale: scales.as_deref(),
-        };
-        onnx::scoring_model(&backbone, shape, &scoring).map_err(|e| anyhow!(e))
-    };
+        .unwrap_or_else(|| budget_bank_rows(backbone.scoring_budget_macs_per_pixel, opts.grid_stride, opts.pca_dims));
+    let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
+    let ctx = Ctx { opts, backbone: &backbone, threads, max_bank_rows };
 
-    // Calibration: a model taught without the held-out images scores them.
-    let (cal_fit, cal_bank, cal_scales) = bank_of(&patches[..teach_rows * dim], "calibration bank")?;
-    let t3 = Instant::now();
-    let mut scorer = session_from_bytes(&scoring_of(&cal_fit, &cal_bank, &cal_scales)?, threads)
-        .context("loading the calibration model")?;
-    drop((cal_fit, cal_bank, cal_scales));
-    let bar = progress_bar(opts.progress, holdout.len() as u64, "calibrating");
-    let mut scores = Vec::with_capacity(holdout.len());
-    for path in &holdout {
-        feeder.tensors(path, &mut batch).map_err(|e| anyhow!("{}: {e}; remove or replace it", path.display()))?;
-        scores.push(image_score(&mut scorer, &mut batch, shape)?);
-        bar.inc(1);
+    // The search: every candidate taught from the teach split and judged on the validation set,
+    // cheapest first, as long as the candidate and the final teach still fit the time budget.
+    let mut best: Option<Trial> = None;
+    let mut trials: Vec<RecipeTrial> = Vec::new();
+    let mut per_pixel_s = 0.0f64;
+    for recipe in &candidates {
+        let pixels = recipe.pixels_per_image(geometry) as f64;
+        if let Some(b) = &best {
+            let predicted = per_pixel_s * pixels;
+            let final_teach = b.seconds;
+            if started.elapsed().as_secs_f64() + predicted + final_teach > opts.time_budget_s {
+                warnings.push(format!(
+                    "recipe {} not tried: it would take about {predicted:.0} s, past the --time-budget of {:.0} s",
+                    recipe.describe(),
+                    opts.time_budget_s
+                ));
+                continue;
+            }
+        }
+        let trial = ctx.try_recipe(*recipe, &files, &teach_set, &validation)?;
+        per_pixel_s = per_pixel_s.max(trial.seconds / pixels);
+        tracing::info!(recipe = %recipe.describe(), validation = trial.validation, seconds = trial.seconds, "teach candidate");
+        trials.push(RecipeTrial {
+            recipe: recipe.describe(),
+            validation: round4(trial.validation),
+            synthetic_auroc: round4(trial.synthetic_auroc),
+            labelled_auroc: trial.labelled_auroc.map(round4),
+            seconds: round1(trial.seconds),
+        });
+        // Ties go to the cheaper recipe (tried first).
+        if best.as_ref().is_none_or(|b| trial.validation > b.validation) {
+            best = Some(trial);
+        }
     }
-    bar.finish_and_clear();
-    drop(scorer);
-    let calibrate_s = t3.elapsed().as_secs_f64();
-    let stats = ScoreStats::of(&scores);
-    let threshold = next_up((stats.mean + opts.threshold_sigmas as f64 * stats.std) as f32);
+    let search_s = started.elapsed().as_secs_f64();
+    let Trial { recipe, mut patches, scores, seconds_features, seconds_calibration, .. } =
+        best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
 
-    // The shipped model: taught again from every image, held-out ones included (research round
-    // 3: a bank from all the goods is worth ~0.015 image AUROC on MTD), with the threshold above.
-    let (fitted, bank, scales) = bank_of(&patches, "bank")?;
+    let rule =
+        Rule { sigmas: opts.threshold_sigmas, target_escape: opts.target_escape, max_overkill: opts.max_overkill };
+    let point = operating_point::choose(&scores, &rule).ok_or_else(|| anyhow!("no held-out good image was scored"))?;
+    let threshold = point.threshold;
+    warnings.extend(suspect_goods(&holdout, &scores.goods));
+    if (1..operating_point::MIN_LABELLED).contains(&labelled.len()) {
+        warnings.push(format!(
+            "only {} usable labelled defect(s): they adjust the threshold but do not choose the recipe (give at least {})",
+            labelled.len(),
+            operating_point::MIN_LABELLED
+        ));
+    }
+
+    // The shipped model: the winning recipe taught again from every image, held-out ones
+    // included (research round 3: a bank from all the goods is worth ~0.015 image AUROC on MTD),
+    // with the threshold above.
+    let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
+    let feeder = Feeder::new(opts, recipe);
+    let t_final = Instant::now();
+    let keep = ctx.keep_per_tile(&feeder, &files)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x686f_6c64);
+    ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
+    let dim = backbone.feature_dim();
+    let rows = patches.len() / dim;
+    let (fitted, bank, scales, times) = ctx.bank_of(&patches, "bank")?;
     drop(patches);
-    let model_bytes = scoring_of(&fitted, &bank, &scales)?;
+    let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, shape)?;
     let bank_rows = bank.len() / fitted.dims;
-
+    let final_s = t_final.elapsed().as_secs_f64();
+    let stats = ScoreStats::of(&scores.goods.iter().map(|&s| f64::from(s)).collect::<Vec<_>>());
+    let tiles: usize = files.iter().map(|p| feeder.tile_count(p)).sum::<Result<usize>>()?;
     let info = TeachInfo {
         backbone: backbone.name.clone(),
         backbone_sha256: backbone.sha256.clone(),
-        input_mode: opts.input_mode,
+        input_mode: recipe.mode,
         images: files.len(),
         teach_images: teach_set.len(),
         holdout_images: holdout.len(),
-        tiles: total_tiles,
+        tiles,
         patches: rows,
         feature_dim: dim,
-        grid_stride: grid,
+        grid_stride: opts.grid_stride,
         pca_dims: fitted.dims,
         pca_explained: round4(fitted.explained),
         pca_whiten: opts.whiten,
@@ -280,30 +386,277 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         blur_sigma_px: opts.blur_sigma_px,
         top_fraction: opts.top_fraction,
         threshold_rule: format!(
-            "mean + {} std of the held-out good scores under a model taught without them; the shipped bank is \
-             taught from all {} images",
-            opts.threshold_sigmas,
+            "{}, scored by a model taught without them; the shipped bank is taught from all {} images",
+            point.rule,
             files.len()
         ),
         holdout_score_mean: stats.mean as f32,
         holdout_score_std: stats.std as f32,
         holdout_score_max: stats.max as f32,
-        holdout_rejected: scores.iter().filter(|&&s| s as f32 >= threshold).count(),
-        seconds_features: round1(feature_s),
-        seconds_pca: round1(fit_s),
-        seconds_coreset: round1(coreset_s),
-        seconds_local_scale: round1(scale_s),
-        seconds_calibration: round1(calibrate_s),
+        holdout_rejected: point.holdout_goods_rejected,
+        seconds_features: round1(seconds_features),
+        seconds_pca: round1(times.pca),
+        seconds_coreset: round1(times.coreset),
+        seconds_local_scale: round1(times.local_scale),
+        seconds_calibration: round1(seconds_calibration),
         seconds_total: round1(started.elapsed().as_secs_f64()),
         peak_memory_mb: peak_memory_mb(),
         linesight_version: env!("CARGO_PKG_VERSION").into(),
+        defect_images: labelled.len(),
+        operating_point: Some(round_point(point)),
+        recipe: Some(RecipeSearch {
+            chosen: recipe.describe(),
+            criterion: criterion(labelled.len()),
+            seconds: round1(search_s),
+            candidates: trials,
+        }),
     };
+    tracing::info!(seconds = final_s, "teach: shipped model");
     let name = opts
         .name
         .clone()
         .unwrap_or_else(|| opts.out.file_name().map_or_else(|| "taught".into(), |n| n.to_string_lossy().into_owned()));
     write_package(&opts.out, &name, &model_bytes, shape, threshold, &info, opts.keep_existing)?;
-    Ok(TeachReport { out: opts.out.clone(), info, threshold })
+    Ok(TeachReport { out: opts.out.clone(), info, threshold, warnings })
+}
+
+fn criterion(labelled: usize) -> String {
+    let synthetic = format!(
+        "image AUROC of the held-out goods against {SYNTHETIC_PER_GOOD} synthetic defects painted on each (scratch, \
+         pit, crack, stain, texture patch)"
+    );
+    if labelled >= operating_point::MIN_LABELLED {
+        format!("mean of the {synthetic} and the same against the {labelled} labelled defects")
+    } else {
+        synthetic
+    }
+}
+
+fn round_point(mut p: OperatingPointEstimate) -> OperatingPointEstimate {
+    p.estimated_overkill = round4(p.estimated_overkill);
+    p.estimated_overkill_upper95 = round4(p.estimated_overkill_upper95);
+    p.estimated_escape_synthetic = round4(p.estimated_escape_synthetic);
+    p.estimated_escape_labelled = p.estimated_escape_labelled.map(round4);
+    p
+}
+
+/// Held-out good images scoring far above the others (robust z > 6: median + 6 × 1.4826 × MAD,
+/// and above the largest score of the rest by a margin): likely defective parts in the good
+/// folder, named so that someone looks at them.
+fn suspect_goods(holdout: &[PathBuf], scores: &[f32]) -> Vec<String> {
+    if scores.len() < 8 {
+        return Vec::new();
+    }
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mut dev: Vec<f32> = sorted.iter().map(|s| (s - median).abs()).collect();
+    dev.sort_by(f32::total_cmp);
+    let mad = dev[dev.len() / 2] * 1.4826;
+    if mad <= 0.0 {
+        return Vec::new();
+    }
+    holdout
+        .iter()
+        .zip(scores)
+        .filter(|&(_, &s)| (s - median) / mad > 6.0)
+        .map(|(p, s)| {
+            format!(
+                "{} looks defective (score {s:.4}, {:.0} robust deviations above the held-out goods' median): check it, \
+                 and remove it from the good images if it is",
+                p.display(),
+                (s - median) / mad
+            )
+        })
+        .collect()
+}
+
+/// What every step of a teach run needs.
+struct Ctx<'a> {
+    opts: &'a TeachOptions,
+    backbone: &'a Backbone,
+    threads: usize,
+    max_bank_rows: usize,
+}
+
+/// Seconds spent in the bank's steps.
+#[derive(Clone, Copy, Debug, Default)]
+struct BankTimes {
+    pca: f64,
+    coreset: f64,
+    local_scale: f64,
+}
+
+/// The images a recipe is judged on.
+struct Validation<'a> {
+    holdout: &'a [PathBuf],
+    labelled: &'a [PathBuf],
+    seed: u64,
+}
+
+impl Ctx<'_> {
+    /// Rows kept per tile so that every image's tiles together stay within `max_patches`.
+    fn keep_per_tile(&self, feeder: &Feeder, files: &[PathBuf]) -> Result<usize> {
+        let total: usize = files.iter().map(|p| feeder.tile_count(p)).sum::<Result<usize>>()?;
+        Ok((self.opts.max_patches / total.max(1)).clamp(1, feeder.cells()))
+    }
+
+    /// Teach `recipe` from the teach split and score the validation set with it.
+    fn try_recipe(&self, recipe: Recipe, files: &[PathBuf], teach_set: &[PathBuf], v: &Validation) -> Result<Trial> {
+        let t0 = Instant::now();
+        let feeder = Feeder::new(self.opts, recipe);
+        let keep = self.keep_per_tile(&feeder, files)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x7465_6163_6800);
+        let mut patches = Vec::new();
+        self.features(&feeder, teach_set, keep, &mut rng, &mut patches)?;
+        let seconds_features = t0.elapsed().as_secs_f64();
+        let (fitted, bank, scales, _) = self.bank_of(&patches, &format!("{}: calibration bank", recipe.describe()))?;
+        let t1 = Instant::now();
+        let model = self.scoring_model(&fitted, &bank, &scales, feeder.shape)?;
+        drop((fitted, bank, scales));
+        let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
+        let scores = score_validation(&mut scorer, &feeder, v, self.opts.progress)?;
+        let seconds_calibration = t1.elapsed().as_secs_f64();
+        let (synthetic, labelled) = scores.aurocs();
+        let synthetic = synthetic.unwrap_or(0.5);
+        let use_labelled = v.labelled.len() >= operating_point::MIN_LABELLED;
+        let validation = match labelled {
+            Some(l) if use_labelled => 0.5 * (synthetic + l),
+            _ => synthetic,
+        };
+        Ok(Trial {
+            recipe,
+            patches,
+            scores,
+            validation,
+            synthetic_auroc: synthetic,
+            labelled_auroc: labelled,
+            seconds: t0.elapsed().as_secs_f64(),
+            seconds_features,
+            seconds_calibration,
+        })
+    }
+
+    /// Append the patch rows of `paths` (`keep` seeded rows per tile) to `patches`.
+    fn features(
+        &self,
+        feeder: &Feeder,
+        paths: &[PathBuf],
+        keep: usize,
+        rng: &mut ChaCha8Rng,
+        patches: &mut Vec<f32>,
+    ) -> Result<()> {
+        let feature_model = onnx::feature_graph(self.backbone, feeder.shape, self.opts.grid_stride)
+            .map_err(|e| anyhow!("--grid-stride: {e}"))?;
+        let mut session = session_from_bytes(&feature_model, self.threads).context("loading the feature graph")?;
+        let bar = progress_bar(self.opts.progress, paths.len() as u64, "features");
+        let (cells, dim) = (feeder.cells(), self.backbone.feature_dim());
+        let mut batch = Vec::new();
+        let mut failures = Vec::new();
+        for path in paths {
+            if let Err(e) = feeder.tensors(path, &mut batch) {
+                failures.push(format!("{}: {e}", path.display()));
+            }
+            if batch.len() >= BATCH * feeder.shape.item_len() {
+                run_features(&mut session, &mut batch, feeder.shape, cells, dim, keep, rng, patches)?;
+            }
+            bar.inc(1);
+        }
+        run_features(&mut session, &mut batch, feeder.shape, cells, dim, keep, rng, patches)?;
+        bar.finish_and_clear();
+        if !failures.is_empty() {
+            bail!(
+                "{} teach image(s) could not be read; remove or replace them and teach again:\n  {}",
+                failures.len(),
+                failures.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+
+    /// PCA, coreset and local scales of `rows`.
+    fn bank_of(&self, rows: &[f32], what: &str) -> Result<(pca::Pca, Vec<f32>, Option<Vec<f32>>, BankTimes)> {
+        let dim = self.backbone.feature_dim();
+        let ((fitted, bank), pca_s, coreset_s) = learn_bank(rows, dim, self.opts, self.max_bank_rows, what)?;
+        let t = Instant::now();
+        let scales = match self.opts.local_scale_k {
+            0 => None,
+            k => Some(floor_scales(Bank::new(bank.clone(), fitted.dims)?.local_scales(k, self.opts.threads)?)),
+        };
+        let times = BankTimes { pca: pca_s, coreset: coreset_s, local_scale: t.elapsed().as_secs_f64() };
+        Ok((fitted, bank, scales, times))
+    }
+
+    fn scoring_model(
+        &self,
+        fitted: &pca::Pca,
+        bank: &[f32],
+        scales: &Option<Vec<f32>>,
+        shape: InputShape,
+    ) -> Result<Vec<u8>> {
+        let scoring = Scoring {
+            mean: &fitted.mean,
+            projection: &fitted.components,
+            bank,
+            grid_stride: self.opts.grid_stride,
+            blur_sigma_px: self.opts.blur_sigma_px,
+            top_fraction: self.opts.top_fraction,
+            local_scale: scales.as_deref(),
+        };
+        onnx::scoring_model(self.backbone, shape, &scoring).map_err(|e| anyhow!(e))
+    }
+}
+
+/// Scores of the held-out goods, of [`SYNTHETIC_PER_GOOD`] synthetic defects painted on each (the
+/// kinds in turn, each seeded by the image's place in the hold-out, the texture lent by the next
+/// held-out image), and of the labelled defects.
+fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progress: bool) -> Result<Scores> {
+    let shape = feeder.shape;
+    let mut batch = Vec::new();
+    let mut scores = Scores::default();
+    let bar = progress_bar(progress, (v.holdout.len() + v.labelled.len()) as u64, "validating");
+    let read = |path: &PathBuf| decode(path).map_err(|e| anyhow!("{}: {e}; remove or replace it", path.display()));
+    let n = v.holdout.len();
+    let mut next = if n > 0 { Some(read(&v.holdout[0])?) } else { None };
+    for i in 0..n {
+        let good = next.take().ok_or_else(|| anyhow!("hold-out image {i} missing"))?;
+        let donor = if n > 1 { read(&v.holdout[(i + 1) % n])? } else { good.clone() };
+        feeder.image_tensors(&good, &mut batch);
+        scores.goods.push(image_score(scorer, &mut batch, shape)? as f32);
+        for k in 0..SYNTHETIC_PER_GOOD {
+            let j = i * SYNTHETIC_PER_GOOD + k;
+            let kind = synthetic::Kind::ALL[j % synthetic::Kind::ALL.len()];
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(v.seed ^ (0x5379_6e74 + j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut painted = good.clone();
+            if synthetic::paint(&mut painted, &donor, kind, &mut rng) == 0 {
+                continue;
+            }
+            feeder.image_tensors(&painted, &mut batch);
+            scores.synthetic.push(image_score(scorer, &mut batch, shape)? as f32);
+        }
+        next = Some(donor);
+        bar.inc(1);
+    }
+    for path in v.labelled {
+        feeder.image_tensors(&read(path)?, &mut batch);
+        scores.labelled.push(image_score(scorer, &mut batch, shape)? as f32);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(scores)
+}
+
+/// Width and height from the file's header.
+fn header_size(path: &Path) -> Result<(u32, u32)> {
+    image::image_dimensions(path)
+        .with_context(|| format!("{}: cannot read the image header; remove or replace it", path.display()))
+}
+
+fn decode(path: &Path) -> Result<Image, String> {
+    let mut pixels = Vec::new();
+    let (width, height, format) = crate::sources::folder::decode_into(path, &mut pixels)?;
+    Ok(Image { pixels, width, height, format })
 }
 
 /// Local scales with a floor of 1/1000 of their mean (1 when all are 0): a bank row whose nearest
@@ -348,14 +701,43 @@ fn learn_bank(
         seed: opts.seed,
         threads: opts.threads,
     };
-    let spinner = progress_spinner(opts.progress, &format!("{what}: selecting {k} of {n} patches"));
-    let picked = greedy_coreset(&projected, fitted.dims, &params)?;
+    // The greedy pass costs N·k·dims: on a large teach set, run it on a seeded sample of
+    // CORESET_POOL_PER_ROW·k rows instead of all N (a k-center cover of a random sample that large
+    // keeps the rare good modes a few-thousand-row bank can hold, at a fraction of the time).
+    let pool = coreset_pool(n, k, opts.seed);
+    let candidates: std::borrow::Cow<[f32]> = match &pool {
+        None => std::borrow::Cow::Borrowed(&projected),
+        Some(rows) => std::borrow::Cow::Owned(
+            rows.iter().flat_map(|&r| &projected[r * fitted.dims..(r + 1) * fitted.dims]).copied().collect(),
+        ),
+    };
+    let spinner = progress_spinner(
+        opts.progress,
+        &format!("{what}: selecting {k} of {} patches ({n} in all)", candidates.len() / fitted.dims),
+    );
+    let picked = greedy_coreset(&candidates, fitted.dims, &params)?;
     spinner.finish_and_clear();
     let mut bank = Vec::with_capacity(picked.len() * fitted.dims);
     for &r in &picked {
-        bank.extend_from_slice(&projected[r * fitted.dims..(r + 1) * fitted.dims]);
+        bank.extend_from_slice(&candidates[r * fitted.dims..(r + 1) * fitted.dims]);
     }
     Ok(((fitted, bank), pca_s, t2.elapsed().as_secs_f64()))
+}
+
+/// The greedy coreset runs on at most this many candidate rows per bank row.
+pub const CORESET_POOL_PER_ROW: usize = 16;
+
+/// Seeded sorted sample of `CORESET_POOL_PER_ROW · k` of `n` rows, or `None` when `n` is already
+/// that small.
+fn coreset_pool(n: usize, k: usize, seed: u64) -> Option<Vec<usize>> {
+    let size = k.saturating_mul(CORESET_POOL_PER_ROW);
+    if n <= size {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x706f_6f6c);
+    let mut rows = rand::seq::index::sample(&mut rng, n, size).into_vec();
+    rows.sort_unstable();
+    Some(rows)
 }
 
 fn check_options(o: &TeachOptions) -> Result<()> {
@@ -381,14 +763,29 @@ fn check_options(o: &TeachOptions) -> Result<()> {
     if !(o.top_fraction > 0.0 && o.top_fraction <= 1.0) {
         problems.push(format!("--top-fraction {} must be in (0, 1]", o.top_fraction));
     }
-    if !(o.threshold_sigmas >= 0.0 && o.threshold_sigmas.is_finite()) {
-        problems.push(format!("--threshold-sigmas {} must be ≥ 0", o.threshold_sigmas));
+    if let Some(k) = o.threshold_sigmas
+        && !(k >= 0.0 && k.is_finite())
+    {
+        problems.push(format!("--threshold-sigmas {k} must be ≥ 0"));
     }
-    if o.size < 32 {
-        problems.push(format!("--size {} is too small (at least 32 px)", o.size));
+    if !(o.max_overkill >= 0.0 && o.max_overkill < 1.0) {
+        problems.push(format!("--max-overkill {}% must be in [0, 100)", 100.0 * o.max_overkill));
     }
-    if o.input_mode == InputMode::Tile && o.tile_overlap_px >= o.size {
-        problems.push(format!("--tile-overlap {} must be smaller than --size {}", o.tile_overlap_px, o.size));
+    if let Some(e) = o.target_escape
+        && !(0.0..1.0).contains(&e)
+    {
+        problems.push(format!("--target-escape {}% must be in [0, 100)", 100.0 * e));
+    }
+    if !(o.time_budget_s > 0.0) {
+        problems.push(format!("--time-budget {} must be > 0 seconds", o.time_budget_s));
+    }
+    if let Some(size) = o.size {
+        if size < 32 {
+            problems.push(format!("--size {size} is too small (at least 32 px)"));
+        }
+        if o.input_mode == Some(InputMode::Tile) && o.tile_overlap_px >= size {
+            problems.push(format!("--tile-overlap {} must be smaller than --size {size}", o.tile_overlap_px));
+        }
     }
     if problems.is_empty() { Ok(()) } else { bail!("invalid teach options:\n  {}", problems.join("\n  ")) }
 }
@@ -436,17 +833,30 @@ impl InputShape {
     }
 }
 
-/// Turns image files into model input tensors exactly as the runtime's preprocessing does.
+/// Turns images into model input tensors exactly as the runtime's preprocessing does.
 struct Feeder {
     mode: InputMode,
     shape: InputShape,
     overlap: u32,
+    grid: usize,
     norm: Normalizer,
 }
 
 impl Feeder {
-    fn new(opts: &TeachOptions, shape: InputShape) -> Self {
-        Self { mode: opts.input_mode, shape, overlap: opts.tile_overlap_px, norm: Normalizer::new(&input_spec(shape)) }
+    fn new(opts: &TeachOptions, recipe: Recipe) -> Self {
+        let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
+        Self {
+            mode: recipe.mode,
+            shape,
+            overlap: opts.tile_overlap_px,
+            grid: opts.grid_stride,
+            norm: Normalizer::new(&input_spec(shape)),
+        }
+    }
+
+    /// Patch rows per tile.
+    fn cells(&self) -> usize {
+        (self.shape.height / self.grid) * (self.shape.width / self.grid)
     }
 
     /// Tiles the runtime will cut from this image (1 when squashing). Reads only the header.
@@ -454,18 +864,21 @@ impl Feeder {
         if self.mode == InputMode::Resize {
             return Ok(1);
         }
-        let (w, h) = image::image_dimensions(path)
-            .with_context(|| format!("{}: cannot read the image header; remove or replace it", path.display()))?;
+        let (w, h) = header_size(path)?;
         let mut grid = TileGrid::default();
         grid.plan(w, h, self.shape.width as u32, self.shape.height as u32, self.overlap);
         Ok(grid.len())
     }
 
-    /// Append the image's tensors (one per tile) to `out`.
+    /// Append the image file's tensors (one per tile) to `out`.
     fn tensors(&self, path: &Path, out: &mut Vec<f32>) -> Result<(), String> {
-        let mut pixels = Vec::new();
-        let (width, height, format) = crate::sources::folder::decode_into(path, &mut pixels)?;
-        let frame = frame_of(pixels, width, height, format);
+        self.image_tensors(&decode(path)?, out);
+        Ok(())
+    }
+
+    /// Append a decoded image's tensors (one per tile) to `out`.
+    fn image_tensors(&self, image: &Image, out: &mut Vec<f32>) {
+        let frame = frame_of(&image.pixels, image.width, image.height, image.format);
         let (tw, th) = (self.shape.width as u32, self.shape.height as u32);
         let item = self.shape.item_len();
         match self.mode {
@@ -476,7 +889,7 @@ impl Feeder {
             }
             InputMode::Tile => {
                 let mut grid = TileGrid::default();
-                grid.plan(width, height, tw, th, self.overlap);
+                grid.plan(image.width, image.height, tw, th, self.overlap);
                 for i in 0..grid.len() {
                     let (x0, y0) = grid.origin(i);
                     let start = out.len();
@@ -485,14 +898,13 @@ impl Feeder {
                 }
             }
         }
-        Ok(())
     }
 }
 
-fn frame_of(pixels: Vec<u8>, width: u32, height: u32, format: PixelFormat) -> Frame {
+fn frame_of(pixels: &[u8], width: u32, height: u32, format: PixelFormat) -> Frame {
     let pool = BufferPool::<u8>::new(1);
     let mut buf = pool.take(pixels.len());
-    buf.copy_from_slice(&pixels);
+    buf.copy_from_slice(pixels);
     let meta =
         FrameMeta { camera: 0, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
     Frame { meta, format, width, height, pixels: buf }
@@ -596,12 +1008,6 @@ impl ScoreStats {
         let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
         Self { mean, std: var.sqrt(), max: scores.iter().copied().fold(f64::NEG_INFINITY, f64::max) }
     }
-}
-
-/// The smallest f32 above `x`: "scores ≥ threshold are anomalous", so a held-out score equal to
-/// the f32-rounded threshold must not count as a reject.
-fn next_up(x: f32) -> f32 {
-    if x.is_finite() { f32::from_bits(if x >= 0.0 { x.to_bits() + 1 } else { x.to_bits() - 1 }) } else { x }
 }
 
 fn round1(x: f64) -> f64 {
@@ -741,6 +1147,6 @@ mod tests {
     fn score_stats_and_threshold_rounding() {
         let s = ScoreStats::of(&[1.0, 2.0, 3.0]);
         assert_eq!((s.mean, s.std, s.max), (2.0, 1.0, 3.0));
-        assert!(next_up(3.0) > 3.0 && next_up(3.0) - 3.0 < 1e-6);
+        assert!(operating_point::next_up(3.0) > 3.0 && operating_point::next_up(3.0) - 3.0 < 1e-6);
     }
 }

@@ -14,11 +14,15 @@
 
 pub mod backbone;
 pub mod coreset;
+pub mod defects;
 pub mod knn;
 pub mod learn;
 pub mod on_start;
 pub mod onnx;
+pub mod operating_point;
 pub mod pca;
+pub mod recipe;
+pub mod synthetic;
 
 pub use learn::{TeachOptions, TeachReport, teach};
 pub use on_start::ensure_taught;

@@ -55,8 +55,8 @@ pub fn ensure_taught(loaded: &LoadedConfig, progress: bool) -> Result<bool> {
 }
 
 fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<InputMode>, overlap: u32) {
-    opts.input_mode = t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile);
-    opts.size = t.size;
+    opts.input_mode = Some(t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile));
+    opts.size = Some(t.size);
     opts.tile_overlap_px = overlap;
     opts.grid_stride = t.grid_stride;
     opts.coreset_ratio = t.coreset_ratio;
@@ -65,7 +65,7 @@ fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<In
     opts.whiten = t.whiten;
     opts.blur_sigma_px = t.blur_sigma_px;
     opts.top_fraction = t.top_fraction;
-    opts.threshold_sigmas = t.threshold_sigmas;
+    opts.threshold_sigmas = Some(t.threshold_sigmas);
     opts.holdout_fraction = t.holdout_fraction;
     opts.seed = t.seed;
 }

@@ -1,0 +1,162 @@
+//! The recipes teach chooses between: how images become model inputs (squashed, resized to an
+//! input of their own aspect ratio, or tiled) and at what size. Candidates follow from the good
+//! images' geometry; options the user gave are kept fixed.
+
+use crate::config::InputMode;
+
+/// Input sides (square, or the side of a square of the same area) teach tries when `--size` is
+/// not given: research on MTD found 160–224 best for whole-part inputs, 256 is the old default.
+pub const SIZES: [u32; 3] = [160, 224, 256];
+/// Tile side when tiling large frames.
+pub const TILE: u32 = 256;
+/// Images whose long side is at least this many times their short side also get inputs of their
+/// own aspect ratio (squashing a 2.5:1 frame square distorts its defects).
+pub const ASPECT_FOR_RECT: f64 = 1.3;
+/// Frames whose short side is at least this many tiles also get a tiled candidate (small defects
+/// in large frames shrink away when squashed).
+pub const TILES_FOR_TILING: u32 = 2;
+
+/// One way to feed images to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recipe {
+    pub mode: InputMode,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Recipe {
+    pub fn describe(&self) -> String {
+        let mode = match self.mode {
+            InputMode::Resize => "resize",
+            InputMode::Tile => "tile",
+        };
+        format!("{mode} {}×{}", self.width, self.height)
+    }
+
+    /// Model input pixels per image of `geometry` (the feature cost).
+    pub fn pixels_per_image(&self, geometry: Geometry) -> u64 {
+        let per_input = u64::from(self.width) * u64::from(self.height);
+        match self.mode {
+            InputMode::Resize => per_input,
+            InputMode::Tile => {
+                let tiles = |side: u32, tile: u32| side.div_ceil(tile.saturating_sub(32).max(1)).max(1);
+                per_input * u64::from(tiles(geometry.width, self.width) * tiles(geometry.height, self.height))
+            }
+        }
+    }
+}
+
+/// The typical good image: median width and height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Geometry {
+    /// Median width and height of the images' sizes (each median taken separately).
+    pub fn median(sizes: &[(u32, u32)]) -> Self {
+        let median = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(1).max(1)
+        };
+        Self { width: median(sizes.iter().map(|s| s.0).collect()), height: median(sizes.iter().map(|s| s.1).collect()) }
+    }
+
+    fn aspect(&self) -> f64 {
+        f64::from(self.width) / f64::from(self.height)
+    }
+}
+
+/// What the user fixed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fixed {
+    pub mode: Option<InputMode>,
+    pub size: Option<u32>,
+}
+
+/// The candidates for images of `geometry`, cheapest first. Input sides are multiples of
+/// `multiple_of` (the backbone's).
+pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32) -> Vec<Recipe> {
+    let m = multiple_of.max(1);
+    let round = |v: f64| ((v / f64::from(m)).round() as u32).max(2) * m;
+    let sizes: Vec<u32> = fixed.size.map_or_else(|| SIZES.to_vec(), |s| vec![s]);
+    let mut out = Vec::new();
+    if fixed.mode != Some(InputMode::Tile) {
+        let aspect = geometry.aspect();
+        let elongated = aspect.max(1.0 / aspect) >= ASPECT_FOR_RECT;
+        for &s in &sizes {
+            if elongated && fixed.size.is_none() {
+                let root = aspect.sqrt();
+                out.push(Recipe {
+                    mode: InputMode::Resize,
+                    width: round(f64::from(s) * root),
+                    height: round(f64::from(s) / root),
+                });
+            }
+            // Square squash: always when the images are square-ish or the size is fixed, else
+            // once, at the middle size, to compare against.
+            if !elongated || fixed.size.is_some() || s == SIZES[1] {
+                out.push(Recipe { mode: InputMode::Resize, width: s, height: s });
+            }
+        }
+    }
+    let tile = fixed.size.unwrap_or(TILE);
+    let large = geometry.width.min(geometry.height) >= TILES_FOR_TILING * tile;
+    if fixed.mode == Some(InputMode::Tile) || (fixed.mode.is_none() && large) {
+        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile });
+    }
+    out.sort_by_key(|r| r.pixels_per_image(geometry));
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(v: &[Recipe]) -> Vec<String> {
+        v.iter().map(Recipe::describe).collect()
+    }
+
+    #[test]
+    fn square_parts_try_the_sizes() {
+        let geo = Geometry { width: 300, height: 300 };
+        assert_eq!(
+            describe(&candidates(geo, Fixed::default(), 16)),
+            ["resize 160×160", "resize 224×224", "resize 256×256"]
+        );
+    }
+
+    #[test]
+    fn tall_frames_keep_their_aspect_and_large_ones_are_tiled() {
+        let geo = Geometry { width: 400, height: 1000 };
+        let c = candidates(geo, Fixed::default(), 16);
+        assert!(c.iter().all(|r| r.width % 16 == 0 && r.height % 16 == 0));
+        let rect: Vec<&Recipe> = c.iter().filter(|r| r.mode == InputMode::Resize && r.width != r.height).collect();
+        assert_eq!(rect.len(), 3);
+        for r in rect {
+            let aspect = f64::from(r.height) / f64::from(r.width);
+            assert!((aspect - 2.5).abs() < 0.35, "{r:?}");
+        }
+        assert!(describe(&c).contains(&"resize 224×224".to_string()));
+        assert!(!c.iter().any(|r| r.mode == InputMode::Tile), "a 400 px side is under two tiles");
+        let large = candidates(Geometry { width: 1200, height: 3000 }, Fixed::default(), 16);
+        assert_eq!(large.last().map(Recipe::describe).as_deref(), Some("tile 256×256"), "tiling costs most");
+    }
+
+    #[test]
+    fn fixed_options_are_kept() {
+        let geo = Geometry { width: 1200, height: 3000 };
+        let fixed = Fixed { mode: Some(InputMode::Resize), size: Some(192) };
+        assert_eq!(describe(&candidates(geo, fixed, 16)), ["resize 192×192"]);
+        let tile = Fixed { mode: Some(InputMode::Tile), size: None };
+        assert_eq!(describe(&candidates(geo, tile, 16)), ["tile 256×256"]);
+    }
+
+    #[test]
+    fn median_geometry() {
+        assert_eq!(Geometry::median(&[(10, 50), (30, 20), (20, 40)]), Geometry { width: 20, height: 40 });
+        assert_eq!(Geometry::median(&[]), Geometry { width: 1, height: 1 });
+    }
+}
