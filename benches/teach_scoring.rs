@@ -65,6 +65,7 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
         blur_sigma_px: 16.0,
         top_fraction: 0.05,
         local_scale: Some(&scales),
+        correction: None,
     };
     onnx::scoring_model(backbone, InputShape { channels: 3, height: size, width: size }, &scoring).unwrap()
 }

@@ -63,6 +63,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.target_escape = args.target_escape.map(|p| p / 100.0);
     opts.defects = args.defects;
     opts.time_budget_s = args.time_budget;
+    opts.head = !args.no_head;
     opts.blur_sigma_px = args.blur_sigma;
     opts.top_fraction = args.top_fraction;
     opts.seed = args.seed;

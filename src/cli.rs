@@ -53,10 +53,10 @@ pub struct TeachArgs {
     #[arg(long)]
     pub size: Option<u32>,
     /// Pixels per scored patch: 16 (the stride-8 tap pooled onto the stride-16 grid: 4× fewer
-    /// patches to score than 8, so a 4× larger bank for the same run-time cost; the more
-    /// accurate on MTD) or 8 (finer maps, for defects of a few pixels).
-    #[arg(long, value_name = "8|16", default_value_t = 16)]
-    pub grid_stride: usize,
+    /// patches to score than 8, so a 4× larger bank for the same run-time cost) or 8 (finer
+    /// maps, for defects of a few pixels) [default: 16, and 8 tried on the winning input recipe].
+    #[arg(long, value_name = "8|16")]
+    pub grid_stride: Option<usize>,
     /// Overlap between tiles in `tile` mode, pixels.
     #[arg(long, default_value_t = 32)]
     pub tile_overlap: u32,
@@ -101,6 +101,11 @@ pub struct TeachArgs {
     /// taught as good.
     #[arg(long, value_name = "DIR")]
     pub defects: Option<PathBuf>,
+    /// Do not try the distance correction learned from the labelled defects (mixed supervision;
+    /// by default it is tried with at least 3 of them and used when it beats the plain distance
+    /// leave-one-defect-out).
+    #[arg(long)]
+    pub no_head: bool,
     /// Seconds the whole teach may take, recipe search included: candidate recipes that would
     /// not fit are skipped (and named).
     #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]

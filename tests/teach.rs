@@ -112,13 +112,26 @@ fn teach_then_eval_round_trip() {
     // pixel, i.e. 1,536 rows of 64 dims on the stride-8 grid), and the PCA is fully whitened.
     assert_eq!(teach["max_bank_rows"].as_integer(), Some(1536));
     assert_eq!(teach["pca_whiten"].as_float(), Some(1.0));
-    // The threshold is mean + 3 std of the held-out good scores, and the manifest says how many
-    // of them it rejects.
+    // The threshold is the 99th percentile of the held-out good scores (expected overkill 1%),
+    // and the manifest says what it is expected to cost: overkill with its confidence bound, and
+    // the escape of synthetic defects painted on the held-out goods.
     let threshold = m["task"]["threshold"].as_float().unwrap();
-    let (mean, std) = (teach["holdout_score_mean"].as_float().unwrap(), teach["holdout_score_std"].as_float().unwrap());
-    assert!(std > 0.0 && (threshold - (mean + 3.0 * std)).abs() < 1e-4 * threshold, "{threshold} vs {mean} + 3·{std}");
+    let op = &teach["operating_point"];
+    assert_eq!(op["threshold"].as_float(), Some(threshold));
+    assert!(op["rule"].as_str().unwrap().contains("99th percentile"), "{op}");
     let rejected = teach["holdout_rejected"].as_integer().unwrap();
-    assert!(rejected <= held / 4, "{rejected} of {held} held-out good parts rejected");
+    assert!(rejected <= 1 && rejected == op["holdout_goods_rejected"].as_integer().unwrap(), "{op}");
+    let (overkill, upper) =
+        (op["estimated_overkill"].as_float().unwrap(), op["estimated_overkill_upper95"].as_float().unwrap());
+    assert!(overkill <= upper && upper < 1.0, "{op}");
+    let synthetic = op["synthetic_defects"].as_integer().unwrap();
+    assert!(synthetic > held && synthetic <= 2 * held, "{op}");
+    let escape = op["estimated_escape_synthetic"].as_float().unwrap();
+    assert!((0.0..0.9).contains(&escape), "{op}");
+    // --input-mode tile with no --size: one candidate, recorded.
+    let recipe = &teach["recipe"];
+    assert_eq!(recipe["chosen"].as_str(), Some("tile 256×256 grid 8"));
+    assert_eq!(recipe["candidates"].as_array().unwrap().len(), 1);
 
     // The runtime loads it and it separates fresh parts of the same product.
     let (ok, out, err) =
@@ -129,6 +142,72 @@ fn teach_then_eval_round_trip() {
     assert!(auroc >= 0.9, "image AUROC {auroc} on fresh synthetic parts: {report:#}");
     assert!(report["pixel_auroc"].as_f64().unwrap() > 0.8, "{report:#}");
     assert_eq!(report["threshold"].as_f64().unwrap() as f32, threshold as f32);
+    // Eval puts teach's estimate beside what it measured.
+    assert_eq!(report["teach_estimate"]["threshold"].as_f64().map(|t| t as f32), Some(threshold as f32));
+}
+
+/// Default teach (no --size, no --input-mode): several recipes tried on validation data and the
+/// best kept; `--defects` with a broken file and a mask of the wrong size (named, skipped,
+/// counted), whose usable defects are then caught at the chosen threshold.
+#[test]
+fn recipe_search_and_labelled_defects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, labels) = synth(dir.path(), 70, 5);
+    let (good, test) = split_parts(dir.path(), &raw, &labels, 50);
+    let defects = dir.path().join("defects");
+    std::fs::create_dir_all(defects.join("masks")).unwrap();
+    let mut taken = 0;
+    for label in labels.iter().filter(|l| l["defective"].as_bool().unwrap()).take(6) {
+        let stem = format!("d{taken}");
+        std::fs::copy(raw.join(label["file"].as_str().unwrap()), defects.join(format!("{stem}.png"))).unwrap();
+        std::fs::copy(raw.join(label["mask"].as_str().unwrap()), defects.join(format!("masks/{stem}_mask.png")))
+            .unwrap();
+        taken += 1;
+    }
+    assert_eq!(taken, 6);
+    std::fs::write(defects.join("broken.jpg"), b"not a jpeg").unwrap();
+    std::fs::copy(defects.join("d0.png"), defects.join("odd.png")).unwrap();
+    image::save_buffer(defects.join("masks/odd_mask.png"), &[0u8; 12], 4, 3, image::ExtendedColorType::L8).unwrap();
+
+    let package = dir.path().join("taught");
+    let (ok, out, err) = teach_cmd(&good, &package, &["--defects", &defects.display().to_string()]);
+    assert!(ok, "teach failed:\n{out}\n{err}");
+    assert!(err.contains("broken.jpg") && err.contains("odd.png") && err.contains("4×3"), "{err}");
+    assert!(err.contains("2 of 8 file(s) skipped; 6 used"), "{err}");
+    let m = manifest(&package);
+    let teach = &m["teach"];
+    assert_eq!(teach["defect_images"].as_integer(), Some(6));
+    let recipe = &teach["recipe"];
+    let tried: Vec<&str> =
+        recipe["candidates"].as_array().unwrap().iter().map(|c| c["recipe"].as_str().unwrap()).collect();
+    // The three input sizes on the stride-16 grid, then the best of them on the stride-8 grid.
+    assert_eq!(tried[..3], ["resize 160×160 grid 16", "resize 224×224 grid 16", "resize 256×256 grid 16"], "{recipe}");
+    assert_eq!(tried.len(), 4, "{recipe}");
+    assert!(tried[3].ends_with("grid 8") && tried[..3].contains(&tried[3].replace("grid 8", "grid 16").as_str()));
+    let chosen = recipe["chosen"].as_str().unwrap();
+    assert!(tried.contains(&chosen) && out.contains(chosen) && out.contains("<- chosen"), "{out}");
+    assert!(recipe["candidates"][0]["labelled_auroc"].as_float().is_some(), "6 defects take part: {recipe}");
+    let size = chosen.split(' ').nth(1).unwrap().split('×').next().unwrap().parse::<i64>().unwrap();
+    assert_eq!(m["input"]["width"].as_integer(), Some(size), "the package feeds what was chosen");
+    let op = &teach["operating_point"];
+    assert_eq!(op["labelled_defects"].as_integer(), Some(6));
+
+    // The labelled defects are caught by the shipped model through the real pipeline.
+    let shown = dir.path().join("shown/test");
+    std::fs::create_dir_all(shown.join("defect")).unwrap();
+    std::fs::create_dir_all(shown.join("good")).unwrap();
+    for i in 0..6 {
+        std::fs::copy(defects.join(format!("d{i}.png")), shown.join(format!("defect/d{i}.png"))).unwrap();
+    }
+    for f in std::fs::read_dir(test.join("good")).unwrap().take(3) {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, shown.join("good").join(f.file_name().unwrap())).unwrap();
+    }
+    let (ok, out, err) =
+        output(linesight().args(["eval", "--json", "-", "--model"]).arg(&package).arg("--dataset").arg(&shown));
+    assert!(ok, "eval failed:\n{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["pipeline"]["confusion"]["defective_passed"].as_u64(), Some(0), "{report:#}");
 }
 
 /// Ten good parts, squashed (fast): the minimum a quick teach needs.
@@ -326,6 +405,7 @@ fn scoring_graph_matches_on_grid(stride: usize, blur: f32, local: bool, whiten: 
         blur_sigma_px: blur,
         top_fraction: 1.0 / (size * size) as f32,
         local_scale: scales.as_deref(),
+        correction: None,
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
     let mut scorer = learn::session_from_bytes(&model, 1).unwrap();

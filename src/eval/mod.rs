@@ -86,6 +86,7 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
         .map_err(|e| anyhow!("model {}: {e}", opts.model.display()))?;
     let task = station.package.manifest.task.clone();
     let model_name = station.package.manifest.name.clone();
+    let teach_estimate = station.package.manifest.teach.as_ref().and_then(|t| t.operating_point.clone());
     let model_sha = station.package.sha256.clone();
     let want_maps = data.masks() > 0 && matches!(task, TaskSpec::Anomaly(_) | TaskSpec::Segmentation(_));
     let (station, pixel_thread) = if want_maps {
@@ -165,6 +166,7 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
         task: task.kind().to_string(),
         dataset: opts.dataset.display().to_string(),
         configured_threshold: configured,
+        teach_estimate,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     let pixel = match pixel {

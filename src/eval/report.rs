@@ -3,6 +3,7 @@
 use super::dataset::Dataset;
 use super::metrics::{Confusion, auroc, threshold_for_escape};
 use super::{ImageResult, PixelAuroc};
+use crate::model::manifest::OperatingPointEstimate;
 use crate::stages::decide::Verdict;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -18,6 +19,8 @@ pub struct Context {
     /// The model's own threshold (anomaly: image/pixel score; segmentation: pixel probability;
     /// detection: box score), reported with the pipeline's verdicts.
     pub configured_threshold: Option<f32>,
+    /// What teach expected of the model's own threshold (taught models).
+    pub teach_estimate: Option<OperatingPointEstimate>,
     pub elapsed_s: f64,
 }
 
@@ -112,6 +115,9 @@ pub struct Report {
     pub confusion: Confusion,
     /// The pipeline's verdicts (model threshold and rules), whatever the operating point.
     pub pipeline: PipelinePoint,
+    /// Teach's estimate of the pipeline's operating point (taught models), to compare with the
+    /// measured `pipeline` figures.
+    pub teach_estimate: Option<OperatingPointEstimate>,
     pub classes: Vec<ClassReport>,
     pub problems: Vec<Problem>,
     pub elapsed_s: f64,
@@ -218,6 +224,7 @@ impl Report {
                 confusion: pipeline,
                 failsafe,
             },
+            teach_estimate: ctx.teach_estimate,
             classes,
             problems,
             elapsed_s: ctx.elapsed_s,
@@ -274,6 +281,24 @@ impl Report {
                 "pipeline verdicts: escape rate {}, overkill rate {}",
                 pct(self.pipeline.escape_rate),
                 pct(self.pipeline.overkill_rate)
+            );
+        }
+        if let Some(e) = &self.teach_estimate {
+            let labelled = e.estimated_escape_labelled.map_or_else(String::new, |v| {
+                format!(", {} of its {} labelled defects", pct(Some(v)), e.labelled_defects)
+            });
+            let _ = writeln!(
+                s,
+                "teach expected at the model's threshold {}: overkill {} (at most {} with 95% confidence; {} held-out goods), \
+                 escape {} of {} synthetic defects{labelled}; measured here: overkill {}, escape {}",
+                e.threshold,
+                pct(Some(e.estimated_overkill)),
+                pct(Some(e.estimated_overkill_upper95)),
+                e.holdout_goods,
+                pct(Some(e.estimated_escape_synthetic)),
+                e.synthetic_defects,
+                pct(self.pipeline.overkill_rate),
+                pct(self.pipeline.escape_rate),
             );
         }
         if self.pipeline.failsafe > 0 {

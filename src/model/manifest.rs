@@ -382,6 +382,24 @@ pub struct TeachInfo {
     /// The recipes teach tried and the one it chose; absent in older packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<RecipeSearch>,
+    /// The learned correction from labelled defects, when teach tried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadInfo>,
+}
+
+/// `[teach.head]`: the distance correction learned from labelled defects (mixed supervision) and
+/// whether it earned its place.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeadInfo {
+    /// Whether the shipped graph applies it.
+    pub used: bool,
+    pub labelled_defects: usize,
+    /// Its L2 penalty per negative patch, chosen by leave-one-defect-out.
+    pub lambda: f64,
+    /// Leave-one-defect-out AUROC with the head, and with the plain distance.
+    pub loo_auroc: f64,
+    pub baseline_loo_auroc: f64,
 }
 
 /// `[teach.operating_point]`: how the threshold was chosen and what teach expects it to cost,

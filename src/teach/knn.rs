@@ -108,6 +108,52 @@ impl Bank {
         Ok(out)
     }
 
+    /// Each query row's distance to its nearest bank row divided by that row's entry in `scales`
+    /// (one per bank row: the local scales), as the scoring graph computes it; `threads` as in
+    /// [`Bank::nearest_distances_with_threads`].
+    pub fn nearest_scaled_distances(
+        &self,
+        queries: &[f32],
+        scales: &[f32],
+        threads: usize,
+    ) -> Result<Vec<f32>, KernelError> {
+        let nq = rows_of("queries", queries.len(), self.dim)?;
+        if nq == 0 {
+            return Ok(Vec::new());
+        }
+        if self.is_empty() {
+            return Err(KernelError::EmptyBank { queries: nq });
+        }
+        if scales.len() != self.len() {
+            return Err(KernelError::Ragged { what: "local scales", len: scales.len(), dim: self.len() });
+        }
+        let mut out = vec![0.0f32; nq];
+        let c = self.dim;
+        self.in_query_blocks(threads, &mut out, |first, os| {
+            let qs = &queries[first * c..(first + os.len()) * c];
+            let mut product = self.product_buffer();
+            let mut nearest = vec![0usize; QUERY_BLOCK];
+            for (qs, best) in qs.chunks(QUERY_BLOCK * c).zip(os.chunks_mut(QUERY_BLOCK)) {
+                best.fill(f32::INFINITY);
+                self.for_each_bank_block(qs, &mut product, |first_row, norms, g| {
+                    for ((b, i), row) in best.iter_mut().zip(nearest.iter_mut()).zip(g.chunks_exact(norms.len())) {
+                        for (j, (&x, &n)) in row.iter().zip(norms).enumerate() {
+                            if x + n < *b {
+                                *b = x + n;
+                                *i = first_row + j;
+                            }
+                        }
+                    }
+                });
+                for ((b, &i), q) in best.iter_mut().zip(&nearest).zip(qs.chunks_exact(c)) {
+                    let d2 = sq_norm(q) + *b;
+                    *b = if d2 < 0.0 { 0.0 } else { d2.sqrt() } / scales[i];
+                }
+            }
+        });
+        Ok(out)
+    }
+
     /// Fill `out` (one value per query row) by `work(first row, its slice of out)` on whole
     /// [`QUERY_BLOCK`]s split across `threads` threads (0 = automatic: fewer for small inputs), so
     /// the result does not depend on the thread count.
@@ -324,6 +370,18 @@ mod tests {
                 prop_assert!((*g as f64 - e).abs() <= tol * (1.0 + e), "got {}, exact {}", g, e);
             }
         }
+    }
+
+    #[test]
+    fn scaled_distances_divide_by_the_nearest_rows_scale() {
+        // Rows far apart so that the nearest row is unambiguous.
+        let bank = Bank::new(vec![0.0, 0.0, 10.0, 0.0, 0.0, 10.0], 2).unwrap();
+        let queries = [1.0, 0.0, 10.0, 3.0, 0.0, 8.0, 0.0, 0.0];
+        let plain = bank.nearest_distances(&queries).unwrap();
+        let scaled = bank.nearest_scaled_distances(&queries, &[1.0, 2.0, 4.0], 0).unwrap();
+        assert_eq!(plain, [1.0, 3.0, 2.0, 0.0]);
+        assert_eq!(scaled, [1.0, 1.5, 0.5, 0.0]);
+        assert!(bank.nearest_scaled_distances(&queries, &[1.0], 0).is_err(), "one scale per bank row");
     }
 
     #[test]

@@ -1,28 +1,37 @@
 //! `linesight teach`: a PatchCore-style anomaly model learned from a folder of good images.
 //!
 //! 1. **Split.** The images (sorted by name) are shuffled with the seed; `holdout_fraction` of them
-//!    (at least [`MIN_HOLDOUT`]) are held out for calibration, the rest teach.
-//! 2. **Features.** Each image is fed exactly as the runtime will feed frames — squashed to the
+//!    (at least [`MIN_HOLDOUT`]) are held out for validation and calibration, the rest teach.
+//!    Labelled defective images (`--defects`, [`super::defects`]) are checked and kept apart: they
+//!    are never taught as good.
+//! 2. **Recipe search** ([`super::recipe`]): candidate input handlings and sizes follow from the
+//!    images' median size and aspect ratio (explicit `--input-mode` / `--size` stay fixed). Each
+//!    candidate, cheapest first and within `--time-budget`, is taught from the teach split
+//!    (steps 3–5) and scores the validation set: the held-out goods, [`SYNTHETIC_PER_GOOD`]
+//!    synthetic defects painted on each ([`super::synthetic`]) and the labelled defects. The
+//!    candidate with the best validation AUROC (synthetic, averaged with labelled when at least
+//!    [`operating_point::MIN_LABELLED`] are given) wins.
+//! 3. **Features.** Each image is fed exactly as the runtime will feed frames — squashed to the
 //!    model size (`resize`) or cut into overlapping model-size tiles (`tile`), with the runtime's
 //!    own preprocessing functions — through the feature graph ([`super::onnx::feature_graph`]):
 //!    backbone taps, 3×3 local averaging, per-tap L2 normalisation, one row per feature cell.
 //!    Very large teach sets are thinned to `max_patches` rows by a seeded per-tile sample.
-//! 3. **PCA** to `pca_dims` ([`super::pca`]), fitted on a seeded 200,000-row sample, then
+//! 4. **PCA** to `pca_dims` ([`super::pca`]), fitted on a seeded 200,000-row sample, then
 //!    whitened to the power `whiten` (1: each component scaled to unit variance, so the search
 //!    measures Mahalanobis distances in the PCA space; worth +0.014 image AUROC on MTD).
-//! 4. **Coreset.** Greedy k-center selection of `coreset_ratio` of the rows, at most
-//!    `max_bank_rows` (default: what the backbone's scoring budget allows) ([`super::coreset`]): the
-//!    memory bank.
+//! 5. **Coreset.** Greedy k-center selection of `coreset_ratio` of the rows, at most
+//!    `max_bank_rows` (default: what the backbone's scoring budget allows) ([`super::coreset`]),
+//!    run on a seeded pool of [`CORESET_POOL_PER_ROW`] rows per bank row: the memory bank.
 //!    With `local_scale_k` > 0, each bank row also gets its local scale (mean distance to its k
 //!    nearest other rows, [`super::knn::Bank::local_scales`]), which divides its patches' distances.
-//! 5. **Calibration.** Steps 3–4 on the teach split alone give a calibration model (backbone +
-//!    scoring graph, [`super::onnx::scoring_model`]) that scores the held-out good images (image
-//!    score = max over a frame's tiles, as the runtime does). Threshold = mean +
-//!    `threshold_sigmas` × std of their scores; the held-out statistics and how many of them the
-//!    threshold rejects are written to the manifest so the margin can be judged.
-//! 6. **Model.** Steps 3–4 again on every image, the held-out ones included (a bank from all the
+//! 6. **Operating point** ([`super::operating_point`]): the winning candidate's calibration
+//!    model (taught without the held-out images) gives the scores the threshold is chosen from —
+//!    by default the 99th percentile of the held-out goods (`--max-overkill 1`), lowered to catch
+//!    labelled defects, or at `--target-escape` — and the expected overkill (with its confidence
+//!    bound) and escape (synthetic, labelled) at it, written to the manifest.
+//! 7. **Model.** Steps 3–5 again on every image, the held-out ones included (a bank from all the
 //!    goods scores better), with the backbone and the bank baked into one ONNX graph and the
-//!    threshold from step 5.
+//!    threshold from step 6.
 //!
 //! The package (`model.onnx` + `model.toml`, task `anomaly`) is written to a temporary folder next
 //! to `out` and renamed into place, so a failed teach never leaves half a package.
@@ -30,6 +39,7 @@
 use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
 use super::defects;
+use super::head::{self, HeadChoice, ImagePatches};
 use super::knn::Bank;
 use super::onnx::{self, InputShape, Scoring};
 use super::operating_point::{self, Rule, Scores};
@@ -41,7 +51,7 @@ use crate::frame::{Frame, FrameMeta, PixelFormat};
 use crate::model::manifest::{
     AnomalySpec, InputSpec, Layout, Manifest, Normalization, Provenance, TaskSpec, TeachInfo,
 };
-use crate::model::manifest::{OperatingPointEstimate, RecipeSearch, RecipeTrial};
+use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial};
 use crate::pool::BufferPool;
 use crate::stages::infer::runtime;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
@@ -86,8 +96,9 @@ pub struct TeachOptions {
     /// Model input height and width (tile size, or the size frames are squashed to); `None`:
     /// chosen by validation, with inputs of the images' own aspect ratio among the candidates.
     pub size: Option<u32>,
-    /// Pixels per patch: the stride of the grid patches are scored on (a backbone tap's stride).
-    pub grid_stride: usize,
+    /// Pixels per patch: the stride of the grid patches are scored on (a backbone tap's stride);
+    /// `None`: 16, and 8 tried on the winning input recipe.
+    pub grid_stride: Option<usize>,
     pub tile_overlap_px: u32,
     pub coreset_ratio: f64,
     /// Upper bound on the bank (the run-time cost); `None` = [`budget_bank_rows`].
@@ -112,6 +123,8 @@ pub struct TeachOptions {
     /// Seconds the whole teach, recipe search included, should take at most: candidates that
     /// would not fit are skipped.
     pub time_budget_s: f64,
+    /// Try the learned distance correction ([`super::head`]) when labelled defects are given.
+    pub head: bool,
     pub blur_sigma_px: f32,
     pub top_fraction: f32,
     pub max_patches: usize,
@@ -134,7 +147,7 @@ impl TeachOptions {
             name: None,
             input_mode: None,
             size: None,
-            grid_stride: 16,
+            grid_stride: None,
             tile_overlap_px: 32,
             coreset_ratio: 0.25,
             max_bank_rows: None,
@@ -147,6 +160,7 @@ impl TeachOptions {
             target_escape: None,
             defects: None,
             time_budget_s: 600.0,
+            head: true,
             blur_sigma_px: 16.0,
             top_fraction: 0.05,
             max_patches: 1_000_000,
@@ -182,7 +196,7 @@ pub fn summary(report: &TeachReport) -> String {
             let mark = if c.recipe == r.chosen { "  <- chosen" } else { "" };
             let _ = writeln!(
                 s,
-                "  {:<18} validation {:.4} (synthetic {:.4}{labelled}), {:.1} s{mark}",
+                "  {:<22} validation {:.4} (synthetic {:.4}{labelled}), {:.1} s{mark}",
                 c.recipe, c.validation, c.synthetic_auroc, c.seconds
             );
         }
@@ -213,10 +227,10 @@ pub fn summary(report: &TeachReport) -> String {
                 .map_or_else(String::new, |e| format!(", {} of the {} labelled defects", pct(e), op.labelled_defects));
             let _ = writeln!(
                 s,
-                "  expected overkill {} ({} of {} held-out goods; at most {} with 95% confidence), escape {} of {} synthetic defects{labelled}",
-                pct(op.estimated_overkill),
+                "  held-out goods at or above it: {} of {} ({}; the overkill is at most {} with 95% confidence); escape: {} of {} synthetic defects{labelled}",
                 op.holdout_goods_rejected,
                 op.holdout_goods,
+                pct(op.estimated_overkill),
                 pct(op.estimated_overkill_upper95),
                 pct(op.estimated_escape_synthetic),
                 op.synthetic_defects,
@@ -225,6 +239,16 @@ pub fn summary(report: &TeachReport) -> String {
         None => {
             let _ = writeln!(s, "threshold {:.4}", report.threshold);
         }
+    }
+    if let Some(h) = &i.head {
+        let _ = writeln!(
+            s,
+            "distance correction learned from the {} labelled defects: {} (leave-one-defect-out AUROC {:.4} with it, {:.4} without)",
+            h.labelled_defects,
+            if h.used { "used" } else { "not used, it does not beat the plain distance" },
+            h.loo_auroc,
+            h.baseline_loo_auroc
+        );
     }
     let _ = writeln!(
         s,
@@ -251,6 +275,8 @@ const SYNTHETIC_PER_GOOD: usize = 2;
 /// One candidate recipe taught from the teach split and scored on the validation set.
 struct Trial {
     recipe: Recipe,
+    /// The calibration model's PCA, bank and local scales.
+    calibration: (pca::Pca, Vec<f32>, Option<Vec<f32>>),
     /// The teach split's patches (kept for the shipped bank when this recipe wins).
     patches: Vec<f32>,
     scores: Scores,
@@ -285,22 +311,21 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     };
     let sizes = files.iter().map(|p| header_size(p)).collect::<Result<Vec<_>>>()?;
     let geometry = Geometry::median(&sizes);
-    let fixed = Fixed { mode: opts.input_mode, size: opts.size };
+    let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride };
     let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let max_bank_rows = opts
-        .max_bank_rows
-        .unwrap_or_else(|| budget_bank_rows(backbone.scoring_budget_macs_per_pixel, opts.grid_stride, opts.pca_dims));
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
-    let ctx = Ctx { opts, backbone: &backbone, threads, max_bank_rows };
+    let ctx = Ctx { opts, backbone: &backbone, threads };
 
     // The search: every candidate taught from the teach split and judged on the validation set,
     // cheapest first, as long as the candidate and the final teach still fit the time budget.
     let mut best: Option<Trial> = None;
     let mut trials: Vec<RecipeTrial> = Vec::new();
     let mut per_pixel_s = 0.0f64;
-    for recipe in &candidates {
+    let mut queue: std::collections::VecDeque<Recipe> = candidates.into();
+    let mut refined = false;
+    while let Some(recipe) = queue.pop_front() {
         let pixels = recipe.pixels_per_image(geometry) as f64;
         if let Some(b) = &best {
             let predicted = per_pixel_s * pixels;
@@ -314,7 +339,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
                 continue;
             }
         }
-        let trial = ctx.try_recipe(*recipe, &files, &teach_set, &validation)?;
+        let trial = ctx.try_recipe(recipe, &files, &teach_set, &validation)?;
         per_pixel_s = per_pixel_s.max(trial.seconds / pixels);
         tracing::info!(recipe = %recipe.describe(), validation = trial.validation, seconds = trial.seconds, "teach candidate");
         trials.push(RecipeTrial {
@@ -328,10 +353,36 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         if best.as_ref().is_none_or(|b| trial.validation > b.validation) {
             best = Some(trial);
         }
+        // Once every input recipe was tried, the winner on the finer patch grid.
+        if queue.is_empty() && !refined {
+            refined = true;
+            queue.extend(best.as_ref().and_then(|b| recipe::refinement(b.recipe, fixed)));
+        }
     }
     let search_s = started.elapsed().as_secs_f64();
-    let Trial { recipe, mut patches, scores, seconds_features, seconds_calibration, .. } =
+    let Trial { recipe, calibration, mut patches, mut scores, seconds_features, seconds_calibration, .. } =
         best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
+    let feeder = Feeder::new(opts, recipe);
+
+    // Mixed supervision: a distance correction learned from the labelled defects, used when it
+    // beats the plain distance leave-one-defect-out. The held-out goods with even positions are
+    // its negatives, so only the others calibrate the threshold from then on.
+    let mut head_info = None;
+    let mut correction = None;
+    if opts.head && labelled.len() >= operating_point::MIN_LABELLED {
+        let choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
+        tracing::info!(?choice.lambda, choice.loo_auroc, choice.baseline_loo_auroc, used = choice.correction.is_some(), "teach head");
+        if let Some(c) = &choice.correction {
+            let (fitted, bank, scales) = &calibration;
+            let model = ctx.scoring_model(fitted, bank, scales, recipe, Some(c))?;
+            let mut scorer = session_from_bytes(&model, threads).context("loading the calibration model")?;
+            scores = score_validation(&mut scorer, &feeder, &validation, opts.progress)?;
+            scores.goods = scores.goods.iter().skip(1).step_by(2).copied().collect();
+        }
+        head_info = Some(head_record(&choice, labelled.len()));
+        correction = choice.correction;
+    }
+    drop(calibration);
 
     let rule =
         Rule { sigmas: opts.threshold_sigmas, target_escape: opts.target_escape, max_overkill: opts.max_overkill };
@@ -350,16 +401,15 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // included (research round 3: a bank from all the goods is worth ~0.015 image AUROC on MTD),
     // with the threshold above.
     let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
-    let feeder = Feeder::new(opts, recipe);
     let t_final = Instant::now();
     let keep = ctx.keep_per_tile(&feeder, &files)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x686f_6c64);
     ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
     let dim = backbone.feature_dim();
     let rows = patches.len() / dim;
-    let (fitted, bank, scales, times) = ctx.bank_of(&patches, "bank")?;
+    let (fitted, bank, scales, times) = ctx.bank_of(&patches, recipe.grid, "bank")?;
     drop(patches);
-    let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, shape)?;
+    let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref())?;
     let bank_rows = bank.len() / fitted.dims;
     let final_s = t_final.elapsed().as_secs_f64();
     let stats = ScoreStats::of(&scores.goods.iter().map(|&s| f64::from(s)).collect::<Vec<_>>());
@@ -374,12 +424,12 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         tiles,
         patches: rows,
         feature_dim: dim,
-        grid_stride: opts.grid_stride,
+        grid_stride: recipe.grid,
         pca_dims: fitted.dims,
         pca_explained: round4(fitted.explained),
         pca_whiten: opts.whiten,
         coreset_ratio: opts.coreset_ratio,
-        max_bank_rows,
+        max_bank_rows: ctx.max_bank_rows(recipe.grid),
         bank_rows,
         local_scale_k: opts.local_scale_k,
         seed: opts.seed,
@@ -410,6 +460,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             seconds: round1(search_s),
             candidates: trials,
         }),
+        head: head_info,
     };
     tracing::info!(seconds = final_s, "teach: shipped model");
     let name = opts
@@ -476,7 +527,6 @@ struct Ctx<'a> {
     opts: &'a TeachOptions,
     backbone: &'a Backbone,
     threads: usize,
-    max_bank_rows: usize,
 }
 
 /// Seconds spent in the bank's steps.
@@ -487,6 +537,9 @@ struct BankTimes {
     local_scale: f64,
 }
 
+/// A fitted PCA, the bank in its space, the local scales, and what they took.
+type LearnedBank = (pca::Pca, Vec<f32>, Option<Vec<f32>>, BankTimes);
+
 /// The images a recipe is judged on.
 struct Validation<'a> {
     holdout: &'a [PathBuf],
@@ -495,6 +548,14 @@ struct Validation<'a> {
 }
 
 impl Ctx<'_> {
+    /// The bank bound on a patch grid of stride `grid`: `--max-bank-rows`, else the backbone's
+    /// scoring budget.
+    fn max_bank_rows(&self, grid: usize) -> usize {
+        self.opts
+            .max_bank_rows
+            .unwrap_or_else(|| budget_bank_rows(self.backbone.scoring_budget_macs_per_pixel, grid, self.opts.pca_dims))
+    }
+
     /// Rows kept per tile so that every image's tiles together stay within `max_patches`.
     fn keep_per_tile(&self, feeder: &Feeder, files: &[PathBuf]) -> Result<usize> {
         let total: usize = files.iter().map(|p| feeder.tile_count(p)).sum::<Result<usize>>()?;
@@ -510,10 +571,10 @@ impl Ctx<'_> {
         let mut patches = Vec::new();
         self.features(&feeder, teach_set, keep, &mut rng, &mut patches)?;
         let seconds_features = t0.elapsed().as_secs_f64();
-        let (fitted, bank, scales, _) = self.bank_of(&patches, &format!("{}: calibration bank", recipe.describe()))?;
+        let (fitted, bank, scales, _) =
+            self.bank_of(&patches, recipe.grid, &format!("{}: calibration bank", recipe.describe()))?;
         let t1 = Instant::now();
-        let model = self.scoring_model(&fitted, &bank, &scales, feeder.shape)?;
-        drop((fitted, bank, scales));
+        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
         let scores = score_validation(&mut scorer, &feeder, v, self.opts.progress)?;
         let seconds_calibration = t1.elapsed().as_secs_f64();
@@ -526,6 +587,7 @@ impl Ctx<'_> {
         };
         Ok(Trial {
             recipe,
+            calibration: (fitted, bank, scales),
             patches,
             scores,
             validation,
@@ -537,6 +599,65 @@ impl Ctx<'_> {
         })
     }
 
+    /// Fit and judge the distance correction ([`super::head`]) on the calibration model's
+    /// patches: held-out goods with even positions as negatives (at most [`HEAD_GOOD_PATCHES`]
+    /// seeded patches each), the other held-out goods to judge it, and the labelled defects.
+    fn learn_head(
+        &self,
+        feeder: &Feeder,
+        calibration: &(pca::Pca, Vec<f32>, Option<Vec<f32>>),
+        holdout: &[PathBuf],
+        labelled: &[PathBuf],
+    ) -> Result<HeadChoice> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x6865_6164);
+        let goods = self.image_patches(feeder, calibration, holdout)?;
+        let defects = self.image_patches(feeder, calibration, labelled)?;
+        let mut train = Vec::new();
+        let mut eval = Vec::new();
+        for (i, g) in goods.into_iter().enumerate() {
+            if i % 2 == 0 {
+                train.push(sample_patches(g, HEAD_GOOD_PATCHES, calibration.0.dims, &mut rng));
+            } else {
+                eval.push(g);
+            }
+        }
+        Ok(head::choose(&train, &eval, &defects, calibration.0.dims))
+    }
+
+    /// Every patch of each image (all tiles) as the calibration model sees it: whitened features
+    /// and (locally scaled) nearest-neighbour distance.
+    fn image_patches(
+        &self,
+        feeder: &Feeder,
+        (fitted, bank, scales): &(pca::Pca, Vec<f32>, Option<Vec<f32>>),
+        paths: &[PathBuf],
+    ) -> Result<Vec<ImagePatches>> {
+        let mut rows = Vec::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        self.features(feeder, paths, feeder.cells(), &mut rng, &mut rows)?;
+        let z = fitted.project(&rows)?;
+        drop(rows);
+        let dims = fitted.dims;
+        let bank = Bank::new(bank.clone(), dims)?;
+        let ones;
+        let scales = match scales {
+            Some(s) => s.as_slice(),
+            None => {
+                ones = vec![1.0f32; bank.len()];
+                &ones
+            }
+        };
+        let d = bank.nearest_scaled_distances(&z, scales, self.opts.threads)?;
+        let mut out = Vec::with_capacity(paths.len());
+        let mut at = 0;
+        for path in paths {
+            let n = feeder.tile_count(path)? * feeder.cells();
+            out.push(ImagePatches { z: z[at * dims..(at + n) * dims].to_vec(), d: d[at..at + n].to_vec() });
+            at += n;
+        }
+        Ok(out)
+    }
+
     /// Append the patch rows of `paths` (`keep` seeded rows per tile) to `patches`.
     fn features(
         &self,
@@ -546,8 +667,8 @@ impl Ctx<'_> {
         rng: &mut ChaCha8Rng,
         patches: &mut Vec<f32>,
     ) -> Result<()> {
-        let feature_model = onnx::feature_graph(self.backbone, feeder.shape, self.opts.grid_stride)
-            .map_err(|e| anyhow!("--grid-stride: {e}"))?;
+        let feature_model =
+            onnx::feature_graph(self.backbone, feeder.shape, feeder.grid).map_err(|e| anyhow!("--grid-stride: {e}"))?;
         let mut session = session_from_bytes(&feature_model, self.threads).context("loading the feature graph")?;
         let bar = progress_bar(self.opts.progress, paths.len() as u64, "features");
         let (cells, dim) = (feeder.cells(), self.backbone.feature_dim());
@@ -575,9 +696,9 @@ impl Ctx<'_> {
     }
 
     /// PCA, coreset and local scales of `rows`.
-    fn bank_of(&self, rows: &[f32], what: &str) -> Result<(pca::Pca, Vec<f32>, Option<Vec<f32>>, BankTimes)> {
+    fn bank_of(&self, rows: &[f32], grid: usize, what: &str) -> Result<LearnedBank> {
         let dim = self.backbone.feature_dim();
-        let ((fitted, bank), pca_s, coreset_s) = learn_bank(rows, dim, self.opts, self.max_bank_rows, what)?;
+        let ((fitted, bank), pca_s, coreset_s) = learn_bank(rows, dim, self.opts, self.max_bank_rows(grid), what)?;
         let t = Instant::now();
         let scales = match self.opts.local_scale_k {
             0 => None,
@@ -592,18 +713,47 @@ impl Ctx<'_> {
         fitted: &pca::Pca,
         bank: &[f32],
         scales: &Option<Vec<f32>>,
-        shape: InputShape,
+        recipe: Recipe,
+        correction: Option<&[f32]>,
     ) -> Result<Vec<u8>> {
+        let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
         let scoring = Scoring {
             mean: &fitted.mean,
             projection: &fitted.components,
             bank,
-            grid_stride: self.opts.grid_stride,
+            grid_stride: recipe.grid,
             blur_sigma_px: self.opts.blur_sigma_px,
             top_fraction: self.opts.top_fraction,
             local_scale: scales.as_deref(),
+            correction,
         };
         onnx::scoring_model(self.backbone, shape, &scoring).map_err(|e| anyhow!(e))
+    }
+}
+
+/// Negative patches per held-out good image for the head's fit.
+const HEAD_GOOD_PATCHES: usize = 32;
+
+/// At most `keep` seeded patches of an image.
+fn sample_patches(img: ImagePatches, keep: usize, dims: usize, rng: &mut ChaCha8Rng) -> ImagePatches {
+    if img.d.len() <= keep {
+        return img;
+    }
+    let mut rows = rand::seq::index::sample(rng, img.d.len(), keep).into_vec();
+    rows.sort_unstable();
+    ImagePatches {
+        z: rows.iter().flat_map(|&r| img.z[r * dims..(r + 1) * dims].iter().copied()).collect(),
+        d: rows.iter().map(|&r| img.d[r]).collect(),
+    }
+}
+
+fn head_record(choice: &HeadChoice, labelled: usize) -> HeadInfo {
+    HeadInfo {
+        used: choice.correction.is_some(),
+        labelled_defects: labelled,
+        lambda: choice.lambda,
+        loo_auroc: round4(choice.loo_auroc),
+        baseline_loo_auroc: round4(choice.baseline_loo_auroc),
     }
 }
 
@@ -776,7 +926,7 @@ fn check_options(o: &TeachOptions) -> Result<()> {
     {
         problems.push(format!("--target-escape {}% must be in [0, 100)", 100.0 * e));
     }
-    if !(o.time_budget_s > 0.0) {
+    if o.time_budget_s.is_nan() || o.time_budget_s <= 0.0 {
         problems.push(format!("--time-budget {} must be > 0 seconds", o.time_budget_s));
     }
     if let Some(size) = o.size {
@@ -849,7 +999,7 @@ impl Feeder {
             mode: recipe.mode,
             shape,
             overlap: opts.tile_overlap_px,
-            grid: opts.grid_stride,
+            grid: recipe.grid,
             norm: Normalizer::new(&input_spec(shape)),
         }
     }

@@ -15,6 +15,7 @@
 pub mod backbone;
 pub mod coreset;
 pub mod defects;
+pub mod head;
 pub mod knn;
 pub mod learn;
 pub mod on_start;

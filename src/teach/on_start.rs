@@ -58,7 +58,7 @@ fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<In
     opts.input_mode = Some(t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile));
     opts.size = Some(t.size);
     opts.tile_overlap_px = overlap;
-    opts.grid_stride = t.grid_stride;
+    opts.grid_stride = Some(t.grid_stride);
     opts.coreset_ratio = t.coreset_ratio;
     opts.max_bank_rows = t.max_bank_rows;
     opts.local_scale_k = t.local_scale_k;

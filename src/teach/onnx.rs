@@ -49,6 +49,9 @@ pub struct Scoring<'a> {
     /// Each bank row's local scale ([`super::knn::Bank::local_scales`]); with it a patch's
     /// distance is divided by its nearest row's scale. `None`: plain distances.
     pub local_scale: Option<&'a [f32]>,
+    /// The learned correction c `[D]` ([`super::head`]): each patch's distance plus c·z. `None`:
+    /// goods-only scoring.
+    pub correction: Option<&'a [f32]>,
 }
 
 /// Input geometry of the graphs: fixed height and width (the manifest's tile size), dynamic batch.
@@ -354,6 +357,19 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
         let table = b.f32s(&[rows], scales);
         let scale = b.node("Gather", &[&table, &nearest], vec![int("axis", 0)]);
         dist = b.node("Div", &[&dist, &scale], vec![]);
+    }
+    if let Some(c) = s.correction {
+        if c.len() != dims || c.iter().any(|v| !v.is_finite()) {
+            return Err(format!(
+                "scoring: the correction has {} weights for {dims} dimensions, or non-finite ones",
+                c.len()
+            ));
+        }
+        let weights = b.f32s(&[dims, 1], c);
+        let corr = b.node("MatMul", &[&z, &weights], vec![]);
+        let flat = b.i64s(&[-1]);
+        let corr = b.node("Reshape", &[&corr, &flat], vec![]);
+        dist = b.node("Add", &[&dist, &corr], vec![]);
     }
     let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
     let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
