@@ -101,6 +101,10 @@ def read_run(path):
         with open(toml_path, "rb") as f:
             teach = tomllib.load(f).get("teach", {})
     op = teach.get("operating_point", {})
+    row["recipe"] = teach.get("recipe", {}).get("chosen", DASH)
+    head = teach.get("head")
+    # The learned distance correction: used, tried and left out, or not tried (goods only).
+    row["head"] = DASH if not head else ("used" if head.get("used") else "not used")
     row["estimated"] = {k: v for k, v in op.items() if k.startswith("estimated_")} if isinstance(op, dict) else {}
     try:
         # /usr/bin/time -o writes "Command exited with non-zero status" first on failure.
@@ -138,7 +142,7 @@ def collect(root):
 def table(rows):
     est_keys = sorted({k for r in rows for k in r["estimated"]})
     show_args = any(r["args"] for r in rows)
-    head = ["set", "defects", "image AUROC", "pixel AUROC", "escape", "overkill",
+    head = ["set", "defects", "recipe", "head", "image AUROC", "pixel AUROC", "escape", "overkill",
             "escape @ ≤1% overkill", "overkill @ ≤1% escape", "teach s", "ms / image"]
     # teach's own estimates ([teach.operating_point] estimated_*), as "est. escape synthetic" etc.
     head += ["est. " + k[len("estimated_"):].replace("_", " ") for k in est_keys]
@@ -150,7 +154,8 @@ def table(rows):
         pipe = rep.get("pipeline", {})
         t, mark = time_per_image(rep)
         fallback |= mark == "†"
-        cells = [r["set"], str(r["defects"]), num(rep.get("image_auroc")), num(rep.get("pixel_auroc")),
+        cells = [r["set"], str(r["defects"]), r["recipe"], r["head"], num(rep.get("image_auroc")),
+                 num(rep.get("pixel_auroc")),
                  pct(pipe.get("escape_rate")), pct(pipe.get("overkill_rate")),
                  pct(r["esc_at_1"]), pct(r["ok_at_1"]),
                  num(r["teach_s"], 1), (num(t, 1) + mark) if t is not None else DASH]

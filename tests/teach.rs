@@ -244,6 +244,52 @@ fn same_seed_same_model_other_seed_other_model() {
     assert_ne!(a, sha("c", "6"), "another seed holds out other images and picks another bank");
 }
 
+/// An obviously defective part in the good folder (a good one with a large dark blot) is named,
+/// whichever side of the split it lands on; teaching goes on.
+#[test]
+fn outliers_among_the_goods_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    let (ok, out, err) = output(linesight().args(["synth", "--out"]).arg(&raw).args([
+        "--count",
+        "60",
+        "--seed",
+        "9",
+        "--defect-probability",
+        "0",
+        "--width",
+        "128",
+        "--height",
+        "128",
+    ]));
+    assert!(ok, "synth failed: {out}{err}");
+    let images = raw.join("images");
+    let first = std::fs::read_dir(&images).unwrap().next().unwrap().unwrap().path();
+    let mut blotted = image::open(&first).unwrap().to_luma8();
+    for y in 40..70 {
+        for x in 30..80 {
+            blotted.put_pixel(x, y, image::Luma([10]));
+        }
+    }
+    // Two seeds put it on either side of the split (checked below through the manifest).
+    let mut sides = Vec::new();
+    for seed in ["1", "3"] {
+        blotted.save(images.join("part_zz_blotted.png")).unwrap();
+        let package = dir.path().join(format!("m{seed}"));
+        let (ok, out, err) = teach_cmd(
+            &images,
+            &package,
+            &["--size", "128", "--input-mode", "resize", "--grid-stride", "16", "--seed", seed],
+        );
+        assert!(ok, "teach failed:\n{out}\n{err}");
+        let named: Vec<&str> = err.lines().filter(|l| l.contains("looks defective")).collect();
+        assert_eq!(named.len(), 1, "{err}");
+        assert!(named[0].contains("part_zz_blotted.png"), "{err}");
+        sides.push(named[0].contains("distance to the other good images"));
+    }
+    assert_eq!(sides, [true, false], "once among the teach images, once held out");
+}
+
 #[test]
 fn too_few_images_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -279,6 +279,8 @@ struct Trial {
     calibration: (pca::Pca, Vec<f32>, Option<Vec<f32>>),
     /// The teach split's patches (kept for the shipped bank when this recipe wins).
     patches: Vec<f32>,
+    /// Patch rows kept per tile.
+    keep: usize,
     scores: Scores,
     validation: f64,
     synthetic_auroc: f64,
@@ -360,9 +362,12 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         }
     }
     let search_s = started.elapsed().as_secs_f64();
-    let Trial { recipe, calibration, mut patches, mut scores, seconds_features, seconds_calibration, .. } =
+    let Trial { recipe, calibration, mut patches, keep, mut scores, seconds_features, seconds_calibration, .. } =
         best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
     let feeder = Feeder::new(opts, recipe);
+    warnings.extend(suspects(&holdout, &scores.goods, "scores"));
+    let per_image: Vec<usize> = teach_set.iter().map(|p| Ok(feeder.tile_count(p)? * keep)).collect::<Result<_>>()?;
+    warnings.extend(ctx.suspect_teach_images(&teach_set, &patches, &per_image, &calibration.0)?);
 
     // Mixed supervision: a distance correction learned from the labelled defects, used when it
     // beats the plain distance leave-one-defect-out. The held-out goods with even positions are
@@ -388,7 +393,6 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         Rule { sigmas: opts.threshold_sigmas, target_escape: opts.target_escape, max_overkill: opts.max_overkill };
     let point = operating_point::choose(&scores, &rule).ok_or_else(|| anyhow!("no held-out good image was scored"))?;
     let threshold = point.threshold;
-    warnings.extend(suspect_goods(&holdout, &scores.goods));
     if (1..operating_point::MIN_LABELLED).contains(&labelled.len()) {
         warnings.push(format!(
             "only {} usable labelled defect(s): they adjust the threshold but do not choose the recipe (give at least {})",
@@ -491,11 +495,11 @@ fn round_point(mut p: OperatingPointEstimate) -> OperatingPointEstimate {
     p
 }
 
-/// Held-out good images scoring far above the others (robust z > 6: median + 6 × 1.4826 × MAD,
-/// and above the largest score of the rest by a margin): likely defective parts in the good
-/// folder, named so that someone looks at them.
-fn suspect_goods(holdout: &[PathBuf], scores: &[f32]) -> Vec<String> {
-    if scores.len() < 8 {
+/// Images whose score is far above the others' (robust z > [`SUSPECT_Z`]: median +
+/// z × 1.4826 × MAD): likely defective parts in the good folder, named so that someone looks at
+/// them. `what` says which scores.
+fn suspects(paths: &[PathBuf], scores: &[f32], what: &str) -> Vec<String> {
+    if scores.len() < 8 || scores.len() != paths.len() {
         return Vec::new();
     }
     let mut sorted = scores.to_vec();
@@ -507,13 +511,13 @@ fn suspect_goods(holdout: &[PathBuf], scores: &[f32]) -> Vec<String> {
     if mad <= 0.0 {
         return Vec::new();
     }
-    holdout
+    paths
         .iter()
         .zip(scores)
-        .filter(|&(_, &s)| (s - median) / mad > 6.0)
+        .filter(|&(_, &s)| (s - median) / mad > SUSPECT_Z)
         .map(|(p, s)| {
             format!(
-                "{} looks defective (score {s:.4}, {:.0} robust deviations above the held-out goods' median): check it, \
+                "{} looks defective ({what} {s:.4}, {:.0} robust deviations above the good images' median): check it, \
                  and remove it from the good images if it is",
                 p.display(),
                 (s - median) / mad
@@ -521,6 +525,11 @@ fn suspect_goods(holdout: &[PathBuf], scores: &[f32]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Robust deviations above the median that make a good image suspect.
+const SUSPECT_Z: f32 = 6.0;
+/// Bank rows (a seeded sample of the other fold's patches) the teach images are checked against.
+const SUSPECT_BANK_ROWS: usize = 2048;
 
 /// What every step of a teach run needs.
 struct Ctx<'a> {
@@ -589,6 +598,7 @@ impl Ctx<'_> {
             recipe,
             calibration: (fitted, bank, scales),
             patches,
+            keep,
             scores,
             validation,
             synthetic_auroc: synthetic,
@@ -597,6 +607,52 @@ impl Ctx<'_> {
             seconds_features,
             seconds_calibration,
         })
+    }
+
+    /// Teach-split images unlike the others (see [`suspects`]): the split in two folds by
+    /// position, each image's patches (projected with the calibration PCA, `per_image` rows each,
+    /// in order) against a seeded sample of the other fold's; its score is the mean of its 3
+    /// largest nearest-neighbour distances. A coarse check, for obvious defects among the goods.
+    fn suspect_teach_images(
+        &self,
+        teach_set: &[PathBuf],
+        patches: &[f32],
+        per_image: &[usize],
+        fitted: &pca::Pca,
+    ) -> Result<Vec<String>> {
+        let z = fitted.project(patches)?;
+        let dims = fitted.dims;
+        let mut starts = Vec::with_capacity(per_image.len());
+        let mut at = 0;
+        for &n in per_image {
+            starts.push(at);
+            at += n;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x7375_7370);
+        let mut scores = vec![0.0f32; teach_set.len()];
+        for fold in 0..2 {
+            let other: Vec<usize> = (0..per_image.len())
+                .filter(|i| i % 2 != fold)
+                .flat_map(|i| starts[i]..starts[i] + per_image[i])
+                .collect();
+            if other.is_empty() {
+                return Ok(Vec::new());
+            }
+            let picked = rand::seq::index::sample(&mut rng, other.len(), SUSPECT_BANK_ROWS.min(other.len()));
+            let rows: Vec<f32> =
+                picked.iter().flat_map(|k| z[other[k] * dims..(other[k] + 1) * dims].iter().copied()).collect();
+            let bank = Bank::new(rows, dims)?;
+            for i in (0..per_image.len()).filter(|i| i % 2 == fold) {
+                let mut d = bank.nearest_distances_with_threads(
+                    &z[starts[i] * dims..(starts[i] + per_image[i]) * dims],
+                    self.opts.threads,
+                )?;
+                d.sort_by(|a, b| b.total_cmp(a));
+                d.truncate(3);
+                scores[i] = d.iter().sum::<f32>() / d.len().max(1) as f32;
+            }
+        }
+        Ok(suspects(teach_set, &scores, "distance to the other good images"))
     }
 
     /// Fit and judge the distance correction ([`super::head`]) on the calibration model's
