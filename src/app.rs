@@ -70,7 +70,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.threads = args.threads;
     opts.progress = std::io::stderr().is_terminal();
     let report = crate::teach::teach(&opts)?;
-    print!("{}", crate::teach::learn::summary(&report));
+    print!("{}", crate::teach::summary::summary(&report));
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

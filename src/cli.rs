@@ -88,8 +88,9 @@ pub struct TeachArgs {
     /// --max-overkill; overrides it and --target-escape).
     #[arg(long, value_name = "K")]
     pub threshold_sigmas: Option<f32>,
-    /// The threshold rejects at most this percentage of the held-out good images (scored by a
-    /// model taught without them); teach prints the confidence bound this gives.
+    /// Expected overkill: the threshold is the (100 − PCT)th percentile of the held-out good
+    /// images' scores (scored by a model taught without them); teach prints how many held-out
+    /// goods it rejects and the 95% confidence bound on the overkill.
     #[arg(long, value_name = "PCT", default_value_t = 1.0)]
     pub max_overkill: f64,
     /// The highest threshold that lets at most this percentage of the defects through: the

@@ -110,6 +110,8 @@ pub struct Report {
     pub threshold: Option<f64>,
     /// `--target-escape`, in percent.
     pub target_escape_pct: Option<f64>,
+    /// The model's own threshold (what the pipeline's verdicts use).
+    pub model_threshold: Option<f64>,
     pub escape_rate: Option<f64>,
     pub overkill_rate: Option<f64>,
     pub confusion: Confusion,
@@ -215,6 +217,7 @@ impl Report {
             operating_point: operating_point.into(),
             threshold,
             target_escape_pct,
+            model_threshold: ctx.configured_threshold.map(f64::from),
             escape_rate: confusion.escape_rate(),
             overkill_rate: confusion.overkill_rate(),
             confusion,
@@ -285,21 +288,29 @@ impl Report {
         }
         if let Some(e) = &self.teach_estimate {
             let labelled = e.estimated_escape_labelled.map_or_else(String::new, |v| {
-                format!(", {} of its {} labelled defects", pct(Some(v)), e.labelled_defects)
+                format!(", {} of its {} labelled defects (in-sample)", pct(Some(v)), e.labelled_defects)
             });
+            let synthetic = e.estimated_escape_synthetic.map_or_else(
+                || "no synthetic defects".to_string(),
+                |v| format!("{} of {} synthetic defects", pct(Some(v)), e.synthetic_defects),
+            );
             let _ = writeln!(
                 s,
-                "teach expected at the model's threshold {}: overkill {} (at most {} with 95% confidence; {} held-out goods), \
-                 escape {} of {} synthetic defects{labelled}; measured here: overkill {}, escape {}",
+                "teach expected at threshold {}: overkill {} (at most {} with 95% confidence; {} held-out goods), \
+                 escape {synthetic}{labelled}; measured here at the model's threshold: overkill {}, escape {}",
                 e.threshold,
                 pct(Some(e.estimated_overkill)),
                 pct(Some(e.estimated_overkill_upper95)),
                 e.holdout_goods,
-                pct(Some(e.estimated_escape_synthetic)),
-                e.synthetic_defects,
                 pct(self.pipeline.overkill_rate),
                 pct(self.pipeline.escape_rate),
             );
+            if let Some(t) = self.model_threshold.filter(|&t| t as f32 != e.threshold) {
+                let _ = writeln!(
+                    s,
+                    "  (the model's threshold is now {t}: it was edited after teaching, so the estimate is for another operating point)"
+                );
+            }
         }
         if self.pipeline.failsafe > 0 {
             let _ = writeln!(s, "fail-safe verdicts: {} (counted as rejected)", self.pipeline.failsafe);

@@ -419,8 +419,9 @@ pub struct OperatingPointEstimate {
     /// (Clopper–Pearson).
     pub estimated_overkill_upper95: f64,
     pub synthetic_defects: usize,
-    /// Fraction of the synthetic defects scoring below the threshold.
-    pub estimated_escape_synthetic: f64,
+    /// Fraction of the synthetic defects scoring below the threshold (none: none were painted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_escape_synthetic: Option<f64>,
     #[serde(default)]
     pub labelled_defects: usize,
     /// Fraction of the labelled defects below the threshold (in-sample when they chose it).
@@ -442,6 +443,9 @@ pub struct RecipeSearch {
     pub seconds: f64,
     #[serde(default)]
     pub candidates: Vec<RecipeTrial>,
+    /// Candidates not tried because they would not fit the time budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// One recipe teach tried.

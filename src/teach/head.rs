@@ -47,7 +47,7 @@ impl ImagePatches {
     }
 
     /// The `k` rows with the highest distance.
-    fn top(&self, k: usize) -> Vec<usize> {
+    pub(crate) fn top(&self, k: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.d.len()).collect();
         order.sort_by(|&a, &b| self.d[b].total_cmp(&self.d[a]));
         order.truncate(k);

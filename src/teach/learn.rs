@@ -39,31 +39,25 @@
 use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
 use super::defects;
+use super::feeder::{Feeder, decode, header_size};
 use super::head::{self, HeadChoice, ImagePatches};
 use super::knn::Bank;
 use super::onnx::{self, InputShape, Scoring};
 use super::operating_point::{self, Rule, Scores};
+use super::package::write_package;
 use super::pca;
 use super::recipe::{self, Fixed, Geometry, Recipe};
-use super::synthetic::{self, Image};
+use super::synthetic;
 use crate::config::InputMode;
-use crate::frame::{Frame, FrameMeta, PixelFormat};
-use crate::model::manifest::{
-    AnomalySpec, InputSpec, Layout, Manifest, Normalization, Provenance, TaskSpec, TeachInfo,
-};
-use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial};
-use crate::pool::BufferPool;
+use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial, TeachInfo};
 use crate::stages::infer::runtime;
-use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
-use crate::stages::tiling::TileGrid;
 use anyhow::{Context, Result, anyhow, bail};
 use ort::session::Session;
 use ort::value::TensorRef;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// Fewest images `teach` accepts: enough for a bank and a held-out set of [`MIN_HOLDOUT`].
 pub const MIN_IMAGES: usize = 8;
@@ -182,93 +176,6 @@ pub struct TeachReport {
     pub warnings: Vec<String>,
 }
 
-/// What `linesight teach` prints: the recipes tried, the model, the operating point and its
-/// expected cost, and the time taken.
-pub fn summary(report: &TeachReport) -> String {
-    use std::fmt::Write as _;
-    let i = &report.info;
-    let mut s = String::new();
-    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
-    if let Some(r) = &i.recipe {
-        let _ = writeln!(s, "recipes tried ({:.1} s), judged by the {}:", r.seconds, r.criterion);
-        for c in &r.candidates {
-            let labelled = c.labelled_auroc.map_or_else(String::new, |a| format!(", labelled {a:.4}"));
-            let mark = if c.recipe == r.chosen { "  <- chosen" } else { "" };
-            let _ = writeln!(
-                s,
-                "  {:<22} validation {:.4} (synthetic {:.4}{labelled}), {:.1} s{mark}",
-                c.recipe, c.validation, c.synthetic_auroc, c.seconds
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "taught {}: {} images ({} teach, {} held out{}), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance; {})",
-        report.out.display(),
-        i.images,
-        i.teach_images,
-        i.holdout_images,
-        if i.defect_images > 0 { format!(", {} labelled defects", i.defect_images) } else { String::new() },
-        i.patches,
-        i.bank_rows,
-        i.pca_dims,
-        100.0 * i.pca_explained,
-        match i.pca_whiten {
-            0.0 => "not whitened".to_string(),
-            1.0 => "whitened".to_string(),
-            p => format!("whitened to the power {p}"),
-        }
-    );
-    match &i.operating_point {
-        Some(op) => {
-            let _ = writeln!(s, "threshold {:.4}: {}", report.threshold, op.rule);
-            let labelled = op
-                .estimated_escape_labelled
-                .map_or_else(String::new, |e| format!(", {} of the {} labelled defects", pct(e), op.labelled_defects));
-            let _ = writeln!(
-                s,
-                "  held-out goods at or above it: {} of {} ({}; the overkill is at most {} with 95% confidence); escape: {} of {} synthetic defects{labelled}",
-                op.holdout_goods_rejected,
-                op.holdout_goods,
-                pct(op.estimated_overkill),
-                pct(op.estimated_overkill_upper95),
-                pct(op.estimated_escape_synthetic),
-                op.synthetic_defects,
-            );
-        }
-        None => {
-            let _ = writeln!(s, "threshold {:.4}", report.threshold);
-        }
-    }
-    if let Some(h) = &i.head {
-        let _ = writeln!(
-            s,
-            "distance correction learned from the {} labelled defects: {} (leave-one-defect-out AUROC {:.4} with it, {:.4} without)",
-            h.labelled_defects,
-            if h.used { "used" } else { "not used, it does not beat the plain distance" },
-            h.loo_auroc,
-            h.baseline_loo_auroc
-        );
-    }
-    let _ = writeln!(
-        s,
-        "  held-out good scores: mean {:.4}, std {:.4}, max {:.4}",
-        i.holdout_score_mean, i.holdout_score_std, i.holdout_score_max
-    );
-    let _ = writeln!(
-        s,
-        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, validation {:.1} s); peak memory {:.0} MiB",
-        i.seconds_total,
-        i.seconds_features,
-        i.seconds_pca,
-        i.seconds_coreset,
-        i.seconds_local_scale,
-        i.seconds_calibration,
-        i.peak_memory_mb
-    );
-    s
-}
-
 /// Synthetic defects painted on each held-out good image for validation.
 const SYNTHETIC_PER_GOOD: usize = 2;
 
@@ -325,18 +232,21 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let mut best: Option<Trial> = None;
     let mut trials: Vec<RecipeTrial> = Vec::new();
     let mut per_pixel_s = 0.0f64;
+    let mut skipped: Vec<String> = Vec::new();
     let mut queue: std::collections::VecDeque<Recipe> = candidates.into();
     let mut refined = false;
     while let Some(recipe) = queue.pop_front() {
         let pixels = recipe.pixels_per_image(geometry) as f64;
         if let Some(b) = &best {
+            // This candidate, then the final teach of whichever wins (on every image, not only the
+            // teach split) and the checks after it.
             let predicted = per_pixel_s * pixels;
-            let final_teach = b.seconds;
-            if started.elapsed().as_secs_f64() + predicted + final_teach > opts.time_budget_s {
-                warnings.push(format!(
-                    "recipe {} not tried: it would take about {predicted:.0} s, past the --time-budget of {:.0} s",
-                    recipe.describe(),
-                    opts.time_budget_s
+            let final_teach = predicted.max(b.seconds) * files.len() as f64 / teach_set.len().max(1) as f64;
+            let total = started.elapsed().as_secs_f64() + predicted + final_teach;
+            if total > opts.time_budget_s {
+                skipped.push(format!(
+                    "{} (about {predicted:.0} s; the teach would end near {total:.0} s)",
+                    recipe.describe()
                 ));
                 continue;
             }
@@ -362,9 +272,16 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         }
     }
     let search_s = started.elapsed().as_secs_f64();
+    if !skipped.is_empty() {
+        warnings.push(format!(
+            "not tried within the --time-budget of {:.0} s: {}",
+            opts.time_budget_s,
+            skipped.join(", ")
+        ));
+    }
     let Trial { recipe, calibration, mut patches, keep, mut scores, seconds_features, seconds_calibration, .. } =
         best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
-    let feeder = Feeder::new(opts, recipe);
+    let feeder = Feeder::new(recipe, opts.tile_overlap_px);
     warnings.extend(suspects(&holdout, &scores.goods, "scores"));
     let per_image: Vec<usize> = teach_set.iter().map(|p| Ok(feeder.tile_count(p)? * keep)).collect::<Result<_>>()?;
     warnings.extend(ctx.suspect_teach_images(&teach_set, &patches, &per_image, &calibration.0)?);
@@ -374,25 +291,54 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // its negatives, so only the others calibrate the threshold from then on.
     let mut head_info = None;
     let mut correction = None;
-    if opts.head && labelled.len() >= operating_point::MIN_LABELLED {
-        let choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
-        tracing::info!(?choice.lambda, choice.loo_auroc, choice.baseline_loo_auroc, used = choice.correction.is_some(), "teach head");
+    let judges = holdout.len() / 2;
+    if opts.head && labelled.len() >= operating_point::MIN_LABELLED && judges < HEAD_MIN_JUDGES {
+        warnings.push(format!(
+            "no distance correction learned from the labelled defects: it needs {} held-out good images, {} were held \
+             out (more good images, or a larger --holdout)",
+            2 * HEAD_MIN_JUDGES,
+            holdout.len()
+        ));
+    } else if opts.head && labelled.len() >= operating_point::MIN_LABELLED {
+        let mut choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
         if let Some(c) = &choice.correction {
             let (fitted, bank, scales) = &calibration;
             let model = ctx.scoring_model(fitted, bank, scales, recipe, Some(c))?;
             let mut scorer = session_from_bytes(&model, threads).context("loading the calibration model")?;
-            scores = score_validation(&mut scorer, &feeder, &validation, opts.progress)?;
-            scores.goods = scores.goods.iter().skip(1).step_by(2).copied().collect();
+            let mut with = score_validation(&mut scorer, &feeder, &validation, opts.progress)?;
+            with.goods = odd_positions(&with.goods);
+            // The graph's own image score (top of the blurred map) must agree with the
+            // leave-one-out's stand-in (the worst patch): on goods the head never saw, the
+            // synthetic defects must not rank worse with it.
+            let without = Scores { goods: odd_positions(&scores.goods), ..scores.clone() };
+            let (a_with, a_without) = (with.aurocs().0.unwrap_or(0.5), without.aurocs().0.unwrap_or(0.5));
+            if a_with + HEAD_SYNTHETIC_SLACK < a_without {
+                warnings.push(format!(
+                    "the distance correction learned from the labelled defects is not used: it ranks the synthetic \
+                     defects worse (AUROC {a_with:.4} against {a_without:.4})"
+                ));
+                choice.correction = None;
+            } else {
+                scores = with;
+            }
         }
+        tracing::info!(?choice.lambda, choice.loo_auroc, choice.baseline_loo_auroc, used = choice.correction.is_some(), "teach head");
         head_info = Some(head_record(&choice, labelled.len()));
         correction = choice.correction;
     }
+    // A correction was learned on the calibration PCA's whitened features: the shipped bank
+    // must be searched in that same basis (a PCA refitted on every image may order, sign and
+    // scale its components differently).
+    let basis = correction.as_ref().map(|_| calibration.0.clone());
     drop(calibration);
 
     let rule =
         Rule { sigmas: opts.threshold_sigmas, target_escape: opts.target_escape, max_overkill: opts.max_overkill };
     let point = operating_point::choose(&scores, &rule).ok_or_else(|| anyhow!("no held-out good image was scored"))?;
     let threshold = point.threshold;
+    if opts.target_escape.is_some() && labelled.len() < operating_point::MIN_LABELLED && scores.synthetic.is_empty() {
+        warnings.push("--target-escape: no defects to measure it on; the threshold follows --max-overkill".into());
+    }
     if (1..operating_point::MIN_LABELLED).contains(&labelled.len()) {
         warnings.push(format!(
             "only {} usable labelled defect(s): they adjust the threshold but do not choose the recipe (give at least {})",
@@ -411,7 +357,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
     let dim = backbone.feature_dim();
     let rows = patches.len() / dim;
-    let (fitted, bank, scales, times) = ctx.bank_of(&patches, recipe.grid, "bank")?;
+    let (fitted, bank, scales, times) = ctx.bank_of(&patches, recipe.grid, basis.as_ref(), "bank")?;
     drop(patches);
     let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref())?;
     let bank_rows = bank.len() / fitted.dims;
@@ -463,6 +409,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             criterion: criterion(labelled.len()),
             seconds: round1(search_s),
             candidates: trials,
+            skipped,
         }),
         head: head_info,
     };
@@ -490,7 +437,7 @@ fn criterion(labelled: usize) -> String {
 fn round_point(mut p: OperatingPointEstimate) -> OperatingPointEstimate {
     p.estimated_overkill = round4(p.estimated_overkill);
     p.estimated_overkill_upper95 = round4(p.estimated_overkill_upper95);
-    p.estimated_escape_synthetic = round4(p.estimated_escape_synthetic);
+    p.estimated_escape_synthetic = p.estimated_escape_synthetic.map(round4);
     p.estimated_escape_labelled = p.estimated_escape_labelled.map(round4);
     p
 }
@@ -574,14 +521,14 @@ impl Ctx<'_> {
     /// Teach `recipe` from the teach split and score the validation set with it.
     fn try_recipe(&self, recipe: Recipe, files: &[PathBuf], teach_set: &[PathBuf], v: &Validation) -> Result<Trial> {
         let t0 = Instant::now();
-        let feeder = Feeder::new(self.opts, recipe);
+        let feeder = Feeder::new(recipe, self.opts.tile_overlap_px);
         let keep = self.keep_per_tile(&feeder, files)?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x7465_6163_6800);
         let mut patches = Vec::new();
         self.features(&feeder, teach_set, keep, &mut rng, &mut patches)?;
         let seconds_features = t0.elapsed().as_secs_f64();
         let (fitted, bank, scales, _) =
-            self.bank_of(&patches, recipe.grid, &format!("{}: calibration bank", recipe.describe()))?;
+            self.bank_of(&patches, recipe.grid, None, &format!("{}: calibration bank", recipe.describe()))?;
         let t1 = Instant::now();
         let model = self.scoring_model(&fitted, &bank, &scales, recipe, None)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
@@ -622,6 +569,9 @@ impl Ctx<'_> {
     ) -> Result<Vec<String>> {
         let z = fitted.project(patches)?;
         let dims = fitted.dims;
+        if per_image.iter().sum::<usize>() * dims != z.len() {
+            bail!("the teach images' patch rows do not add up: an image changed while teaching");
+        }
         let mut starts = Vec::with_capacity(per_image.len());
         let mut at = 0;
         for &n in per_image {
@@ -704,10 +654,18 @@ impl Ctx<'_> {
             }
         };
         let d = bank.nearest_scaled_distances(&z, scales, self.opts.threads)?;
+        let counts: Vec<usize> =
+            paths.iter().map(|p| Ok(feeder.tile_count(p)? * feeder.cells())).collect::<Result<_>>()?;
+        if counts.iter().sum::<usize>() != d.len() {
+            bail!(
+                "{} patch rows for images whose headers promise {}: an image changed while teaching",
+                d.len(),
+                counts.iter().sum::<usize>()
+            );
+        }
         let mut out = Vec::with_capacity(paths.len());
         let mut at = 0;
-        for path in paths {
-            let n = feeder.tile_count(path)? * feeder.cells();
+        for n in counts {
             out.push(ImagePatches { z: z[at * dims..(at + n) * dims].to_vec(), d: d[at..at + n].to_vec() });
             at += n;
         }
@@ -751,10 +709,11 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// PCA, coreset and local scales of `rows`.
-    fn bank_of(&self, rows: &[f32], grid: usize, what: &str) -> Result<LearnedBank> {
+    /// PCA (fitted here, or `basis`), coreset and local scales of `rows`.
+    fn bank_of(&self, rows: &[f32], grid: usize, basis: Option<&pca::Pca>, what: &str) -> Result<LearnedBank> {
         let dim = self.backbone.feature_dim();
-        let ((fitted, bank), pca_s, coreset_s) = learn_bank(rows, dim, self.opts, self.max_bank_rows(grid), what)?;
+        let ((fitted, bank), pca_s, coreset_s) =
+            learn_bank(rows, dim, self.opts, self.max_bank_rows(grid), basis, what)?;
         let t = Instant::now();
         let scales = match self.opts.local_scale_k {
             0 => None,
@@ -789,14 +748,26 @@ impl Ctx<'_> {
 
 /// Negative patches per held-out good image for the head's fit.
 const HEAD_GOOD_PATCHES: usize = 32;
+/// Held-out goods (those at odd positions) the head needs to be judged and to set the threshold.
+const HEAD_MIN_JUDGES: usize = 10;
+/// How much lower the synthetic defects' AUROC may be with the head before it is dropped.
+const HEAD_SYNTHETIC_SLACK: f64 = 0.01;
 
-/// At most `keep` seeded patches of an image.
+/// The values at odd positions: the held-out goods the head was not fitted on.
+fn odd_positions(v: &[f32]) -> Vec<f32> {
+    v.iter().skip(1).step_by(2).copied().collect()
+}
+
+/// At most `keep` seeded patches of an image, plus its [`head::TOP_PATCHES`] most anomalous ones
+/// (the head's hard negatives).
 fn sample_patches(img: ImagePatches, keep: usize, dims: usize, rng: &mut ChaCha8Rng) -> ImagePatches {
-    if img.d.len() <= keep {
+    if img.d.len() <= keep + head::TOP_PATCHES {
         return img;
     }
     let mut rows = rand::seq::index::sample(rng, img.d.len(), keep).into_vec();
+    rows.extend(img.top(head::TOP_PATCHES));
     rows.sort_unstable();
+    rows.dedup();
     ImagePatches {
         z: rows.iter().flat_map(|&r| img.z[r * dims..(r + 1) * dims].iter().copied()).collect(),
         d: rows.iter().map(|&r| img.d[r]).collect(),
@@ -853,18 +824,6 @@ fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progr
     Ok(scores)
 }
 
-/// Width and height from the file's header.
-fn header_size(path: &Path) -> Result<(u32, u32)> {
-    image::image_dimensions(path)
-        .with_context(|| format!("{}: cannot read the image header; remove or replace it", path.display()))
-}
-
-fn decode(path: &Path) -> Result<Image, String> {
-    let mut pixels = Vec::new();
-    let (width, height, format) = crate::sources::folder::decode_into(path, &mut pixels)?;
-    Ok(Image { pixels, width, height, format })
-}
-
 /// Local scales with a floor of 1/1000 of their mean (1 when all are 0): a bank row whose nearest
 /// rows coincide with it (a teach set with fewer distinct patches than bank rows, e.g. flat
 /// synthetic parts) would otherwise divide its patches' distances by 0.
@@ -890,11 +849,18 @@ fn learn_bank(
     dim: usize,
     opts: &TeachOptions,
     max_bank_rows: usize,
+    basis: Option<&pca::Pca>,
     what: &str,
 ) -> Result<((pca::Pca, Vec<f32>), f64, f64)> {
     let t1 = Instant::now();
-    let mut fitted = pca::fit(rows, dim, opts.pca_dims, PCA_SAMPLE_ROWS, opts.seed)?;
-    fitted.whiten(opts.whiten);
+    let fitted = match basis {
+        Some(b) => b.clone(),
+        None => {
+            let mut fitted = pca::fit(rows, dim, opts.pca_dims, PCA_SAMPLE_ROWS, opts.seed)?;
+            fitted.whiten(opts.whiten);
+            fitted
+        }
+    };
     let projected = fitted.project(rows)?;
     let pca_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
@@ -1033,106 +999,6 @@ fn split(files: &[PathBuf], holdout_fraction: f64, seed: u64) -> (Vec<PathBuf>, 
     (teach, holdout)
 }
 
-impl InputShape {
-    fn item_len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-}
-
-/// Turns images into model input tensors exactly as the runtime's preprocessing does.
-struct Feeder {
-    mode: InputMode,
-    shape: InputShape,
-    overlap: u32,
-    grid: usize,
-    norm: Normalizer,
-}
-
-impl Feeder {
-    fn new(opts: &TeachOptions, recipe: Recipe) -> Self {
-        let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
-        Self {
-            mode: recipe.mode,
-            shape,
-            overlap: opts.tile_overlap_px,
-            grid: recipe.grid,
-            norm: Normalizer::new(&input_spec(shape)),
-        }
-    }
-
-    /// Patch rows per tile.
-    fn cells(&self) -> usize {
-        (self.shape.height / self.grid) * (self.shape.width / self.grid)
-    }
-
-    /// Tiles the runtime will cut from this image (1 when squashing). Reads only the header.
-    fn tile_count(&self, path: &Path) -> Result<usize> {
-        if self.mode == InputMode::Resize {
-            return Ok(1);
-        }
-        let (w, h) = header_size(path)?;
-        let mut grid = TileGrid::default();
-        grid.plan(w, h, self.shape.width as u32, self.shape.height as u32, self.overlap);
-        Ok(grid.len())
-    }
-
-    /// Append the image file's tensors (one per tile) to `out`.
-    fn tensors(&self, path: &Path, out: &mut Vec<f32>) -> Result<(), String> {
-        self.image_tensors(&decode(path)?, out);
-        Ok(())
-    }
-
-    /// Append a decoded image's tensors (one per tile) to `out`.
-    fn image_tensors(&self, image: &Image, out: &mut Vec<f32>) {
-        let frame = frame_of(&image.pixels, image.width, image.height, image.format);
-        let (tw, th) = (self.shape.width as u32, self.shape.height as u32);
-        let item = self.shape.item_len();
-        match self.mode {
-            InputMode::Resize => {
-                let start = out.len();
-                out.resize(start + item, 0.0);
-                resize_to_tensor(&frame, tw, th, &self.norm, &mut out[start..]);
-            }
-            InputMode::Tile => {
-                let mut grid = TileGrid::default();
-                grid.plan(image.width, image.height, tw, th, self.overlap);
-                for i in 0..grid.len() {
-                    let (x0, y0) = grid.origin(i);
-                    let start = out.len();
-                    out.resize(start + item, 0.0);
-                    tile_to_tensor(&frame, x0, y0, tw, th, &self.norm, &mut out[start..]);
-                }
-            }
-        }
-    }
-}
-
-fn frame_of(pixels: &[u8], width: u32, height: u32, format: PixelFormat) -> Frame {
-    let pool = BufferPool::<u8>::new(1);
-    let mut buf = pool.take(pixels.len());
-    buf.copy_from_slice(pixels);
-    let meta =
-        FrameMeta { camera: 0, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
-    Frame { meta, format, width, height, pixels: buf }
-}
-
-/// The taught model's input: RGB in [0, 1] (the backbone applies the ImageNet normalisation);
-/// gray frames are repeated on the three channels by the runtime's preprocessing.
-fn input_spec(shape: InputShape) -> InputSpec {
-    InputSpec {
-        name: onnx::INPUT.into(),
-        width: shape.width as u32,
-        height: shape.height as u32,
-        channels: shape.channels as u32,
-        layout: Layout::Nchw,
-        batch: 0,
-        normalization: Normalization { mean: vec![0.0], std: vec![1.0] },
-        mode: None,
-        min_width: None,
-        min_height: None,
-    }
-}
-
 pub fn session_from_bytes(model: &[u8], threads: usize) -> Result<Session> {
     let env = runtime::environment().map_err(|e| anyhow!(e))?;
     let ort_err = |e: &dyn std::fmt::Display| anyhow!("ONNX Runtime: {e}");
@@ -1259,72 +1125,6 @@ fn progress_spinner(show: bool, message: &str) -> indicatif::ProgressBar {
     spinner.set_message(message.to_string());
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     spinner
-}
-
-/// Write `model.onnx` + `model.toml` into a temporary sibling of `out`, then rename it into place
-/// (replacing an older package there, unless `keep_existing`).
-fn write_package(
-    out: &Path,
-    name: &str,
-    model: &[u8],
-    shape: InputShape,
-    threshold: f32,
-    info: &TeachInfo,
-    keep_existing: bool,
-) -> Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.teach-{}",
-        out.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned()),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let mut input = input_spec(shape);
-    input.mode = Some(info.input_mode);
-    let manifest = Manifest {
-        name: name.into(),
-        onnx_file: "model.onnx".into(),
-        sha256: hex::encode(Sha256::digest(model)),
-        input,
-        task: TaskSpec::Anomaly(AnomalySpec {
-            score_output: onnx::SCORE.into(),
-            map_output: onnx::MAP.into(),
-            threshold,
-            defect_class: "anomaly".into(),
-        }),
-        provenance: Provenance {
-            made_by: format!("linesight teach {}", env!("CARGO_PKG_VERSION")),
-            licence: "the backbone's (see its backbone.toml): Apache-2.0 for the shipped ones".into(),
-            notes: format!(
-                "PatchCore-style model taught from {} good images with backbone {}; threshold {threshold} from {} held-out good images",
-                info.teach_images, info.backbone, info.holdout_images
-            ),
-        },
-        teach: Some(info.clone()),
-    };
-    let text = toml::to_string_pretty(&manifest).context("serialising model.toml")?;
-    let header = "# A taught anomaly model, written by `linesight teach`: the backbone and the scoring step\n\
-                  # (memory bank baked in) as one ONNX graph. Teach again rather than editing by hand.\n";
-    std::fs::write(tmp.join("model.onnx"), model).context("writing model.onnx")?;
-    std::fs::write(tmp.join("model.toml"), format!("{header}{text}")).context("writing model.toml")?;
-    let taken = || out.join("model.toml").is_file();
-    if keep_existing && taken() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Ok(());
-    }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("cannot replace the old package {}", out.display()))?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        if keep_existing && taken() {
-            return Ok(());
-        }
-        return Err(e).with_context(|| format!("cannot move the package into {}", out.display()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

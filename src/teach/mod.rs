@@ -15,14 +15,17 @@
 pub mod backbone;
 pub mod coreset;
 pub mod defects;
+mod feeder;
 pub mod head;
 pub mod knn;
 pub mod learn;
 pub mod on_start;
 pub mod onnx;
 pub mod operating_point;
+mod package;
 pub mod pca;
 pub mod recipe;
+pub mod summary;
 pub mod synthetic;
 
 pub use learn::{TeachOptions, TeachReport, teach};

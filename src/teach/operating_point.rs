@@ -113,7 +113,7 @@ pub fn estimate(scores: &Scores, threshold: f32, rule: String) -> OperatingPoint
         estimated_overkill: rejected as f64 / n.max(1) as f64,
         estimated_overkill_upper95: clopper_pearson_upper(rejected, n, 0.95),
         synthetic_defects: scores.synthetic.len(),
-        estimated_escape_synthetic: below(&scores.synthetic),
+        estimated_escape_synthetic: (!scores.synthetic.is_empty()).then(|| below(&scores.synthetic)),
         labelled_defects: scores.labelled.len(),
         estimated_escape_labelled: (!scores.labelled.is_empty()).then(|| below(&scores.labelled)),
         caveat: "measured with the calibration model, taught without the held-out goods; the shipped model is \
@@ -138,7 +138,9 @@ pub fn threshold_for_overkill(goods: &[f32], fraction: f64) -> f32 {
     let lo = h.floor() as usize;
     let hi = (lo + 1).min(sorted.len() - 1);
     let t = f64::from(sorted[lo]) + (h - lo as f64) * (f64::from(sorted[hi]) - f64::from(sorted[lo]));
-    t as f32
+    // Just above: where the quantile falls on a score (or on tied scores), that good part is
+    // not rejected (n = 101 at 1% rejects one, not two; equal scores reject none).
+    next_up(t as f32)
 }
 
 /// One-sided upper confidence bound (level `confidence`) on a binomial proportion after `k`
@@ -214,6 +216,13 @@ mod tests {
         // Fewer goods than 1/fraction: between the two largest, not above the largest.
         let t = threshold_for_overkill(&[1.0, 2.0, 3.0, 10.0], 0.01);
         assert!(t > 3.0 && t < 10.0, "{t}");
+        // The quantile on a score, and ties: that score is not rejected.
+        let hundred_and_one: Vec<f32> = (0..101).map(|i| i as f32).collect();
+        let t = threshold_for_overkill(&hundred_and_one, 0.01);
+        assert_eq!(hundred_and_one.iter().filter(|&&s| s >= t).count(), 1);
+        let t = threshold_for_overkill(&[2.0; 30], 0.05);
+        assert!(t > 2.0);
+        assert!(threshold_for_overkill(&[5.0], 0.01) > 5.0);
     }
 
     #[test]
@@ -254,7 +263,7 @@ mod tests {
         let synthetic: Vec<f32> = (50..150).map(|i| i as f32).collect();
         let s = Scores { goods: goods.clone(), synthetic, labelled: vec![] };
         let op = choose(&s, &Rule { sigmas: None, target_escape: Some(0.1), max_overkill: 0.01 }).unwrap();
-        assert!((op.estimated_escape_synthetic - 0.1).abs() < 1e-9 && op.threshold == 60.0, "{op:?}");
+        assert!((op.estimated_escape_synthetic.unwrap() - 0.1).abs() < 1e-9 && op.threshold == 60.0, "{op:?}");
         let op = choose(&s, &Rule { sigmas: Some(0.0), target_escape: Some(0.1), max_overkill: 0.01 }).unwrap();
         assert!(op.threshold > 49.5 && op.threshold < 49.6);
         assert!(choose(&Scores::default(), &Rule { sigmas: None, target_escape: None, max_overkill: 0.01 }).is_none());

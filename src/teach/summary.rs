@@ -1,0 +1,92 @@
+//! What `linesight teach` prints when it is done.
+
+use super::learn::TeachReport;
+use std::fmt::Write as _;
+
+/// What `linesight teach` prints: the recipes tried, the model, the operating point and its
+/// expected cost, and the time taken.
+pub fn summary(report: &TeachReport) -> String {
+    let i = &report.info;
+    let mut s = String::new();
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    if let Some(r) = &i.recipe {
+        let _ = writeln!(s, "recipes tried ({:.1} s), judged by the {}:", r.seconds, r.criterion);
+        for c in &r.candidates {
+            let labelled = c.labelled_auroc.map_or_else(String::new, |a| format!(", labelled {a:.4}"));
+            let mark = if c.recipe == r.chosen { "  <- chosen" } else { "" };
+            let _ = writeln!(
+                s,
+                "  {:<22} validation {:.4} (synthetic {:.4}{labelled}), {:.1} s{mark}",
+                c.recipe, c.validation, c.synthetic_auroc, c.seconds
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "taught {}: {} images ({} teach, {} held out{}), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance; {})",
+        report.out.display(),
+        i.images,
+        i.teach_images,
+        i.holdout_images,
+        if i.defect_images > 0 { format!(", {} labelled defects", i.defect_images) } else { String::new() },
+        i.patches,
+        i.bank_rows,
+        i.pca_dims,
+        100.0 * i.pca_explained,
+        match i.pca_whiten {
+            0.0 => "not whitened".to_string(),
+            1.0 => "whitened".to_string(),
+            p => format!("whitened to the power {p}"),
+        }
+    );
+    match &i.operating_point {
+        Some(op) => {
+            let _ = writeln!(s, "threshold {:.4}: {}", report.threshold, op.rule);
+            let labelled = op
+                .estimated_escape_labelled
+                .map_or_else(String::new, |e| format!(", {} of the {} labelled defects", pct(e), op.labelled_defects));
+            let synthetic = op.estimated_escape_synthetic.map_or_else(
+                || "no synthetic defect could be painted".to_string(),
+                |e| format!("{} of {} synthetic defects", pct(e), op.synthetic_defects),
+            );
+            let _ = writeln!(
+                s,
+                "  held-out goods at or above it: {} of {} ({}; the overkill is at most {} with 95% confidence); escape: {synthetic}{labelled}",
+                op.holdout_goods_rejected,
+                op.holdout_goods,
+                pct(op.estimated_overkill),
+                pct(op.estimated_overkill_upper95),
+            );
+        }
+        None => {
+            let _ = writeln!(s, "threshold {:.4}", report.threshold);
+        }
+    }
+    if let Some(h) = &i.head {
+        let _ = writeln!(
+            s,
+            "distance correction learned from the {} labelled defects: {} (leave-one-defect-out AUROC {:.4} with it, {:.4} without)",
+            h.labelled_defects,
+            if h.used { "used" } else { "not used, it does not beat the plain distance" },
+            h.loo_auroc,
+            h.baseline_loo_auroc
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  held-out good scores: mean {:.4}, std {:.4}, max {:.4}",
+        i.holdout_score_mean, i.holdout_score_std, i.holdout_score_max
+    );
+    let _ = writeln!(
+        s,
+        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, validation {:.1} s); peak memory {:.0} MiB",
+        i.seconds_total,
+        i.seconds_features,
+        i.seconds_pca,
+        i.seconds_coreset,
+        i.seconds_local_scale,
+        i.seconds_calibration,
+        i.peak_memory_mb
+    );
+    s
+}
