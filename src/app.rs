@@ -63,7 +63,12 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.target_escape = args.target_escape.map(|p| p / 100.0);
     opts.defects = args.defects;
     opts.time_budget_s = args.time_budget;
-    opts.head = !args.no_head;
+    opts.head = match args.head.as_str() {
+        "auto" => crate::teach::head::HeadMode::Auto,
+        "off" => crate::teach::head::HeadMode::Off,
+        "always" => crate::teach::head::HeadMode::Always,
+        other => bail!("--head {other:?}: use `auto`, `off` or `always`"),
+    };
     opts.blur_sigma_px = args.blur_sigma;
     opts.top_fraction = args.top_fraction;
     opts.seed = args.seed;

@@ -102,11 +102,11 @@ pub struct TeachArgs {
     /// taught as good.
     #[arg(long, value_name = "DIR")]
     pub defects: Option<PathBuf>,
-    /// Do not try the distance correction learned from the labelled defects (mixed supervision;
-    /// by default it is tried with at least 3 of them and used when it beats the plain distance
-    /// leave-one-defect-out).
-    #[arg(long)]
-    pub no_head: bool,
+    /// The distance correction learned from the labelled defects (mixed supervision, with at
+    /// least 3 of them): `auto` uses it when it beats the plain distance leave-one-defect-out,
+    /// `off` never tries it, `always` uses it whatever the leave-one-out says (to measure it).
+    #[arg(long, value_name = "auto|off|always", default_value = "auto")]
+    pub head: String,
     /// Seconds the whole teach may take, recipe search included: candidate recipes that would
     /// not fit are skipped (and named).
     #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]

@@ -29,6 +29,17 @@ pub const MIN_GAIN: f64 = 0.03;
 /// Newton steps of the fit.
 const NEWTON_STEPS: usize = 25;
 
+/// Whether teach uses the correction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadMode {
+    /// When it beats the plain distance leave-one-defect-out by [`MIN_GAIN`].
+    Auto,
+    /// Never tried.
+    Off,
+    /// Used whatever the leave-one-out says (for measuring what it buys).
+    Always,
+}
+
 /// The patches of one image: whitened features (rows of `dims`) and distances.
 #[derive(Clone, Debug, Default)]
 pub struct ImagePatches {
@@ -72,6 +83,7 @@ pub fn choose(
     goods_eval: &[ImagePatches],
     defects: &[ImagePatches],
     dims: usize,
+    always: bool,
 ) -> HeadChoice {
     let baseline = loo_auroc(goods_eval, defects, dims, |_| Some(Vec::new()));
     let mut best = (f64::NEG_INFINITY, LAMBDAS[0]);
@@ -83,7 +95,7 @@ pub fn choose(
     }
     let (loo, lambda) = best;
     let all: Vec<&ImagePatches> = defects.iter().collect();
-    let correction = (loo >= baseline + MIN_GAIN)
+    let correction = (always || loo >= baseline + MIN_GAIN)
         .then(|| fit(goods_train, &all, dims, lambda))
         .flatten()
         .map(|c| c.iter().map(|&v| v as f32).collect());
@@ -204,7 +216,7 @@ mod tests {
         let goods_train: Vec<_> = (0..40).map(|_| image(&mut rng, false)).collect();
         let goods_eval: Vec<_> = (0..40).map(|_| image(&mut rng, false)).collect();
         let defects: Vec<_> = (0..10).map(|_| image(&mut rng, true)).collect();
-        let choice = choose(&goods_train, &goods_eval, &defects, 4);
+        let choice = choose(&goods_train, &goods_eval, &defects, 4, false);
         let c = choice.correction.as_ref().expect("the head helps here");
         assert!(choice.loo_auroc >= choice.baseline_loo_auroc + MIN_GAIN, "{choice:?}");
         // It points along the defect direction: z₀ gets the largest weight, and a positive one.
@@ -217,7 +229,7 @@ mod tests {
         let goods_train: Vec<_> = (0..40).map(|_| image(&mut rng, false)).collect();
         let goods_eval: Vec<_> = (0..40).map(|_| image(&mut rng, false)).collect();
         let look_good: Vec<_> = (0..20).map(|_| image(&mut rng, false)).collect();
-        let choice = choose(&goods_train, &goods_eval, &look_good, 4);
+        let choice = choose(&goods_train, &goods_eval, &look_good, 4, false);
         assert!(choice.correction.is_none(), "{choice:?}");
     }
 }

@@ -40,7 +40,7 @@ use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
 use super::defects;
 use super::feeder::{Feeder, decode, header_size};
-use super::head::{self, HeadChoice, ImagePatches};
+use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
 use super::onnx::{self, InputShape, Scoring};
 use super::operating_point::{self, Rule, Scores};
@@ -117,8 +117,8 @@ pub struct TeachOptions {
     /// Seconds the whole teach, recipe search included, should take at most: candidates that
     /// would not fit are skipped.
     pub time_budget_s: f64,
-    /// Try the learned distance correction ([`super::head`]) when labelled defects are given.
-    pub head: bool,
+    /// The learned distance correction ([`super::head`]) when labelled defects are given.
+    pub head: HeadMode,
     pub blur_sigma_px: f32,
     pub top_fraction: f32,
     pub max_patches: usize,
@@ -154,7 +154,7 @@ impl TeachOptions {
             target_escape: None,
             defects: None,
             time_budget_s: 600.0,
-            head: true,
+            head: HeadMode::Auto,
             blur_sigma_px: 16.0,
             top_fraction: 0.05,
             max_patches: 1_000_000,
@@ -292,14 +292,15 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let mut head_info = None;
     let mut correction = None;
     let judges = holdout.len() / 2;
-    if opts.head && labelled.len() >= operating_point::MIN_LABELLED && judges < HEAD_MIN_JUDGES {
+    let try_head = opts.head != HeadMode::Off && labelled.len() >= operating_point::MIN_LABELLED;
+    if try_head && judges < HEAD_MIN_JUDGES {
         warnings.push(format!(
             "no distance correction learned from the labelled defects: it needs {} held-out good images, {} were held \
              out (more good images, or a larger --holdout)",
             2 * HEAD_MIN_JUDGES,
             holdout.len()
         ));
-    } else if opts.head && labelled.len() >= operating_point::MIN_LABELLED {
+    } else if try_head {
         let mut choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
         if let Some(c) = &choice.correction {
             let (fitted, bank, scales) = &calibration;
@@ -312,7 +313,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             // synthetic defects must not rank worse with it.
             let without = Scores { goods: odd_positions(&scores.goods), ..scores.clone() };
             let (a_with, a_without) = (with.aurocs().0.unwrap_or(0.5), without.aurocs().0.unwrap_or(0.5));
-            if a_with + HEAD_SYNTHETIC_SLACK < a_without {
+            if a_with + HEAD_SYNTHETIC_SLACK < a_without && opts.head == HeadMode::Auto {
                 warnings.push(format!(
                     "the distance correction learned from the labelled defects is not used: it ranks the synthetic \
                      defects worse (AUROC {a_with:.4} against {a_without:.4})"
@@ -627,7 +628,7 @@ impl Ctx<'_> {
                 eval.push(g);
             }
         }
-        Ok(head::choose(&train, &eval, &defects, calibration.0.dims))
+        Ok(head::choose(&train, &eval, &defects, calibration.0.dims, self.opts.head == HeadMode::Always))
     }
 
     /// Every patch of each image (all tiles) as the calibration model sees it: whitened features
