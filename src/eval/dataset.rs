@@ -12,9 +12,6 @@
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-/// Image file extensions read (as the folder source replays them).
-pub const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
-
 /// The class folder of good images.
 pub const GOOD: &str = "good";
 
@@ -61,12 +58,8 @@ impl Dataset {
         let mut items = Vec::new();
         for class in &classes {
             let dir = root.join(class);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .with_context(|| format!("dataset {}: cannot list it", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_image(p) && p.is_file())
-                .collect();
-            files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+            let files = crate::sources::folder::image_files(&dir)
+                .with_context(|| format!("dataset {}: cannot list it", dir.display()))?;
             for path in files {
                 let defective = class != GOOD;
                 let mask = match (&ground_truth, path.file_stem().and_then(|s| s.to_str())) {
@@ -98,12 +91,6 @@ impl Dataset {
     pub fn masks(&self) -> usize {
         self.items.iter().filter(|i| i.mask.is_some()).count()
     }
-}
-
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|ext| EXTENSIONS.iter().any(|known| ext.eq_ignore_ascii_case(known)))
 }
 
 #[cfg(test)]

@@ -66,17 +66,12 @@ impl FolderSource {
 impl Source for FolderSource {
     /// Lists the images of the directory and rewinds to the first one.
     fn open(&mut self) -> Result<(), SourceError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+        let files = image_files(&self.dir).map_err(|e| {
             SourceError::Disconnected(format!(
                 "image folder {}: cannot read it ({e}); check the folder path in the camera config",
                 self.dir.display()
             ))
         })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            // `is_file` follows symlinks, so a folder of links to an archive replays too.
-            .filter(|path| has_image_extension(path) && path.is_file())
-            .collect();
         if files.is_empty() {
             return Err(SourceError::Disconnected(format!(
                 "image folder {}: no images in it; put .png/.jpg/.jpeg/.bmp/.tif/.tiff files there \
@@ -84,7 +79,6 @@ impl Source for FolderSource {
                 self.dir.display()
             )));
         }
-        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         self.files = files;
         self.next = 0;
         Ok(())
@@ -127,6 +121,17 @@ impl Source for FolderSource {
     fn frame_size(&self) -> Option<(u32, u32)> {
         image::image_dimensions(self.files.first()?).ok()
     }
+}
+
+/// The image files (by extension) directly in `dir`, sorted by name. `is_file` follows
+/// symlinks, so a folder of links to an archive counts too.
+pub(crate) fn image_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| has_image_extension(path) && path.is_file())
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
 }
 
 pub(crate) fn has_image_extension(path: &Path) -> bool {

@@ -39,14 +39,9 @@ impl LabelledDefects {
 
 /// The defective images in `dir` and their masks, checked.
 pub fn load(dir: &Path) -> Result<LabelledDefects> {
-    let entries = std::fs::read_dir(dir).with_context(|| {
+    let files = crate::sources::folder::image_files(dir).with_context(|| {
         format!("cannot read the --defects folder {} (pass a folder of defective images)", dir.display())
     })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && crate::sources::folder::has_image_extension(p))
-        .collect();
-    files.sort();
     let mut found = LabelledDefects::default();
     for path in files {
         let mut pixels = Vec::new();

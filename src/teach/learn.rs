@@ -965,14 +965,9 @@ fn check_options(o: &TeachOptions) -> Result<()> {
 
 /// The image files directly in `dir`, sorted by name; at least [`MIN_IMAGES`].
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| {
+    let files = crate::sources::folder::image_files(dir).with_context(|| {
         format!("cannot read the teach folder {} (pass --images a folder of good images)", dir.display())
     })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && crate::sources::folder::has_image_extension(p))
-        .collect();
-    files.sort();
     if files.len() < MIN_IMAGES {
         bail!(
             "{} holds {} image(s) (png, jpg, bmp, tif); teach needs at least {MIN_IMAGES} good images — {} to teach from and \
