@@ -210,14 +210,14 @@ fn recipe_search_and_labelled_defects() {
     assert_eq!(report["pipeline"]["confusion"]["defective_passed"].as_u64(), Some(0), "{report:#}");
 }
 
-/// Ten good parts, squashed (fast): the minimum a quick teach needs.
-fn ten_good_parts(root: &Path) -> PathBuf {
+/// `count` good 128² parts of `seed` from `linesight synth`; returns their folder.
+fn good_parts(root: &Path, count: u32, seed: u64) -> PathBuf {
     let raw = root.join("raw");
     let (ok, out, err) = output(linesight().args(["synth", "--out"]).arg(&raw).args([
         "--count",
-        "10",
+        &count.to_string(),
         "--seed",
-        "3",
+        &seed.to_string(),
         "--defect-probability",
         "0",
         "--width",
@@ -227,6 +227,11 @@ fn ten_good_parts(root: &Path) -> PathBuf {
     ]));
     assert!(ok, "synth failed: {out}{err}");
     raw.join("images")
+}
+
+/// Ten good parts, squashed (fast): the minimum a quick teach needs.
+fn ten_good_parts(root: &Path) -> PathBuf {
+    good_parts(root, 10, 3)
 }
 
 #[test]
@@ -249,21 +254,7 @@ fn same_seed_same_model_other_seed_other_model() {
 #[test]
 fn outliers_among_the_goods_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    let (ok, out, err) = output(linesight().args(["synth", "--out"]).arg(&raw).args([
-        "--count",
-        "60",
-        "--seed",
-        "9",
-        "--defect-probability",
-        "0",
-        "--width",
-        "128",
-        "--height",
-        "128",
-    ]));
-    assert!(ok, "synth failed: {out}{err}");
-    let images = raw.join("images");
+    let images = good_parts(dir.path(), 60, 9);
     let first = std::fs::read_dir(&images).unwrap().next().unwrap().unwrap().path();
     let mut blotted = image::open(&first).unwrap().to_luma8();
     for y in 40..70 {
