@@ -125,8 +125,9 @@ pub fn threshold_for_escape(defective: &[f32], target: f64) -> Option<f32> {
     Some(sorted[allowed])
 }
 
-/// The smallest f32 above `x` (for finite `x`).
-fn next_up(x: f32) -> f32 {
+/// The smallest f32 above `x` (for finite `x`): a threshold just above a score, so that a part
+/// scoring exactly that is not rejected ("score ≥ threshold").
+pub fn next_up(x: f32) -> f32 {
     if x.is_nan() || x == f32::INFINITY {
         return x;
     }

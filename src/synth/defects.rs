@@ -263,7 +263,8 @@ fn coverage(distance: f32, half_width: f32) -> f32 {
     (half_width + 0.5 - distance).clamp(0.0, 1.0)
 }
 
-fn smoothstep(edge0: f32, edge1: f32, v: f32) -> f32 {
+/// Hermite step from 0 at `edge0` to 1 at `edge1` (either order): soft defect edges.
+pub(crate) fn smoothstep(edge0: f32, edge1: f32, v: f32) -> f32 {
     let t = ((v - edge0) / (edge1 - edge0)).clamp(0.0, 1.0);
     t * t * (3.0 - 2.0 * t)
 }

@@ -10,6 +10,7 @@ mod defects;
 mod texture;
 
 pub use dataset::{DatasetSummary, write_dataset};
+pub(crate) use defects::smoothstep;
 
 use arrayvec::ArrayVec;
 use rand::{RngExt, SeedableRng};

@@ -43,7 +43,7 @@ use super::feeder::{Feeder, decode, header_size};
 use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
 use super::onnx::{self, InputShape, Scoring};
-use super::operating_point::{self, Rule, Scores};
+use super::operating_point::{self, Rule, ScoreStats, Scores};
 use super::package::write_package;
 use super::pca;
 use super::recipe::{self, Fixed, Geometry, Recipe};
@@ -188,6 +188,8 @@ struct Trial {
     patches: Vec<f32>,
     /// Patch rows kept per tile.
     keep: usize,
+    /// Tiles of every image (teach split and held out).
+    tiles: usize,
     scores: Scores,
     validation: f64,
     synthetic_auroc: f64,
@@ -279,8 +281,9 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             skipped.join(", ")
         ));
     }
-    let Trial { recipe, calibration, mut patches, keep, mut scores, seconds_features, seconds_calibration, .. } =
-        best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
+    let Trial {
+        recipe, calibration, mut patches, keep, tiles, mut scores, seconds_features, seconds_calibration, ..
+    } = best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
     let feeder = Feeder::new(recipe, opts.tile_overlap_px);
     warnings.extend(suspects(&holdout, &scores.goods, "scores"));
     let per_image: Vec<usize> = teach_set.iter().map(|p| Ok(feeder.tile_count(p)? * keep)).collect::<Result<_>>()?;
@@ -353,7 +356,6 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // with the threshold above.
     let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
     let t_final = Instant::now();
-    let keep = ctx.keep_per_tile(&feeder, &files)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x686f_6c64);
     ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
     let dim = backbone.feature_dim();
@@ -363,8 +365,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref())?;
     let bank_rows = bank.len() / fitted.dims;
     let final_s = t_final.elapsed().as_secs_f64();
-    let stats = ScoreStats::of(&scores.goods.iter().map(|&s| f64::from(s)).collect::<Vec<_>>());
-    let tiles: usize = files.iter().map(|p| feeder.tile_count(p)).sum::<Result<usize>>()?;
+    let stats = ScoreStats::of(&scores.goods);
     let info = TeachInfo {
         backbone: backbone.name.clone(),
         backbone_sha256: backbone.sha256.clone(),
@@ -513,17 +514,18 @@ impl Ctx<'_> {
             .unwrap_or_else(|| budget_bank_rows(self.backbone.scoring_budget_macs_per_pixel, grid, self.opts.pca_dims))
     }
 
-    /// Rows kept per tile so that every image's tiles together stay within `max_patches`.
-    fn keep_per_tile(&self, feeder: &Feeder, files: &[PathBuf]) -> Result<usize> {
+    /// The tiles of every image, and the rows kept per tile so that together they stay within
+    /// `max_patches`.
+    fn tiles_and_keep(&self, feeder: &Feeder, files: &[PathBuf]) -> Result<(usize, usize)> {
         let total: usize = files.iter().map(|p| feeder.tile_count(p)).sum::<Result<usize>>()?;
-        Ok((self.opts.max_patches / total.max(1)).clamp(1, feeder.cells()))
+        Ok((total, (self.opts.max_patches / total.max(1)).clamp(1, feeder.cells())))
     }
 
     /// Teach `recipe` from the teach split and score the validation set with it.
     fn try_recipe(&self, recipe: Recipe, files: &[PathBuf], teach_set: &[PathBuf], v: &Validation) -> Result<Trial> {
         let t0 = Instant::now();
         let feeder = Feeder::new(recipe, self.opts.tile_overlap_px);
-        let keep = self.keep_per_tile(&feeder, files)?;
+        let (tiles, keep) = self.tiles_and_keep(&feeder, files)?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x7465_6163_6800);
         let mut patches = Vec::new();
         self.features(&feeder, teach_set, keep, &mut rng, &mut patches)?;
@@ -547,6 +549,7 @@ impl Ctx<'_> {
             calibration: (fitted, bank, scales),
             patches,
             keep,
+            tiles,
             scores,
             validation,
             synthetic_auroc: synthetic,
@@ -1061,23 +1064,6 @@ fn image_score(session: &mut Session, batch: &mut Vec<f32>, shape: InputShape) -
     Ok(score as f64)
 }
 
-/// Mean, standard deviation (n − 1) and maximum of the held-out scores.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ScoreStats {
-    pub mean: f64,
-    pub std: f64,
-    pub max: f64,
-}
-
-impl ScoreStats {
-    pub fn of(scores: &[f64]) -> Self {
-        let n = scores.len().max(1) as f64;
-        let mean = scores.iter().sum::<f64>() / n;
-        let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        Self { mean, std: var.sqrt(), max: scores.iter().copied().fold(f64::NEG_INFINITY, f64::max) }
-    }
-}
-
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -1143,12 +1129,5 @@ mod tests {
     fn local_scales_never_divide_by_zero() {
         assert_eq!(floor_scales(vec![0.0, 2.0, 4.0]), vec![0.002, 2.0, 4.0]);
         assert_eq!(floor_scales(vec![0.0, 0.0]), vec![1.0, 1.0]);
-    }
-
-    #[test]
-    fn score_stats_and_threshold_rounding() {
-        let s = ScoreStats::of(&[1.0, 2.0, 3.0]);
-        assert_eq!((s.mean, s.std, s.max), (2.0, 1.0, 3.0));
-        assert!(operating_point::next_up(3.0) > 3.0 && operating_point::next_up(3.0) - 3.0 < 1e-6);
     }
 }

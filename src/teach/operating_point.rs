@@ -16,7 +16,7 @@
 //!
 //! Every score here is ≥ the threshold → rejected, as at run time.
 
-use crate::eval::metrics::{auroc, threshold_for_escape};
+use crate::eval::metrics::{auroc, next_up, threshold_for_escape};
 use crate::model::manifest::OperatingPointEstimate;
 
 /// Fewest usable labelled defects that take part in choosing the recipe and the target-escape
@@ -63,8 +63,8 @@ pub fn choose(scores: &Scores, rule: &Rule) -> Option<OperatingPointEstimate> {
     let pct = |f: f64| format!("{}%", (f * 1000.0).round() / 10.0);
     let labelled = scores.labelled.len() >= MIN_LABELLED;
     let (threshold, rule_text) = if let Some(k) = rule.sigmas {
-        let (mean, std) = mean_std(goods);
-        (next_up((mean + f64::from(k) * std) as f32), format!("mean + {k} std of the held-out good scores"))
+        let stats = ScoreStats::of(goods);
+        (next_up((stats.mean + f64::from(k) * stats.std) as f32), format!("mean + {k} std of the held-out good scores"))
     } else if let Some(target) = rule.target_escape {
         let (defects, which) = if labelled { (&scores.labelled, "labelled") } else { (&scores.synthetic, "synthetic") };
         match threshold_for_escape(defects, target) {
@@ -179,23 +179,21 @@ fn binomial_cdf(k: usize, n: usize, p: f64) -> f64 {
     sum.min(1.0)
 }
 
-fn mean_std(v: &[f32]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
-    let var = v.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, var.sqrt())
+/// Mean, standard deviation (n − 1) and maximum of scores (the held-out goods').
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreStats {
+    pub mean: f64,
+    pub std: f64,
+    pub max: f64,
 }
 
-/// The smallest f32 above `x`: a score equal to the f32-rounded threshold must not count as
-/// rejected when the rule says "above".
-pub fn next_up(x: f32) -> f32 {
-    if !x.is_finite() {
-        return x;
+impl ScoreStats {
+    pub fn of(scores: &[f32]) -> Self {
+        let n = scores.len().max(1) as f64;
+        let mean = scores.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
+        let var = scores.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Self { mean, std: var.sqrt(), max: scores.iter().map(|&s| f64::from(s)).fold(f64::NEG_INFINITY, f64::max) }
     }
-    if x == 0.0 {
-        return f32::from_bits(1);
-    }
-    f32::from_bits(if x > 0.0 { x.to_bits() + 1 } else { x.to_bits() - 1 })
 }
 
 #[cfg(test)]
@@ -204,6 +202,13 @@ mod tests {
 
     fn goods_0_to_99() -> Vec<f32> {
         (0..100).map(|i| i as f32).collect()
+    }
+
+    #[test]
+    fn score_stats_and_threshold_rounding() {
+        let s = ScoreStats::of(&[1.0, 2.0, 3.0]);
+        assert_eq!((s.mean, s.std, s.max), (2.0, 1.0, 3.0));
+        assert!(next_up(3.0) > 3.0 && next_up(3.0) - 3.0 < 1e-6);
     }
 
     #[test]

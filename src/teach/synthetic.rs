@@ -10,7 +10,7 @@
 //! of mixed difficulty: a recipe is judged by how well it ranks the faint ones.
 
 use crate::frame::PixelFormat;
-use crate::synth::{DefectClass, draw_defect};
+use crate::synth::{DefectClass, draw_defect, smoothstep};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -175,11 +175,6 @@ impl ValueNoise {
         let bottom = at(ix, iy + 1.0) * (1.0 - tx) + at(ix + 1.0, iy + 1.0) * tx;
         top * (1.0 - ty) + bottom * ty
     }
-}
-
-fn smoothstep(edge0: f32, edge1: f32, v: f32) -> f32 {
-    let t = ((v - edge0) / (edge1 - edge0)).clamp(0.0, 1.0);
-    t * t * (3.0 - 2.0 * t)
 }
 
 #[cfg(test)]
