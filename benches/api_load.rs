@@ -245,17 +245,19 @@ fn station_config(db: &Path) -> String {
 /// A running station writing to the store at `db`, with the API listening on a free port.
 struct Running {
     stop: Arc<AtomicBool>,
-    station: std::thread::JoinHandle<Arc<linesight::topology::accounting::Accounting>>,
+    station: std::thread::JoinHandle<Arc<linesight::pipeline::accounting::Accounting>>,
     store: std::thread::JoinHandle<()>,
     api: ApiServer,
-    accounting: Arc<linesight::topology::accounting::Accounting>,
+    accounting: Arc<linesight::pipeline::accounting::Accounting>,
 }
 
 fn start(db: &Path, cache_ms: u64, registry: Option<&prometheus::Registry>) -> Running {
     let loaded = config::load_str(&station_config(db), "bench", repo()).unwrap();
     let store = Store::open(db, KEEP).unwrap_or_else(|e| panic!("{e}"));
-    let (tx, rx) = crossbeam_channel::bounded(linesight::topology::OUTPUT_QUEUE_DEPTH);
-    let station = Station::build(&loaded, RunOptions { store: Some(tx), ..Default::default() }).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(linesight::pipeline::messages::OUTPUT_QUEUE_DEPTH);
+    let station =
+        Station::build(&loaded, RunOptions { outputs: vec![linesight::sinks::store::port(tx)], ..Default::default() })
+            .unwrap();
     let accounting = station.accounting();
     let mut state = ApiState::new(db.to_path_buf(), Some(station.accounting()));
     state.stats_cache_ttl = Duration::from_millis(cache_ms);

@@ -16,6 +16,8 @@ use criterion::Criterion;
 use linesight::config::{self, RuleConfig};
 use linesight::frame::{Frame, FrameMeta, PixelFormat};
 use linesight::model::ModelPackage;
+use linesight::pipeline::RecordPort;
+use linesight::pipeline::messages::OUTPUT_QUEUE_DEPTH;
 use linesight::pool::BufferPool;
 use linesight::stages::decide::{Rules, decide};
 use linesight::stages::decode::{ComponentScratch, decode_segmentation};
@@ -24,7 +26,7 @@ use linesight::stages::preprocess::{Normalizer, tile_to_tensor};
 use linesight::stages::tiling::TileGrid;
 use linesight::synth::{Generator, Surface, SynthParams};
 use linesight::topology::stitch::{Region, paste_max};
-use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use linesight::topology::{RunOptions, Station};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -238,7 +240,7 @@ fn report() {
     )
     .unwrap();
     let sample = vec![
-        linesight::stages::decode::Defect {
+        linesight::pipeline::Defect {
             class: 0,
             x: 10.0,
             y: 10.0,
@@ -273,9 +275,11 @@ fn report() {
     let loaded = config::load_str(&station_config(fps_per_camera, 2), "bench", repo()).unwrap();
     let (tx, rx) = crossbeam_channel::bounded(OUTPUT_QUEUE_DEPTH * 4);
     let frames = (fps_per_camera * 20.0) as u64; // about 20 s
-    let station =
-        Station::build(&loaded, RunOptions { max_frames: Some(frames), outputs: vec![tx], ..Default::default() })
-            .unwrap();
+    let station = Station::build(
+        &loaded,
+        RunOptions { max_frames: Some(frames), outputs: vec![RecordPort::results(tx)], ..Default::default() },
+    )
+    .unwrap();
     let runner = std::thread::spawn(move || station.run());
     let mut lat: Vec<f64> = Vec::new();
     while !runner.is_finished() || !rx.is_empty() {

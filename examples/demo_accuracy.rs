@@ -10,7 +10,8 @@
 //! parts caught and of good parts rejected, per surface and per defect class.
 
 use linesight::config;
-use linesight::stages::decide::Verdict;
+use linesight::pipeline::RecordPort;
+use linesight::pipeline::Verdict;
 use linesight::synth::{DefectClass, Generator, SynthParams};
 use linesight::topology::{RunOptions, Station};
 
@@ -25,9 +26,11 @@ fn main() {
     let loaded = config::load_str(&text, "demo accuracy", project).unwrap_or_else(|e| panic!("{e}"));
     linesight::teach::ensure_taught(&loaded, false).unwrap_or_else(|e| panic!("{e:#}"));
     let (tx, rx) = crossbeam_channel::unbounded();
-    let station =
-        Station::build(&loaded, RunOptions { max_frames: Some(parts), outputs: vec![tx], ..Default::default() })
-            .unwrap_or_else(|e| panic!("{e}"));
+    let station = Station::build(
+        &loaded,
+        RunOptions { max_frames: Some(parts), outputs: vec![RecordPort::results(tx)], ..Default::default() },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     station.run();
     let records: Vec<_> = rx.try_iter().collect();
 

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod frame;
 pub mod http_server;
 pub mod model;
+pub mod pipeline;
 pub mod pool;
 pub mod sinks;
 pub mod sources;

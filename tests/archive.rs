@@ -9,10 +9,10 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use linesight::api::{ApiState, router};
 use linesight::config;
+use linesight::pipeline::accounting::Accounting;
 use linesight::sinks::archive::{self, Archive};
 use linesight::sinks::store::{Retention, Store, StoreContext};
 use linesight::telemetry::Telemetry;
-use linesight::topology::accounting::Accounting;
 use linesight::topology::{RunOptions, Station};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,8 +47,8 @@ fn run(frames: u64, ok_sample_rate: f64, max_bytes: u64, prepare: impl FnOnce(&P
     let telemetry = Arc::new(Telemetry::new());
     let options = RunOptions {
         max_frames: Some(frames),
-        store: Some(store_tx),
-        archive: Some((archive_tx, ok_sample_rate)),
+        // The archive first: it marks the records it took before the store sees them.
+        outputs: vec![archive::port(archive_tx, ok_sample_rate), linesight::sinks::store::port(store_tx)],
         telemetry: Some(Arc::clone(&telemetry)),
         ..Default::default()
     };

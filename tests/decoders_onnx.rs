@@ -6,9 +6,10 @@
 //! (put there by `scripts/setup.sh`).
 
 use linesight::model::manifest::{Activation, DetectionFormat};
+use linesight::pipeline::Defect;
 use linesight::stages::decode::{
-    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
-    decode_yolo, nms_class_aware,
+    ComponentScratch, apply_activation, decode_anomaly, decode_classification, decode_segmentation, decode_yolo,
+    nms_class_aware,
 };
 use ort::environment::Environment;
 use ort::session::Session;

@@ -12,9 +12,11 @@ mod common;
 
 use linesight::calibration::{Calibration, PlaneScale, ScaleSource};
 use linesight::config;
+use linesight::pipeline::RecordPort;
+use linesight::pipeline::messages::OUTPUT_QUEUE_DEPTH;
 use linesight::sinks::archive::Archive;
 use linesight::telemetry::Telemetry;
-use linesight::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use linesight::topology::{RunOptions, Station};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -99,8 +101,7 @@ fn the_frame_path_does_not_allocate_in_steady_state() {
     let (archive_tx, archive_rx) = crossbeam_channel::bounded(linesight::sinks::archive::QUEUE_DEPTH);
     let options = RunOptions {
         max_frames: Some(700),
-        outputs: vec![tx],
-        archive: Some((archive_tx, 0.01)),
+        outputs: vec![linesight::sinks::archive::port(archive_tx, 0.01), RecordPort::results(tx)],
         telemetry: Some(telemetry.clone()),
         ..Default::default()
     };

@@ -5,16 +5,20 @@ mod common;
 
 use common::*;
 use linesight::config;
-use linesight::stages::decide::{FailsafeCause, Verdict};
-use linesight::topology::messages::Inspection;
+use linesight::pipeline::RecordPort;
+use linesight::pipeline::messages::Inspection;
+use linesight::pipeline::{FailsafeCause, Verdict};
 use linesight::topology::{RunOptions, Station};
 
 /// Run a config to completion, returning the per-camera snapshots and every inspection record.
-fn run(text: &str, max_frames: Option<u64>) -> (Vec<linesight::topology::accounting::CameraSnapshot>, Vec<Inspection>) {
+fn run(text: &str, max_frames: Option<u64>) -> (Vec<linesight::pipeline::accounting::CameraSnapshot>, Vec<Inspection>) {
     let loaded = config::load_str(text, "test", common::repo()).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = crossbeam_channel::unbounded();
-    let station = Station::build(&loaded, RunOptions { max_frames, outputs: vec![tx], ..Default::default() })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let station = Station::build(
+        &loaded,
+        RunOptions { max_frames, outputs: vec![RecordPort::results(tx)], ..Default::default() },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let accounting = station.run();
     (accounting.snapshot(), rx.try_iter().collect())
 }

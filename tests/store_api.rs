@@ -12,11 +12,11 @@ use http_body_util::BodyExt;
 use linesight::api::{ApiState, router};
 use linesight::config;
 use linesight::frame::{FrameMeta, part_id};
+use linesight::pipeline::Defect;
+use linesight::pipeline::accounting::Accounting;
+use linesight::pipeline::messages::{Inspection, RecordedDefect};
+use linesight::pipeline::{FailsafeCause, Verdict};
 use linesight::sinks::store::{Retention, Store, StoreContext};
-use linesight::stages::decide::{FailsafeCause, Verdict};
-use linesight::stages::decode::Defect;
-use linesight::topology::accounting::Accounting;
-use linesight::topology::messages::{Inspection, RecordedDefect};
 use linesight::topology::{RunOptions, Station};
 use serde_json::Value;
 use std::path::Path;
@@ -61,6 +61,7 @@ fn inspection(camera: u16, at_ms: i64, verdict: Verdict, part: Option<&str>, def
         defects: list,
         defects_truncated: 0,
         image_score: f32::NAN,
+        threshold: f32::NAN,
         mm_per_px: None,
         infer_started: now,
         infer_ended: now,
@@ -102,7 +103,10 @@ fn seed(path: &Path) {
 
 fn app(path: &Path, token: Option<&str>) -> axum::Router {
     let mut state = ApiState::new(path.to_path_buf(), Some(Arc::new(Accounting::new(&["a".into()]))));
-    state.token = token.map(String::from);
+    state.tokens = linesight::api::auth::Tokens::from_config(
+        &linesight::config::ApiConfig { token: token.map(String::from), ..Default::default() },
+        None,
+    );
     state.utc_offset_minutes = Some(0);
     router(state)
 }
@@ -137,7 +141,8 @@ fn a_running_station_stores_every_decided_part() {
         let loaded = config::load_str(&text, "test", common::repo()).unwrap();
         let store = Store::open(&db, KEEP).unwrap_or_else(|e| panic!("{e}"));
         let (tx, rx) = crossbeam_channel::bounded(4096);
-        let options = RunOptions { max_frames: Some(30), store: Some(tx), ..Default::default() };
+        let options =
+            RunOptions { max_frames: Some(30), outputs: vec![linesight::sinks::store::port(tx)], ..Default::default() };
         let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
         let accounting = station.accounting();
         let writer = {
@@ -351,8 +356,13 @@ fn the_openapi_document_describes_the_real_responses() {
     let (status, doc) = get(&app, "/api/v1/openapi.json");
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 7);
+    assert_eq!(paths.len(), 10);
     for (path, item) in paths {
+        if item.get("get").is_none() {
+            // The review label, a POST (tests below write labels with the tokens it needs).
+            assert!(path.ends_with("/review"), "{path}");
+            continue;
+        }
         let uri = path.replace("{id}", "2").replace("{part_id}", "P1");
         if path.ends_with("/image") {
             // PNG, not JSON (tests/archive.rs serves real ones); without an archive: 404.
@@ -622,4 +632,193 @@ mod fuzz {
             }
         }
     }
+}
+
+/// A seeded set for the review loop: `n` parts of camera `a` with image scores around the
+/// threshold 1.0 (NG at or above it), every 10th OK part archived; returns each part's
+/// (inspection id, score, truly defective). Ids follow insertion order from 1.
+fn seed_scored(path: &Path, n: usize) -> Vec<(i64, f64, bool)> {
+    let mut state = 2026u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut parts = Vec::new();
+    let mut records = Vec::new();
+    for k in 0..n {
+        let defective = next() < 0.3;
+        // Defects score higher on the whole, with overlap (some escape, some good parts rejected).
+        let score = if defective { 0.7 + 0.8 * next() } else { 0.2 + 0.95 * next() };
+        let verdict = if score >= 1.0 { Verdict::Ng } else { Verdict::Ok };
+        let mut i = inspection(0, T0 + k as i64 * 1000, verdict, None, &[]);
+        i.image_score = score as f32;
+        i.threshold = 1.0;
+        i.archived = verdict == Verdict::Ok && k % 10 == 0;
+        parts.push((k as i64 + 1, f64::from(score as f32), defective));
+        records.push(i);
+    }
+    write(path, records);
+    parts
+}
+
+fn send(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    get_with(app, request.body(Body::from(body.to_string())).unwrap())
+}
+
+/// An app whose tokens are an operator's, a viewer's and the environment's admin token.
+fn review_app(path: &Path) -> (axum::Router, Arc<linesight::api::ApiMetrics>) {
+    use linesight::api::auth::sha256;
+    use linesight::config::{ApiConfig, ApiRole, ApiToken};
+    let tokens = vec![
+        ApiToken { name: "line-1 operator".into(), role: ApiRole::Operator, sha256: hex::encode(sha256("op-token-1")) },
+        ApiToken { name: "dashboard".into(), role: ApiRole::Viewer, sha256: hex::encode(sha256("viewer-token")) },
+    ];
+    let api = ApiConfig { tokens, ..Default::default() };
+    let mut state = ApiState::new(path.to_path_buf(), None);
+    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-from-env"));
+    let metrics = Arc::clone(&state.metrics);
+    (router(state), metrics)
+}
+
+#[test]
+fn writes_need_the_right_role_and_every_refusal_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    seed(&db);
+    let (app, metrics) = review_app(&db);
+    let label = r#"{"label": "good"}"#;
+    let uri = "/api/v1/inspections/2/review";
+    assert_eq!(send(&app, "POST", uri, None, label).0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&app, "POST", uri, Some("not-a-token"), label).0, StatusCode::UNAUTHORIZED);
+    let (status, body) = send(&app, "POST", uri, Some("viewer-token"), label);
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("operator"), "{body}");
+    // Reads stay open without `[api] token`; a viewer token reads too.
+    assert_eq!(get(&app, "/api/v1/inspections/2").0, StatusCode::OK);
+    // A write to a route that has no operator meaning needs admin (and does not exist: 405 after auth).
+    assert_eq!(send(&app, "POST", "/api/v1/stats", Some("op-token-1"), "{}").0, StatusCode::FORBIDDEN);
+    assert_eq!(metrics.refused_count("unauthenticated"), 2);
+    assert_eq!(metrics.refused_count("forbidden"), 2);
+    // Nothing refused was stored.
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reviews"), 0);
+    let (status, body) = send(&app, "POST", uri, Some("op-token-1"), label);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["review"]["reviewer"], "line-1 operator");
+    let (status, body) = send(&app, "POST", uri, Some("admin-from-env"), r#"{"label": "defect", "class": "dent"}"#);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["review"]["reviewer"], "LINESIGHT_API_TOKEN");
+    // Both labels are kept, oldest first; the inspection shows them.
+    let (_, shown) = get(&app, "/api/v1/inspections/2");
+    let labels: Vec<&str> = shown["reviews"].as_array().unwrap().iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["good", "defect"]);
+}
+
+#[test]
+fn bad_review_labels_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    seed(&db);
+    let (app, _) = review_app(&db);
+    let op = Some("op-token-1");
+    for (uri, body, status, says) in [
+        ("/api/v1/inspections/2/review", r#"{"label": "bad"}"#, StatusCode::BAD_REQUEST, "defect"),
+        ("/api/v1/inspections/2/review", r#"{"label": "good", "colour": 1}"#, StatusCode::BAD_REQUEST, "colour"),
+        ("/api/v1/inspections/2/review", "not json", StatusCode::BAD_REQUEST, "label"),
+        ("/api/v1/inspections/999/review", r#"{"label": "good"}"#, StatusCode::NOT_FOUND, "999"),
+        ("/api/v1/inspections/x/review", r#"{"label": "good"}"#, StatusCode::BAD_REQUEST, "id"),
+    ] {
+        let (got, answer) = send(&app, "POST", uri, op, body);
+        assert_eq!(got, status, "{uri} {body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{uri} {body}: {answer}");
+    }
+    let long = format!(r#"{{"label": "good", "note": "{}"}}"#, "x".repeat(1001));
+    assert_eq!(send(&app, "POST", "/api/v1/inspections/2/review", op, &long).0, StatusCode::BAD_REQUEST);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reviews"), 0);
+}
+
+#[test]
+fn review_labels_measure_the_operating_point_as_a_hand_count_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("op.db");
+    let parts = seed_scored(&db, 300);
+    let (app, _) = review_app(&db);
+    let op = Some("op-token-1");
+    // The queue: every NG and every archived OK, unreviewed, nearest the threshold first.
+    let (status, queue) = get(&app, &format!("/api/v1/review/queue?from={T0}&to={}&limit=1000", T0 + 400_000));
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let items = queue["items"].as_array().unwrap();
+    let expected = count(&db, "SELECT COUNT(*) FROM inspections WHERE verdict = 'NG' OR image_path IS NOT NULL");
+    assert_eq!(items.len() as i64, expected);
+    assert!(items.iter().all(|i| i["verdict"] == "NG" || i["has_image"] == true));
+    let margins: Vec<f64> = items.iter().map(|i| i["margin"].as_f64().unwrap().abs()).collect();
+    assert!(margins.windows(2).all(|w| w[0] <= w[1]), "nearest the threshold first: {margins:?}");
+
+    // Operators label what the queue shows, from the truth; one is corrected later (the last
+    // label counts) and one is unsure.
+    let queued: Vec<i64> = items.iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    for (n, id) in queued.iter().enumerate() {
+        let (_, score, defective) = parts[(*id - 1) as usize];
+        let _ = score;
+        let label = match n {
+            0 => "unsure",
+            1 => {
+                if defective {
+                    "good"
+                } else {
+                    "defect"
+                }
+            } // wrong first, corrected below
+            _ => {
+                if defective {
+                    "defect"
+                } else {
+                    "good"
+                }
+            }
+        };
+        let (status, body) =
+            send(&app, "POST", &format!("/api/v1/inspections/{id}/review"), op, &format!(r#"{{"label": "{label}"}}"#));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let corrected = queued[1];
+    let truth = if parts[(corrected - 1) as usize].2 { "defect" } else { "good" };
+    send(&app, "POST", &format!("/api/v1/inspections/{corrected}/review"), op, &format!(r#"{{"label": "{truth}"}}"#));
+    // Reviewed parts leave the queue.
+    let (_, after) = get(&app, &format!("/api/v1/review/queue?from={T0}&to={}", T0 + 400_000));
+    assert!(after["items"].as_array().unwrap().is_empty(), "{after}");
+
+    // The hand count over the labelled parts (all queued but the unsure one).
+    let labelled: Vec<(f64, bool)> =
+        queued[1..].iter().map(|id| (parts[(*id - 1) as usize].1, parts[(*id - 1) as usize].2)).collect();
+    let defects: Vec<f64> = labelled.iter().filter(|p| p.1).map(|p| p.0).collect();
+    let goods: Vec<f64> = labelled.iter().filter(|p| !p.1).map(|p| p.0).collect();
+    let escaped = defects.iter().filter(|s| **s < 1.0).count();
+    let rejected = goods.iter().filter(|s| **s >= 1.0).count();
+    assert!(escaped > 0 && rejected > 0 && goods.len() > rejected, "a set with both errors: {escaped} {rejected}");
+
+    let (status, point) = get(&app, "/api/v1/operating-point");
+    assert_eq!(status, StatusCode::OK, "{point}");
+    assert_eq!(point["defects"], defects.len());
+    assert_eq!(point["goods"], goods.len());
+    assert_eq!(point["unsure"], 1);
+    assert_eq!(point["current"]["threshold"], 1.0);
+    let rate = |v: &Value| v.as_f64().unwrap();
+    assert!((rate(&point["current"]["escape_rate"]) - escaped as f64 / defects.len() as f64).abs() < 1e-12);
+    assert!((rate(&point["current"]["overkill_rate"]) - rejected as f64 / goods.len() as f64).abs() < 1e-12);
+    let ci = point["current"]["escape_interval"].as_array().unwrap();
+    assert!(
+        rate(&ci[0]) <= rate(&point["current"]["escape_rate"])
+            && rate(&point["current"]["escape_rate"]) <= rate(&ci[1])
+    );
+    // The curve: escape rises and overkill falls as the threshold rises.
+    let points = point["points"].as_array().unwrap();
+    assert!(points.len() > 10);
+    assert!(points.windows(2).all(|w| rate(&w[0]["escape_rate"]) <= rate(&w[1]["escape_rate"])
+        && rate(&w[0]["overkill_rate"]) >= rate(&w[1]["overkill_rate"])));
+    assert_eq!(get(&app, "/api/v1/operating-point?model=nope").0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&app, "/api/v1/operating-point?model=m").1["defects"], defects.len());
 }

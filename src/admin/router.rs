@@ -40,8 +40,8 @@ async fn readyz(axum::extract::State(t): axum::extract::State<Arc<Telemetry>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::accounting::Accounting;
     use crate::telemetry::StationMetrics;
-    use crate::topology::accounting::Accounting;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;

@@ -64,7 +64,7 @@ fn counts(total: i64, ok: i64, ng: i64, failsafe: i64) -> Json {
     })
 }
 
-fn rfc3339(ms: i64) -> Json {
+pub(super) fn rfc3339(ms: i64) -> Json {
     chrono::DateTime::from_timestamp_millis(ms).map_or(Json::Null, |t| json!(t.to_rfc3339()))
 }
 
@@ -214,7 +214,7 @@ pub fn stats(conn: &Connection, f: &Filter, bucket: Bucket, utc_offset_ms: i64) 
 
 const COLUMNS: &str = "i.id, i.station, i.camera, i.seq, i.part_id, i.captured_ms, i.decided_ms, i.latency_ms, \
     i.verdict, i.failsafe_cause, i.image_score, i.width, i.height, i.mm_per_px, i.defects_truncated, m.name, m.sha256, \
-    m.rules_json";
+    m.rules_json, i.threshold";
 
 fn inspection(conn: &Connection, r: &Row, with_rules: bool) -> rusqlite::Result<Json> {
     let id: i64 = r.get(0)?;
@@ -230,7 +230,7 @@ fn inspection(conn: &Connection, r: &Row, with_rules: bool) -> rusqlite::Result<
         "decided_unix_ms": r.get::<_, i64>(6)?, "latency_ms": r.get::<_, f64>(7)?, "verdict": r.get::<_, String>(8)?,
         "failsafe_cause": r.get::<_, Option<String>>(9)?, "image_score": r.get::<_, Option<f64>>(10)?,
         "width": r.get::<_, i64>(11)?, "height": r.get::<_, i64>(12)?, "mm_per_px": r.get::<_, Option<f64>>(13)?,
-        "defects_truncated": r.get::<_, i64>(14)?, "model": model, "defects": defects(conn, id)?,
+        "defects_truncated": r.get::<_, i64>(14)?, "threshold": r.get::<_, Option<f64>>(18)?, "model": model, "defects": defects(conn, id)?,
     }))
 }
 
@@ -273,9 +273,12 @@ pub fn list(conn: &Connection, f: &Filter, limit: i64) -> Result<Json, ApiError>
 
 pub fn get(conn: &Connection, id: i64) -> Result<Json, ApiError> {
     let sql = format!("SELECT {COLUMNS} FROM inspections i JOIN models m ON m.id = i.model_id WHERE i.id = ?1");
-    conn.query_row(&sql, [id], |r| inspection(conn, r, true))
+    let mut found = conn
+        .query_row(&sql, [id], |r| inspection(conn, r, true))
         .optional()?
-        .ok_or_else(|| ApiError::NotFound(format!("no inspection with id {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no inspection with id {id}")))?;
+    found["reviews"] = Json::from(super::review::of_inspection(conn, id)?);
+    Ok(found)
 }
 
 /// Every inspection of one part, oldest first.

@@ -11,8 +11,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("missing or wrong bearer token: send Authorization: Bearer <[api] token>")]
+    #[error("missing or unknown bearer token: send Authorization: Bearer <a token of [api] or [[api.tokens]]>")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -29,6 +31,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "api request failed");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -38,6 +38,7 @@ pub struct ApiMetrics {
     requests: IntCounterVec,
     seconds: HistogramVec,
     stats_cache: IntCounterVec,
+    refused: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -60,12 +61,17 @@ impl ApiMetrics {
         for result in [names::API_CACHE_HIT, names::API_CACHE_SHARED, names::API_CACHE_MISS, names::API_CACHE_REFRESH] {
             stats_cache.with_label_values(&[result]);
         }
+        let refused = IntCounterVec::new(
+            Opts::new(names::API_REFUSED, names::API_REFUSED_HELP),
+            &[names::API_REFUSED_REASON, names::API_REFUSED_ROLE],
+        )?;
         if let Some(registry) = registry {
+            registry.register(Box::new(refused.clone()))?;
             registry.register(Box::new(requests.clone()))?;
             registry.register(Box::new(seconds.clone()))?;
             registry.register(Box::new(stats_cache.clone()))?;
         }
-        Ok(Self { requests, seconds, stats_cache })
+        Ok(Self { requests, seconds, stats_cache, refused })
     }
 
     pub(super) fn stats_answered(&self, outcome: CacheOutcome) {
@@ -73,6 +79,22 @@ impl ApiMetrics {
         if outcome == CacheOutcome::HitRefreshing {
             self.stats_cache.with_label_values(&[names::API_CACHE_REFRESH]).inc();
         }
+    }
+}
+
+impl ApiMetrics {
+    /// A request refused by the token check, with the role it needed.
+    pub(super) fn refused(&self, refusal: super::auth::Refusal, needed: super::auth::Role) {
+        let reason = match refusal {
+            super::auth::Refusal::Unauthenticated => "unauthenticated",
+            super::auth::Refusal::Forbidden { .. } => "forbidden",
+        };
+        self.refused.with_label_values(&[reason, needed.as_str()]).inc();
+    }
+
+    /// Requests refused so far for `reason` (`unauthenticated` or `forbidden`), any role.
+    pub fn refused_count(&self, reason: &str) -> u64 {
+        ["viewer", "operator", "admin"].iter().map(|r| self.refused.with_label_values(&[reason, r]).get()).sum()
     }
 }
 

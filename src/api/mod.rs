@@ -1,5 +1,7 @@
 //! The HTTP API of defect statistics and traceability (`/api/v1/...`), read from the result store
-//! over read-only SQLite connections, plus live camera state from the station's counters.
+//! over read-only SQLite connections, plus live camera state from the station's counters, and the
+//! review loop: operators' labels ([`review`]), written on a connection of their own, and the
+//! operating point they measure. Who may do what: [`auth`].
 //!
 //! Served like the admin listener: its own thread and tokio runtime, the socket bound before the
 //! thread starts (a taken port is an error at start), stopped gracefully after the pipeline has
@@ -10,12 +12,14 @@
 //! are saturated, the line wins and the API slows down. `stats` answers are cached briefly
 //! ([`cache`]), and requests are counted per route ([`metrics`]).
 
+pub mod auth;
 mod cache;
 mod db;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+mod review;
 pub mod router;
 
 pub use error::ApiError;

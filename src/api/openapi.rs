@@ -16,9 +16,87 @@ fn ok(schema: &str) -> Value {
 }
 
 pub fn document() -> Value {
+    let (mut doc, review) = (base(), review());
+    extend(&mut doc["paths"], &review["paths"]);
+    extend(&mut doc["components"]["schemas"], &review["schemas"]);
+    doc
+}
+
+/// Add `more`'s entries to the object `target`.
+fn extend(target: &mut Value, more: &Value) {
+    if let (Some(target), Some(more)) = (target.as_object_mut(), more.as_object()) {
+        target.extend(more.clone());
+    }
+}
+
+fn query_params() -> (Value, Value, Value) {
     let time = "unix milliseconds, or RFC 3339 (2024-05-01T06:00:00Z)";
-    let (from, to) = (param("from", "query", "string", time), param("to", "query", "string", time));
-    let camera = param("camera", "query", "string", "camera id");
+    (
+        param("from", "query", "string", time),
+        param("to", "query", "string", time),
+        param("camera", "query", "string", "camera id"),
+    )
+}
+
+/// The review loop's paths and schemas (their own `json!`: one is too deep for the macro).
+fn review() -> Value {
+    let (from, to, camera) = query_params();
+    json!({
+        "paths": {
+            "/api/v1/inspections/{id}/review": { "post": {
+                "summary": "Label an inspection for review (operator token): defect (rejected or missed), good (a false reject) or unsure",
+                "description": "Every label is kept with who (the token's name) and when; the latest per inspection counts. Body: {\"label\": \"defect\" | \"good\" | \"unsure\", \"class\"?: string, \"note\"?: string (≤ 1000 characters)}.",
+                "parameters": [param("id", "path", "integer", "inspection id")],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewReview" } } } },
+                "responses": {
+                    "201": { "description": "Stored", "content": { "application/json": { "schema": { "type": "object", "required": ["review"], "properties": { "review": { "$ref": "#/components/schemas/Review" } } } } } },
+                    "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+                    "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                } } },
+            "/api/v1/review/queue": { "get": {
+                "summary": "What to review next: unreviewed NG, fail-safe and archived OK inspections, nearest their threshold first",
+                "description": "Window [from, to): to defaults to now, from to 7 days before to. Inspections with an image score come first, by |score - threshold| / threshold; then the rest (fail-safe, models without an image score), newest first.",
+                "parameters": [from, to, camera, param("limit", "query", "integer", "1..=1000, default 100")],
+                "responses": ok("ReviewQueue") } },
+            "/api/v1/operating-point": { "get": {
+                "summary": "Escape and overkill measured on the reviewed inspections of one model, at its current threshold and across thresholds",
+                "description": "Latest label per inspection; defect = positive, good = negative; unsure and unscored (fail-safe) labels are counted apart. Escape: defects scoring below the threshold; overkill: goods at or above it. Intervals: two-sided 95% Clopper-Pearson. The labelled OK parts are the archive's sample, so rates weigh them as reviewed, not by how many OK parts they stand for.",
+                "parameters": [param("model", "query", "string", "model name or sha256 (prefix of 8+ digits); default: the newest inspection's")],
+                "responses": ok("OperatingPoint") } },
+        },
+        "schemas": {
+                "NewReview": { "type": "object", "required": ["label"], "properties": {
+                    "label": { "type": "string", "enum": ["defect", "good", "unsure"] },
+                    "class": { "type": "string" }, "note": { "type": "string" } } },
+                "Review": { "type": "object", "required": ["id", "label", "reviewer", "reviewed_unix_ms", "reviewed_at"], "properties": {
+                    "id": { "type": "integer" }, "label": { "type": "string" }, "class": { "type": ["string", "null"] },
+                    "note": { "type": ["string", "null"] }, "reviewer": { "type": "string", "description": "the token's name" },
+                    "reviewed_unix_ms": { "type": "integer" }, "reviewed_at": { "type": "string" } } },
+                "ReviewQueue": { "type": "object", "required": ["from_unix_ms", "to_unix_ms", "items"], "properties": {
+                    "from_unix_ms": { "type": "integer" }, "to_unix_ms": { "type": "integer" },
+                    "items": { "type": "array", "items": { "type": "object",
+                        "required": ["id", "camera", "verdict", "image_score", "threshold", "margin", "has_image"],
+                        "properties": { "id": { "type": "integer" }, "camera": { "type": "string" },
+                            "verdict": { "type": "string" }, "image_score": { "type": ["number", "null"] },
+                            "threshold": { "type": ["number", "null"] },
+                            "margin": { "type": ["number", "null"], "description": "(score - threshold) / threshold" },
+                            "has_image": { "type": "boolean" } } } } } },
+                "RatePoint": { "type": "object", "required": ["threshold", "escape_rate", "overkill_rate"], "properties": {
+                    "threshold": { "type": "number" }, "escape_rate": { "type": ["number", "null"] },
+                    "overkill_rate": { "type": ["number", "null"] } } },
+                "OperatingPoint": { "type": "object", "required": ["model", "current", "points", "defects", "goods"], "properties": {
+                    "model": { "type": "object", "required": ["name", "sha256"] },
+                    "current": { "description": "at the threshold of the model's newest inspection (null when it has none), with escape_interval and overkill_interval",
+                        "anyOf": [ { "$ref": "#/components/schemas/RatePoint" }, { "type": "null" } ] },
+                    "points": { "type": "array", "items": { "$ref": "#/components/schemas/RatePoint" } },
+                    "defects": { "type": "integer" }, "goods": { "type": "integer" },
+                    "unsure": { "type": "integer" }, "unscored": { "type": "integer" } } },
+        },
+    })
+}
+
+fn base() -> Value {
+    let (from, to, camera) = query_params();
     let counts = json!({
         "type": "object",
         "required": ["inspections", "ok", "ng", "failsafe", "yield", "ng_rate", "failsafe_rate"],
@@ -32,7 +110,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "linesight API", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Defect statistics and traceability from the result store. Query timestamps: unix ms or RFC 3339; response timestamps: unix ms (*_unix_ms) plus RFC 3339 UTC copies. Errors: {\"error\": message}. With [api] token set, send Authorization: Bearer <token>." },
+            "description": "Defect statistics and traceability from the result store. Query timestamps: unix ms or RFC 3339; response timestamps: unix ms (*_unix_ms) plus RFC 3339 UTC copies. Errors: {\"error\": message}. Tokens: Authorization: Bearer <token> (the header only; no cookie ever authorises). Reads are open unless [api] token is set (then any known token reads); review labels need an operator token, any other write an admin token ([[api.tokens]] hold each token's SHA-256 and role; LINESIGHT_API_TOKEN in the station's environment is an admin token). Refusals: 401 (no or unknown token), 403 (a weaker role), counted in linesight_api_refused_total." },
         "paths": {
             "/api/v1/stats": { "get": {
                 "summary": "Totals, yield, NG rate and defect Pareto, overall and per bucket",
@@ -69,7 +147,7 @@ pub fn document() -> Value {
             "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": ok("OpenApi") } },
         },
         "components": {
-            "responses": { "Error": { "description": "Bad query (400), no token (401) or unknown id (404)",
+            "responses": { "Error": { "description": "Bad query (400), no or unknown token (401), a token whose role may not (403), or unknown id (404)",
                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
             "schemas": {
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },

@@ -1,20 +1,22 @@
-//! The API's routes (all `GET`, JSON): [`router`] is tested with `oneshot`, without a server.
+//! The API's routes (JSON; reads are `GET`, the review labels `POST`): [`router`] is tested with
+//! `oneshot`, without a server. Who may call what: [`super::auth`].
 //!
 //! Timestamps in query parameters are unix milliseconds or RFC 3339; in responses they are unix
 //! milliseconds (`*_unix_ms`) plus an RFC 3339 copy in UTC for people (`captured_at`, `start`).
 
+use super::auth::{Caller, Refusal, Role, Tokens};
 use super::cache::{StatsCache, StatsKey};
 use super::db::{self, Filter};
 use super::error::ApiError;
 use super::metrics::{self, ApiMetrics, CacheOutcome};
 use super::params::{self, Bucket};
-use crate::topology::accounting::Accounting;
+use crate::pipeline::accounting::Accounting;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-/// Largest request body accepted (every route is a GET: bodies are not expected).
+/// Largest request body accepted (a review label with its note fits many times over).
 pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
 /// A request still unanswered after this gets 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,8 +40,8 @@ pub struct ApiState {
     /// The running station's counters, for `/cameras`: set once the station is built (the API
     /// listens while the model loads; until then `/cameras` lists none).
     pub accounting: Arc<OnceLock<Arc<Accounting>>>,
-    /// Required bearer token, when set.
-    pub token: Option<String>,
+    /// The tokens that may read and write, and their roles (see [`super::auth`]).
+    pub tokens: Tokens,
     /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
     pub utc_offset_minutes: Option<i32>,
     /// The image archive's folder, when the station archives images.
@@ -71,7 +73,7 @@ impl ApiState {
         Self {
             db,
             accounting: Arc::new(accounting.map_or_else(OnceLock::new, OnceLock::from)),
-            token: None,
+            tokens: Tokens::default(),
             utc_offset_minutes: None,
             archive_dir: None,
             stats_cache_ttl: Duration::from_millis(crate::config::ApiConfig::default().stats_cache_ms),
@@ -96,6 +98,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/inspections/{id}/image", get(image))
         .route("/api/v1/parts/{part_id}", get(part))
         .route("/api/v1/cameras", get(cameras))
+        .route("/api/v1/inspections/{id}/review", post(review))
+        .route("/api/v1/review/queue", get(review_queue))
+        .route("/api/v1/operating-point", get(operating_point))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
@@ -106,19 +111,42 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// With `[api] token` set, every request needs `Authorization: Bearer <token>`.
-async fn auth(State(s): State<Shared>, request: Request, next: Next) -> Result<Response, ApiError> {
-    if let Some(token) = &s.token {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let given = given.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-        // Compare every byte, so the time taken does not tell how much matched.
-        let same =
-            given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if !same {
-            return Err(ApiError::Unauthorized);
+/// The role a request needs: reads are `viewer`; review labels `operator`; any other write
+/// `admin` (a route added later is never writable by a weaker role by mistake).
+fn needed_role(method: &Method, path: &str) -> Role {
+    if method == Method::GET || method == Method::HEAD {
+        Role::Viewer
+    } else if path.ends_with("/review") {
+        Role::Operator
+    } else {
+        Role::Admin
+    }
+}
+
+/// Every request is checked against the tokens (see [`super::auth`]); refusals are counted. The
+/// caller, when known, travels with the request to the handlers (who changed what).
+async fn auth(State(s): State<Shared>, mut request: Request, next: Next) -> Result<Response, ApiError> {
+    let needed = needed_role(request.method(), request.uri().path());
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match s.tokens.check(given, needed) {
+        Ok(caller) => {
+            if let Some(caller) = caller.cloned() {
+                request.extensions_mut().insert(caller);
+            }
+            Ok(next.run(request).await)
+        }
+        Err(refusal) => {
+            s.metrics.refused(refusal, needed);
+            Err(match refusal {
+                Refusal::Unauthenticated => ApiError::Unauthorized,
+                Refusal::Forbidden { needed, has } => ApiError::Forbidden(format!(
+                    "this needs an {} token (or stronger); yours is {}: ask for one with that role in [[api.tokens]]",
+                    needed.as_str(),
+                    has.as_str()
+                )),
+            })
         }
     }
-    Ok(next.run(request).await)
 }
 
 /// Run a query on a fresh read-only connection, off the runtime's thread. If the request goes
@@ -127,6 +155,22 @@ async fn auth(State(s): State<Shared>, request: Request, next: Next) -> Result<R
 async fn query<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    on_connection(s, false, move |c| f(c)).await
+}
+
+/// Like [`query`], on a connection that may write (review labels).
+async fn write<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    on_connection(s, true, f).await
+}
+
+async fn on_connection<T: Send + 'static>(
+    s: &Shared,
+    writable: bool,
+    f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     // A few queries at a time, the rest wait their turn: the pipeline keeps its CPU however many
     // clients there are. The slot goes with the query, until it ends or is interrupted.
@@ -137,11 +181,15 @@ async fn query<T: Send + 'static>(
     let mut guard = CancelOnDrop(Some(Arc::clone(&cancel)));
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let conn = crate::sinks::store::open_read_only(&path)?;
+        let mut conn = if writable {
+            crate::sinks::store::open_for_review(&path)?
+        } else {
+            crate::sinks::store::open_read_only(&path)?
+        };
         if !cancel.arm(conn.get_interrupt_handle()) {
             return Err(ApiError::Internal("query cancelled before it started".into()));
         }
-        f(&conn)
+        f(&mut conn)
     });
     let result = task.await;
     guard.0 = None;
@@ -332,6 +380,46 @@ async fn cameras(State(s): State<Shared>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "cameras": list }))
+}
+
+/// `POST /api/v1/inspections/{id}/review`: an operator's label, stored with who and when.
+async fn review(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = params::id(&id)?;
+    let review: super::review::NewReview = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "review body: {e}: send {{\"label\": \"defect\" | \"good\" | \"unsure\", \"class\"?: text, \"note\"?: text}}"
+        ))
+    })?;
+    // The auth layer always names the caller of a write.
+    let reviewer = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let now = now_ms();
+    let stored = write(&s, move |c| super::review::add(c, id, &review, &reviewer, now)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "review": stored }))).into_response())
+}
+
+/// `GET /api/v1/review/queue`: what to review next (see [`super::review::queue`]); the window
+/// defaults to the 7 days before `to` (default now).
+async fn review_queue(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+    check_known(&q, &["from", "to", "camera", "limit"])?;
+    let to = q.get("to").map(|v| params::time("to", v)).transpose()?.unwrap_or_else(now_ms);
+    let from = q.get("from").map(|v| params::time("from", v)).transpose()?.unwrap_or(to - 7 * DEFAULT_WINDOW_MS);
+    params::range(from, to)?;
+    let limit = params::limit(q.get("limit").map(String::as_str))?;
+    let camera = q.get("camera").cloned();
+    Ok(Json(query(&s, move |c| super::review::queue(c, from, to, camera.as_deref(), limit)).await?))
+}
+
+/// `GET /api/v1/operating-point?model=NAME|SHA256`: escape and overkill measured on the reviewed
+/// inspections of one model (default: the newest inspection's).
+async fn operating_point(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+    check_known(&q, &["model"])?;
+    let model = q.get("model").cloned();
+    Ok(Json(query(&s, move |c| super::review::operating_point(c, model.as_deref())).await?))
 }
 
 #[cfg(test)]

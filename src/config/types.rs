@@ -514,6 +514,37 @@ fn default_archive_max_age_days() -> u32 {
     30
 }
 
+/// What an API token may do; each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    /// Reads.
+    Viewer,
+    /// Review labels (and recipe switches).
+    Operator,
+    /// Thresholds, models, teach jobs.
+    Admin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "viewer",
+            ApiRole::Operator => "operator",
+            ApiRole::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[api.tokens]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: ApiRole,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
+}
+
 /// The HTTP API of defect statistics (`/api/v1/...`), served when a `[store]` is configured.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ApiConfig {
@@ -523,9 +554,14 @@ pub struct ApiConfig {
     /// Address and port to listen on, `IP:PORT`; port 0 picks a free one (logged at start).
     #[serde(default = "default_api_listen")]
     pub listen: String,
-    /// When set, every request must carry `Authorization: Bearer <token>` (else 401).
+    /// When set, every request must carry a known token, `Authorization: Bearer <token>` (else
+    /// 401); this one is an `admin` token. Prefer `[[api.tokens]]`, which hold only a hash.
     #[serde(default)]
     pub token: Option<String>,
+    /// The tokens that may write (and read): each a name (recorded with what it changes), a role
+    /// and the SHA-256 of the token in hex (`printf %s TOKEN | sha256sum`).
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
     /// Offset of local time from UTC, in minutes, for day and shift buckets; absent = this
     /// machine's offset at the time asked about.
     #[serde(default)]
@@ -542,6 +578,7 @@ impl Default for ApiConfig {
             enabled: true,
             listen: default_api_listen(),
             token: None,
+            tokens: Vec::new(),
             utc_offset_minutes: None,
             stats_cache_ms: default_stats_cache_ms(),
         }

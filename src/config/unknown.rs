@@ -183,6 +183,7 @@ fn known_keys(path: &[Step], table: &toml::Table) -> Option<Vec<&'static str>> {
         ["admin"] => fields_of::<AdminConfig>(),
         ["store"] => fields_of::<StoreConfig>(),
         ["api"] => fields_of::<ApiConfig>(),
+        ["api", "tokens"] => fields_of::<super::ApiToken>(),
         ["archive"] => fields_of::<ArchiveConfig>(),
         ["line"] => fields_of::<LineConfig>(),
         ["line", "modbus"] => fields_of::<ModbusConfig>(),

@@ -282,7 +282,7 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
 
     let pl = &cfg.pipeline;
     c.check(
-        (1..=crate::topology::messages::MAX_BATCH).contains(&pl.max_batch),
+        (1..=crate::pipeline::messages::MAX_BATCH).contains(&pl.max_batch),
         "pipeline.max_batch",
         pl.max_batch,
         "must be 1..=64",
@@ -338,6 +338,15 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
     );
     if let Some(token) = &cfg.api.token {
         c.check(token.len() >= 16, "api.token", "<hidden>", "use at least 16 characters (or remove it)");
+    }
+    for (i, t) in cfg.api.tokens.iter().enumerate() {
+        c.check(
+            t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+            format!("api.tokens[{i}].sha256"),
+            &t.sha256,
+            "must be the token's SHA-256 in hex, 64 digits (printf %s TOKEN | sha256sum)",
+        );
+        c.check(!t.name.trim().is_empty(), format!("api.tokens[{i}].name"), &t.name, "name the token (who holds it)");
     }
     if let Some(offset) = cfg.api.utc_offset_minutes {
         c.check((-14 * 60..=14 * 60).contains(&offset), "api.utc_offset_minutes", offset, "must be -840..=840");

@@ -31,9 +31,11 @@ pub mod report;
 
 use crate::config::{self, LoadedConfig};
 use crate::model::manifest::TaskSpec;
-use crate::stages::decide::{FailsafeCause, Verdict};
-use crate::topology::messages::{Inspection, ScoreMap};
-use crate::topology::{OUTPUT_QUEUE_DEPTH, RunOptions, Station};
+use crate::pipeline::RecordPort;
+use crate::pipeline::messages::OUTPUT_QUEUE_DEPTH;
+use crate::pipeline::messages::{Inspection, ScoreMap};
+use crate::pipeline::{FailsafeCause, Verdict};
+use crate::topology::{RunOptions, Station};
 use anyhow::{Context, Result, anyhow, bail};
 use dataset::{Dataset, Item};
 use std::path::{Path, PathBuf};
@@ -82,7 +84,7 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
     let staging = Staging::new(&data.items)?;
     let loaded = station_config(opts, staging.dir())?;
     let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
-    let station = Station::build(&loaded, RunOptions { outputs: vec![tx], ..Default::default() })
+    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
         .map_err(|e| anyhow!("model {}: {e}", opts.model.display()))?;
     let task = station.package.manifest.task.clone();
     let model_name = station.package.manifest.name.clone();

@@ -4,7 +4,7 @@ use super::dataset::Dataset;
 use super::metrics::{Confusion, auroc, threshold_for_escape};
 use super::{ImageResult, PixelAuroc};
 use crate::model::manifest::OperatingPointEstimate;
-use crate::stages::decide::Verdict;
+use crate::pipeline::Verdict;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write;

@@ -9,8 +9,8 @@
 //! defect's own axis), `area_mm2`, `length_mm`, `width_mm` (null without a scale), `max_score`,
 //! `mean_score`, `counted` = passed its rule), `defects_truncated`.
 
-use crate::stages::decide::Verdict;
-use crate::topology::messages::Inspection;
+use crate::pipeline::Verdict;
+use crate::pipeline::messages::Inspection;
 use crossbeam_channel::Receiver;
 use serde::Serialize;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! the pipeline, which knows about time and errors.
 
 use crate::config::RuleConfig;
-use crate::stages::decode::Defect;
+use crate::pipeline::{Defect, Verdict};
 
 /// A rule resolved against the model's class list. A defect counts when its score, area (px and
 /// mm²) reach the minimums and it is long enough (`min_length_mm`) or too wide to tolerate
@@ -91,43 +91,6 @@ fn to_rule(r: &RuleConfig) -> Rule {
         min_length_mm: r.min_length_mm.unwrap_or(0.0),
         max_width_mm: r.max_width_mm.unwrap_or(f32::INFINITY),
         max_count: r.max_count,
-    }
-}
-
-/// A verdict the pipeline can reach for a part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Ok,
-    Ng,
-    Failsafe(FailsafeCause),
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "OK",
-            Verdict::Ng => "NG",
-            Verdict::Failsafe(_) => "FAILSAFE",
-        }
-    }
-}
-
-/// Why the station could not decide a part in time or at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailsafeCause {
-    InferenceError,
-    Timeout,
-    /// The model's outputs for the frame held a NaN or an infinity: nothing was judged.
-    InvalidOutput,
-}
-
-impl FailsafeCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailsafeCause::InferenceError => "inference_error",
-            FailsafeCause::Timeout => "timeout",
-            FailsafeCause::InvalidOutput => "invalid_output",
-        }
     }
 }
 

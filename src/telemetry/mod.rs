@@ -2,7 +2,7 @@
 //! and readiness.
 //!
 //! Two kinds of metric, so that the frame path never takes a lock or allocates:
-//! - the station's counters already live in [`Accounting`](crate::topology::accounting) as plain
+//! - the station's counters already live in [`Accounting`](crate::pipeline::accounting) as plain
 //!   atomics; a collector reads them at scrape time (frames, verdicts, drops, cameras up);
 //! - durations and defects are histograms and counters whose labelled handles are fetched once,
 //!   when the station is built ([`StationMetrics`]), and only `observe`/`inc` (atomic adds) run

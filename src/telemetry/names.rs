@@ -210,6 +210,14 @@ pub const API_REQUEST_SECONDS_HELP: &str = "Time to answer an HTTP API request, 
 pub const API_STATS_CACHE: &str = "linesight_api_stats_cache_total";
 pub const API_STATS_CACHE_HELP: &str = "Stats answers by source: hit (cached), shared (waited for an identical query in flight), miss (queried); refresh: background queries replacing a cached answer near its expiry.";
 
+/// Counter {reason, role}: API requests refused by the token check: `unauthenticated` (no or an
+/// unknown token: 401) or `forbidden` (a token whose role may not: 403), by the role needed.
+pub const API_REFUSED: &str = "linesight_api_refused_total";
+pub const API_REFUSED_HELP: &str =
+    "HTTP API requests refused: unauthenticated (401) or forbidden (403), by the role the request needed.";
+pub const API_REFUSED_REASON: &str = "reason";
+pub const API_REFUSED_ROLE: &str = "role";
+
 // Label names of the API metrics.
 pub const API_ROUTE: &str = "route";
 pub const API_STATUS: &str = "status";

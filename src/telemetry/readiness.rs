@@ -5,7 +5,7 @@
 //! All state is atomics: the pipeline threads release latches, the admin listener reads them, and
 //! neither ever waits for the other.
 
-use crate::topology::accounting::Accounting;
+use crate::pipeline::accounting::Accounting;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 

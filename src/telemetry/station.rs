@@ -3,8 +3,8 @@
 
 use super::{counter, family, gauge, names};
 use crate::frame::Frame;
-use crate::stages::decide::FailsafeCause;
-use crate::topology::accounting::{Accounting, CameraSnapshot, DropCause};
+use crate::pipeline::FailsafeCause;
+use crate::pipeline::accounting::{Accounting, CameraSnapshot, DropCause};
 use crossbeam_channel::Receiver;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Metric, MetricFamily, MetricType};

@@ -6,26 +6,26 @@
 //! travel on different queues), and when every tile is in, the slot is decided and handed back to
 //! preprocess through the free-slot queue.
 
-use super::accounting::Accounting;
-use super::messages::{
-    BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap, SlotId, TileRef,
-};
 use super::stitch::{Region, paste_max};
 use crate::config::InputMode;
 use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
+use crate::pipeline::accounting::Accounting;
+use crate::pipeline::messages::{
+    BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap, SlotId, TileRef,
+};
+use crate::pipeline::output_port::OutputPort;
+use crate::pipeline::{Defect, FailsafeCause, Verdict};
 use crate::pool::BufferPool;
-use crate::sinks::archive::{self, ArchiveJob};
-use crate::sinks::line::wake::Wakeup;
-use crate::stages::decide::{self, FailsafeCause, Rules, Verdict};
+use crate::stages::decide::{self, Rules};
 use crate::stages::decode::{
-    ComponentScratch, Defect, apply_activation, decode_anomaly, decode_classification, decode_segmentation,
-    decode_yolo, nms_class_aware,
+    ComponentScratch, apply_activation, decode_anomaly, decode_classification, decode_segmentation, decode_yolo,
+    nms_class_aware,
 };
 use crate::telemetry::StationMetrics;
 use crate::telemetry::burst::Burst;
 use arrayvec::ArrayVec;
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
@@ -68,26 +68,13 @@ struct Slot {
     infer_ended: Option<Instant>,
 }
 
-/// Which drop counter an output's overflow goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputKind {
-    /// `Accounting::results_dropped`: the results stream, tests, eval.
-    Results,
-    /// `Accounting::store_dropped`: the SQLite result store.
-    Store,
-    /// `Accounting::line_dropped`: the line output (those parts get the fail-safe at their
-    /// deadline, since the line registered them at capture).
-    Line,
-}
-
 /// The assembler thread's state.
 pub struct Assembler {
     plan: AssemblerPlan,
     slots: Vec<Slot>,
     free_slots: Sender<SlotId>,
-    outputs: Vec<(Sender<Inspection>, OutputKind)>,
-    /// The image archive's queue and the share of OK frames it gets.
-    archive: Option<(Sender<ArchiveJob>, f64)>,
+    /// Where each decided part goes, offered in order (see [`OutputPort`]).
+    outputs: Vec<Box<dyn OutputPort>>,
     accounting: Arc<Accounting>,
     metrics: Arc<StationMetrics>,
     /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
@@ -103,9 +90,6 @@ pub struct Assembler {
     /// `linesight eval` only: every frame's per-pixel scores (see [`ScoreMap`]). Sent with a
     /// blocking send, so no map is lost; it allocates, so it is never set on a production line.
     score_maps: Option<Sender<ScoreMap>>,
-    /// Woken after each verdict handed to the [`OutputKind::Line`] output: the line thread
-    /// sleeps in `park_timeout`, never on its queue (see `sinks::line::wake`).
-    line_wake: Option<Wakeup>,
 }
 
 impl Assembler {
@@ -113,8 +97,7 @@ impl Assembler {
         plan: AssemblerPlan,
         slots: usize,
         free_slots: Sender<SlotId>,
-        outputs: Vec<(Sender<Inspection>, OutputKind)>,
-        archive: Option<(Sender<ArchiveJob>, f64)>,
+        outputs: Vec<Box<dyn OutputPort>>,
         accounting: Arc<Accounting>,
         metrics: Arc<StationMetrics>,
     ) -> Self {
@@ -123,7 +106,6 @@ impl Assembler {
             slots: (0..slots).map(|_| Slot { early: Vec::with_capacity(64), ..Default::default() }).collect(),
             free_slots,
             outputs,
-            archive,
             accounting,
             metrics,
             // Room for thousands of regions: noisy maps must not grow it on the frame path.
@@ -135,14 +117,7 @@ impl Assembler {
             counted: Vec::with_capacity(256),
             class_counts: Vec::with_capacity(64),
             score_maps: None,
-            line_wake: None,
         }
-    }
-
-    /// Wake the line thread with `wake` after each verdict queued for it.
-    pub fn with_line_wake(mut self, wake: Option<Wakeup>) -> Self {
-        self.line_wake = wake;
-        self
     }
 
     /// Also send every decided frame's per-pixel scores to `tx` (`linesight eval`).
@@ -414,11 +389,14 @@ impl Assembler {
             Verdict::Failsafe(FailsafeCause::InvalidOutput) => &counters.failsafe_invalid_output,
         }
         .fetch_add(1, Relaxed);
-        self.archive(id, &mut inspection);
-        self.publish(inspection);
-        let slot = &mut self.slots[id as usize];
-        slot.frame = None; // pixels go back to the camera's pool (unless the archive took them)
-        slot.done = 0;
+        // Every output in turn, never waiting; the pixels go back to the camera's pool afterwards
+        // (unless an output, the archive, took them).
+        let mut frame = self.slots[id as usize].frame.take();
+        for out in &mut self.outputs {
+            out.offer(&mut inspection, &mut frame, &self.accounting);
+        }
+        drop(frame);
+        self.slots[id as usize].done = 0;
         let _ = self.free_slots.send(id);
     }
 
@@ -505,63 +483,16 @@ impl Assembler {
             defects,
             defects_truncated: truncated,
             image_score,
+            threshold: match &plan.task {
+                TaskSpec::Anomaly(a) => a.threshold,
+                _ => f32::NAN,
+            },
             mm_per_px: plan.mm_per_px.get(meta.camera as usize).copied().flatten(),
             infer_started: slot.infer_started.unwrap_or(now),
             infer_ended: slot.infer_ended.unwrap_or(now),
             decided_at: now,
             decided_wall: SystemTime::now(),
             archived: false,
-        }
-    }
-
-    /// Hand a selected frame to the image archive: the frame itself moves (no copy), and its
-    /// pixels go back to the camera's pool once written. A full queue loses the image (counted),
-    /// never the verdict.
-    fn archive(&mut self, id: SlotId, inspection: &mut Inspection) {
-        let Some((tx, ok_sample_rate)) = &self.archive else { return };
-        if !archive::selected(inspection.verdict, inspection.meta.seq, *ok_sample_rate) {
-            return;
-        }
-        let Some(frame) = self.slots[id as usize].frame.take() else { return };
-        inspection.archived = true;
-        match tx.try_send(ArchiveJob { frame, inspection: inspection.clone() }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                inspection.archived = false;
-                self.accounting.archive_dropped_queue_full.fetch_add(1, Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => inspection.archived = false,
-        }
-    }
-
-    /// Hand the record to every output without ever waiting: a slow output loses records
-    /// (counted), the line does not slow down.
-    fn publish(&self, inspection: Inspection) {
-        let Some((last, rest)) = self.outputs.split_last() else { return };
-        for out in rest {
-            self.try_send(out, inspection.clone());
-        }
-        self.try_send(last, inspection);
-    }
-
-    fn try_send(&self, (out, kind): &(Sender<Inspection>, OutputKind), inspection: Inspection) {
-        match out.try_send(inspection) {
-            Ok(()) => {
-                if *kind == OutputKind::Line
-                    && let Some(wake) = &self.line_wake
-                {
-                    wake.wake();
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                let counter = match kind {
-                    OutputKind::Results => &self.accounting.results_dropped,
-                    OutputKind::Store => &self.accounting.store_dropped,
-                    OutputKind::Line => &self.accounting.line_dropped,
-                };
-                counter.fetch_add(1, Relaxed);
-            }
         }
     }
 }
@@ -656,8 +587,7 @@ mod tests {
             plan(),
             1,
             free_tx,
-            vec![(out_tx, OutputKind::Results)],
-            None,
+            vec![crate::pipeline::RecordPort::results(out_tx)],
             Arc::clone(&acc),
             Arc::new(metrics),
         );

@@ -10,29 +10,28 @@
 //! and closes its output when the input is closed and empty; so every frame already captured gets
 //! its verdict before the process exits.
 
-pub mod accounting;
 pub mod assemble;
-pub mod messages;
 pub mod preprocess_thread;
 pub mod stitch;
 
 use crate::calibration::{CameraGeometry, Undistorter};
 use crate::config::{Backpressure, InputMode, LoadedConfig};
 use crate::model::ModelPackage;
+use crate::pipeline::accounting::Accounting;
+use crate::pipeline::messages::ScoreMap;
+use crate::pipeline::{LineTap, OutputPort};
 use crate::pool::BufferPool;
-use crate::sinks::archive::{self, ArchiveJob};
 use crate::sources::camera::{CameraSettings, CameraThread, SourceFactory};
 use crate::sources::{self, Source};
 use crate::stages::decide::Rules;
 use crate::stages::infer::session::{InferSession, SessionOptions};
+use crate::stages::infer::worker::InferenceStall;
 use crate::stages::infer::worker::{BatchOutcome, BatchPolicy, OutputFault, Worker};
 use crate::stages::preprocess::Normalizer;
 use crate::supervise::Supervisor;
 use crate::telemetry::{StationMetrics, Telemetry};
-use accounting::Accounting;
-use assemble::{Assembler, AssemblerPlan, OutputKind};
+use assemble::{Assembler, AssemblerPlan};
 use crossbeam_channel::{Sender, bounded};
-use messages::{Inspection, ScoreMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -62,19 +61,15 @@ pub enum BuildError {
 pub struct RunOptions {
     /// Stop each camera after this many frames.
     pub max_frames: Option<u64>,
-    /// Where inspection records go (results file, tests, eval); each gets every record.
-    pub outputs: Vec<Sender<Inspection>>,
-    /// The result store's queue: like `outputs`, but its drops are counted apart
-    /// (`Accounting::store_dropped`), so a slow database shows as itself.
-    pub store: Option<Sender<Inspection>>,
-    /// The image archive's queue (see `sinks::archive`) and the share of OK frames it gets.
-    pub archive: Option<(Sender<ArchiveJob>, f64)>,
+    /// Where each decided part goes, offered in this order (see [`OutputPort`]; `sinks::Outputs`
+    /// wires the station's own).
+    pub outputs: Vec<Box<dyn OutputPort>>,
+    /// Per camera, in config order: where it registers its parts with the line output (empty
+    /// without one).
+    pub line_taps: Vec<LineTap>,
     /// Where the station's metrics are registered and its readiness reported (the admin
     /// listener serves both). Without it the metrics still count, unexported.
     pub telemetry: Option<Arc<Telemetry>>,
-    /// The line output (see `sinks::line`): each camera registers its parts with it, and it
-    /// gets every verdict first. Its queue overflow is counted in `Accounting::line_dropped`.
-    pub line: Option<LineWiring>,
     /// Test and bench fault injection: stall inference (see [`InferenceStall`]).
     pub inference_stall: Option<InferenceStall>,
     /// Test fault injection: NaN model outputs (see [`OutputFault`]).
@@ -83,49 +78,6 @@ pub struct RunOptions {
     /// Without one the station makes its own.
     pub supervisor: Option<Arc<Supervisor>>,
 }
-
-/// What the pipeline needs from the line output.
-pub struct LineWiring {
-    /// One per camera, in config order.
-    pub taps: Vec<crate::sinks::line::LineTap>,
-    pub verdicts: Sender<Inspection>,
-    /// Woken after each verdict (the line thread never blocks on `verdicts`).
-    pub wake: crate::sinks::line::wake::Wakeup,
-}
-
-/// Fault injection for tests and benches: every `every`-th batch, the inference worker sleeps
-/// `stall` before running it, as a hung GPU driver or an overloaded host would. Set with the
-/// environment variable `LINESIGHT_FAULT_STALL_INFERENCE="every=N,ms=M"`; never on by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InferenceStall {
-    pub every: u64,
-    pub stall: Duration,
-}
-
-impl InferenceStall {
-    /// The environment variable's name.
-    pub const ENV: &'static str = "LINESIGHT_FAULT_STALL_INFERENCE";
-
-    /// Parse `every=N,ms=M`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut every = None;
-        let mut ms = None;
-        for part in text.split(',') {
-            match part.trim().split_once('=') {
-                Some(("every", v)) => every = v.parse::<u64>().ok().filter(|n| *n > 0),
-                Some(("ms", v)) => ms = v.parse::<u64>().ok(),
-                _ => {}
-            }
-        }
-        match (every, ms) {
-            (Some(every), Some(ms)) => Ok(Self { every, stall: Duration::from_millis(ms) }),
-            _ => Err(format!("{}={text:?}: expected every=N,ms=M (N ≥ 1)", Self::ENV)),
-        }
-    }
-}
-
-/// Bounded queue between the assembler and each output: room for bursts, never a wait.
-pub const OUTPUT_QUEUE_DEPTH: usize = 1024;
 
 /// A camera ready to start: settings, opened source, queue depth, its frame size in bytes when
 /// known in advance (so its pixel pool can be filled up front), and its undistortion tables.
@@ -357,18 +309,17 @@ impl Station {
             })
         };
         let mut camera_rxs = Vec::new();
-        let (mut line_taps, line_verdicts, line_wake) = match options.line {
-            Some(LineWiring { taps, verdicts, wake }) => (taps.into_iter(), Some(verdicts), Some(wake)),
-            None => (Vec::new().into_iter(), None, None),
-        };
+        let mut line_taps = options.line_taps.into_iter();
+        // Frames the outputs may hold (the archive's queue and the one it writes).
+        let held_by_outputs: usize = options.outputs.iter().map(|o| o.frames_held()).sum();
         for BuiltCamera { settings, source, factory, queue_depth: depth, frame_bytes, undistort } in cameras {
             let (tx, rx) = bounded(depth);
             camera_rxs.push(rx.clone());
             // Pixel buffers in flight per camera: its queue, every slot, one held by each
             // preprocess thread while it waits for a slot, one being captured (and one being
-            // undistorted into), and those queued for the image archive plus the one it writes.
-            let archived = if options.archive.is_some() { archive::QUEUE_DEPTH + 1 } else { 0 };
-            let buffers = depth + max_in_flight + preprocess_workers + 1 + usize::from(undistort.is_some()) + archived;
+            // undistorted into), and those the outputs hold.
+            let buffers =
+                depth + max_in_flight + preprocess_workers + 1 + usize::from(undistort.is_some()) + held_by_outputs;
             let pool = match frame_bytes {
                 Some(len) => BufferPool::preallocated(buffers, len),
                 // Unknown frame size: each buffer grows once, on its first frame.
@@ -464,14 +415,8 @@ impl Station {
         }
         drop((job_rx, result_tx));
 
-        // The line first: it is the only output with a deadline.
-        let mut outputs: Vec<_> = line_verdicts.into_iter().map(|tx| (tx, OutputKind::Line)).collect();
-        outputs.extend(options.outputs.into_iter().map(|tx| (tx, OutputKind::Results)));
-        outputs.extend(options.store.map(|tx| (tx, OutputKind::Store)));
-        let assembler =
-            Assembler::new(plan, max_in_flight, slot_tx, outputs, options.archive, Arc::clone(&accounting), metrics)
-                .with_score_maps(score_maps)
-                .with_line_wake(line_wake);
+        let assembler = Assembler::new(plan, max_in_flight, slot_tx, options.outputs, Arc::clone(&accounting), metrics)
+            .with_score_maps(score_maps);
         let assembler_handle =
             spawn(&supervisor, "assemble".into(), "assemble", move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {

@@ -14,10 +14,10 @@
 //! drains frame starts before it handles a batch result, so it always knows the frame a result
 //! belongs to.
 
-use super::accounting::{Accounting, DropCause};
-use super::messages::{BatchJob, FrameStart, MAX_BATCH, SlotId, TileRef};
 use crate::config::InputMode;
 use crate::frame::Frame;
+use crate::pipeline::accounting::{Accounting, DropCause};
+use crate::pipeline::messages::{BatchJob, FrameStart, MAX_BATCH, SlotId, TileRef};
 use crate::pool::{BufferPool, Pooled};
 use crate::stages::infer::worker::BatchPolicy;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};

@@ -20,9 +20,12 @@ pub use retention::{RETENTION_INTERVAL, prune};
 pub use writer::{Archive, ArchiveError, draw_overlay};
 
 use crate::frame::{Frame, FrameMeta};
-use crate::stages::decide::Verdict;
-use crate::topology::messages::Inspection;
+use crate::pipeline::Verdict;
+use crate::pipeline::messages::Inspection;
+use crate::pipeline::{Accounting, OutputPort};
+use crossbeam_channel::{Sender, TrySendError};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Frames waiting for the archive writer. Each holds a camera pool buffer, so every camera's pool
 /// is sized for this many more (see `topology`).
@@ -35,6 +38,42 @@ const OVERLAY_SUFFIX: &str = "_overlay.png";
 pub struct ArchiveJob {
     pub frame: Frame,
     pub inspection: Inspection,
+}
+
+/// The archive's port for the assembler, fed by `tx` with every NG and fail-safe frame and the
+/// [`selected`] share `ok_sample_rate` of OK frames.
+pub fn port(tx: Sender<ArchiveJob>, ok_sample_rate: f64) -> Box<dyn OutputPort> {
+    Box::new(ArchivePort { tx, ok_sample_rate })
+}
+
+/// The archive's port: takes the selected frames (no copy: the pixels go back to the camera's
+/// pool once written). A full queue loses the image (counted), never the verdict.
+struct ArchivePort {
+    tx: Sender<ArchiveJob>,
+    ok_sample_rate: f64,
+}
+
+impl OutputPort for ArchivePort {
+    fn offer(&mut self, inspection: &mut Inspection, frame: &mut Option<Frame>, accounting: &Accounting) {
+        if !selected(inspection.verdict, inspection.meta.seq, self.ok_sample_rate) {
+            return;
+        }
+        let Some(frame) = frame.take() else { return };
+        inspection.archived = true;
+        match self.tx.try_send(ArchiveJob { frame, inspection: inspection.clone() }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                inspection.archived = false;
+                accounting.archive_dropped_queue_full.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => inspection.archived = false,
+        }
+    }
+
+    fn frames_held(&self) -> usize {
+        // Its queue, and the one being written.
+        QUEUE_DEPTH + 1
+    }
 }
 
 /// Whether a frame with this verdict and sequence number is archived: every NG and fail-safe
@@ -94,7 +133,7 @@ pub fn resolve(dir: &Path, relative: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::frame::part_id;
-    use crate::stages::decide::FailsafeCause;
+    use crate::pipeline::FailsafeCause;
     use std::time::{Duration, Instant, UNIX_EPOCH};
 
     fn meta(part: Option<&str>) -> FrameMeta {

@@ -5,8 +5,8 @@
 use super::retention::{RETENTION_INTERVAL, prune};
 use super::{ArchiveJob, overlay_path, relative_path};
 use crate::frame::PixelFormat;
-use crate::topology::accounting::Accounting;
-use crate::topology::messages::RecordedDefect;
+use crate::pipeline::accounting::Accounting;
+use crate::pipeline::messages::RecordedDefect;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use image::{ExtendedColorType, ImageFormat};
 use std::path::{Path, PathBuf};
@@ -238,7 +238,7 @@ impl ErrorLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::decode::Defect;
+    use crate::pipeline::Defect;
 
     const GRAY: ExtendedColorType = ExtendedColorType::L8;
 

@@ -2,7 +2,7 @@
 //! what was decided, why, and when it fired (or, for a missed reject, when the line got to it) —
 //! and one per late or untracked verdict. Written by a thread of its own so that file I/O never
 //! delays a deadline; that thread polls its queue rather than blocking on it, so the line
-//! thread's `try_send` never takes a lock it shares with it (see [`super::wake`]).
+//! thread's `try_send` never takes a lock it shares with it (see [`crate::pipeline::handoff`]).
 //!
 //! Times are `CLOCK_MONOTONIC` nanoseconds (comparable with a peer's `time.monotonic_ns()` on the
 //! same machine) plus the wall clock of the decision.

@@ -144,15 +144,3 @@ pub enum LineEvent {
     /// The heartbeat toggled to this value (every `heartbeat_ms`).
     Heartbeat(bool),
 }
-
-/// Adapter → line thread: the PLC triggered a capture (Modbus trigger counter changed).
-#[derive(Clone, Copy, Debug)]
-pub struct Trigger {
-    /// When the station saw the trigger (the poll that read the new counter value).
-    pub at: Instant,
-    /// The PLC's acquisition id for this part.
-    pub acquisition_id: u16,
-    /// Triggers the PLC counted that the station did not see as separate edges (counter jumped
-    /// by more than one between polls): missed acquisitions.
-    pub missed: u16,
-}

@@ -11,7 +11,7 @@
 //!
 //! The line thread and the adapters meet through bounded queues only: a stalled PLC link can
 //! never stall the timing, and the timing never waits for the pipeline. The queues into the
-//! line's real-time threads are [`wake::Handoff`]s, which take no lock (see [`wake`]).
+//! line's real-time threads are [`handoff::Handoff`]s, which take no lock (see [`handoff`]).
 
 pub mod audit;
 pub mod clock;
@@ -24,12 +24,12 @@ pub mod mqtt;
 pub mod priority;
 pub mod runner;
 pub mod schedule;
-pub mod wake;
 pub mod webhook;
 
-pub use event::{LineEvent, PartOutcome, Trigger};
-pub use runner::{LineOutput, LineTap};
+pub use event::{LineEvent, PartOutcome};
+pub use runner::LineOutput;
 
+use crate::pipeline::{Trigger, handoff};
 use clock::MonoClock;
 use metrics::{AdapterMetrics, LineMetrics};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub struct AdapterContext {
     /// The line's own metrics (triggers, results overrun).
     pub line: Arc<LineMetrics>,
     /// Where PLC triggers go (the Modbus adapter's trigger counter).
-    pub triggers: wake::Handoff<Trigger>,
+    pub triggers: handoff::Handoff<Trigger>,
     /// For timestamps peers can compare (`CLOCK_MONOTONIC` ns).
     pub clock: MonoClock,
     /// The reject fire window (see `schedule::Timing::fire_window`): an adapter that gets to a
@@ -67,7 +67,7 @@ impl AdapterContext {
             station: "detached".into(),
             metrics: line.adapter(name),
             line,
-            triggers: wake::Handoff::new(crossbeam_channel::bounded(64).0, wake::Wakeup::default()),
+            triggers: handoff::Handoff::new(crossbeam_channel::bounded(64).0, handoff::Wakeup::default()),
             clock: MonoClock::new(),
             fire_window,
         }

@@ -13,11 +13,12 @@
 //! requests are logged once per burst (then a summary at most every 5 s), mark the link down
 //! (`link_up` 0 until a write succeeds again) and never stop the adapter.
 
-use super::event::{ErrorCode, LineEvent, PartOutcome, StationStatus, Trigger};
+use super::event::{ErrorCode, LineEvent, PartOutcome, StationStatus};
 use super::handshake::{Handshake, Image, Pushed, ResultSlot, TriggerCounter, input};
 use super::metrics::AdapterMetrics;
 use super::{ADAPTER_QUEUE_DEPTH, AdapterContext};
 use crate::config::{INPUT_BLOCK_LEN, ModbusConfig, RegisterMap};
+use crate::pipeline::Trigger;
 use crate::telemetry::burst::Burst;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,20 +5,21 @@
 //! heartbeat, derives station-ready from the station's health, and hands [`LineEvent`]s to the
 //! adapters, which run on a tokio runtime of their own thread. Everything between them is a
 //! bounded queue that is never waited on, and the line thread sleeps in `park_timeout`, never in
-//! a channel (see [`super::wake`] for why).
+//! a channel (see [`crate::pipeline::handoff`] for why).
 
 use super::audit::{self, AuditRecord, Fate};
-use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus, Trigger};
+use super::event::{ErrorCode, FailsafeReason, LineAction, LineEvent, LineVerdict, StationStatus};
 use super::metrics::LineMetrics;
-use super::schedule::{CapturedPart, Due, Schedule, Timing, VerdictIn, VerdictOutcome};
-use super::wake::{self, Handoff, Inbox, Wakeup};
+use super::schedule::{Due, Schedule, Timing, VerdictIn, VerdictOutcome};
 use super::{ADAPTER_QUEUE_DEPTH, AdapterContext, MonoClock};
 use crate::config::{CameraTrigger, LineConfig, LoadedConfig};
-use crate::stages::decide::{FailsafeCause, Verdict};
+use crate::pipeline::handoff::{self, Handoff, Inbox, Wakeup};
+use crate::pipeline::messages::Inspection;
+use crate::pipeline::{CapturedPart, LineTap, Trigger};
+use crate::pipeline::{FailsafeCause, Verdict};
 use crate::supervise::Supervisor;
 use crate::telemetry::Readiness;
 use crate::telemetry::burst::Burst;
-use crate::topology::messages::Inspection;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,13 +28,6 @@ use std::time::{Duration, Instant};
 /// Parts registered but not yet past their deadline that the line can hold; a camera whose part
 /// cannot be registered is counted (see `Accounting::line_untracked`) and its verdict ignored.
 pub const PARTS_QUEUE_DEPTH: usize = 4096;
-
-/// What a camera thread gets from the line: where to register parts, and (for a triggered
-/// camera) where its triggers come from.
-pub struct LineTap {
-    pub parts: Handoff<CapturedPart>,
-    pub triggers: Option<Inbox<Trigger>>,
-}
 
 /// The running line output. [`LineOutput::finish`] waits for the last deadline after the
 /// pipeline has drained.
@@ -160,12 +154,12 @@ impl LineOutput {
             .map_err(LineStartError::Spawn)?;
 
         let (parts_tx, parts_rx) = bounded(PARTS_QUEUE_DEPTH);
-        let (verdicts_tx, verdicts_rx) = bounded(crate::topology::OUTPUT_QUEUE_DEPTH);
+        let (verdicts_tx, verdicts_rx) = bounded(crate::pipeline::messages::OUTPUT_QUEUE_DEPTH);
         let mut camera_triggers = Vec::new();
         let mut trigger_outs = Vec::new();
         for cam in &loaded.config.cameras {
             if cam.trigger == CameraTrigger::Line {
-                let (tx, rx) = wake::handoff(64);
+                let (tx, rx) = handoff::handoff(64);
                 trigger_outs.push(tx);
                 camera_triggers.push(Some(rx));
             } else {
@@ -328,7 +322,7 @@ impl LineThread {
                 break;
             }
             let wake_at = self.schedule.next_wake().map_or(next_beat, |w| w.min(next_beat));
-            wake::sleep_until(wake_at);
+            handoff::sleep_until(wake_at);
         }
         self.metrics.ready.set(0);
         self.send(LineEvent::Status(StationStatus { ready: false, error: ErrorCode::Stopping }));

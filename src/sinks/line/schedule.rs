@@ -8,7 +8,7 @@
 
 use super::event::{FailsafeReason, LineAction, LineVerdict, PartOutcome};
 use crate::config::FailsafeAction;
-use crate::frame::PartId;
+use crate::pipeline::CapturedPart;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
@@ -32,16 +32,6 @@ impl Timing {
     pub fn fire_window(&self) -> Duration {
         self.fire_window
     }
-}
-
-/// A part the line must act on, registered at capture by its camera thread.
-#[derive(Clone, Copy, Debug)]
-pub struct CapturedPart {
-    pub camera: u16,
-    pub seq: u64,
-    pub part_id: Option<PartId>,
-    /// Trigger time for triggered cameras, else capture time: the deadline counts from it.
-    pub basis: Instant,
 }
 
 /// The pipeline's verdict for one part, as the line needs it.

@@ -56,6 +56,12 @@ pub struct StoreContext {
     pub rules_json: String,
 }
 
+/// The store's port for the assembler, feeding its writer thread through `tx`. Its losses are
+/// counted apart (`store_dropped`), so a slow database shows as itself.
+pub fn port(tx: crossbeam_channel::Sender<crate::pipeline::Inspection>) -> Box<dyn crate::pipeline::OutputPort> {
+    Box::new(crate::pipeline::RecordPort::new(tx, |a| &a.store_dropped))
+}
+
 /// An open, migrated database, ready for its writer thread.
 pub struct Store {
     path: PathBuf,
@@ -122,6 +128,17 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// A connection for the API's few writes (review labels): short transactions beside the writer
+/// thread's, which WAL serialises (each waits up to the busy timeout for the other).
+pub fn open_for_review(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)

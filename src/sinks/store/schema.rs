@@ -114,6 +114,24 @@ const MIGRATIONS: &[&str] = &[
             WHERE class = OLD.class AND defects <= 0
                 AND (hour, camera) = (SELECT i.captured_ms / 3600000, i.camera FROM inspections i WHERE i.id = OLD.inspection_id);
     END;",
+    // 4 → 5: the review loop. Each inspection records the image-score threshold it was judged
+    // against (anomaly models; NULL otherwise), so the operating point can be measured from the
+    // stored scores whatever the threshold was then. `reviews` holds operators' labels, every
+    // one kept (the latest per inspection counts); they go with their inspection on retention.
+    "ALTER TABLE inspections ADD COLUMN threshold REAL;
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        inspection_id INTEGER NOT NULL,
+        label TEXT NOT NULL CHECK (label IN ('defect', 'good', 'unsure')),
+        class TEXT,
+        note TEXT,
+        reviewer TEXT NOT NULL,
+        reviewed_ms INTEGER NOT NULL
+    );
+    CREATE INDEX reviews_inspection ON reviews (inspection_id, id);
+    CREATE TRIGGER reviews_follow_inspection AFTER DELETE ON inspections BEGIN
+        DELETE FROM reviews WHERE inspection_id = OLD.id;
+    END;",
 ];
 
 /// The schema version this build writes and reads.

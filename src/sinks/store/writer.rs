@@ -1,10 +1,10 @@
 //! The store's writer thread: batches records into transactions and applies retention.
 
 use super::{Retention, Store, StoreContext};
+use crate::pipeline::Verdict;
+use crate::pipeline::accounting::Accounting;
+use crate::pipeline::messages::Inspection;
 use crate::sinks::archive;
-use crate::stages::decide::Verdict;
-use crate::topology::accounting::Accounting;
-use crate::topology::messages::Inspection;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::{Connection, params};
 use std::sync::Arc;
@@ -127,8 +127,8 @@ fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: 
     {
         let mut insp = tx.prepare_cached(
             "INSERT INTO inspections (station, camera, seq, part_id, captured_ms, decided_ms, latency_ms, verdict,
-                 failsafe_cause, image_score, width, height, mm_per_px, defects_truncated, model_id, image_path)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 failsafe_cause, image_score, width, height, mm_per_px, defects_truncated, model_id, image_path, threshold)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         let mut def = tx.prepare_cached(
             "INSERT INTO defects (inspection_id, idx, class, x, y, w, h, area_px, length_px, width_px,
@@ -160,6 +160,7 @@ fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: 
                 i.defects_truncated,
                 model_id,
                 i.archived.then(|| archive::relative_path(camera, &i.meta)),
+                finite(i.threshold),
             ])?;
             let id = tx.last_insert_rowid();
             for (idx, r) in i.defects.iter().enumerate() {

@@ -1,8 +1,8 @@
 //! Anomaly detection (anomalib-style): an image score and a per-pixel anomaly map → a verdict and
 //! the anomalous regions.
 
-use super::Defect;
 use super::components::{ComponentScratch, label_components};
+use crate::pipeline::Defect;
 
 /// Decode one frame's anomaly output. `map` is the `height × width` anomaly map in frame
 /// coordinates, on the same raw scale as `image_score` and `threshold`.

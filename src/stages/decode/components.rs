@@ -7,7 +7,7 @@
 //! root at the end. Every buffer lives in a caller-owned [`ComponentScratch`], so once it has seen
 //! the largest map it will see, labelling does not allocate.
 
-use super::Defect;
+use crate::pipeline::Defect;
 
 /// One connected component, in the pixel coordinates of the map it was found in.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -3,8 +3,8 @@
 //! Boxes are decoded per tile with the tile's origin added, gathered for the whole frame, then
 //! suppressed once with [`nms_class_aware`], so a defect straddling two tiles keeps one box.
 
-use super::Defect;
 use crate::model::manifest::DetectionFormat;
+use crate::pipeline::Defect;
 use std::cmp::Ordering;
 
 /// Anchors processed together in the transposed (YOLOv8) layout, so each class row is read in

@@ -1,9 +1,9 @@
 //! Segmentation: per-class probability maps `C × H × W` → one [`Defect`] per connected region of
 //! pixels at or above the pixel threshold, plus the output activations shared with other tasks.
 
-use super::Defect;
 use super::components::{ComponentScratch, label_components};
 use crate::model::manifest::Activation;
+use crate::pipeline::Defect;
 
 /// Apply `activation` in place to `data`, laid out as `[items, channels, plane_len]` (one item or a
 /// whole batch; `plane_len` = H × W, or 1 for `[N, C]` scores).

@@ -11,8 +11,8 @@
 //! is decided `FAILSAFE(invalid_output)` and never compared against a threshold.
 
 use super::session::InferSession;
+use crate::pipeline::messages::{BatchJob, BatchResult};
 use crate::telemetry::burst::Burst;
-use crate::topology::messages::{BatchJob, BatchResult};
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Sender};
 use ort::value::TensorRef;
@@ -74,7 +74,7 @@ pub struct Worker {
     /// here.
     pub on_batch: Box<dyn FnMut(usize, Duration, BatchOutcome) + Send>,
     /// Fault injection (tests, benches): stall every n-th batch.
-    pub stall: Option<crate::topology::InferenceStall>,
+    pub stall: Option<InferenceStall>,
     /// Fault injection (tests, the fault suite): corrupt outputs (see [`OutputFault`]).
     pub output_fault: Option<OutputFault>,
 }
@@ -260,6 +260,37 @@ fn poison(outputs: &mut [ort::value::DynValue]) {
     for value in outputs {
         if let Ok((_, data)) = value.try_extract_tensor_mut::<f32>() {
             data.fill(f32::NAN);
+        }
+    }
+}
+
+/// Fault injection for tests and benches: every `every`-th batch, the inference worker sleeps
+/// `stall` before running it, as a hung GPU driver or an overloaded host would. Set with the
+/// environment variable `LINESIGHT_FAULT_STALL_INFERENCE="every=N,ms=M"`; never on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InferenceStall {
+    pub every: u64,
+    pub stall: Duration,
+}
+
+impl InferenceStall {
+    /// The environment variable's name.
+    pub const ENV: &'static str = "LINESIGHT_FAULT_STALL_INFERENCE";
+
+    /// Parse `every=N,ms=M`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut every = None;
+        let mut ms = None;
+        for part in text.split(',') {
+            match part.trim().split_once('=') {
+                Some(("every", v)) => every = v.parse::<u64>().ok().filter(|n| *n > 0),
+                Some(("ms", v)) => ms = v.parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        match (every, ms) {
+            (Some(every), Some(ms)) => Ok(Self { every, stall: Duration::from_millis(ms) }),
+            _ => Err(format!("{}={text:?}: expected every=N,ms=M (N ≥ 1)", Self::ENV)),
         }
     }
 }

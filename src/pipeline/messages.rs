@@ -1,10 +1,9 @@
 //! What travels on the queues between pipeline threads. Everything here is moved, never shared,
 //! and buffers are pooled, so sending a message does not allocate.
 
+use super::{Defect, Verdict};
 use crate::frame::{Frame, FrameMeta};
 use crate::pool::Pooled;
-use crate::stages::decide::Verdict;
-use crate::stages::decode::Defect;
 use arrayvec::ArrayVec;
 use std::time::{Instant, SystemTime};
 
@@ -17,6 +16,9 @@ pub struct FrameStart {
     pub frame: Frame,
     pub tiles: u16,
 }
+
+/// Bounded queue between the assembler and each output: room for bursts, never a wait.
+pub const OUTPUT_QUEUE_DEPTH: usize = 1024;
 
 /// Largest batch the pipeline forms (`pipeline.max_batch` is validated against it).
 pub const MAX_BATCH: usize = 64;
@@ -88,6 +90,8 @@ pub struct Inspection {
     pub defects_truncated: u32,
     /// For anomaly models: the image score (else NaN).
     pub image_score: f32,
+    /// For anomaly models: the image-score threshold the part was judged against (else NaN).
+    pub threshold: f32,
     /// The camera's millimetres per pixel on the inspected surface, when it has a scale.
     pub mm_per_px: Option<f32>,
     pub infer_started: Instant,
@@ -100,7 +104,7 @@ pub struct Inspection {
 
 /// Assembler → `linesight eval`: one frame's stitched per-pixel defect scores (anomaly: the
 /// anomaly map; segmentation: the max over defect classes), row-major `height × width`. Only sent
-/// when a station is built with [`super::Station::with_score_maps`]; never on a production line.
+/// when a station is built with `topology::Station::with_score_maps`; never on a production line.
 pub struct ScoreMap {
     pub part_id: Option<crate::frame::PartId>,
     pub seq: u64,

@@ -1,0 +1,234 @@
+//! The application edge: turns a parsed command line into work, and errors into one clear line.
+
+use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, SynthArgs, TeachArgs};
+use crate::config::{self, LoadedConfig};
+use crate::topology::{RunOptions, Station};
+use anyhow::{Context, Result, bail};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+mod run;
+
+use run::run;
+
+pub fn main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
+        Command::Synth(args) => synth(args),
+        Command::Calibrate(args) => calibrate(args),
+        Command::Eval(args) => eval(args),
+        Command::Teach(args) => teach(args),
+    }
+}
+
+/// The backbone `teach` uses when none is named: the stronger Lite2 when it is there.
+pub fn default_backbone() -> PathBuf {
+    let models = project_dir().join("models");
+    let lite2 = models.join("backbone-lite2");
+    if lite2.join("backbone.toml").is_file() { lite2 } else { models.join("backbone-lite0") }
+}
+
+fn teach(args: TeachArgs) -> Result<()> {
+    let input_mode = match args.input_mode.as_deref() {
+        None => None,
+        Some("resize") => Some(config::InputMode::Resize),
+        Some("tile") => Some(config::InputMode::Tile),
+        Some(other) => bail!("--input-mode {other:?}: use `resize` (squash each image) or `tile` (overlapping tiles)"),
+    };
+    let mut opts =
+        crate::teach::TeachOptions::new(args.images, args.out, args.backbone.unwrap_or_else(default_backbone));
+    opts.input_mode = input_mode;
+    opts.size = args.size;
+    opts.grid_stride = args.grid_stride;
+    opts.tile_overlap_px = args.tile_overlap;
+    opts.coreset_ratio = args.coreset_ratio;
+    opts.max_bank_rows = args.max_bank_rows;
+    opts.local_scale_k = args.local_scale;
+    opts.pca_dims = args.pca_dims;
+    opts.whiten = args.whiten;
+    opts.holdout_fraction = args.holdout;
+    opts.threshold_sigmas = args.threshold_sigmas;
+    opts.max_overkill = args.max_overkill / 100.0;
+    opts.target_escape = args.target_escape.map(|p| p / 100.0);
+    opts.defects = args.defects;
+    opts.time_budget_s = args.time_budget;
+    opts.head = match args.head.as_str() {
+        "auto" => crate::teach::head::HeadMode::Auto,
+        "off" => crate::teach::head::HeadMode::Off,
+        "always" => crate::teach::head::HeadMode::Always,
+        other => bail!("--head {other:?}: use `auto`, `off` or `always`"),
+    };
+    opts.blur_sigma_px = args.blur_sigma;
+    opts.top_fraction = args.top_fraction;
+    opts.seed = args.seed;
+    opts.threads = args.threads;
+    opts.progress = std::io::stderr().is_terminal();
+    let report = crate::teach::teach(&opts)?;
+    print!("{}", crate::teach::summary::summary(&report));
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+/// The folder the demo config's relative paths start from: the current folder when it holds the
+/// project's `models/`, else the checkout the binary was built in.
+pub fn project_dir() -> PathBuf {
+    let here = PathBuf::from(".");
+    if here.join("models/demo/model.toml").is_file() {
+        return here;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            if dir.join("models/demo/model.toml").is_file() {
+                return dir.to_path_buf();
+            }
+        }
+    }
+    here
+}
+
+/// The station config (or the demo's), with its model taught first if `[model.teach]` asks and
+/// the package does not exist yet.
+fn load(config: Option<&Path>) -> Result<LoadedConfig> {
+    let loaded = match config {
+        Some(path) => config::load_file(path)?,
+        None => config::demo(project_dir())?,
+    };
+    crate::teach::ensure_taught(&loaded, std::io::stderr().is_terminal())?;
+    Ok(loaded)
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    // `check` never writes: a model still to be taught is reported, not taught (`run` teaches it).
+    let loaded = config::load_file(&args.config)?;
+    // Every camera must deliver a frame within its open timeout; one that does not is named, and
+    // check returns rather than hang on it.
+    let silent: Vec<String> = crate::topology::probe_cameras(&loaded)
+        .into_iter()
+        .filter_map(|(id, r)| r.err().map(|e| format!("camera {id}: {e}")))
+        .collect();
+    if !silent.is_empty() {
+        bail!("{}: {} camera(s) deliver no frame:\n  {}", args.config.display(), silent.len(), silent.join("\n  "));
+    }
+    if let Some(pending) = teach_pending(&loaded)? {
+        println!(
+            "{}: OK — {} camera(s) deliver frames; {pending}; its I/O is checked once it exists",
+            args.config.display(),
+            loaded.config.cameras.len(),
+        );
+        return Ok(());
+    }
+    let station = Station::build(&loaded, RunOptions::default())?;
+    let m = &station.package.manifest;
+    println!(
+        "{}: OK — {} camera(s) deliver frames; model {} ({}, sha256 {}) loaded, I/O matches its manifest, warmed up",
+        args.config.display(),
+        loaded.config.cameras.len(),
+        m.name,
+        m.task.kind(),
+        &station.package.sha256[..12],
+    );
+    for (cam, geo) in loaded.config.cameras.iter().zip(&loaded.geometry) {
+        if let Some(cal) = &geo.calibration {
+            println!(
+                "  camera {}: calibrated for {}×{} (RMS {}), {}",
+                cam.id,
+                cal.image_width,
+                cal.image_height,
+                cal.rms_px.map_or_else(|| "unknown".into(), |r| format!("{r:.3} px")),
+                if geo.undistort { "frames undistorted" } else { "frames not undistorted" }
+            );
+        }
+        if let (Some(mm), Some(origin)) = (geo.mm_per_px, &geo.scale_origin) {
+            println!("  camera {}: {mm} mm/px, from {origin}", cam.id);
+        }
+    }
+    Ok(())
+}
+
+/// What `run` would teach on first start: `[model.teach]` is set and its package holds no model.
+fn teach_pending(loaded: &LoadedConfig) -> Result<Option<String>> {
+    let cfg = &loaded.config;
+    let Some(t) = &cfg.model.teach else { return Ok(None) };
+    let package = loaded.resolve(&cfg.model.package);
+    if package.join("model.toml").is_file() {
+        return Ok(None);
+    }
+    let source = match (&t.images, t.synthetic_parts) {
+        (Some(dir), _) => {
+            let dir = loaded.resolve(dir);
+            format!("{} images in {}", crate::teach::learn::list_images(&dir)?.len(), dir.display())
+        }
+        (None, parts) => {
+            let cameras = cfg.cameras.iter().filter(|c| matches!(c.source, config::SourceConfig::Synthetic(_))).count();
+            format!("{} good parts from each of {cameras} synthetic camera(s)", parts.unwrap_or(0))
+        }
+    };
+    Ok(Some(format!("the model would be taught on first start into {} ({source})", package.display())))
+}
+
+fn synth(args: SynthArgs) -> Result<()> {
+    let surface = args.surface.parse()?;
+    let params = crate::synth::SynthParams {
+        width: args.width,
+        height: args.height,
+        surface,
+        defect_probability: args.defect_probability,
+        seed: args.seed,
+    };
+    let summary = crate::synth::write_dataset(&args.out, args.count, &params)?;
+    println!("wrote {} parts ({} defective) to {}", summary.parts, summary.defective, args.out.display());
+    Ok(())
+}
+
+fn calibrate(args: CalibrateArgs) -> Result<()> {
+    use crate::calibration::{TargetSpec, command};
+    let spec = match (&args.target, &args.board, args.spacing_mm) {
+        (Some(target), Some(board), Some(spacing)) => Some(TargetSpec::new(target.parse()?, board.parse()?, spacing)?),
+        _ => None, // clap requires all three unless only the scale is set by hand
+    };
+    let opts = command::CalibrateOptions {
+        images: args.images,
+        spec,
+        out: args.out,
+        from: args.from,
+        plane_image: args.plane_image,
+        mm_per_px: args.mm_per_px,
+        min_views: usize::from(args.min_views),
+        drop_outliers: args.drop_outliers,
+    };
+    command::run(&opts, &mut std::io::stdout().lock())?;
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let opts = crate::eval::EvalOptions {
+        model: args.model,
+        dataset: args.dataset,
+        config: args.config,
+        threshold: args.threshold,
+        target_escape_pct: args.target_escape,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let (report, results) = crate::eval::run(&opts)?;
+    if let Some(path) = &args.csv {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create CSV file {}", path.display()))?,
+        );
+        crate::eval::report::write_csv(&results, &mut file)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing CSV file {}", path.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    match args.json.as_deref() {
+        Some("-") => println!("{json}"),
+        Some(path) => {
+            std::fs::write(path, json + "\n").with_context(|| format!("writing JSON report {path}"))?;
+            print!("{}", report.table());
+        }
+        None => print!("{}", report.table()),
+    }
+    Ok(())
+}
