@@ -266,10 +266,7 @@ fn start(db: &Path, cache_ms: u64, registry: Option<&prometheus::Registry>) -> R
     let ctx = StoreContext {
         station: "bench".into(),
         cameras: CAMERAS.iter().map(|c| c.to_string()).collect(),
-        classes: station.package.manifest.task.classes(),
-        model_name: station.package.manifest.name.clone(),
-        model_sha256: station.package.sha256.clone(),
-        rules_json: "[]".into(),
+        recipes: station.recipe_contexts(),
     };
     let store_acc = station.accounting();
     let store = std::thread::spawn(move || store.run(rx, ctx, store_acc));

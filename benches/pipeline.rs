@@ -75,6 +75,7 @@ fn make_frame(pool: &BufferPool<u8>, generator: &mut Generator, index: u64) -> F
         part_id: None,
         captured_at: Instant::now(),
         captured_wall: SystemTime::now(),
+        recipe: 0,
     };
     Frame { meta, format: PixelFormat::Gray8, width: SIDE, height: SIDE, pixels }
 }

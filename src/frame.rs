@@ -48,6 +48,9 @@ pub struct FrameMeta {
     pub captured_at: Instant,
     /// Wall-clock capture time: for records people read.
     pub captured_wall: SystemTime,
+    /// The recipe that judges this frame (index into the station's recipes), stamped at capture
+    /// (see `pipeline::recipe_switch`).
+    pub recipe: u16,
 }
 
 /// A captured image with its metadata. Pixels are on loan from the camera's pool.

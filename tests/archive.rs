@@ -54,14 +54,7 @@ fn run(frames: u64, ok_sample_rate: f64, max_bytes: u64, prepare: impl FnOnce(&P
     };
     let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
     let accounting = station.accounting();
-    let ctx = StoreContext {
-        station: "test".into(),
-        cameras: vec!["cam".into()],
-        classes: vec!["defect".into()],
-        model_name: "m".into(),
-        model_sha256: "ab".into(),
-        rules_json: "[]".into(),
-    };
+    let ctx = StoreContext { station: "test".into(), cameras: vec!["cam".into()], recipes: station.recipe_contexts() };
     let threads = {
         let (a, b) = (Arc::clone(&accounting), Arc::clone(&accounting));
         [

@@ -100,12 +100,12 @@ impl PlcLog {
         self.writes(5, REJECT_COIL).filter(|r| r["values"][0] == false).map(|r| r["t_ns"].as_u64().unwrap()).collect()
     }
 
-    /// Every output-block write: (arrival, the 9 registers).
+    /// Every output-block write: (arrival, the 10 registers).
     fn status_writes(&self) -> Vec<(u64, Vec<u64>)> {
         self.writes(16, STATUS)
             .map(|r| {
                 let values: Vec<u64> = r["values"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-                assert_eq!(values.len(), 9, "the output block is written whole: {r}");
+                assert_eq!(values.len(), 10, "the output block is written whole: {r}");
                 (r["t_ns"].as_u64().unwrap(), values)
             })
             .collect()
@@ -360,6 +360,68 @@ fn plc_triggers_become_parts_and_results_are_presented_in_order_and_acked() {
         assert!(!done.contains(&v[3]) || v[3] == 0, "result {} presented again after it was replaced", v[3]);
         assert_eq!(v[0] & 0b100, 0, "no overrun when the PLC acks: {v:?}");
     }
+}
+
+/// A PLC job change: the PLC writes a recipe number into its input block (+3); every camera
+/// switches from its next frame, the station acknowledges in its output block (+9) once they
+/// have, and a number that names no recipe is refused (65535) without switching anything.
+#[test]
+fn a_plc_job_change_switches_the_recipe_and_is_acknowledged() {
+    let _one = one_station();
+    let dir = tempfile::tempdir().unwrap();
+    let mut plc = Plc::start(0, &dir.path().join("plc.jsonl"), &["--recipes", "2@0.6,1@1.6,7@2.6"]);
+    let config = station_config(dir.path(), 30.0, "", 20, "", &plc.address());
+    // Two recipes of the demo model; the second counts nothing (a region of interest of 1 pixel).
+    let model = demo_model();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("[model]\npackage = \"{model}\"\n"),
+        &format!(
+            "[model]\n\n[[recipe]]\nname = \"inspect\"\npackage = \"{model}\"\n\n[[recipe]]\nname = \"blind\"\npackage = \"{model}\"\nroi_px = {{ cam = [[0, 0, 1, 1]] }}\n"
+        ),
+    );
+    assert!(text.contains("[[recipe]]"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let results = dir.path().join("results.jsonl");
+    let mut cmd = linesight_run();
+    cmd.arg("--config").arg(&config).args(["--max-frames", "120", "--results"]).arg(&results);
+    let (mut station, _admin, log) = spawn_with_admin(cmd);
+    let status = wait_exit(&mut station, Duration::from_secs(60));
+    assert!(status.success(), "station failed:\n{}", log.lock().unwrap());
+    plc.kill();
+
+    let plc_log = PlcLog(plc.records());
+    let requests: Vec<(u64, u64)> =
+        plc_log.of_kind("recipe").iter().map(|r| (ns(r, "t_ns"), r["number"].as_u64().unwrap())).collect();
+    assert_eq!(requests.iter().map(|r| r.1).collect::<Vec<_>>(), [2, 1, 7], "the PLC made its three requests");
+    // The acknowledgement register, as the PLC saw it change.
+    let mut acks: Vec<(u64, u64)> = Vec::new();
+    for (t, v) in plc_log.status_writes() {
+        if acks.last().is_none_or(|a| a.1 != v[9]) {
+            acks.push((t, v[9]));
+        }
+    }
+    let values: Vec<u64> = acks.iter().map(|a| a.1).filter(|v| *v != 0).collect();
+    assert_eq!(values, [1, 2, 1, 65535], "acknowledged in turn, the unknown number refused: {acks:?}");
+    for (number, requested_at) in [(2, requests[0].0), (1, requests[1].0)] {
+        let acked_at = acks.iter().rev().find(|a| a.1 == number).unwrap().0;
+        assert!(acked_at > requested_at, "recipe {number} acknowledged after it was asked for");
+    }
+
+    // Every record names its recipe; they run in the order the PLC asked; the refused request
+    // switched nothing; the blind recipe rejected nothing.
+    let records = read_jsonl(&results);
+    let mut seen: Vec<&str> = Vec::new();
+    for r in &records {
+        let recipe = r["recipe"].as_str().expect("every record names its recipe");
+        if seen.last() != Some(&recipe) {
+            seen.push(recipe);
+        }
+        if recipe == "blind" {
+            assert_ne!(r["verdict"], "NG", "the blind recipe counts nothing: {r}");
+        }
+    }
+    assert_eq!(seen, ["inspect", "blind", "inspect"], "records in seq order follow the job changes");
+    assert!(records.iter().any(|r| r["recipe"] == "inspect" && r["verdict"] == "NG"), "the inspecting recipe rejects");
 }
 
 #[test]

@@ -33,10 +33,13 @@ fn ctx(cameras: &[&str]) -> StoreContext {
     StoreContext {
         station: "test".into(),
         cameras: cameras.iter().map(|c| c.to_string()).collect(),
-        classes: vec!["scratch".into(), "dent".into()],
-        model_name: "m".into(),
-        model_sha256: "ab".into(),
-        rules_json: r#"[{"class":"scratch","min_score":0.5}]"#.into(),
+        recipes: vec![linesight::sinks::RecipeContext {
+            name: "default".into(),
+            classes: vec!["scratch".into(), "dent".into()],
+            model_name: "m".into(),
+            model_sha256: "ab".into(),
+            rules_json: r#"[{"class":"scratch","min_score":0.5}]"#.into(),
+        }],
     }
 }
 
@@ -54,6 +57,7 @@ fn inspection(camera: u16, at_ms: i64, verdict: Verdict, part: Option<&str>, def
             part_id: part.map(part_id),
             captured_at: now,
             captured_wall: UNIX_EPOCH + Duration::from_millis(at_ms as u64),
+            recipe: 0,
         },
         width: 64,
         height: 48,
@@ -356,11 +360,11 @@ fn the_openapi_document_describes_the_real_responses() {
     let (status, doc) = get(&app, "/api/v1/openapi.json");
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 10);
+    assert_eq!(paths.len(), 14);
     for (path, item) in paths {
         if item.get("get").is_none() {
-            // The review label, a POST (tests below write labels with the tokens it needs).
-            assert!(path.ends_with("/review"), "{path}");
+            // The writes (review labels here, recipe switches and changes in tests/recipes.rs).
+            assert!(item.get("post").is_some() || item.get("patch").is_some(), "{path}");
             continue;
         }
         let uri = path.replace("{id}", "2").replace("{part_id}", "P1");

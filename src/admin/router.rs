@@ -95,14 +95,14 @@ mod tests {
             let telemetry = Arc::new(Telemetry::new());
             let accounting = Arc::new(Accounting::new(&["left".into()]));
             let classes = ["scratch".to_string()];
-            let m = StationMetrics::new(&accounting, &classes, ("demo", "ab12"), Some(&telemetry.registry)).unwrap();
+            let m = StationMetrics::new(&accounting, &classes, &[("demo", "ab12")], Some(&telemetry.registry)).unwrap();
             accounting.cameras[0].captured.fetch_add(5, Relaxed);
             accounting.cameras[0].ok.fetch_add(3, Relaxed);
             accounting.cameras[0].failsafe_timeout.fetch_add(1, Relaxed);
             accounting.cameras[0].dropped_queue_full.fetch_add(1, Relaxed);
             m.defects[0][0].inc();
             m.capture_to_verdict[0].observe(0.004);
-            m.inference.observe(0.003);
+            m.inference[0].observe(0.003);
             m.batch_size.observe(4.0);
             let app = router(Arc::clone(&telemetry));
             let (status, content_type, body) = get(&app, "/metrics").await;

@@ -214,7 +214,7 @@ pub fn stats(conn: &Connection, f: &Filter, bucket: Bucket, utc_offset_ms: i64) 
 
 const COLUMNS: &str = "i.id, i.station, i.camera, i.seq, i.part_id, i.captured_ms, i.decided_ms, i.latency_ms, \
     i.verdict, i.failsafe_cause, i.image_score, i.width, i.height, i.mm_per_px, i.defects_truncated, m.name, m.sha256, \
-    m.rules_json, i.threshold";
+    m.rules_json, i.threshold, i.recipe";
 
 fn inspection(conn: &Connection, r: &Row, with_rules: bool) -> rusqlite::Result<Json> {
     let id: i64 = r.get(0)?;
@@ -230,7 +230,8 @@ fn inspection(conn: &Connection, r: &Row, with_rules: bool) -> rusqlite::Result<
         "decided_unix_ms": r.get::<_, i64>(6)?, "latency_ms": r.get::<_, f64>(7)?, "verdict": r.get::<_, String>(8)?,
         "failsafe_cause": r.get::<_, Option<String>>(9)?, "image_score": r.get::<_, Option<f64>>(10)?,
         "width": r.get::<_, i64>(11)?, "height": r.get::<_, i64>(12)?, "mm_per_px": r.get::<_, Option<f64>>(13)?,
-        "defects_truncated": r.get::<_, i64>(14)?, "threshold": r.get::<_, Option<f64>>(18)?, "model": model, "defects": defects(conn, id)?,
+        "defects_truncated": r.get::<_, i64>(14)?, "threshold": r.get::<_, Option<f64>>(18)?,
+        "recipe": r.get::<_, Option<String>>(19)?, "model": model, "defects": defects(conn, id)?,
     }))
 }
 

@@ -19,11 +19,13 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+mod recipes;
 mod review;
 pub mod router;
 
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
+pub use recipes::{LiveRecipes, RecipeSummary};
 pub use router::{ApiState, router};
 
 use crate::http_server::{HttpServer, ListenerKind, ServeError};

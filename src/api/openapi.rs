@@ -58,13 +58,53 @@ fn review() -> Value {
                 "description": "Window [from, to): to defaults to now, from to 7 days before to. Inspections with an image score come first, by |score - threshold| / threshold; then the rest (fail-safe, models without an image score), newest first.",
                 "parameters": [from, to, camera, param("limit", "query", "integer", "1..=1000, default 100")],
                 "responses": ok("ReviewQueue") } },
+            "/api/v1/recipes": { "get": {
+                "summary": "The station's recipes: model, threshold and the cameras running each",
+                "responses": ok("Recipes") } },
+            "/api/v1/recipes/{name}": { "patch": {
+                "summary": "Change a recipe's image-score threshold (anomaly models) while the station runs (admin token); audited",
+                "description": "Body: {\"threshold\": number}. In force from the next frame decided; every inspection records the threshold it was judged against. Rules cannot be changed at run time yet (400).",
+                "parameters": [param("name", "path", "string", "recipe name")],
+                "responses": {
+                    "200": { "description": "The recipe as GET /api/v1/recipes lists it", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+                    "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                    "503": { "$ref": "#/components/responses/Error" },
+                } } },
+            "/api/v1/recipes/{name}/activate": { "post": {
+                "summary": "Switch cameras to a recipe (operator token); audited",
+                "description": "Body: {\"cameras\": [camera ids]} or empty (all cameras). The switch takes effect between two frames of each camera: no frame is lost or judged by a mix of recipes. Answers once each camera has captured a frame under the new recipe (at most 5 s): first_seq maps each camera to that frame's sequence number (null: no frame yet; its next frame is judged under the new recipe).",
+                "parameters": [param("name", "path", "string", "recipe name")],
+                "responses": {
+                    "200": { "description": "In effect", "content": { "application/json": { "schema": { "type": "object", "required": ["recipe", "first_seq"], "properties": {
+                        "recipe": { "type": "string" }, "first_seq": { "type": "object", "additionalProperties": { "type": ["integer", "null"] } } } } } } },
+                    "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+                    "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                    "503": { "$ref": "#/components/responses/Error" },
+                } } },
+            "/api/v1/audit": { "get": {
+                "summary": "Changes made through the API, newest first: who, when, what, old and new",
+                "parameters": [param("limit", "query", "integer", "1..=1000, default 100")],
+                "responses": ok("Audit") } },
             "/api/v1/operating-point": { "get": {
                 "summary": "Escape and overkill measured on the reviewed inspections of one model, at its current threshold and across thresholds",
                 "description": "Latest label per inspection; defect = positive, good = negative; unsure and unscored (fail-safe) labels are counted apart. Escape: defects scoring below the threshold; overkill: goods at or above it. Intervals: two-sided 95% Clopper-Pearson. The labelled OK parts are the archive's sample, so rates weigh them as reviewed, not by how many OK parts they stand for.",
-                "parameters": [param("model", "query", "string", "model name or sha256 (prefix of 8+ digits); default: the newest inspection's")],
+                "parameters": [param("recipe", "query", "string", "recipe name: its newest inspection's model, its inspections only"),
+                    param("model", "query", "string", "model name or sha256 (prefix of 8+ digits); default: the newest inspection's")],
                 "responses": ok("OperatingPoint") } },
         },
         "schemas": {
+                "Recipes": { "type": "object", "required": ["recipes"], "properties": { "recipes": { "type": "array", "items": {
+                    "type": "object", "required": ["name", "model", "cameras", "threshold"], "properties": {
+                        "name": { "type": "string" },
+                        "model": { "type": "object", "required": ["name", "sha256"] },
+                        "cameras": { "type": "array", "items": { "type": "string" }, "description": "cameras running it" },
+                        "threshold": { "type": ["number", "null"], "description": "anomaly models: the image-score threshold in force" } } } } } },
+                "Audit": { "type": "object", "required": ["items"], "properties": { "items": { "type": "array", "items": {
+                    "type": "object", "required": ["id", "at_unix_ms", "at", "who", "action", "target", "old", "new"], "properties": {
+                        "id": { "type": "integer" }, "at_unix_ms": { "type": "integer" }, "at": { "type": "string" },
+                        "who": { "type": "string" }, "action": { "type": "string" }, "target": { "type": "string" },
+                        "old": { "type": ["string", "null"] }, "new": { "type": ["string", "null"] } } } } } },
                 "NewReview": { "type": "object", "required": ["label"], "properties": {
                     "label": { "type": "string", "enum": ["defect", "good", "unsure"] },
                     "class": { "type": "string" }, "note": { "type": "string" } } },
@@ -174,9 +214,11 @@ fn base() -> Value {
                         "counted": { "type": "boolean" } } },
                 "Inspection": { "type": "object",
                     "required": ["id", "station", "camera", "seq", "part_id", "captured_unix_ms", "captured_at",
-                        "decided_unix_ms", "latency_ms", "verdict", "failsafe_cause", "model", "defects"],
+                        "decided_unix_ms", "latency_ms", "verdict", "failsafe_cause", "recipe", "threshold", "model", "defects"],
                     "properties": {
                         "id": { "type": "integer" }, "station": { "type": "string" }, "camera": { "type": "string" },
+                        "recipe": { "type": ["string", "null"], "description": "the recipe that judged it (null: stored before recipes)" },
+                        "threshold": { "type": ["number", "null"], "description": "anomaly models: the image-score threshold it was judged against" },
                         "seq": { "type": "integer" }, "part_id": { "type": ["string", "null"] },
                         "captured_unix_ms": { "type": "integer" }, "captured_at": { "type": "string" },
                         "decided_unix_ms": { "type": "integer" }, "latency_ms": { "type": "number" },

@@ -70,6 +70,44 @@ pub fn add(conn: &mut Connection, id: i64, review: &NewReview, reviewer: &str, n
     }))
 }
 
+/// Record changes in the audit log: `action` by `who` at `now_ms`, one row per
+/// `(target, old value)`, each to `new`.
+pub fn audit(
+    conn: &mut Connection,
+    now_ms: i64,
+    who: &str,
+    action: &str,
+    changes: &[(String, String)],
+    new: &str,
+) -> Result<(), ApiError> {
+    let tx = conn.transaction()?;
+    for (target, old) in changes {
+        tx.execute(
+            "INSERT INTO audit (at_ms, who, action, target, old, new) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_ms, who, action, target, old, new],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The newest `limit` audit records, newest first.
+pub fn audit_log(conn: &Connection, limit: i64) -> Result<Json, ApiError> {
+    let mut stmt =
+        conn.prepare("SELECT id, at_ms, who, action, target, old, new FROM audit ORDER BY id DESC LIMIT ?1")?;
+    let items: Vec<Json> = stmt
+        .query_map([limit], |r| {
+            let at: i64 = r.get(1)?;
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?, "at_unix_ms": at, "at": super::db::rfc3339(at),
+                "who": r.get::<_, String>(2)?, "action": r.get::<_, String>(3)?, "target": r.get::<_, String>(4)?,
+                "old": r.get::<_, Option<String>>(5)?, "new": r.get::<_, Option<String>>(6)?,
+            }))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(json!({ "items": items }))
+}
+
 /// Every label of inspection `id`, oldest first (the last one counts).
 pub fn of_inspection(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Json>> {
     let mut stmt = conn.prepare_cached(
@@ -121,9 +159,21 @@ pub fn queue(conn: &Connection, from: i64, to: i64, camera: Option<&str>, limit:
     Ok(json!({ "from_unix_ms": from, "to_unix_ms": to, "camera": camera, "items": items }))
 }
 
-/// The model an operating point is measured for: `wanted` (a name, or a sha256 or its prefix of
-/// at least 8 digits), else the one that judged the newest inspection. Returns (name, sha256).
-fn model(conn: &Connection, wanted: Option<&str>) -> Result<(String, String), ApiError> {
+/// The model an operating point is measured for: the one that judged recipe `recipe`'s newest
+/// inspection, else `wanted` (a name, or a sha256 or its prefix of at least 8 digits), else the
+/// one that judged the newest inspection. Returns (name, sha256).
+fn model(conn: &Connection, wanted: Option<&str>, recipe: Option<&str>) -> Result<(String, String), ApiError> {
+    if let Some(recipe) = recipe {
+        return conn
+            .query_row(
+                "SELECT m.name, m.sha256 FROM inspections i JOIN models m ON m.id = i.model_id
+                 WHERE i.recipe = ?1 ORDER BY i.id DESC LIMIT 1",
+                [recipe],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| ApiError::NotFound(format!("no inspection of recipe {recipe:?} in the store")));
+    }
     let found: Option<(String, String)> = match wanted {
         Some(w) => conn
             .query_row(
@@ -148,18 +198,19 @@ fn model(conn: &Connection, wanted: Option<&str>) -> Result<(String, String), Ap
     })
 }
 
-/// Escape and overkill of the reviewed inspections of one model at its current threshold and
-/// across thresholds, with 95% Clopper–Pearson intervals at the current one.
-pub fn operating_point(conn: &Connection, wanted_model: Option<&str>) -> Result<Json, ApiError> {
-    let (name, sha256) = model(conn, wanted_model)?;
+/// Escape and overkill of the reviewed inspections of one model (of one recipe, when given) at
+/// its current threshold and across thresholds, with 95% Clopper–Pearson intervals at the
+/// current one.
+pub fn operating_point(conn: &Connection, wanted_model: Option<&str>, recipe: Option<&str>) -> Result<Json, ApiError> {
+    let (name, sha256) = model(conn, wanted_model, recipe)?;
     let mut stmt = conn.prepare(
         "SELECT i.image_score, r.label FROM inspections i
          JOIN models m ON m.id = i.model_id
          JOIN reviews r ON r.id = (SELECT MAX(id) FROM reviews WHERE inspection_id = i.id)
-         WHERE m.sha256 = ?1",
+         WHERE m.sha256 = ?1 AND (?2 IS NULL OR i.recipe = ?2)",
     )?;
     let (mut defects, mut goods, mut unsure, mut unscored) = (Vec::new(), Vec::new(), 0u64, 0u64);
-    for row in stmt.query_map([&sha256], |r| Ok((r.get::<_, Option<f64>>(0)?, r.get::<_, String>(1)?)))? {
+    for row in stmt.query_map(params![sha256, recipe], |r| Ok((r.get::<_, Option<f64>>(0)?, r.get::<_, String>(1)?)))? {
         match row? {
             (_, label) if label == "unsure" => unsure += 1,
             (None, _) => unscored += 1,
@@ -170,8 +221,9 @@ pub fn operating_point(conn: &Connection, wanted_model: Option<&str>) -> Result<
     let threshold: Option<f64> = conn
         .query_row(
             "SELECT i.threshold FROM inspections i JOIN models m ON m.id = i.model_id
-             WHERE m.sha256 = ?1 AND i.threshold IS NOT NULL ORDER BY i.id DESC LIMIT 1",
-            [&sha256],
+             WHERE m.sha256 = ?1 AND (?2 IS NULL OR i.recipe = ?2) AND i.threshold IS NOT NULL
+             ORDER BY i.id DESC LIMIT 1",
+            params![sha256, recipe],
             |r| r.get(0),
         )
         .optional()?;
@@ -188,7 +240,7 @@ pub fn operating_point(conn: &Connection, wanted_model: Option<&str>) -> Result<
         p
     });
     Ok(json!({
-        "model": { "name": name, "sha256": sha256 },
+        "model": { "name": name, "sha256": sha256 }, "recipe": recipe,
         "current": current,
         "points": curve(&defects, &goods),
         "defects": defects.len(), "goods": goods.len(), "unsure": unsure, "unscored": unscored,

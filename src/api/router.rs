@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub struct ApiState {
     /// The running station's counters, for `/cameras`: set once the station is built (the API
     /// listens while the model loads; until then `/cameras` lists none).
     pub accounting: Arc<OnceLock<Arc<Accounting>>>,
+    /// The running station's recipes and their switch: set once the station is built.
+    pub recipes: Arc<OnceLock<super::recipes::LiveRecipes>>,
     /// The tokens that may read and write, and their roles (see [`super::auth`]).
     pub tokens: Tokens,
     /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
@@ -73,6 +75,7 @@ impl ApiState {
         Self {
             db,
             accounting: Arc::new(accounting.map_or_else(OnceLock::new, OnceLock::from)),
+            recipes: Arc::default(),
             tokens: Tokens::default(),
             utc_offset_minutes: None,
             archive_dir: None,
@@ -101,6 +104,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/inspections/{id}/review", post(review))
         .route("/api/v1/review/queue", get(review_queue))
         .route("/api/v1/operating-point", get(operating_point))
+        .route("/api/v1/recipes", get(recipes))
+        .route("/api/v1/recipes/{name}", patch(change_recipe))
+        .route("/api/v1/recipes/{name}/activate", post(activate))
+        .route("/api/v1/audit", get(audit))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
@@ -111,12 +118,12 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// The role a request needs: reads are `viewer`; review labels `operator`; any other write
-/// `admin` (a route added later is never writable by a weaker role by mistake).
+/// The role a request needs: reads are `viewer`; review labels and recipe switches `operator`;
+/// any other write `admin` (a route added later is never writable by a weaker role by mistake).
 fn needed_role(method: &Method, path: &str) -> Role {
     if method == Method::GET || method == Method::HEAD {
         Role::Viewer
-    } else if path.ends_with("/review") {
+    } else if path.ends_with("/review") || path.ends_with("/activate") {
         Role::Operator
     } else {
         Role::Admin
@@ -402,6 +409,71 @@ async fn review(
     Ok((StatusCode::CREATED, Json(json!({ "review": stored }))).into_response())
 }
 
+/// `GET /api/v1/recipes`: each recipe, its model, threshold, and the cameras running it.
+async fn recipes(State(s): State<Shared>) -> Json<Value> {
+    Json(s.recipes.get().map_or_else(|| json!({ "recipes": [] }), |r| r.list()))
+}
+
+/// `POST /api/v1/recipes/{name}/activate`: switch cameras to a recipe (see [`super::recipes`]),
+/// audited.
+async fn activate(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let activation: super::recipes::Activation = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "activate body: {e}: send {{\"cameras\": [camera ids]}} or nothing (all cameras)"
+            ))
+        })?
+    };
+    let (recipe, cameras) = live.resolve(&name, &activation)?;
+    let (first_seq, before) = live.activate(recipe, &cameras).await;
+    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let now = now_ms();
+    let changes: Vec<(String, String)> = before.into_iter().filter(|(_, old)| *old != name).collect();
+    let recorded = name.clone();
+    write(&s, move |c| super::review::audit(c, now, &who, "recipe.activate", &changes, &recorded)).await?;
+    Ok(Json(json!({ "recipe": name, "first_seq": first_seq })))
+}
+
+/// `PATCH /api/v1/recipes/{name}`: change a recipe's threshold from the next frame decided (admin
+/// token), audited.
+async fn change_recipe(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let change: super::recipes::Change = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("recipe change: {e}: send {{\"threshold\": number}}")))?;
+    let changed = live.change(&name, &change)?;
+    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let now = now_ms();
+    let target = name.clone();
+    write(&s, move |c| {
+        for (action, old, new) in &changed {
+            super::review::audit(c, now, &who, action, &[(target.clone(), old.clone())], new)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Json(live.list()["recipes"][live.index(&name)?].clone()))
+}
+
+/// `GET /api/v1/audit?limit`: the changes made through the API, newest first.
+async fn audit(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+    check_known(&q, &["limit"])?;
+    let limit = params::limit(q.get("limit").map(String::as_str))?;
+    Ok(Json(query(&s, move |c| super::review::audit_log(c, limit)).await?))
+}
+
 /// `GET /api/v1/review/queue`: what to review next (see [`super::review::queue`]); the window
 /// defaults to the 7 days before `to` (default now).
 async fn review_queue(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
@@ -414,12 +486,13 @@ async fn review_queue(State(s): State<Shared>, Query(q): Params) -> Result<Json<
     Ok(Json(query(&s, move |c| super::review::queue(c, from, to, camera.as_deref(), limit)).await?))
 }
 
-/// `GET /api/v1/operating-point?model=NAME|SHA256`: escape and overkill measured on the reviewed
-/// inspections of one model (default: the newest inspection's).
+/// `GET /api/v1/operating-point?recipe=NAME` (or `model=NAME|SHA256`): escape and overkill
+/// measured on the reviewed inspections of one recipe's current model (default: the newest
+/// inspection's model).
 async fn operating_point(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
-    check_known(&q, &["model"])?;
-    let model = q.get("model").cloned();
-    Ok(Json(query(&s, move |c| super::review::operating_point(c, model.as_deref())).await?))
+    check_known(&q, &["model", "recipe"])?;
+    let (model, recipe) = (q.get("model").cloned(), q.get("recipe").cloned());
+    Ok(Json(query(&s, move |c| super::review::operating_point(c, model.as_deref(), recipe.as_deref())).await?))
 }
 
 #[cfg(test)]

@@ -121,14 +121,20 @@ fn check(args: CheckArgs) -> Result<()> {
         return Ok(());
     }
     let station = Station::build(&loaded, RunOptions::default())?;
-    let m = &station.package.manifest;
+    let models: Vec<String> = station
+        .recipes
+        .iter()
+        .map(|r| {
+            let m = &r.package.manifest;
+            let recipe = if station.recipes.len() > 1 { format!("recipe {}: ", r.name) } else { String::new() };
+            format!("{recipe}model {} ({}, sha256 {})", m.name, m.task.kind(), &r.package.sha256[..12])
+        })
+        .collect();
     println!(
-        "{}: OK — {} camera(s) deliver frames; model {} ({}, sha256 {}) loaded, I/O matches its manifest, warmed up",
+        "{}: OK — {} camera(s) deliver frames; {} loaded, I/O matches its manifest, warmed up",
         args.config.display(),
         loaded.config.cameras.len(),
-        m.name,
-        m.task.kind(),
-        &station.package.sha256[..12],
+        models.join("; "),
     );
     for (cam, geo) in loaded.config.cameras.iter().zip(&loaded.geometry) {
         if let Some(cal) = &geo.calibration {
@@ -148,25 +154,39 @@ fn check(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `run` would teach on first start: `[model.teach]` is set and its package holds no model.
+/// What `run` would teach on first start: each recipe with teach settings whose package holds
+/// no model yet.
 fn teach_pending(loaded: &LoadedConfig) -> Result<Option<String>> {
     let cfg = &loaded.config;
-    let Some(t) = &cfg.model.teach else { return Ok(None) };
-    let package = loaded.resolve(&cfg.model.package);
-    if package.join("model.toml").is_file() {
-        return Ok(None);
+    let mut pending = Vec::new();
+    for (index, recipe) in loaded.recipes().iter().enumerate() {
+        let Some(t) = &recipe.teach else { continue };
+        let package = loaded.resolve(&recipe.package);
+        if package.join("model.toml").is_file() {
+            continue;
+        }
+        let source = match (&t.images, t.synthetic_parts) {
+            (Some(dir), _) => {
+                let dir = loaded.resolve(dir);
+                format!("{} images in {}", crate::teach::learn::list_images(&dir)?.len(), dir.display())
+            }
+            (None, parts) => {
+                let mine = crate::teach::on_start::teach_cameras(loaded, index);
+                let cameras = cfg
+                    .cameras
+                    .iter()
+                    .filter(|c| mine.contains(&c.id) && matches!(c.source, config::SourceConfig::Synthetic(_)))
+                    .count();
+                format!("{} good parts from each of {cameras} synthetic camera(s)", parts.unwrap_or(0))
+            }
+        };
+        pending.push(format!(
+            "recipe {}'s model would be taught on first start into {} ({source})",
+            recipe.name,
+            package.display()
+        ));
     }
-    let source = match (&t.images, t.synthetic_parts) {
-        (Some(dir), _) => {
-            let dir = loaded.resolve(dir);
-            format!("{} images in {}", crate::teach::learn::list_images(&dir)?.len(), dir.display())
-        }
-        (None, parts) => {
-            let cameras = cfg.cameras.iter().filter(|c| matches!(c.source, config::SourceConfig::Synthetic(_))).count();
-            format!("{} good parts from each of {cameras} synthetic camera(s)", parts.unwrap_or(0))
-        }
-    };
-    Ok(Some(format!("the model would be taught on first start into {} ({source})", package.display())))
+    Ok((!pending.is_empty()).then(|| pending.join("; ")))
 }
 
 fn synth(args: SynthArgs) -> Result<()> {

@@ -129,9 +129,12 @@ impl Running {
             bail!("--api-listen: the API reads the result store: add [store] path = \"linesight.db\" to the config");
         }
         let results = args.results.clone().or_else(|| cfg.outputs.results.clone());
-        let mut outputs = Outputs::open(&loaded, results.as_deref(), &telemetry, &supervisor)?;
-        // `/cameras` lists the cameras once the station is built.
-        let (api, api_cameras) = start_api(api_addr, &outputs, cfg, &telemetry)?;
+        // Made before the station: a PLC's job change may come while the models load.
+        let recipe_switch =
+            Arc::new(crate::pipeline::RecipeSwitch::new(&loaded.starting_recipes(), loaded.recipes().len()));
+        let mut outputs = Outputs::open(&loaded, results.as_deref(), &telemetry, &supervisor, &recipe_switch)?;
+        // `/cameras` and `/recipes` show the station once it is built.
+        let (api, api_slots) = start_api(api_addr, &outputs, cfg, &telemetry)?;
 
         let options = RunOptions {
             max_frames: args.max_frames,
@@ -141,19 +144,33 @@ impl Running {
             inference_stall: faults.inference_stall,
             output_fault: faults.output_fault,
             supervisor: Some(Arc::clone(&supervisor)),
+            recipe_switch: Some(recipe_switch),
         };
         let station = Station::build(&loaded, options)?;
-        if let Some(cameras) = api_cameras {
-            let _ = cameras.set(station.accounting());
+        if let Some(slots) = api_slots {
+            let _ = slots.counters.set(station.accounting());
+            let recipes = station
+                .recipes
+                .iter()
+                .map(|r| crate::api::RecipeSummary {
+                    name: r.name.clone(),
+                    model_name: r.package.manifest.name.clone(),
+                    model_sha256: r.package.sha256.clone(),
+                })
+                .collect();
+            let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+            let live = crate::api::LiveRecipes {
+                switch: Arc::clone(&station.switch),
+                thresholds: Arc::clone(&station.thresholds),
+                cameras,
+                recipes,
+            };
+            let _ = slots.recipes.set(live);
         }
-        let m = &station.package.manifest;
         let info = StationInfo {
             station: cfg.station.name.clone(),
             cameras: cfg.cameras.iter().map(|c| c.id.clone()).collect(),
-            classes: m.task.classes(),
-            model_name: m.name.clone(),
-            model_sha256: station.package.sha256.clone(),
-            rules_json: serde_json::to_string(&cfg.rules).unwrap_or_else(|_| "[]".into()),
+            recipes: station.recipe_contexts(),
             accounting: station.accounting(),
         };
         outputs.start(&info, &supervisor)?;
@@ -173,7 +190,7 @@ impl Running {
         tracing::info!(
             station = %loaded.config.station.name,
             cameras = loaded.config.cameras.len(),
-            model = %station.package.manifest.name,
+            model = %station.package().manifest.name,
             "station ready"
         );
         let status = std::io::stderr().is_terminal().then(|| spawn_status_line(Arc::clone(&accounting)));
@@ -217,8 +234,11 @@ impl Stopped {
     }
 }
 
-/// Where the API finds the station's counters once it is built.
-type CountersSlot = Arc<std::sync::OnceLock<Arc<Accounting>>>;
+/// Where the API finds the station's counters and recipes once it is built.
+struct ApiSlots {
+    counters: Arc<std::sync::OnceLock<Arc<Accounting>>>,
+    recipes: Arc<std::sync::OnceLock<crate::api::LiveRecipes>>,
+}
 
 /// The API listener, when it is on and there is a store for it to read; it listens before the
 /// model loads (a taken port fails at once). Also returns where the built station's counters
@@ -228,11 +248,11 @@ fn start_api(
     outputs: &Outputs,
     cfg: &StationConfig,
     telemetry: &Telemetry,
-) -> Result<(Option<ApiServer>, Option<CountersSlot>)> {
+) -> Result<(Option<ApiServer>, Option<ApiSlots>)> {
     match (outputs.store_path(), addr) {
         (Some(store), Some(addr)) => {
             let mut state = ApiState::new(store.to_path_buf(), None);
-            let cameras = Arc::clone(&state.accounting);
+            let slots = ApiSlots { counters: Arc::clone(&state.accounting), recipes: Arc::clone(&state.recipes) };
             let env_admin = std::env::var(crate::api::auth::ENV_ADMIN_TOKEN).ok();
             state.tokens = crate::api::auth::Tokens::from_config(&cfg.api, env_admin.as_deref());
             state.utc_offset_minutes = cfg.api.utc_offset_minutes;
@@ -241,7 +261,7 @@ fn start_api(
             state.metrics = Arc::new(crate::api::ApiMetrics::new(Some(&telemetry.registry))?);
             let server = crate::api::start(addr, state)?;
             tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");
-            Ok((Some(server), Some(cameras)))
+            Ok((Some(server), Some(slots)))
         }
         (None, Some(_)) => {
             tracing::warn!(

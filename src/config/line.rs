@@ -146,9 +146,9 @@ impl Default for RegisterMap {
 }
 
 /// Holding registers in the station's output block.
-pub const STATUS_BLOCK_LEN: u16 = 9;
+pub const STATUS_BLOCK_LEN: u16 = 10;
 /// Holding registers in the PLC's input block.
-pub const INPUT_BLOCK_LEN: u16 = 3;
+pub const INPUT_BLOCK_LEN: u16 = 4;
 
 /// MQTT: QoS 1 JSON messages under `topic_prefix`; the status topic is retained and carries the
 /// last will (`{"event":"status","ready":false,"error":"offline"}`).

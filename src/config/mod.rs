@@ -8,12 +8,14 @@
 //! value. [`timing`] turns the accepted values into the durations the station runs on.
 
 mod line;
+pub mod recipe;
 pub mod timing;
 mod types;
 mod unknown;
 mod validate;
 
 pub use line::*;
+pub use recipe::{DEFAULT_RECIPE, RecipeConfig};
 pub use types::*;
 pub use validate::{ConfigError, ConfigErrors};
 

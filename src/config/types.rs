@@ -14,6 +14,10 @@ pub struct StationConfig {
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     pub model: ModelConfig,
+    /// Named recipes the station switches between at run time (see [`super::recipe`]); absent:
+    /// one recipe, `default`, of `[model]` and `[[rule]]`.
+    #[serde(default, rename = "recipe")]
+    pub recipes: Vec<super::recipe::RecipeConfig>,
     #[serde(default)]
     pub pipeline: PipelineConfig,
     /// Decision rules per defect class; a class without a rule makes a part NG on any defect.
@@ -236,7 +240,9 @@ pub enum Provider {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct ModelConfig {
-    /// Model package folder holding `model.onnx` and `model.toml`.
+    /// Model package folder holding `model.onnx` and `model.toml` (with `[[recipe]]`s, each
+    /// recipe names its own and this stays unset).
+    #[serde(default)]
     pub package: PathBuf,
     /// Execution provider; falls back to CPU (with a log line) when unavailable.
     #[serde(default)]

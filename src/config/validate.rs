@@ -170,111 +170,11 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
     }
 
     let m = &cfg.model;
-    let package = loaded.resolve(&m.package);
-    match &m.teach {
-        // Taught on first start: the package may not exist yet, its sources must.
-        Some(t) => {
-            let has_synthetic = cfg.cameras.iter().any(|cam| matches!(cam.source, SourceConfig::Synthetic(_)));
-            c.check(
-                t.images.is_some() != t.synthetic_parts.is_some(),
-                "model.teach",
-                "images / synthetic_parts",
-                "give exactly one of `images` (a folder of good images) or `synthetic_parts` (good parts per synthetic camera)",
-            );
-            if let Some(images) = &t.images {
-                c.check(loaded.resolve(images).is_dir(), "model.teach.images", images.display(), "no such folder");
-            }
-            if let Some(n) = t.synthetic_parts {
-                c.check((2..=10_000).contains(&n), "model.teach.synthetic_parts", n, "must be 2..=10000");
-                c.check(
-                    has_synthetic,
-                    "model.teach.synthetic_parts",
-                    n,
-                    "the station has no synthetic camera to render parts",
-                );
-            }
-            c.check(
-                loaded.resolve(&t.backbone).join("backbone.toml").is_file(),
-                "model.teach.backbone",
-                t.backbone.display(),
-                "no backbone.toml in this folder (e.g. models/backbone-lite0)",
-            );
-            c.check(
-                (32..=MAX_TEACH_SIZE).contains(&t.size) && t.size.is_multiple_of(16),
-                "model.teach.size",
-                t.size,
-                "must be a multiple of 16, 32..=2048",
-            );
-            let teach_mode = t.input_mode.or(cfg.pipeline.input_mode).unwrap_or_default();
-            c.check(
-                teach_mode != super::InputMode::Tile || cfg.pipeline.tile_overlap_px < t.size,
-                "pipeline.tile_overlap_px",
-                cfg.pipeline.tile_overlap_px,
-                "must be smaller than model.teach.size (tiles overlap by less than their side)",
-            );
-            c.check(
-                matches!(t.grid_stride, 8 | 16),
-                "model.teach.grid_stride",
-                t.grid_stride,
-                "must be 8 or 16 (the backbone's tap strides)",
-            );
-            if let Some(rows) = t.max_bank_rows {
-                c.check(
-                    (1..=MAX_BANK_ROWS).contains(&rows),
-                    "model.teach.max_bank_rows",
-                    rows,
-                    "must be 1..=100000000 (leave it out for the scoring budget's size)",
-                );
-            }
-            c.check(
-                t.local_scale_k <= MAX_LOCAL_SCALE_K,
-                "model.teach.local_scale_k",
-                t.local_scale_k,
-                "must be 0..=100 neighbours (0 = plain distances)",
-            );
-            c.check(
-                (0.0..=1.0).contains(&t.whiten),
-                "model.teach.whiten",
-                t.whiten,
-                "must be in [0, 1] (1 = full PCA whitening, 0 = plain PCA)",
-            );
-            c.check(
-                t.coreset_ratio > 0.0 && t.coreset_ratio <= 1.0,
-                "model.teach.coreset_ratio",
-                t.coreset_ratio,
-                "must be in (0, 1], e.g. 0.01",
-            );
-            c.check(
-                t.blur_sigma_px > 0.0 && t.blur_sigma_px < t.size as f32 / 8.0,
-                "model.teach.blur_sigma_px",
-                t.blur_sigma_px,
-                "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
-            );
-            c.check(
-                t.top_fraction > 0.0 && t.top_fraction <= 1.0,
-                "model.teach.top_fraction",
-                t.top_fraction,
-                "must be in (0, 1], e.g. 0.05",
-            );
-            c.check(
-                (0.0..=MAX_THRESHOLD_SIGMAS).contains(&t.threshold_sigmas),
-                "model.teach.threshold_sigmas",
-                t.threshold_sigmas,
-                "must be 0..=100, e.g. 3 (a huge threshold would pass every part)",
-            );
-            c.check(
-                t.holdout_fraction > 0.0 && t.holdout_fraction < 1.0,
-                "model.teach.holdout_fraction",
-                t.holdout_fraction,
-                "must be in (0, 1), e.g. 0.15",
-            );
-        }
-        None => c.check(
-            package.join("model.toml").is_file(),
-            "model.package",
-            &m.package,
-            "no model.toml in this folder (relative paths start at the config file's folder)",
-        ),
+    let recipes = loaded.recipes();
+    if cfg.recipes.is_empty() {
+        check_package(&mut c, loaded, &m.package, m.teach.as_ref(), "model");
+    } else {
+        check_recipes(&mut c, loaded, &recipes);
     }
     c.check((1..=64).contains(&m.workers), "model.workers", m.workers, "must be 1..=64");
     c.check((1..=256).contains(&m.intra_threads), "model.intra_threads", m.intra_threads, "must be 1..=256");
@@ -470,6 +370,179 @@ fn check_mm_rule(
                     cam.id
                 ),
             });
+        }
+    }
+}
+
+/// A model package (and its teach-on-first-start settings) at `prefix` (`model`, `recipe[i]`):
+/// it must exist, unless it is taught on first start from sources that do.
+fn check_package(
+    c: &mut Collector,
+    loaded: &LoadedConfig,
+    package_path: &std::path::Path,
+    teach: Option<&super::ModelTeachConfig>,
+    prefix: &str,
+) {
+    let cfg = &loaded.config;
+    let package = loaded.resolve(package_path);
+    match teach {
+        // Taught on first start: the package may not exist yet, its sources must.
+        Some(t) => {
+            let has_synthetic = cfg.cameras.iter().any(|cam| matches!(cam.source, SourceConfig::Synthetic(_)));
+            c.check(
+                t.images.is_some() != t.synthetic_parts.is_some(),
+                format!("{prefix}.teach"),
+                "images / synthetic_parts",
+                "give exactly one of `images` (a folder of good images) or `synthetic_parts` (good parts per synthetic camera)",
+            );
+            if let Some(images) = &t.images {
+                c.check(
+                    loaded.resolve(images).is_dir(),
+                    format!("{prefix}.teach.images"),
+                    images.display(),
+                    "no such folder",
+                );
+            }
+            if let Some(n) = t.synthetic_parts {
+                c.check((2..=10_000).contains(&n), format!("{prefix}.teach.synthetic_parts"), n, "must be 2..=10000");
+                c.check(
+                    has_synthetic,
+                    format!("{prefix}.teach.synthetic_parts"),
+                    n,
+                    "the station has no synthetic camera to render parts",
+                );
+            }
+            c.check(
+                loaded.resolve(&t.backbone).join("backbone.toml").is_file(),
+                format!("{prefix}.teach.backbone"),
+                t.backbone.display(),
+                "no backbone.toml in this folder (e.g. models/backbone-lite0)",
+            );
+            c.check(
+                (32..=MAX_TEACH_SIZE).contains(&t.size) && t.size.is_multiple_of(16),
+                format!("{prefix}.teach.size"),
+                t.size,
+                "must be a multiple of 16, 32..=2048",
+            );
+            let teach_mode = t.input_mode.or(cfg.pipeline.input_mode).unwrap_or_default();
+            c.check(
+                teach_mode != super::InputMode::Tile || cfg.pipeline.tile_overlap_px < t.size,
+                "pipeline.tile_overlap_px",
+                cfg.pipeline.tile_overlap_px,
+                "must be smaller than model.teach.size (tiles overlap by less than their side)",
+            );
+            c.check(
+                matches!(t.grid_stride, 8 | 16),
+                format!("{prefix}.teach.grid_stride"),
+                t.grid_stride,
+                "must be 8 or 16 (the backbone's tap strides)",
+            );
+            if let Some(rows) = t.max_bank_rows {
+                c.check(
+                    (1..=MAX_BANK_ROWS).contains(&rows),
+                    format!("{prefix}.teach.max_bank_rows"),
+                    rows,
+                    "must be 1..=100000000 (leave it out for the scoring budget's size)",
+                );
+            }
+            c.check(
+                t.local_scale_k <= MAX_LOCAL_SCALE_K,
+                format!("{prefix}.teach.local_scale_k"),
+                t.local_scale_k,
+                "must be 0..=100 neighbours (0 = plain distances)",
+            );
+            c.check(
+                (0.0..=1.0).contains(&t.whiten),
+                format!("{prefix}.teach.whiten"),
+                t.whiten,
+                "must be in [0, 1] (1 = full PCA whitening, 0 = plain PCA)",
+            );
+            c.check(
+                t.coreset_ratio > 0.0 && t.coreset_ratio <= 1.0,
+                format!("{prefix}.teach.coreset_ratio"),
+                t.coreset_ratio,
+                "must be in (0, 1], e.g. 0.01",
+            );
+            c.check(
+                t.blur_sigma_px > 0.0 && t.blur_sigma_px < t.size as f32 / 8.0,
+                format!("{prefix}.teach.blur_sigma_px"),
+                t.blur_sigma_px,
+                "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
+            );
+            c.check(
+                t.top_fraction > 0.0 && t.top_fraction <= 1.0,
+                format!("{prefix}.teach.top_fraction"),
+                t.top_fraction,
+                "must be in (0, 1], e.g. 0.05",
+            );
+            c.check(
+                (0.0..=MAX_THRESHOLD_SIGMAS).contains(&t.threshold_sigmas),
+                format!("{prefix}.teach.threshold_sigmas"),
+                t.threshold_sigmas,
+                "must be 0..=100, e.g. 3 (a huge threshold would pass every part)",
+            );
+            c.check(
+                t.holdout_fraction > 0.0 && t.holdout_fraction < 1.0,
+                format!("{prefix}.teach.holdout_fraction"),
+                t.holdout_fraction,
+                "must be in (0, 1), e.g. 0.15",
+            );
+        }
+        None => c.check(
+            package.join("model.toml").is_file(),
+            format!("{prefix}.package"),
+            package_path.display(),
+            "no model.toml in this folder (relative paths start at the config file's folder)",
+        ),
+    }
+}
+
+/// `[[recipe]]`s: named uniquely, each package checked, cameras and regions naming real
+/// cameras, each camera starting with one recipe at most; `[model]` then holds only run-time
+/// settings.
+fn check_recipes(c: &mut Collector, loaded: &LoadedConfig, recipes: &[super::RecipeConfig]) {
+    let cfg = &loaded.config;
+    c.check(
+        cfg.model.package.as_os_str().is_empty() && cfg.model.teach.is_none(),
+        "model.package",
+        cfg.model.package.display(),
+        "with [[recipe]]s, each recipe names its package (and [recipe.teach]): remove it from [model]",
+    );
+    let camera_ids: HashSet<&str> = cfg.cameras.iter().map(|c| c.id.as_str()).collect();
+    let mut names = HashSet::new();
+    let mut starting: HashSet<&str> = HashSet::new();
+    for (i, r) in recipes.iter().enumerate() {
+        let p = format!("recipe[{i}]");
+        c.check(super::recipe::valid_name(&r.name), format!("{p}.name"), &r.name, "1 to 64 letters, digits, - and _");
+        c.check(names.insert(r.name.as_str()), format!("{p}.name"), &r.name, "another recipe has this name");
+        check_package(c, loaded, &r.package, r.teach.as_ref(), &p);
+        if let Some(t) = r.threshold {
+            c.check(
+                t.is_finite(),
+                format!("{p}.threshold"),
+                t,
+                "must be a finite number (an anomaly model's image-score threshold)",
+            );
+        }
+        for cam in &r.cameras {
+            c.check(camera_ids.contains(cam.as_str()), format!("{p}.cameras"), cam, "no camera with this id");
+            c.check(
+                starting.insert(cam.as_str()),
+                format!("{p}.cameras"),
+                cam,
+                "this camera already starts with another recipe",
+            );
+        }
+        for (cam, rois) in &r.roi_px {
+            c.check(camera_ids.contains(cam.as_str()), format!("{p}.roi_px"), cam, "no camera with this id");
+            for (k, roi) in rois.iter().enumerate() {
+                c.check(
+                    roi[2] > 0 && roi[3] > 0,
+                    format!("{p}.roi_px.{cam}[{k}]"),
+                    roi,
+                    "width and height must be > 0",
+                );
+            }
         }
     }
 }

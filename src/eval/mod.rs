@@ -86,10 +86,10 @@ pub fn run(opts: &EvalOptions) -> Result<(report::Report, Vec<ImageResult>)> {
     let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
     let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
         .map_err(|e| anyhow!("model {}: {e}", opts.model.display()))?;
-    let task = station.package.manifest.task.clone();
-    let model_name = station.package.manifest.name.clone();
-    let teach_estimate = station.package.manifest.teach.as_ref().and_then(|t| t.operating_point.clone());
-    let model_sha = station.package.sha256.clone();
+    let task = station.package().manifest.task.clone();
+    let model_name = station.package().manifest.name.clone();
+    let teach_estimate = station.package().manifest.teach.as_ref().and_then(|t| t.operating_point.clone());
+    let model_sha = station.package().sha256.clone();
     let want_maps = data.masks() > 0 && matches!(task, TaskSpec::Anomaly(_) | TaskSpec::Segmentation(_));
     let (station, pixel_thread) = if want_maps {
         let (map_tx, map_rx) = crossbeam_channel::bounded::<ScoreMap>(8);

@@ -37,6 +37,8 @@ pub struct TileRef {
 /// Preprocess → inference workers: a batch ready to run. Tiles were cut straight into `tensor`
 /// (`batch` items of the model's input size; items past `items.len()` are zero padding).
 pub struct BatchJob {
+    /// The recipe whose model runs it (every item's frame is stamped with it).
+    pub recipe: u16,
     pub tensor: Pooled<f32>,
     pub batch: usize,
     pub items: ArrayVec<TileRef, MAX_BATCH>,

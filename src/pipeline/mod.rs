@@ -10,13 +10,17 @@ pub mod accounting;
 pub mod defect;
 pub mod handoff;
 pub mod line_tap;
+pub mod live_thresholds;
 pub mod messages;
 pub mod output_port;
+pub mod recipe_switch;
 pub mod verdict;
 
 pub use accounting::Accounting;
 pub use defect::{Defect, DefectMm};
 pub use line_tap::{CapturedPart, LineTap, Trigger};
+pub use live_thresholds::LiveThresholds;
 pub use messages::Inspection;
 pub use output_port::{OutputPort, RecordPort};
+pub use recipe_switch::RecipeSwitch;
 pub use verdict::{FailsafeCause, Verdict};

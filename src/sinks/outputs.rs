@@ -27,12 +27,8 @@ pub struct StationInfo {
     pub station: String,
     /// Camera ids in config order (records carry the index).
     pub cameras: Vec<String>,
-    /// The model's class labels (records carry the index).
-    pub classes: Vec<String>,
-    pub model_name: String,
-    pub model_sha256: String,
-    /// The decision rules in force, as JSON text.
-    pub rules_json: String,
+    /// The recipes by index (records carry the index).
+    pub recipes: Vec<super::RecipeContext>,
     pub accounting: Arc<Accounting>,
 }
 
@@ -66,12 +62,13 @@ pub struct Outputs {
 impl Outputs {
     /// Open every output the config (and `results`, the `--results` flag's value if given)
     /// asks for. The line output starts at once: the PLC sees "not ready" (error code
-    /// "starting") while the model loads.
+    /// "starting") while the model loads; its job changes switch `recipes`.
     pub fn open(
         loaded: &LoadedConfig,
         results: Option<&str>,
         telemetry: &Arc<Telemetry>,
         supervisor: &Arc<Supervisor>,
+        recipes: &Arc<crate::pipeline::RecipeSwitch>,
     ) -> Result<Self> {
         let cfg = &loaded.config;
         let mut outputs = Self { list: Vec::new(), store_path: None, archive_dir: None };
@@ -82,6 +79,7 @@ impl Outputs {
                 Arc::clone(&telemetry.readiness),
                 Some(&telemetry.registry),
                 supervisor,
+                Some(Arc::clone(recipes)),
             )?;
             outputs.list.push(Box::new(line));
         }
@@ -229,7 +227,7 @@ impl Output for ResultsOutput {
         let ctx = RecordContext {
             station: info.station.clone(),
             cameras: info.cameras.clone(),
-            classes: info.classes.clone(),
+            recipes: info.recipes.clone(),
         };
         self.queue.thread =
             Some(supervisor.spawn_fallible("results".into(), "results", move || results::run(rx, ctx, writer))?);
@@ -267,10 +265,7 @@ impl Output for StoreOutput {
         let ctx = StoreContext {
             station: info.station.clone(),
             cameras: info.cameras.clone(),
-            classes: info.classes.clone(),
-            model_name: info.model_name.clone(),
-            model_sha256: info.model_sha256.clone(),
-            rules_json: info.rules_json.clone(),
+            recipes: info.recipes.clone(),
         };
         let accounting = Arc::clone(&info.accounting);
         self.queue.thread = Some(supervisor.spawn("store".into(), "store", move || store.run(rx, ctx, accounting))?);

@@ -2,7 +2,7 @@
 //!
 //! Field reference (stable; scripts rely on it): `station`, `camera`, `seq`, `part_id`,
 //! `captured_unix_ms`, `infer_start_unix_ms`, `infer_end_unix_ms`, `verdict_unix_ms`,
-//! `latency_ms` (capture → verdict), `verdict` (`OK` | `NG` | `FAILSAFE`), `failsafe_cause`
+//! `latency_ms` (capture → verdict), `recipe` and `model_sha256` (what judged it), `verdict` (`OK` | `NG` | `FAILSAFE`), `failsafe_cause`
 //! (`inference_error` | `timeout` | null), `image_score` (anomaly models, else null), `width`,
 //! `height`, `mm_per_px` (the camera's scale on the inspected surface, or null), `defects`
 //! (`class`, `x`, `y`, `w`, `h` in pixels, `area_px`, `length_px`, `width_px` (along the
@@ -20,7 +20,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct RecordContext {
     pub station: String,
     pub cameras: Vec<String>,
-    pub classes: Vec<String>,
+    /// By recipe index.
+    pub recipes: Vec<super::RecipeContext>,
 }
 
 #[derive(Serialize)]
@@ -34,6 +35,8 @@ struct Record<'a> {
     infer_end_unix_ms: f64,
     verdict_unix_ms: f64,
     latency_ms: f64,
+    recipe: &'a str,
+    model_sha256: &'a str,
     verdict: &'static str,
     failsafe_cause: Option<&'static str>,
     image_score: Option<f32>,
@@ -105,6 +108,8 @@ fn wall_of(i: &Inspection, t: Instant) -> f64 {
 /// Write one inspection as a JSON line into `buf` (cleared first).
 pub fn encode(i: &Inspection, ctx: &RecordContext, buf: &mut Vec<u8>) {
     buf.clear();
+    let recipe = ctx.recipes.get(usize::from(i.meta.recipe));
+    let classes = recipe.map_or(&[][..], |r| &r.classes[..]);
     let record = Record {
         station: &ctx.station,
         camera: ctx.cameras.get(i.meta.camera as usize).map(String::as_str).unwrap_or("?"),
@@ -115,6 +120,8 @@ pub fn encode(i: &Inspection, ctx: &RecordContext, buf: &mut Vec<u8>) {
         infer_end_unix_ms: wall_of(i, i.infer_ended),
         verdict_unix_ms: wall_of(i, i.decided_at),
         latency_ms: i.decided_at.saturating_duration_since(i.meta.captured_at).as_secs_f64() * 1000.0,
+        recipe: recipe.map_or("?", |r| r.name.as_str()),
+        model_sha256: recipe.map_or("?", |r| r.model_sha256.as_str()),
         verdict: i.verdict.as_str(),
         failsafe_cause: match i.verdict {
             Verdict::Failsafe(c) => Some(c.as_str()),
@@ -124,7 +131,7 @@ pub fn encode(i: &Inspection, ctx: &RecordContext, buf: &mut Vec<u8>) {
         width: i.width,
         height: i.height,
         mm_per_px: i.mm_per_px,
-        defects: DefectList { inspection: i, classes: &ctx.classes },
+        defects: DefectList { inspection: i, classes },
         defects_truncated: i.defects_truncated,
     };
     // Serialising plain numbers and strings into a Vec cannot fail.

@@ -16,9 +16,9 @@ use super::{Source, SourceError};
 use crate::calibration::Undistorter;
 use crate::config::Backpressure;
 use crate::frame::{Frame, FrameMeta, PartId};
-use crate::pipeline::CapturedPart;
 use crate::pipeline::accounting::{Accounting, DropCause};
 use crate::pipeline::handoff::Inbox;
+use crate::pipeline::{CapturedPart, RecipeSwitch};
 use crate::pipeline::{LineTap, Trigger};
 use crate::pool::{BufferPool, Pooled};
 use crate::telemetry::burst::Burst;
@@ -72,6 +72,8 @@ pub struct CameraThread {
     /// The line output: every captured part is registered with it (so it gets a deadline even
     /// if its frame is dropped later), and a triggered camera captures on its triggers.
     pub line: Option<LineTap>,
+    /// Which recipe judges each frame: stamped on it at capture.
+    pub recipes: Arc<RecipeSwitch>,
 }
 
 /// Camera thread → grabber.
@@ -235,6 +237,7 @@ impl CameraThread {
                         part_id: trigger.map(|t: Trigger| acquisition_part_id(t.acquisition_id)).or(g.part_id),
                         captured_at,
                         captured_wall: SystemTime::now() - age,
+                        recipe: self.recipes.stamp(usize::from(s.index), seq),
                     };
                     if let Some(line) = &self.line {
                         // Registered before anything can drop the frame: a part the line knows

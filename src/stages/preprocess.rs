@@ -249,6 +249,7 @@ mod tests {
             part_id: None,
             captured_at: Instant::now(),
             captured_wall: SystemTime::now(),
+            recipe: 0,
         };
         Frame { meta, format, width: w, height: h, pixels }
     }

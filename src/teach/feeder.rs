@@ -93,8 +93,14 @@ fn frame_of(pixels: &[u8], width: u32, height: u32, format: PixelFormat) -> Fram
     let pool = BufferPool::<u8>::new(1);
     let mut buf = pool.take(pixels.len());
     buf.copy_from_slice(pixels);
-    let meta =
-        FrameMeta { camera: 0, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+    let meta = FrameMeta {
+        camera: 0,
+        seq: 0,
+        part_id: None,
+        captured_at: Instant::now(),
+        captured_wall: SystemTime::now(),
+        recipe: 0,
+    };
     Frame { meta, format, width, height, pixels: buf }
 }
 

@@ -16,12 +16,41 @@ use std::path::{Path, PathBuf};
 /// station never inspects a part it was taught on.
 pub const SYNTHETIC_TEACH_FIRST_PART: u64 = 1 << 40;
 
-/// Teach `[model].package` if `[model.teach]` is set and the package has no `model.toml` yet.
-/// Returns whether it taught.
-pub fn ensure_taught(loaded: &LoadedConfig, progress: bool) -> Result<bool> {
+/// Teach each recipe's package (`[model].package` without `[[recipe]]`s) whose teach settings
+/// are set and which has no `model.toml` yet. Returns how many it taught.
+pub fn ensure_taught(loaded: &LoadedConfig, progress: bool) -> Result<usize> {
+    let mut taught = 0;
+    for (index, recipe) in loaded.recipes().iter().enumerate() {
+        let Some(t) = &recipe.teach else { continue };
+        let cameras = teach_cameras(loaded, index);
+        if ensure_one(loaded, &recipe.package, t, &cameras, progress)
+            .with_context(|| format!("recipe {}", recipe.name))?
+        {
+            taught += 1;
+        }
+    }
+    Ok(taught)
+}
+
+/// The cameras whose synthetic parts teach recipe `index`: those that start with it, or every
+/// camera when none does.
+pub fn teach_cameras(loaded: &LoadedConfig, index: usize) -> Vec<String> {
+    let starting = loaded.starting_recipes();
+    let cams = &loaded.config.cameras;
+    let mine: Vec<String> =
+        cams.iter().zip(&starting).filter(|(_, r)| usize::from(**r) == index).map(|(c, _)| c.id.clone()).collect();
+    if mine.is_empty() { cams.iter().map(|c| c.id.clone()).collect() } else { mine }
+}
+
+fn ensure_one(
+    loaded: &LoadedConfig,
+    package: &Path,
+    t: &ModelTeachConfig,
+    cameras: &[String],
+    progress: bool,
+) -> Result<bool> {
     let cfg = &loaded.config;
-    let Some(t) = &cfg.model.teach else { return Ok(false) };
-    let package = loaded.resolve(&cfg.model.package);
+    let package = loaded.resolve(package);
     if package.join("model.toml").is_file() {
         tracing::info!(package = %package.display(), "taught model found; to teach again, delete the folder");
         return Ok(false);
@@ -31,7 +60,7 @@ pub fn ensure_taught(loaded: &LoadedConfig, progress: bool) -> Result<bool> {
     let images = match (&t.images, t.synthetic_parts) {
         (Some(dir), _) => loaded.resolve(dir),
         (None, Some(parts)) => {
-            render_good_parts(cfg, parts, &staging.0)?;
+            render_good_parts(cfg, cameras, parts, &staging.0)?;
             staging.0.clone()
         }
         (None, None) => return Err(anyhow!("[model.teach] needs `images` or `synthetic_parts`")),
@@ -70,9 +99,9 @@ fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<In
     opts.seed = t.seed;
 }
 
-/// Render `parts` good parts per synthetic camera into `dir` as PNG.
-fn render_good_parts(cfg: &crate::config::StationConfig, parts: u32, dir: &Path) -> Result<()> {
-    for cam in &cfg.cameras {
+/// Render `parts` good parts per synthetic camera among `cameras` into `dir` as PNG.
+fn render_good_parts(cfg: &crate::config::StationConfig, cameras: &[String], parts: u32, dir: &Path) -> Result<()> {
+    for cam in cfg.cameras.iter().filter(|c| cameras.contains(&c.id)) {
         let SourceConfig::Synthetic(s) = &cam.source else { continue };
         let surface = s.surface.parse().map_err(|e: crate::synth::SynthError| anyhow!("camera {}: {e}", cam.id))?;
         let params = SynthParams { width: s.width, height: s.height, surface, defect_probability: 0.0, seed: s.seed };

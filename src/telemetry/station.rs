@@ -18,7 +18,8 @@ pub struct StationMetrics {
     pub undistort: Histogram,
     pub preprocess: Histogram,
     pub decode: Histogram,
-    pub inference: Histogram,
+    /// Per recipe index (labelled with its model's name).
+    pub inference: Vec<Histogram>,
     pub batch_size: Histogram,
     /// Per camera index.
     pub capture_to_verdict: Vec<Histogram>,
@@ -29,12 +30,12 @@ pub struct StationMetrics {
 }
 
 impl StationMetrics {
-    /// Create every handle for these cameras and classes; register them (and the accounting
+    /// Create every handle for these cameras, classes and models (name, sha256; one per recipe); register them (and the accounting
     /// collector) in `registry` when one is given, else they count unexported (tests, benches).
     pub fn new(
         accounting: &Arc<Accounting>,
         classes: &[String],
-        model: (&str, &str),
+        models: &[(&str, &str)],
         registry: Option<&Registry>,
     ) -> Result<Self, prometheus::Error> {
         let stage = HistogramVec::new(
@@ -58,7 +59,9 @@ impl StationMetrics {
             IntCounterVec::new(Opts::new(names::DEFECTS, names::DEFECTS_HELP), &[names::CAMERA, names::CLASS])?;
         let model_info =
             IntGaugeVec::new(Opts::new(names::MODEL_INFO, names::MODEL_INFO_HELP), &[names::MODEL, names::SHA256])?;
-        model_info.with_label_values(&[model.0, model.1]).set(1);
+        for (name, sha256) in models {
+            model_info.with_label_values(&[name, sha256]).set(1);
+        }
 
         let queues = Arc::new(OnceLock::new());
         if let Some(r) = registry {
@@ -76,7 +79,7 @@ impl StationMetrics {
             undistort: stage.with_label_values(&[names::STAGE_UNDISTORT]),
             preprocess: stage.with_label_values(&[names::STAGE_PREPROCESS]),
             decode: stage.with_label_values(&[names::STAGE_DECODE]),
-            inference: inference.with_label_values(&[model.0]),
+            inference: models.iter().map(|(name, _)| inference.with_label_values(&[name])).collect(),
             batch_size,
             capture_to_verdict: cameras.iter().map(|c| latency.with_label_values(&[c.id.as_str()])).collect(),
             defects: cameras

@@ -10,6 +10,7 @@ use super::stitch::{Region, paste_max};
 use crate::config::InputMode;
 use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
+use crate::pipeline::LiveThresholds;
 use crate::pipeline::accounting::Accounting;
 use crate::pipeline::messages::{
     BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap, SlotId, TileRef,
@@ -30,8 +31,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The static facts the assembler needs about the model and the station.
+/// The static facts the assembler needs about the recipes and the station.
 pub struct AssemblerPlan {
+    /// By recipe index: each frame is judged by the recipe stamped on it.
+    pub recipes: Vec<RecipePlan>,
+    /// Millimetres per pixel per camera index (None: no scale; rules in mm are not applied).
+    pub mm_per_px: Vec<Option<f32>>,
+    pub verdict_deadline: Duration,
+}
+
+/// How one recipe's model outputs are stitched, decoded and decided.
+pub struct RecipePlan {
+    /// The task, with the recipe's threshold in force.
     pub task: TaskSpec,
     pub input_mode: InputMode,
     pub tile_w: u32,
@@ -41,14 +52,16 @@ pub struct AssemblerPlan {
     pub rules: Rules,
     /// Regions of interest per camera index.
     pub rois: Vec<Vec<[u32; 4]>>,
-    /// Millimetres per pixel per camera index (None: no scale; rules in mm are not applied).
-    pub mm_per_px: Vec<Option<f32>>,
-    pub verdict_deadline: Duration,
+    /// Per class of this model: its index in the station's defect metrics (every recipe's
+    /// classes, each name once).
+    pub metric_classes: Vec<usize>,
 }
 
 #[derive(Default)]
 struct Slot {
     frame: Option<Frame>,
+    /// The recipe stamped on the frame.
+    recipe: u16,
     tiles: u16,
     done: u16,
     failed: bool,
@@ -75,6 +88,8 @@ pub struct Assembler {
     free_slots: Sender<SlotId>,
     /// Where each decided part goes, offered in order (see [`OutputPort`]).
     outputs: Vec<Box<dyn OutputPort>>,
+    /// Each recipe's threshold in force (anomaly models), changeable while the station runs.
+    thresholds: Arc<LiveThresholds>,
     accounting: Arc<Accounting>,
     metrics: Arc<StationMetrics>,
     /// Buffers for outputs that arrive before their frame (see [`EarlyTile`]).
@@ -98,6 +113,7 @@ impl Assembler {
         slots: usize,
         free_slots: Sender<SlotId>,
         outputs: Vec<Box<dyn OutputPort>>,
+        thresholds: Arc<LiveThresholds>,
         accounting: Arc<Accounting>,
         metrics: Arc<StationMetrics>,
     ) -> Self {
@@ -106,6 +122,7 @@ impl Assembler {
             slots: (0..slots).map(|_| Slot { early: Vec::with_capacity(64), ..Default::default() }).collect(),
             free_slots,
             outputs,
+            thresholds,
             accounting,
             metrics,
             // Room for thousands of regions: noisy maps must not grow it on the frame path.
@@ -134,7 +151,7 @@ impl Assembler {
         if slot.failed || slot.invalid || pixels == 0 {
             return;
         }
-        let scores = match &self.plan.task {
+        let scores = match &self.plan.recipes[usize::from(slot.recipe)].task {
             TaskSpec::Anomaly(_) => slot.maps[..pixels].to_vec(),
             TaskSpec::Segmentation(s) => {
                 let mut scores = vec![f32::NEG_INFINITY; pixels];
@@ -202,13 +219,15 @@ impl Assembler {
         let slot = &mut self.slots[start.slot as usize];
         let (w, h) = (start.frame.width as usize, start.frame.height as usize);
         slot.tiles = start.tiles;
+        // Preprocess only lets through frames stamped with a recipe that exists.
+        slot.recipe = start.frame.meta.recipe;
         slot.failed = false;
         slot.invalid = false;
         slot.score = f32::NEG_INFINITY;
         slot.boxes.clear();
         slot.infer_started = None;
         slot.infer_ended = None;
-        match &self.plan.task {
+        match &self.plan.recipes[usize::from(slot.recipe)].task {
             TaskSpec::Segmentation(s) => reset(&mut slot.maps, s.classes.len() * w * h, 0.0),
             TaskSpec::Anomaly(_) => reset(&mut slot.maps, w * h, f32::NEG_INFINITY),
             TaskSpec::Classification(s) => reset(&mut slot.class_scores, s.classes.len(), f32::NEG_INFINITY),
@@ -286,8 +305,8 @@ impl Assembler {
         (failed, invalid): (bool, bool),
         times: (Instant, Instant),
     ) {
-        let plan = &self.plan;
         let slot = &mut self.slots[tile.slot as usize];
+        let plan = &self.plan.recipes[usize::from(slot.recipe)];
         slot.done += 1;
         slot.infer_started = Some(slot.infer_started.map_or(times.0, |t| t.min(times.0)));
         slot.infer_ended = Some(slot.infer_ended.map_or(times.1, |t| t.max(times.1)));
@@ -375,8 +394,10 @@ impl Assembler {
         if let Some(h) = self.metrics.capture_to_verdict.get(camera) {
             h.observe(inspection.decided_at.duration_since(inspection.meta.captured_at).as_secs_f64());
         }
+        let metric_classes = &self.plan.recipes[usize::from(inspection.meta.recipe)].metric_classes;
         for d in inspection.defects.iter().filter(|d| d.counted) {
-            if let Some(c) = self.metrics.defects.get(camera).and_then(|c| c.get(d.defect.class as usize)) {
+            let class = metric_classes.get(usize::from(d.defect.class));
+            if let Some(c) = class.and_then(|k| self.metrics.defects.get(camera).and_then(|c| c.get(*k))) {
                 c.inc();
             }
         }
@@ -402,11 +423,16 @@ impl Assembler {
 
     /// Decode and decide a complete slot.
     fn decide(&mut self, id: SlotId) -> Inspection {
-        let plan = &self.plan;
         let slot = &mut self.slots[id as usize];
+        let plan = &self.plan.recipes[usize::from(slot.recipe)];
         let frame = slot.frame.as_ref().expect("complete slot has its frame");
         let (w, h) = (frame.width as usize, frame.height as usize);
         let mut image_score = f32::NAN;
+        // Anomaly models: the recipe's threshold now (it may change while the station runs).
+        let threshold = match &plan.task {
+            TaskSpec::Anomaly(a) => self.thresholds.get(usize::from(slot.recipe)).unwrap_or(a.threshold),
+            _ => f32::NAN,
+        };
         self.defects.clear();
         if !slot.failed && !slot.invalid {
             match &plan.task {
@@ -420,7 +446,7 @@ impl Assembler {
                     &mut self.scratch,
                     &mut self.defects,
                 ),
-                TaskSpec::Anomaly(a) => {
+                TaskSpec::Anomaly(_) => {
                     image_score = slot.score;
                     // Regions are kept only for anomalous parts (image score ≥ threshold), so the
                     // verdict follows the image score: a score that is not the map's maximum (a
@@ -431,7 +457,7 @@ impl Assembler {
                         &slot.maps,
                         w,
                         h,
-                        a.threshold,
+                        threshold,
                         0,
                         &mut self.scratch,
                         &mut self.defects,
@@ -459,11 +485,11 @@ impl Assembler {
             Verdict::Failsafe(FailsafeCause::InferenceError)
         } else if slot.invalid {
             Verdict::Failsafe(FailsafeCause::InvalidOutput)
-        } else if now.duration_since(meta.captured_at) > plan.verdict_deadline {
+        } else if now.duration_since(meta.captured_at) > self.plan.verdict_deadline {
             Verdict::Failsafe(FailsafeCause::Timeout)
         } else {
             let rois = plan.rois.get(meta.camera as usize).map(Vec::as_slice).unwrap_or(&[]);
-            let mm_per_px = plan.mm_per_px.get(meta.camera as usize).copied().flatten();
+            let mm_per_px = self.plan.mm_per_px.get(meta.camera as usize).copied().flatten();
             decide::decide(&mut self.defects, rois, mm_per_px, &plan.rules, &mut self.counted, &mut self.class_counts)
         };
         let mut defects = ArrayVec::new();
@@ -483,11 +509,8 @@ impl Assembler {
             defects,
             defects_truncated: truncated,
             image_score,
-            threshold: match &plan.task {
-                TaskSpec::Anomaly(a) => a.threshold,
-                _ => f32::NAN,
-            },
-            mm_per_px: plan.mm_per_px.get(meta.camera as usize).copied().flatten(),
+            threshold,
+            mm_per_px: self.plan.mm_per_px.get(meta.camera as usize).copied().flatten(),
             infer_started: slot.infer_started.unwrap_or(now),
             infer_ended: slot.infer_ended.unwrap_or(now),
             decided_at: now,
@@ -521,7 +544,7 @@ mod tests {
     use crossbeam_channel::bounded;
 
     fn plan() -> AssemblerPlan {
-        AssemblerPlan {
+        let recipe = RecipePlan {
             task: TaskSpec::Segmentation(SegmentationSpec {
                 output: "p".into(),
                 classes: vec!["defect".into()],
@@ -535,9 +558,9 @@ mod tests {
             output_item_shape: vec![vec![1, 4, 4]],
             rules: Rules::resolve(&[], &["defect".into()]).unwrap(),
             rois: vec![vec![]],
-            mm_per_px: vec![None],
-            verdict_deadline: Duration::from_secs(60),
-        }
+            metric_classes: vec![0],
+        };
+        AssemblerPlan { recipes: vec![recipe], mm_per_px: vec![None], verdict_deadline: Duration::from_secs(60) }
     }
 
     fn frame(pool: &BufferPool<u8>) -> Frame {
@@ -547,6 +570,7 @@ mod tests {
             part_id: None,
             captured_at: Instant::now(),
             captured_wall: SystemTime::now(),
+            recipe: 0,
         };
         Frame { meta, format: PixelFormat::Gray8, width: 6, height: 4, pixels: pool.take(24) }
     }
@@ -582,12 +606,13 @@ mod tests {
         let acc = Arc::new(Accounting::new(&["cam".into()]));
         let (free_tx, free_rx) = bounded(1);
         let (out_tx, out_rx) = bounded(4);
-        let metrics = StationMetrics::new(&acc, &["defect".into()], ("m", "0"), None).unwrap();
+        let metrics = StationMetrics::new(&acc, &["defect".into()], &[("m", "0")], None).unwrap();
         let mut a = Assembler::new(
             plan(),
             1,
             free_tx,
             vec![crate::pipeline::RecordPort::results(out_tx)],
+            Arc::new(LiveThresholds::new(&[None])),
             Arc::clone(&acc),
             Arc::new(metrics),
         );

@@ -12,26 +12,27 @@
 
 pub mod assemble;
 pub mod preprocess_thread;
+pub mod recipes;
 pub mod stitch;
 
 use crate::calibration::{CameraGeometry, Undistorter};
-use crate::config::{Backpressure, InputMode, LoadedConfig};
+use crate::config::{Backpressure, LoadedConfig};
 use crate::model::ModelPackage;
 use crate::pipeline::accounting::Accounting;
 use crate::pipeline::messages::ScoreMap;
-use crate::pipeline::{LineTap, OutputPort};
+use crate::pipeline::{LineTap, LiveThresholds, OutputPort, RecipeSwitch};
 use crate::pool::BufferPool;
 use crate::sources::camera::{CameraSettings, CameraThread, SourceFactory};
 use crate::sources::{self, Source};
-use crate::stages::decide::Rules;
 use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::InferenceStall;
-use crate::stages::infer::worker::{BatchOutcome, BatchPolicy, OutputFault, Worker};
-use crate::stages::preprocess::Normalizer;
+use crate::stages::infer::worker::{BatchOutcome, OutputFault, Worker, WorkerModel};
 use crate::supervise::Supervisor;
 use crate::telemetry::{StationMetrics, Telemetry};
 use assemble::{Assembler, AssemblerPlan};
 use crossbeam_channel::{Sender, bounded};
+pub use recipes::LoadedRecipe;
+use recipes::build_recipe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -54,6 +55,15 @@ pub enum BuildError {
     Calibration { camera: String, message: String },
     #[error("metrics: {0}")]
     Telemetry(#[from] prometheus::Error),
+    #[error("recipe {recipe}: {source}")]
+    Recipe { recipe: String, source: Box<BuildError> },
+}
+
+impl BuildError {
+    /// Name the recipe the error belongs to, when the station has more than one.
+    fn in_recipe(self, recipe: &str, recipes: usize) -> Self {
+        if recipes > 1 { BuildError::Recipe { recipe: recipe.into(), source: Box::new(self) } } else { self }
+    }
 }
 
 /// Run-time choices that are not part of the station config.
@@ -77,6 +87,9 @@ pub struct RunOptions {
     /// Watches every pipeline thread (see [`crate::supervise`]); its stop flag is the station's.
     /// Without one the station makes its own.
     pub supervisor: Option<Arc<Supervisor>>,
+    /// The cameras' recipe switch, when the caller made it first (the line output's PLC job
+    /// changes use it before the station is built); else the station makes its own.
+    pub recipe_switch: Option<Arc<RecipeSwitch>>,
 }
 
 /// A camera ready to start: settings, opened source, queue depth, its frame size in bytes when
@@ -93,7 +106,12 @@ struct BuiltCamera {
 
 /// A built station, ready to run.
 pub struct Station {
-    pub package: ModelPackage,
+    /// By recipe index (see `config::recipe`): frames are judged by the recipe stamped on them.
+    pub recipes: Vec<LoadedRecipe>,
+    /// Which recipe each camera's frames are stamped with; switch it while the station runs.
+    pub switch: Arc<RecipeSwitch>,
+    /// Each recipe's threshold in force (anomaly models); change it while the station runs.
+    pub thresholds: Arc<LiveThresholds>,
     accounting: Arc<Accounting>,
     metrics: Arc<StationMetrics>,
     stop: Arc<AtomicBool>,
@@ -101,10 +119,11 @@ pub struct Station {
     cameras: Vec<BuiltCamera>,
     /// Per camera: no frame for this long marks it down.
     stall_timeouts: Vec<Duration>,
-    sessions: Vec<InferSession>,
+    /// Per worker, per recipe: its own session of that recipe's model.
+    sessions: Vec<Vec<InferSession>>,
+    /// Per recipe: how its model takes its input.
+    cuts: Vec<preprocess_thread::Cut>,
     plan: AssemblerPlan,
-    policy: BatchPolicy,
-    normalizer: Normalizer,
     max_in_flight: usize,
     preprocess_workers: usize,
     overlap: u32,
@@ -117,36 +136,29 @@ impl Station {
     /// Load and check everything; open every camera. Nothing runs yet.
     pub fn build(loaded: &LoadedConfig, options: RunOptions) -> Result<Self, BuildError> {
         let cfg = &loaded.config;
-        let package = ModelPackage::load(&loaded.resolve(&cfg.model.package))?;
-        let m = &package.manifest;
-        let classes = m.task.classes();
-        let rules = Rules::resolve(&cfg.rules, &classes).map_err(BuildError::Config)?;
-        let tile_w = m.input.width;
-        let tile_h = m.input.height;
-        let input_mode = cfg.pipeline.input_mode.or(m.input.mode).unwrap_or_default();
-        if input_mode == InputMode::Tile && cfg.pipeline.tile_overlap_px >= tile_w.min(tile_h) {
-            return Err(BuildError::Config(format!(
-                "pipeline.tile_overlap_px = {} must be smaller than the model input ({tile_w}×{tile_h})",
-                cfg.pipeline.tile_overlap_px
-            )));
-        }
-        let fixed_batch = (m.input.batch > 0).then_some(m.input.batch as usize);
-        let policy = BatchPolicy {
-            max_batch: cfg.pipeline.max_batch,
-            max_wait: Duration::from_micros(cfg.pipeline.max_wait_us),
-            fixed_batch,
-        };
+        let recipe_configs = loaded.recipes();
         let opts = SessionOptions {
             provider: cfg.model.provider,
             device_id: cfg.model.device_id,
             intra_threads: cfg.model.intra_threads,
         };
-        let mut sessions = Vec::new();
-        for _ in 0..cfg.model.workers {
-            sessions.push(InferSession::new(&package, &opts, &policy.shapes())?);
+        // Every recipe's model is loaded, checked and warmed up now, in every worker: a switch
+        // is then instant, and a recipe whose model cannot load stops the start, naming it.
+        let mut recipes = Vec::new();
+        let mut cuts = Vec::new();
+        let mut plans = Vec::new();
+        let mut sessions: Vec<Vec<InferSession>> = (0..cfg.model.workers).map(|_| Vec::new()).collect();
+        let mut metric_classes: Vec<String> = Vec::new();
+        for rc in &recipe_configs {
+            let built = build_recipe(loaded, rc, &opts, cfg.model.workers, &mut metric_classes)
+                .map_err(|e| e.in_recipe(&rc.name, recipe_configs.len()))?;
+            for (worker, session) in sessions.iter_mut().zip(built.sessions) {
+                worker.push(session);
+            }
+            cuts.push(built.cut);
+            plans.push(built.plan);
+            recipes.push(built.recipe);
         }
-        let output_item_shape = sessions[0].output_item_shape.clone();
-
         let camera_ids: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
         let accounting = Arc::new(Accounting::new(&camera_ids));
         let mut cameras = Vec::new();
@@ -199,18 +211,20 @@ impl Station {
             });
         }
         let plan = AssemblerPlan {
-            task: m.task.clone(),
-            input_mode,
-            tile_w,
-            tile_h,
-            output_item_shape,
-            rules,
-            rois: cfg.cameras.iter().map(|c| c.roi_px.clone()).collect(),
+            recipes: plans,
             mm_per_px: loaded.geometry.iter().map(|g| g.mm_per_px.map(|m| m as f32)).collect(),
             verdict_deadline: Duration::from_millis(cfg.pipeline.verdict_deadline_ms),
         };
         let registry = options.telemetry.as_ref().map(|t| &t.registry);
-        let metrics = Arc::new(StationMetrics::new(&accounting, &classes, (&m.name, &package.sha256), registry)?);
+        let models: Vec<(&str, &str)> =
+            recipes.iter().map(|r| (r.package.manifest.name.as_str(), r.package.sha256.as_str())).collect();
+        let metrics = Arc::new(StationMetrics::new(&accounting, &metric_classes, &models, registry)?);
+        let switch = match &options.recipe_switch {
+            Some(s) if s.recipes() == recipes.len() && s.cameras() == cfg.cameras.len() => Arc::clone(s),
+            Some(_) => return Err(BuildError::Config("the recipe switch given does not match the config".into())),
+            None => Arc::new(RecipeSwitch::new(&loaded.starting_recipes(), recipes.len())),
+        };
+        let thresholds = Arc::new(LiveThresholds::new(&recipes.iter().map(|r| r.threshold).collect::<Vec<_>>()));
         if let Some(t) = &options.telemetry {
             // Sessions are checked and warmed up, cameras opened: the model part is ready.
             t.readiness.watch_cameras(Arc::clone(&accounting));
@@ -218,8 +232,9 @@ impl Station {
         }
         let supervisor = options.supervisor.clone().unwrap_or_else(Supervisor::standalone);
         Ok(Self {
-            normalizer: Normalizer::new(&m.input),
-            package,
+            recipes,
+            switch,
+            thresholds,
             accounting,
             metrics,
             stop: supervisor.stop_flag(),
@@ -235,8 +250,8 @@ impl Station {
                 })
                 .collect(),
             sessions,
+            cuts,
             plan,
-            policy,
             max_in_flight: cfg.pipeline.max_in_flight,
             preprocess_workers: cfg.pipeline.preprocess_workers,
             overlap: cfg.pipeline.tile_overlap_px,
@@ -251,6 +266,25 @@ impl Station {
     pub fn with_score_maps(mut self, tx: Sender<ScoreMap>) -> Self {
         self.score_maps = Some(tx);
         self
+    }
+
+    /// The first recipe's model package (the only one of a station without `[[recipe]]`s).
+    pub fn package(&self) -> &ModelPackage {
+        &self.recipes[0].package
+    }
+
+    /// What records need to know about each recipe, by recipe index.
+    pub fn recipe_contexts(&self) -> Vec<crate::sinks::RecipeContext> {
+        self.recipes
+            .iter()
+            .map(|r| crate::sinks::RecipeContext {
+                name: r.name.clone(),
+                model_name: r.package.manifest.name.clone(),
+                model_sha256: r.package.sha256.clone(),
+                classes: r.classes(),
+                rules_json: r.rules_json.clone(),
+            })
+            .collect()
     }
 
     /// The station's counters (live while it runs).
@@ -271,7 +305,9 @@ impl Station {
     /// Start every thread and block until the station has stopped and drained.
     pub fn run(self) -> Arc<Accounting> {
         let Station {
-            package,
+            recipes,
+            switch,
+            thresholds,
             accounting,
             metrics,
             stop,
@@ -279,16 +315,14 @@ impl Station {
             cameras,
             stall_timeouts,
             sessions,
+            cuts,
             plan,
-            policy,
-            normalizer,
             max_in_flight,
             preprocess_workers,
             overlap,
             options,
             score_maps,
         } = self;
-        let m = &package.manifest;
         let (slot_tx, slot_rx) = bounded(max_in_flight);
         for s in 0..max_in_flight {
             slot_tx.send(s as u16).expect("slot queue has room for every slot");
@@ -338,31 +372,25 @@ impl Station {
                 on_grab: observe_seconds(&metrics.capture),
                 undistort,
                 on_undistort: observe_seconds(&metrics.undistort),
+                recipes: Arc::clone(&switch),
             };
             let name = format!("camera-{}", thread.settings.id);
             handles.push(spawn(&supervisor, name, "camera", move || thread.run()));
         }
 
         // Batch tensors in flight: the batch queue, one running per worker, one being filled per
-        // preprocess thread. Each holds the largest padded batch.
-        let tensor_item = normalizer.channels * (m.input.width * m.input.height) as usize;
-        let batch_pool = BufferPool::preallocated(
-            batch_queue + sessions.len() + preprocess_workers + 1,
-            policy.padded(policy.gather_limit()) * tensor_item,
-        );
+        // preprocess thread and recipe. Each holds the largest padded batch of any recipe.
+        let largest = cuts.iter().map(|c| c.policy.padded(c.policy.gather_limit()) * c.item_len()).max().unwrap_or(0);
+        let batch_pool =
+            BufferPool::preallocated(batch_queue + sessions.len() + preprocess_workers * cuts.len() + 1, largest);
         // Several preprocess threads share the camera queues (crossbeam queues are MPMC).
         for i in 0..preprocess_workers {
             let pre = preprocess_thread::Preprocessor {
-                input_mode: plan.input_mode,
-                tile_w: m.input.width,
-                tile_h: m.input.height,
+                cuts: cuts.clone(),
                 overlap,
-                normalizer: normalizer.clone(),
-                policy: policy.clone(),
                 batch_pool: batch_pool.clone(),
                 accounting: Arc::clone(&accounting),
                 on_frame: observe_seconds(&metrics.preprocess),
-                min_size: m.input.min_size(),
                 invalid_log: crate::telemetry::burst::Burst::new(
                     "frames that cannot be inspected are dropped (invalid_frame), never judged",
                 ),
@@ -378,20 +406,29 @@ impl Station {
         metrics.watch_queues(camera_rxs);
         drop((start_tx, job_tx, slot_rx));
 
-        let output_names: Vec<String> = m.task.output_names().iter().map(|s| s.to_string()).collect();
-        for (i, session) in sessions.into_iter().enumerate() {
+        for (i, worker_sessions) in sessions.into_iter().enumerate() {
+            let models = worker_sessions
+                .into_iter()
+                .zip(&recipes)
+                .map(|(session, r)| {
+                    let m = &r.package.manifest;
+                    WorkerModel {
+                        session,
+                        name: m.name.clone(),
+                        input_name: m.input.name.clone(),
+                        input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
+                        output_names: m.task.output_names().iter().map(|s| s.to_string()).collect(),
+                    }
+                })
+                .collect();
             let worker = Worker {
                 stall: options.inference_stall,
                 output_fault: options.output_fault,
-                model: m.name.clone(),
-                session,
-                input_name: m.input.name.clone(),
-                input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
-                output_names: output_names.clone(),
+                models,
                 on_batch: {
                     let accounting = Arc::clone(&accounting);
                     let (inference, batch_size) = (metrics.inference.clone(), metrics.batch_size.clone());
-                    Box::new(move |tiles, took, outcome| {
+                    Box::new(move |recipe, tiles, took, outcome| {
                         accounting.batches.fetch_add(1, Relaxed);
                         accounting.batch_tiles.fetch_add(tiles as u64, Relaxed);
                         accounting.infer_busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
@@ -405,7 +442,9 @@ impl Station {
                                 accounting.invalid_output_streak.fetch_add(1, Relaxed);
                             }
                         }
-                        inference.observe(took.as_secs_f64());
+                        if let Some(h) = inference.get(usize::from(recipe)) {
+                            h.observe(took.as_secs_f64());
+                        }
                         batch_size.observe(tiles as f64);
                     })
                 },
@@ -415,8 +454,9 @@ impl Station {
         }
         drop((job_rx, result_tx));
 
-        let assembler = Assembler::new(plan, max_in_flight, slot_tx, options.outputs, Arc::clone(&accounting), metrics)
-            .with_score_maps(score_maps);
+        let assembler =
+            Assembler::new(plan, max_in_flight, slot_tx, options.outputs, thresholds, Arc::clone(&accounting), metrics)
+                .with_score_maps(score_maps);
         let assembler_handle =
             spawn(&supervisor, "assemble".into(), "assemble", move || assembler.run(start_rx, result_rx));
         if let Some(t) = &options.telemetry {

@@ -28,26 +28,42 @@ use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub struct Preprocessor {
+/// How one recipe's model takes its input: how frames are cut, normalised and batched.
+#[derive(Clone)]
+pub struct Cut {
     pub input_mode: InputMode,
     pub tile_w: u32,
     pub tile_h: u32,
-    pub overlap: u32,
     pub normalizer: Normalizer,
     pub policy: BatchPolicy,
+    /// Frames narrower or lower than this are not inspected (see `InputSpec::min_size`).
+    pub min_size: (u32, u32),
+}
+
+impl Cut {
+    /// Floats in one model input item.
+    pub fn item_len(&self) -> usize {
+        self.normalizer.channels * (self.tile_w * self.tile_h) as usize
+    }
+}
+
+pub struct Preprocessor {
+    /// One per recipe, by recipe index: each frame is cut for the recipe stamped on it, and
+    /// batches never mix recipes.
+    pub cuts: Vec<Cut>,
+    pub overlap: u32,
     /// Batch tensors, each large enough for the largest padded batch.
     pub batch_pool: BufferPool<f32>,
     pub accounting: Arc<Accounting>,
     /// Called with the time spent cutting one frame (telemetry hook).
     pub on_frame: Box<dyn FnMut(Duration) + Send>,
-    /// Frames narrower or lower than this are not inspected (see `InputSpec::min_size`).
-    pub min_size: (u32, u32),
     /// Frames dropped as invalid, logged per burst with why.
     pub invalid_log: Burst,
 }
 
-/// The batch being filled.
+/// A batch being filled (one per recipe at most).
 struct Pending {
+    recipe: u16,
     tensor: Pooled<f32>,
     items: ArrayVec<TileRef, MAX_BATCH>,
     first_at: Instant,
@@ -60,16 +76,15 @@ pub struct Downstream {
     pub jobs: Sender<BatchJob>,
 }
 
-impl Preprocessor {
-    fn item_len(&self) -> usize {
-        self.normalizer.channels * (self.tile_w * self.tile_h) as usize
-    }
+/// The batches being filled, by recipe.
+type PendingBatches = Vec<Option<Pending>>;
 
+impl Preprocessor {
     /// Run until every camera queue is closed and drained.
     pub fn run(mut self, cameras: Vec<Receiver<Frame>>, out: Downstream) {
         let mut open: Vec<bool> = vec![true; cameras.len()];
         let mut grid = TileGrid::default();
-        let mut pending: Option<Pending> = None;
+        let mut pending: PendingBatches = (0..self.cuts.len()).map(|_| None).collect();
         // Batches filled while cutting the current frame, sent right after its FrameStart.
         let mut ready: Vec<BatchJob> = Vec::with_capacity(16);
         let mut frames = 0u64;
@@ -84,12 +99,12 @@ impl Preprocessor {
             }
             // Steady state: this inner loop reuses `sel`; it is rebuilt only when a camera closes.
             loop {
-                let op = match pending.as_ref().map(|p| p.first_at + self.policy.max_wait) {
+                let op = match self.next_deadline(&pending) {
                     Some(deadline) => match sel.select_deadline(deadline) {
                         Ok(op) => op,
                         Err(_) => {
-                            // The batch waited long enough: run it partial.
-                            if !self.flush(&mut pending, &out.jobs) {
+                            // A batch waited long enough: run it partial.
+                            if !self.flush_due(&mut pending, &out.jobs) {
                                 return;
                             }
                             continue;
@@ -113,30 +128,52 @@ impl Preprocessor {
                 }
             }
         }
-        self.flush(&mut pending, &out.jobs);
+        self.flush_all(&mut pending, &out.jobs);
+    }
+
+    /// When the oldest pending batch has waited `max_wait`.
+    fn next_deadline(&self, pending: &PendingBatches) -> Option<Instant> {
+        pending.iter().flatten().map(|p| p.first_at + self.cuts[usize::from(p.recipe)].policy.max_wait).min()
+    }
+
+    /// Send the pending batches that have waited `max_wait`. Returns false when the workers are gone.
+    fn flush_due(&self, pending: &mut PendingBatches, jobs: &Sender<BatchJob>) -> bool {
+        let now = Instant::now();
+        pending.iter_mut().all(|p| {
+            let due = p.as_ref().is_some_and(|p| p.first_at + self.cuts[usize::from(p.recipe)].policy.max_wait <= now);
+            !due || self.flush(p, jobs)
+        })
+    }
+
+    /// Send every pending batch. Returns false when the workers are gone.
+    fn flush_all(&self, pending: &mut PendingBatches, jobs: &Sender<BatchJob>) -> bool {
+        pending.iter_mut().all(|p| self.flush(p, jobs))
     }
 
     /// Why a frame cannot be inspected, if it cannot: no pixels, fewer bytes than its size says,
     /// smaller than the model input's minimum (a 1×1 image is no part), or more tiles than a
     /// frame can carry.
     fn invalid(&self, frame: &Frame) -> Option<String> {
+        let Some(cut) = self.cuts.get(usize::from(frame.meta.recipe)) else {
+            return Some(format!("stamped with recipe {}, which does not exist", frame.meta.recipe));
+        };
         let (w, h) = (frame.width, frame.height);
         if w == 0 || h == 0 || frame.pixels.len() < frame.stride() * h as usize {
             return Some(format!("{w}×{h} frame with {} bytes of pixels", frame.pixels.len()));
         }
-        let (min_w, min_h) = self.min_size;
+        let (min_w, min_h) = cut.min_size;
         if w < min_w || h < min_h {
             return Some(format!(
                 "{w}×{h} frame is smaller than the model input's minimum {min_w}×{min_h} (input.min_width/min_height)"
             ));
         }
-        if self.input_mode == InputMode::Tile {
-            let tiles = crate::stages::tiling::tile_count(w, h, self.tile_w, self.tile_h, self.overlap);
+        if cut.input_mode == InputMode::Tile {
+            let tiles = crate::stages::tiling::tile_count(w, h, cut.tile_w, cut.tile_h, self.overlap);
             if tiles > usize::from(u16::MAX) {
                 return Some(format!(
                     "{w}×{h} frame needs {tiles} tiles of {}×{} (at most {})",
-                    self.tile_w,
-                    self.tile_h,
+                    cut.tile_w,
+                    cut.tile_h,
                     u16::MAX
                 ));
             }
@@ -146,12 +183,13 @@ impl Preprocessor {
 
     /// Close the pending batch: pad it to its shape.
     fn seal(&self, pending: &mut Option<Pending>) -> Option<BatchJob> {
-        let Pending { mut tensor, items, .. } = pending.take()?;
-        let item = self.item_len();
-        let batch = self.policy.padded(items.len());
+        let Pending { recipe, mut tensor, items, .. } = pending.take()?;
+        let cut = &self.cuts[usize::from(recipe)];
+        let item = cut.item_len();
+        let batch = cut.policy.padded(items.len());
         // Padding items are zeros; their outputs are computed and ignored.
         tensor[items.len() * item..batch * item].fill(0.0);
-        Some(BatchJob { tensor, batch, items })
+        Some(BatchJob { recipe, tensor, batch, items })
     }
 
     /// Send the pending batch, padded. Returns false when the workers are gone.
@@ -164,7 +202,7 @@ impl Preprocessor {
         &mut self,
         frame: Frame,
         grid: &mut TileGrid,
-        pending: &mut Option<Pending>,
+        pending: &mut PendingBatches,
         ready: &mut Vec<BatchJob>,
         out: &Downstream,
     ) -> bool {
@@ -174,8 +212,10 @@ impl Preprocessor {
             return true;
         }
         let t0 = Instant::now();
-        match self.input_mode {
-            InputMode::Tile => grid.plan(frame.width, frame.height, self.tile_w, self.tile_h, self.overlap),
+        let recipe = frame.meta.recipe;
+        let cut = &self.cuts[usize::from(recipe)];
+        match cut.input_mode {
+            InputMode::Tile => grid.plan(frame.width, frame.height, cut.tile_w, cut.tile_h, self.overlap),
             InputMode::Resize => {
                 grid.xs.clear();
                 grid.xs.push(0);
@@ -190,7 +230,7 @@ impl Preprocessor {
             Ok(slot) => slot,
             Err(TryRecvError::Disconnected) => return false,
             Err(TryRecvError::Empty) => {
-                if !self.flush(pending, &out.jobs) {
+                if !self.flush_all(pending, &out.jobs) {
                     return false;
                 }
                 match out.free_slots.recv() {
@@ -199,33 +239,36 @@ impl Preprocessor {
                 }
             }
         };
-        let item = self.item_len();
-        let limit = self.policy.gather_limit();
+        let item = cut.item_len();
+        let limit = cut.policy.gather_limit();
         let tiles = grid.len();
+        let mine = &mut pending[usize::from(recipe)];
         for t in 0..tiles {
             let (x0, y0) = grid.origin(t);
-            let p = pending.get_or_insert_with(|| Pending {
-                tensor: self.batch_pool.take(self.policy.padded(limit) * item),
+            let p = mine.get_or_insert_with(|| Pending {
+                recipe,
+                tensor: self.batch_pool.take(cut.policy.padded(limit) * item),
                 items: ArrayVec::new(),
                 first_at: Instant::now(),
             });
             let k = p.items.len();
             let dst = &mut p.tensor[k * item..(k + 1) * item];
-            let window = match self.input_mode {
+            let window = match cut.input_mode {
                 InputMode::Tile => {
-                    tile_to_tensor(&frame, x0, y0, self.tile_w, self.tile_h, &self.normalizer, dst);
-                    grid.window(t, self.tile_w, self.tile_h, frame.width, frame.height)
+                    tile_to_tensor(&frame, x0, y0, cut.tile_w, cut.tile_h, &cut.normalizer, dst);
+                    grid.window(t, cut.tile_w, cut.tile_h, frame.width, frame.height)
                 }
                 InputMode::Resize => {
-                    resize_to_tensor(&frame, self.tile_w, self.tile_h, &self.normalizer, dst);
+                    resize_to_tensor(&frame, cut.tile_w, cut.tile_h, &cut.normalizer, dst);
                     (0, 0, frame.width, frame.height)
                 }
             };
             p.items.push(TileRef { slot, tile: t as u16, origin: (x0, y0), window });
             if p.items.len() == limit {
-                ready.extend(self.seal(pending));
+                ready.extend(self.seal(mine));
             }
         }
+        let no_wait = cut.policy.max_wait.is_zero();
         (self.on_frame)(t0.elapsed());
         self.invalid_log.ok();
         if out.starts.send(FrameStart { slot, frame, tiles: tiles as u16 }).is_err() {
@@ -237,8 +280,8 @@ impl Preprocessor {
             }
         }
         // No waiting allowed: run what we have now.
-        if self.policy.max_wait.is_zero() {
-            return self.flush(pending, &out.jobs);
+        if no_wait {
+            return self.flush(&mut pending[usize::from(recipe)], &out.jobs);
         }
         true
     }
@@ -266,17 +309,20 @@ mod tests {
             min_height: None,
         };
         let policy = BatchPolicy { max_batch, max_wait, fixed_batch: None };
-        Preprocessor {
+        let cut = Cut {
             input_mode: InputMode::Tile,
             tile_w: 8,
             tile_h: 8,
-            overlap: 0,
             normalizer: Normalizer::new(&input),
-            batch_pool: BufferPool::new(8),
             policy,
+            min_size: input.min_size(),
+        };
+        Preprocessor {
+            cuts: vec![cut],
+            overlap: 0,
+            batch_pool: BufferPool::new(8),
             accounting: Arc::new(Accounting::new(&["a".into(), "b".into()])),
             on_frame: Box::new(|_| {}),
-            min_size: input.min_size(),
             invalid_log: Burst::new("test"),
         }
     }
@@ -284,7 +330,7 @@ mod tests {
     #[test]
     fn a_frame_smaller_than_the_minimum_is_dropped_not_judged() {
         let pre = preprocessor(4, Duration::ZERO);
-        assert_eq!(pre.min_size, (2, 2), "a quarter of the 8×8 input");
+        assert_eq!(pre.cuts[0].min_size, (2, 2), "a quarter of the 8×8 input");
         let pool = BufferPool::new(2);
         let tiny = sized_frame(0, 1, 1, 0, &pool);
         let problem = pre.invalid(&tiny).expect("a 1×1 image is no part");
@@ -301,8 +347,14 @@ mod tests {
     fn sized_frame(camera: u16, width: u32, height: u32, value: u8, pool: &BufferPool<u8>) -> Frame {
         let mut pixels = pool.take((width * height) as usize);
         pixels.fill(value);
-        let meta =
-            FrameMeta { camera, seq: 0, part_id: None, captured_at: Instant::now(), captured_wall: SystemTime::now() };
+        let meta = FrameMeta {
+            camera,
+            seq: 0,
+            part_id: None,
+            captured_at: Instant::now(),
+            captured_wall: SystemTime::now(),
+            recipe: 0,
+        };
         Frame { meta, format: PixelFormat::Gray8, width, height, pixels }
     }
 

@@ -10,6 +10,8 @@ handshake on request:
                    would; --trigger-count N: stop after N triggers)
   --auto-ack       when the station presents a result (status bit1), write its result id into the
                    results-ack register, after --ack-delay-ms
+  --recipes N@S,...  a job change: once the station is ready, write recipe number N into the
+                   recipe-request register (input block +3) S seconds later, for each pair in turn
   --exceptions     answer every write with a Modbus exception (SERVER DEVICE FAILURE)
   --garbage        answer every write with bytes that are not a Modbus response
 
@@ -17,6 +19,7 @@ Log records (times are time.monotonic_ns(): CLOCK_MONOTONIC, the clock of Rust's
   {"t_ns", "kind": "write", "fc", "address", "values"}   every write request, as it arrives
   {"t_ns", "kind": "trigger", "counter", "acquisition_id"} every trigger the PLC made
   {"t_ns", "kind": "ack", "result_id"}                    every ack the PLC wrote (--auto-ack)
+  {"t_ns", "kind": "recipe", "number"}                    every recipe request it wrote (--recipes)
   {"t_ns", "kind": "connect" | "disconnect"}              station connections
 
 With --port 0 a free port is chosen; the bound port is printed as `PORT <n>` on stdout.
@@ -118,6 +121,16 @@ class Plc:
             self.set_input(0, self.counter)
             self.record(kind="trigger", counter=self.counter, acquisition_id=self.acquisition)
 
+    async def recipes(self) -> None:
+        while not self.station_ready:
+            await asyncio.sleep(0.01)
+        ready_at = time.monotonic()
+        for pair in self.args.recipes.split(","):
+            number, _, after = pair.partition("@")
+            await asyncio.sleep(max(0.0, ready_at + float(after) - time.monotonic()))
+            self.set_input(3, int(number))
+            self.record(kind="recipe", number=int(number))
+
     def trace_packet(self, sending: bool, data: bytes) -> bytes:
         # MBAP header: tid(2) pid(2) len(2) unit(1), then the function code.
         if sending and self.args.garbage and len(data) >= 8 and (data[7] & 0x7F) in WRITES:
@@ -140,6 +153,7 @@ async def main() -> int:
     p.add_argument("--trigger-count", type=int, default=0)
     p.add_argument("--auto-ack", action="store_true")
     p.add_argument("--ack-delay-ms", type=float, default=0.0)
+    p.add_argument("--recipes", default="", help="N@S,...: write recipe N to the request register S s after ready")
     p.add_argument("--exceptions", action="store_true")
     p.add_argument("--garbage", action="store_true")
     p.add_argument("--status-register", type=int, default=0)
@@ -178,6 +192,8 @@ async def main() -> int:
     tasks = []
     if args.trigger_hz > 0:
         tasks.append(asyncio.create_task(plc.triggers()))
+    if args.recipes:
+        tasks.append(asyncio.create_task(plc.recipes()))
     await stop.wait()
     for t in tasks:
         t.cancel()

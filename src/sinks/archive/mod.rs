@@ -144,6 +144,7 @@ mod tests {
             captured_at: Instant::now(),
             // 2024-05-01T00:00:01Z
             captured_wall: UNIX_EPOCH + Duration::from_millis(1_714_521_601_000),
+            recipe: 0,
         }
     }
 

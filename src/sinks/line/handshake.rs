@@ -34,6 +34,8 @@ pub mod out {
     pub const CAMERA: usize = 6;
     pub const PART_NUMBER: usize = 7;
     pub const BUFFERED: usize = 8;
+    /// The recipe in force, acknowledging the PLC's request (see [`RecipeRequests`]).
+    pub const RECIPE: usize = 9;
 }
 
 /// Offsets in the PLC's input block.
@@ -41,6 +43,8 @@ pub mod input {
     pub const TRIGGER_COUNTER: usize = 0;
     pub const ACQUISITION_ID: usize = 1;
     pub const RESULTS_ACK: usize = 2;
+    /// The recipe the PLC asks for (1 = the first `[[recipe]]`; 0 = no request).
+    pub const RECIPE_REQUEST: usize = 3;
 }
 
 /// The output block's registers, as written in one request.
@@ -95,6 +99,7 @@ pub struct Handshake {
     status: StationStatus,
     heartbeat: bool,
     stop_line: bool,
+    recipe: u16,
 }
 
 impl Handshake {
@@ -108,7 +113,13 @@ impl Handshake {
             status,
             heartbeat: false,
             stop_line: false,
+            recipe: 0,
         }
+    }
+
+    /// The recipe register's value (see [`out::RECIPE`]).
+    pub fn set_recipe(&mut self, value: u16) {
+        self.recipe = value;
     }
 
     /// A new result: presented at once if nothing is, else queued; dropped (and the overrun
@@ -201,7 +212,89 @@ impl Handshake {
             img[out::PART_NUMBER] = r.part_number;
         }
         img[out::BUFFERED] = self.buffer.len() as u16;
+        img[out::RECIPE] = self.recipe;
         img
+    }
+}
+
+/// A "refused" recipe acknowledgement: the PLC asked for a number that names no recipe.
+pub const RECIPE_REFUSED: u16 = u16::MAX;
+
+/// The PLC's job change: the recipe-request register, read every poll, and the acknowledgement
+/// the station writes back. A new request (the register changes to N ≥ 1) switches every camera
+/// to recipe N from its next frame; the acknowledgement becomes N once every camera's frames are
+/// judged by it, or [`RECIPE_REFUSED`] when there is no recipe N. Between requests it shows the
+/// recipe every camera runs (0 while they run different ones, e.g. after an API switch of one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecipeRequests {
+    last: u16,
+    pending: Option<u16>,
+    refused: Option<u16>,
+}
+
+/// What the station tells the PLC about recipes: how many there are, what each camera's frames
+/// are stamped with now.
+pub trait RecipeState {
+    fn recipes(&self) -> usize;
+    fn cameras(&self) -> usize;
+    /// Ask every camera for recipe `index` (0-based) from its next frame.
+    fn request_all(&self, index: u16);
+    /// The recipe (0-based) camera `camera`'s frames are stamped with now.
+    fn stamped(&self, camera: usize) -> u16;
+}
+
+impl RecipeState for crate::pipeline::RecipeSwitch {
+    fn recipes(&self) -> usize {
+        crate::pipeline::RecipeSwitch::recipes(self)
+    }
+    fn cameras(&self) -> usize {
+        crate::pipeline::RecipeSwitch::cameras(self)
+    }
+    fn request_all(&self, index: u16) {
+        for c in 0..crate::pipeline::RecipeSwitch::cameras(self) {
+            self.request(c, index);
+        }
+    }
+    fn stamped(&self, camera: usize) -> u16 {
+        crate::pipeline::RecipeSwitch::stamped(self, camera).map_or(0, |(r, _)| r)
+    }
+}
+
+impl RecipeRequests {
+    /// The request register reads `value`; returns the acknowledgement to show, and the recipe
+    /// switched to when this read made a new request (for the log).
+    pub fn observe(&mut self, value: u16, state: &dyn RecipeState) -> (u16, Option<u16>) {
+        let mut switched = None;
+        if value != self.last {
+            self.last = value;
+            self.refused = None;
+            self.pending = None;
+            if value != 0 {
+                if usize::from(value) <= state.recipes() {
+                    state.request_all(value - 1);
+                    self.pending = Some(value);
+                    switched = Some(value);
+                } else {
+                    self.refused = Some(value);
+                }
+            }
+        }
+        if self.refused.is_some() {
+            return (RECIPE_REFUSED, switched);
+        }
+        let running = (0..state.cameras()).map(|c| state.stamped(c)).collect::<Vec<_>>();
+        let common = running.first().copied().filter(|r| running.iter().all(|x| x == r));
+        let ack = match (self.pending, common) {
+            // Every camera runs the requested recipe: acknowledged.
+            (Some(n), Some(r)) if r + 1 == n => {
+                self.pending = None;
+                n
+            }
+            // Requested, not in effect on every camera yet: still the old value.
+            (_, Some(r)) => r + 1,
+            (_, None) => 0,
+        };
+        (ack, switched)
     }
 }
 
@@ -229,6 +322,51 @@ impl TriggerCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two cameras whose frames take a requested recipe only when `frame()` is called.
+    struct FakeSwitch {
+        wanted: std::cell::Cell<u16>,
+        stamped: std::cell::Cell<[u16; 2]>,
+    }
+
+    impl FakeSwitch {
+        fn frame(&self) {
+            self.stamped.set([self.wanted.get(); 2]);
+        }
+    }
+
+    impl RecipeState for FakeSwitch {
+        fn recipes(&self) -> usize {
+            2
+        }
+        fn cameras(&self) -> usize {
+            2
+        }
+        fn request_all(&self, index: u16) {
+            self.wanted.set(index);
+        }
+        fn stamped(&self, camera: usize) -> u16 {
+            self.stamped.get()[camera]
+        }
+    }
+
+    #[test]
+    fn a_recipe_request_is_acknowledged_once_every_camera_runs_it() {
+        let sw = FakeSwitch { wanted: 0.into(), stamped: [0, 0].into() };
+        let mut r = RecipeRequests::default();
+        assert_eq!(r.observe(0, &sw), (1, None), "no request: the recipe in force, numbered from 1");
+        assert_eq!(r.observe(2, &sw), (1, Some(2)), "requested, not in effect before the next frame");
+        assert_eq!(r.observe(2, &sw), (1, None), "a level, not a new request");
+        sw.frame();
+        assert_eq!(r.observe(2, &sw), (2, None), "in effect on both cameras");
+        assert_eq!(r.observe(7, &sw), (RECIPE_REFUSED, None), "no recipe 7");
+        assert_eq!(sw.wanted.get(), 1, "a refused request switches nothing");
+        assert_eq!(r.observe(1, &sw), (2, Some(1)));
+        sw.stamped.set([0, 1]);
+        assert_eq!(r.observe(1, &sw), (0, None), "cameras on different recipes");
+        sw.frame();
+        assert_eq!(r.observe(1, &sw), (1, None));
+    }
     use crate::sinks::line::event::{ErrorCode, LineAction, LineVerdict};
     use proptest::prelude::*;
     use std::time::Instant;
@@ -269,23 +407,23 @@ mod tests {
     #[test]
     fn the_image_follows_status_heartbeat_and_the_presented_result() {
         let mut h = Handshake::new(2, STARTING);
-        assert_eq!(h.image(), [bits::ERROR, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.image(), [bits::ERROR, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
         h.set_status(READY);
         h.set_heartbeat(true);
-        assert_eq!(h.image(), [bits::READY, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.image(), [bits::READY, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(h.push(slot(5)), Pushed::Presented);
         assert_eq!(h.push(slot(6)), Pushed::Queued);
-        assert_eq!(h.image(), [bits::READY | bits::RESULTS_READY, 1, 0, 5, 2, 2, 1, 5, 2]);
+        assert_eq!(h.image(), [bits::READY | bits::RESULTS_READY, 1, 0, 5, 2, 2, 1, 5, 2, 0]);
         assert_eq!(h.push(slot(7)), Pushed::Dropped);
         assert_eq!(h.image()[out::STATUS], bits::READY | bits::RESULTS_READY | bits::OVERRUN);
         // An ack of anything but the presented id changes nothing.
         assert!(!h.ack(6));
         assert!(!h.ack(0));
         assert!(h.ack(5));
-        assert_eq!(h.image(), [bits::READY | bits::RESULTS_READY, 1, 0, 6, 1, 0, 1, 6, 1]);
+        assert_eq!(h.image(), [bits::READY | bits::RESULTS_READY, 1, 0, 6, 1, 0, 1, 6, 1, 0]);
         assert!(!h.ack(5), "the ack register still reads the old id: no second ack");
         assert!(h.ack(6));
-        assert_eq!(h.image(), [bits::READY, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.image(), [bits::READY, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         h.request_stop_line();
         assert_eq!(h.image()[out::STATUS], bits::READY | bits::STOP_LINE);
     }

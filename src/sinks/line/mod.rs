@@ -55,6 +55,8 @@ pub struct AdapterContext {
     /// The reject fire window (see `schedule::Timing::fire_window`): an adapter that gets to a
     /// reject later than `deadline + fire_window` counts it undelivered instead of writing it.
     pub fire_window: std::time::Duration,
+    /// Where a PLC's job change switches the cameras' recipe (the Modbus recipe register).
+    pub recipes: Option<Arc<crate::pipeline::RecipeSwitch>>,
 }
 
 impl AdapterContext {
@@ -70,6 +72,7 @@ impl AdapterContext {
             triggers: handoff::Handoff::new(crossbeam_channel::bounded(64).0, handoff::Wakeup::default()),
             clock: MonoClock::new(),
             fire_window,
+            recipes: None,
         }
     }
 

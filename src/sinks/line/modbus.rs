@@ -14,7 +14,7 @@
 //! (`link_up` 0 until a write succeeds again) and never stop the adapter.
 
 use super::event::{ErrorCode, LineEvent, PartOutcome, StationStatus};
-use super::handshake::{Handshake, Image, Pushed, ResultSlot, TriggerCounter, input};
+use super::handshake::{Handshake, Image, Pushed, RECIPE_REFUSED, RecipeRequests, ResultSlot, TriggerCounter, input};
 use super::metrics::AdapterMetrics;
 use super::{ADAPTER_QUEUE_DEPTH, AdapterContext};
 use crate::config::{INPUT_BLOCK_LEN, ModbusConfig, RegisterMap};
@@ -229,6 +229,7 @@ async fn handshake(mut conn: Conn, mut events: mpsc::Receiver<LineEvent>, ctx: A
         "modbus adapter: the PLC does not acknowledge results: results dropped (overrun bit set); counted in linesight_line_results_overrun_total",
     );
     let mut trigger_log = Burst::new("modbus adapter: triggers dropped, the line thread's trigger queue is full");
+    let mut recipe_requests = RecipeRequests::default();
     loop {
         if !conn.connected() {
             tokio::select! {
@@ -275,6 +276,19 @@ async fn handshake(mut conn: Conn, mut events: mpsc::Receiver<LineEvent>, ctx: A
                                 }
                             }
                             hs.ack(regs[input::RESULTS_ACK]);
+                            if let Some(switch) = &ctx.recipes {
+                                let (ack, switched) = recipe_requests.observe(regs[input::RECIPE_REQUEST], switch.as_ref());
+                                if let Some(n) = switched {
+                                    tracing::info!(recipe = n, "PLC job change: every camera switches to recipe {n} from its next frame");
+                                } else if ack == RECIPE_REFUSED && hs.image()[super::handshake::out::RECIPE] != RECIPE_REFUSED {
+                                    tracing::warn!(
+                                        requested = regs[input::RECIPE_REQUEST],
+                                        recipes = switch.recipes(),
+                                        "PLC job change refused: no recipe with that number (1 = the first [[recipe]]); the cameras keep theirs"
+                                    );
+                                }
+                                hs.set_recipe(ack);
+                            }
                         }
                         Err(_) => {
                             if !conn.connected() {

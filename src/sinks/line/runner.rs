@@ -62,6 +62,7 @@ impl LineOutput {
         readiness: Arc<Readiness>,
         registry: Option<&prometheus::Registry>,
         supervisor: &Arc<Supervisor>,
+        recipes: Option<Arc<crate::pipeline::RecipeSwitch>>,
     ) -> Result<Self, LineStartError> {
         let metrics = Arc::new(LineMetrics::new(registry));
         let realtime = cfg.realtime;
@@ -104,6 +105,7 @@ impl LineOutput {
             triggers: trigger_tx.clone(),
             clock,
             fire_window: timing.fire_window(),
+            recipes: recipes.clone(),
         };
         let mut adapters = Vec::new();
         let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();

@@ -44,16 +44,13 @@ pub struct Retention {
 }
 
 /// Everything a row needs besides the inspection itself: names for the indices it carries, and
-/// the model and rules in force.
+/// per recipe the model and rules in force.
 #[derive(Clone, Debug)]
 pub struct StoreContext {
     pub station: String,
     pub cameras: Vec<String>,
-    pub classes: Vec<String>,
-    pub model_name: String,
-    pub model_sha256: String,
-    /// The decision rules in force, as JSON text.
-    pub rules_json: String,
+    /// By recipe index.
+    pub recipes: Vec<super::RecipeContext>,
 }
 
 /// The store's port for the assembler, feeding its writer thread through `tx`. Its losses are

@@ -132,6 +132,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER reviews_follow_inspection AFTER DELETE ON inspections BEGIN
         DELETE FROM reviews WHERE inspection_id = OLD.id;
     END;",
+    // 5 → 6: the recipe that judged each inspection (`default` for a station without recipes;
+    // NULL for rows written before recipes existed).
+    // The audit log: every change made through the API (who, when, what, old → new).
+    "ALTER TABLE inspections ADD COLUMN recipe TEXT;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        old TEXT,
+        new TEXT
+    );",
 ];
 
 /// The schema version this build writes and reads.

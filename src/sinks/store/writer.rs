@@ -27,8 +27,13 @@ impl Store {
     /// in `accounting.store_errors` and logged (rate-limited); the records of a failed batch are
     /// lost, and writing goes on with the next one.
     pub fn run(mut self, rx: Receiver<Inspection>, ctx: StoreContext, accounting: Arc<Accounting>) {
-        let model_id = match model_id(&self.conn, &ctx) {
-            Ok(id) => id,
+        let model_ids = match ctx
+            .recipes
+            .iter()
+            .map(|r| model_id(&self.conn, r))
+            .collect::<rusqlite::Result<Vec<i64>>>()
+        {
+            Ok(ids) => ids,
             Err(e) => {
                 accounting.store_errors.fetch_add(1, Relaxed);
                 tracing::error!(path = %self.path.display(), error = %e, "result store: cannot record the model; nothing will be stored");
@@ -64,7 +69,7 @@ impl Store {
             }
             received += batch.len() as u64;
             crate::supervise::fault_point("store", received);
-            match write_batch(&mut self.conn, &ctx, model_id, &batch) {
+            match write_batch(&mut self.conn, &ctx, &model_ids, &batch) {
                 Ok(()) => {
                     accounting.store_written.fetch_add(batch.len() as u64, Relaxed);
                 }
@@ -100,16 +105,16 @@ impl ErrorLog {
     }
 }
 
-/// The id of the model + rules row for this run, inserted when new.
-fn model_id(conn: &Connection, ctx: &StoreContext) -> rusqlite::Result<i64> {
+/// The id of a recipe's model + rules row, inserted when new.
+fn model_id(conn: &Connection, r: &crate::sinks::RecipeContext) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT OR IGNORE INTO models (name, sha256, rules_json) VALUES (?1, ?2, ?3)",
-        params![ctx.model_name, ctx.model_sha256, ctx.rules_json],
+        params![r.model_name, r.model_sha256, r.rules_json],
     )?;
     conn.query_row(
         "SELECT id FROM models WHERE name = ?1 AND sha256 = ?2 AND rules_json = ?3",
-        params![ctx.model_name, ctx.model_sha256, ctx.rules_json],
-        |r| r.get(0),
+        params![r.model_name, r.model_sha256, r.rules_json],
+        |row| row.get(0),
     )
 }
 
@@ -122,13 +127,19 @@ fn finite(v: f32) -> Option<f64> {
     v.is_finite().then_some(f64::from(v))
 }
 
-fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: &[Inspection]) -> rusqlite::Result<()> {
+fn write_batch(
+    conn: &mut Connection,
+    ctx: &StoreContext,
+    model_ids: &[i64],
+    batch: &[Inspection],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut insp = tx.prepare_cached(
             "INSERT INTO inspections (station, camera, seq, part_id, captured_ms, decided_ms, latency_ms, verdict,
-                 failsafe_cause, image_score, width, height, mm_per_px, defects_truncated, model_id, image_path, threshold)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 failsafe_cause, image_score, width, height, mm_per_px, defects_truncated, model_id, image_path, threshold,
+                 recipe)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         let mut def = tx.prepare_cached(
             "INSERT INTO defects (inspection_id, idx, class, x, y, w, h, area_px, length_px, width_px,
@@ -143,6 +154,13 @@ fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: 
                 _ => None,
             };
             let camera = ctx.cameras.get(i.meta.camera as usize).map(String::as_str).unwrap_or("?");
+            let r = usize::from(i.meta.recipe);
+            let (recipe, model_id) = match (ctx.recipes.get(r), model_ids.get(r)) {
+                (Some(recipe), Some(id)) => (recipe, *id),
+                // Every frame is stamped with one of the station's recipes; a record that is
+                // not cannot be attributed to a model: refused loudly rather than misfiled.
+                _ => return Err(rusqlite::Error::InvalidParameterName(format!("recipe index {r} unknown"))),
+            };
             insp.execute(params![
                 ctx.station,
                 camera,
@@ -161,12 +179,13 @@ fn write_batch(conn: &mut Connection, ctx: &StoreContext, model_id: i64, batch: 
                 model_id,
                 i.archived.then(|| archive::relative_path(camera, &i.meta)),
                 finite(i.threshold),
+                recipe.name,
             ])?;
             let id = tx.last_insert_rowid();
             for (idx, r) in i.defects.iter().enumerate() {
                 let d = &r.defect;
                 let mm = i.mm_per_px.map(|s| d.in_mm(s));
-                let class = ctx.classes.get(d.class as usize).map(String::as_str).unwrap_or("?");
+                let class = recipe.classes.get(d.class as usize).map(String::as_str).unwrap_or("?");
                 def.execute(params![
                     id,
                     idx as i64,

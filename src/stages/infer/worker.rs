@@ -61,18 +61,24 @@ pub enum BatchOutcome {
     InvalidOutput,
 }
 
-/// Everything a worker thread owns.
-pub struct Worker {
+/// One recipe's model in a worker: its own session, and how to feed and read it.
+pub struct WorkerModel {
     pub session: InferSession,
     /// The model's name, for logs.
-    pub model: String,
+    pub name: String,
     pub input_name: String,
     /// `[channels, height, width]` of one item.
     pub input_shape: [usize; 3],
     pub output_names: Vec<String>,
-    /// Called once per run with (tiles in the batch, run duration, outcome); telemetry hooks in
-    /// here.
-    pub on_batch: Box<dyn FnMut(usize, Duration, BatchOutcome) + Send>,
+}
+
+/// Everything a worker thread owns.
+pub struct Worker {
+    /// One per recipe, by recipe index: a batch runs on its recipe's model.
+    pub models: Vec<WorkerModel>,
+    /// Called once per run with (recipe, tiles in the batch, run duration, outcome); telemetry
+    /// hooks in here.
+    pub on_batch: Box<dyn FnMut(u16, usize, Duration, BatchOutcome) + Send>,
     /// Fault injection (tests, benches): stall every n-th batch.
     pub stall: Option<InferenceStall>,
     /// Fault injection (tests, the fault suite): corrupt outputs (see [`OutputFault`]).
@@ -168,14 +174,32 @@ impl Worker {
             let started = Instant::now();
             let mut invalid = 0u64;
             let fault = self.output_fault.filter(|f| f.applies(batches));
+            let Some(model) = self.models.get_mut(usize::from(job.recipe)) else {
+                // Cannot happen (frames are stamped with known recipes); fail the frames safe.
+                failures.failed(&format!("no model for recipe {}", job.recipe));
+                (self.on_batch)(job.recipe, job.items.len(), Duration::ZERO, BatchOutcome::Failed);
+                let result = BatchResult {
+                    failed: true,
+                    invalid: 0,
+                    outputs: ArrayVec::new(),
+                    batch: job.batch,
+                    items: job.items,
+                    infer_started: started,
+                    infer_ended: started,
+                };
+                if results.send(result).is_err() {
+                    return;
+                }
+                continue;
+            };
             let ran = match fault {
                 Some(f) if f.error => Err(ort::Error::new("FAULT INJECTION: inference error")),
-                _ => self.infer(&job),
+                _ => model.infer(&job),
             };
             let mut outputs = match ran {
                 Ok(outputs) => outputs,
                 Err(e) => {
-                    failures.failed(&format!("model {}: {e} ({} tiles)", self.model, job.items.len()));
+                    failures.failed(&format!("model {}: {e} ({} tiles)", model.name, job.items.len()));
                     ArrayVec::new()
                 }
             };
@@ -183,7 +207,7 @@ impl Worker {
                 if fault.is_some() {
                     poison(&mut outputs);
                 }
-                match self.check(&outputs, &job) {
+                match model.check(&outputs, &job) {
                     Ok((0, _)) => {
                         failures.ok();
                         invalid_log.ok();
@@ -191,16 +215,16 @@ impl Worker {
                     Ok((mask, output)) => {
                         failures.ok();
                         invalid = mask;
-                        let name = output.and_then(|o| self.output_names.get(o)).map_or("?", String::as_str);
+                        let name = output.and_then(|o| model.output_names.get(o)).map_or("?", String::as_str);
                         invalid_log.failed(&format!(
                             "model {} output {name:?}: {} of {} items",
-                            self.model,
+                            model.name,
                             mask.count_ones(),
                             job.items.len()
                         ));
                     }
                     Err(problem) => {
-                        failures.failed(&format!("model {}: {problem}", self.model));
+                        failures.failed(&format!("model {}: {problem}", model.name));
                         outputs.clear();
                     }
                 }
@@ -211,7 +235,7 @@ impl Worker {
                 (false, true) => BatchOutcome::InvalidOutput,
                 (false, false) => BatchOutcome::Ok,
             };
-            (self.on_batch)(job.items.len(), ended - started, outcome);
+            (self.on_batch)(job.recipe, job.items.len(), ended - started, outcome);
             let result = BatchResult {
                 failed: outputs.is_empty(),
                 invalid,
@@ -228,7 +252,9 @@ impl Worker {
             }
         }
     }
+}
 
+impl WorkerModel {
     /// See [`check_batch`].
     fn check(&self, outputs: &[ort::value::DynValue], job: &BatchJob) -> Result<(u64, Option<usize>), String> {
         let mut views: ArrayVec<(&[i64], &[f32]), 2> = ArrayVec::new();

@@ -1,0 +1,409 @@
+//! Recipes: a station with two recipes switched back and forth through the API while both
+//! cameras run flat out. No frame is lost, every record names the recipe that judged it (the
+//! activation answers say from which frame on), and the recipes judge differently (the "blind"
+//! one looks at a 1-pixel region, so it never rejects a part). Plus the config's bad recipes.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use linesight::api::{ApiState, LiveRecipes, RecipeSummary, router};
+use linesight::config;
+use linesight::pipeline::RecordPort;
+use linesight::pipeline::messages::{Inspection, OUTPUT_QUEUE_DEPTH};
+use linesight::sinks::store::{Retention, Store};
+use linesight::topology::{RunOptions, Station};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+/// Two synthetic cameras at full speed; recipe `inspect` (the station's rules) on both at
+/// start, recipe `blind` (regions of interest of one pixel: nothing counts) available.
+fn two_recipe_station() -> String {
+    let model = common::demo_model();
+    let camera = |id: &str, surface: &str, seed: u32| {
+        format!(
+            r#"
+[[camera]]
+id = "{id}"
+fps = 0
+backpressure = "block"
+[camera.source]
+kind = "synthetic"
+surface = "{surface}"
+width = 256
+height = 256
+defect_probability = 0.5
+seed = {seed}
+"#
+        )
+    };
+    format!(
+        r#"{}{}
+[model]
+
+[[recipe]]
+name = "inspect"
+package = "{model}"
+cameras = ["metal", "tile"]
+
+[[recipe]]
+name = "blind"
+package = "{model}"
+roi_px = {{ metal = [[0, 0, 1, 1]], tile = [[0, 0, 1, 1]] }}
+
+[[rule]]
+class = "defect"
+min_score = 0.5
+min_area_px = 12
+"#,
+        camera("metal", "brushed_metal", 3),
+        camera("tile", "ceramic_tile", 4)
+    )
+}
+
+/// What the API needs of the station's recipes.
+fn live_recipes(station: &Station) -> LiveRecipes {
+    let recipes = station
+        .recipes
+        .iter()
+        .map(|r| RecipeSummary {
+            name: r.name.clone(),
+            model_name: r.package.manifest.name.clone(),
+            model_sha256: r.package.sha256.clone(),
+        })
+        .collect();
+    LiveRecipes {
+        switch: Arc::clone(&station.switch),
+        thresholds: Arc::clone(&station.thresholds),
+        cameras: station_cameras(),
+        recipes,
+    }
+}
+
+fn station_cameras() -> Vec<String> {
+    vec!["metal".into(), "tile".into()]
+}
+
+fn post(app: &axum::Router, rt: &tokio::runtime::Runtime, uri: &str, token: &str, body: &str) -> (StatusCode, Value) {
+    rt.block_on(async {
+        let request = Request::post(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    })
+}
+
+fn get(app: &axum::Router, rt: &tokio::runtime::Runtime, uri: &str) -> Value {
+    rt.block_on(async {
+        let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+    })
+}
+
+#[test]
+fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = station.recipes.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, ["inspect", "blind"]);
+
+    // The API over a store (the audit log), with the station's recipes.
+    let db = dir.path().join("r.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut state = ApiState::new(db, Some(station.accounting()));
+    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
+    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    let accounting = station.accounting();
+    let stop = station.stop_handle();
+    let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
+    let runner = std::thread::spawn(move || station.run());
+
+    // Before any switch: both cameras run `inspect`.
+    let listed = get(&app, &rt, "/api/v1/recipes");
+    assert_eq!(listed["recipes"][0]["cameras"], serde_json::json!(["metal", "tile"]), "{listed}");
+    assert_eq!(listed["recipes"][1]["cameras"], serde_json::json!([]), "{listed}");
+
+    // 100 switches back and forth, each for both cameras (an empty body) or one of them.
+    let mut switches: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    switches.insert("metal".into(), vec![(0, "inspect".into())]);
+    switches.insert("tile".into(), vec![(0, "inspect".into())]);
+    let mut latencies = Vec::new();
+    let mut changes = 0;
+    for k in 0..100 {
+        let recipe = if k % 2 == 0 { "blind" } else { "inspect" };
+        let body = match k % 5 {
+            3 => r#"{"cameras": ["metal"]}"#,
+            4 => r#"{"cameras": ["tile"]}"#,
+            _ => "",
+        };
+        let t0 = Instant::now();
+        let (status, answer) = post(&app, &rt, &format!("/api/v1/recipes/{recipe}/activate"), "admin-token", body);
+        latencies.push(t0.elapsed());
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        for (camera, seq) in answer["first_seq"].as_object().unwrap() {
+            let seq = seq.as_u64().unwrap_or_else(|| panic!("camera {camera} captured no frame in time: {answer}"));
+            let list = switches.get_mut(camera).unwrap();
+            // Switching a camera to the recipe it already runs changes nothing.
+            let last = list.last_mut().unwrap();
+            if last.1 != recipe {
+                changes += 1;
+                if seq == 0 && last.0 == 0 {
+                    // Switched before the camera's first frame: it never ran the old recipe.
+                    *last = (0, recipe.into());
+                    continue;
+                }
+                assert!(seq > last.0, "first frames move forward: {answer}");
+                list.push((seq, recipe.into()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+
+    // No frame lost: every captured frame has exactly one record, none dropped.
+    let snaps = accounting.snapshot();
+    for s in &snaps {
+        assert_eq!(s.dropped(), 0, "{s:?}");
+        assert_eq!(s.in_flight(), 0, "{s:?}");
+    }
+    let captured: u64 = snaps.iter().map(|s| s.captured).sum();
+    assert_eq!(records.len() as u64, captured, "one record per captured frame");
+    assert_eq!(accounting.results_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // Every record names the recipe that was in force from the activation's first frame on.
+    let cameras = ["metal", "tile"];
+    let (mut ng_inspect, mut ng_blind, mut by_recipe) = (0, 0, [0u64; 2]);
+    for r in &records {
+        let camera = cameras[usize::from(r.meta.camera)];
+        let list = &switches[camera];
+        let expected = list.iter().rev().find(|(first, _)| *first <= r.meta.seq).unwrap().1.as_str();
+        assert_eq!(names[usize::from(r.meta.recipe)], expected, "camera {camera} seq {}", r.meta.seq);
+        by_recipe[usize::from(r.meta.recipe)] += 1;
+        if r.verdict == linesight::pipeline::Verdict::Ng {
+            if r.meta.recipe == 0 { ng_inspect += 1 } else { ng_blind += 1 }
+        }
+    }
+    assert!(by_recipe[0] > 50 && by_recipe[1] > 50, "both recipes judged parts: {by_recipe:?}");
+    assert!(ng_inspect > 0, "the inspecting recipe rejects defective parts");
+    assert_eq!(ng_blind, 0, "the blind recipe counts no defect outside its 1-pixel region");
+    let switched: usize = switches.values().map(|l| l.len() - 1).sum();
+    assert!(switched >= 90, "{switched} switches took effect");
+
+    // Every switch is in the audit log, with who did it and old → new.
+    let audit = get(&app, &rt, "/api/v1/audit?limit=1000");
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(items.len(), changes, "one audit record per camera whose recipe changed");
+    assert!(items.iter().all(|i| i["who"] == "LINESIGHT_API_TOKEN" && i["action"] == "recipe.activate"));
+    assert!(items.iter().all(|i| i["old"] != i["new"]));
+
+    latencies.sort();
+    eprintln!(
+        "switch latency (request → answer, first frame stamped): p50 {:?}, p99 {:?}, max {:?}; {} frames, {switched} switches",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        latencies.last().unwrap(),
+        records.len()
+    );
+}
+
+#[test]
+fn switches_need_an_operator_and_name_real_recipes_and_cameras() {
+    let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let station = Station::build(&loaded, RunOptions { max_frames: Some(1), ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut state = ApiState::new(db, None);
+    let viewer = linesight::config::ApiToken {
+        name: "dash".into(),
+        role: linesight::config::ApiRole::Viewer,
+        sha256: hex::encode(linesight::api::auth::sha256("viewer-token")),
+    };
+    let api = linesight::config::ApiConfig { tokens: vec![viewer], ..Default::default() };
+    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
+    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert_eq!(post(&app, &rt, "/api/v1/recipes/blind/activate", "viewer-token", "").0, StatusCode::FORBIDDEN);
+    assert_eq!(post(&app, &rt, "/api/v1/recipes/blind/activate", "nope", "").0, StatusCode::UNAUTHORIZED);
+    let (status, body) = post(&app, &rt, "/api/v1/recipes/shiny/activate", "admin-token", "");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("inspect, blind"), "{body}");
+    let (status, body) = post(&app, &rt, "/api/v1/recipes/blind/activate", "admin-token", r#"{"cameras": ["lens"]}"#);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("metal, tile"), "{body}");
+    assert_eq!(
+        post(&app, &rt, "/api/v1/recipes/blind/activate", "admin-token", r#"{"camera": []}"#).0,
+        StatusCode::BAD_REQUEST
+    );
+    // Nothing was switched by the refused requests.
+    assert_eq!((station.switch.wanted(0), station.switch.wanted(1)), (0, 0));
+}
+
+#[test]
+fn bad_recipes_are_named_with_the_fix() {
+    let good = two_recipe_station();
+    for (edit, says) in [
+        (good.replace("name = \"blind\"", "name = \"inspect\""), "another recipe has this name"),
+        (good.replace("name = \"blind\"", "name = \"bl ind\""), "letters, digits"),
+        (good.replace("cameras = [\"metal\", \"tile\"]", "cameras = [\"metal\", \"lens\"]"), "no camera with this id"),
+        (good.replace("[model]\n", "[model]\npackage = \"x\"\n"), "each recipe names its package"),
+        (good.replace("roi_px = { metal", "roi_px = { lens"), "no camera with this id"),
+        (
+            good.replace("name = \"blind\"\npackage", "name = \"blind\"\nthreshold = 2.0\npackage"),
+            "applies to anomaly models",
+        ),
+    ] {
+        let problem = match config::load_str(&edit, "recipes", common::repo()) {
+            Err(e) => e.to_string(),
+            Ok(loaded) => match Station::build(&loaded, RunOptions::default()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted: {edit}"),
+            },
+        };
+        assert!(problem.contains(says), "expected {says:?} in: {problem}");
+    }
+}
+
+/// A model package around the tiny anomaly fixture: score = the brightest pixel of the frame
+/// squashed to 8×8 (0..1), map = the pixels; threshold 2.0 (no part is anomalous).
+fn tiny_anomaly_package(dir: &std::path::Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let bytes = std::fs::read(common::repo().join("tests/fixtures/anomalib_tiny.onnx")).unwrap();
+    let package = dir.join("tiny-anomaly");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(package.join("model.onnx"), &bytes).unwrap();
+    let manifest = format!(
+        "name = \"tiny-anomaly\"\nonnx_file = \"model.onnx\"\nsha256 = \"{}\"\n\n[input]\nname = \"input\"\nwidth = 8\nheight = 8\nchannels = 1\nlayout = \"NCHW\"\nbatch = 0\nmode = \"resize\"\n\n[task]\nkind = \"anomaly\"\nthreshold = 2.0\n",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    std::fs::write(package.join("model.toml"), manifest).unwrap();
+    package
+}
+
+#[test]
+fn a_threshold_changed_while_running_judges_from_the_next_frame_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = tiny_anomaly_package(dir.path());
+    let text = format!(
+        r#"
+[[camera]]
+id = "cam"
+fps = 0
+backpressure = "block"
+[camera.source]
+kind = "synthetic"
+surface = "brushed_metal"
+width = 64
+height = 64
+seed = 5
+
+[model]
+
+[[recipe]]
+name = "tiny"
+package = "{}"
+
+[[recipe]]
+name = "demo"
+package = "{}"
+"#,
+        package.display(),
+        common::demo_model()
+    );
+    let loaded = config::load_str(&text, "threshold", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("t.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut state = ApiState::new(db, None);
+    let operator = linesight::config::ApiToken {
+        name: "op".into(),
+        role: linesight::config::ApiRole::Operator,
+        sha256: hex::encode(linesight::api::auth::sha256("op-token")),
+    };
+    let api = linesight::config::ApiConfig { tokens: vec![operator], ..Default::default() };
+    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
+    let mut live = live_recipes(&station);
+    live.cameras = vec!["cam".into()];
+    assert!(state.recipes.set(live).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    // Refused: an operator (thresholds are admin's), a recipe without a threshold, bad values.
+    let patch = |token: &str, uri: &str, body: &str| {
+        rt.block_on(async {
+            let request = Request::patch(uri)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        })
+    };
+    assert_eq!(patch("op-token", "/api/v1/recipes/tiny", r#"{"threshold": -1}"#).0, StatusCode::FORBIDDEN);
+    let (status, body) = patch("admin-token", "/api/v1/recipes/demo", r#"{"threshold": 0.5}"#);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("not an anomaly model"), "{body}");
+    assert_eq!(patch("admin-token", "/api/v1/recipes/tiny", r#"{"threshold": "high"}"#).0, StatusCode::BAD_REQUEST);
+    assert_eq!(patch("admin-token", "/api/v1/recipes/tiny", r#"{"threshold": 1e39}"#).0, StatusCode::BAD_REQUEST);
+    assert_eq!(patch("admin-token", "/api/v1/recipes/none", r#"{"threshold": 1}"#).0, StatusCode::NOT_FOUND);
+
+    let accounting = station.accounting();
+    let stop = station.stop_handle();
+    let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
+    let runner = std::thread::spawn(move || station.run());
+    let frames = |n: u64| {
+        let t0 = Instant::now();
+        while accounting.snapshot()[0].inspected() < n && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    frames(20);
+    // Every part passes at 2.0; from the next frame decided, every part fails at -1.
+    let (status, body) = patch("admin-token", "/api/v1/recipes/tiny", r#"{"threshold": -1.0}"#);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["threshold"], -1.0);
+    let changed_at = accounting.snapshot()[0].inspected();
+    frames(changed_at + 20);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+
+    let thresholds: Vec<f32> = records.iter().map(|r| r.threshold).collect();
+    let switch_at = thresholds.iter().position(|t| *t == -1.0).expect("records judged at the new threshold");
+    assert!(switch_at >= 20, "the old threshold judged the parts before the change");
+    assert!(thresholds[..switch_at].iter().all(|t| *t == 2.0) && thresholds[switch_at..].iter().all(|t| *t == -1.0));
+    for r in &records {
+        let expected =
+            if r.threshold == 2.0 { linesight::pipeline::Verdict::Ok } else { linesight::pipeline::Verdict::Ng };
+        assert_eq!(r.verdict, expected, "score {} at threshold {}", r.image_score, r.threshold);
+    }
+    let audit = get(&app, &rt, "/api/v1/audit");
+    let item = &audit["items"][0];
+    assert_eq!((item["action"].as_str(), item["target"].as_str()), (Some("recipe.threshold"), Some("tiny")), "{audit}");
+    assert_eq!((item["old"].as_str(), item["new"].as_str()), (Some("2"), Some("-1")), "{audit}");
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "refused changes are not audited");
+}
