@@ -684,6 +684,18 @@ fn review_app(path: &Path) -> (axum::Router, Arc<linesight::api::ApiMetrics>) {
     let api = ApiConfig { tokens, ..Default::default() };
     let mut state = ApiState::new(path.to_path_buf(), None);
     state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-from-env"));
+    // A running station's one recipe (the one `ctx` stores), at threshold 1.0.
+    let live = linesight::api::LiveRecipes {
+        switch: Arc::new(linesight::pipeline::RecipeSwitch::new(&[0, 0], 1)),
+        thresholds: Arc::new(linesight::pipeline::LiveThresholds::new(&[Some(1.0)])),
+        cameras: vec!["a".into(), "b".into()],
+        recipes: vec![linesight::api::RecipeSummary {
+            name: "default".into(),
+            model_name: "m".into(),
+            model_sha256: "ab".into(),
+        }],
+    };
+    assert!(state.recipes.set(live).is_ok());
     let metrics = Arc::clone(&state.metrics);
     (router(state), metrics)
 }
@@ -825,4 +837,63 @@ fn review_labels_measure_the_operating_point_as_a_hand_count_does() {
         && rate(&w[0]["overkill_rate"]) >= rate(&w[1]["overkill_rate"])));
     assert_eq!(get(&app, "/api/v1/operating-point?model=nope").0, StatusCode::NOT_FOUND);
     assert_eq!(get(&app, "/api/v1/operating-point?model=m").1["defects"], defects.len());
+}
+
+#[test]
+fn an_operating_point_target_sets_the_threshold_that_meets_it_on_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("target.db");
+    let parts = seed_scored(&db, 300);
+    let (app, _) = review_app(&db);
+    // Every NG and archived OK part labelled from the truth.
+    let (_, queue) = get(&app, &format!("/api/v1/review/queue?from={T0}&to={}&limit=1000", T0 + 400_000));
+    for item in queue["items"].as_array().unwrap() {
+        let id = item["id"].as_i64().unwrap();
+        let label = if parts[(id - 1) as usize].2 { "defect" } else { "good" };
+        let uri = format!("/api/v1/inspections/{id}/review");
+        assert_eq!(
+            send(&app, "POST", &uri, Some("op-token-1"), &format!(r#"{{"label": "{label}"}}"#)).0,
+            StatusCode::CREATED
+        );
+    }
+    let (_, before) = get(&app, "/api/v1/operating-point?recipe=default");
+    let defects = before["defects"].as_u64().unwrap() as f64;
+    let goods = before["goods"].as_u64().unwrap() as f64;
+    let uri = "/api/v1/operating-point?recipe=default";
+    assert_eq!(send(&app, "POST", uri, Some("op-token-1"), r#"{"target_escape": 0.05}"#).0, StatusCode::FORBIDDEN);
+    for bad in
+        [r#"{"target_escape": 1.5}"#, r#"{"target_escape": 0.1, "max_overkill": 0.1}"#, "{}", r#"{"escape": 0.1}"#]
+    {
+        assert_eq!(send(&app, "POST", uri, Some("admin-from-env"), bad).0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    // At most 5% of the labelled defects pass, at the highest threshold that does so.
+    let (status, at) = send(&app, "POST", uri, Some("admin-from-env"), r#"{"target_escape": 0.05}"#);
+    assert_eq!(status, StatusCode::OK, "{at}");
+    let escape = at["current"]["escape_rate"].as_f64().unwrap();
+    assert!(escape <= 0.05, "{at}");
+    let t = at["current"]["threshold"].as_f64().unwrap();
+    let higher = at["points"].as_array().unwrap().iter().find(|p| p["threshold"].as_f64().unwrap() > t);
+    assert!(higher.is_none_or(|p| p["escape_rate"].as_f64().unwrap() > 0.05), "no higher threshold meets it: {at}");
+    // A hand count at that threshold.
+    let escaped = parts.iter().filter(|p| p.2 && p.1 < t && queue_has(&queue, p.0)).count() as f64;
+    assert!((escape - escaped / defects).abs() < 1e-12);
+    // At most 2% of the labelled goods rejected, at the lowest threshold that does so.
+    let (status, at) = send(&app, "POST", uri, Some("admin-from-env"), r#"{"max_overkill": 0.02}"#);
+    assert_eq!(status, StatusCode::OK, "{at}");
+    let overkill = at["current"]["overkill_rate"].as_f64().unwrap();
+    assert!(overkill <= 0.02 && goods > 0.0, "{at}");
+    let t2 = at["current"]["threshold"].as_f64().unwrap();
+    let rejected = parts.iter().filter(|p| !p.2 && p.1 >= t2 && queue_has(&queue, p.0)).count() as f64;
+    assert!((overkill - rejected / goods).abs() < 1e-12);
+    // The running station's threshold is the new one, and both changes are audited.
+    assert_eq!(get(&app, uri).1["current"]["threshold"].as_f64().unwrap(), t2);
+    let (_, audit) = get(&app, "/api/v1/audit");
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["recipe.threshold (max_overkill)", "recipe.threshold (target_escape)"]);
+}
+
+/// Whether inspection `id` was in the review queue (so it was labelled).
+fn queue_has(queue: &Value, id: i64) -> bool {
+    queue["items"].as_array().unwrap().iter().any(|i| i["id"] == id)
 }

@@ -91,6 +91,11 @@ fn review() -> Value {
                 "description": "Latest label per inspection; defect = positive, good = negative; unsure and unscored (fail-safe) labels are counted apart. Escape: defects scoring below the threshold; overkill: goods at or above it. Intervals: two-sided 95% Clopper-Pearson. The labelled OK parts are the archive's sample, so rates weigh them as reviewed, not by how many OK parts they stand for.",
                 "parameters": [param("recipe", "query", "string", "recipe name: its newest inspection's model, its inspections only"),
                     param("model", "query", "string", "model name or sha256 (prefix of 8+ digits); default: the newest inspection's")],
+                "responses": ok("OperatingPoint") },
+                "post": {
+                "summary": "Set a recipe's threshold to meet a target on the reviewed parts (admin token); audited",
+                "description": "Body: {\"target_escape\": x} (the highest threshold that lets at most that share of labelled defects pass) or {\"max_overkill\": y} (the lowest that rejects at most that share of labelled goods); shares in [0, 1). ?recipe=NAME (optional with one recipe). In force from the next frame decided; answers the operating point there.",
+                "parameters": [param("recipe", "query", "string", "recipe name")],
                 "responses": ok("OperatingPoint") } },
         },
         "schemas": {

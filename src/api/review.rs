@@ -198,27 +198,89 @@ fn model(conn: &Connection, wanted: Option<&str>, recipe: Option<&str>) -> Resul
     })
 }
 
-/// Escape and overkill of the reviewed inspections of one model (of one recipe, when given) at
-/// its current threshold and across thresholds, with 95% Clopper–Pearson intervals at the
-/// current one.
-pub fn operating_point(conn: &Connection, wanted_model: Option<&str>, recipe: Option<&str>) -> Result<Json, ApiError> {
-    let (name, sha256) = model(conn, wanted_model, recipe)?;
+/// The latest labels of one model's reviewed inspections (of one recipe, when given): the image
+/// scores of the parts labelled defect and good, each sorted, and how many were left out.
+pub struct Labelled {
+    pub defects: Vec<f64>,
+    pub goods: Vec<f64>,
+    unsure: u64,
+    unscored: u64,
+}
+
+pub fn labelled(conn: &Connection, sha256: &str, recipe: Option<&str>) -> Result<Labelled, ApiError> {
     let mut stmt = conn.prepare(
         "SELECT i.image_score, r.label FROM inspections i
          JOIN models m ON m.id = i.model_id
          JOIN reviews r ON r.id = (SELECT MAX(id) FROM reviews WHERE inspection_id = i.id)
          WHERE m.sha256 = ?1 AND (?2 IS NULL OR i.recipe = ?2)",
     )?;
-    let (mut defects, mut goods, mut unsure, mut unscored) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let mut l = Labelled { defects: Vec::new(), goods: Vec::new(), unsure: 0, unscored: 0 };
     for row in stmt.query_map(params![sha256, recipe], |r| Ok((r.get::<_, Option<f64>>(0)?, r.get::<_, String>(1)?)))? {
         match row? {
-            (_, label) if label == "unsure" => unsure += 1,
-            (None, _) => unscored += 1,
-            (Some(score), label) if label == "defect" => defects.push(score),
-            (Some(score), _) => goods.push(score),
+            (_, label) if label == "unsure" => l.unsure += 1,
+            (None, _) => l.unscored += 1,
+            (Some(score), label) if label == "defect" => l.defects.push(score),
+            (Some(score), _) => l.goods.push(score),
         }
     }
-    let threshold: Option<f64> = conn
+    l.defects.sort_by(f64::total_cmp);
+    l.goods.sort_by(f64::total_cmp);
+    Ok(l)
+}
+
+/// What a new operating point must meet.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// At most this share of the labelled defects may pass.
+    Escape(f64),
+    /// At most this share of the labelled goods may be rejected.
+    Overkill(f64),
+}
+
+/// The threshold that meets `target` on the labelled parts: for an escape target the highest
+/// (the least overkill) that passes at most that share of defects; for an overkill target the
+/// lowest (the fewest escapes) that rejects at most that share of goods.
+pub fn threshold_for(l: &Labelled, target: Target) -> Result<f64, ApiError> {
+    match target {
+        Target::Escape(x) => {
+            if l.defects.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "no reviewed part of this recipe is labelled defect yet: label some (or use max_overkill)".into(),
+                ));
+            }
+            // The k lowest-scoring defects may pass: the threshold is the next one's score.
+            let k = ((x * l.defects.len() as f64).floor() as usize).min(l.defects.len() - 1);
+            Ok(l.defects[k])
+        }
+        Target::Overkill(y) => {
+            if l.goods.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "no reviewed part of this recipe is labelled good yet: label some (or use target_escape)".into(),
+                ));
+            }
+            let m = (y * l.goods.len() as f64).floor() as usize;
+            if m >= l.goods.len() {
+                return Ok(l.goods[0]);
+            }
+            // The m highest-scoring goods may be rejected: just above the next one's score.
+            let below = l.goods[l.goods.len() - m - 1] as f32;
+            Ok(f64::from(crate::eval::metrics::next_up(below)))
+        }
+    }
+}
+
+/// Escape and overkill of the reviewed inspections of one model (of one recipe, when given) at
+/// its current threshold (`live`, the running station's, else the newest inspection's) and
+/// across thresholds, with 95% Clopper–Pearson intervals at the current one.
+pub fn operating_point(
+    conn: &Connection,
+    wanted_model: Option<&str>,
+    recipe: Option<&str>,
+    live: Option<f64>,
+) -> Result<Json, ApiError> {
+    let (name, sha256) = model(conn, wanted_model, recipe)?;
+    let Labelled { defects, goods, unsure, unscored } = labelled(conn, &sha256, recipe)?;
+    let stored: Option<f64> = conn
         .query_row(
             "SELECT i.threshold FROM inspections i JOIN models m ON m.id = i.model_id
              WHERE m.sha256 = ?1 AND (?2 IS NULL OR i.recipe = ?2) AND i.threshold IS NOT NULL
@@ -227,8 +289,7 @@ pub fn operating_point(conn: &Connection, wanted_model: Option<&str>, recipe: Op
             |r| r.get(0),
         )
         .optional()?;
-    defects.sort_by(f64::total_cmp);
-    goods.sort_by(f64::total_cmp);
+    let threshold = live.or(stored);
     let current = threshold.map(|t| {
         let mut p = point(&defects, &goods, t);
         let (escaped, missed_of) = (defects.partition_point(|s| *s < t), defects.len());

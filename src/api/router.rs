@@ -103,7 +103,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cameras", get(cameras))
         .route("/api/v1/inspections/{id}/review", post(review))
         .route("/api/v1/review/queue", get(review_queue))
-        .route("/api/v1/operating-point", get(operating_point))
+        .route("/api/v1/operating-point", get(operating_point).post(set_operating_point))
         .route("/api/v1/recipes", get(recipes))
         .route("/api/v1/recipes/{name}", patch(change_recipe))
         .route("/api/v1/recipes/{name}/activate", post(activate))
@@ -492,7 +492,70 @@ async fn review_queue(State(s): State<Shared>, Query(q): Params) -> Result<Json<
 async fn operating_point(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
     check_known(&q, &["model", "recipe"])?;
     let (model, recipe) = (q.get("model").cloned(), q.get("recipe").cloned());
-    Ok(Json(query(&s, move |c| super::review::operating_point(c, model.as_deref(), recipe.as_deref())).await?))
+    // The running station's threshold, when it runs that recipe (it may have changed since the
+    // newest stored inspection).
+    let live = match (s.recipes.get(), &recipe) {
+        (Some(live), Some(name)) => live.index(name).ok().and_then(|i| live.thresholds.get(i)).map(f64::from),
+        _ => None,
+    };
+    Ok(Json(query(&s, move |c| super::review::operating_point(c, model.as_deref(), recipe.as_deref(), live)).await?))
+}
+
+/// `POST /api/v1/operating-point?recipe=NAME` with `{"target_escape": x}` or
+/// `{"max_overkill": y}` (shares, 0 ≤ v < 1): set the recipe's threshold to the one that meets
+/// it on the reviewed parts (admin token), audited; answers the operating point there.
+async fn set_operating_point(
+    State(s): State<Shared>,
+    Query(q): Params,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_known(&q, &["recipe"])?;
+    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let name = match (q.get("recipe"), live.recipes.as_slice()) {
+        (Some(name), _) => name.clone(),
+        (None, [only]) => only.name.clone(),
+        (None, _) => return Err(ApiError::BadRequest("name the recipe: ?recipe=NAME".into())),
+    };
+    let index = live.index(&name)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        target_escape: Option<f64>,
+        max_overkill: Option<f64>,
+    }
+    let bad = |why: String| {
+        ApiError::BadRequest(format!(
+            "{why}: send {{\"target_escape\": x}} or {{\"max_overkill\": y}}, shares in [0, 1)"
+        ))
+    };
+    let body: Body = serde_json::from_slice(&body).map_err(|e| bad(format!("operating point: {e}")))?;
+    let target = match (body.target_escape, body.max_overkill) {
+        (Some(x), None) if (0.0..1.0).contains(&x) => super::review::Target::Escape(x),
+        (None, Some(y)) if (0.0..1.0).contains(&y) => super::review::Target::Overkill(y),
+        _ => return Err(bad("exactly one target, a share in [0, 1)".into())),
+    };
+    let sha = live.recipes[index].model_sha256.clone();
+    let recipe = name.clone();
+    let threshold = query(&s, move |c| {
+        let labelled = super::review::labelled(c, &sha, Some(&recipe))?;
+        super::review::threshold_for(&labelled, target)
+    })
+    .await?;
+    let old = live
+        .thresholds
+        .set(index, threshold as f32)
+        .map_err(|why| ApiError::BadRequest(format!("recipe {name}: {why}")))?;
+    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let (now, target_name, new) = (now_ms(), name.clone(), (threshold as f32).to_string());
+    let action = match target {
+        super::review::Target::Escape(_) => "recipe.threshold (target_escape)",
+        super::review::Target::Overkill(_) => "recipe.threshold (max_overkill)",
+    };
+    write(&s, move |c| super::review::audit(c, now, &who, action, &[(target_name, old.to_string())], &new)).await?;
+    let recipe = name.clone();
+    let live_threshold = Some(f64::from(threshold as f32));
+    Ok(Json(query(&s, move |c| super::review::operating_point(c, None, Some(&recipe), live_threshold)).await?))
 }
 
 #[cfg(test)]

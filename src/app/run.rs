@@ -190,7 +190,7 @@ impl Running {
         tracing::info!(
             station = %loaded.config.station.name,
             cameras = loaded.config.cameras.len(),
-            model = %station.package().manifest.name,
+            recipes = %station.recipes.iter().map(|r| format!("{} ({})", r.name, r.package.manifest.name)).collect::<Vec<_>>().join(", "),
             "station ready"
         );
         let status = std::io::stderr().is_terminal().then(|| spawn_status_line(Arc::clone(&accounting)));

@@ -23,7 +23,13 @@ pub fn ensure_taught(loaded: &LoadedConfig, progress: bool) -> Result<usize> {
     for (index, recipe) in loaded.recipes().iter().enumerate() {
         let Some(t) = &recipe.teach else { continue };
         let cameras = teach_cameras(loaded, index);
-        if ensure_one(loaded, &recipe.package, t, &cameras, progress)
+        // A station without recipes keeps its model's old name; each recipe's is its own.
+        let name = if loaded.config.recipes.is_empty() {
+            format!("{}-taught", loaded.config.station.name)
+        } else {
+            format!("{}-{}", loaded.config.station.name, recipe.name)
+        };
+        if ensure_one(loaded, &recipe.package, t, &cameras, &name, progress)
             .with_context(|| format!("recipe {}", recipe.name))?
         {
             taught += 1;
@@ -47,6 +53,7 @@ fn ensure_one(
     package: &Path,
     t: &ModelTeachConfig,
     cameras: &[String],
+    name: &str,
     progress: bool,
 ) -> Result<bool> {
     let cfg = &loaded.config;
@@ -68,7 +75,7 @@ fn ensure_one(
     tracing::info!(package = %package.display(), images = %images.display(), "no taught model yet: teaching from good parts");
     let mut opts = TeachOptions::new(&images, &package, loaded.resolve(&t.backbone));
     apply(&mut opts, t, cfg.pipeline.input_mode, cfg.pipeline.tile_overlap_px);
-    opts.name = Some(format!("{}-taught", cfg.station.name));
+    opts.name = Some(name.to_string());
     opts.progress = progress;
     opts.keep_existing = true;
     let report = teach(&opts).with_context(|| format!("teaching {} on first start", package.display()))?;
