@@ -28,6 +28,22 @@ pub enum Command {
     /// coreset memory bank, a threshold calibrated on held-out good images); writes a model
     /// package of task `anomaly` that `run`, `check` and `eval` load.
     Teach(TeachArgs),
+    /// Write the parts operators reviewed (labelled good or defect, with an archived image) in
+    /// the MVTec AD layout, for `eval --dataset OUT/test` and `teach --defects OUT/test/<class>`.
+    ExportReviewed(ExportReviewedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportReviewedArgs {
+    /// The station config: its [store] and [archive] hold the reviews and the images.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Only the parts this recipe judged (`default` for a station without recipes).
+    #[arg(long)]
+    pub recipe: String,
+    /// Output folder (created; must be empty if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

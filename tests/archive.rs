@@ -239,3 +239,101 @@ fn an_archive_that_cannot_be_written_never_stops_inspection() {
     let id = r.rows()[0].0;
     assert_eq!(get(&r.app(), &format!("/api/v1/inspections/{id}/image")).0, StatusCode::NOT_FOUND);
 }
+
+/// `linesight export-reviewed`: the reviewed parts with an archived image, in the MVTec layout,
+/// by their latest label; unlabelled, unsure and other recipes' parts left out.
+#[test]
+fn reviewed_parts_export_as_a_data_set_eval_can_read() {
+    let r = run(30, 1.0, 0, |_| {});
+    let conn = rusqlite::Connection::open(&r.db).unwrap();
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM inspections ORDER BY id")
+        .unwrap()
+        .query_map([], |x| x.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(ids.len() >= 10, "{ids:?}");
+    let label = |id: i64, label: &str, class: Option<&str>| {
+        conn.execute(
+            "INSERT INTO reviews (inspection_id, label, class, note, reviewer, reviewed_ms) VALUES (?1, ?2, ?3, NULL, 'test', 0)",
+            rusqlite::params![id, label, class],
+        )
+        .unwrap();
+    };
+    label(ids[0], "good", None);
+    label(ids[1], "defect", Some("scratch"));
+    label(ids[2], "defect", None);
+    label(ids[3], "good", None);
+    label(ids[3], "defect", Some("scratch")); // corrected: the latest label counts
+    label(ids[4], "unsure", None);
+    label(ids[5], "good", None);
+    // One labelled part whose image is gone (retention, or never written).
+    let gone: String =
+        conn.query_row("SELECT image_path FROM inspections WHERE id = ?1", [ids[5]], |x| x.get(0)).unwrap();
+    std::fs::remove_file(r.archive.join(&gone)).unwrap();
+
+    let config = common::write_config(
+        &r.root,
+        &format!(
+            "{}\n[store]\npath = \"{}\"\n\n[archive]\ndir = \"{}\"\n",
+            common::synthetic_station(40.0, "", ""),
+            r.db.display(),
+            r.archive.display()
+        ),
+    );
+    let out = r.root.join("reviewed");
+    let (ok, stdout, stderr) = common::output(
+        common::linesight()
+            .arg("export-reviewed")
+            .arg("--config")
+            .arg(&config)
+            .args(["--recipe", "default", "--out"])
+            .arg(&out),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("wrote 1 good and 3 defective") && stdout.contains("1 labelled parts had no archived image"),
+        "{stdout}"
+    );
+    let names = |class: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(out.join("test").join(class))
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(names("good").len(), 1);
+    assert_eq!(names("scratch").len(), 2);
+    assert_eq!(names("defect").len(), 1);
+    assert!(names("good")[0].ends_with(&format!("-{}.png", ids[0])), "{:?}", names("good"));
+    // The copy is the archived image itself.
+    let plain: String =
+        conn.query_row("SELECT image_path FROM inspections WHERE id = ?1", [ids[0]], |x| x.get(0)).unwrap();
+    assert_eq!(
+        std::fs::read(r.archive.join(plain)).unwrap(),
+        std::fs::read(out.join("test/good").join(&names("good")[0])).unwrap()
+    );
+    // eval reads it as a data set.
+    let dataset = linesight::eval::dataset::Dataset::load(&out.join("test")).unwrap();
+    assert_eq!(dataset.items.len(), 4);
+    // Not over an export already there, nor for a recipe the station does not have.
+    let (ok, _, stderr) = common::output(
+        common::linesight()
+            .arg("export-reviewed")
+            .arg("--config")
+            .arg(&config)
+            .args(["--recipe", "default", "--out"])
+            .arg(&out),
+    );
+    assert!(!ok && stderr.contains("not empty"), "{stderr}");
+    let (ok, _, stderr) = common::output(
+        common::linesight()
+            .arg("export-reviewed")
+            .arg("--config")
+            .arg(&config)
+            .args(["--recipe", "metal", "--out"])
+            .arg(r.root.join("x")),
+    );
+    assert!(!ok && stderr.contains("default"), "{stderr}");
+}

@@ -16,6 +16,7 @@ pub mod auth;
 mod cache;
 mod db;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod openapi;
 pub mod params;

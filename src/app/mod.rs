@@ -1,6 +1,6 @@
 //! The application edge: turns a parsed command line into work, and errors into one clear line.
 
-use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, SynthArgs, TeachArgs};
+use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, ExportReviewedArgs, SynthArgs, TeachArgs};
 use crate::config::{self, LoadedConfig};
 use crate::topology::{RunOptions, Station};
 use anyhow::{Context, Result, bail};
@@ -19,6 +19,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Calibrate(args) => calibrate(args),
         Command::Eval(args) => eval(args),
         Command::Teach(args) => teach(args),
+        Command::ExportReviewed(args) => export_reviewed(args),
     }
 }
 
@@ -187,6 +188,29 @@ fn teach_pending(loaded: &LoadedConfig) -> Result<Option<String>> {
         ));
     }
     Ok((!pending.is_empty()).then(|| pending.join("; ")))
+}
+
+fn export_reviewed(args: ExportReviewedArgs) -> Result<()> {
+    let loaded = config::load_file(&args.config)?;
+    let cfg = &loaded.config;
+    let Some(store) = &cfg.store else {
+        bail!("{}: no [store]: the reviews live in the result store", args.config.display())
+    };
+    let Some(archive) = &cfg.archive else {
+        bail!("{}: no [archive]: the reviewed parts' images live in the image archive", args.config.display())
+    };
+    if !loaded.recipes().iter().any(|r| r.name == args.recipe) {
+        let names: Vec<String> = loaded.recipes().into_iter().map(|r| r.name).collect();
+        bail!("--recipe {:?}: the station's recipes are {}", args.recipe, names.join(", "));
+    }
+    let summary = crate::api::export::export_reviewed(
+        &loaded.resolve(&store.path),
+        &loaded.resolve(&archive.dir),
+        &args.recipe,
+        &args.out,
+    )?;
+    println!("{summary}");
+    Ok(())
 }
 
 fn synth(args: SynthArgs) -> Result<()> {
