@@ -391,6 +391,76 @@ fn mqtt_adapter_publishes_each_event_in_its_window_and_says_goodbye() {
     assert_eq!(m.link_up.get(), 0);
 }
 
+/// Recipe commands on `{prefix}/command/recipe`: the named cameras switch from their next frame,
+/// and every command is answered on `{prefix}/recipe` (the first frame under it, or why not).
+#[test]
+fn mqtt_recipe_commands_switch_cameras_and_are_answered() {
+    use linesight::pipeline::RecipeSwitch;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let sub = Subscriber::start(&broker, "rc");
+    let switch = Arc::new(
+        RecipeSwitch::new(&[0, 0], 2)
+            .named(vec!["inspect".into(), "blind".into()], vec!["metal".into(), "tile".into()]),
+    );
+    let mut ctx = context("mqtt", Duration::from_millis(10));
+    ctx.recipes = Some(Arc::clone(&switch));
+    let cfg = mqtt_config(&broker, "rc");
+    let run = Running::start(ctx.metrics.clone(), move |rx| mqtt::run(cfg, rx, ctx));
+    // Two cameras capturing a frame every 5 ms.
+    let capturing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cameras = {
+        let (switch, capturing) = (Arc::clone(&switch), Arc::clone(&capturing));
+        std::thread::spawn(move || {
+            let mut seq = 0;
+            while capturing.load(std::sync::atomic::Ordering::Relaxed) {
+                switch.stamp(0, seq);
+                switch.stamp(1, seq);
+                seq += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let answer = |n: usize, command: &str| -> Value {
+        // Sent until answered: the adapter subscribes once connected.
+        wait_for(
+            Duration::from_secs(10),
+            || format!("an answer to {command}: {:?}", sub.on("rc/recipe")),
+            || {
+                if sub.on("rc/recipe").len() < n {
+                    broker.publish("rc/command/recipe", command);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                sub.on("rc/recipe").get(n - 1).map(|m| m.body.clone())
+            },
+        )
+    };
+    let first = answer(1, r#"{"recipe": "blind", "cameras": ["tile"]}"#);
+    assert_eq!(first["recipe"], "blind", "{first}");
+    let seq = first["first_seq"]["tile"].as_u64().expect("the tile camera's first frame under it");
+    assert_eq!((switch.wanted(0), switch.wanted(1)), (0, 1), "only the tile camera switched");
+    let (recipe, since) = switch.stamped(1).unwrap();
+    assert_eq!((recipe, since), (1, seq));
+    let n = sub.on("rc/recipe").len();
+    for (k, (command, says)) in [
+        (r#"{"recipe": "shiny"}"#, "inspect, blind"),
+        (r#"{"recipe": "blind", "cameras": ["lens"]}"#, "metal, tile"),
+        ("switch please", "recipe"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = answer(n + k + 1, command);
+        assert!(reply["error"].as_str().is_some_and(|e| e.contains(says)), "{command}: {reply}");
+    }
+    assert_eq!((switch.wanted(0), switch.wanted(1)), (0, 1), "refused commands switch nothing");
+    let all = answer(n + 4, r#"{"recipe": "blind"}"#);
+    assert!(all["first_seq"]["metal"].is_u64() && all["first_seq"]["tile"].is_u64(), "{all}");
+    capturing.store(false, std::sync::atomic::Ordering::Relaxed);
+    cameras.join().unwrap();
+    run.finish();
+}
+
 #[test]
 fn mqtt_adapter_never_publishes_an_action_after_its_window_across_a_broker_outage() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use crate::pipeline::{LiveThresholds, RecipeSwitch};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long an activation waits for each camera's next frame before it answers without that
 /// camera's first sequence number (an idle or triggered camera: its next frame is judged under
@@ -128,29 +128,9 @@ impl LiveRecipes {
                 (self.cameras[c].clone(), old.to_string())
             })
             .collect();
-        for &c in cameras {
-            self.switch.request(c, recipe);
-        }
-        let deadline = Instant::now() + ACTIVATION_WAIT;
-        let mut first_seq = serde_json::Map::new();
-        loop {
-            first_seq.clear();
-            let mut waiting = false;
-            for &c in cameras {
-                let seq = match self.switch.stamped(c) {
-                    Some((r, seq)) if r == recipe => json!(seq),
-                    _ => {
-                        waiting = true;
-                        Json::Null
-                    }
-                };
-                first_seq.insert(self.cameras[c].clone(), seq);
-            }
-            if !waiting || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let firsts = self.switch.switch_and_wait(recipe, cameras, ACTIVATION_WAIT).await;
+        let first_seq: serde_json::Map<String, Json> =
+            cameras.iter().zip(firsts).map(|(&c, seq)| (self.cameras[c].clone(), json!(seq))).collect();
         (Json::Object(first_seq), before)
     }
 }

@@ -131,7 +131,10 @@ impl Running {
         let results = args.results.clone().or_else(|| cfg.outputs.results.clone());
         // Made before the station: a PLC's job change may come while the models load.
         let recipe_switch =
-            Arc::new(crate::pipeline::RecipeSwitch::new(&loaded.starting_recipes(), loaded.recipes().len()));
+            Arc::new(crate::pipeline::RecipeSwitch::new(&loaded.starting_recipes(), loaded.recipes().len()).named(
+                loaded.recipes().into_iter().map(|r| r.name).collect(),
+                cfg.cameras.iter().map(|c| c.id.clone()).collect(),
+            ));
         let mut outputs = Outputs::open(&loaded, results.as_deref(), &telemetry, &supervisor, &recipe_switch)?;
         // `/cameras` and `/recipes` show the station once it is built.
         let (api, api_slots) = start_api(api_addr, &outputs, cfg, &telemetry)?;

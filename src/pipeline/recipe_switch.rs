@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU16, AtomicU64};
 pub struct RecipeSwitch {
     cameras: Vec<CameraRecipe>,
     recipes: usize,
+    /// Recipe names and camera ids, for commands that name them (default: numbers from 1).
+    recipe_names: Vec<String>,
+    camera_ids: Vec<String>,
 }
 
 struct CameraRecipe {
@@ -32,7 +35,36 @@ impl RecipeSwitch {
                 first_seq: AtomicU64::new(0),
             })
             .collect();
-        Self { cameras, recipes }
+        Self {
+            recipe_names: (1..=recipes).map(|n| n.to_string()).collect(),
+            camera_ids: (1..=starting.len()).map(|n| n.to_string()).collect(),
+            cameras,
+            recipes,
+        }
+    }
+
+    /// Name the recipes (in index order) and the cameras (in config order).
+    pub fn named(mut self, recipes: Vec<String>, cameras: Vec<String>) -> Self {
+        if recipes.len() == self.recipes {
+            self.recipe_names = recipes;
+        }
+        if cameras.len() == self.cameras.len() {
+            self.camera_ids = cameras;
+        }
+        self
+    }
+
+    /// The index of the recipe named `name`.
+    pub fn recipe_index(&self, name: &str) -> Option<u16> {
+        self.recipe_names.iter().position(|n| n == name).map(|i| i as u16)
+    }
+
+    pub fn recipe_names(&self) -> &[String] {
+        &self.recipe_names
+    }
+
+    pub fn camera_ids(&self) -> &[String] {
+        &self.camera_ids
     }
 
     /// How many recipes there are.
@@ -70,6 +102,29 @@ impl RecipeSwitch {
             c.stamped.store(wanted, Release);
         }
         wanted
+    }
+
+    /// Switch `cameras` to `recipe` and wait, up to `limit`, until each has stamped a frame with
+    /// it. Returns per camera the first frame under it (`None`: no frame yet; its next one will
+    /// be judged by it).
+    pub async fn switch_and_wait(
+        &self,
+        recipe: u16,
+        cameras: &[usize],
+        limit: std::time::Duration,
+    ) -> Vec<Option<u64>> {
+        for &c in cameras {
+            self.request(c, recipe);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let firsts: Vec<Option<u64>> =
+                cameras.iter().map(|&c| self.stamped(c).and_then(|(r, seq)| (r == recipe).then_some(seq))).collect();
+            if firsts.iter().all(Option::is_some) || tokio::time::Instant::now() >= deadline {
+                return firsts;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// The recipe camera `camera`'s frames are stamped with now, and the sequence number of its

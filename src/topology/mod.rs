@@ -222,7 +222,10 @@ impl Station {
         let switch = match &options.recipe_switch {
             Some(s) if s.recipes() == recipes.len() && s.cameras() == cfg.cameras.len() => Arc::clone(s),
             Some(_) => return Err(BuildError::Config("the recipe switch given does not match the config".into())),
-            None => Arc::new(RecipeSwitch::new(&loaded.starting_recipes(), recipes.len())),
+            None => Arc::new(RecipeSwitch::new(&loaded.starting_recipes(), recipes.len()).named(
+                recipes.iter().map(|r| r.name.clone()).collect(),
+                cfg.cameras.iter().map(|c| c.id.clone()).collect(),
+            )),
         };
         let thresholds = Arc::new(LiveThresholds::new(&recipes.iter().map(|r| r.threshold).collect::<Vec<_>>()));
         if let Some(t) = &options.telemetry {

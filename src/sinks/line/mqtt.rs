@@ -8,6 +8,13 @@
 //! | `{prefix}/stop_line`  | fail-safe `stop_line`, at once         | 1   | no       |
 //! | `{prefix}/status`     | station-ready changes; last will       | 1   | yes      |
 //! | `{prefix}/heartbeat`  | every `heartbeat_ms`                   | 0   | no       |
+//! | `{prefix}/recipe`     | the answer to each recipe command      | 1   | no       |
+//!
+//! Commands: the station subscribes to `{prefix}/command/recipe` (QoS 1). A message
+//! `{"recipe": "NAME", "cameras": ["id", ...]}` (`cameras` optional: all) switches those cameras
+//! to that recipe from their next frame; the answer on `{prefix}/recipe` is
+//! `{"event": "recipe", "recipe": NAME, "first_seq": {camera: seq}}` once each has a frame under
+//! it (at most 5 s; null: no frame yet), or `{"event": "recipe", "error": "..."}`.
 //!
 //! The last will (`{"event":"status","ready":false,"error":"offline"}`, retained) tells
 //! subscribers when the station dies without saying goodbye; a clean stop publishes a not-ready
@@ -53,6 +60,10 @@ pub struct Topics {
     pub stop_line: String,
     pub status: String,
     pub heartbeat: String,
+    /// Recipe commands come in here (subscribed)...
+    pub recipe_command: String,
+    /// ... and are answered here.
+    pub recipe: String,
 }
 
 impl Topics {
@@ -63,6 +74,8 @@ impl Topics {
             stop_line: format!("{prefix}/stop_line"),
             status: format!("{prefix}/status"),
             heartbeat: format!("{prefix}/heartbeat"),
+            recipe_command: format!("{prefix}/command/recipe"),
+            recipe: format!("{prefix}/recipe"),
         }
     }
 
@@ -156,7 +169,9 @@ pub async fn run(cfg: MqttConfig, mut events: tokio::sync::mpsc::Receiver<LineEv
     eventloop.set_network_options(network);
 
     let link = Arc::new(Link { state: Mutex::new(LinkState::default()), changed: tokio::sync::Notify::new() });
-    let driver = tokio::spawn(drive(eventloop, Arc::clone(&link), ctx.clone(), cfg.broker.clone()));
+    let commands =
+        ctx.recipes.clone().map(|switch| Commands { client: client.clone(), topics: topics.clone(), switch });
+    let driver = tokio::spawn(drive(eventloop, Arc::clone(&link), ctx.clone(), cfg.broker.clone(), commands));
     let mut adapter = Adapter {
         client,
         link: Arc::clone(&link),
@@ -353,7 +368,75 @@ impl Adapter {
 
 /// The event loop's task: keeps the connection (reconnecting with backoff), marks the link up
 /// and down, and times each QoS 1 message from hand-off to its PUBACK.
-async fn drive(mut eventloop: EventLoop, link: Arc<Link>, ctx: AdapterContext, broker: String) {
+/// What the event loop needs to take recipe commands.
+struct Commands {
+    client: AsyncClient,
+    topics: Topics,
+    switch: Arc<crate::pipeline::RecipeSwitch>,
+}
+
+/// How long a recipe command waits for each camera's first frame under the new recipe.
+const RECIPE_WAIT: Duration = Duration::from_secs(5);
+
+/// A recipe command's payload.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeCommand {
+    recipe: String,
+    #[serde(default)]
+    cameras: Option<Vec<String>>,
+}
+
+impl Commands {
+    /// Act on one message on the command topic, then answer it.
+    async fn recipe(client: AsyncClient, topic: String, switch: Arc<crate::pipeline::RecipeSwitch>, payload: Vec<u8>) {
+        let answer = match Self::switch(&switch, &payload).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(error = %error, "line mqtt adapter: recipe command refused");
+                serde_json::json!({ "event": "recipe", "error": error })
+            }
+        };
+        let _ = client.publish(topic, QoS::AtLeastOnce, false, answer.to_string()).await;
+    }
+
+    async fn switch(switch: &crate::pipeline::RecipeSwitch, payload: &[u8]) -> Result<serde_json::Value, String> {
+        let command: RecipeCommand = serde_json::from_slice(payload).map_err(|e| {
+            format!("{e}: send {{\"recipe\": \"NAME\", \"cameras\": [\"id\", ...]}} (cameras optional)")
+        })?;
+        let recipe = switch.recipe_index(&command.recipe).ok_or_else(|| {
+            format!("no recipe named {:?}: the station has {}", command.recipe, switch.recipe_names().join(", "))
+        })?;
+        let cameras: Vec<usize> = match &command.cameras {
+            None => (0..switch.cameras()).collect(),
+            Some(ids) => {
+                ids.iter()
+                    .map(|id| {
+                        switch.camera_ids().iter().position(|c| c == id).ok_or_else(|| {
+                            format!("no camera {id:?}: the station has {}", switch.camera_ids().join(", "))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        tracing::info!(recipe = %command.recipe, cameras = cameras.len(), "MQTT recipe command: switching from each camera's next frame");
+        let firsts = switch.switch_and_wait(recipe, &cameras, RECIPE_WAIT).await;
+        let first_seq: serde_json::Map<String, serde_json::Value> = cameras
+            .iter()
+            .zip(firsts)
+            .map(|(&c, seq)| (switch.camera_ids()[c].clone(), serde_json::json!(seq)))
+            .collect();
+        Ok(serde_json::json!({ "event": "recipe", "recipe": command.recipe, "first_seq": first_seq }))
+    }
+}
+
+async fn drive(
+    mut eventloop: EventLoop,
+    link: Arc<Link>,
+    ctx: AdapterContext,
+    broker: String,
+    commands: Option<Commands>,
+) {
     let mut backoff = RECONNECT_INITIAL;
     let mut failures = 0u64;
     loop {
@@ -373,6 +456,18 @@ async fn drive(mut eventloop: EventLoop, link: Arc<Link>, ctx: AdapterContext, b
                 failures = 0;
                 backoff = RECONNECT_INITIAL;
                 link.changed.notify_one();
+                // Clean sessions: subscribe again on every connection.
+                if let Some(c) = &commands
+                    && let Err(e) = c.client.try_subscribe(c.topics.recipe_command.clone(), QoS::AtLeastOnce)
+                {
+                    tracing::warn!(error = %e, "line mqtt adapter: cannot subscribe to recipe commands");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(c) = commands.as_ref().filter(|c| p.topic == c.topics.recipe_command) {
+                    let (client, topic, switch) = (c.client.clone(), c.topics.recipe.clone(), Arc::clone(&c.switch));
+                    tokio::spawn(Commands::recipe(client, topic, switch, p.payload.to_vec()));
+                }
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let mut state = link.lock();
