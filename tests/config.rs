@@ -187,7 +187,7 @@ url = "ftp://x"
     );
     let paths = invalid_paths(&overlap);
     let (_, problem) = paths.iter().find(|(p, _)| p == "line.modbus.map.input_register").expect("overlap refused");
-    assert!(problem.contains("overlaps the status block (holding registers 0..=8)"), "{problem}");
+    assert!(problem.contains("overlaps the status block (holding registers 0..=9)"), "{problem}");
     // A line without any adapter, and a margin that leaves no time, are refused too.
     let paths = invalid_paths(&demo_with("[line]\ndelay_ms = 10\nmargin_ms = 10\n"));
     assert!(paths.iter().any(|(p, _)| p == "line"), "{paths:?}");

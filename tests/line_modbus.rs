@@ -380,6 +380,8 @@ fn a_plc_job_change_switches_the_recipe_and_is_acknowledged() {
         ),
     );
     assert!(text.contains("[[recipe]]"), "{text}");
+    let db = dir.path().join("linesight.db");
+    let text = format!("{text}\n[store]\npath = \"{}\"\n\n[api]\nenabled = false\n", db.display());
     std::fs::write(&config, text).unwrap();
     let results = dir.path().join("results.jsonl");
     let mut cmd = linesight_run();
@@ -422,6 +424,16 @@ fn a_plc_job_change_switches_the_recipe_and_is_acknowledged() {
     }
     assert_eq!(seen, ["inspect", "blind", "inspect"], "records in seq order follow the job changes");
     assert!(records.iter().any(|r| r["recipe"] == "inspect" && r["verdict"] == "NG"), "the inspecting recipe rejects");
+    // Both job changes are in the store's audit log, the refused one is not.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn.prepare("SELECT who, action, target, old, new FROM audit ORDER BY id").unwrap();
+    let rows: Vec<(String, String, String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let row = |old: &str, new: &str| ("plc".into(), "recipe.activate".into(), "cam".into(), old.into(), new.into());
+    assert_eq!(rows, [row("inspect", "blind"), row("blind", "inspect")]);
 }
 
 #[test]

@@ -405,6 +405,13 @@ fn mqtt_recipe_commands_switch_cameras_and_are_answered() {
     );
     let mut ctx = context("mqtt", Duration::from_millis(10));
     ctx.recipes = Some(Arc::clone(&switch));
+    // A result store for the audit log.
+    let db = dir.path().join("audit.db");
+    drop(
+        linesight::sinks::store::Store::open(&db, linesight::sinks::store::Retention { days: 0, max_inspections: 0 })
+            .unwrap(),
+    );
+    ctx.audit = Some(db.clone());
     let cfg = mqtt_config(&broker, "rc");
     let run = Running::start(ctx.metrics.clone(), move |rx| mqtt::run(cfg, rx, ctx));
     // Two cameras capturing a frame every 5 ms.
@@ -456,6 +463,22 @@ fn mqtt_recipe_commands_switch_cameras_and_are_answered() {
     assert_eq!((switch.wanted(0), switch.wanted(1)), (0, 1), "refused commands switch nothing");
     let all = answer(n + 4, r#"{"recipe": "blind"}"#);
     assert!(all["first_seq"]["metal"].is_u64() && all["first_seq"]["tile"].is_u64(), "{all}");
+    // Each camera that changed recipe is in the audit log, once; the refused commands are not.
+    let audit = || -> Vec<(String, String, String, String)> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn.prepare("SELECT who, target, old, new FROM audit ORDER BY id").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let rows = wait_for(
+        Duration::from_secs(5),
+        || format!("audit rows: {:?}", audit()),
+        || {
+            let rows = audit();
+            (rows.len() >= 2).then_some(rows)
+        },
+    );
+    let expect = |cam: &str| ("mqtt".to_string(), cam.to_string(), "inspect".to_string(), "blind".to_string());
+    assert_eq!(rows, [expect("tile"), expect("metal")]);
     capturing.store(false, std::sync::atomic::Ordering::Relaxed);
     cameras.join().unwrap();
     run.finish();

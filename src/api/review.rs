@@ -8,6 +8,7 @@
 //! and unscored parts (fail-safe) are left out and counted.
 
 use super::error::ApiError;
+use crate::sinks::store::audit::Change;
 use crate::teach::operating_point::clopper_pearson_upper;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
@@ -80,15 +81,17 @@ pub fn audit(
     changes: &[(String, String)],
     new: &str,
 ) -> Result<(), ApiError> {
-    let tx = conn.transaction()?;
-    for (target, old) in changes {
-        tx.execute(
-            "INSERT INTO audit (at_ms, who, action, target, old, new) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now_ms, who, action, target, old, new],
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
+    let changes: Vec<Change> = changes
+        .iter()
+        .map(|(target, old)| Change {
+            who: who.into(),
+            action: action.into(),
+            target: target.clone(),
+            old: Some(old.clone()),
+            new: Some(new.into()),
+        })
+        .collect();
+    Ok(crate::sinks::store::audit::record(conn, now_ms, &changes)?)
 }
 
 /// The newest `limit` audit records, newest first.

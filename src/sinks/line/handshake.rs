@@ -261,6 +261,11 @@ impl RecipeState for crate::pipeline::RecipeSwitch {
 }
 
 impl RecipeRequests {
+    /// Whether reading `value` would be a new request (or its withdrawal).
+    pub fn is_new(&self, value: u16) -> bool {
+        value != self.last
+    }
+
     /// The request register reads `value`; returns the acknowledgement to show, and the recipe
     /// switched to when this read made a new request (for the log).
     pub fn observe(&mut self, value: u16, state: &dyn RecipeState) -> (u16, Option<u16>) {

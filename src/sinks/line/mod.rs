@@ -35,6 +35,33 @@ use metrics::{AdapterMetrics, LineMetrics};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Record that `who` switched cameras (camera index, recipe before) to `recipe` in the audit log
+/// at `db` (none without a store), off the adapter's runtime; cameras already on it are left out.
+pub(crate) fn audit_recipe_switch(
+    db: Option<std::path::PathBuf>,
+    switch: &crate::pipeline::RecipeSwitch,
+    who: &str,
+    before: &[(usize, u16)],
+    recipe: u16,
+) {
+    let Some(db) = db else { return };
+    let name = |r: u16| switch.recipe_names().get(usize::from(r)).cloned();
+    let changes: Vec<crate::sinks::store::audit::Change> = before
+        .iter()
+        .filter(|(_, old)| *old != recipe)
+        .map(|&(c, old)| crate::sinks::store::audit::Change {
+            who: who.into(),
+            action: "recipe.activate".into(),
+            target: switch.camera_ids().get(c).cloned().unwrap_or_default(),
+            old: name(old),
+            new: name(recipe),
+        })
+        .collect();
+    if !changes.is_empty() {
+        tokio::task::spawn_blocking(move || crate::sinks::store::audit::record_detached(&db, &changes));
+    }
+}
+
 /// Events waiting for one adapter; past this the line thread counts them undelivered.
 pub const ADAPTER_QUEUE_DEPTH: usize = 1024;
 
@@ -57,6 +84,8 @@ pub struct AdapterContext {
     pub fire_window: std::time::Duration,
     /// Where a PLC's job change switches the cameras' recipe (the Modbus recipe register).
     pub recipes: Option<Arc<crate::pipeline::RecipeSwitch>>,
+    /// The result store, whose audit log records those switches (none without a `[store]`).
+    pub audit: Option<std::path::PathBuf>,
 }
 
 impl AdapterContext {
@@ -73,6 +102,7 @@ impl AdapterContext {
             clock: MonoClock::new(),
             fire_window,
             recipes: None,
+            audit: None,
         }
     }
 

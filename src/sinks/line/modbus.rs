@@ -277,9 +277,16 @@ async fn handshake(mut conn: Conn, mut events: mpsc::Receiver<LineEvent>, ctx: A
                             }
                             hs.ack(regs[input::RESULTS_ACK]);
                             if let Some(switch) = &ctx.recipes {
-                                let (ack, switched) = recipe_requests.observe(regs[input::RECIPE_REQUEST], switch.as_ref());
+                                let request = regs[input::RECIPE_REQUEST];
+                                let before: Vec<(usize, u16)> = if recipe_requests.is_new(request) {
+                                    (0..switch.cameras()).map(|c| (c, switch.wanted(c))).collect()
+                                } else {
+                                    Vec::new()
+                                };
+                                let (ack, switched) = recipe_requests.observe(request, switch.as_ref());
                                 if let Some(n) = switched {
                                     tracing::info!(recipe = n, "PLC job change: every camera switches to recipe {n} from its next frame");
+                                    super::audit_recipe_switch(ctx.audit.clone(), switch, "plc", &before, n - 1);
                                 } else if ack == RECIPE_REFUSED && hs.image()[super::handshake::out::RECIPE] != RECIPE_REFUSED {
                                     tracing::warn!(
                                         requested = regs[input::RECIPE_REQUEST],

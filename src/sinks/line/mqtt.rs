@@ -169,8 +169,12 @@ pub async fn run(cfg: MqttConfig, mut events: tokio::sync::mpsc::Receiver<LineEv
     eventloop.set_network_options(network);
 
     let link = Arc::new(Link { state: Mutex::new(LinkState::default()), changed: tokio::sync::Notify::new() });
-    let commands =
-        ctx.recipes.clone().map(|switch| Commands { client: client.clone(), topics: topics.clone(), switch });
+    let commands = ctx.recipes.clone().map(|switch| Commands {
+        client: client.clone(),
+        topics: topics.clone(),
+        switch,
+        audit: ctx.audit.clone(),
+    });
     let driver = tokio::spawn(drive(eventloop, Arc::clone(&link), ctx.clone(), cfg.broker.clone(), commands));
     let mut adapter = Adapter {
         client,
@@ -373,6 +377,8 @@ struct Commands {
     client: AsyncClient,
     topics: Topics,
     switch: Arc<crate::pipeline::RecipeSwitch>,
+    /// The store whose audit log records the switches.
+    audit: Option<std::path::PathBuf>,
 }
 
 /// How long a recipe command waits for each camera's first frame under the new recipe.
@@ -389,8 +395,14 @@ struct RecipeCommand {
 
 impl Commands {
     /// Act on one message on the command topic, then answer it.
-    async fn recipe(client: AsyncClient, topic: String, switch: Arc<crate::pipeline::RecipeSwitch>, payload: Vec<u8>) {
-        let answer = match Self::switch(&switch, &payload).await {
+    async fn recipe(
+        client: AsyncClient,
+        topic: String,
+        switch: Arc<crate::pipeline::RecipeSwitch>,
+        audit: Option<std::path::PathBuf>,
+        payload: Vec<u8>,
+    ) {
+        let answer = match Self::switch(&switch, audit, &payload).await {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::warn!(error = %error, "line mqtt adapter: recipe command refused");
@@ -400,7 +412,11 @@ impl Commands {
         let _ = client.publish(topic, QoS::AtLeastOnce, false, answer.to_string()).await;
     }
 
-    async fn switch(switch: &crate::pipeline::RecipeSwitch, payload: &[u8]) -> Result<serde_json::Value, String> {
+    async fn switch(
+        switch: &crate::pipeline::RecipeSwitch,
+        audit: Option<std::path::PathBuf>,
+        payload: &[u8],
+    ) -> Result<serde_json::Value, String> {
         let command: RecipeCommand = serde_json::from_slice(payload).map_err(|e| {
             format!("{e}: send {{\"recipe\": \"NAME\", \"cameras\": [\"id\", ...]}} (cameras optional)")
         })?;
@@ -420,7 +436,9 @@ impl Commands {
             }
         };
         tracing::info!(recipe = %command.recipe, cameras = cameras.len(), "MQTT recipe command: switching from each camera's next frame");
+        let before: Vec<(usize, u16)> = cameras.iter().map(|&c| (c, switch.wanted(c))).collect();
         let firsts = switch.switch_and_wait(recipe, &cameras, RECIPE_WAIT).await;
+        super::audit_recipe_switch(audit, switch, "mqtt", &before, recipe);
         let first_seq: serde_json::Map<String, serde_json::Value> = cameras
             .iter()
             .zip(firsts)
@@ -466,7 +484,7 @@ async fn drive(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if let Some(c) = commands.as_ref().filter(|c| p.topic == c.topics.recipe_command) {
                     let (client, topic, switch) = (c.client.clone(), c.topics.recipe.clone(), Arc::clone(&c.switch));
-                    tokio::spawn(Commands::recipe(client, topic, switch, p.payload.to_vec()));
+                    tokio::spawn(Commands::recipe(client, topic, switch, c.audit.clone(), p.payload.to_vec()));
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {

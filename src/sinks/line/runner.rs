@@ -106,6 +106,7 @@ impl LineOutput {
             clock,
             fire_window: timing.fire_window(),
             recipes: recipes.clone(),
+            audit: loaded.config.store.as_ref().map(|s| loaded.resolve(&s.path)),
         };
         let mut adapters = Vec::new();
         let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();

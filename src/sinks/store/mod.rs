@@ -13,6 +13,7 @@
 //! corrupts the database. Readers (the API) use their own read-only connections, which WAL lets
 //! run while the writer commits.
 
+pub mod audit;
 pub mod schema;
 mod writer;
 
