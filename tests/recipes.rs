@@ -8,7 +8,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use linesight::api::{ApiState, LiveRecipes, RecipeSummary, router};
+use linesight::api::{ApiState, LiveRecipes, router};
 use linesight::config;
 use linesight::pipeline::RecordPort;
 use linesight::pipeline::messages::{Inspection, OUTPUT_QUEUE_DEPTH};
@@ -16,7 +16,6 @@ use linesight::sinks::store::{Retention, Store};
 use linesight::topology::{RunOptions, Station};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
@@ -56,7 +55,7 @@ package = "{model}"
 roi_px = {{ metal = [[0, 0, 1, 1]], tile = [[0, 0, 1, 1]] }}
 
 [[rule]]
-class = "defect"
+class = "*"
 min_score = 0.5
 min_area_px = 12
 "#,
@@ -67,25 +66,7 @@ min_area_px = 12
 
 /// What the API needs of the station's recipes.
 fn live_recipes(station: &Station) -> LiveRecipes {
-    let recipes = station
-        .recipes
-        .iter()
-        .map(|r| RecipeSummary {
-            name: r.name.clone(),
-            model_name: r.package.manifest.name.clone(),
-            model_sha256: r.package.sha256.clone(),
-        })
-        .collect();
-    LiveRecipes {
-        switch: Arc::clone(&station.switch),
-        thresholds: Arc::clone(&station.thresholds),
-        cameras: station_cameras(),
-        recipes,
-    }
-}
-
-fn station_cameras() -> Vec<String> {
-    vec!["metal".into(), "tile".into()]
+    LiveRecipes::of(station)
 }
 
 fn post(app: &axum::Router, rt: &tokio::runtime::Runtime, uri: &str, token: &str, body: &str) -> (StatusCode, Value) {
@@ -343,9 +324,7 @@ package = "{}"
     };
     let api = linesight::config::ApiConfig { tokens: vec![operator], ..Default::default() };
     state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
-    let mut live = live_recipes(&station);
-    live.cameras = vec!["cam".into()];
-    assert!(state.recipes.set(live).is_ok());
+    assert!(state.recipes.set(live_recipes(&station)).is_ok());
     let app = router(state);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
@@ -406,4 +385,70 @@ package = "{}"
     assert_eq!((item["action"].as_str(), item["target"].as_str()), (Some("recipe.threshold"), Some("tiny")), "{audit}");
     assert_eq!((item["old"].as_str(), item["new"].as_str()), (Some("2"), Some("-1")), "{audit}");
     assert_eq!(audit["items"].as_array().unwrap().len(), 1, "refused changes are not audited");
+}
+
+/// A new model installed for a recipe under load, a package that cannot load, and a rollback:
+/// each camera's frames are judged by one model up to the answer's `first_seq`, by the other
+/// from it on; none is lost; the failed install changes nothing; both changes are audited.
+#[test]
+fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = tiny_anomaly_package(dir.path());
+    let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("m.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut state = ApiState::new(db, None);
+    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
+    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let accounting = station.accounting();
+    let stop = station.stop_handle();
+    let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
+    let runner = std::thread::spawn(move || station.run());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let uri = "/api/v1/recipes/inspect/model";
+    let (status, body) = post(&app, &rt, uri, "admin-token", r#"{"package": "no/such/package"}"#);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("recipe inspect keeps its model"), "{body}");
+    let (status, installed) = post(&app, &rt, uri, "admin-token", &format!(r#"{{"package": "{}"}}"#, tiny.display()));
+    assert_eq!(status, StatusCode::OK, "{installed}");
+    assert_eq!(installed["recipe"]["model"]["name"], "tiny-anomaly", "{installed}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, rolled) = post(&app, &rt, "/api/v1/recipes/inspect/rollback", "admin-token", "");
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(rolled["recipe"]["model"]["name"], "demo", "{rolled}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+
+    let snaps = accounting.snapshot();
+    assert!(snaps.iter().all(|s| s.dropped() == 0 && s.in_flight() == 0), "{snaps:?}");
+    assert_eq!(records.len() as u64, snaps.iter().map(|s| s.captured).sum::<u64>(), "one record per frame");
+    for (c, camera) in ["metal", "tile"].iter().enumerate() {
+        let on = installed["first_seq"][camera].as_u64().expect("first frame under the new model");
+        let off = rolled["first_seq"][camera].as_u64().expect("first frame after the rollback");
+        assert!(on < off, "{camera}: {on} {off}");
+        let mine: Vec<&Inspection> = records.iter().filter(|r| usize::from(r.meta.camera) == c).collect();
+        for r in &mine {
+            let anomaly_model = (on..off).contains(&r.meta.seq);
+            // The installed model scores every part (an image score; threshold 2.0: all pass);
+            // the demo model has no image score.
+            assert_eq!(!r.image_score.is_nan(), anomaly_model, "{camera} seq {}: score {}", r.meta.seq, r.image_score);
+            if anomaly_model {
+                assert_eq!(r.verdict, linesight::pipeline::Verdict::Ok);
+                assert_eq!(r.threshold, 2.0);
+            }
+        }
+        assert!(mine.iter().any(|r| r.meta.seq >= off), "{camera} ran the demo model again");
+    }
+    let audit = get(&app, &rt, "/api/v1/audit");
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["recipe.rollback", "recipe.model"], "the failed install is not a change: {audit}");
+    assert!(audit["items"][1]["new"].as_str().unwrap().starts_with("tiny-anomaly"), "{audit}");
 }

@@ -33,13 +33,13 @@ fn ctx(cameras: &[&str]) -> StoreContext {
     StoreContext {
         station: "test".into(),
         cameras: cameras.iter().map(|c| c.to_string()).collect(),
-        recipes: vec![linesight::sinks::RecipeContext {
+        recipes: Arc::new(linesight::pipeline::Slots::from_vec(vec![linesight::sinks::RecipeContext {
             name: "default".into(),
             classes: vec!["scratch".into(), "dent".into()],
             model_name: "m".into(),
             model_sha256: "ab".into(),
             rules_json: r#"[{"class":"scratch","min_score":0.5}]"#.into(),
-        }],
+        }])),
     }
 }
 
@@ -360,7 +360,7 @@ fn the_openapi_document_describes_the_real_responses() {
     let (status, doc) = get(&app, "/api/v1/openapi.json");
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 14);
+    assert_eq!(paths.len(), 16);
     for (path, item) in paths {
         if item.get("get").is_none() {
             // The writes (review labels here, recipe switches and changes in tests/recipes.rs).
@@ -686,14 +686,13 @@ fn review_app(path: &Path) -> (axum::Router, Arc<linesight::api::ApiMetrics>) {
     state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-from-env"));
     // A running station's one recipe (the one `ctx` stores), at threshold 1.0.
     let live = linesight::api::LiveRecipes {
-        switch: Arc::new(linesight::pipeline::RecipeSwitch::new(&[0, 0], 1)),
+        switch: Arc::new(
+            linesight::pipeline::RecipeSwitch::new(&[0, 0], 1)
+                .named(vec!["default".into()], vec!["a".into(), "b".into()]),
+        ),
         thresholds: Arc::new(linesight::pipeline::LiveThresholds::new(&[Some(1.0)])),
-        cameras: vec!["a".into(), "b".into()],
-        recipes: vec![linesight::api::RecipeSummary {
-            name: "default".into(),
-            model_name: "m".into(),
-            model_sha256: "ab".into(),
-        }],
+        models: ctx(&["a", "b"]).recipes,
+        installer: None,
     };
     assert!(state.recipes.set(live).is_ok());
     let metrics = Arc::clone(&state.metrics);

@@ -26,7 +26,7 @@ pub mod router;
 
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
-pub use recipes::{LiveRecipes, RecipeSummary};
+pub use recipes::LiveRecipes;
 pub use router::{ApiState, router};
 
 use crate::http_server::{HttpServer, ListenerKind, ServeError};

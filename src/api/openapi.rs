@@ -82,6 +82,24 @@ fn review() -> Value {
                     "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
                     "503": { "$ref": "#/components/responses/Error" },
                 } } },
+            "/api/v1/recipes/{name}/model": { "post": {
+                "summary": "Install a new model for a recipe while the station runs (admin token); audited",
+                "description": "Body: {\"package\": \"a model package folder on the station\"} (relative paths start at the config's folder). The package is loaded, checked against the recipe's rules and warmed up in every worker in the background; then the cameras running the recipe move to it between two frames (first_seq per camera). The model it replaces stays loaded for .../rollback. A package that cannot be used changes nothing and says why (422).",
+                "parameters": [param("name", "path", "string", "recipe name")],
+                "responses": {
+                    "200": { "description": "In effect", "content": { "application/json": { "schema": { "type": "object", "required": ["recipe", "first_seq"] } } } },
+                    "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+                    "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                    "422": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" },
+                } } },
+            "/api/v1/recipes/{name}/rollback": { "post": {
+                "summary": "Go back to the model the recipe ran before its last install or rollback (admin token); audited",
+                "parameters": [param("name", "path", "string", "recipe name")],
+                "responses": {
+                    "200": { "description": "In effect", "content": { "application/json": { "schema": { "type": "object", "required": ["recipe", "first_seq"] } } } },
+                    "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
+                    "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" },
+                } } },
             "/api/v1/audit": { "get": {
                 "summary": "Changes made through the API, newest first: who, when, what, old and new",
                 "parameters": [param("limit", "query", "integer", "1..=1000, default 100")],

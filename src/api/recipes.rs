@@ -4,7 +4,8 @@
 //! frame judged under the new recipe.
 
 use super::error::ApiError;
-use crate::pipeline::{LiveThresholds, RecipeSwitch};
+use crate::pipeline::{LiveThresholds, RecipeSwitch, Slots};
+use crate::sinks::RecipeContext;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
@@ -15,20 +16,27 @@ use std::time::Duration;
 /// the new recipe whenever it comes).
 pub const ACTIVATION_WAIT: Duration = Duration::from_secs(5);
 
-/// What the API knows of the running station's recipes, set once it is built.
+/// What the API knows of the running station's recipes, set once it is built: the switch
+/// (recipe names, camera ids, which model slot each recipe and camera runs), the live
+/// thresholds and each slot's model, by slot.
 pub struct LiveRecipes {
     pub switch: Arc<RecipeSwitch>,
     pub thresholds: Arc<LiveThresholds>,
-    pub cameras: Vec<String>,
-    pub recipes: Vec<RecipeSummary>,
+    pub models: Arc<Slots<RecipeContext>>,
+    /// Installs new models (`POST .../model`); none where the station cannot (tests).
+    pub installer: Option<Arc<crate::topology::Installer>>,
 }
 
-/// One recipe as `GET /api/v1/recipes` shows it.
-#[derive(Clone, Debug)]
-pub struct RecipeSummary {
-    pub name: String,
-    pub model_name: String,
-    pub model_sha256: String,
+impl LiveRecipes {
+    /// A running station's.
+    pub fn of(station: &crate::topology::Station) -> Self {
+        Self {
+            switch: Arc::clone(&station.switch),
+            thresholds: Arc::clone(&station.thresholds),
+            models: station.recipe_contexts(),
+            installer: Some(Arc::clone(&station.installer)),
+        }
+    }
 }
 
 /// `PATCH /api/v1/recipes/{name}`'s body.
@@ -52,29 +60,46 @@ pub struct Activation {
 impl LiveRecipes {
     /// `GET /api/v1/recipes`.
     pub fn list(&self) -> Json {
-        let recipes: Vec<Json> = self
-            .recipes
-            .iter()
-            .enumerate()
-            .map(|(index, r)| {
-                let active: Vec<&str> = (0..self.cameras.len())
-                    .filter(|&c| usize::from(self.switch.wanted(c)) == index)
-                    .map(|c| self.cameras[c].as_str())
-                    .collect();
-                json!({
-                    "name": r.name, "model": { "name": r.model_name, "sha256": r.model_sha256 },
-                    "cameras": active, "threshold": self.thresholds.get(index),
-                })
-            })
-            .collect();
+        let recipes: Vec<Json> = (0..self.switch.recipes()).map(|r| self.recipe_json(r)).collect();
         json!({ "recipes": recipes })
+    }
+
+    /// One recipe as `GET /api/v1/recipes` lists it: the model of the slot it runs in.
+    pub fn recipe_json(&self, recipe: usize) -> Json {
+        let slot = self.switch.current_slot(recipe);
+        let cameras = self.switch.camera_ids();
+        let active: Vec<&str> = (0..cameras.len())
+            .filter(|&c| self.switch.recipe_of(self.switch.wanted(c)) == Some(recipe as u16))
+            .map(|c| cameras[c].as_str())
+            .collect();
+        let model = self.models.get(usize::from(slot));
+        json!({
+            "name": self.switch.recipe_names().get(recipe),
+            "model": { "name": model.map(|m| &m.model_name), "sha256": model.map(|m| &m.model_sha256) },
+            "cameras": active, "threshold": self.thresholds.get(usize::from(slot)),
+        })
+    }
+
+    /// The cameras' ids, in config order.
+    pub fn cameras(&self) -> &[String] {
+        self.switch.camera_ids()
+    }
+
+    /// The model slot recipe `recipe` runs in now.
+    pub fn slot(&self, recipe: usize) -> u16 {
+        self.switch.current_slot(recipe)
+    }
+
+    /// The model recipe `recipe` runs now.
+    pub fn model(&self, recipe: usize) -> Option<&RecipeContext> {
+        self.models.get(usize::from(self.slot(recipe)))
     }
 
     /// The index of the recipe named `name`.
     pub fn index(&self, name: &str) -> Result<usize, ApiError> {
-        self.recipes.iter().position(|r| r.name == name).ok_or_else(|| {
-            let known: Vec<&str> = self.recipes.iter().map(|r| r.name.as_str()).collect();
-            ApiError::NotFound(format!("no recipe named {name:?}: the station has {}", known.join(", ")))
+        let names = self.switch.recipe_names();
+        names.iter().position(|r| r == name).ok_or_else(|| {
+            ApiError::NotFound(format!("no recipe named {name:?}: the station has {}", names.join(", ")))
         })
     }
 
@@ -92,45 +117,55 @@ impl LiveRecipes {
         };
         let old = self
             .thresholds
-            .set(recipe, threshold)
+            .set(usize::from(self.slot(recipe)), threshold)
             .map_err(|why| ApiError::BadRequest(format!("threshold {threshold}: {why}")))?;
         Ok(vec![("recipe.threshold".into(), old.to_string(), threshold.to_string())])
     }
 
-    /// The recipe's index and the camera indices an activation names; unknown ones are refused.
+    /// The slot the recipe runs in and the camera indices an activation names; unknown ones are
+    /// refused.
     pub fn resolve(&self, name: &str, activation: &Activation) -> Result<(u16, Vec<usize>), ApiError> {
         let recipe = self.index(name)?;
+        let all = self.cameras();
         let cameras = match &activation.cameras {
-            None => (0..self.cameras.len()).collect(),
+            None => (0..all.len()).collect(),
             Some(ids) if ids.is_empty() => {
                 return Err(ApiError::BadRequest("cameras: name at least one camera, or leave it out for all".into()));
             }
             Some(ids) => ids
                 .iter()
                 .map(|id| {
-                    self.cameras.iter().position(|c| c == id).ok_or_else(|| {
-                        ApiError::BadRequest(format!("no camera {id:?}: the station has {}", self.cameras.join(", ")))
+                    all.iter().position(|c| c == id).ok_or_else(|| {
+                        ApiError::BadRequest(format!("no camera {id:?}: the station has {}", all.join(", ")))
                     })
                 })
                 .collect::<Result<_, _>>()?,
         };
-        Ok((recipe as u16, cameras))
+        Ok((self.slot(recipe), cameras))
     }
 
     /// Switch `cameras` to `recipe` and wait (up to [`ACTIVATION_WAIT`]) until each camera has
     /// stamped a frame with it. Returns, per camera id, the first frame under it (null: no
     /// frame yet) and what each camera ran before.
-    pub async fn activate(&self, recipe: u16, cameras: &[usize]) -> (Json, Vec<(String, String)>) {
+    pub async fn activate(&self, slot: u16, cameras: &[usize]) -> (Json, Vec<(String, String)>) {
+        let ids = self.cameras();
         let before: Vec<(String, String)> = cameras
             .iter()
             .map(|&c| {
-                let old = self.recipes.get(usize::from(self.switch.wanted(c))).map_or("?", |r| r.name.as_str());
-                (self.cameras[c].clone(), old.to_string())
+                let old = self.models.get(usize::from(self.switch.wanted(c))).map_or("?", |m| m.name.as_str());
+                (ids[c].clone(), old.to_string())
             })
             .collect();
-        let firsts = self.switch.switch_and_wait(recipe, cameras, ACTIVATION_WAIT).await;
+        let firsts = self.switch.switch_and_wait(slot, cameras, ACTIVATION_WAIT).await;
         let first_seq: serde_json::Map<String, Json> =
-            cameras.iter().zip(firsts).map(|(&c, seq)| (self.cameras[c].clone(), json!(seq))).collect();
+            cameras.iter().zip(firsts).map(|(&c, seq)| (ids[c].clone(), json!(seq))).collect();
         (Json::Object(first_seq), before)
+    }
+
+    /// Move the cameras running slot `from` to slot `to` (a model installed or rolled back),
+    /// waiting for each one's first frame there.
+    pub async fn move_cameras(&self, from: u16, to: u16) -> Json {
+        let cameras = self.switch.cameras_on(from);
+        self.activate(to, &cameras).await.0
     }
 }

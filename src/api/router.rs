@@ -107,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/recipes", get(recipes))
         .route("/api/v1/recipes/{name}", patch(change_recipe))
         .route("/api/v1/recipes/{name}/activate", post(activate))
+        .route("/api/v1/recipes/{name}/model", post(install_model))
+        .route("/api/v1/recipes/{name}/rollback", post(rollback))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
@@ -467,6 +469,72 @@ async fn change_recipe(
     Ok(Json(live.list()["recipes"][live.index(&name)?].clone()))
 }
 
+/// "name (sha256 prefix)": a model in the audit log.
+fn model_label(m: Option<&crate::sinks::RecipeContext>) -> String {
+    m.map_or_else(|| "?".into(), |m| format!("{} ({})", m.model_name, &m.model_sha256[..m.model_sha256.len().min(12)]))
+}
+
+/// `POST /api/v1/recipes/{name}/model` `{"package": "path on the station"}` (admin): load,
+/// check and warm the package in the background (low priority: the API's threads), then move
+/// the recipe's cameras to it between two frames; the model it replaces stays loaded for
+/// `.../rollback`. A package that fails changes nothing and says why (422). Audited.
+async fn install_model(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let recipe = live.index(&name)?;
+    let installer =
+        live.installer.clone().ok_or_else(|| ApiError::Unavailable("this station cannot install models".into()))?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        package: std::path::PathBuf,
+    }
+    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "model install: {e}: send {{\"package\": \"a model package folder on the station\"}}"
+        ))
+    })?;
+    let before = model_label(live.model(recipe));
+    let from = live.slot(recipe);
+    let recipe_name = name.clone();
+    let installed = tokio::task::spawn_blocking(move || installer.install(&recipe_name, &body.package))
+        .await
+        .map_err(|e| ApiError::Internal(format!("install task: {e}")))?
+        .map_err(ApiError::Unprocessable)?;
+    let first_seq = live.move_cameras(from, installed.slot).await;
+    let after = model_label(live.model(recipe));
+    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let (now, target, new) = (now_ms(), name.clone(), after);
+    write(&s, move |c| super::review::audit(c, now, &who, "recipe.model", &[(target, before)], &new)).await?;
+    Ok(Json(json!({ "recipe": live.recipe_json(recipe), "first_seq": first_seq })))
+}
+
+/// `POST /api/v1/recipes/{name}/rollback` (admin): back to the model the recipe ran before the
+/// last install (or rollback), between two frames of each camera. Audited.
+async fn rollback(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Result<Json<Value>, ApiError> {
+    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let recipe = live.index(&name)?;
+    let before = model_label(live.model(recipe));
+    let (from, to) = live
+        .switch
+        .rollback(recipe)
+        .ok_or_else(|| ApiError::Conflict(format!("recipe {name} has no earlier model to roll back to")))?;
+    let first_seq = live.move_cameras(from, to).await;
+    let after = model_label(live.model(recipe));
+    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let (now, target, new) = (now_ms(), name.clone(), after);
+    write(&s, move |c| super::review::audit(c, now, &who, "recipe.rollback", &[(target, before)], &new)).await?;
+    Ok(Json(json!({ "recipe": live.recipe_json(recipe), "first_seq": first_seq })))
+}
+
 /// `GET /api/v1/audit?limit`: the changes made through the API, newest first.
 async fn audit(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
     check_known(&q, &["limit"])?;
@@ -495,7 +563,9 @@ async fn operating_point(State(s): State<Shared>, Query(q): Params) -> Result<Js
     // The running station's threshold, when it runs that recipe (it may have changed since the
     // newest stored inspection).
     let live = match (s.recipes.get(), &recipe) {
-        (Some(live), Some(name)) => live.index(name).ok().and_then(|i| live.thresholds.get(i)).map(f64::from),
+        (Some(live), Some(name)) => {
+            live.index(name).ok().and_then(|i| live.thresholds.get(usize::from(live.slot(i)))).map(f64::from)
+        }
         _ => None,
     };
     Ok(Json(query(&s, move |c| super::review::operating_point(c, model.as_deref(), recipe.as_deref(), live)).await?))
@@ -512,9 +582,9 @@ async fn set_operating_point(
 ) -> Result<Json<Value>, ApiError> {
     check_known(&q, &["recipe"])?;
     let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
-    let name = match (q.get("recipe"), live.recipes.as_slice()) {
+    let name = match (q.get("recipe"), live.switch.recipe_names()) {
         (Some(name), _) => name.clone(),
-        (None, [only]) => only.name.clone(),
+        (None, [only]) => only.clone(),
         (None, _) => return Err(ApiError::BadRequest("name the recipe: ?recipe=NAME".into())),
     };
     let index = live.index(&name)?;
@@ -535,7 +605,7 @@ async fn set_operating_point(
         (None, Some(y)) if (0.0..1.0).contains(&y) => super::review::Target::Overkill(y),
         _ => return Err(bad("exactly one target, a share in [0, 1)".into())),
     };
-    let sha = live.recipes[index].model_sha256.clone();
+    let sha = live.model(index).map(|m| m.model_sha256.clone()).unwrap_or_default();
     let recipe = name.clone();
     let threshold = query(&s, move |c| {
         let labelled = super::review::labelled(c, &sha, Some(&recipe))?;
@@ -544,7 +614,7 @@ async fn set_operating_point(
     .await?;
     let old = live
         .thresholds
-        .set(index, threshold as f32)
+        .set(usize::from(live.slot(index)), threshold as f32)
         .map_err(|why| ApiError::BadRequest(format!("recipe {name}: {why}")))?;
     let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
     let (now, target_name, new) = (now_ms(), name.clone(), (threshold as f32).to_string());

@@ -152,23 +152,7 @@ impl Running {
         let station = Station::build(&loaded, options)?;
         if let Some(slots) = api_slots {
             let _ = slots.counters.set(station.accounting());
-            let recipes = station
-                .recipes
-                .iter()
-                .map(|r| crate::api::RecipeSummary {
-                    name: r.name.clone(),
-                    model_name: r.package.manifest.name.clone(),
-                    model_sha256: r.package.sha256.clone(),
-                })
-                .collect();
-            let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
-            let live = crate::api::LiveRecipes {
-                switch: Arc::clone(&station.switch),
-                thresholds: Arc::clone(&station.thresholds),
-                cameras,
-                recipes,
-            };
-            let _ = slots.recipes.set(live);
+            let _ = slots.recipes.set(crate::api::LiveRecipes::of(&station));
         }
         let info = StationInfo {
             station: cfg.station.name.clone(),

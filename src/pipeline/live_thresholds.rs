@@ -14,15 +14,22 @@ pub struct LiveThresholds {
 const NONE: u32 = u32::MAX;
 
 impl LiveThresholds {
+    /// Room for every model slot (see `pipeline::slots`); `initial` fills the first ones.
     pub fn new(initial: &[Option<f32>]) -> Self {
-        Self {
-            bits: initial
-                .iter()
-                .map(|t| AtomicU32::new(t.filter(|t| t.is_finite()).map_or(NONE, f32::to_bits)))
-                .collect(),
-        }
+        let bits = (0..super::slots::MAX_SLOTS)
+            .map(|i| {
+                AtomicU32::new(initial.get(i).copied().flatten().filter(|t| t.is_finite()).map_or(NONE, f32::to_bits))
+            })
+            .collect();
+        Self { bits }
     }
 
+    /// A newly installed slot's threshold (none for a model without one).
+    pub fn install(&self, slot: usize, threshold: Option<f32>) {
+        if let Some(b) = self.bits.get(slot) {
+            b.store(threshold.filter(|t| t.is_finite()).map_or(NONE, f32::to_bits), Release);
+        }
+    }
     /// The threshold of recipe `recipe` now.
     pub fn get(&self, recipe: usize) -> Option<f32> {
         let bits = self.bits.get(recipe)?.load(Acquire);
@@ -62,5 +69,6 @@ mod tests {
         assert!(t.set(1, 1.0).is_err(), "no threshold to change");
         assert_eq!(t.get(1), None);
         assert!(t.set(2, 1.0).is_err() && t.get(2).is_none());
+        assert!(t.set(super::super::slots::MAX_SLOTS, 1.0).is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod live_thresholds;
 pub mod messages;
 pub mod output_port;
 pub mod recipe_switch;
+pub mod slots;
 pub mod verdict;
 
 pub use accounting::Accounting;
@@ -23,4 +24,5 @@ pub use live_thresholds::LiveThresholds;
 pub use messages::Inspection;
 pub use output_port::{OutputPort, RecordPort};
 pub use recipe_switch::RecipeSwitch;
+pub use slots::{MAX_SLOTS, Slots};
 pub use verdict::{FailsafeCause, Verdict};

@@ -5,13 +5,23 @@
 //! frames of a camera: frames captured before it are judged by the old recipe, every frame after
 //! it by the new one, none by a mix, and none is lost.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use super::slots::Slots;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU16, AtomicU64};
 
 /// Per camera: the recipe asked for, the one its frames are stamped with, and since which frame.
+///
+/// Frames are stamped with a *model slot*: each recipe runs in one slot at a time, and a model
+/// installed for it while the station runs gets a new slot (the one before stays loaded, for
+/// rollback). Recipes `0..R` start in slots `0..R`.
 pub struct RecipeSwitch {
     cameras: Vec<CameraRecipe>,
     recipes: usize,
+    /// Per recipe: the slot it runs in now, and the one before (`NO_SLOT`: none).
+    current: Vec<AtomicU16>,
+    previous: Vec<AtomicU16>,
+    /// Per slot: its recipe.
+    slot_recipe: Slots<u16>,
     /// Recipe names and camera ids, for commands that name them (default: numbers from 1).
     recipe_names: Vec<String>,
     camera_ids: Vec<String>,
@@ -36,6 +46,9 @@ impl RecipeSwitch {
             })
             .collect();
         Self {
+            current: (0..recipes).map(|r| AtomicU16::new(r as u16)).collect(),
+            previous: (0..recipes).map(|_| AtomicU16::new(NO_SLOT)).collect(),
+            slot_recipe: Slots::from_vec((0..recipes as u16).collect()),
             recipe_names: (1..=recipes).map(|n| n.to_string()).collect(),
             camera_ids: (1..=starting.len()).map(|n| n.to_string()).collect(),
             cameras,
@@ -54,9 +67,47 @@ impl RecipeSwitch {
         self
     }
 
-    /// The index of the recipe named `name`.
+    /// The slot the recipe named `name` runs in now.
     pub fn recipe_index(&self, name: &str) -> Option<u16> {
-        self.recipe_names.iter().position(|n| n == name).map(|i| i as u16)
+        let recipe = self.recipe_names.iter().position(|n| n == name)?;
+        Some(self.current_slot(recipe))
+    }
+
+    /// The slot recipe `recipe` runs in now.
+    pub fn current_slot(&self, recipe: usize) -> u16 {
+        self.current.get(recipe).map_or(NO_SLOT, |s| s.load(Acquire))
+    }
+
+    /// The recipe whose model slot `slot` holds.
+    pub fn recipe_of(&self, slot: u16) -> Option<u16> {
+        self.slot_recipe.get(usize::from(slot)).copied()
+    }
+
+    /// Slot `slot` now holds recipe `recipe`'s model (installed while the station runs): the
+    /// recipe runs there from now on, the slot before kept for [`Self::rollback`]. The cameras
+    /// running the recipe are moved by the caller (see [`Self::move_cameras`]).
+    pub fn install(&self, recipe: usize, slot: u16) -> Result<u16, &'static str> {
+        let current = self.current.get(recipe).ok_or("no such recipe")?;
+        self.slot_recipe.set(usize::from(slot), recipe as u16).map_err(|_| "that model slot is taken")?;
+        let old = current.swap(slot, AcqRel);
+        self.previous[recipe].store(old, Release);
+        Ok(old)
+    }
+
+    /// Go back to the model recipe `recipe` ran before: returns (from, to) slots.
+    pub fn rollback(&self, recipe: usize) -> Option<(u16, u16)> {
+        let previous = self.previous.get(recipe)?.load(Acquire);
+        if previous == NO_SLOT {
+            return None;
+        }
+        let from = self.current[recipe].swap(previous, AcqRel);
+        self.previous[recipe].store(from, Release);
+        Some((from, previous))
+    }
+
+    /// The cameras asking for slot `from`: the ones to move when their recipe changes slot.
+    pub fn cameras_on(&self, from: u16) -> Vec<usize> {
+        (0..self.cameras.len()).filter(|&c| self.wanted(c) == from).collect()
     }
 
     pub fn recipe_names(&self) -> &[String] {
@@ -67,7 +118,7 @@ impl RecipeSwitch {
         &self.camera_ids
     }
 
-    /// How many recipes there are.
+    /// How many recipes there are (model slots may be more).
     pub fn recipes(&self) -> usize {
         self.recipes
     }
@@ -80,7 +131,7 @@ impl RecipeSwitch {
     /// Ask camera `camera` to judge its frames with `recipe` from its next capture on. Unknown
     /// cameras and recipes are the caller's to refuse; here they are ignored.
     pub fn request(&self, camera: usize, recipe: u16) {
-        if usize::from(recipe) < self.recipes
+        if self.recipe_of(recipe).is_some()
             && let Some(c) = self.cameras.get(camera)
         {
             c.wanted.store(recipe, Release);
@@ -135,6 +186,9 @@ impl RecipeSwitch {
         Some((recipe, c.first_seq.load(Relaxed)))
     }
 }
+
+/// No slot (a recipe with no previous model).
+const NO_SLOT: u16 = u16::MAX;
 
 #[cfg(test)]
 mod tests {

@@ -27,8 +27,9 @@ pub struct StationInfo {
     pub station: String,
     /// Camera ids in config order (records carry the index).
     pub cameras: Vec<String>,
-    /// The recipes by index (records carry the index).
-    pub recipes: Vec<super::RecipeContext>,
+    /// The recipes by model slot (records carry the slot); models installed while the station
+    /// runs are added before any record of theirs.
+    pub recipes: Arc<crate::pipeline::Slots<super::RecipeContext>>,
     pub accounting: Arc<Accounting>,
 }
 
@@ -227,7 +228,7 @@ impl Output for ResultsOutput {
         let ctx = RecordContext {
             station: info.station.clone(),
             cameras: info.cameras.clone(),
-            recipes: info.recipes.clone(),
+            recipes: Arc::clone(&info.recipes),
         };
         self.queue.thread =
             Some(supervisor.spawn_fallible("results".into(), "results", move || results::run(rx, ctx, writer))?);
@@ -265,7 +266,7 @@ impl Output for StoreOutput {
         let ctx = StoreContext {
             station: info.station.clone(),
             cameras: info.cameras.clone(),
-            recipes: info.recipes.clone(),
+            recipes: Arc::clone(&info.recipes),
         };
         let accounting = Arc::clone(&info.accounting);
         self.queue.thread = Some(supervisor.spawn("store".into(), "store", move || store.run(rx, ctx, accounting))?);

@@ -20,8 +20,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct RecordContext {
     pub station: String,
     pub cameras: Vec<String>,
-    /// By recipe index.
-    pub recipes: Vec<super::RecipeContext>,
+    /// By model slot.
+    pub recipes: std::sync::Arc<crate::pipeline::Slots<super::RecipeContext>>,
 }
 
 #[derive(Serialize)]

@@ -10,13 +10,13 @@ use super::stitch::{Region, paste_max};
 use crate::config::InputMode;
 use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
-use crate::pipeline::LiveThresholds;
 use crate::pipeline::accounting::Accounting;
 use crate::pipeline::messages::{
     BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap, SlotId, TileRef,
 };
 use crate::pipeline::output_port::OutputPort;
 use crate::pipeline::{Defect, FailsafeCause, Verdict};
+use crate::pipeline::{LiveThresholds, Slots};
 use crate::pool::BufferPool;
 use crate::stages::decide::{self, Rules};
 use crate::stages::decode::{
@@ -33,8 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The static facts the assembler needs about the recipes and the station.
 pub struct AssemblerPlan {
-    /// By recipe index: each frame is judged by the recipe stamped on it.
-    pub recipes: Vec<RecipePlan>,
+    /// By recipe (model slot) index: each frame is judged by the recipe stamped on it. Models
+    /// installed while the station runs are added before any frame is stamped for them.
+    pub recipes: Arc<Slots<RecipePlan>>,
     /// Millimetres per pixel per camera index (None: no scale; rules in mm are not applied).
     pub mm_per_px: Vec<Option<f32>>,
     pub verdict_deadline: Duration,
@@ -107,6 +108,14 @@ pub struct Assembler {
     score_maps: Option<Sender<ScoreMap>>,
 }
 
+impl AssemblerPlan {
+    /// The plan of recipe `recipe`. Frames reach the assembler only stamped with an installed
+    /// recipe (preprocess drops any other as invalid), and installs are never undone.
+    fn recipe(&self, recipe: u16) -> &RecipePlan {
+        self.recipes.get(usize::from(recipe)).expect("a frame's recipe is installed before it is stamped")
+    }
+}
+
 impl Assembler {
     pub fn new(
         plan: AssemblerPlan,
@@ -151,7 +160,7 @@ impl Assembler {
         if slot.failed || slot.invalid || pixels == 0 {
             return;
         }
-        let scores = match &self.plan.recipes[usize::from(slot.recipe)].task {
+        let scores = match &self.plan.recipe(slot.recipe).task {
             TaskSpec::Anomaly(_) => slot.maps[..pixels].to_vec(),
             TaskSpec::Segmentation(s) => {
                 let mut scores = vec![f32::NEG_INFINITY; pixels];
@@ -227,7 +236,7 @@ impl Assembler {
         slot.boxes.clear();
         slot.infer_started = None;
         slot.infer_ended = None;
-        match &self.plan.recipes[usize::from(slot.recipe)].task {
+        match &self.plan.recipe(slot.recipe).task {
             TaskSpec::Segmentation(s) => reset(&mut slot.maps, s.classes.len() * w * h, 0.0),
             TaskSpec::Anomaly(_) => reset(&mut slot.maps, w * h, f32::NEG_INFINITY),
             TaskSpec::Classification(s) => reset(&mut slot.class_scores, s.classes.len(), f32::NEG_INFINITY),
@@ -306,7 +315,7 @@ impl Assembler {
         times: (Instant, Instant),
     ) {
         let slot = &mut self.slots[tile.slot as usize];
-        let plan = &self.plan.recipes[usize::from(slot.recipe)];
+        let plan = self.plan.recipe(slot.recipe);
         slot.done += 1;
         slot.infer_started = Some(slot.infer_started.map_or(times.0, |t| t.min(times.0)));
         slot.infer_ended = Some(slot.infer_ended.map_or(times.1, |t| t.max(times.1)));
@@ -394,7 +403,7 @@ impl Assembler {
         if let Some(h) = self.metrics.capture_to_verdict.get(camera) {
             h.observe(inspection.decided_at.duration_since(inspection.meta.captured_at).as_secs_f64());
         }
-        let metric_classes = &self.plan.recipes[usize::from(inspection.meta.recipe)].metric_classes;
+        let metric_classes = &self.plan.recipe(inspection.meta.recipe).metric_classes;
         for d in inspection.defects.iter().filter(|d| d.counted) {
             let class = metric_classes.get(usize::from(d.defect.class));
             if let Some(c) = class.and_then(|k| self.metrics.defects.get(camera).and_then(|c| c.get(*k))) {
@@ -424,7 +433,7 @@ impl Assembler {
     /// Decode and decide a complete slot.
     fn decide(&mut self, id: SlotId) -> Inspection {
         let slot = &mut self.slots[id as usize];
-        let plan = &self.plan.recipes[usize::from(slot.recipe)];
+        let plan = self.plan.recipe(slot.recipe);
         let frame = slot.frame.as_ref().expect("complete slot has its frame");
         let (w, h) = (frame.width as usize, frame.height as usize);
         let mut image_score = f32::NAN;
@@ -560,7 +569,11 @@ mod tests {
             rois: vec![vec![]],
             metric_classes: vec![0],
         };
-        AssemblerPlan { recipes: vec![recipe], mm_per_px: vec![None], verdict_deadline: Duration::from_secs(60) }
+        AssemblerPlan {
+            recipes: Arc::new(Slots::from_vec(vec![recipe])),
+            mm_per_px: vec![None],
+            verdict_deadline: Duration::from_secs(60),
+        }
     }
 
     fn frame(pool: &BufferPool<u8>) -> Frame {

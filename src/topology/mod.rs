@@ -20,19 +20,19 @@ use crate::config::{Backpressure, LoadedConfig};
 use crate::model::ModelPackage;
 use crate::pipeline::accounting::Accounting;
 use crate::pipeline::messages::ScoreMap;
-use crate::pipeline::{LineTap, LiveThresholds, OutputPort, RecipeSwitch};
+use crate::pipeline::{LineTap, LiveThresholds, OutputPort, RecipeSwitch, Slots};
 use crate::pool::BufferPool;
 use crate::sources::camera::{CameraSettings, CameraThread, SourceFactory};
 use crate::sources::{self, Source};
 use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::InferenceStall;
-use crate::stages::infer::worker::{BatchOutcome, OutputFault, Worker, WorkerModel};
+use crate::stages::infer::worker::{BatchOutcome, ModelInstalls, OutputFault, Worker, WorkerModel};
 use crate::supervise::Supervisor;
 use crate::telemetry::{StationMetrics, Telemetry};
 use assemble::{Assembler, AssemblerPlan};
-use crossbeam_channel::{Sender, bounded};
-pub use recipes::LoadedRecipe;
+use crossbeam_channel::{Sender, bounded, unbounded};
 use recipes::build_recipe;
+pub use recipes::{Installed, Installer, LoadedRecipe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -119,10 +119,13 @@ pub struct Station {
     cameras: Vec<BuiltCamera>,
     /// Per camera: no frame for this long marks it down.
     stall_timeouts: Vec<Duration>,
-    /// Per worker, per recipe: its own session of that recipe's model.
-    sessions: Vec<Vec<InferSession>>,
-    /// Per recipe: how its model takes its input.
-    cuts: Vec<preprocess_thread::Cut>,
+    /// Per worker, per recipe: its own session of that recipe's model, and where models
+    /// installed while the station runs come in.
+    sessions: Vec<(Vec<InferSession>, ModelInstalls)>,
+    /// Per model slot: how its model takes its input.
+    cuts: Arc<Slots<preprocess_thread::Cut>>,
+    /// Installs recipes' new models while the station runs.
+    pub installer: Arc<Installer>,
     plan: AssemblerPlan,
     max_in_flight: usize,
     preprocess_workers: usize,
@@ -210,8 +213,9 @@ impl Station {
                 undistort,
             });
         }
+        let (cuts, plans) = (Arc::new(Slots::from_vec(cuts)), Arc::new(Slots::from_vec(plans)));
         let plan = AssemblerPlan {
-            recipes: plans,
+            recipes: Arc::clone(&plans),
             mm_per_px: loaded.geometry.iter().map(|g| g.mm_per_px.map(|m| m as f32)).collect(),
             verdict_deadline: Duration::from_millis(cfg.pipeline.verdict_deadline_ms),
         };
@@ -228,6 +232,21 @@ impl Station {
             )),
         };
         let thresholds = Arc::new(LiveThresholds::new(&recipes.iter().map(|r| r.threshold).collect::<Vec<_>>()));
+        let contexts = Arc::new(Slots::from_vec(recipe_contexts(&recipes)));
+        let (install_txs, install_rxs): (Vec<_>, Vec<_>) = (0..sessions.len()).map(|_| unbounded()).unzip();
+        let sessions = sessions.into_iter().zip(install_rxs).collect();
+        let installer = Arc::new(Installer::new(
+            loaded,
+            opts,
+            cfg.model.workers,
+            Arc::clone(&cuts),
+            plans,
+            contexts,
+            Arc::clone(&thresholds),
+            Arc::clone(&switch),
+            install_txs,
+            metric_classes,
+        ));
         if let Some(t) = &options.telemetry {
             // Sessions are checked and warmed up, cameras opened: the model part is ready.
             t.readiness.watch_cameras(Arc::clone(&accounting));
@@ -254,6 +273,7 @@ impl Station {
                 .collect(),
             sessions,
             cuts,
+            installer,
             plan,
             max_in_flight: cfg.pipeline.max_in_flight,
             preprocess_workers: cfg.pipeline.preprocess_workers,
@@ -276,18 +296,10 @@ impl Station {
         &self.recipes[0].package
     }
 
-    /// What records need to know about each recipe, by recipe index.
-    pub fn recipe_contexts(&self) -> Vec<crate::sinks::RecipeContext> {
-        self.recipes
-            .iter()
-            .map(|r| crate::sinks::RecipeContext {
-                name: r.name.clone(),
-                model_name: r.package.manifest.name.clone(),
-                model_sha256: r.package.sha256.clone(),
-                classes: r.classes(),
-                rules_json: r.rules_json.clone(),
-            })
-            .collect()
+    /// What records need to know about each model slot, by slot index: the recipes', and those
+    /// installed while the station runs.
+    pub fn recipe_contexts(&self) -> Arc<Slots<crate::sinks::RecipeContext>> {
+        Arc::clone(&self.installer.contexts)
     }
 
     /// The station's counters (live while it runs).
@@ -319,6 +331,7 @@ impl Station {
             stall_timeouts,
             sessions,
             cuts,
+            installer: _,
             plan,
             max_in_flight,
             preprocess_workers,
@@ -383,13 +396,14 @@ impl Station {
 
         // Batch tensors in flight: the batch queue, one running per worker, one being filled per
         // preprocess thread and recipe. Each holds the largest padded batch of any recipe.
+        // (A model installed later whose batches are larger grows the buffers it gets.)
         let largest = cuts.iter().map(|c| c.policy.padded(c.policy.gather_limit()) * c.item_len()).max().unwrap_or(0);
         let batch_pool =
             BufferPool::preallocated(batch_queue + sessions.len() + preprocess_workers * cuts.len() + 1, largest);
         // Several preprocess threads share the camera queues (crossbeam queues are MPMC).
         for i in 0..preprocess_workers {
             let pre = preprocess_thread::Preprocessor {
-                cuts: cuts.clone(),
+                cuts: Arc::clone(&cuts),
                 overlap,
                 batch_pool: batch_pool.clone(),
                 accounting: Arc::clone(&accounting),
@@ -409,7 +423,7 @@ impl Station {
         metrics.watch_queues(camera_rxs);
         drop((start_tx, job_tx, slot_rx));
 
-        for (i, worker_sessions) in sessions.into_iter().enumerate() {
+        for (i, (worker_sessions, installs)) in sessions.into_iter().enumerate() {
             let models = worker_sessions
                 .into_iter()
                 .zip(&recipes)
@@ -425,6 +439,7 @@ impl Station {
                 })
                 .collect();
             let worker = Worker {
+                installs,
                 stall: options.inference_stall,
                 output_fault: options.output_fault,
                 models,
@@ -477,6 +492,20 @@ impl Station {
         }
         accounting
     }
+}
+
+/// What records need to know about each recipe, by recipe index.
+fn recipe_contexts(recipes: &[LoadedRecipe]) -> Vec<crate::sinks::RecipeContext> {
+    recipes
+        .iter()
+        .map(|r| crate::sinks::RecipeContext {
+            name: r.name.clone(),
+            model_name: r.package.manifest.name.clone(),
+            model_sha256: r.package.sha256.clone(),
+            classes: r.classes(),
+            rules_json: r.rules_json.clone(),
+        })
+        .collect()
 }
 
 /// A camera's id and its first frame's size, or why it delivered none.

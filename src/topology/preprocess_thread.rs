@@ -18,6 +18,7 @@ use crate::config::InputMode;
 use crate::frame::Frame;
 use crate::pipeline::accounting::{Accounting, DropCause};
 use crate::pipeline::messages::{BatchJob, FrameStart, MAX_BATCH, SlotId, TileRef};
+use crate::pipeline::{MAX_SLOTS, Slots};
 use crate::pool::{BufferPool, Pooled};
 use crate::stages::infer::worker::BatchPolicy;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
@@ -50,7 +51,8 @@ impl Cut {
 pub struct Preprocessor {
     /// One per recipe, by recipe index: each frame is cut for the recipe stamped on it, and
     /// batches never mix recipes.
-    pub cuts: Vec<Cut>,
+    /// Models installed while the station runs appear here before any frame is stamped for them.
+    pub cuts: Arc<Slots<Cut>>,
     pub overlap: u32,
     /// Batch tensors, each large enough for the largest padded batch.
     pub batch_pool: BufferPool<f32>,
@@ -84,7 +86,7 @@ impl Preprocessor {
     pub fn run(mut self, cameras: Vec<Receiver<Frame>>, out: Downstream) {
         let mut open: Vec<bool> = vec![true; cameras.len()];
         let mut grid = TileGrid::default();
-        let mut pending: PendingBatches = (0..self.cuts.len()).map(|_| None).collect();
+        let mut pending: PendingBatches = (0..MAX_SLOTS).map(|_| None).collect();
         // Batches filled while cutting the current frame, sent right after its FrameStart.
         let mut ready: Vec<BatchJob> = Vec::with_capacity(16);
         let mut frames = 0u64;
@@ -131,16 +133,20 @@ impl Preprocessor {
         self.flush_all(&mut pending, &out.jobs);
     }
 
+    fn max_wait(&self, recipe: u16) -> Duration {
+        self.cuts.get(usize::from(recipe)).map_or(Duration::ZERO, |c| c.policy.max_wait)
+    }
+
     /// When the oldest pending batch has waited `max_wait`.
     fn next_deadline(&self, pending: &PendingBatches) -> Option<Instant> {
-        pending.iter().flatten().map(|p| p.first_at + self.cuts[usize::from(p.recipe)].policy.max_wait).min()
+        pending.iter().flatten().map(|p| p.first_at + self.max_wait(p.recipe)).min()
     }
 
     /// Send the pending batches that have waited `max_wait`. Returns false when the workers are gone.
     fn flush_due(&self, pending: &mut PendingBatches, jobs: &Sender<BatchJob>) -> bool {
         let now = Instant::now();
         pending.iter_mut().all(|p| {
-            let due = p.as_ref().is_some_and(|p| p.first_at + self.cuts[usize::from(p.recipe)].policy.max_wait <= now);
+            let due = p.as_ref().is_some_and(|p| p.first_at + self.max_wait(p.recipe) <= now);
             !due || self.flush(p, jobs)
         })
     }
@@ -184,7 +190,8 @@ impl Preprocessor {
     /// Close the pending batch: pad it to its shape.
     fn seal(&self, pending: &mut Option<Pending>) -> Option<BatchJob> {
         let Pending { recipe, mut tensor, items, .. } = pending.take()?;
-        let cut = &self.cuts[usize::from(recipe)];
+        // A batch is only started for a recipe that has its cut.
+        let cut = self.cuts.get(usize::from(recipe))?;
         let item = cut.item_len();
         let batch = cut.policy.padded(items.len());
         // Padding items are zeros; their outputs are computed and ignored.
@@ -213,7 +220,7 @@ impl Preprocessor {
         }
         let t0 = Instant::now();
         let recipe = frame.meta.recipe;
-        let cut = &self.cuts[usize::from(recipe)];
+        let Some(cut) = self.cuts.get(usize::from(recipe)) else { return true }; // checked by `invalid`
         match cut.input_mode {
             InputMode::Tile => grid.plan(frame.width, frame.height, cut.tile_w, cut.tile_h, self.overlap),
             InputMode::Resize => {
@@ -318,7 +325,7 @@ mod tests {
             min_size: input.min_size(),
         };
         Preprocessor {
-            cuts: vec![cut],
+            cuts: Arc::new(Slots::from_vec(vec![cut])),
             overlap: 0,
             batch_pool: BufferPool::new(8),
             accounting: Arc::new(Accounting::new(&["a".into(), "b".into()])),
@@ -330,7 +337,7 @@ mod tests {
     #[test]
     fn a_frame_smaller_than_the_minimum_is_dropped_not_judged() {
         let pre = preprocessor(4, Duration::ZERO);
-        assert_eq!(pre.cuts[0].min_size, (2, 2), "a quarter of the 8×8 input");
+        assert_eq!(pre.cuts.get(0).unwrap().min_size, (2, 2), "a quarter of the 8×8 input");
         let pool = BufferPool::new(2);
         let tiny = sized_frame(0, 1, 1, 0, &pool);
         let problem = pre.invalid(&tiny).expect("a 1×1 image is no part");

@@ -8,10 +8,16 @@ use super::preprocess_thread::Cut;
 use crate::config::{InputMode, LoadedConfig, RecipeConfig};
 use crate::model::ModelPackage;
 use crate::model::manifest::TaskSpec;
+use crate::pipeline::{LiveThresholds, MAX_SLOTS, RecipeSwitch, Slots};
+use crate::sinks::RecipeContext;
 use crate::stages::decide::Rules;
 use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::BatchPolicy;
+use crate::stages::infer::worker::WorkerModel;
 use crate::stages::preprocess::Normalizer;
+use crossbeam_channel::Sender;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One recipe as the running station holds it.
@@ -111,4 +117,109 @@ pub(super) fn build_recipe(
         plan,
         sessions,
     })
+}
+
+/// What an install did.
+pub struct Installed {
+    /// The slot the recipe runs in now, and the one it left (kept loaded for rollback).
+    pub slot: u16,
+    pub previous: u16,
+    pub recipe: LoadedRecipe,
+}
+
+/// Installs a recipe's new model while the station runs. The model gets the next model slot: it
+/// is loaded, checked and warmed up in every worker first (a model that fails any of it changes
+/// nothing), then handed to every pipeline thread — each worker's session through its own
+/// queue, the preprocess cut, the assembler plan and the outputs' record context through
+/// write-once tables — and only then does the recipe run there. Moving its cameras is the
+/// caller's (`RecipeSwitch::switch_and_wait`), so a switch is the same as any recipe switch:
+/// between two frames of each camera.
+pub struct Installer {
+    loaded: LoadedConfig,
+    opts: SessionOptions,
+    workers: usize,
+    pub(super) cuts: Arc<Slots<Cut>>,
+    pub(super) plans: Arc<Slots<RecipePlan>>,
+    /// What records need about each slot (the outputs read it).
+    pub contexts: Arc<Slots<RecipeContext>>,
+    pub(super) thresholds: Arc<LiveThresholds>,
+    pub(super) switch: Arc<RecipeSwitch>,
+    pub(super) worker_models: Vec<Sender<(u16, WorkerModel)>>,
+    metric_classes: Mutex<Vec<String>>,
+}
+
+impl Installer {
+    #[allow(clippy::too_many_arguments)] // The station's tables, handed over once.
+    pub(super) fn new(
+        loaded: &LoadedConfig,
+        opts: SessionOptions,
+        workers: usize,
+        cuts: Arc<Slots<Cut>>,
+        plans: Arc<Slots<RecipePlan>>,
+        contexts: Arc<Slots<RecipeContext>>,
+        thresholds: Arc<LiveThresholds>,
+        switch: Arc<RecipeSwitch>,
+        worker_models: Vec<Sender<(u16, WorkerModel)>>,
+        metric_classes: Vec<String>,
+    ) -> Self {
+        Self {
+            loaded: loaded.clone(),
+            opts,
+            workers,
+            cuts,
+            plans,
+            contexts,
+            thresholds,
+            switch,
+            worker_models,
+            metric_classes: Mutex::new(metric_classes),
+        }
+    }
+
+    /// Load `package` as recipe `name`'s model (see [`Installer`]). One install at a time.
+    pub fn install(&self, name: &str, package: &Path) -> Result<Installed, String> {
+        let mut metric_classes = self.metric_classes.lock().unwrap_or_else(|e| e.into_inner());
+        let recipes = self.loaded.recipes();
+        let recipe = recipes.iter().position(|r| r.name == name).ok_or_else(|| format!("no recipe named {name:?}"))?;
+        let slot = self.cuts.len();
+        if slot >= MAX_SLOTS {
+            return Err(format!(
+                "this station run holds {MAX_SLOTS} models already (each install keeps the one before for rollback): restart it to install more"
+            ));
+        }
+        // The recipe's rules and regions, the new package's own threshold.
+        let mut rc = recipes[recipe].clone();
+        rc.package = self.loaded.resolve(package);
+        rc.threshold = None;
+        let built = build_recipe(&self.loaded, &rc, &self.opts, self.workers, &mut metric_classes)
+            .map_err(|e| format!("model {} not installed, recipe {name} keeps its model: {e}", package.display()))?;
+        let slot16 = slot as u16;
+        let m = &built.recipe.package.manifest;
+        let context = RecipeContext {
+            name: name.to_string(),
+            model_name: m.name.clone(),
+            model_sha256: built.recipe.package.sha256.clone(),
+            classes: built.recipe.classes(),
+            rules_json: built.recipe.rules_json.clone(),
+        };
+        // Every table before the cut: a frame can only be cut for the slot once the rest of the
+        // pipeline has it.
+        let _ = self.contexts.set(slot, context);
+        let _ = self.plans.set(slot, built.plan);
+        self.thresholds.install(slot, built.recipe.threshold);
+        for (tx, session) in self.worker_models.iter().zip(built.sessions) {
+            let model = WorkerModel {
+                session,
+                name: m.name.clone(),
+                input_name: m.input.name.clone(),
+                input_shape: [m.input.channels as usize, m.input.height as usize, m.input.width as usize],
+                output_names: m.task.output_names().iter().map(|s| s.to_string()).collect(),
+            };
+            // A worker that is gone is a stopping station: its frames fail safe anyway.
+            let _ = tx.send((slot16, model));
+        }
+        let _ = self.cuts.set(slot, built.cut);
+        let previous = self.switch.install(recipe, slot16).map_err(String::from)?;
+        Ok(Installed { slot: slot16, previous, recipe: built.recipe })
+    }
 }

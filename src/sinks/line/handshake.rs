@@ -251,12 +251,13 @@ impl RecipeState for crate::pipeline::RecipeSwitch {
         crate::pipeline::RecipeSwitch::cameras(self)
     }
     fn request_all(&self, index: u16) {
+        let slot = self.current_slot(usize::from(index));
         for c in 0..crate::pipeline::RecipeSwitch::cameras(self) {
-            self.request(c, index);
+            self.request(c, slot);
         }
     }
     fn stamped(&self, camera: usize) -> u16 {
-        crate::pipeline::RecipeSwitch::stamped(self, camera).map_or(0, |(r, _)| r)
+        crate::pipeline::RecipeSwitch::stamped(self, camera).and_then(|(slot, _)| self.recipe_of(slot)).unwrap_or(0)
     }
 }
 

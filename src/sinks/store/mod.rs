@@ -50,8 +50,8 @@ pub struct Retention {
 pub struct StoreContext {
     pub station: String,
     pub cameras: Vec<String>,
-    /// By recipe index.
-    pub recipes: Vec<super::RecipeContext>,
+    /// By model slot (models installed while the station runs included).
+    pub recipes: std::sync::Arc<crate::pipeline::Slots<super::RecipeContext>>,
 }
 
 /// The store's port for the assembler, feeding its writer thread through `tx`. Its losses are

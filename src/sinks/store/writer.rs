@@ -27,7 +27,7 @@ impl Store {
     /// in `accounting.store_errors` and logged (rate-limited); the records of a failed batch are
     /// lost, and writing goes on with the next one.
     pub fn run(mut self, rx: Receiver<Inspection>, ctx: StoreContext, accounting: Arc<Accounting>) {
-        let model_ids = match ctx
+        let mut model_ids = match ctx
             .recipes
             .iter()
             .map(|r| model_id(&self.conn, r))
@@ -69,7 +69,7 @@ impl Store {
             }
             received += batch.len() as u64;
             crate::supervise::fault_point("store", received);
-            match write_batch(&mut self.conn, &ctx, &model_ids, &batch) {
+            match write_batch(&mut self.conn, &ctx, &mut model_ids, &batch) {
                 Ok(()) => {
                     accounting.store_written.fetch_add(batch.len() as u64, Relaxed);
                 }
@@ -130,9 +130,15 @@ fn finite(v: f32) -> Option<f64> {
 fn write_batch(
     conn: &mut Connection,
     ctx: &StoreContext,
-    model_ids: &[i64],
+    model_ids: &mut Vec<i64>,
     batch: &[Inspection],
 ) -> rusqlite::Result<()> {
+    // Models installed while the station runs get their row with their first record.
+    let newest = batch.iter().map(|i| usize::from(i.meta.recipe)).max().unwrap_or(0);
+    while model_ids.len() <= newest {
+        let Some(recipe) = ctx.recipes.get(model_ids.len()) else { break };
+        model_ids.push(model_id(conn, recipe)?);
+    }
     let tx = conn.transaction()?;
     {
         let mut insp = tx.prepare_cached(

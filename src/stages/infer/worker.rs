@@ -61,6 +61,9 @@ pub enum BatchOutcome {
     InvalidOutput,
 }
 
+/// Where a worker receives the models installed while the station runs: (slot, model).
+pub type ModelInstalls = Receiver<(u16, WorkerModel)>;
+
 /// One recipe's model in a worker: its own session, and how to feed and read it.
 pub struct WorkerModel {
     pub session: InferSession,
@@ -74,8 +77,10 @@ pub struct WorkerModel {
 
 /// Everything a worker thread owns.
 pub struct Worker {
-    /// One per recipe, by recipe index: a batch runs on its recipe's model.
+    /// One per model slot, by slot index: a batch runs on its recipe's model.
     pub models: Vec<WorkerModel>,
+    /// Models installed while the station runs, each sent before any frame is stamped for it.
+    pub installs: ModelInstalls,
     /// Called once per run with (recipe, tiles in the batch, run duration, outcome); telemetry
     /// hooks in here.
     pub on_batch: Box<dyn FnMut(u16, usize, Duration, BatchOutcome) + Send>,
@@ -174,6 +179,13 @@ impl Worker {
             let started = Instant::now();
             let mut invalid = 0u64;
             let fault = self.output_fault.filter(|f| f.applies(batches));
+            // A model installed while the station runs is in `installs` before its first batch.
+            while usize::from(job.recipe) >= self.models.len()
+                && let Ok((slot, model)) = self.installs.try_recv()
+            {
+                debug_assert_eq!(usize::from(slot), self.models.len(), "slots are installed in order");
+                self.models.push(model);
+            }
             let Some(model) = self.models.get_mut(usize::from(job.recipe)) else {
                 // Cannot happen (frames are stamped with known recipes); fail the frames safe.
                 failures.failed(&format!("no model for recipe {}", job.recipe));
