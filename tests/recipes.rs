@@ -16,6 +16,7 @@ use linesight::sinks::store::{Retention, Store};
 use linesight::topology::{RunOptions, Station};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
@@ -106,7 +107,7 @@ fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe
     drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
     let mut state = ApiState::new(db, Some(station.accounting()));
     state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
-    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
     let app = router(state);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
@@ -220,7 +221,7 @@ fn switches_need_an_operator_and_name_real_recipes_and_cameras() {
     };
     let api = linesight::config::ApiConfig { tokens: vec![viewer], ..Default::default() };
     state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
-    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
     let app = router(state);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     assert_eq!(post(&app, &rt, "/api/v1/recipes/blind/activate", "viewer-token", "").0, StatusCode::FORBIDDEN);
@@ -324,7 +325,7 @@ package = "{}"
     };
     let api = linesight::config::ApiConfig { tokens: vec![operator], ..Default::default() };
     state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
-    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
     let app = router(state);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
@@ -402,7 +403,7 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
     drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
     let mut state = ApiState::new(db, None);
     state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
-    assert!(state.recipes.set(live_recipes(&station)).is_ok());
+    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
     let app = router(state);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let accounting = station.accounting();
@@ -451,4 +452,79 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["recipe.rollback", "recipe.model"], "the failed install is not a change: {audit}");
     assert!(audit["items"][1]["new"].as_str().unwrap().starts_with("tiny-anomaly"), "{audit}");
+}
+
+/// A teach job from the station: good parts in a folder on it, taught in the background while
+/// both cameras run, then installed for the recipe between two frames.
+#[test]
+fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let params = linesight::synth::SynthParams {
+        width: 256,
+        height: 256,
+        surface: "brushed_metal".parse().unwrap(),
+        defect_probability: 0.0,
+        seed: 99,
+    };
+    linesight::synth::write_dataset(&good, 16, &params).unwrap();
+    let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("t.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut state = ApiState::new(db, None);
+    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
+    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stop = station.stop_handle();
+    let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
+    let runner = std::thread::spawn(move || station.run());
+
+    for (body, status) in [
+        (r#"{"recipe": "inspect"}"#.to_string(), StatusCode::BAD_REQUEST),
+        (
+            format!(r#"{{"recipe": "inspect", "images": "{}", "archived_ok": true}}"#, good.display()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"recipe": "inspect", "archived_ok": true}"#.to_string(), StatusCode::BAD_REQUEST),
+        (format!(r#"{{"recipe": "shiny", "images": "{}"}}"#, good.display()), StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(post(&app, &rt, "/api/v1/teach", "admin-token", &body).0, status, "{body}");
+    }
+    let images = good.join("images");
+    let (status, started) = post(
+        &app,
+        &rt,
+        "/api/v1/teach",
+        "admin-token",
+        &format!(r#"{{"recipe": "inspect", "images": "{}", "install": true}}"#, images.display()),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_u64().unwrap();
+    let t0 = Instant::now();
+    let job = loop {
+        let job = get(&app, &rt, &format!("/api/v1/teach/{id}"));
+        if job["state"] != "running" || t0.elapsed() > Duration::from_secs(300) {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["installed"], true, "{job}");
+    assert_eq!(job["teach"]["images"], 16, "{job}");
+    let on = job["first_seq"]["metal"].as_u64().expect("the metal camera's first frame under the taught model");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+    // The taught (anomaly) model scores every part from its first frame on; the demo model did not.
+    for r in records.iter().filter(|r| r.meta.camera == 0) {
+        assert_eq!(!r.image_score.is_nan(), r.meta.seq >= on, "seq {} score {}", r.meta.seq, r.image_score);
+    }
+    assert!(records.iter().any(|r| r.meta.camera == 0 && r.meta.seq >= on), "parts judged by the taught model");
+    let recipes = get(&app, &rt, "/api/v1/recipes");
+    assert!(recipes["recipes"][0]["model"]["name"].as_str().unwrap().ends_with("inspect"), "{recipes}");
 }

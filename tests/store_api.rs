@@ -360,7 +360,7 @@ fn the_openapi_document_describes_the_real_responses() {
     let (status, doc) = get(&app, "/api/v1/openapi.json");
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 16);
+    assert_eq!(paths.len(), 18);
     for (path, item) in paths {
         if item.get("get").is_none() {
             // The writes (review labels here, recipe switches and changes in tests/recipes.rs).
@@ -371,6 +371,11 @@ fn the_openapi_document_describes_the_real_responses() {
         if path.ends_with("/image") {
             // PNG, not JSON (tests/archive.rs serves real ones); without an archive: 404.
             assert!(item["get"]["responses"]["200"]["content"]["image/png"].is_object());
+            assert_eq!(get(&app, &uri).0, StatusCode::NOT_FOUND);
+            continue;
+        }
+        if path.starts_with("/api/v1/teach/") {
+            // No teach job here (tests/recipes.rs runs one): 404.
             assert_eq!(get(&app, &uri).0, StatusCode::NOT_FOUND);
             continue;
         }
@@ -694,7 +699,7 @@ fn review_app(path: &Path) -> (axum::Router, Arc<linesight::api::ApiMetrics>) {
         models: ctx(&["a", "b"]).recipes,
         installer: None,
     };
-    assert!(state.recipes.set(live).is_ok());
+    assert!(state.recipes.set(Arc::new(live)).is_ok());
     let metrics = Arc::clone(&state.metrics);
     (router(state), metrics)
 }

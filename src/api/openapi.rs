@@ -100,6 +100,18 @@ fn review() -> Value {
                     "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
                     "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" },
                 } } },
+            "/api/v1/teach": { "post": {
+                "summary": "Teach a recipe a new model in the background, at low priority (admin token); audited",
+                "description": "Body: {\"recipe\": NAME, \"images\": \"a folder of good images on the station\"} or {\"recipe\": NAME, \"archived_ok\": true} (that recipe's OK parts the archive kept, the newest 2000, at least 8), plus \"install\": true to install the model when done (as POST .../model). Teach settings: the recipe's [recipe.teach] (or [model.teach]), else the station defaults. Answers 202 with the job id.",
+                "responses": {
+                    "202": { "description": "Started", "content": { "application/json": { "schema": { "type": "object", "required": ["id", "state"] } } } },
+                    "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+                    "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                } } },
+            "/api/v1/teach/{id}": { "get": {
+                "summary": "A teach job: running, done (with the teach's own validation figures, threshold, warnings, and whether it was installed) or failed (with why)",
+                "parameters": [param("id", "path", "integer", "job id")],
+                "responses": ok("TeachJob") } },
             "/api/v1/audit": { "get": {
                 "summary": "Changes made through the API, newest first: who, when, what, old and new",
                 "parameters": [param("limit", "query", "integer", "1..=1000, default 100")],
@@ -128,6 +140,12 @@ fn review() -> Value {
                         "id": { "type": "integer" }, "at_unix_ms": { "type": "integer" }, "at": { "type": "string" },
                         "who": { "type": "string" }, "action": { "type": "string" }, "target": { "type": "string" },
                         "old": { "type": ["string", "null"] }, "new": { "type": ["string", "null"] } } } } } },
+                "TeachJob": { "type": "object", "required": ["id", "recipe", "state"], "properties": {
+                    "id": { "type": "integer" }, "recipe": { "type": "string" },
+                    "state": { "type": "string", "enum": ["running", "done", "failed"] },
+                    "package": { "type": "string" }, "threshold": { "type": "number" },
+                    "teach": { "type": "object", "description": "as [teach] in the package's model.toml" },
+                    "installed": { "type": "boolean" }, "error": { "type": "string" } } },
                 "NewReview": { "type": "object", "required": ["label"], "properties": {
                     "label": { "type": "string", "enum": ["defect", "good", "unsure"] },
                     "class": { "type": "string" }, "note": { "type": "string" } } },

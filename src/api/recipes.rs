@@ -162,6 +162,16 @@ impl LiveRecipes {
         (Json::Object(first_seq), before)
     }
 
+    /// [`Self::move_cameras`] for a thread outside any async runtime (a teach job).
+    pub fn move_cameras_blocking(&self, from: u16, to: u16) -> Json {
+        let cameras = self.switch.cameras_on(from);
+        let firsts = self.switch.switch_and_wait_blocking(to, &cameras, ACTIVATION_WAIT);
+        let ids = self.cameras();
+        let first_seq: serde_json::Map<String, Json> =
+            cameras.iter().zip(firsts).map(|(&c, seq)| (ids[c].clone(), json!(seq))).collect();
+        Json::Object(first_seq)
+    }
+
     /// Move the cameras running slot `from` to slot `to` (a model installed or rolled back),
     /// waiting for each one's first frame there.
     pub async fn move_cameras(&self, from: u16, to: u16) -> Json {

@@ -41,7 +41,9 @@ pub struct ApiState {
     /// listens while the model loads; until then `/cameras` lists none).
     pub accounting: Arc<OnceLock<Arc<Accounting>>>,
     /// The running station's recipes and their switch: set once the station is built.
-    pub recipes: Arc<OnceLock<super::recipes::LiveRecipes>>,
+    pub recipes: Arc<OnceLock<Arc<super::recipes::LiveRecipes>>>,
+    /// Teach jobs started through the API.
+    pub teach_jobs: Arc<super::teach_jobs::TeachJobs>,
     /// The tokens that may read and write, and their roles (see [`super::auth`]).
     pub tokens: Tokens,
     /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
@@ -76,6 +78,7 @@ impl ApiState {
             db,
             accounting: Arc::new(accounting.map_or_else(OnceLock::new, OnceLock::from)),
             recipes: Arc::default(),
+            teach_jobs: Arc::default(),
             tokens: Tokens::default(),
             utc_offset_minutes: None,
             archive_dir: None,
@@ -110,6 +113,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/recipes/{name}/model", post(install_model))
         .route("/api/v1/recipes/{name}/rollback", post(rollback))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/teach", post(start_teach))
+        .route("/api/v1/teach/{id}", get(teach_job))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
@@ -533,6 +538,37 @@ async fn rollback(
     let (now, target, new) = (now_ms(), name.clone(), after);
     write(&s, move |c| super::review::audit(c, now, &who, "recipe.rollback", &[(target, before)], &new)).await?;
     Ok(Json(json!({ "recipe": live.recipe_json(recipe), "first_seq": first_seq })))
+}
+
+/// `POST /api/v1/teach` (admin): teach a recipe a new model in the background (see
+/// [`super::teach_jobs`]); 202 with the job's id. Audited.
+async fn start_teach(
+    State(s): State<Shared>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let live =
+        Arc::clone(s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?);
+    let request: super::teach_jobs::TeachRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "teach job: {e}: send {{\"recipe\": NAME, \"images\": \"folder\" | \"archived_ok\": true, \"install\"?: bool}}"
+        ))
+    })?;
+    let recipe = request.recipe.clone();
+    let id = s.teach_jobs.start(request, live, s.db.clone(), s.archive_dir.clone())?;
+    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let now = now_ms();
+    write(&s, move |c| {
+        super::review::audit(c, now, &who, "teach.start", &[(recipe, String::new())], &format!("job {id}"))
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "state": "running" }))).into_response())
+}
+
+/// `GET /api/v1/teach/{id}`: a teach job's state, and its result once done.
+async fn teach_job(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = params::id(&id)?;
+    s.teach_jobs.get(id as u64).map(Json).ok_or_else(|| ApiError::NotFound(format!("no teach job {id}")))
 }
 
 /// `GET /api/v1/audit?limit`: the changes made through the API, newest first.

@@ -152,7 +152,7 @@ impl Running {
         let station = Station::build(&loaded, options)?;
         if let Some(slots) = api_slots {
             let _ = slots.counters.set(station.accounting());
-            let _ = slots.recipes.set(crate::api::LiveRecipes::of(&station));
+            let _ = slots.recipes.set(Arc::new(crate::api::LiveRecipes::of(&station)));
         }
         let info = StationInfo {
             station: cfg.station.name.clone(),
@@ -224,7 +224,7 @@ impl Stopped {
 /// Where the API finds the station's counters and recipes once it is built.
 struct ApiSlots {
     counters: Arc<std::sync::OnceLock<Arc<Accounting>>>,
-    recipes: Arc<std::sync::OnceLock<crate::api::LiveRecipes>>,
+    recipes: Arc<std::sync::OnceLock<Arc<crate::api::LiveRecipes>>>,
 }
 
 /// The API listener, when it is on and there is a store for it to read; it listens before the

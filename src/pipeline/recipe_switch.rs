@@ -169,13 +169,37 @@ impl RecipeSwitch {
         }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let firsts: Vec<Option<u64>> =
-                cameras.iter().map(|&c| self.stamped(c).and_then(|(r, seq)| (r == recipe).then_some(seq))).collect();
+            let firsts = self.first_frames(recipe, cameras);
             if firsts.iter().all(Option::is_some) || tokio::time::Instant::now() >= deadline {
                 return firsts;
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
+    }
+
+    /// [`Self::switch_and_wait`] for a thread outside any async runtime (a teach job).
+    pub fn switch_and_wait_blocking(
+        &self,
+        recipe: u16,
+        cameras: &[usize],
+        limit: std::time::Duration,
+    ) -> Vec<Option<u64>> {
+        for &c in cameras {
+            self.request(c, recipe);
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let firsts = self.first_frames(recipe, cameras);
+            if firsts.iter().all(Option::is_some) || std::time::Instant::now() >= deadline {
+                return firsts;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Per camera: the first frame stamped with `recipe`, if its frames are stamped with it now.
+    fn first_frames(&self, recipe: u16, cameras: &[usize]) -> Vec<Option<u64>> {
+        cameras.iter().map(|&c| self.stamped(c).and_then(|(r, seq)| (r == recipe).then_some(seq))).collect()
     }
 
     /// The recipe camera `camera`'s frames are stamped with now, and the sequence number of its

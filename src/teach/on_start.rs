@@ -90,7 +90,8 @@ fn ensure_one(
     Ok(true)
 }
 
-fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<InputMode>, overlap: u32) {
+/// A station's teach settings (`[model.teach]` / `[recipe.teach]`) as `teach` options.
+pub fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<InputMode>, overlap: u32) {
     opts.input_mode = Some(t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile));
     opts.size = Some(t.size);
     opts.tile_overlap_px = overlap;

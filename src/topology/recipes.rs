@@ -176,6 +176,11 @@ impl Installer {
         }
     }
 
+    /// The station's config (teach jobs read their recipe's teach settings from it).
+    pub fn config(&self) -> &LoadedConfig {
+        &self.loaded
+    }
+
     /// Load `package` as recipe `name`'s model (see [`Installer`]). One install at a time.
     pub fn install(&self, name: &str, package: &Path) -> Result<Installed, String> {
         let mut metric_classes = self.metric_classes.lock().unwrap_or_else(|e| e.into_inner());
