@@ -397,8 +397,13 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
     let tiny = tiny_anomaly_package(dir.path());
     let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
-    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let telemetry = Arc::new(linesight::telemetry::Telemetry::new());
+    let options = RunOptions {
+        outputs: vec![RecordPort::results(tx)],
+        telemetry: Some(Arc::clone(&telemetry)),
+        ..Default::default()
+    };
+    let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("m.db");
     drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
     let mut state = ApiState::new(db, None);
@@ -451,6 +456,16 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
     let audit = get(&app, &rt, "/api/v1/audit");
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["recipe.rollback", "recipe.model"], "the failed install is not a change: {audit}");
+    // The metrics follow: the installed model's inference time was measured, and after the
+    // rollback it is loaded but no recipe runs it.
+    let metrics = telemetry.render();
+    let line = |prefix: &str| -> f64 {
+        let l = metrics.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"));
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(line("linesight_inference_seconds_count{model=\"tiny-anomaly\"}") > 0.0);
+    assert_eq!(line("linesight_model_info{model=\"tiny-anomaly\""), 0.0);
+    assert_eq!(line("linesight_model_info{model=\"demo\""), 1.0);
     assert!(audit["items"][1]["new"].as_str().unwrap().starts_with("tiny-anomaly"), "{audit}");
 }
 

@@ -102,7 +102,7 @@ mod tests {
             accounting.cameras[0].dropped_queue_full.fetch_add(1, Relaxed);
             m.defects[0][0].inc();
             m.capture_to_verdict[0].observe(0.004);
-            m.inference[0].observe(0.003);
+            m.inference.get(0).unwrap().observe(0.003);
             m.batch_size.observe(4.0);
             let app = router(Arc::clone(&telemetry));
             let (status, content_type, body) = get(&app, "/metrics").await;

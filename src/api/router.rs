@@ -528,8 +528,9 @@ async fn rollback(
     let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
     let recipe = live.index(&name)?;
     let before = model_label(live.model(recipe));
-    let (from, to) = live
-        .switch
+    let installer =
+        live.installer.clone().ok_or_else(|| ApiError::Unavailable("this station cannot change models".into()))?;
+    let (from, to) = installer
         .rollback(recipe)
         .ok_or_else(|| ApiError::Conflict(format!("recipe {name} has no earlier model to roll back to")))?;
     let first_seq = live.move_cameras(from, to).await;

@@ -74,7 +74,8 @@ pub const READY_HELP: &str = "Whether the station is ready: model warmed up, pip
 
 /// Gauge {model, sha256}: always 1; the loaded model package.
 pub const MODEL_INFO: &str = "linesight_model_info";
-pub const MODEL_INFO_HELP: &str = "The loaded model package (always 1).";
+pub const MODEL_INFO_HELP: &str =
+    "Each loaded model package: 1 while a recipe runs it, 0 while it is only kept for rollback.";
 
 /// Gauge {version}: always 1; the running build.
 pub const BUILD_INFO: &str = "linesight_build_info";

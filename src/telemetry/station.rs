@@ -4,6 +4,7 @@
 use super::{counter, family, gauge, names};
 use crate::frame::Frame;
 use crate::pipeline::FailsafeCause;
+use crate::pipeline::Slots;
 use crate::pipeline::accounting::{Accounting, CameraSnapshot, DropCause};
 use crossbeam_channel::Receiver;
 use prometheus::core::{Collector, Desc};
@@ -18,8 +19,11 @@ pub struct StationMetrics {
     pub undistort: Histogram,
     pub preprocess: Histogram,
     pub decode: Histogram,
-    /// Per recipe index (labelled with its model's name).
-    pub inference: Vec<Histogram>,
+    /// Per model slot (labelled with its model's name); models installed while the station runs
+    /// get theirs when installed.
+    pub inference: Arc<Slots<Histogram>>,
+    inference_family: HistogramVec,
+    model_info: IntGaugeVec,
     pub batch_size: Histogram,
     /// Per camera index.
     pub capture_to_verdict: Vec<Histogram>,
@@ -70,7 +74,7 @@ impl StationMetrics {
             r.register(Box::new(batch_size.clone()))?;
             r.register(Box::new(latency.clone()))?;
             r.register(Box::new(defects.clone()))?;
-            r.register(Box::new(model_info))?;
+            r.register(Box::new(model_info.clone()))?;
             r.register(Box::new(AccountingCollector::new(Arc::clone(accounting), Arc::clone(&queues))?))?;
         }
         let cameras = &accounting.cameras;
@@ -79,7 +83,11 @@ impl StationMetrics {
             undistort: stage.with_label_values(&[names::STAGE_UNDISTORT]),
             preprocess: stage.with_label_values(&[names::STAGE_PREPROCESS]),
             decode: stage.with_label_values(&[names::STAGE_DECODE]),
-            inference: models.iter().map(|(name, _)| inference.with_label_values(&[name])).collect(),
+            inference: Arc::new(Slots::from_vec(
+                models.iter().map(|(name, _)| inference.with_label_values(&[name])).collect(),
+            )),
+            inference_family: inference,
+            model_info,
             batch_size,
             capture_to_verdict: cameras.iter().map(|c| latency.with_label_values(&[c.id.as_str()])).collect(),
             defects: cameras
@@ -88,6 +96,20 @@ impl StationMetrics {
                 .collect(),
             queues,
         })
+    }
+
+    /// A model installed in `slot` while the station runs: its inference time is measured from
+    /// its first batch.
+    pub fn model_installed(&self, slot: usize, name: &str) {
+        let _ = self.inference.set(slot, self.inference_family.with_label_values(&[name]));
+    }
+
+    /// The models (name, sha256) some recipe runs now are 1, the other loaded ones 0.
+    pub fn models_running(&self, loaded: &[(String, String)], running: &[(String, String)]) {
+        for (name, sha) in loaded {
+            let on = running.iter().any(|(n, s)| n == name && s == sha);
+            self.model_info.with_label_values(&[name.as_str(), sha.as_str()]).set(i64::from(on));
+        }
     }
 
     /// Export the camera queues' lengths from now on (called once, when the station starts).

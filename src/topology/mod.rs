@@ -246,6 +246,7 @@ impl Station {
             Arc::clone(&switch),
             install_txs,
             metric_classes,
+            Arc::clone(&metrics),
         ));
         if let Some(t) = &options.telemetry {
             // Sessions are checked and warmed up, cameras opened: the model part is ready.
@@ -445,7 +446,7 @@ impl Station {
                 models,
                 on_batch: {
                     let accounting = Arc::clone(&accounting);
-                    let (inference, batch_size) = (metrics.inference.clone(), metrics.batch_size.clone());
+                    let (inference, batch_size) = (Arc::clone(&metrics.inference), metrics.batch_size.clone());
                     Box::new(move |recipe, tiles, took, outcome| {
                         accounting.batches.fetch_add(1, Relaxed);
                         accounting.batch_tiles.fetch_add(tiles as u64, Relaxed);

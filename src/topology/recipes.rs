@@ -15,6 +15,7 @@ use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::BatchPolicy;
 use crate::stages::infer::worker::WorkerModel;
 use crate::stages::preprocess::Normalizer;
+use crate::telemetry::StationMetrics;
 use crossbeam_channel::Sender;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,7 @@ pub struct Installer {
     pub(super) switch: Arc<RecipeSwitch>,
     pub(super) worker_models: Vec<Sender<(u16, WorkerModel)>>,
     metric_classes: Mutex<Vec<String>>,
+    metrics: Arc<StationMetrics>,
 }
 
 impl Installer {
@@ -161,6 +163,7 @@ impl Installer {
         switch: Arc<RecipeSwitch>,
         worker_models: Vec<Sender<(u16, WorkerModel)>>,
         metric_classes: Vec<String>,
+        metrics: Arc<StationMetrics>,
     ) -> Self {
         Self {
             loaded: loaded.clone(),
@@ -173,6 +176,7 @@ impl Installer {
             switch,
             worker_models,
             metric_classes: Mutex::new(metric_classes),
+            metrics,
         }
     }
 
@@ -224,7 +228,25 @@ impl Installer {
             let _ = tx.send((slot16, model));
         }
         let _ = self.cuts.set(slot, built.cut);
+        self.metrics.model_installed(slot, &m.name);
         let previous = self.switch.install(recipe, slot16).map_err(String::from)?;
+        self.update_model_info();
         Ok(Installed { slot: slot16, previous, recipe: built.recipe })
+    }
+
+    /// Go back to the model recipe `name` ran before: returns (from, to) slots.
+    pub fn rollback(&self, recipe: usize) -> Option<(u16, u16)> {
+        let moved = self.switch.rollback(recipe)?;
+        self.update_model_info();
+        Some(moved)
+    }
+
+    /// `linesight_model_info`: 1 for the models a recipe runs now, 0 for those kept for rollback.
+    fn update_model_info(&self) {
+        let model = |slot: usize| self.contexts.get(slot).map(|c| (c.model_name.clone(), c.model_sha256.clone()));
+        let loaded: Vec<(String, String)> = (0..self.contexts.len()).filter_map(model).collect();
+        let running: Vec<(String, String)> =
+            (0..self.switch.recipes()).filter_map(|r| model(usize::from(self.switch.current_slot(r)))).collect();
+        self.metrics.models_running(&loaded, &running);
     }
 }
