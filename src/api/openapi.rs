@@ -102,7 +102,7 @@ fn review() -> Value {
                 } } },
             "/api/v1/teach": { "post": {
                 "summary": "Teach a recipe a new model in the background, at low priority (admin token); audited",
-                "description": "Body: {\"recipe\": NAME, \"images\": \"a folder of good images on the station\"} or {\"recipe\": NAME, \"archived_ok\": true} (that recipe's OK parts the archive kept, the newest 2000, at least 8), plus \"install\": true to install the model when done (as POST .../model). Teach settings: the recipe's [recipe.teach] (or [model.teach]), else the station defaults. Answers 202 with the job id.",
+                "description": "Body: {\"recipe\": NAME, \"images\": \"a folder of good images on the station\"} or {\"recipe\": NAME, \"archived_ok\": true} (that recipe's OK parts the archive kept, the newest 2000, at least 8), plus \"install\": true to install the model when done (as POST .../model). Teach settings: the recipe's [recipe.teach] (or [model.teach]), else the station defaults. The package is written to taught/<recipe>-<unix ms> beside the result store. Answers 202 with the job id.",
                 "responses": {
                     "202": { "description": "Started", "content": { "application/json": { "schema": { "type": "object", "required": ["id", "state"] } } } },
                     "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },

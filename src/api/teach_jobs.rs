@@ -4,6 +4,8 @@
 //! figures; with `"install": true` the model is then installed like `POST .../model` (between two
 //! frames, the old one kept for rollback).
 //!
+//! Each job's package is written to `taught/<recipe>-<unix ms>` beside the result store.
+//!
 //! The job runs on a thread of its own started from the API's threads, so it inherits their
 //! lower CPU priority (nice +10): when the cores are busy the line wins and teaching slows down.
 
@@ -78,9 +80,9 @@ impl TeachJobs {
         };
         let loaded = installer.config().clone();
         let rc = loaded.recipes()[recipe].clone();
-        let package = loaded.resolve(&rc.package);
+        // Station-made models live beside the result store, with the station's other data.
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let out = package.parent().unwrap_or(Path::new(".")).join(format!("{}-taught-{stamp}", rc.name));
+        let out = db.parent().unwrap_or(Path::new(".")).join("taught").join(format!("{}-{stamp}", rc.name));
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.set(id, json!({ "id": id, "recipe": rc.name, "state": "running", "package": out }));
         let jobs = Arc::clone(self);
