@@ -410,7 +410,7 @@ async fn review(
         ))
     })?;
     // The auth layer always names the caller of a write.
-    let reviewer = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
+    let reviewer = caller_name(caller);
     let now = now_ms();
     let stored = write(&s, move |c| super::review::add(c, id, &review, &reviewer, now)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "review": stored }))).into_response())
@@ -441,11 +441,8 @@ async fn activate(
     };
     let (recipe, cameras) = live.resolve(&name, &activation)?;
     let (first_seq, before) = live.activate(recipe, &cameras).await;
-    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
-    let now = now_ms();
     let changes: Vec<(String, String)> = before.into_iter().filter(|(_, old)| *old != name).collect();
-    let recorded = name.clone();
-    write(&s, move |c| super::review::audit(c, now, &who, "recipe.activate", &changes, &recorded)).await?;
+    record_change(&s, caller, "recipe.activate", changes, name.clone()).await?;
     Ok(Json(json!({ "recipe": name, "first_seq": first_seq })))
 }
 
@@ -461,16 +458,9 @@ async fn change_recipe(
     let change: super::recipes::Change = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("recipe change: {e}: send {{\"threshold\": number}}")))?;
     let changed = live.change(&name, &change)?;
-    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
-    let now = now_ms();
-    let target = name.clone();
-    write(&s, move |c| {
-        for (action, old, new) in &changed {
-            super::review::audit(c, now, &who, action, &[(target.clone(), old.clone())], new)?;
-        }
-        Ok(())
-    })
-    .await?;
+    for (action, old, new) in changed {
+        record_change(&s, caller.clone(), &action, vec![(name.clone(), old)], new).await?;
+    }
     Ok(Json(live.list()["recipes"][live.index(&name)?].clone()))
 }
 
@@ -510,12 +500,7 @@ async fn install_model(
         .await
         .map_err(|e| ApiError::Internal(format!("install task: {e}")))?
         .map_err(ApiError::Unprocessable)?;
-    let first_seq = live.move_cameras(from, installed.slot).await;
-    let after = model_label(live.model(recipe));
-    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
-    let (now, target, new) = (now_ms(), name.clone(), after);
-    write(&s, move |c| super::review::audit(c, now, &who, "recipe.model", &[(target, before)], &new)).await?;
-    Ok(Json(json!({ "recipe": live.recipe_json(recipe), "first_seq": first_seq })))
+    model_moved(&s, live, (recipe, &name), caller, "recipe.model", before, (from, installed.slot)).await
 }
 
 /// `POST /api/v1/recipes/{name}/rollback` (admin): back to the model the recipe ran before the
@@ -533,12 +518,43 @@ async fn rollback(
     let (from, to) = installer
         .rollback(recipe)
         .ok_or_else(|| ApiError::Conflict(format!("recipe {name} has no earlier model to roll back to")))?;
+    model_moved(&s, live, (recipe, &name), caller, "recipe.rollback", before, (from, to)).await
+}
+
+/// After an install or a rollback moved recipe `(index, name)` from slot `from` to `to`: move
+/// its cameras (waiting for each one's first frame there), audit `before` → the model now, and
+/// answer the recipe with the cameras' first frames.
+async fn model_moved(
+    s: &Shared,
+    live: &super::recipes::LiveRecipes,
+    (recipe, name): (usize, &str),
+    caller: Option<axum::Extension<Caller>>,
+    action: &str,
+    before: String,
+    (from, to): (u16, u16),
+) -> Result<Json<Value>, ApiError> {
     let first_seq = live.move_cameras(from, to).await;
     let after = model_label(live.model(recipe));
-    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
-    let (now, target, new) = (now_ms(), name.clone(), after);
-    write(&s, move |c| super::review::audit(c, now, &who, "recipe.rollback", &[(target, before)], &new)).await?;
+    record_change(s, caller, action, vec![(name.to_string(), before)], after).await?;
     Ok(Json(json!({ "recipe": live.recipe_json(recipe), "first_seq": first_seq })))
+}
+
+/// The name of the token a request came with ("anonymous" for an open read; writes always name
+/// one, see [`auth`]).
+fn caller_name(caller: Option<axum::Extension<Caller>>) -> String {
+    caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name)
+}
+
+/// Record in the audit log that the request's caller changed each `(target, old)` to `new`.
+async fn record_change(
+    s: &Shared,
+    caller: Option<axum::Extension<Caller>>,
+    action: &str,
+    changes: Vec<(String, String)>,
+    new: String,
+) -> Result<(), ApiError> {
+    let (who, now, action) = (caller_name(caller), now_ms(), action.to_string());
+    write(s, move |c| super::review::audit(c, now, &who, &action, &changes, &new)).await
 }
 
 /// `POST /api/v1/teach` (admin): teach a recipe a new model in the background (see
@@ -557,12 +573,7 @@ async fn start_teach(
     })?;
     let recipe = request.recipe.clone();
     let id = s.teach_jobs.start(request, live, s.db.clone(), s.archive_dir.clone())?;
-    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
-    let now = now_ms();
-    write(&s, move |c| {
-        super::review::audit(c, now, &who, "teach.start", &[(recipe, String::new())], &format!("job {id}"))
-    })
-    .await?;
+    record_change(&s, caller, "teach.start", vec![(recipe, String::new())], format!("job {id}")).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "state": "running" }))).into_response())
 }
 
@@ -653,13 +664,12 @@ async fn set_operating_point(
         .thresholds
         .set(usize::from(live.slot(index)), threshold as f32)
         .map_err(|why| ApiError::BadRequest(format!("recipe {name}: {why}")))?;
-    let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name);
-    let (now, target_name, new) = (now_ms(), name.clone(), (threshold as f32).to_string());
     let action = match target {
         super::review::Target::Escape(_) => "recipe.threshold (target_escape)",
         super::review::Target::Overkill(_) => "recipe.threshold (max_overkill)",
     };
-    write(&s, move |c| super::review::audit(c, now, &who, action, &[(target_name, old.to_string())], &new)).await?;
+    let change = vec![(name.clone(), old.to_string())];
+    record_change(&s, caller, action, change, (threshold as f32).to_string()).await?;
     let recipe = name.clone();
     let live_threshold = Some(f64::from(threshold as f32));
     Ok(Json(query(&s, move |c| super::review::operating_point(c, None, Some(&recipe), live_threshold)).await?))
