@@ -165,6 +165,15 @@ pub mod priority {
         let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
         if done == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
     }
+
+    /// Run the calling thread, and the threads it starts, only on cycles nothing else wants
+    /// (SCHED_IDLE; needs no privilege).
+    pub fn idle() -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
+        let done = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if done == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
 }
 
 /// Elsewhere thread priorities are left alone.
@@ -174,6 +183,9 @@ pub mod priority {
         None
     }
     pub fn set(_nice: i32) -> std::io::Result<()> {
+        Ok(())
+    }
+    pub fn idle() -> std::io::Result<()> {
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod model;
 pub mod pipeline;
 pub mod pool;
+pub mod shadow;
 pub mod sinks;
 pub mod sources;
 pub mod stages;

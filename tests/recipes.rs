@@ -268,17 +268,7 @@ fn bad_recipes_are_named_with_the_fix() {
 /// A model package around the tiny anomaly fixture: score = the brightest pixel of the frame
 /// squashed to 8×8 (0..1), map = the pixels; threshold 2.0 (no part is anomalous).
 fn tiny_anomaly_package(dir: &std::path::Path) -> std::path::PathBuf {
-    use sha2::Digest;
-    let bytes = std::fs::read(common::repo().join("tests/fixtures/anomalib_tiny.onnx")).unwrap();
-    let package = dir.join("tiny-anomaly");
-    std::fs::create_dir_all(&package).unwrap();
-    std::fs::write(package.join("model.onnx"), &bytes).unwrap();
-    let manifest = format!(
-        "name = \"tiny-anomaly\"\nonnx_file = \"model.onnx\"\nsha256 = \"{}\"\n\n[input]\nname = \"input\"\nwidth = 8\nheight = 8\nchannels = 1\nlayout = \"NCHW\"\nbatch = 0\nmode = \"resize\"\n\n[task]\nkind = \"anomaly\"\nthreshold = 2.0\n",
-        hex::encode(sha2::Sha256::digest(&bytes))
-    );
-    std::fs::write(package.join("model.toml"), manifest).unwrap();
-    package
+    common::tiny_anomaly_package(dir, "tiny-anomaly", 2.0)
 }
 
 #[test]

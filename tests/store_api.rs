@@ -698,6 +698,7 @@ fn review_app(path: &Path) -> (axum::Router, Arc<linesight::api::ApiMetrics>) {
         thresholds: Arc::new(linesight::pipeline::LiveThresholds::new(&[Some(1.0)])),
         models: ctx(&["a", "b"]).recipes,
         installer: None,
+        shadows: None,
     };
     assert!(state.recipes.set(Arc::new(live)).is_ok());
     let metrics = Arc::clone(&state.metrics);

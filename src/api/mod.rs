@@ -23,6 +23,7 @@ pub mod params;
 mod recipes;
 mod review;
 pub mod router;
+mod shadow;
 pub mod teach_jobs;
 
 pub use error::ApiError;

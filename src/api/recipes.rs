@@ -25,6 +25,8 @@ pub struct LiveRecipes {
     pub models: Arc<Slots<RecipeContext>>,
     /// Installs new models (`POST .../model`); none where the station cannot (tests).
     pub installer: Option<Arc<crate::topology::Installer>>,
+    /// Shadow models (`.../shadow`); none without a result store to keep their comparisons.
+    pub shadows: Option<Arc<crate::shadow::Shadows>>,
 }
 
 impl LiveRecipes {
@@ -35,6 +37,7 @@ impl LiveRecipes {
             thresholds: Arc::clone(&station.thresholds),
             models: station.recipe_contexts(),
             installer: Some(Arc::clone(&station.installer)),
+            shadows: None,
         }
     }
 }

@@ -91,8 +91,8 @@ impl ApiState {
     }
 }
 
-type Shared = Arc<ApiState>;
-type Params = Query<HashMap<String, String>>;
+pub(super) type Shared = Arc<ApiState>;
+pub(super) type Params = Query<HashMap<String, String>>;
 
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
@@ -112,6 +112,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/recipes/{name}/activate", post(activate))
         .route("/api/v1/recipes/{name}/model", post(install_model))
         .route("/api/v1/recipes/{name}/rollback", post(rollback))
+        .route(
+            "/api/v1/recipes/{name}/shadow",
+            get(super::shadow::status).post(super::shadow::start).delete(super::shadow::stop),
+        )
+        .route("/api/v1/recipes/{name}/shadow/promote", post(super::shadow::promote))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/teach", post(start_teach))
         .route("/api/v1/teach/{id}", get(teach_job))
@@ -242,7 +247,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match q.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ApiError::BadRequest(format!("unknown parameter {k:?}: expected {}", known.join(", ")))),
         None => Ok(()),
@@ -465,7 +470,7 @@ async fn change_recipe(
 }
 
 /// "name (sha256 prefix)": a model in the audit log.
-fn model_label(m: Option<&crate::sinks::RecipeContext>) -> String {
+pub(super) fn model_label(m: Option<&crate::sinks::RecipeContext>) -> String {
     m.map_or_else(|| "?".into(), |m| format!("{} ({})", m.model_name, &m.model_sha256[..m.model_sha256.len().min(12)]))
 }
 
@@ -524,7 +529,7 @@ async fn rollback(
 /// After an install or a rollback moved recipe `(index, name)` from slot `from` to `to`: move
 /// its cameras (waiting for each one's first frame there), audit `before` → the model now, and
 /// answer the recipe with the cameras' first frames.
-async fn model_moved(
+pub(super) async fn model_moved(
     s: &Shared,
     live: &super::recipes::LiveRecipes,
     (recipe, name): (usize, &str),
@@ -541,12 +546,12 @@ async fn model_moved(
 
 /// The name of the token a request came with ("anonymous" for an open read; writes always name
 /// one, see [`auth`]).
-fn caller_name(caller: Option<axum::Extension<Caller>>) -> String {
+pub(super) fn caller_name(caller: Option<axum::Extension<Caller>>) -> String {
     caller.map_or_else(|| "anonymous".to_string(), |c| c.0.name)
 }
 
 /// Record in the audit log that the request's caller changed each `(target, old)` to `new`.
-async fn record_change(
+pub(super) async fn record_change(
     s: &Shared,
     caller: Option<axum::Extension<Caller>>,
     action: &str,

@@ -8,6 +8,7 @@ use crate::api::{ApiServer, ApiState};
 use crate::cli::RunArgs;
 use crate::config::{LoadedConfig, StationConfig};
 use crate::pipeline::accounting::{Accounting, CameraSnapshot};
+use crate::shadow::Shadows;
 use crate::sinks::outputs::{Outputs, StationInfo};
 use crate::sources::synthetic::CameraFault;
 use crate::stages::infer::worker::{InferenceStall, OutputFault};
@@ -139,20 +140,29 @@ impl Running {
         // `/cameras` and `/recipes` show the station once it is built.
         let (api, api_slots) = start_api(api_addr, &outputs, cfg, &telemetry)?;
 
+        // Shadow models get copies of the line's frames here (started through the API).
+        let (shadow_port, shadow_tap) = crate::pipeline::shadow_tap::shadow_port(Arc::clone(&recipe_switch));
         let options = RunOptions {
             max_frames: args.max_frames,
-            outputs: outputs.ports(),
+            outputs: outputs.ports_with_shadow(shadow_port),
             line_taps: outputs.line_taps(cfg.cameras.len()),
             telemetry: Some(Arc::clone(&telemetry)),
             inference_stall: faults.inference_stall,
             output_fault: faults.output_fault,
             supervisor: Some(Arc::clone(&supervisor)),
             recipe_switch: Some(recipe_switch),
+            sources: None,
         };
         let station = Station::build(&loaded, options)?;
         if let Some(slots) = api_slots {
             let _ = slots.counters.set(station.accounting());
-            let _ = slots.recipes.set(Arc::new(crate::api::LiveRecipes::of(&station)));
+            let mut live = crate::api::LiveRecipes::of(&station);
+            if let Some(db) = outputs.store_path() {
+                let shadows =
+                    Shadows::new(shadow_tap, &loaded, db.to_path_buf(), live.switch.clone(), live.models.clone());
+                live.shadows = Some(Arc::new(shadows));
+            }
+            let _ = slots.recipes.set(Arc::new(live));
         }
         let info = StationInfo {
             station: cfg.station.name.clone(),

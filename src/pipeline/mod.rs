@@ -14,6 +14,7 @@ pub mod live_thresholds;
 pub mod messages;
 pub mod output_port;
 pub mod recipe_switch;
+pub mod shadow_tap;
 pub mod slots;
 pub mod verdict;
 

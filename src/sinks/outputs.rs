@@ -121,6 +121,16 @@ impl Outputs {
         self.list.iter_mut().map(|o| o.port()).collect()
     }
 
+    /// [`Self::ports`] with `shadow` (the shadow models' tap, `pipeline::shadow_tap`) right after
+    /// the line: it copies a part's pixels before the archive may take them, and after the line
+    /// has the part.
+    pub fn ports_with_shadow(&mut self, shadow: Box<dyn OutputPort>) -> Vec<Box<dyn OutputPort>> {
+        let mut ports = self.ports();
+        let after_line = usize::from(self.list.first().is_some_and(|o| o.name() == "line"));
+        ports.insert(after_line, shadow);
+        ports
+    }
+
     /// Start every output's threads.
     pub fn start(&mut self, info: &StationInfo, supervisor: &Arc<Supervisor>) -> Result<()> {
         for out in &mut self.list {

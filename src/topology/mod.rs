@@ -90,6 +90,9 @@ pub struct RunOptions {
     /// The cameras' recipe switch, when the caller made it first (the line output's PLC job
     /// changes use it before the station is built); else the station makes its own.
     pub recipe_switch: Option<Arc<RecipeSwitch>>,
+    /// Per camera, in config order: sources made by the caller instead of from the cameras'
+    /// `[camera.source]` (a shadow model's copies of the line's frames). They are never reopened.
+    pub sources: Option<Vec<Box<dyn Source>>>,
 }
 
 /// A camera ready to start: settings, opened source, queue depth, its frame size in bytes when
@@ -137,8 +140,9 @@ pub struct Station {
 
 impl Station {
     /// Load and check everything; open every camera. Nothing runs yet.
-    pub fn build(loaded: &LoadedConfig, options: RunOptions) -> Result<Self, BuildError> {
+    pub fn build(loaded: &LoadedConfig, mut options: RunOptions) -> Result<Self, BuildError> {
         let cfg = &loaded.config;
+        let mut given_sources = options.sources.take().map(Vec::into_iter);
         let recipe_configs = loaded.recipes();
         let opts = SessionOptions {
             provider: cfg.model.provider,
@@ -166,8 +170,13 @@ impl Station {
         let accounting = Arc::new(Accounting::new(&camera_ids));
         let mut cameras = Vec::new();
         for (i, cam) in cfg.cameras.iter().enumerate() {
-            let mut source = sources::build(&cam.source, loaded)
-                .map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
+            let given = given_sources.as_mut().and_then(Iterator::next);
+            let is_given = given.is_some();
+            let mut source = match given {
+                Some(source) => source,
+                None => sources::build(&cam.source, loaded)
+                    .map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?,
+            };
             // A replay (local files) opens now, so a missing folder fails the start; a live camera
             // opens on its own thread, within its open timeout, and is retried while the others
             // run: one camera that never delivers must not keep the station from starting.
@@ -175,7 +184,11 @@ impl Station {
             if opened {
                 source.open().map_err(|e| BuildError::Camera { camera: cam.id.clone(), message: e.to_string() })?;
             }
-            let factory: SourceFactory = {
+            let factory: SourceFactory = if is_given {
+                Box::new(|| {
+                    Err(sources::SourceError::Disconnected("a source given by the caller is not reopened".into()))
+                })
+            } else {
                 let (config, loaded) = (cam.source.clone(), loaded.clone());
                 Box::new(move || sources::build(&config, &loaded))
             };

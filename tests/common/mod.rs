@@ -245,3 +245,19 @@ pub fn one_station() -> std::sync::MutexGuard<'static, ()> {
     static STATION: Mutex<()> = Mutex::new(());
     STATION.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A package of the tiny anomaly model (tests/fixtures, 8×8 gray input, resize) named `name`,
+/// judging at `threshold`, in `dir/<name>`.
+pub fn tiny_anomaly_package(dir: &Path, name: &str, threshold: f32) -> PathBuf {
+    use sha2::Digest;
+    let bytes = std::fs::read(repo().join("tests/fixtures/anomalib_tiny.onnx")).unwrap();
+    let package = dir.join(name);
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(package.join("model.onnx"), &bytes).unwrap();
+    let manifest = format!(
+        "name = \"{name}\"\nonnx_file = \"model.onnx\"\nsha256 = \"{}\"\n\n[input]\nname = \"input\"\nwidth = 8\nheight = 8\nchannels = 1\nlayout = \"NCHW\"\nbatch = 0\nmode = \"resize\"\n\n[task]\nkind = \"anomaly\"\nthreshold = {threshold:?}\n",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    std::fs::write(package.join("model.toml"), manifest).unwrap();
+    package
+}

@@ -145,6 +145,30 @@ const MIGRATIONS: &[&str] = &[
         old TEXT,
         new TEXT
     );",
+    "CREATE TABLE shadow_runs (
+        id INTEGER PRIMARY KEY,
+        recipe TEXT NOT NULL,
+        package TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        stopped_ms INTEGER,
+        outcome TEXT
+    );
+    CREATE TABLE shadow_results (
+        run_id INTEGER NOT NULL REFERENCES shadow_runs (id),
+        camera TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        part_id TEXT,
+        captured_ms INTEGER NOT NULL,
+        live_sha256 TEXT NOT NULL,
+        live_verdict TEXT NOT NULL,
+        live_score REAL,
+        shadow_verdict TEXT NOT NULL,
+        shadow_score REAL,
+        shadow_failsafe_cause TEXT
+    );
+    CREATE INDEX shadow_results_run ON shadow_results (run_id, captured_ms);",
 ];
 
 /// The schema version this build writes and reads.

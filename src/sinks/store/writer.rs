@@ -242,6 +242,13 @@ pub(super) fn apply_retention(conn: &mut Connection, r: Retention, now_unix_ms: 
             deleted += tx.execute("DELETE FROM inspections WHERE id <= ?1", [id])?;
         }
     }
+    if deleted > 0 {
+        // Shadow comparisons go with the live inspections they were made on.
+        tx.execute(
+            "DELETE FROM shadow_results WHERE captured_ms < coalesce((SELECT min(captured_ms) FROM inspections), 9223372036854775807)",
+            [],
+        )?;
+    }
     tx.commit()?;
     if deleted > 0 {
         tracing::info!(deleted, "result store: retention deleted old inspections");

@@ -1,0 +1,268 @@
+//! Shadow models: a candidate judging copies of a recipe's live frames beside the live model.
+//! The live recipe and the candidate run the same tiny anomaly model at different thresholds,
+//! so each comparison's scores must be equal (the same frame was paired) and the candidate's
+//! verdicts follow its threshold; the agreement report must match a hand count of what was
+//! stored, the line never sees the candidate, and one call promotes it.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use linesight::api::{ApiState, LiveRecipes, router};
+use linesight::config;
+use linesight::pipeline::messages::{Inspection, OUTPUT_QUEUE_DEPTH};
+use linesight::pipeline::{RecordPort, Verdict};
+use linesight::shadow::Shadows;
+use linesight::sinks::store::{Retention, Store};
+use linesight::topology::{RunOptions, Station};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+fn station_config(package: &Path, threshold: Option<f32>, fps: f64) -> String {
+    format!(
+        r#"
+[[camera]]
+id = "cam"
+fps = {fps}
+backpressure = "block"
+[camera.source]
+kind = "synthetic"
+surface = "brushed_metal"
+width = 64
+height = 64
+defect_probability = 0.5
+seed = 11
+
+[model]
+
+[[recipe]]
+name = "part"
+package = "{}"
+{}
+"#,
+        package.display(),
+        threshold.map_or_else(String::new, |t| format!("threshold = {t:?}"))
+    )
+}
+
+/// The tiny model's image scores of the camera's first `n` frames, sorted.
+fn scores(package: &Path, n: u64) -> Vec<f32> {
+    let loaded = config::load_str(&station_config(package, None, 0.0), "scores", common::repo()).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let options = RunOptions { max_frames: Some(n), outputs: vec![RecordPort::results(tx)], ..Default::default() };
+    let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
+    let collector = std::thread::spawn(move || rx.iter().map(|r| r.image_score).collect::<Vec<f32>>());
+    station.run();
+    let mut scores = collector.join().unwrap();
+    scores.sort_by(f32::total_cmp);
+    scores
+}
+
+fn request(app: &axum::Router, rt: &tokio::runtime::Runtime, request: Request<Body>) -> (StatusCode, Value) {
+    rt.block_on(async {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    })
+}
+
+fn write(method: &str, uri: &str, token: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn read(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+#[test]
+fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() {
+    let _one = common::one_station();
+    let dir = tempfile::tempdir().unwrap();
+    let live_package = common::tiny_anomaly_package(dir.path(), "tiny-live", 2.0);
+    // Thresholds at the quartiles of the camera's scores: the two disagree on about half.
+    let seen = scores(&live_package, 80);
+    let (low, high) = (seen[seen.len() / 4], seen[3 * seen.len() / 4]);
+    assert!(low < high, "the tiny model scores the parts differently: {seen:?}");
+    let candidate = common::tiny_anomaly_package(dir.path(), "tiny-candidate", high);
+
+    let loaded = config::load_str(&station_config(&live_package, Some(low), 80.0), "shadow", common::repo())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let switch = Arc::new(
+        linesight::pipeline::RecipeSwitch::new(&loaded.starting_recipes(), 1)
+            .named(vec!["part".into()], vec!["cam".into()]),
+    );
+    let (shadow_port, tap) = linesight::pipeline::shadow_tap::shadow_port(Arc::clone(&switch));
+    let options = RunOptions {
+        outputs: vec![shadow_port, RecordPort::results(tx)],
+        recipe_switch: Some(switch),
+        ..Default::default()
+    };
+    let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("shadow.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut live = LiveRecipes::of(&station);
+    live.shadows =
+        Some(Arc::new(Shadows::new(tap, &loaded, db.clone(), Arc::clone(&live.switch), Arc::clone(&live.models))));
+    let mut state = ApiState::new(db.clone(), None);
+    let operator = config::ApiToken {
+        name: "op".into(),
+        role: config::ApiRole::Operator,
+        sha256: hex::encode(linesight::api::auth::sha256("op-token")),
+    };
+    let api = config::ApiConfig { tokens: vec![operator], ..Default::default() };
+    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
+    assert!(state.recipes.set(Arc::new(live)).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let accounting = station.accounting();
+    let stop = station.stop_handle();
+    let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
+    let runner = std::thread::spawn(move || station.run());
+
+    let uri = "/api/v1/recipes/part/shadow";
+    let body = format!(r#"{{"package": "{}"}}"#, candidate.display());
+    assert_eq!(request(&app, &rt, read(uri)).1["state"], "none");
+    assert_eq!(request(&app, &rt, write("POST", uri, "op-token", &body)).0, StatusCode::FORBIDDEN);
+    let (status, refused) = request(&app, &rt, write("POST", uri, "admin-token", r#"{"package": "no/such"}"#));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("not started as a shadow of part"), "{refused}");
+    let (status, run) = request(&app, &rt, write("POST", uri, "admin-token", &body));
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["model"]["name"], "tiny-candidate", "{run}");
+
+    let running = common::wait_for(
+        Duration::from_secs(60),
+        || "40 parts compared by the shadow".into(),
+        || {
+            let status = request(&app, &rt, read(uri)).1;
+            (status["counts"]["compared"].as_u64().unwrap_or(0) >= 40).then_some(status)
+        },
+    );
+    assert_eq!(running["state"], "running");
+    let counts = &running["counts"];
+    let (offered, skipped, compared) = (
+        counts["offered"].as_u64().unwrap(),
+        counts["skipped"].as_u64().unwrap(),
+        counts["compared"].as_u64().unwrap(),
+    );
+    assert!(compared + skipped <= offered, "{counts}");
+    let (status, stopped) = request(&app, &rt, write("DELETE", uri, "admin-token", ""));
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    // The shadow drains what it holds; then its comparisons stay put.
+    let report = common::wait_for(
+        Duration::from_secs(30),
+        || "the stopped shadow's last comparisons written".into(),
+        || {
+            let a = request(&app, &rt, read(uri)).1;
+            std::thread::sleep(Duration::from_millis(300));
+            let b = request(&app, &rt, read(uri)).1;
+            (a["parts"] == b["parts"]).then_some(b)
+        },
+    );
+    assert_eq!(report["state"], "stopped");
+    assert_eq!(report["candidate"]["outcome"], "stopped");
+
+    // Promote a new shadow run of the same candidate: the recipe runs it from `first_seq` on.
+    let (status, _) = request(&app, &rt, write("POST", uri, "admin-token", &body));
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, promoted) = request(&app, &rt, write("POST", &format!("{uri}/promote"), "admin-token", ""));
+    assert_eq!(status, StatusCode::OK, "{promoted}");
+    assert_eq!(promoted["recipe"]["model"]["name"], "tiny-candidate", "{promoted}");
+    let first_seq = promoted["first_seq"]["cam"].as_u64().expect("first frame under the promoted model");
+    assert_eq!(request(&app, &rt, read(uri)).1["candidate"]["outcome"], "promoted");
+    let (status, _) = request(&app, &rt, write("POST", &format!("{uri}/promote"), "admin-token", ""));
+    assert_eq!(status, StatusCode::CONFLICT, "nothing left to promote");
+    common::wait_for(
+        Duration::from_secs(30),
+        || "frames under the promoted model".into(),
+        || (accounting.snapshot()[0].inspected() > first_seq + 10).then_some(()),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+    let snaps = accounting.snapshot();
+    assert!(snaps.iter().all(|s| s.dropped() == 0 && s.in_flight() == 0), "{snaps:?}");
+
+    // The line saw only the live model: before the promotion, every record was judged at the
+    // live threshold; from `first_seq` on, at the candidate's.
+    let by_seq: HashMap<u64, &Inspection> = records.iter().map(|r| (r.meta.seq, r)).collect();
+    for r in &records {
+        let expected = if r.meta.seq < first_seq { low } else { high };
+        assert_eq!(r.threshold, expected, "seq {}", r.meta.seq);
+    }
+
+    // Hand count over the first run's stored comparisons.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let run_id = report["candidate"]["run"].as_i64().unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, live_verdict, live_score, shadow_verdict, shadow_score FROM shadow_results WHERE run_id = ?1",
+        )
+        .unwrap();
+    let rows: Vec<(u64, String, f64, String, f64)> = stmt
+        .query_map([run_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(rows.len() as u64 >= compared, "{} rows, {compared} compared", rows.len());
+    let verdicts = ["OK", "NG", "FAILSAFE"];
+    let mut matrix = [[0u64; 3]; 3];
+    let mut disagreements = 0;
+    for (seq, live_verdict, live_score, shadow_verdict, shadow_score) in &rows {
+        let r = by_seq[seq];
+        assert_eq!(live_verdict, r.verdict.as_str(), "seq {seq}: the live verdict stored is the line's");
+        assert!((f64::from(r.image_score) - live_score).abs() < 1e-6);
+        // The same frame, the same model: the same score (so the pairing is right).
+        assert!((shadow_score - live_score).abs() < 1e-4, "seq {seq}: live {live_score}, shadow {shadow_score}");
+        if (shadow_score - f64::from(high)).abs() > 1e-4 {
+            let expected = if *shadow_score >= f64::from(high) { "NG" } else { "OK" };
+            assert_eq!(shadow_verdict, expected, "seq {seq}: score {shadow_score} against the candidate's {high}");
+        }
+        let (l, s) = (
+            verdicts.iter().position(|v| v == live_verdict).unwrap(),
+            verdicts.iter().position(|v| v == shadow_verdict).unwrap(),
+        );
+        matrix[l][s] += 1;
+        disagreements += usize::from(l != s);
+    }
+    assert_eq!(report["parts"].as_u64(), Some(rows.len() as u64));
+    for (l, live_verdict) in verdicts.iter().enumerate() {
+        for (s, shadow_verdict) in verdicts.iter().enumerate() {
+            assert_eq!(report["confusion"][live_verdict][shadow_verdict].as_u64(), Some(matrix[l][s]), "{report}");
+        }
+    }
+    assert!(matrix[1][0] > 0 && matrix[1][1] > 0, "the thresholds split the parts: {report}");
+    let agree = (matrix[0][0] + matrix[1][1] + matrix[2][2]) as f64 / rows.len() as f64;
+    assert!((report["agreement"].as_f64().unwrap() - agree).abs() < 1e-12);
+    let listed = report["disagreements"].as_array().unwrap();
+    assert_eq!(listed.len(), disagreements);
+    for d in listed {
+        assert_eq!(
+            (d["live"]["verdict"].as_str(), d["candidate"]["verdict"].as_str()),
+            (Some("NG"), Some("OK")),
+            "{d}"
+        );
+        let seq = d["seq"].as_u64().unwrap();
+        assert_eq!(by_seq[&seq].verdict, Verdict::Ng);
+    }
+    let audit = request(&app, &rt, read("/api/v1/audit")).1;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["recipe.shadow.promote", "recipe.shadow.start", "recipe.shadow.stop", "recipe.shadow.start"],
+        "{audit}"
+    );
+}
