@@ -100,6 +100,43 @@ fn review() -> Value {
                     "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
                     "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" },
                 } } },
+            "/api/v1/recipes/{name}/shadow": {
+                "get": {
+                    "summary": "The recipe's shadow model (running, else its latest run): candidate, parts offered / skipped / compared, and over the newest `window` parts the live × candidate verdict matrix, agreement rate and the parts where they differ",
+                    "parameters": [param("name", "path", "string", "recipe name"), param("window", "query", "integer", "parts the report covers, newest first (default 1000, at most 100000)")],
+                    "responses": {
+                        "200": { "description": "The shadow", "content": { "application/json": { "schema": { "type": "object", "required": ["recipe", "state"] } } } },
+                        "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                        "503": { "$ref": "#/components/responses/Error" },
+                    } },
+                "post": {
+                    "summary": "Start a candidate model beside the recipe's live model on the same frames (admin token); audited",
+                    "description": "Body: {\"package\": \"a model package folder on the station\"}. The candidate judges copies of the recipe's parts at the lowest CPU priority (SCHED_IDLE): when the CPU is short it skips parts (counted) instead of slowing the line. Its verdicts and scores go to the store, never to the line. Replaces the recipe's running shadow. A package that cannot be loaded changes nothing (422).",
+                    "parameters": [param("name", "path", "string", "recipe name")],
+                    "responses": {
+                        "201": { "description": "Started", "content": { "application/json": { "schema": { "type": "object", "required": ["run", "model"] } } } },
+                        "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+                        "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                        "422": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" },
+                    } },
+                "delete": {
+                    "summary": "Stop the recipe's shadow model (admin token); its comparisons stay; audited",
+                    "parameters": [param("name", "path", "string", "recipe name")],
+                    "responses": {
+                        "200": { "description": "Stopped" },
+                        "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
+                        "404": { "$ref": "#/components/responses/Error" },
+                    } },
+            },
+            "/api/v1/recipes/{name}/shadow/promote": { "post": {
+                "summary": "Make the running shadow candidate the recipe's model (admin token): installed as POST .../model, between two frames, the old model kept for .../rollback; audited",
+                "parameters": [param("name", "path", "string", "recipe name")],
+                "responses": {
+                    "200": { "description": "In effect", "content": { "application/json": { "schema": { "type": "object", "required": ["recipe", "first_seq"] } } } },
+                    "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
+                    "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" },
+                    "422": { "$ref": "#/components/responses/Error" },
+                } } },
             "/api/v1/teach": { "post": {
                 "summary": "Teach a recipe a new model in the background, at low priority (admin token); audited",
                 "description": "Body: {\"recipe\": NAME, \"images\": \"a folder of good images on the station\"} or {\"recipe\": NAME, \"archived_ok\": true} (that recipe's OK parts the archive kept, the newest 2000, at least 8), plus \"install\": true to install the model when done (as POST .../model). Teach settings: the recipe's [recipe.teach] (or [model.teach]), else the station defaults. The package is written to taught/<recipe>-<unix ms> beside the result store. Answers 202 with the job id.",
