@@ -533,3 +533,83 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     let recipes = get(&app, &rt, "/api/v1/recipes");
     assert!(recipes["recipes"][0]["model"]["name"].as_str().unwrap().ends_with("inspect"), "{recipes}");
 }
+
+/// New rules while running: the recipe's model built again with them takes over between two
+/// frames (everything before `first_seq` judged by the old rules, everything from it by the new),
+/// bad rules are refused naming the problem and change nothing, and a rollback restores the old
+/// rules. Audited.
+#[test]
+fn rules_changed_while_running_judge_from_the_first_frame_named_and_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("r.db");
+    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let mut state = ApiState::new(db, None);
+    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
+    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let patch = |body: &str| {
+        rt.block_on(async {
+            let request = Request::patch("/api/v1/recipes/inspect")
+                .header("authorization", "Bearer admin-token")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        })
+    };
+    let accounting = station.accounting();
+    let stop = station.stop_handle();
+    let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
+    let runner = std::thread::spawn(move || station.run());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Refused, nothing changed: a misspelt criterion, a class the model lacks, a rule in mm on
+    // cameras without a scale, a threshold on a model without one (even beside good rules).
+    for (body, status, says) in [
+        (r#"{"rules": [{"class": "*", "min_scor": 0.9}]}"#, StatusCode::BAD_REQUEST, "unknown key \"min_scor\""),
+        (r#"{"rules": [{"class": "rust"}]}"#, StatusCode::UNPROCESSABLE_ENTITY, "rust"),
+        (r#"{"rules": [{"class": "*", "min_area_mm2": 1.0}]}"#, StatusCode::BAD_REQUEST, "no millimetre scale"),
+        (r#"{"rules": [], "threshold": 0.5}"#, StatusCode::BAD_REQUEST, "not an anomaly model"),
+    ] {
+        let (got, answer) = patch(body);
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    // Nothing counts any more: every part passes from `first_seq` on.
+    let (status, changed) = patch(r#"{"rules": [{"class": "*", "min_area_px": 1e9}]}"#);
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["rules"][0]["min_area_px"], 1e9, "{changed}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, rolled) = post(&app, &rt, "/api/v1/recipes/inspect/rollback", "admin-token", "");
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(rolled["recipe"]["rules"][0]["min_area_px"], 12.0, "{rolled}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+
+    let snaps = accounting.snapshot();
+    assert!(snaps.iter().all(|s| s.dropped() == 0 && s.in_flight() == 0), "{snaps:?}");
+    for (c, camera) in ["metal", "tile"].iter().enumerate() {
+        let on = changed["first_seq"][camera].as_u64().expect("first frame under the new rules");
+        let off = rolled["first_seq"][camera].as_u64().expect("first frame after the rollback");
+        let mine: Vec<&Inspection> = records.iter().filter(|r| usize::from(r.meta.camera) == c).collect();
+        let ng = |range: &dyn Fn(u64) -> bool| {
+            mine.iter().filter(|r| range(r.meta.seq) && r.verdict == linesight::pipeline::Verdict::Ng).count()
+        };
+        assert_eq!(ng(&|s| (on..off).contains(&s)), 0, "{camera}: the new rules count nothing");
+        assert!(ng(&|s| s < on) > 0 && ng(&|s| s >= off) > 0, "{camera}: the old rules reject defective parts");
+    }
+    let audit = get(&app, &rt, "/api/v1/audit");
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["recipe.rollback", "recipe.rules"], "refused changes are not audited: {audit}");
+    assert!(audit["items"][1]["new"].as_str().unwrap().contains("1000000000"), "{audit}");
+}

@@ -62,14 +62,14 @@ fn review() -> Value {
                 "summary": "The station's recipes: model, threshold and the cameras running each",
                 "responses": ok("Recipes") } },
             "/api/v1/recipes/{name}": { "patch": {
-                "summary": "Change a recipe's image-score threshold (anomaly models) while the station runs (admin token); audited",
-                "description": "Body: {\"threshold\": number}. In force from the next frame decided; every inspection records the threshold it was judged against. Rules cannot be changed at run time yet (400).",
+                "summary": "Change a recipe's image-score threshold (anomaly models) and/or its decision rules while the station runs (admin token); audited",
+                "description": "Body: {\"threshold\": number} and/or {\"rules\": [rules as in [[rule]]]}. A threshold is in force from the next frame decided; every inspection records the threshold it was judged against. New rules (every key known, checked like a config's) are an install of the recipe's model built with them: between two frames of each camera (first_seq per camera in the answer), the rules before kept for .../rollback; rules the model cannot use change nothing (422). A change is all or nothing.",
                 "parameters": [param("name", "path", "string", "recipe name")],
                 "responses": {
                     "200": { "description": "The recipe as GET /api/v1/recipes lists it", "content": { "application/json": { "schema": { "type": "object" } } } },
                     "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
                     "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
-                    "503": { "$ref": "#/components/responses/Error" },
+                    "422": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" },
                 } } },
             "/api/v1/recipes/{name}/activate": { "post": {
                 "summary": "Switch cameras to a recipe (operator token); audited",

@@ -4,6 +4,7 @@
 //! frame judged under the new recipe.
 
 use super::error::ApiError;
+use crate::config::RuleConfig;
 use crate::pipeline::{LiveThresholds, RecipeSwitch, Slots};
 use crate::sinks::RecipeContext;
 use serde::Deserialize;
@@ -80,6 +81,7 @@ impl LiveRecipes {
             "name": self.switch.recipe_names().get(recipe),
             "model": { "name": model.map(|m| &m.model_name), "sha256": model.map(|m| &m.model_sha256) },
             "cameras": active, "threshold": self.thresholds.get(usize::from(slot)),
+            "rules": model.and_then(|m| serde_json::from_str::<Json>(&m.rules_json).ok()),
         })
     }
 
@@ -106,23 +108,15 @@ impl LiveRecipes {
         })
     }
 
-    /// Apply `change` to recipe `name` from the next frame decided; returns (what, old, new)
-    /// for the audit log.
-    pub fn change(&self, name: &str, change: &Change) -> Result<Vec<(String, String, String)>, ApiError> {
+    /// Apply `change`'s threshold to recipe `name` from the next frame decided; returns (what,
+    /// old, new) for the audit log. (Rules are an install: see [`parse_rules`].)
+    pub fn change_threshold(&self, name: &str, threshold: f32) -> Result<(String, String, String), ApiError> {
         let recipe = self.index(name)?;
-        if change.rules.is_some() {
-            return Err(ApiError::BadRequest(
-                "rules cannot be changed while the station runs yet: edit the recipe's [[recipe.rule]] and restart (thresholds can)".into(),
-            ));
-        }
-        let Some(threshold) = change.threshold else {
-            return Err(ApiError::BadRequest("nothing to change: send {\"threshold\": number}".into()));
-        };
         let old = self
             .thresholds
             .set(usize::from(self.slot(recipe)), threshold)
             .map_err(|why| ApiError::BadRequest(format!("threshold {threshold}: {why}")))?;
-        Ok(vec![("recipe.threshold".into(), old.to_string(), threshold.to_string())])
+        Ok(("recipe.threshold".into(), old.to_string(), threshold.to_string()))
     }
 
     /// The slot the recipe runs in and the camera indices an activation names; unknown ones are
@@ -181,4 +175,25 @@ impl LiveRecipes {
         let cameras = self.switch.cameras_on(from);
         self.activate(to, &cameras).await.0
     }
+}
+
+/// `PATCH`'s `rules`: a list of rules as in `[[rule]]`, every key known (a misspelt criterion
+/// would otherwise be dropped silently and judge with its default), checked as a config's rules
+/// are against the station's cameras and scales.
+pub fn parse_rules(rules: &Json, loaded: &crate::config::LoadedConfig) -> Result<Vec<RuleConfig>, ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("rules: {why}"));
+    let items = rules.as_array().ok_or_else(|| bad("send a list of rules, as in [[rule]]".into()))?;
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let rule: RuleConfig = serde_json::from_value(item.clone()).map_err(|e| bad(format!("rules[{i}]: {e}")))?;
+        let known = serde_json::to_value(&rule).unwrap_or_default();
+        if let Some(key) = item.as_object().and_then(|o| o.keys().find(|k| known.get(k.as_str()).is_none())) {
+            let names: Vec<&str> =
+                known.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+            return Err(bad(format!("rules[{i}]: unknown key {key:?}; a rule has {}", names.join(", "))));
+        }
+        parsed.push(rule);
+    }
+    crate::config::check_rules(loaded, &parsed).map_err(|e| bad(format!("\n{e}")))?;
+    Ok(parsed)
 }

@@ -451,8 +451,10 @@ async fn activate(
     Ok(Json(json!({ "recipe": name, "first_seq": first_seq })))
 }
 
-/// `PATCH /api/v1/recipes/{name}`: change a recipe's threshold from the next frame decided (admin
-/// token), audited.
+/// `PATCH /api/v1/recipes/{name}` `{"threshold": x}` and/or `{"rules": [...]}` (admin token),
+/// audited. A threshold applies from the next frame decided. New rules are an install of the
+/// recipe's model with those rules (between two frames of each camera, the rules before kept for
+/// `.../rollback`); the answer then has each camera's first frame under them (`first_seq`).
 async fn change_recipe(
     State(s): State<Shared>,
     Path(name): Path<String>,
@@ -460,13 +462,46 @@ async fn change_recipe(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
-    let change: super::recipes::Change = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("recipe change: {e}: send {{\"threshold\": number}}")))?;
-    let changed = live.change(&name, &change)?;
-    for (action, old, new) in changed {
-        record_change(&s, caller.clone(), &action, vec![(name.clone(), old)], new).await?;
+    let change: super::recipes::Change = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("recipe change: {e}: send {{\"threshold\": number}} and/or {{\"rules\": [...]}}"))
+    })?;
+    let recipe = live.index(&name)?;
+    if change.threshold.is_none() && change.rules.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: send {\"threshold\": number} and/or {\"rules\": [...]}".into(),
+        ));
     }
-    Ok(Json(live.list()["recipes"][live.index(&name)?].clone()))
+    if let Some(t) = change.threshold {
+        // Checked before any rules change, so that a change is all or nothing.
+        live.thresholds
+            .check(usize::from(live.slot(recipe)), t)
+            .map_err(|why| ApiError::BadRequest(format!("threshold {t}: {why}")))?;
+    }
+    let mut first_seq = None;
+    if let Some(rules) = &change.rules {
+        let installer =
+            live.installer.clone().ok_or_else(|| ApiError::Unavailable("this station cannot change rules".into()))?;
+        let rules = super::recipes::parse_rules(rules, installer.config())?;
+        let before = live.model(recipe).map_or_else(String::new, |m| m.rules_json.clone());
+        let from = live.slot(recipe);
+        let recipe_name = name.clone();
+        let installed = tokio::task::spawn_blocking(move || installer.install_rules(&recipe_name, rules))
+            .await
+            .map_err(|e| ApiError::Internal(format!("rules task: {e}")))?
+            .map_err(ApiError::Unprocessable)?;
+        first_seq = Some(live.move_cameras(from, installed.slot).await);
+        let after = installed.recipe.rules_json.clone();
+        record_change(&s, caller.clone(), "recipe.rules", vec![(name.clone(), before)], after).await?;
+    }
+    if let Some(threshold) = change.threshold {
+        let (action, old, new) = live.change_threshold(&name, threshold)?;
+        record_change(&s, caller, &action, vec![(name.clone(), old)], new).await?;
+    }
+    let mut answer = live.recipe_json(recipe);
+    if let Some(first_seq) = first_seq {
+        answer["first_seq"] = first_seq;
+    }
+    Ok(Json(answer))
 }
 
 /// "name (sha256 prefix)": a model in the audit log.

@@ -17,7 +17,7 @@ mod validate;
 pub use line::*;
 pub use recipe::{DEFAULT_RECIPE, RecipeConfig};
 pub use types::*;
-pub use validate::{ConfigError, ConfigErrors};
+pub use validate::{ConfigError, ConfigErrors, check_rules};
 
 use crate::calibration::CameraGeometry;
 use std::path::{Path, PathBuf};

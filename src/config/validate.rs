@@ -208,19 +208,11 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         "must be 0..=4096 px (and smaller than the model input)",
     );
 
-    let mut classes = HashSet::new();
-    for (i, r) in cfg.rules.iter().enumerate() {
-        check_mm_rule(r, &format!("rule[{i}]"), &cfg.cameras, &geometry, &mut c);
-        let p = format!("rule[{i}]");
-        c.check(!r.class.is_empty(), format!("{p}.class"), &r.class, "name a class from the model manifest, or '*'");
-        c.check(classes.insert(r.class.as_str()), format!("{p}.class"), &r.class, "one rule per class");
-        c.check((0.0..=1.0).contains(&r.min_score), format!("{p}.min_score"), r.min_score, "must be between 0 and 1");
-        c.check(
-            r.min_area_px.is_finite() && r.min_area_px >= 0.0,
-            format!("{p}.min_area_px"),
-            r.min_area_px,
-            "must be >= 0",
-        );
+    check_rule_list(&cfg.rules, "rule", &cfg.cameras, &geometry, &mut c);
+    for (i, r) in cfg.recipes.iter().enumerate() {
+        if let Some(rules) = &r.rules {
+            check_rule_list(rules, &format!("recipe[{i}].rule"), &cfg.cameras, &geometry, &mut c);
+        }
     }
 
     c.check(
@@ -334,6 +326,38 @@ fn camera_geometry(loaded: &LoadedConfig, i: usize, c: &mut Collector) -> Camera
         geo.scale_origin = Some("config (mm_per_px)".into());
     }
     geo
+}
+
+/// Decision rules at `prefix` (`rule`, `recipe[i].rule`).
+fn check_rule_list(
+    rules: &[super::RuleConfig],
+    prefix: &str,
+    cameras: &[super::CameraConfig],
+    geometry: &[CameraGeometry],
+    c: &mut Collector,
+) {
+    let mut classes = HashSet::new();
+    for (i, r) in rules.iter().enumerate() {
+        let p = format!("{prefix}[{i}]");
+        check_mm_rule(r, &p, cameras, geometry, c);
+        c.check(!r.class.is_empty(), format!("{p}.class"), &r.class, "name a class from the model manifest, or '*'");
+        c.check(classes.insert(r.class.as_str()), format!("{p}.class"), &r.class, "one rule per class");
+        c.check((0.0..=1.0).contains(&r.min_score), format!("{p}.min_score"), r.min_score, "must be between 0 and 1");
+        c.check(
+            r.min_area_px.is_finite() && r.min_area_px >= 0.0,
+            format!("{p}.min_area_px"),
+            r.min_area_px,
+            "must be >= 0",
+        );
+    }
+}
+
+/// Rules given while the station runs (`PATCH /api/v1/recipes/{name}`): the checks a config's
+/// rules get, against the station's cameras and scales.
+pub fn check_rules(loaded: &LoadedConfig, rules: &[super::RuleConfig]) -> Result<(), ConfigErrors> {
+    let mut c = Collector(Vec::new());
+    check_rule_list(rules, "rules", &loaded.config.cameras, &loaded.geometry, &mut c);
+    if c.0.is_empty() { Ok(()) } else { Err(ConfigErrors(c.0)) }
 }
 
 /// A rule's criteria in mm: sane values, and a scale on every camera.

@@ -3,7 +3,7 @@
 //! from the next frame decided.
 
 use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 
 /// By recipe index: the threshold in force, or none (a model without an image score).
 pub struct LiveThresholds {
@@ -40,18 +40,23 @@ impl LiveThresholds {
     /// without a threshold, an unknown one, or a value that is not finite (a NaN threshold would
     /// make every comparison fail safe, an infinite one would pass every part).
     pub fn set(&self, recipe: usize, threshold: f32) -> Result<f32, &'static str> {
+        self.check(recipe, threshold)?;
+        let old = self.bits[recipe].swap(threshold.to_bits(), AcqRel);
+        Ok(f32::from_bits(old))
+    }
+
+    /// Whether [`Self::set`] would take `threshold` for recipe `recipe`.
+    pub fn check(&self, recipe: usize, threshold: f32) -> Result<(), &'static str> {
         if !threshold.is_finite() {
             return Err("the threshold must be a finite number");
         }
         let slot = self.bits.get(recipe).ok_or("no such recipe")?;
-        let old = slot.load(Acquire);
-        if old == NONE {
+        if slot.load(Acquire) == NONE {
             return Err(
                 "this recipe's model has no image-score threshold (not an anomaly model): change its rules instead",
             );
         }
-        slot.store(threshold.to_bits(), Release);
-        Ok(f32::from_bits(old))
+        Ok(())
     }
 }
 

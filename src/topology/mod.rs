@@ -260,6 +260,7 @@ impl Station {
             install_txs,
             metric_classes,
             Arc::clone(&metrics),
+            recipes.iter().map(|r| (recipes::absolute(&r.package.dir), r.rules.clone())).collect(),
         ));
         if let Some(t) = &options.telemetry {
             // Sessions are checked and warmed up, cameras opened: the model part is ready.

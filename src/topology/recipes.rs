@@ -5,7 +5,7 @@
 use super::BuildError;
 use super::assemble::RecipePlan;
 use super::preprocess_thread::Cut;
-use crate::config::{InputMode, LoadedConfig, RecipeConfig};
+use crate::config::{InputMode, LoadedConfig, RecipeConfig, RuleConfig};
 use crate::model::ModelPackage;
 use crate::model::manifest::TaskSpec;
 use crate::pipeline::{LiveThresholds, MAX_SLOTS, RecipeSwitch, Slots};
@@ -17,7 +17,7 @@ use crate::stages::infer::worker::WorkerModel;
 use crate::stages::preprocess::Normalizer;
 use crate::telemetry::StationMetrics;
 use crossbeam_channel::Sender;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ use std::time::Duration;
 pub struct LoadedRecipe {
     pub name: String,
     pub package: ModelPackage,
-    /// The decision rules in force, as JSON text (records and the store keep them).
+    /// The decision rules in force, and as JSON text (records and the store keep them).
+    pub rules: Vec<RuleConfig>,
     pub rules_json: String,
     /// Anomaly models: the image-score threshold in force (the recipe's, else the package's).
     pub threshold: Option<f32>,
@@ -113,7 +114,7 @@ pub(super) fn build_recipe(
     let plan = RecipePlan { task, input_mode, tile_w, tile_h, output_item_shape, rules, rois, metric_classes };
     let rules_json = serde_json::to_string(rule_configs).unwrap_or_else(|_| "[]".into());
     Ok(BuiltRecipe {
-        recipe: LoadedRecipe { name: rc.name.clone(), package, rules_json, threshold },
+        recipe: LoadedRecipe { name: rc.name.clone(), package, rules: rule_configs.to_vec(), rules_json, threshold },
         cut,
         plan,
         sessions,
@@ -148,6 +149,10 @@ pub struct Installer {
     pub(super) worker_models: Vec<Sender<(u16, WorkerModel)>>,
     metric_classes: Mutex<Vec<String>>,
     metrics: Arc<StationMetrics>,
+    /// By model slot: the package folder and rules it was built from (a rules change builds the
+    /// same package with new rules; a new package keeps the rules in force). Also the one-install-
+    /// at-a-time lock.
+    built_from: Mutex<Vec<(PathBuf, Vec<RuleConfig>)>>,
 }
 
 impl Installer {
@@ -164,6 +169,7 @@ impl Installer {
         worker_models: Vec<Sender<(u16, WorkerModel)>>,
         metric_classes: Vec<String>,
         metrics: Arc<StationMetrics>,
+        built_from: Vec<(PathBuf, Vec<RuleConfig>)>,
     ) -> Self {
         Self {
             loaded: loaded.clone(),
@@ -177,6 +183,7 @@ impl Installer {
             worker_models,
             metric_classes: Mutex::new(metric_classes),
             metrics,
+            built_from: Mutex::new(built_from),
         }
     }
 
@@ -185,27 +192,58 @@ impl Installer {
         &self.loaded
     }
 
-    /// Load `package` as recipe `name`'s model (see [`Installer`]). One install at a time.
+    /// Load `package` as recipe `name`'s model (see [`Installer`]), with the rules the recipe
+    /// runs now and the package's own threshold. One install at a time.
     pub fn install(&self, name: &str, package: &Path) -> Result<Installed, String> {
-        let mut metric_classes = self.metric_classes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built_from = self.built_from.lock().unwrap_or_else(|e| e.into_inner());
+        let (recipe, rc) = self.recipe_config(name)?;
+        let current = usize::from(self.switch.current_slot(recipe));
+        let rules = built_from.get(current).map(|(_, rules)| rules.clone());
+        let rc = RecipeConfig { package: self.loaded.resolve(package), threshold: None, rules, ..rc };
+        self.install_config(&mut built_from, recipe, rc)
+            .map_err(|e| format!("model {} not installed, recipe {name} keeps its model: {e}", package.display()))
+    }
+
+    /// Recipe `name`'s model with new decision rules, as an install: the same package, built
+    /// again with `rules` and the threshold in force, into the next slot; the slot before is
+    /// kept for rollback. Rules that do not fit the model change nothing.
+    pub fn install_rules(&self, name: &str, rules: Vec<RuleConfig>) -> Result<Installed, String> {
+        let mut built_from = self.built_from.lock().unwrap_or_else(|e| e.into_inner());
+        let (recipe, rc) = self.recipe_config(name)?;
+        let current = usize::from(self.switch.current_slot(recipe));
+        let package = built_from.get(current).map(|(p, _)| p.clone()).ok_or("the recipe's model slot is unknown")?;
+        let rc = RecipeConfig { package, threshold: self.thresholds.get(current), rules: Some(rules), ..rc };
+        self.install_config(&mut built_from, recipe, rc)
+            .map_err(|e| format!("rules not changed, recipe {name} keeps its rules: {e}"))
+    }
+
+    fn recipe_config(&self, name: &str) -> Result<(usize, RecipeConfig), String> {
         let recipes = self.loaded.recipes();
         let recipe = recipes.iter().position(|r| r.name == name).ok_or_else(|| format!("no recipe named {name:?}"))?;
+        Ok((recipe, recipes[recipe].clone()))
+    }
+
+    /// Build `rc` into the next model slot and make recipe `recipe` run there.
+    fn install_config(
+        &self,
+        built_from: &mut Vec<(PathBuf, Vec<RuleConfig>)>,
+        recipe: usize,
+        rc: RecipeConfig,
+    ) -> Result<Installed, String> {
+        let mut metric_classes = self.metric_classes.lock().unwrap_or_else(|e| e.into_inner());
         let slot = self.cuts.len();
         if slot >= MAX_SLOTS {
             return Err(format!(
                 "this station run holds {MAX_SLOTS} models already (each install keeps the one before for rollback): restart it to install more"
             ));
         }
-        // The recipe's rules and regions, the new package's own threshold.
-        let mut rc = recipes[recipe].clone();
-        rc.package = self.loaded.resolve(package);
-        rc.threshold = None;
+        let name = rc.name.clone();
         let built = build_recipe(&self.loaded, &rc, &self.opts, self.workers, &mut metric_classes)
-            .map_err(|e| format!("model {} not installed, recipe {name} keeps its model: {e}", package.display()))?;
+            .map_err(|e| e.to_string())?;
         let slot16 = slot as u16;
         let m = &built.recipe.package.manifest;
         let context = RecipeContext {
-            name: name.to_string(),
+            name: name.clone(),
             model_name: m.name.clone(),
             model_sha256: built.recipe.package.sha256.clone(),
             classes: built.recipe.classes(),
@@ -228,6 +266,7 @@ impl Installer {
             let _ = tx.send((slot16, model));
         }
         let _ = self.cuts.set(slot, built.cut);
+        built_from.push((absolute(&built.recipe.package.dir), built.recipe.rules.clone()));
         self.metrics.model_installed(slot, &m.name);
         let previous = self.switch.install(recipe, slot16).map_err(String::from)?;
         self.update_model_info();
@@ -249,4 +288,9 @@ impl Installer {
             (0..self.switch.recipes()).filter_map(|r| model(usize::from(self.switch.current_slot(r)))).collect();
         self.metrics.models_running(&loaded, &running);
     }
+}
+
+/// `dir` as an absolute path (resolving it again against the config's folder must not move it).
+pub(super) fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
