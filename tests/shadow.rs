@@ -86,23 +86,23 @@ fn read(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
-#[test]
-fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() {
-    let _one = common::one_station();
-    let dir = tempfile::tempdir().unwrap();
-    let live_package = common::tiny_anomaly_package(dir.path(), "tiny-live", 2.0);
-    // Thresholds at the quartiles of the camera's scores: the two disagree on about half.
-    let seen = scores(&live_package, 80);
-    let (low, high) = (seen[seen.len() / 4], seen[3 * seen.len() / 4]);
-    assert!(low < high, "the tiny model scores the parts differently: {seen:?}");
-    let candidate = common::tiny_anomaly_package(dir.path(), "tiny-candidate", high);
+/// A station running with the shadow tap in its outputs and the API over `db` (admin token
+/// `admin-token`, operator `op-token`).
+struct Running {
+    app: axum::Router,
+    rt: tokio::runtime::Runtime,
+    accounting: Arc<linesight::pipeline::Accounting>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    collector: std::thread::JoinHandle<Vec<Inspection>>,
+    runner: std::thread::JoinHandle<Arc<linesight::pipeline::Accounting>>,
+}
 
-    let loaded = config::load_str(&station_config(&live_package, Some(low), 80.0), "shadow", common::repo())
-        .unwrap_or_else(|e| panic!("{e}"));
+fn run_with_api(loaded: &config::LoadedConfig, db: &Path) -> Running {
     let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
+    let names = loaded.recipes().into_iter().map(|r| r.name).collect();
     let switch = Arc::new(
-        linesight::pipeline::RecipeSwitch::new(&loaded.starting_recipes(), 1)
-            .named(vec!["part".into()], vec!["cam".into()]),
+        linesight::pipeline::RecipeSwitch::new(&loaded.starting_recipes(), loaded.recipes().len())
+            .named(names, loaded.config.cameras.iter().map(|c| c.id.clone()).collect()),
     );
     let (shadow_port, tap) = linesight::pipeline::shadow_tap::shadow_port(Arc::clone(&switch));
     let options = RunOptions {
@@ -110,13 +110,12 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
         recipe_switch: Some(switch),
         ..Default::default()
     };
-    let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
-    let db = dir.path().join("shadow.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let station = Station::build(loaded, options).unwrap_or_else(|e| panic!("{e}"));
+    drop(Store::open(db, Retention { days: 0, max_inspections: 0 }).unwrap());
     let mut live = LiveRecipes::of(&station);
     live.shadows =
-        Some(Arc::new(Shadows::new(tap, &loaded, db.clone(), Arc::clone(&live.switch), Arc::clone(&live.models))));
-    let mut state = ApiState::new(db.clone(), None);
+        Some(Arc::new(Shadows::new(tap, loaded, db.to_path_buf(), Arc::clone(&live.switch), Arc::clone(&live.models))));
+    let mut state = ApiState::new(db.to_path_buf(), None);
     let operator = config::ApiToken {
         name: "op".into(),
         role: config::ApiRole::Operator,
@@ -131,7 +130,23 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
     let stop = station.stop_handle();
     let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
     let runner = std::thread::spawn(move || station.run());
+    Running { app, rt, accounting, stop, collector, runner }
+}
 
+#[test]
+fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() {
+    let _one = common::one_station();
+    let dir = tempfile::tempdir().unwrap();
+    let live_package = common::tiny_anomaly_package(dir.path(), "tiny-live", 2.0);
+    // Thresholds at the quartiles of the camera's scores: the two disagree on about half.
+    let seen = scores(&live_package, 80);
+    let (low, high) = (seen[seen.len() / 4], seen[3 * seen.len() / 4]);
+    assert!(low < high, "the tiny model scores the parts differently: {seen:?}");
+    let candidate = common::tiny_anomaly_package(dir.path(), "tiny-candidate", high);
+    let loaded = config::load_str(&station_config(&live_package, Some(low), 80.0), "shadow", common::repo())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("shadow.db");
+    let Running { app, rt, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
     let uri = "/api/v1/recipes/part/shadow";
     let body = format!(r#"{{"package": "{}"}}"#, candidate.display());
     assert_eq!(request(&app, &rt, read(uri)).1["state"], "none");
@@ -265,4 +280,85 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
         ["recipe.shadow.promote", "recipe.shadow.start", "recipe.shadow.stop", "recipe.shadow.start"],
         "{audit}"
     );
+}
+
+/// A teach job from the next parts of a camera (the operator vouches they are good), taught in
+/// the background while the camera runs, and started as the recipe's shadow candidate.
+#[test]
+fn a_teach_job_from_a_cameras_next_parts_starts_a_shadow_candidate() {
+    let _one = common::one_station();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[[camera]]
+id = "cam"
+fps = 40
+[camera.source]
+kind = "synthetic"
+surface = "brushed_metal"
+width = 256
+height = 256
+defect_probability = 0.0
+seed = 21
+
+[model]
+
+[[recipe]]
+name = "inspect"
+package = "{}"
+"#,
+        common::demo_model()
+    );
+    let loaded = config::load_str(&text, "teach", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("teach.db");
+    let Running { app, rt, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
+    let teach = |body: &str| request(&app, &rt, write("POST", "/api/v1/teach", "admin-token", body));
+    for (body, says) in [
+        (r#"{"recipe": "inspect", "camera": "cam"}"#, "parts"),
+        (r#"{"recipe": "inspect", "camera": "cam", "parts": 3}"#, "parts"),
+        (r#"{"recipe": "inspect", "camera": "nope", "parts": 12}"#, "no camera"),
+        (r#"{"recipe": "inspect", "images": "good", "parts": 12}"#, "only with"),
+        (r#"{"recipe": "inspect", "images": "good", "camera": "cam", "parts": 12}"#, "one source"),
+        (
+            r#"{"recipe": "inspect", "camera": "cam", "parts": 12, "install": true, "shadow": true}"#,
+            "install or shadow",
+        ),
+    ] {
+        let (status, answer) = teach(body);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    let (status, started) = teach(r#"{"recipe": "inspect", "camera": "cam", "parts": 12, "shadow": true}"#);
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_u64().unwrap();
+    let job = common::wait_for(
+        Duration::from_secs(300),
+        || "the teach job done".into(),
+        || {
+            let job = request(&app, &rt, read(&format!("/api/v1/teach/{id}"))).1;
+            (job["state"] == "done" || job["state"] == "failed").then_some(job)
+        },
+    );
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["teach"]["images"], 12, "{job}");
+    let package = job["package"].as_str().unwrap();
+    assert!(!Path::new(package).with_extension("images").exists(), "the captured parts are cleaned up");
+    assert_eq!(job["shadow"]["package"], package, "{job}");
+    let shadow = common::wait_for(
+        Duration::from_secs(60),
+        || "parts compared by the taught candidate".into(),
+        || {
+            let status = request(&app, &rt, read("/api/v1/recipes/inspect/shadow")).1;
+            (status["counts"]["compared"].as_u64().unwrap_or(0) >= 5).then_some(status)
+        },
+    );
+    assert_eq!(shadow["state"], "running", "{shadow}");
+    assert!(shadow["candidate"]["model"]["name"].as_str().unwrap().ends_with("inspect"), "{shadow}");
+    // The line ran the demo model throughout: the candidate never judged a part on it.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+    let records = collector.join().unwrap();
+    assert!(records.iter().all(|r| r.image_score.is_nan()), "the live (demo) model has no image score");
+    let snaps = accounting.snapshot();
+    assert!(snaps.iter().all(|s| s.in_flight() == 0), "{snaps:?}");
 }

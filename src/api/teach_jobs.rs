@@ -1,8 +1,9 @@
 //! Teach jobs from the station: `POST /api/v1/teach` teaches a recipe a new model in the
-//! background, from a folder of good images on the station or from the OK parts the archive
-//! kept; `GET /api/v1/teach/{id}` shows its state and, once done, the teach's own validation
-//! figures; with `"install": true` the model is then installed like `POST .../model` (between two
-//! frames, the old one kept for rollback).
+//! background, from a folder of good images on the station, from the OK parts the archive
+//! kept, or from the next N parts of a camera (the operator vouches they are good);
+//! `GET /api/v1/teach/{id}` shows its state and, once done, the teach's own validation figures; with `"install": true` the model is then installed like `POST .../model` (between two
+//! frames, the old one kept for rollback), with `"shadow": true` run as the recipe's shadow
+//! candidate instead.
 //!
 //! Each job's package is written to `taught/<recipe>-<unix ms>` beside the result store.
 //!
@@ -34,9 +35,17 @@ pub struct TeachRequest {
     pub images: Option<PathBuf>,
     #[serde(default)]
     pub archived_ok: bool,
+    /// With `parts`: the next parts of this camera (id), which the operator vouches are good.
+    #[serde(default)]
+    pub camera: Option<String>,
+    #[serde(default)]
+    pub parts: Option<usize>,
     /// Install the taught model when done.
     #[serde(default)]
     pub install: bool,
+    /// Run the taught model as the recipe's shadow candidate when done (see `crate::shadow`).
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// The jobs of this station run, by id.
@@ -66,18 +75,41 @@ impl TeachJobs {
         let recipe = live.index(&request.recipe)?;
         let installer =
             live.installer.clone().ok_or_else(|| ApiError::Unavailable("this station cannot teach models".into()))?;
-        let images = match (&request.images, request.archived_ok) {
-            (Some(dir), false) => Source::Folder(installer.config().resolve(dir)),
-            (None, true) => Source::Archived(archive.ok_or_else(|| {
+        let one_of = "teach from one source: {\"images\": \"a folder on the station\"}, {\"archived_ok\": true} or {\"camera\": ID, \"parts\": N}";
+        let images = match (&request.images, request.archived_ok, &request.camera) {
+            (Some(dir), false, None) => Source::Folder(installer.config().resolve(dir)),
+            (None, true, None) => Source::Archived(archive.ok_or_else(|| {
                 ApiError::BadRequest("archived_ok: the station has no [archive] to take OK parts from".into())
             })?),
-            _ => {
-                return Err(ApiError::BadRequest(
-                    "teach from one source: {\"images\": \"a folder on the station\"} or {\"archived_ok\": true}"
-                        .into(),
-                ));
+            (None, false, Some(id)) => {
+                let camera = live.cameras().iter().position(|c| c == id).ok_or_else(|| {
+                    ApiError::BadRequest(format!("no camera {id:?}: the station has {}", live.cameras().join(", ")))
+                })?;
+                let parts = request.parts.filter(|n| (MIN_IMAGES..=MAX_ARCHIVED).contains(n)).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "camera: say how many of its next parts to teach from, \"parts\": {MIN_IMAGES}..={MAX_ARCHIVED}"
+                    ))
+                })?;
+                let shadows = live
+                    .shadows
+                    .clone()
+                    .ok_or_else(|| ApiError::Unavailable("this station cannot take parts off the line".into()))?;
+                Source::Camera { camera: camera as u16, parts, shadows }
             }
+            _ => return Err(ApiError::BadRequest(one_of.into())),
         };
+        if request.parts.is_some() && request.camera.is_none() {
+            return Err(ApiError::BadRequest("parts: only with \"camera\"".into()));
+        }
+        if request.install && request.shadow {
+            return Err(ApiError::BadRequest(
+                "install or shadow: a taught model is either installed or run as the recipe's shadow candidate first"
+                    .into(),
+            ));
+        }
+        if request.shadow && live.shadows.is_none() {
+            return Err(ApiError::Unavailable("this station cannot run shadow models".into()));
+        }
         let loaded = installer.config().clone();
         let rc = loaded.recipes()[recipe].clone();
         // Station-made models live beside the result store, with the station's other data.
@@ -89,7 +121,11 @@ impl TeachJobs {
         std::thread::Builder::new()
             .name(format!("teach-job-{id}"))
             .spawn(move || {
-                let result = teach(&loaded, &rc, images, &db, &out);
+                let progress = |captured: usize, parts: usize| {
+                    jobs.set(id, json!({ "id": id, "recipe": rc.name, "state": "capturing", "captured": captured, "parts": parts }));
+                };
+                let result = teach(&loaded, &rc, images, &db, &out, progress);
+                let _ = std::fs::remove_dir_all(out.with_extension("images"));
                 let mut state = match result {
                     Ok(report) => json!({
                         "id": id, "recipe": rc.name, "state": "done", "package": out,
@@ -114,6 +150,13 @@ impl TeachJobs {
                         }
                     }
                 }
+                if request.shadow && state["state"] == "done" {
+                    match live.shadows.as_ref().map(|s| s.start(recipe, &out)) {
+                        Some(Ok(run)) => state["shadow"] = run,
+                        Some(Err(e)) => state["shadow_error"] = json!(e),
+                        None => {}
+                    }
+                }
                 jobs.set(id, state);
             })
             .map_err(|e| ApiError::Internal(format!("starting the teach job: {e}")))?;
@@ -126,7 +169,17 @@ enum Source {
     Folder(PathBuf),
     /// The archive folder: the recipe's archived OK parts are copied out of it first.
     Archived(PathBuf),
+    /// The next parts of a camera, copied off the line through the shadow tap.
+    Camera {
+        camera: u16,
+        parts: usize,
+        shadows: Arc<crate::shadow::Shadows>,
+    },
 }
+
+/// Longest a job waits for a camera's next parts (an idle or triggered camera) before it
+/// teaches from what it has, if that is enough.
+const CAPTURE_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn teach(
     loaded: &crate::config::LoadedConfig,
@@ -134,10 +187,24 @@ fn teach(
     source: Source,
     db: &Path,
     out: &Path,
+    mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<crate::teach::learn::TeachReport> {
     let staging = out.with_extension("images");
     let images = match source {
         Source::Folder(dir) => dir,
+        Source::Camera { camera, parts, shadows } => {
+            progress(0, parts);
+            let captured =
+                crate::shadow::capture::capture_parts(shadows.tap(), camera, parts, &staging, CAPTURE_LIMIT, |n| {
+                    progress(n, parts)
+                })?;
+            anyhow::ensure!(
+                captured >= MIN_IMAGES,
+                "the camera delivered {captured} parts the station could judge in {} s (at least {MIN_IMAGES} needed): is it running?",
+                CAPTURE_LIMIT.as_secs()
+            );
+            staging.clone()
+        }
         Source::Archived(archive) => {
             let copied = copy_archived_ok(db, &archive, &rc.name, &staging)?;
             anyhow::ensure!(

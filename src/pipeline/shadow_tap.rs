@@ -1,6 +1,6 @@
-//! Where a shadow model gets its frames: an output port, offered each decided part right after
-//! the line, that copies a part's pixels for the shadow of that part's recipe, when the shadow
-//! has a free buffer. A shadow that falls behind (it runs at the lowest CPU priority) has no free
+//! Where a shadow model gets its frames (and a teach job the next parts of a camera): an output
+//! port, offered each decided part right after the line, that copies a part's pixels for whoever
+//! is attached to that part's recipe or camera, when they have a free buffer. A shadow that falls behind (it runs at the lowest CPU priority) has no free
 //! buffer, and the part is skipped and counted: the shadow samples frames, the line never waits.
 //!
 //! The assembler thread only ever does non-blocking queue operations and one copy here; the
@@ -41,11 +41,19 @@ pub struct ShadowFrame {
     pub live: LiveJudgement,
 }
 
-/// A shadow's end at the port: where its frames go, and the empty buffers it hands back.
+/// Whose parts an attachment gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapTarget {
+    /// Every part judged by the recipe (index), whichever model slot it runs in.
+    Recipe(u16),
+    /// Every part of the camera (index).
+    Camera(u16),
+}
+
+/// An attachment's end at the port: where its frames go, and the empty buffers it hands back.
 pub struct Attachment {
-    /// The recipe whose parts it gets.
-    pub recipe: u16,
-    /// By camera index.
+    pub target: TapTarget,
+    /// A recipe's: one queue per camera, by index; a camera's: one.
     pub frames: Vec<Sender<ShadowFrame>>,
     /// Buffers to copy into; none free means the shadow is behind and the part is skipped.
     pub spares: Receiver<Vec<u8>>,
@@ -56,8 +64,8 @@ pub struct Attachment {
 
 enum Command {
     Attach(Attachment),
-    /// Detach the recipe's shadow (its frame queue closes: its camera threads end).
-    Detach(u16),
+    /// Detach what is attached to the target (its frame queues close).
+    Detach(TapTarget),
 }
 
 /// Attaches and detaches shadows while the station runs (held by whoever starts them).
@@ -71,8 +79,8 @@ impl ShadowTap {
         let _ = self.commands.send(Command::Attach(attachment));
     }
 
-    pub fn detach(&self, recipe: u16) {
-        let _ = self.commands.send(Command::Detach(recipe));
+    pub fn detach(&self, target: TapTarget) {
+        let _ = self.commands.send(Command::Detach(target));
     }
 }
 
@@ -93,10 +101,10 @@ impl ShadowPort {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Attach(a)) => {
-                    self.attached.retain(|b| b.recipe != a.recipe);
+                    self.attached.retain(|b| b.target != a.target);
                     self.attached.push(a);
                 }
-                Ok(Command::Detach(recipe)) => self.attached.retain(|b| b.recipe != recipe),
+                Ok(Command::Detach(target)) => self.attached.retain(|b| b.target != target),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }
         }
@@ -111,38 +119,54 @@ impl OutputPort for ShadowPort {
         if self.attached.is_empty() {
             return;
         }
+        let Some(frame) = frame.as_ref() else { return };
         let slot = inspection.meta.recipe;
-        let Some(recipe) = self.switch.recipe_of(slot) else { return };
-        let Some(shadow) = self.attached.iter().find(|a| a.recipe == recipe) else { return };
-        let (Some(frame), Some(frames)) = (frame.as_ref(), shadow.frames.get(usize::from(inspection.meta.camera)))
-        else {
-            return;
-        };
-        shadow.offered.fetch_add(1, Relaxed);
-        let Ok(mut pixels) = shadow.spares.try_recv() else {
-            shadow.skipped.fetch_add(1, Relaxed);
-            return;
-        };
-        pixels.clear();
-        pixels.extend_from_slice(&frame.pixels);
-        let m = &inspection.meta;
-        let live = LiveJudgement {
-            camera: m.camera,
-            seq: m.seq,
-            part_id: m.part_id,
-            slot,
-            verdict: inspection.verdict,
-            image_score: inspection.image_score,
-            captured_wall: m.captured_wall,
-        };
-        let shadow_frame = ShadowFrame { pixels, width: frame.width, height: frame.height, format: frame.format, live };
-        match frames.try_send(shadow_frame) {
-            Ok(()) => {}
-            // Cannot be full (each camera's queue holds as many frames as there are buffers);
-            // gone: the shadow stopped.
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                shadow.skipped.fetch_add(1, Relaxed);
+        let recipe = self.switch.recipe_of(slot);
+        let camera = inspection.meta.camera;
+        for a in &self.attached {
+            let wanted = match a.target {
+                TapTarget::Recipe(r) => recipe == Some(r),
+                TapTarget::Camera(c) => camera == c,
+            };
+            if wanted {
+                offer(a, inspection, frame, slot);
             }
+        }
+    }
+}
+
+/// Copy the part for `a` if it has a free buffer; else count it skipped.
+fn offer(a: &Attachment, inspection: &Inspection, frame: &Frame, slot: u16) {
+    let m = &inspection.meta;
+    // By camera index for a recipe's attachment; a camera's attachment has one queue.
+    let queue = match a.target {
+        TapTarget::Recipe(_) => a.frames.get(usize::from(m.camera)),
+        TapTarget::Camera(_) => a.frames.first(),
+    };
+    let Some(queue) = queue else { return };
+    a.offered.fetch_add(1, Relaxed);
+    let Ok(mut pixels) = a.spares.try_recv() else {
+        a.skipped.fetch_add(1, Relaxed);
+        return;
+    };
+    pixels.clear();
+    pixels.extend_from_slice(&frame.pixels);
+    let live = LiveJudgement {
+        camera: m.camera,
+        seq: m.seq,
+        part_id: m.part_id,
+        slot,
+        verdict: inspection.verdict,
+        image_score: inspection.image_score,
+        captured_wall: m.captured_wall,
+    };
+    let copy = ShadowFrame { pixels, width: frame.width, height: frame.height, format: frame.format, live };
+    match queue.try_send(copy) {
+        Ok(()) => {}
+        // Cannot be full (each queue holds as many frames as there are buffers); gone: the
+        // attachment's reader stopped.
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            a.skipped.fetch_add(1, Relaxed);
         }
     }
 }

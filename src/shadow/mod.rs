@@ -9,11 +9,12 @@
 //! idle. When the CPU is short the shadow falls behind, has no free buffer for the next part, and
 //! the tap skips it (counted): the shadow samples frames instead of slowing the line.
 
+pub mod capture;
 pub mod record;
 pub mod source;
 
 use crate::config::{Backpressure, CameraTrigger, LoadedConfig};
-use crate::pipeline::shadow_tap::{Attachment, ShadowTap};
+use crate::pipeline::shadow_tap::{Attachment, ShadowTap, TapTarget};
 use crate::pipeline::{RecipeSwitch, RecordPort, Slots};
 use crate::sinks::RecipeContext;
 use crate::sources::Source;
@@ -128,7 +129,7 @@ impl Shadows {
             })
             .map_err(|e| format!("cannot start the shadow's thread: {e}"))?;
         self.tap.attach(Attachment {
-            recipe: recipe as u16,
+            target: TapTarget::Recipe(recipe as u16),
             frames,
             spares: spare_rx,
             offered: Arc::clone(&running.offered),
@@ -140,11 +141,16 @@ impl Shadows {
         record::run_info(&conn, run_id).map_err(|e| e.to_string()).map(|r| r.unwrap_or(Json::Null))
     }
 
+    /// Where copies of the line's parts are taken (teach jobs capture a camera's next parts).
+    pub fn tap(&self) -> &ShadowTap {
+        &self.tap
+    }
+
     /// Stop recipe `recipe`'s shadow (its frames stop at once; it drains what it holds). Returns
     /// the candidate's package, or none when no shadow ran.
     pub fn stop(&self, recipe: usize, outcome: &str) -> Option<PathBuf> {
         let running = self.running().remove(&recipe)?;
-        self.tap.detach(recipe as u16);
+        self.tap.detach(TapTarget::Recipe(recipe as u16));
         if let Err(e) = record::stop_run(&self.db, running.run_id, outcome) {
             tracing::warn!(error = %e, "shadow model: its run's end was not recorded");
         }
