@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench bench-api bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config bench bench-api bench-shadow bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,10 @@ bench: setup
 ## Load benchmark of the HTTP API against the running pipeline (issue 4; figures in README).
 bench-api: setup
 	$(CARGO) bench --locked --bench api_load
+
+## What a shadow model costs the line's throughput (issue 15; figures in README).
+bench-shadow: setup
+	$(CARGO) bench --locked --bench shadow_cost
 
 ## Line-output timing over 10,000 parts against a pymodbus PLC (issue 5; figures in README).
 bench-line: build

@@ -148,7 +148,7 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
     let db = dir.path().join("shadow.db");
     let Running { app, rt, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
     let uri = "/api/v1/recipes/part/shadow";
-    let body = format!(r#"{{"package": "{}"}}"#, candidate.display());
+    let body = format!(r#"{{"package": "{}", "share": 1.0}}"#, candidate.display());
     assert_eq!(request(&app, &rt, read(uri)).1["state"], "none");
     assert_eq!(request(&app, &rt, write("POST", uri, "op-token", &body)).0, StatusCode::FORBIDDEN);
     let (status, refused) = request(&app, &rt, write("POST", uri, "admin-token", r#"{"package": "no/such"}"#));
@@ -167,6 +167,7 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
         },
     );
     assert_eq!(running["state"], "running");
+    assert_eq!(running["share"], 1.0);
     let counts = &running["counts"];
     let (offered, skipped, compared) = (
         counts["offered"].as_u64().unwrap(),
@@ -353,6 +354,7 @@ package = "{}"
         },
     );
     assert_eq!(shadow["state"], "running", "{shadow}");
+    assert_eq!(shadow["share"], linesight::shadow::DEFAULT_SHARE, "{shadow}");
     assert!(shadow["candidate"]["model"]["name"].as_str().unwrap().ends_with("inspect"), "{shadow}");
     // The line ran the demo model throughout: the candidate never judged a part on it.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -52,8 +52,9 @@ pub async fn status(
         .map_err(ApiError::Internal)
 }
 
-/// `POST /api/v1/recipes/{name}/shadow` `{"package": "path on the station"}` (admin): load the
-/// candidate (on the API's low-priority threads) and start comparing; 201 with the run. A package
+/// `POST /api/v1/recipes/{name}/shadow` `{"package": "path on the station", "share"?: x}`
+/// (admin): load the candidate (on the API's low-priority threads) and start comparing at most
+/// `share` of the recipe's parts (default [`crate::shadow::DEFAULT_SHARE`]); 201 with the run. A package
 /// that cannot load changes nothing (422). Replaces the recipe's running shadow.
 pub async fn start(
     State(s): State<Shared>,
@@ -65,18 +66,27 @@ pub async fn start(
     #[serde(deny_unknown_fields)]
     struct Body {
         package: std::path::PathBuf,
+        #[serde(default)]
+        share: Option<f64>,
     }
     let body: Body = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "shadow model: {e}: send {{\"package\": \"a model package folder on the station\"}}"
+            "shadow model: {e}: send {{\"package\": \"a model package folder on the station\", \"share\"?: 0..1}}"
         ))
     })?;
+    let share = body.share.unwrap_or(crate::shadow::DEFAULT_SHARE);
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(ApiError::BadRequest(format!(
+            "share = {share}: the part of the recipe's parts the shadow may take, 0 < share <= 1 (default {})",
+            crate::shadow::DEFAULT_SHARE
+        )));
+    }
     let live = live(&s)?;
     let recipe = live.index(&name)?;
     let shadows = shadows(live)?;
     let before = shadows.candidate(recipe).map_or_else(String::new, |p| p.display().to_string());
     let package = body.package.clone();
-    let run = tokio::task::spawn_blocking(move || shadows.start(recipe, &package))
+    let run = tokio::task::spawn_blocking(move || shadows.start(recipe, &package, share))
         .await
         .map_err(|e| ApiError::Internal(format!("shadow start: {e}")))?
         .map_err(ApiError::Unprocessable)?;

@@ -151,7 +151,7 @@ impl TeachJobs {
                     }
                 }
                 if request.shadow && state["state"] == "done" {
-                    match live.shadows.as_ref().map(|s| s.start(recipe, &out)) {
+                    match live.shadows.as_ref().map(|s| s.start(recipe, &out, crate::shadow::DEFAULT_SHARE)) {
                         Some(Ok(run)) => state["shadow"] = run,
                         Some(Err(e)) => state["shadow_error"] = json!(e),
                         None => {}

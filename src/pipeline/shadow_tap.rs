@@ -53,13 +53,31 @@ pub enum TapTarget {
 /// An attachment's end at the port: where its frames go, and the empty buffers it hands back.
 pub struct Attachment {
     pub target: TapTarget,
+    /// The share's token bucket (see [`Attachment::within_share`]); start at 0.
+    pub credit: f64,
     /// A recipe's: one queue per camera, by index; a camera's: one.
     pub frames: Vec<Sender<ShadowFrame>>,
     /// Buffers to copy into; none free means the shadow is behind and the part is skipped.
     pub spares: Receiver<Vec<u8>>,
-    /// Parts of the recipe offered to the shadow, and those skipped for want of a free buffer.
+    /// Most of the parts offered it takes, 0 < share <= 1: a shadow's cap on what it may cost
+    /// the line even where idle CPU would let it take more (see `crate::shadow`).
+    pub share: f64,
+    /// Parts offered, and those skipped (over its share, or no free buffer).
     pub offered: Arc<AtomicU64>,
     pub skipped: Arc<AtomicU64>,
+}
+
+impl Attachment {
+    /// Whether the next part is within the share: a token bucket filled by `share` per part.
+    fn within_share(&mut self) -> bool {
+        self.credit = (self.credit + self.share).min(2.0);
+        if self.credit >= 1.0 {
+            self.credit -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 enum Command {
@@ -123,7 +141,7 @@ impl OutputPort for ShadowPort {
         let slot = inspection.meta.recipe;
         let recipe = self.switch.recipe_of(slot);
         let camera = inspection.meta.camera;
-        for a in &self.attached {
+        for a in &mut self.attached {
             let wanted = match a.target {
                 TapTarget::Recipe(r) => recipe == Some(r),
                 TapTarget::Camera(c) => camera == c,
@@ -136,15 +154,22 @@ impl OutputPort for ShadowPort {
 }
 
 /// Copy the part for `a` if it has a free buffer; else count it skipped.
-fn offer(a: &Attachment, inspection: &Inspection, frame: &Frame, slot: u16) {
+fn offer(a: &mut Attachment, inspection: &Inspection, frame: &Frame, slot: u16) {
     let m = &inspection.meta;
     // By camera index for a recipe's attachment; a camera's attachment has one queue.
     let queue = match a.target {
-        TapTarget::Recipe(_) => a.frames.get(usize::from(m.camera)),
-        TapTarget::Camera(_) => a.frames.first(),
+        TapTarget::Recipe(_) => usize::from(m.camera),
+        TapTarget::Camera(_) => 0,
     };
-    let Some(queue) = queue else { return };
+    if queue >= a.frames.len() {
+        return;
+    }
     a.offered.fetch_add(1, Relaxed);
+    if !a.within_share() {
+        a.skipped.fetch_add(1, Relaxed);
+        return;
+    }
+    let queue = &a.frames[queue];
     let Ok(mut pixels) = a.spares.try_recv() else {
         a.skipped.fetch_add(1, Relaxed);
         return;

@@ -32,6 +32,8 @@ pub fn capture_parts(
     let target = TapTarget::Camera(camera);
     tap.attach(Attachment {
         target,
+        credit: 0.0,
+        share: 1.0,
         frames: vec![frames_tx],
         spares: spare_rx,
         offered: Arc::new(AtomicU64::new(0)),

@@ -30,6 +30,11 @@ use std::sync::{Arc, Mutex};
 /// Frame buffers a shadow holds (shared by its cameras): as many parts as it can be behind by
 /// before the tap skips parts.
 const BUFFERS: usize = 2;
+/// The most of a recipe's parts a shadow takes unless told otherwise. Even at idle priority a
+/// shadow costs the line some throughput when the line runs flat out (shared caches and memory
+/// bandwidth, the copies); capping its share keeps that within a few percent, and a fifth of the
+/// parts is plenty to measure agreement on.
+pub const DEFAULT_SHARE: f64 = 0.2;
 /// Parts an agreement report covers when the caller does not say.
 pub const DEFAULT_WINDOW: usize = 1000;
 
@@ -46,6 +51,7 @@ pub struct Shadows {
 /// A shadow running now.
 struct Running {
     run_id: i64,
+    share: f64,
     package: PathBuf,
     offered: Arc<AtomicU64>,
     skipped: Arc<AtomicU64>,
@@ -68,10 +74,14 @@ impl Shadows {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Load `package` as the candidate of recipe `recipe` (index) and start comparing; it
-    /// replaces the recipe's running shadow, if any. Blocks while the model loads and warms up.
+    /// Load `package` as the candidate of recipe `recipe` (index) and start comparing at most
+    /// `share` of its parts (see [`DEFAULT_SHARE`]); it replaces the recipe's running shadow, if
+    /// any. Blocks while the model loads and warms up.
     /// Returns the run's description.
-    pub fn start(&self, recipe: usize, package: &Path) -> Result<Json, String> {
+    pub fn start(&self, recipe: usize, package: &Path, share: f64) -> Result<Json, String> {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!("share = {share}: the part of the line's parts the shadow may take, 0 < share <= 1"));
+        }
         let recipes = self.loaded.recipes();
         let rc = recipes.get(recipe).ok_or("no such recipe")?;
         let package = self.loaded.resolve(package);
@@ -100,6 +110,7 @@ impl Shadows {
             .map_err(|e| format!("the result store refused the shadow run: {e}"))?;
         let running = Running {
             run_id,
+            share,
             package: package.clone(),
             offered: Arc::new(AtomicU64::new(0)),
             skipped: Arc::new(AtomicU64::new(0)),
@@ -130,6 +141,8 @@ impl Shadows {
             .map_err(|e| format!("cannot start the shadow's thread: {e}"))?;
         self.tap.attach(Attachment {
             target: TapTarget::Recipe(recipe as u16),
+            credit: 0.0,
+            share,
             frames,
             spares: spare_rx,
             offered: Arc::clone(&running.offered),
@@ -181,8 +194,10 @@ impl Shadows {
         let Some(run_id) = run_id else {
             return Ok(json!({ "recipe": name, "state": "none" }));
         };
+        let share = self.running().get(&recipe).map(|r| r.share);
         let mut out = json!({
             "recipe": name,
+            "share": share,
             "state": if counters.is_some() { "running" } else { "stopped" },
             "candidate": record::run_info(&conn, run_id).map_err(|e| e.to_string())?,
             "window": window,
