@@ -4,7 +4,7 @@
 //! buffer, and the part is skipped and counted: the shadow samples frames, the line never waits.
 //!
 //! The assembler thread only ever does non-blocking queue operations and one copy here; the
-//! shadow's own threads (see `crate::shadow`) do the rest.
+//! shadow's own threads (see the `shadow` module) do the rest.
 
 use super::accounting::Accounting;
 use super::messages::Inspection;
@@ -60,7 +60,7 @@ pub struct Attachment {
     /// Buffers to copy into; none free means the shadow is behind and the part is skipped.
     pub spares: Receiver<Vec<u8>>,
     /// Most of the parts offered it takes, 0 < share <= 1: a shadow's cap on what it may cost
-    /// the line even where idle CPU would let it take more (see `crate::shadow`).
+    /// the line even where idle CPU would let it take more (see the `shadow` module).
     pub share: f64,
     /// Parts offered, and those skipped (over its share, or no free buffer).
     pub offered: Arc<AtomicU64>,
