@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config bench bench-api bench-shadow bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,10 @@ bench: setup
 ## Load benchmark of the HTTP API against the running pipeline (issue 4; figures in README).
 bench-api: setup
 	$(CARGO) bench --locked --bench api_load
+
+## Screenshots of the web UI's pages in headless Chromium, into docs/screenshots (shown in the README).
+screenshots: setup
+	LINESIGHT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(CARGO) test --release --locked --test web_ui -- --nocapture
 
 ## What a shadow model costs the line's throughput (issue 15; figures in README).
 bench-shadow: setup

@@ -24,3 +24,4 @@ pub mod synth;
 pub mod teach;
 pub mod telemetry;
 pub mod topology;
+pub mod ui;

@@ -17,6 +17,7 @@ mod cache;
 mod db;
 pub mod error;
 pub mod export;
+mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod params;

@@ -137,6 +137,23 @@ fn review() -> Value {
                     "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" },
                     "422": { "$ref": "#/components/responses/Error" },
                 } } },
+            "/api/v1/session": { "get": {
+                "summary": "Who the request's bearer token is (open to all, always 200): the web UI asks it first",
+                "responses": {
+                    "200": { "description": "The caller", "content": { "application/json": { "schema": { "type": "object", "required": ["signed_in", "role", "reads_need_token"] } } } },
+                } } },
+            "/api/v1/health": { "get": {
+                "summary": "Ready or not, and everything not ready yet (as the admin listener's /readyz)",
+                "responses": {
+                    "200": { "description": "Readiness", "content": { "application/json": { "schema": { "type": "object", "required": ["ready", "not_ready"] } } } },
+                    "401": { "$ref": "#/components/responses/Error" },
+                } } },
+            "/api/v1/live": { "get": {
+                "summary": "The live view: server-sent events, one `picture` event per camera's latest part (JSON: camera, seq, verdict, score, width, height, boxes, jpeg in base64), at most 8 per second per camera; a slow reader gets the newest, never a backlog",
+                "responses": {
+                    "200": { "description": "Event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                    "401": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" },
+                } } },
             "/api/v1/teach": { "post": {
                 "summary": "Teach a recipe a new model in the background, at low priority (admin token); audited",
                 "description": "Body: {\"recipe\": NAME, \"images\": \"a folder of good images on the station\"}, {\"recipe\": NAME, \"archived_ok\": true} (that recipe's OK parts the archive kept, the newest 2000, at least 8) or {\"recipe\": NAME, \"camera\": ID, \"parts\": N} (the camera's next N parts, 8..=2000, which the operator vouches are good; fail-safe parts left out; the job state is \"capturing\" with a count meanwhile), plus \"install\": true to install the model when done (as POST .../model) or \"shadow\": true to run it as the recipe's shadow candidate (as POST .../shadow). Teach settings: the recipe's [recipe.teach] (or [model.teach]), else the station defaults. The package is written to taught/<recipe>-<unix ms> beside the result store. Answers 202 with the job id.",

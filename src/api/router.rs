@@ -44,6 +44,10 @@ pub struct ApiState {
     pub recipes: Arc<OnceLock<Arc<super::recipes::LiveRecipes>>>,
     /// Teach jobs started through the API.
     pub teach_jobs: Arc<super::teach_jobs::TeachJobs>,
+    /// The live view's pictures: set once the station is built.
+    pub live: Arc<OnceLock<Arc<crate::ui::live::LiveView>>>,
+    /// The station's readiness, for `/api/v1/health` (none in tests without a station).
+    pub readiness: Option<Arc<crate::telemetry::Readiness>>,
     /// The tokens that may read and write, and their roles (see [`super::auth`]).
     pub tokens: Tokens,
     /// Local time's offset from UTC for day and shift buckets; `None` = this machine's.
@@ -78,6 +82,8 @@ impl ApiState {
             db,
             accounting: Arc::new(accounting.map_or_else(OnceLock::new, OnceLock::from)),
             recipes: Arc::default(),
+            live: Arc::default(),
+            readiness: None,
             teach_jobs: Arc::default(),
             tokens: Tokens::default(),
             utc_offset_minutes: None,
@@ -97,7 +103,7 @@ pub(super) type Params = Query<HashMap<String, String>>;
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
     let metrics = Arc::clone(&state.metrics);
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/inspections", get(list))
         .route("/api/v1/inspections/{id}", get(inspection))
@@ -121,8 +127,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/teach", post(start_teach))
         .route("/api/v1/teach/{id}", get(teach_job))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
+        .route("/api/v1/live", get(super::live::stream))
+        .route("/api/v1/health", get(health))
         .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
+    Router::new()
+        // Open to all: the pages carry no data, and the session says who a token is.
+        .route("/api/v1/session", get(session))
+        .merge(crate::ui::router())
+        .merge(api)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         // Outermost: counts every answer, the 401s, 408s and 413s of the layers above included.
@@ -419,6 +432,26 @@ async fn review(
     let now = now_ms();
     let stored = write(&s, move |c| super::review::add(c, id, &review, &reviewer, now)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "review": stored }))).into_response())
+}
+
+/// `GET /api/v1/session`: who the request's token is (`{"signed_in", "name", "role"}`), and
+/// whether reads need a token. Open to all, always 200: the UI asks it before anything else.
+async fn session(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Json<Value> {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = s.tokens.identify(given);
+    Json(json!({
+        "signed_in": caller.is_some(),
+        "token_refused": given.is_some() && caller.is_none(),
+        "name": caller.map(|c| c.name.as_str()),
+        "role": caller.map_or(if s.tokens.reads_need_token() { None } else { Some("viewer") }, |c| Some(c.role.as_str())),
+        "reads_need_token": s.tokens.reads_need_token(),
+    }))
+}
+
+/// `GET /api/v1/health`: ready or not, and why not (as the admin listener's `/readyz`).
+async fn health(State(s): State<Shared>) -> Json<Value> {
+    let not_ready = s.readiness.as_ref().map_or_else(|| vec!["no station".to_string()], |r| r.not_ready());
+    Json(json!({ "ready": not_ready.is_empty(), "not_ready": not_ready }))
 }
 
 /// `GET /api/v1/recipes`: each recipe, its model, threshold, and the cameras running it.

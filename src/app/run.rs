@@ -156,6 +156,8 @@ impl Running {
         let station = Station::build(&loaded, options)?;
         if let Some(slots) = api_slots {
             let _ = slots.counters.set(station.accounting());
+            let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+            let _ = slots.live.set(crate::ui::live::LiveView::start(&shadow_tap, cameras)?);
             let mut live = crate::api::LiveRecipes::of(&station);
             if let Some(db) = outputs.store_path() {
                 let shadows =
@@ -235,6 +237,7 @@ impl Stopped {
 struct ApiSlots {
     counters: Arc<std::sync::OnceLock<Arc<Accounting>>>,
     recipes: Arc<std::sync::OnceLock<Arc<crate::api::LiveRecipes>>>,
+    live: Arc<std::sync::OnceLock<Arc<crate::ui::live::LiveView>>>,
 }
 
 /// The API listener, when it is on and there is a store for it to read; it listens before the
@@ -249,7 +252,12 @@ fn start_api(
     match (outputs.store_path(), addr) {
         (Some(store), Some(addr)) => {
             let mut state = ApiState::new(store.to_path_buf(), None);
-            let slots = ApiSlots { counters: Arc::clone(&state.accounting), recipes: Arc::clone(&state.recipes) };
+            let slots = ApiSlots {
+                counters: Arc::clone(&state.accounting),
+                recipes: Arc::clone(&state.recipes),
+                live: Arc::clone(&state.live),
+            };
+            state.readiness = Some(Arc::clone(&telemetry.readiness));
             let env_admin = std::env::var(crate::api::auth::ENV_ADMIN_TOKEN).ok();
             state.tokens = crate::api::auth::Tokens::from_config(&cfg.api, env_admin.as_deref());
             state.utc_offset_minutes = cfg.api.utc_offset_minutes;

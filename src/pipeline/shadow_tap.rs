@@ -12,14 +12,18 @@ use super::output_port::OutputPort;
 use super::recipe_switch::RecipeSwitch;
 use super::verdict::Verdict;
 use crate::frame::{Frame, PartId, PixelFormat};
+use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, unbounded};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most defect boxes a copied part carries (the live view draws them).
+pub const MAX_BOXES: usize = 16;
 
 /// How the live model judged a part the shadow gets.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LiveJudgement {
     pub camera: u16,
     pub seq: u64,
@@ -30,6 +34,8 @@ pub struct LiveJudgement {
     /// Anomaly models: the image score (else NaN).
     pub image_score: f32,
     pub captured_wall: SystemTime,
+    /// The counted defects' boxes (x, y, w, h in frame pixels), the first [`MAX_BOXES`].
+    pub boxes: ArrayVec<[f32; 4], MAX_BOXES>,
 }
 
 /// One part for a shadow: a copy of its pixels and the live judgement.
@@ -62,12 +68,33 @@ pub struct Attachment {
     /// Most of the parts offered it takes, 0 < share <= 1: a shadow's cap on what it may cost
     /// the line even where idle CPU would let it take more (see the `shadow` module).
     pub share: f64,
+    /// At most one part per interval (the live view's frame rate); none: no limit.
+    pub min_interval: Option<Duration>,
+    /// When it last took a part (for `min_interval`); start at none.
+    pub last_taken: Option<Instant>,
     /// Parts offered, and those skipped (over its share, or no free buffer).
     pub offered: Arc<AtomicU64>,
     pub skipped: Arc<AtomicU64>,
 }
 
 impl Attachment {
+    /// Whether the next part is due: within the share, and at least `min_interval` after the
+    /// last part taken.
+    fn due(&mut self) -> bool {
+        if let Some(interval) = self.min_interval {
+            let now = Instant::now();
+            if self.last_taken.is_some_and(|t| now.duration_since(t) < interval) {
+                return false;
+            }
+            if !self.within_share() {
+                return false;
+            }
+            self.last_taken = Some(now);
+            return true;
+        }
+        self.within_share()
+    }
+
     /// Whether the next part is within the share: a token bucket filled by `share` per part.
     fn within_share(&mut self) -> bool {
         self.credit = (self.credit + self.share).min(2.0);
@@ -165,7 +192,7 @@ fn offer(a: &mut Attachment, inspection: &Inspection, frame: &Frame, slot: u16) 
         return;
     }
     a.offered.fetch_add(1, Relaxed);
-    if !a.within_share() {
+    if !a.due() {
         a.skipped.fetch_add(1, Relaxed);
         return;
     }
@@ -184,6 +211,13 @@ fn offer(a: &mut Attachment, inspection: &Inspection, frame: &Frame, slot: u16) 
         verdict: inspection.verdict,
         image_score: inspection.image_score,
         captured_wall: m.captured_wall,
+        boxes: inspection
+            .defects
+            .iter()
+            .filter(|d| d.counted)
+            .take(MAX_BOXES)
+            .map(|d| [d.defect.x, d.defect.y, d.defect.w, d.defect.h])
+            .collect(),
     };
     let copy = ShadowFrame { pixels, width: frame.width, height: frame.height, format: frame.format, live };
     match queue.try_send(copy) {

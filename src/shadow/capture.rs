@@ -33,6 +33,8 @@ pub fn capture_parts(
     tap.attach(Attachment {
         target,
         credit: 0.0,
+        min_interval: None,
+        last_taken: None,
         share: 1.0,
         frames: vec![frames_tx],
         spares: spare_rx,

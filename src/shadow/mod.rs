@@ -142,6 +142,8 @@ impl Shadows {
         self.tap.attach(Attachment {
             target: TapTarget::Recipe(recipe as u16),
             credit: 0.0,
+            min_interval: None,
+            last_taken: None,
             share,
             frames,
             spares: spare_rx,
