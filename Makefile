@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,10 @@ bench-api: setup
 ## Screenshots of the web UI's pages in headless Chromium, into docs/screenshots (shown in the README).
 screenshots: setup
 	LINESIGHT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(CARGO) test --release --locked --test web_ui -- --nocapture
+
+## What the web UI's live view costs the line, its update rate and latency, page weights (issue 16).
+bench-ui: setup
+	$(CARGO) bench --locked --bench ui_cost
 
 ## What a shadow model costs the line's throughput (issue 15; figures in README).
 bench-shadow: setup
