@@ -50,13 +50,21 @@ height = 256
 defect_probability = 0.5
 seed = 2
 
+# Taught on first start, as the demo station is: an anomaly model with an image-score threshold,
+# so that reviewed parts make an operating point.
 [model]
 package = "{model}"
 
+[model.teach]
+synthetic_parts = 16
+holdout_fraction = 0.4
+backbone = "{backbone}"
+coreset_ratio = 0.01
+grid_stride = 8
+
 [[rule]]
-class = "*"
-min_score = 0.5
-min_area_px = 12
+class = "anomaly"
+max_count = 0
 
 [store]
 path = "{store}"
@@ -75,7 +83,8 @@ name = "quality-screen"
 role = "viewer"
 sha256 = "{viewer}"
 "#,
-        model = common::demo_model(),
+        model = dir.path().join("taught-model").display(),
+        backbone = common::repo().join("models/backbone-lite0").display(),
         store = dir.path().join("ui.db").display(),
         archive = dir.path().join("archive").display(),
         op = hash("op-token"),
@@ -107,6 +116,8 @@ sha256 = "{viewer}"
         "op-token",
         "--viewer",
         "viewer-token",
+        "--admin",
+        "admin-token",
     ]);
     if let Ok(shots) = std::env::var("LINESIGHT_SCREENSHOTS") {
         std::fs::create_dir_all(&shots).unwrap();

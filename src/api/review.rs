@@ -53,7 +53,10 @@ impl NewReview {
 /// Record `review` of inspection `id` by `reviewer`; returns the stored label.
 pub fn add(conn: &mut Connection, id: i64, review: &NewReview, reviewer: &str, now_ms: i64) -> Result<Json, ApiError> {
     review.check()?;
-    let tx = conn.transaction()?;
+    // Immediate: take the write lock first, waiting (busy timeout) for the store's writer. A
+    // deferred transaction that reads and then writes cannot wait: if the writer commits in
+    // between, SQLite refuses the upgrade at once ("database is locked").
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let exists: Option<i64> =
         tx.query_row("SELECT id FROM inspections WHERE id = ?1", [id], |r| r.get(0)).optional()?;
     if exists.is_none() {

@@ -94,7 +94,7 @@ fn score(s: f32) -> Option<f64> {
 }
 
 fn write(conn: &mut Connection, t: &RecordTarget, batch: &[Inspection], waiting: &Waiting) -> rusqlite::Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut written = 0;
     {
         let mut insert = tx.prepare_cached(

@@ -27,6 +27,12 @@ pub const PAGES: &[Page] = &[
     Page { path: "/", key: "health", body: include_str!("pages/health.html"), script: "health.js" },
     Page { path: "/live", key: "live", body: include_str!("pages/live.html"), script: "live.js" },
     Page { path: "/review", key: "review", body: include_str!("pages/review.html"), script: "review.js" },
+    Page {
+        path: "/operating-point",
+        key: "operating_point",
+        body: include_str!("pages/operating_point.html"),
+        script: "operating_point.js",
+    },
 ];
 
 /// The assets under `/ui/`: name, content type, bytes.
@@ -37,6 +43,7 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("health.js", "text/javascript; charset=utf-8", include_str!("assets/health.js")),
     ("live.js", "text/javascript; charset=utf-8", include_str!("assets/live.js")),
     ("review.js", "text/javascript; charset=utf-8", include_str!("assets/review.js")),
+    ("operating_point.js", "text/javascript; charset=utf-8", include_str!("assets/operating_point.js")),
 ];
 
 const LAYOUT: &str = include_str!("pages/layout.html");

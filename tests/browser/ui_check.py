@@ -3,7 +3,9 @@ running station. Run by tests/web_ui.rs; exits non-zero with the first failed ch
 
 Checks: every page loads with no console error and no failed request; the live view's picture
 changes; labelling a part on the review page changes what GET /api/v1/inspections/{id} returns;
-the language switch changes visible strings; a viewer sees no operator actions. With --shots DIR,
+the language switch changes visible strings; a viewer sees no operator actions; moving the
+operating point's slider shows the projected figures and applying it (admin) changes the
+recipe's threshold. With --shots DIR,
 saves a screenshot of each page (1280x800) there.
 """
 
@@ -20,7 +22,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-PAGES = ["/", "/live", "/review"]
+PAGES = ["/", "/live", "/review", "/operating-point"]
 
 
 def browser():
@@ -36,8 +38,13 @@ def browser():
     return webdriver.Chrome(options=opts, service=service)
 
 
-def api(base, path, token):
-    req = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + token})
+def api(base, path, token, body=None):
+    headers = {"Authorization": "Bearer " + token}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(base + path, data=data, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
 
@@ -65,6 +72,7 @@ def main():
     ap.add_argument("--base", required=True)
     ap.add_argument("--operator", required=True)
     ap.add_argument("--viewer", required=True)
+    ap.add_argument("--admin", required=True)
     ap.add_argument("--shots")
     args = ap.parse_args()
     base = args.base.rstrip("/")
@@ -117,6 +125,46 @@ def main():
         check(any(r.get("label") == "good" for r in reviews),
               f"labelling part {inspection} 'good' with the G key is in GET /api/v1/inspections/{inspection}")
         check(errors(driver) == [], "no console error or failed request while reviewing")
+
+        # Operating point: label parts through the API (NG ones as defects, OK ones as good), then
+        # the slider shows what another threshold would give, and applying it as an admin
+        # changes the recipe's threshold.
+        queue = api(base, "/api/v1/review/queue?limit=60", args.operator)["items"]
+        kinds = {"defect": 0, "good": 0}
+        for item in queue:
+            if item["image_score"] is None:
+                continue
+            kind = "defect" if item["verdict"] == "NG" else "good"
+            api(base, f"/api/v1/inspections/{item['id']}/review", args.operator, {"label": kind})
+            kinds[kind] += 1
+        check(kinds["defect"] > 0 and kinds["good"] > 0, f"parts of both kinds labelled for the operating point: {kinds}")
+        driver.get(base + "/operating-point")
+        wait.until(lambda d: d.find_element(By.ID, "op").is_displayed())
+        check(not driver.find_element(By.ID, "op-apply").is_displayed(), "an operator sees no apply button")
+        driver.find_element(By.ID, "signout").click()
+        sign_in(driver, args.admin)
+        wait.until(lambda d: d.find_element(By.ID, "op-apply").is_displayed())
+        slider = driver.find_element(By.ID, "op-slider")
+        before = driver.find_element(By.ID, "op-projected").text
+        target = 0 if slider.get_attribute("value") != "0" else int(slider.get_attribute("max"))
+        driver.execute_script(
+            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));", slider, target)
+        after = driver.find_element(By.ID, "op-projected").text
+        check(after != before and "/" in after, f"moving the slider shows the projected figures ({before!r} -> {after!r})")
+        chosen = driver.execute_script("return op.points[Number(arguments[0].value)].threshold;", slider)
+        if args.shots:
+            driver.save_screenshot(os.path.join(args.shots, "operating-point.png"))
+        driver.find_element(By.ID, "op-apply").click()
+        recipe = driver.find_element(By.ID, "op-recipe").get_attribute("value")
+
+        def applied(_):
+            recipes = api(base, "/api/v1/recipes", args.admin)["recipes"]
+            return any(r["name"] == recipe and abs(r["threshold"] - chosen) < 1e-4 for r in recipes)
+        wait.until(applied)
+        check(True, f"applying sets recipe {recipe}'s threshold to {chosen:.4f}")
+        audit = api(base, "/api/v1/audit", args.admin)["items"]
+        check(audit and audit[0]["action"] == "recipe.threshold", "the change is audited")
+        check(errors(driver) == [], "no console error or failed request on the operating point page")
 
         driver.get(base + "/")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cameras tbody tr"))

@@ -20,7 +20,7 @@ pub struct Change {
 
 /// Record `changes`, made at `at_ms` (unix ms), in one transaction.
 pub fn record(conn: &mut Connection, at_ms: i64, changes: &[Change]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for c in changes {
         tx.execute(
             "INSERT INTO audit (at_ms, who, action, target, old, new) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
