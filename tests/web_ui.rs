@@ -126,4 +126,42 @@ sha256 = "{viewer}"
     let (ok, stdout, stderr) = common::output(&mut browser);
     println!("{stdout}");
     assert!(ok, "the browser check failed:\n{stdout}\n{stderr}\nstation log:\n{}", log.lock().unwrap());
+    heat_maps_point_at_the_defects(&dir.path().join("ui.db"), &dir.path().join("archive"));
+}
+
+/// The heat map the review page shows is where the defect is: on each archived NG part with
+/// regions, its hottest cell lies in one of the part's regions.
+fn heat_maps_point_at_the_defects(db: &std::path::Path, archive: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, image_path, width FROM inspections WHERE verdict = 'NG' AND image_path IS NOT NULL")
+        .unwrap();
+    let parts: Vec<(i64, String, u32)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    let (mut checked, mut inside) = (0, 0);
+    for (id, path, width) in parts {
+        let heat = archive.join(linesight::sinks::archive::heat_path(&path));
+        let Ok(map) = image::open(&heat) else { continue };
+        let map = map.to_luma8();
+        let mut boxes = conn.prepare("SELECT x, y, w, h FROM defects WHERE inspection_id = ?1").unwrap();
+        let boxes: Vec<[f64; 4]> = boxes
+            .query_map([id], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if boxes.is_empty() {
+            continue;
+        }
+        let (hx, hy, _) = map.enumerate_pixels().max_by_key(|(_, _, p)| p.0[0]).unwrap();
+        // The cell's extent in frame pixels (cells are square).
+        let cell = f64::from(width) / f64::from(map.width());
+        let (x0, y0) = (f64::from(hx) * cell, f64::from(hy) * cell);
+        checked += 1;
+        if boxes.iter().any(|b| x0 + cell >= b[0] && x0 <= b[0] + b[2] && y0 + cell >= b[1] && y0 <= b[1] + b[3]) {
+            inside += 1;
+        }
+    }
+    println!("heat maps: the hottest cell is in a region on {inside} of {checked} NG parts");
+    assert!(checked >= 5, "too few archived NG parts with regions and a heat map to judge ({checked})");
+    assert!(inside * 10 >= checked * 9, "the hottest cell is in a region on only {inside} of {checked} NG parts");
 }

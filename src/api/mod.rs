@@ -17,6 +17,7 @@ mod cache;
 mod db;
 pub mod error;
 pub mod export;
+mod health;
 mod live;
 pub mod metrics;
 pub mod openapi;

@@ -55,8 +55,11 @@ fn review() -> Value {
                 } } },
             "/api/v1/review/queue": { "get": {
                 "summary": "What to review next: unreviewed NG, fail-safe and archived OK inspections, nearest their threshold first",
-                "description": "Window [from, to): to defaults to now, from to 7 days before to. Inspections with an image score come first, by |score - threshold| / threshold; then the rest (fail-safe, models without an image score), newest first.",
-                "parameters": [from, to, camera, param("limit", "query", "integer", "1..=1000, default 100")],
+                "description": "Window [from, to): to defaults to now, from to 7 days before to. Inspections with an image score come first, by |score - threshold| / threshold; then the rest (fail-safe, models without an image score), newest first. With label: the parts whose latest label is that one instead of the unlabelled ones.",
+                "parameters": [from, to, camera, param("recipe", "query", "string", "only this recipe's parts"),
+                    param("class", "query", "string", "only parts with a region of this defect class"),
+                    param("label", "query", "string", "defect, good or unsure: parts labelled so (default: unlabelled parts)"),
+                    param("limit", "query", "integer", "1..=1000, default 100")],
                 "responses": ok("ReviewQueue") } },
             "/api/v1/recipes": { "get": {
                 "summary": "The station's recipes: model, threshold and the cameras running each",
@@ -143,7 +146,7 @@ fn review() -> Value {
                     "200": { "description": "The caller", "content": { "application/json": { "schema": { "type": "object", "required": ["signed_in", "role", "reads_need_token"] } } } },
                 } } },
             "/api/v1/health": { "get": {
-                "summary": "Ready or not, and everything not ready yet (as the admin listener's /readyz)",
+                "summary": "Ready or not, and everything not ready yet (as the admin listener's /readyz); the line links, records dropped on the way to the outputs, capture → verdict latency of the latest 500 parts (ms), free disk of the store and archive, the Grafana dashboard's address",
                 "responses": {
                     "200": { "description": "Readiness", "content": { "application/json": { "schema": { "type": "object", "required": ["ready", "not_ready"] } } } },
                     "401": { "$ref": "#/components/responses/Error" },
@@ -196,7 +199,11 @@ fn review() -> Value {
                         "old": { "type": ["string", "null"] }, "new": { "type": ["string", "null"] } } } } } },
                 "TeachJob": { "type": "object", "required": ["id", "recipe", "state"], "properties": {
                     "id": { "type": "integer" }, "recipe": { "type": "string" },
-                    "state": { "type": "string", "enum": ["running", "done", "failed"] },
+                    "state": { "type": "string", "enum": ["capturing", "running", "done", "failed"] },
+                    "captured": { "type": "integer", "description": "capturing: the camera's parts taken so far" },
+                    "parts": { "type": "integer", "description": "capturing: the parts asked for" },
+                    "stage": { "type": "string", "description": "running: the teach's current step, in words" },
+                    "elapsed_s": { "type": "number", "description": "until done: seconds since the job started" },
                     "package": { "type": "string" }, "threshold": { "type": "number" },
                     "teach": { "type": "object", "description": "as [teach] in the package's model.toml" },
                     "installed": { "type": "boolean" }, "error": { "type": "string" } } },
@@ -210,12 +217,16 @@ fn review() -> Value {
                 "ReviewQueue": { "type": "object", "required": ["from_unix_ms", "to_unix_ms", "items"], "properties": {
                     "from_unix_ms": { "type": "integer" }, "to_unix_ms": { "type": "integer" },
                     "items": { "type": "array", "items": { "type": "object",
-                        "required": ["id", "camera", "verdict", "image_score", "threshold", "margin", "has_image"],
+                        "required": ["id", "camera", "verdict", "image_score", "threshold", "margin", "has_image", "has_heat", "classes"],
                         "properties": { "id": { "type": "integer" }, "camera": { "type": "string" },
                             "verdict": { "type": "string" }, "image_score": { "type": ["number", "null"] },
                             "threshold": { "type": ["number", "null"] },
                             "margin": { "type": ["number", "null"], "description": "(score - threshold) / threshold" },
-                            "has_image": { "type": "boolean" } } } } } },
+                            "has_image": { "type": "boolean" },
+                            "has_heat": { "type": "boolean", "description": "the archive keeps its heat map (image?heat=true)" },
+                            "recipe": { "type": ["string", "null"] },
+                            "label": { "type": ["string", "null"], "description": "the latest label, with ?label=" },
+                            "classes": { "type": "array", "items": { "type": "string" }, "description": "its regions' defect classes" } } } } } },
                 "RatePoint": { "type": "object", "required": ["threshold", "escape_rate", "overkill_rate"], "properties": {
                     "threshold": { "type": "number" }, "escape_rate": { "type": ["number", "null"] },
                     "overkill_rate": { "type": ["number", "null"] } } },
@@ -267,7 +278,8 @@ fn base() -> Value {
                 "summary": "The inspection's archived frame as PNG (every NG and fail-safe frame, a sample of OK frames)",
                 "description": "404 when the inspection has no archived image: an OK frame not sampled, deleted by archive retention, not written (the archive fell behind or failed), or no [archive] configured.",
                 "parameters": [param("id", "path", "integer", "inspection id"),
-                    param("overlay", "query", "boolean", "true: with the defects' bounding boxes outlined (default false)")],
+                    param("overlay", "query", "boolean", "true: with the defects' bounding boxes outlined (default false)"),
+                    param("heat", "query", "boolean", "true: the anomaly map instead, at most 64 cells a side, grey level 128 × score / threshold (128 = the threshold); anomaly models only")],
                 "responses": {
                     "200": { "description": "The image", "content": { "image/png": { "schema": { "type": "string", "contentMediaType": "image/png" } } } },
                     "400": { "$ref": "#/components/responses/Error" },

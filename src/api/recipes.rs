@@ -77,9 +77,13 @@ impl LiveRecipes {
             .map(|c| cameras[c].as_str())
             .collect();
         let model = self.models.get(usize::from(slot));
+        let package = self.installer.as_ref().and_then(|i| i.package_of(usize::from(slot)));
         json!({
             "name": self.switch.recipe_names().get(recipe),
-            "model": { "name": model.map(|m| &m.model_name), "sha256": model.map(|m| &m.model_sha256) },
+            "model": {
+                "name": model.map(|m| &m.model_name), "sha256": model.map(|m| &m.model_sha256),
+                "package": package, "taught": package.as_deref().and_then(taught_summary),
+            },
             "cameras": active, "threshold": self.thresholds.get(usize::from(slot)),
             "rules": model.and_then(|m| serde_json::from_str::<Json>(&m.rules_json).ok()),
         })
@@ -196,4 +200,23 @@ pub fn parse_rules(rules: &Json, loaded: &crate::config::LoadedConfig) -> Result
     }
     crate::config::check_rules(loaded, &parsed).map_err(|e| bad(format!("\n{e}")))?;
     Ok(parsed)
+}
+
+/// What the package's `model.toml` says of how it was taught, for people: when (the manifest's
+/// modification time), from how many images, the input recipe chosen, and the operating point
+/// teach expected. `None` for a package not made by teach.
+fn taught_summary(package: &std::path::Path) -> Option<Json> {
+    let path = package.join("model.toml");
+    let manifest: crate::model::manifest::Manifest = toml::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    let teach = manifest.teach?;
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let at = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as i64);
+    let op = teach.operating_point.as_ref();
+    Some(json!({
+        "at": at.map(super::db::rfc3339), "images": teach.images, "defect_images": teach.defect_images,
+        "recipe": teach.recipe.as_ref().map(|r| &r.chosen), "seconds": teach.seconds_total,
+        "threshold_rule": op.map(|o| &o.rule),
+        "estimated_overkill": op.map(|o| o.estimated_overkill),
+        "estimated_escape_synthetic": op.and_then(|o| o.estimated_escape_synthetic),
+    }))
 }

@@ -16,6 +16,8 @@ use serde_json::{Value as Json, json};
 
 /// Longest note kept with a label.
 pub const MAX_NOTE_CHARS: usize = 1000;
+/// The labels a reviewer can give a part.
+pub const LABELS: [&str; 3] = ["defect", "good", "unsure"];
 /// Longest class name.
 const MAX_CLASS_CHARS: usize = 64;
 /// Most points in an operating-point curve (evenly spread over the labelled scores).
@@ -34,7 +36,7 @@ pub struct NewReview {
 
 impl NewReview {
     fn check(&self) -> Result<(), ApiError> {
-        if !matches!(self.label.as_str(), "defect" | "good" | "unsure") {
+        if !LABELS.contains(&self.label.as_str()) {
             return Err(ApiError::BadRequest(format!(
                 "label {:?}: use \"defect\" (a real defect, rejected or missed), \"good\" (a good part) or \"unsure\"",
                 self.label
@@ -130,39 +132,71 @@ pub fn of_inspection(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Json>> 
     .collect()
 }
 
-/// What to review next: unreviewed inspections captured in `[from, to)` (optionally of one
-/// camera) that are NG, fail-safe, or OK with an archived image (the archive's sample of OK
-/// parts: the only way to find a defect the station missed). Those with an image score come
-/// first, nearest their threshold first (relative distance: the labels that move the operating
-/// point most); then the rest (fail-safe, models without an image score), newest first.
-pub fn queue(conn: &Connection, from: i64, to: i64, camera: Option<&str>, limit: i64) -> Result<Json, ApiError> {
+/// Which parts the review queue lists, besides the time window.
+#[derive(Clone, Debug, Default)]
+pub struct QueueFilter {
+    pub camera: Option<String>,
+    pub recipe: Option<String>,
+    /// Only parts with a region of this defect class.
+    pub class: Option<String>,
+    /// `None`: parts nobody labelled yet (the queue); `Some(label)`: parts whose latest label is
+    /// this one (to look again at what was labelled).
+    pub label: Option<String>,
+}
+
+/// What to review next: inspections captured in `[from, to)` that are NG, fail-safe, or OK with
+/// an archived image (the archive's sample of OK parts: the only way to find a defect the
+/// station missed), not labelled yet (or, with `filter.label`, labelled so). Those with an image
+/// score come first, nearest their threshold first (relative distance: the labels that move the
+/// operating point most); then the rest (fail-safe, models without an image score), newest first.
+pub fn queue(conn: &Connection, from: i64, to: i64, filter: &QueueFilter, limit: i64) -> Result<Json, ApiError> {
+    if let Some(label) = &filter.label
+        && !LABELS.contains(&label.as_str())
+    {
+        return Err(ApiError::BadRequest(format!("label = {label:?}: expected one of {}", LABELS.join(", "))));
+    }
     let mut stmt = conn.prepare(
         "SELECT i.id, i.camera, i.seq, i.part_id, i.captured_ms, i.verdict, i.failsafe_cause, i.image_score,
-                i.threshold, i.image_path IS NOT NULL
+                i.threshold, i.image_path IS NOT NULL, i.recipe,
+                (SELECT r.label FROM reviews r WHERE r.inspection_id = i.id ORDER BY r.id DESC LIMIT 1),
+                (SELECT group_concat(DISTINCT d.class) FROM defects d WHERE d.inspection_id = i.id),
+                i.image_path IS NOT NULL AND i.image_score IS NOT NULL AND i.verdict <> 'FAILSAFE' AND i.threshold > 0
          FROM inspections i
          WHERE i.captured_ms >= ?1 AND i.captured_ms < ?2 AND (?3 IS NULL OR i.camera = ?3)
+           AND (?5 IS NULL OR i.recipe = ?5)
+           AND (?6 IS NULL OR EXISTS (SELECT 1 FROM defects d WHERE d.inspection_id = i.id AND d.class = ?6))
            AND (i.verdict <> 'OK' OR i.image_path IS NOT NULL)
-           AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.inspection_id = i.id)
+           AND CASE WHEN ?7 IS NULL THEN NOT EXISTS (SELECT 1 FROM reviews r WHERE r.inspection_id = i.id)
+                    ELSE (SELECT r.label FROM reviews r WHERE r.inspection_id = i.id ORDER BY r.id DESC LIMIT 1) = ?7 END
          ORDER BY (i.image_score IS NULL OR i.threshold IS NULL),
                   ABS(i.image_score - i.threshold) / MAX(ABS(i.threshold), 1e-9),
                   i.id DESC
          LIMIT ?4",
     )?;
+    let f = filter;
     let items: Vec<Json> = stmt
-        .query_map(params![from, to, camera, limit], |r| {
+        .query_map(params![from, to, f.camera, limit, f.recipe, f.class, f.label], |r| {
             let (score, threshold): (Option<f64>, Option<f64>) = (r.get(7)?, r.get(8)?);
             let captured: i64 = r.get(4)?;
+            let classes: Option<String> = r.get(12)?;
             Ok(json!({
                 "id": r.get::<_, i64>(0)?, "camera": r.get::<_, String>(1)?, "seq": r.get::<_, i64>(2)?,
                 "part_id": r.get::<_, Option<String>>(3)?, "captured_unix_ms": captured,
                 "captured_at": super::db::rfc3339(captured), "verdict": r.get::<_, String>(5)?,
                 "failsafe_cause": r.get::<_, Option<String>>(6)?, "image_score": score, "threshold": threshold,
                 "margin": score.zip(threshold).map(|(s, t)| (s - t) / t.abs().max(1e-9)),
-                "has_image": r.get::<_, bool>(9)?,
+                "has_image": r.get::<_, bool>(9)?, "recipe": r.get::<_, Option<String>>(10)?,
+                "label": r.get::<_, Option<String>>(11)?,
+                // Anomaly models' judged parts: the archive keeps their heat map (`?heat=true`).
+                "has_heat": r.get::<_, bool>(13)?,
+                "classes": classes.map_or_else(Vec::new, |c| c.split(',').map(str::to_string).collect::<Vec<_>>()),
             }))
         })?
         .collect::<Result<_, _>>()?;
-    Ok(json!({ "from_unix_ms": from, "to_unix_ms": to, "camera": camera, "items": items }))
+    Ok(json!({
+        "from_unix_ms": from, "to_unix_ms": to, "camera": f.camera, "recipe": f.recipe, "class": f.class,
+        "label": f.label, "items": items,
+    }))
 }
 
 /// The model an operating point is measured for: the one that judged recipe `recipe`'s newest

@@ -56,6 +56,10 @@ pub struct ApiState {
     pub archive_dir: Option<PathBuf>,
     /// How long a `stats` answer is reused (`[api] stats_cache_ms`); zero: never (no cache).
     pub stats_cache_ttl: Duration,
+    /// The process's metric registry, for the line links on `/api/v1/health`.
+    pub registry: Option<prometheus::Registry>,
+    /// The Grafana dashboard's address, linked from the health page (`[api] grafana_url`).
+    pub grafana_url: Option<String>,
     /// Request and cache metrics (register them with [`ApiMetrics::new`] to export them).
     pub metrics: Arc<ApiMetrics>,
     stats_cache: Arc<StatsCache>,
@@ -89,6 +93,8 @@ impl ApiState {
             utc_offset_minutes: None,
             archive_dir: None,
             stats_cache_ttl: Duration::from_millis(crate::config::ApiConfig::default().stats_cache_ms),
+            registry: None,
+            grafana_url: None,
             metrics: Arc::default(),
             stats_cache: Arc::default(),
             fps_sample: Mutex::new(None),
@@ -128,7 +134,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/teach/{id}", get(teach_job))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .route("/api/v1/live", get(super::live::stream))
-        .route("/api/v1/health", get(health))
+        .route("/api/v1/health", get(super::health::health))
         .fallback(|| async { ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     Router::new()
@@ -184,7 +190,7 @@ async fn auth(State(s): State<Shared>, mut request: Request, next: Next) -> Resu
 /// Run a query on a fresh read-only connection, off the runtime's thread. If the request goes
 /// away first (its time limit passed, or the client left), the query is interrupted: it stops
 /// at SQLite's next step instead of holding its slot and a core until it ends.
-async fn query<T: Send + 'static>(
+pub(super) async fn query<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -341,20 +347,32 @@ async fn inspection(State(s): State<Shared>, Path(id): Path<String>) -> Result<J
     Ok(Json(query(&s, move |c| db::get(c, id)).await?))
 }
 
-/// The inspection's archived frame as PNG (`overlay=true`: with its defects outlined). The file is
-/// found through the id's row in the store, never from a path in the request.
+/// The inspection's archived frame as PNG (`overlay=true`: with its defects outlined;
+/// `heat=true`: the anomaly map's heat map, grey levels, 128 = the threshold). The file is found
+/// through the id's row in the store, never from a path in the request.
 async fn image(State(s): State<Shared>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
-    check_known(&q, &["overlay"])?;
+    check_known(&q, &["overlay", "heat"])?;
     let id = params::id(&id)?;
-    let overlay = match q.get("overlay").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(v) => return Err(ApiError::BadRequest(format!("overlay = {v:?}: expected true or false"))),
+    let flag = |name: &str| match q.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(ApiError::BadRequest(format!("{name} = {v:?}: expected true or false"))),
     };
-    let none = || ApiError::NotFound(format!("inspection {id} has no archived image"));
+    let (overlay, heat) = (flag("overlay")?, flag("heat")?);
+    if overlay && heat {
+        return Err(ApiError::BadRequest("overlay or heat: ask for one picture at a time".into()));
+    }
+    let none =
+        || ApiError::NotFound(format!("inspection {id} has no archived {}", if heat { "heat map" } else { "image" }));
     let dir = s.archive_dir.clone().ok_or_else(none)?;
     let relative = query(&s, move |c| db::image_path(c, id)).await?.ok_or_else(none)?;
-    let relative = if overlay { crate::sinks::archive::overlay_path(&relative) } else { relative };
+    let relative = if overlay {
+        crate::sinks::archive::overlay_path(&relative)
+    } else if heat {
+        crate::sinks::archive::heat_path(&relative)
+    } else {
+        relative
+    };
     let path = crate::sinks::archive::resolve(&dir, &relative).ok_or_else(|| {
         ApiError::Internal(format!("inspection {id}: stored image path {relative:?} is not a safe relative path"))
     })?;
@@ -449,11 +467,6 @@ async fn session(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Jso
 }
 
 /// `GET /api/v1/health`: ready or not, and why not (as the admin listener's `/readyz`).
-async fn health(State(s): State<Shared>) -> Json<Value> {
-    let not_ready = s.readiness.as_ref().map_or_else(|| vec!["no station".to_string()], |r| r.not_ready());
-    Json(json!({ "ready": not_ready.is_empty(), "not_ready": not_ready }))
-}
-
 /// `GET /api/v1/recipes`: each recipe, its model, threshold, and the cameras running it.
 async fn recipes(State(s): State<Shared>) -> Json<Value> {
     Json(s.recipes.get().map_or_else(|| json!({ "recipes": [] }), |r| r.list()))
@@ -666,13 +679,18 @@ async fn audit(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>,
 /// `GET /api/v1/review/queue`: what to review next (see [`super::review::queue`]); the window
 /// defaults to the 7 days before `to` (default now).
 async fn review_queue(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
-    check_known(&q, &["from", "to", "camera", "limit"])?;
+    check_known(&q, &["from", "to", "camera", "recipe", "class", "label", "limit"])?;
     let to = q.get("to").map(|v| params::time("to", v)).transpose()?.unwrap_or_else(now_ms);
     let from = q.get("from").map(|v| params::time("from", v)).transpose()?.unwrap_or(to - 7 * DEFAULT_WINDOW_MS);
     params::range(from, to)?;
     let limit = params::limit(q.get("limit").map(String::as_str))?;
-    let camera = q.get("camera").cloned();
-    Ok(Json(query(&s, move |c| super::review::queue(c, from, to, camera.as_deref(), limit)).await?))
+    let filter = super::review::QueueFilter {
+        camera: q.get("camera").cloned(),
+        recipe: q.get("recipe").cloned(),
+        class: q.get("class").cloned(),
+        label: q.get("label").cloned(),
+    };
+    Ok(Json(query(&s, move |c| super::review::queue(c, from, to, &filter, limit)).await?))
 }
 
 /// `GET /api/v1/operating-point?recipe=NAME` (or `model=NAME|SHA256`): escape and overkill

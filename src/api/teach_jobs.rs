@@ -13,6 +13,7 @@
 use super::error::ApiError;
 use crate::api::recipes::LiveRecipes;
 use crate::config::ModelTeachConfig;
+use crate::teach::learn::Stage;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
@@ -53,11 +54,27 @@ pub struct TeachRequest {
 pub struct TeachJobs {
     next: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Json>>,
+    /// Running jobs' current teach step and when the job started.
+    stages: Mutex<BTreeMap<u64, (Stage, std::time::Instant)>>,
 }
 
 impl TeachJobs {
+    /// Job `id`'s state; while it runs, also its teach step (`stage`) and `elapsed_s`.
     pub fn get(&self, id: u64) -> Option<Json> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        let mut state = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()?;
+        if let Some((stage, started)) = self.stages.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            if state["state"] == "running" {
+                let stage = stage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if !stage.is_empty() {
+                    state["stage"] = json!(stage);
+                } else if state.get("parts").is_some() {
+                    // Still taking the camera's parts off the line.
+                    state["state"] = json!("capturing");
+                }
+            }
+            state["elapsed_s"] = json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+        }
+        Some(state)
     }
 
     fn set(&self, id: u64, state: Json) {
@@ -117,14 +134,17 @@ impl TeachJobs {
         let out = db.parent().unwrap_or(Path::new(".")).join("taught").join(format!("{}-{stamp}", rc.name));
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.set(id, json!({ "id": id, "recipe": rc.name, "state": "running", "package": out }));
+        let stage = Stage::default();
+        self.stages.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (stage.clone(), std::time::Instant::now()));
         let jobs = Arc::clone(self);
         std::thread::Builder::new()
             .name(format!("teach-job-{id}"))
             .spawn(move || {
+                // Shown as `capturing` until the teach itself starts (see `get`).
                 let progress = |captured: usize, parts: usize| {
-                    jobs.set(id, json!({ "id": id, "recipe": rc.name, "state": "capturing", "captured": captured, "parts": parts }));
+                    jobs.set(id, json!({ "id": id, "recipe": rc.name, "state": "running", "captured": captured, "parts": parts }));
                 };
-                let result = teach(&loaded, &rc, images, &db, &out, progress);
+                let result = teach(&loaded, &rc, images, &db, &out, stage, progress);
                 let _ = std::fs::remove_dir_all(out.with_extension("images"));
                 let mut state = match result {
                     Ok(report) => json!({
@@ -158,6 +178,7 @@ impl TeachJobs {
                     }
                 }
                 jobs.set(id, state);
+                jobs.stages.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             })
             .map_err(|e| ApiError::Internal(format!("starting the teach job: {e}")))?;
         Ok(id)
@@ -187,6 +208,7 @@ fn teach(
     source: Source,
     db: &Path,
     out: &Path,
+    stage: Stage,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<crate::teach::learn::TeachReport> {
     let staging = out.with_extension("images");
@@ -233,6 +255,7 @@ fn teach(
         loaded.config.pipeline.tile_overlap_px,
     );
     opts.name = Some(format!("{}-{}", loaded.config.station.name, rc.name));
+    opts.stage = Some(stage);
     let report = crate::teach::teach(&opts);
     let _ = std::fs::remove_dir_all(&staging);
     report

@@ -263,6 +263,8 @@ fn start_api(
             state.utc_offset_minutes = cfg.api.utc_offset_minutes;
             state.archive_dir = outputs.archive_dir().map(|d| d.to_path_buf());
             state.stats_cache_ttl = Duration::from_millis(cfg.api.stats_cache_ms);
+            state.registry = Some(telemetry.registry.clone());
+            state.grafana_url = cfg.api.grafana_url.clone();
             state.metrics = Arc::new(crate::api::ApiMetrics::new(Some(&telemetry.registry))?);
             let server = crate::api::start(addr, state)?;
             tracing::info!(address = %server.local_addr(), "API listener serving /api/v1 (see /api/v1/openapi.json)");

@@ -576,6 +576,10 @@ pub struct ApiConfig {
     /// longest an answer can lag the store. Identical queries arriving together share one.
     #[serde(default = "default_stats_cache_ms")]
     pub stats_cache_ms: u64,
+    /// The plant's Grafana dashboard for this station (`http(s)://…`), linked from the web UI's
+    /// health page.
+    #[serde(default)]
+    pub grafana_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -587,6 +591,7 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             utc_offset_minutes: None,
             stats_cache_ms: default_stats_cache_ms(),
+            grafana_url: None,
         }
     }
 }

@@ -240,6 +240,14 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
         );
         c.check(!t.name.trim().is_empty(), format!("api.tokens[{i}].name"), &t.name, "name the token (who holds it)");
     }
+    if let Some(url) = &cfg.api.grafana_url {
+        c.check(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "api.grafana_url",
+            url,
+            "give the dashboard's http:// or https:// address",
+        );
+    }
     if let Some(offset) = cfg.api.utc_offset_minutes {
         c.check((-14 * 60..=14 * 60).contains(&offset), "api.utc_offset_minutes", offset, "must be -840..=840");
     }

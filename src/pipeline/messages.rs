@@ -114,3 +114,15 @@ pub struct ScoreMap {
     pub height: u32,
     pub scores: Vec<f32>,
 }
+
+/// A decided anomaly frame's per-pixel scores, lent to the outputs while they are offered the
+/// part (the archive keeps a small heat map of the frames it saves).
+#[derive(Clone, Copy)]
+pub struct HeatSource<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major `height × width`.
+    pub scores: &'a [f32],
+    /// The image-score threshold the part was judged against (regions are where the map reaches it).
+    pub threshold: f32,
+}

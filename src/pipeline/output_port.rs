@@ -9,7 +9,7 @@
 
 use super::accounting::Accounting;
 use super::handoff::Wakeup;
-use super::messages::Inspection;
+use super::messages::{HeatSource, Inspection};
 use crate::frame::Frame;
 use crossbeam_channel::{Sender, TrySendError};
 use std::sync::atomic::AtomicU64;
@@ -19,8 +19,15 @@ use std::sync::atomic::Ordering::Relaxed;
 pub trait OutputPort: Send {
     /// Offer one decided part without waiting. An output may take the frame's pixels (the
     /// archive does: they go back to the camera's pool once written) and mark the record before
-    /// the outputs after it see it; a full queue is counted in `accounting`.
-    fn offer(&mut self, inspection: &mut Inspection, frame: &mut Option<Frame>, accounting: &Accounting);
+    /// the outputs after it see it; a full queue is counted in `accounting`. `heat`: the frame's
+    /// anomaly map, for anomaly models whose outputs were finite.
+    fn offer(
+        &mut self,
+        inspection: &mut Inspection,
+        frame: &mut Option<Frame>,
+        heat: Option<HeatSource<'_>>,
+        accounting: &Accounting,
+    );
 
     /// Frames this output may hold on loan from a camera's pool at once (queued and being
     /// written): each camera's pool is sized for them.
@@ -59,7 +66,13 @@ impl RecordPort {
 }
 
 impl OutputPort for RecordPort {
-    fn offer(&mut self, inspection: &mut Inspection, _frame: &mut Option<Frame>, accounting: &Accounting) {
+    fn offer(
+        &mut self,
+        inspection: &mut Inspection,
+        _frame: &mut Option<Frame>,
+        _heat: Option<HeatSource<'_>>,
+        accounting: &Accounting,
+    ) {
         match self.tx.try_send(inspection.clone()) {
             Ok(()) => {
                 if let Some(wake) = &self.wake {

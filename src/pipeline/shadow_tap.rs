@@ -7,7 +7,7 @@
 //! shadow's own threads (see the `shadow` module) do the rest.
 
 use super::accounting::Accounting;
-use super::messages::Inspection;
+use super::messages::{HeatSource, Inspection};
 use super::output_port::OutputPort;
 use super::recipe_switch::RecipeSwitch;
 use super::verdict::Verdict;
@@ -157,7 +157,13 @@ impl ShadowPort {
 }
 
 impl OutputPort for ShadowPort {
-    fn offer(&mut self, inspection: &mut Inspection, frame: &mut Option<Frame>, _accounting: &Accounting) {
+    fn offer(
+        &mut self,
+        inspection: &mut Inspection,
+        frame: &mut Option<Frame>,
+        _heat: Option<HeatSource<'_>>,
+        _accounting: &Accounting,
+    ) {
         if !self.commands.is_empty() {
             self.apply_commands();
         }

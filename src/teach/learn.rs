@@ -129,6 +129,18 @@ pub struct TeachOptions {
     /// If `out` already holds a package when teaching ends (another process taught it), keep
     /// that one and discard this one, instead of replacing it.
     pub keep_existing: bool,
+    /// Where the teach says which step it is in (a teach job's progress on the station's UI).
+    pub stage: Option<Stage>,
+}
+
+/// A teach's current step, in words, shared with whoever shows its progress.
+pub type Stage = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Say which step the teach is in.
+fn set_stage(opts: &TeachOptions, what: impl FnOnce() -> String) {
+    if let Some(stage) = &opts.stage {
+        *stage.lock().unwrap_or_else(|e| e.into_inner()) = what();
+    }
 }
 
 impl TeachOptions {
@@ -162,6 +174,7 @@ impl TeachOptions {
             threads: 0,
             progress: false,
             keep_existing: false,
+            stage: None,
         }
     }
 }
@@ -253,6 +266,9 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
                 continue;
             }
         }
+        set_stage(opts, || {
+            format!("trying input recipe {} ({} tried, {} to go)", recipe.describe(), trials.len(), queue.len())
+        });
         let trial = ctx.try_recipe(recipe, &files, &teach_set, &validation)?;
         per_pixel_s = per_pixel_s.max(trial.seconds / pixels);
         tracing::info!(recipe = %recipe.describe(), validation = trial.validation, seconds = trial.seconds, "teach candidate");
@@ -304,6 +320,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             holdout.len()
         ));
     } else if try_head {
+        set_stage(opts, || "learning a correction from the labelled defects".into());
         let mut choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
         if let Some(c) = &choice.correction {
             let (fitted, bank, scales) = &calibration;
@@ -356,6 +373,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // with the threshold above.
     let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
     let t_final = Instant::now();
+    set_stage(opts, || format!("teaching {} on all {} images", recipe.describe(), files.len()));
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x686f_6c64);
     ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
     let dim = backbone.feature_dim();

@@ -12,7 +12,8 @@ use crate::frame::Frame;
 use crate::model::manifest::{Activation, TaskSpec};
 use crate::pipeline::accounting::Accounting;
 use crate::pipeline::messages::{
-    BatchResult, EarlyTile, FrameStart, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap, SlotId, TileRef,
+    BatchResult, EarlyTile, FrameStart, HeatSource, Inspection, MAX_DEFECTS, MAX_OUTPUTS, RecordedDefect, ScoreMap,
+    SlotId, TileRef,
 };
 use crate::pipeline::output_port::OutputPort;
 use crate::pipeline::{Defect, FailsafeCause, Verdict};
@@ -422,8 +423,21 @@ impl Assembler {
         // Every output in turn, never waiting; the pixels go back to the camera's pool afterwards
         // (unless an output, the archive, took them).
         let mut frame = self.slots[id as usize].frame.take();
+        let slot = &self.slots[id as usize];
+        let pixels = inspection.width as usize * inspection.height as usize;
+        let heat = match &self.plan.recipe(slot.recipe).task {
+            TaskSpec::Anomaly(_) if !slot.failed && !slot.invalid && pixels > 0 && slot.maps.len() >= pixels => {
+                Some(HeatSource {
+                    width: inspection.width,
+                    height: inspection.height,
+                    scores: &slot.maps[..pixels],
+                    threshold: inspection.threshold,
+                })
+            }
+            _ => None,
+        };
         for out in &mut self.outputs {
-            out.offer(&mut inspection, &mut frame, &self.accounting);
+            out.offer(&mut inspection, &mut frame, heat, &self.accounting);
         }
         drop(frame);
         self.slots[id as usize].done = 0;

@@ -187,6 +187,11 @@ impl Installer {
         }
     }
 
+    /// The package folder model slot `slot` was built from.
+    pub fn package_of(&self, slot: usize) -> Option<PathBuf> {
+        self.built_from.lock().unwrap_or_else(|e| e.into_inner()).get(slot).map(|(p, _)| p.clone())
+    }
+
     /// The station's config (teach jobs read their recipe's teach settings from it).
     pub fn config(&self) -> &LoadedConfig {
         &self.loaded

@@ -1,5 +1,5 @@
-//! The operator web UI, served by the station on the API listener (`/`, `/live`, `/review`, and
-//! `/ui/…` for its assets), from files built into the binary: one binary, no internet, no build
+//! The operator web UI, served by the station on the API listener (the [`PAGES`], and `/ui/…`
+//! for its assets), from files built into the binary: one binary, no internet, no build
 //! step. Pages are plain HTML with a small script layer (`assets/app.js`: sign-in, the
 //! language, calls to `/api/v1` with the bearer token); every visible string comes from
 //! `assets/i18n.json` (English and Simplified Chinese). Why this approach: docs/UI.md.
@@ -33,6 +33,9 @@ pub const PAGES: &[Page] = &[
         body: include_str!("pages/operating_point.html"),
         script: "operating_point.js",
     },
+    Page { path: "/teach", key: "teach", body: include_str!("pages/teach.html"), script: "teach.js" },
+    Page { path: "/recipes", key: "recipes", body: include_str!("pages/recipes.html"), script: "recipes.js" },
+    Page { path: "/stats", key: "stats", body: include_str!("pages/stats.html"), script: "stats.js" },
 ];
 
 /// The assets under `/ui/`: name, content type, bytes.
@@ -44,6 +47,9 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("live.js", "text/javascript; charset=utf-8", include_str!("assets/live.js")),
     ("review.js", "text/javascript; charset=utf-8", include_str!("assets/review.js")),
     ("operating_point.js", "text/javascript; charset=utf-8", include_str!("assets/operating_point.js")),
+    ("teach.js", "text/javascript; charset=utf-8", include_str!("assets/teach.js")),
+    ("recipes.js", "text/javascript; charset=utf-8", include_str!("assets/recipes.js")),
+    ("stats.js", "text/javascript; charset=utf-8", include_str!("assets/stats.js")),
 ];
 
 const LAYOUT: &str = include_str!("pages/layout.html");

@@ -2,11 +2,13 @@
 running station. Run by tests/web_ui.rs; exits non-zero with the first failed check.
 
 Checks: every page loads with no console error and no failed request; the live view's picture
-changes; labelling a part on the review page changes what GET /api/v1/inspections/{id} returns;
-the language switch changes visible strings; a viewer sees no operator actions; moving the
-operating point's slider shows the projected figures and applying it (admin) changes the
-recipe's threshold. With --shots DIR,
-saves a screenshot of each page (1280x800) there.
+changes; labelling a part on the review page changes what GET /api/v1/inspections/{id} returns,
+and the label filter finds it again; the language switch changes visible strings; a viewer sees
+no operator actions; moving the operating point's slider shows the projected figures and
+applying it (admin) changes the recipe's threshold; the teach wizard teaches a model from a
+camera's next parts and runs it in shadow, comparing parts; the recipes page changes the rules
+and shows the audit log; the stats page draws its charts and exports CSV; the health page shows
+the line links and disks. With --shots DIR, saves a screenshot of each page (1280x800) there.
 """
 
 import argparse
@@ -22,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-PAGES = ["/", "/live", "/review", "/operating-point"]
+PAGES = ["/", "/live", "/review", "/operating-point", "/teach", "/recipes", "/stats"]
 
 
 def browser():
@@ -119,12 +121,22 @@ def main():
         wait.until(lambda d: d.find_element(By.ID, "item-image").get_attribute("src"))
         if args.shots:
             driver.save_screenshot(os.path.join(args.shots, "review.png"))
+        heat = wait.until(lambda d: d.find_element(By.ID, "item").get_attribute("data-heat") == "shown"
+                          and d.find_element(By.ID, "item-heat"))
+        check(heat.is_displayed() and heat.size["width"] > 100,
+              "the large view shows the anomaly heat map over the part")
         driver.find_element(By.TAG_NAME, "body").send_keys("g")
         wait.until(lambda d: d.find_element(By.ID, "item").get_attribute("data-id") != inspection)
         reviews = api(base, f"/api/v1/inspections/{inspection}", args.operator).get("reviews", [])
         check(any(r.get("label") == "good" for r in reviews),
               f"labelling part {inspection} 'good' with the G key is in GET /api/v1/inspections/{inspection}")
         check(errors(driver) == [], "no console error or failed request while reviewing")
+
+        # The label filter finds the part again among those labelled good.
+        Select(driver.find_element(By.ID, "f-label")).select_by_value("good")
+        driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#queue li[data-id="{inspection}"]'))
+        check(True, f"the label filter lists part {inspection} among the parts labelled good")
 
         # Operating point: label parts through the API (NG ones as defects, OK ones as good), then
         # the slider shows what another threshold would give, and applying it as an admin
@@ -166,8 +178,72 @@ def main():
         check(audit and audit[0]["action"] == "recipe.threshold", "the change is audited")
         check(errors(driver) == [], "no console error or failed request on the operating point page")
 
+        # Recipes: new rules saved on the page are in force (GET /recipes) and in the audit log.
+        driver.get(base + "/recipes")
+        card = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f'.recipe[data-recipe="{recipe}"]'))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audit tbody tr"))
+        card.find_element(By.CSS_SELECTOR, ".edit-rules").click()
+        rules = [{"class": "anomaly", "max_count": 1}]
+        area = card.find_element(By.CSS_SELECTOR, ".rules")
+        area.clear()
+        area.send_keys(json.dumps(rules))
+        card.find_element(By.CSS_SELECTOR, ".rules-form button[type=submit]").click()
+
+        def rules_in_force(_):
+            recipes = api(base, "/api/v1/recipes", args.admin)["recipes"]
+            return any(r["name"] == recipe and (r["rules"] or [{}])[0].get("max_count") == 1 for r in recipes)
+        wait.until(rules_in_force)
+        wait.until(lambda d: "recipe.rules" in d.find_element(By.ID, "audit").text)
+        check(True, f"rules saved on the recipes page are in force for {recipe} and in the audit log")
+        if args.shots:
+            driver.execute_script("window.scrollTo(0, 0);")
+            driver.save_screenshot(os.path.join(args.shots, "recipes.png"))
+        check(errors(driver) == [], "no console error or failed request on the recipes page")
+
+        # Teach wizard: the next parts of camera "metal" → teach → figures → shadow → comparison.
+        driver.get(base + "/teach")
+        wait.until(lambda d: d.find_element(By.ID, "t-form").is_displayed())
+        Select(driver.find_element(By.ID, "t-recipe")).select_by_value(recipe)
+        Select(driver.find_element(By.ID, "t-camera")).select_by_value("metal")
+        parts = driver.find_element(By.ID, "t-parts")
+        parts.clear()
+        parts.send_keys("12")
+        driver.find_element(By.ID, "t-start").click()
+        WebDriverWait(driver, 300).until(lambda d: d.find_element(By.ID, "t-result").is_displayed())
+        figures = driver.find_element(By.ID, "t-figures").text
+        check("Threshold" in figures, f"the teach finished and shows its figures: {figures!r}")
+        driver.find_element(By.ID, "t-shadow").click()
+        WebDriverWait(driver, 120).until(
+            lambda d: int(d.find_element(By.ID, "t-compare-state").get_attribute("data-parts") or 0) > 0)
+        shadow = api(base, f"/api/v1/recipes/{recipe}/shadow", args.admin)
+        check(shadow["state"] == "running" and shadow["parts"] > 0,
+              f"the taught model runs in shadow: {shadow['parts']} parts compared, agreement {shadow['agreement']}")
+        if args.shots:
+            driver.execute_script("document.getElementById('t-compare').scrollIntoView({block: 'end'});")
+            driver.save_screenshot(os.path.join(args.shots, "teach.png"))
+        check(errors(driver) == [], "no console error or failed request in the teach wizard")
+
+        # Stats: the charts are drawn and the CSV has a row per period.
+        driver.get(base + "/stats")
+        Select(driver.find_element(By.ID, "s-window")).select_by_value("1")
+        Select(driver.find_element(By.ID, "s-bucket")).select_by_value("minute")
+        driver.find_element(By.CSS_SELECTOR, "#s-form button[type=submit]").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#s-trend polyline.yield")
+                   and d.find_elements(By.CSS_SELECTOR, "#s-pareto rect.bar")
+                   and d.find_elements(By.CSS_SELECTOR, "#s-cameras tbody tr"))
+        rows = driver.execute_script("return statsCsv();").strip().split("\n")
+        stats = api(base, "/api/v1/stats?bucket=minute&from=" + str(int(time.time() * 1000) - 3600 * 1000), args.admin)
+        check(rows[0].startswith("start,camera,inspections") and len(rows) - 1 == len(stats["buckets"]),
+              f"the stats page draws its charts and its CSV has a row per minute ({len(rows) - 1})")
+        driver.find_element(By.ID, "s-csv").click()
+        if args.shots:
+            driver.save_screenshot(os.path.join(args.shots, "stats.png"))
+        check(errors(driver) == [], "no console error or failed request on the stats page")
+
         driver.get(base + "/")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cameras tbody tr"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#disks li"))
+        check("GiB" in driver.find_element(By.ID, "disks").text, "health shows the free disk of the store and archive")
         check("ready-yes" in driver.find_element(By.ID, "ready").get_attribute("class"), "health says ready")
         if args.shots:
             time.sleep(1)

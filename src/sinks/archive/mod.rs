@@ -21,7 +21,7 @@ pub use writer::{Archive, ArchiveError, draw_overlay};
 
 use crate::frame::{Frame, FrameMeta};
 use crate::pipeline::Verdict;
-use crate::pipeline::messages::Inspection;
+use crate::pipeline::messages::{HeatSource, Inspection};
 use crate::pipeline::{Accounting, OutputPort};
 use crossbeam_channel::{Sender, TrySendError};
 use std::path::{Component, Path, PathBuf};
@@ -33,11 +33,53 @@ pub const QUEUE_DEPTH: usize = 8;
 
 /// Suffix of the variant with the defects outlined.
 const OVERLAY_SUFFIX: &str = "_overlay.png";
+/// Suffix of the heat map ([`HeatMap`]).
+const HEAT_SUFFIX: &str = "_heat.png";
 
-/// Assembler → archive writer: a decided frame and its record.
+/// Assembler → archive writer: a decided frame, its record and its heat map.
 pub struct ArchiveJob {
     pub frame: Frame,
     pub inspection: Inspection,
+    pub heat: Option<HeatMap>,
+}
+
+/// Longest side of a heat map, in cells: enough to see where a defect is, small enough to make
+/// on the assembler thread and carry inline (no allocation on the frame path).
+pub const HEAT_MAX_SIDE: usize = 64;
+
+/// A frame's anomaly map, max-pooled to at most [`HEAT_MAX_SIDE`] cells a side: each cell
+/// `128 × score / threshold` (clamped to 0..=255: 128 is the threshold, 255 twice it or more).
+pub struct HeatMap {
+    pub width: u32,
+    pub height: u32,
+    pub cells: arrayvec::ArrayVec<u8, { HEAT_MAX_SIDE * HEAT_MAX_SIDE }>,
+}
+
+impl HeatMap {
+    /// `None` for a map whose threshold cannot scale it (not positive and finite).
+    pub fn of(src: HeatSource<'_>) -> Option<Self> {
+        let (w, h) = (src.width as usize, src.height as usize);
+        if !(src.threshold.is_finite() && src.threshold > 0.0) || w == 0 || h == 0 || src.scores.len() < w * h {
+            return None;
+        }
+        let step = w.div_ceil(HEAT_MAX_SIDE).max(h.div_ceil(HEAT_MAX_SIDE));
+        let (cw, ch) = (w.div_ceil(step), h.div_ceil(step));
+        let mut cells = arrayvec::ArrayVec::new();
+        for cy in 0..ch {
+            for cx in 0..cw {
+                let mut top = f32::NEG_INFINITY;
+                for y in cy * step..((cy + 1) * step).min(h) {
+                    let row = &src.scores[y * w..(y + 1) * w];
+                    for &v in &row[cx * step..((cx + 1) * step).min(w)] {
+                        // A NaN cell is as hot as it gets: never shown cool.
+                        top = if v.is_nan() { f32::INFINITY } else { top.max(v) };
+                    }
+                }
+                cells.push((128.0 * top / src.threshold).clamp(0.0, 255.0) as u8);
+            }
+        }
+        Some(Self { width: cw as u32, height: ch as u32, cells })
+    }
 }
 
 /// The archive's port for the assembler, fed by `tx` with every NG and fail-safe frame and the
@@ -54,13 +96,20 @@ struct ArchivePort {
 }
 
 impl OutputPort for ArchivePort {
-    fn offer(&mut self, inspection: &mut Inspection, frame: &mut Option<Frame>, accounting: &Accounting) {
+    fn offer(
+        &mut self,
+        inspection: &mut Inspection,
+        frame: &mut Option<Frame>,
+        heat: Option<HeatSource<'_>>,
+        accounting: &Accounting,
+    ) {
         if !selected(inspection.verdict, inspection.meta.seq, self.ok_sample_rate) {
             return;
         }
         let Some(frame) = frame.take() else { return };
         inspection.archived = true;
-        match self.tx.try_send(ArchiveJob { frame, inspection: inspection.clone() }) {
+        let heat = heat.and_then(HeatMap::of);
+        match self.tx.try_send(ArchiveJob { frame, inspection: inspection.clone(), heat }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 inspection.archived = false;
@@ -115,6 +164,11 @@ pub fn overlay_path(plain: &str) -> String {
     format!("{}{OVERLAY_SUFFIX}", plain.strip_suffix(".png").unwrap_or(plain))
 }
 
+/// The heat map's path, next to the plain one.
+pub fn heat_path(plain: &str) -> String {
+    format!("{}{HEAT_SUFFIX}", plain.strip_suffix(".png").unwrap_or(plain))
+}
+
 /// `relative` resolved under `dir`, if it is a plain relative path made of sanitised parts (a
 /// damaged or foreign database must not make the API read outside the archive).
 pub fn resolve(dir: &Path, relative: &str) -> Option<PathBuf> {
@@ -135,6 +189,27 @@ mod tests {
     use crate::frame::part_id;
     use crate::pipeline::FailsafeCause;
     use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    #[test]
+    fn a_heat_map_keeps_the_hottest_score_of_each_cell_scaled_to_the_threshold() {
+        let (w, h, threshold) = (200u32, 100u32, 0.5f32);
+        let mut scores = vec![0.25f32; (w * h) as usize];
+        scores[(40 * w + 150) as usize] = 1.0; // twice the threshold: full scale
+        scores[(90 * w + 10) as usize] = 0.5; // at the threshold: mid scale
+        scores[(5 * w + 5) as usize] = f32::NAN; // never shown cool
+        let heat = HeatMap::of(HeatSource { width: w, height: h, scores: &scores, threshold }).unwrap();
+        // Cells of 4 × 4 pixels (the longer side decides): 50 × 25.
+        assert_eq!((heat.width, heat.height, heat.cells.len()), (50, 25, 50 * 25));
+        let cell = |x: usize, y: usize| heat.cells[y * 50 + x];
+        assert_eq!(cell(150 / 4, 40 / 4), 255);
+        assert_eq!(cell(10 / 4, 90 / 4), 128);
+        assert_eq!(cell(1, 1), 255);
+        assert_eq!(cell(20, 20), 64, "a quarter below the threshold everywhere else");
+        let bad = HeatSource { width: w, height: h, scores: &scores, threshold: f32::NAN };
+        assert!(HeatMap::of(bad).is_none(), "no scale, no heat map");
+        let short = HeatSource { width: w, height: h, scores: &scores[..10], threshold };
+        assert!(HeatMap::of(short).is_none(), "a map shorter than the frame is refused, not read past");
+    }
 
     fn meta(part: Option<&str>) -> FrameMeta {
         FrameMeta {

@@ -1,6 +1,6 @@
 //! Archive retention: delete images older than `max_age_days`, then the oldest until the folder
 //! holds at most `max_bytes` (down to 90 % of it, so that pruning does not run after every write).
-//! A frame's plain and overlay files go together.
+//! A frame's plain, overlay and heat map files go together.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ pub fn prune(dir: &Path, max_bytes: u64, max_age_days: u32, now: SystemTime) -> 
                 let file = file?;
                 let path = file.path();
                 let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-                let key = match name.strip_suffix("_overlay.png").or_else(|| name.strip_suffix(".png")) {
+                let stem = name.strip_suffix("_overlay.png").or_else(|| name.strip_suffix("_heat.png"));
+                let key = match stem.or_else(|| name.strip_suffix(".png")) {
                     Some(stem) => path.with_file_name(stem),
                     None => continue,
                 };

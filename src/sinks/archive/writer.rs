@@ -3,7 +3,7 @@
 //! fails removes its temporary file, and opening the archive removes any a crash left behind.
 
 use super::retention::{RETENTION_INTERVAL, prune};
-use super::{ArchiveJob, overlay_path, relative_path};
+use super::{ArchiveJob, heat_path, overlay_path, relative_path};
 use crate::frame::PixelFormat;
 use crate::pipeline::accounting::Accounting;
 use crate::pipeline::messages::RecordedDefect;
@@ -103,7 +103,7 @@ impl Archive {
         }
     }
 
-    /// Write one frame's two files; returns the bytes written.
+    /// Write one frame's files (plain, overlay, heat map); returns the bytes written.
     fn write(&self, job: &ArchiveJob, overlay: &mut Vec<u8>) -> std::io::Result<u64> {
         let f = &job.frame;
         let camera = self.cameras.get(f.meta.camera as usize).map_or("camera", String::as_str);
@@ -120,6 +120,10 @@ impl Archive {
         let mut bytes = save_png(&plain, &f.pixels[..len], f.width, f.height, colour)?;
         draw_overlay(&f.pixels[..len], f.format, f.width, f.height, &job.inspection.defects, overlay);
         bytes += save_png(&self.dir.join(overlay_path(&rel)), overlay, f.width, f.height, ExtendedColorType::Rgb8)?;
+        if let Some(heat) = &job.heat {
+            bytes +=
+                save_png(&self.dir.join(heat_path(&rel)), &heat.cells, heat.width, heat.height, ExtendedColorType::L8)?;
+        }
         Ok(bytes)
     }
 }

@@ -27,6 +27,8 @@ function t(key, vars) {
 
 function translate(root) {
   (root || document).querySelectorAll("[data-i18n]").forEach((e) => { e.textContent = t(e.dataset.i18n); });
+  (root || document).querySelectorAll("[data-i18n-placeholder]").forEach((e) => { e.placeholder = t(e.dataset.i18nPlaceholder); });
+  (root || document).querySelectorAll("[data-i18n-title]").forEach((e) => { e.title = t(e.dataset.i18nTitle); });
   document.documentElement.lang = ui.lang;
   document.title = t("app.title") + " · " + t("nav." + document.body.dataset.page);
 }

@@ -50,7 +50,17 @@ function drawChart() {
   const axis = document.createElementNS("http://www.w3.org/2000/svg", "path");
   axis.setAttribute("d", "M40 20 V220 H590");
   axis.setAttribute("class", "axis");
-  const children = [title, axis, line("escape_rate", "escape"), line("overkill_rate", "overkill")];
+  const text = (x_, y_, anchor, s) => {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    e.setAttribute("x", x_); e.setAttribute("y", y_); e.setAttribute("text-anchor", anchor); e.setAttribute("class", "tick");
+    e.textContent = s;
+    return e;
+  };
+  // Rates on the left, thresholds along the bottom (the lowest, the highest, and the axis' name).
+  const ticks = [0, 0.5, 1].map((r) => text(34, y(r) + 4, "end", (100 * r) + "%"));
+  ticks.push(text(40, 236, "start", lo.toFixed(3)), text(590, 236, "end", hi.toFixed(3)),
+    text(315, 236, "middle", t("op.threshold")));
+  const children = [title, axis, ...ticks, line("escape_rate", "escape"), line("overkill_rate", "overkill")];
   if (op.current) children.push(marker(op.current.threshold, "current"));
   const chosen = pts[Number(document.getElementById("op-slider").value)];
   if (chosen) children.push(marker(chosen.threshold, "chosen"));
