@@ -143,6 +143,18 @@ fn stage_kernels(c: &mut Criterion) {
             decode_segmentation(&map, 1, SIDE as usize, SIDE as usize, 0.5, None, &mut scratch, &mut defects);
         })
     });
+    // The archive's heat map, made on the assembler thread for each archived anomaly frame.
+    for (w, h) in [(256u32, 256u32), (1280, 1024)] {
+        let scores: Vec<f32> = (0..w * h).map(|i| (i % 97) as f32 / 97.0).collect();
+        let mut columns = Vec::new();
+        c.bench_function(&format!("archive/heat_map_{w}x{h}"), |b| {
+            b.iter(|| {
+                let src =
+                    linesight::pipeline::messages::HeatSource { width: w, height: h, scores: &scores, threshold: 0.5 };
+                black_box(linesight::sinks::archive::HeatMap::of(src, &mut columns))
+            })
+        });
+    }
 }
 
 fn report() {

@@ -121,7 +121,8 @@ pub struct ScoreMap {
 pub struct HeatSource<'a> {
     pub width: u32,
     pub height: u32,
-    /// Row-major `height × width`.
+    /// Row-major `height × width`; finite (a frame with non-finite outputs fails safe and lends
+    /// no map).
     pub scores: &'a [f32],
     /// The image-score threshold the part was judged against (regions are where the map reaches it).
     pub threshold: f32,

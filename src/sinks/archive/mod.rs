@@ -56,36 +56,46 @@ pub struct HeatMap {
 }
 
 impl HeatMap {
-    /// `None` for a map whose threshold cannot scale it (not positive and finite).
-    pub fn of(src: HeatSource<'_>) -> Option<Self> {
+    /// `None` for a map whose threshold cannot scale it (not positive and finite), or that holds
+    /// a NaN (none should: a frame with non-finite outputs fails safe and lends no map).
+    /// `columns`: scratch for one row of column maxima, kept by the caller (it grows once, to
+    /// the widest frame, and is never allocated again).
+    pub fn of(src: HeatSource<'_>, columns: &mut Vec<f32>) -> Option<Self> {
         let (w, h) = (src.width as usize, src.height as usize);
         if !(src.threshold.is_finite() && src.threshold > 0.0) || w == 0 || h == 0 || src.scores.len() < w * h {
             return None;
         }
         let step = w.div_ceil(HEAT_MAX_SIDE).max(h.div_ceil(HEAT_MAX_SIDE));
         let (cw, ch) = (w.div_ceil(step), h.div_ceil(step));
+        // Branch-free maxima (`>` keeps the running maximum), so the compiler vectorises them:
+        // each band of `step` rows into one row of column maxima, then that row into cells.
+        let larger = |m: f32, v: f32| if v > m { v } else { m };
+        columns.clear();
+        columns.resize(w, f32::NEG_INFINITY);
+        let mut nan = false;
         let mut cells = arrayvec::ArrayVec::new();
-        for cy in 0..ch {
-            for cx in 0..cw {
-                let mut top = f32::NEG_INFINITY;
-                for y in cy * step..((cy + 1) * step).min(h) {
-                    let row = &src.scores[y * w..(y + 1) * w];
-                    for &v in &row[cx * step..((cx + 1) * step).min(w)] {
-                        // A NaN cell is as hot as it gets: never shown cool.
-                        top = if v.is_nan() { f32::INFINITY } else { top.max(v) };
-                    }
+        for (y, row) in src.scores[..w * h].chunks_exact(w).enumerate() {
+            for (c, &v) in columns.iter_mut().zip(row) {
+                nan |= v.is_nan();
+                *c = larger(*c, v);
+            }
+            if (y + 1) % step == 0 || y + 1 == h {
+                for segment in columns.chunks(step) {
+                    let top = segment.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+                    cells.push((128.0 * top / src.threshold).clamp(0.0, 255.0) as u8);
                 }
-                cells.push((128.0 * top / src.threshold).clamp(0.0, 255.0) as u8);
+                columns.fill(f32::NEG_INFINITY);
             }
         }
-        Some(Self { width: cw as u32, height: ch as u32, cells })
+        debug_assert_eq!(cells.len(), cw * ch);
+        (!nan).then_some(Self { width: cw as u32, height: ch as u32, cells })
     }
 }
 
 /// The archive's port for the assembler, fed by `tx` with every NG and fail-safe frame and the
 /// [`selected`] share `ok_sample_rate` of OK frames.
 pub fn port(tx: Sender<ArchiveJob>, ok_sample_rate: f64) -> Box<dyn OutputPort> {
-    Box::new(ArchivePort { tx, ok_sample_rate })
+    Box::new(ArchivePort { tx, ok_sample_rate, columns: Vec::new() })
 }
 
 /// The archive's port: takes the selected frames (no copy: the pixels go back to the camera's
@@ -93,6 +103,8 @@ pub fn port(tx: Sender<ArchiveJob>, ok_sample_rate: f64) -> Box<dyn OutputPort> 
 struct ArchivePort {
     tx: Sender<ArchiveJob>,
     ok_sample_rate: f64,
+    /// [`HeatMap::of`]'s scratch.
+    columns: Vec<f32>,
 }
 
 impl OutputPort for ArchivePort {
@@ -108,7 +120,7 @@ impl OutputPort for ArchivePort {
         }
         let Some(frame) = frame.take() else { return };
         inspection.archived = true;
-        let heat = heat.and_then(HeatMap::of);
+        let heat = heat.and_then(|h| HeatMap::of(h, &mut self.columns));
         match self.tx.try_send(ArchiveJob { frame, inspection: inspection.clone(), heat }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -196,19 +208,21 @@ mod tests {
         let mut scores = vec![0.25f32; (w * h) as usize];
         scores[(40 * w + 150) as usize] = 1.0; // twice the threshold: full scale
         scores[(90 * w + 10) as usize] = 0.5; // at the threshold: mid scale
-        scores[(5 * w + 5) as usize] = f32::NAN; // never shown cool
-        let heat = HeatMap::of(HeatSource { width: w, height: h, scores: &scores, threshold }).unwrap();
+        let mut columns = Vec::new();
+        let heat = HeatMap::of(HeatSource { width: w, height: h, scores: &scores, threshold }, &mut columns).unwrap();
         // Cells of 4 × 4 pixels (the longer side decides): 50 × 25.
         assert_eq!((heat.width, heat.height, heat.cells.len()), (50, 25, 50 * 25));
         let cell = |x: usize, y: usize| heat.cells[y * 50 + x];
         assert_eq!(cell(150 / 4, 40 / 4), 255);
         assert_eq!(cell(10 / 4, 90 / 4), 128);
-        assert_eq!(cell(1, 1), 255);
-        assert_eq!(cell(20, 20), 64, "a quarter below the threshold everywhere else");
+        assert_eq!(cell(20, 20), 64, "half the threshold everywhere else");
         let bad = HeatSource { width: w, height: h, scores: &scores, threshold: f32::NAN };
-        assert!(HeatMap::of(bad).is_none(), "no scale, no heat map");
+        assert!(HeatMap::of(bad, &mut columns).is_none(), "no scale, no heat map");
         let short = HeatSource { width: w, height: h, scores: &scores[..10], threshold };
-        assert!(HeatMap::of(short).is_none(), "a map shorter than the frame is refused, not read past");
+        assert!(HeatMap::of(short, &mut columns).is_none(), "a map shorter than the frame is refused, not read past");
+        scores[(5 * w + 5) as usize] = f32::NAN;
+        let with_nan = HeatSource { width: w, height: h, scores: &scores, threshold };
+        assert!(HeatMap::of(with_nan, &mut columns).is_none(), "a NaN is never shown as a cool cell");
     }
 
     fn meta(part: Option<&str>) -> FrameMeta {
