@@ -13,7 +13,8 @@ use std::time::Duration;
 
 pub async fn stream(State(s): State<Shared>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let view = s.live.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
-    let cameras = view.subscribe().into_iter().map(|rx| {
+    let mut watching = view.subscribe();
+    let cameras = std::mem::take(&mut watching.pictures).into_iter().map(|rx| {
         stream::unfold(rx, |mut rx| async move {
             rx.changed().await.ok()?;
             let picture = rx.borrow_and_update().clone();
@@ -21,7 +22,10 @@ pub async fn stream(State(s): State<Shared>) -> Result<Sse<impl Stream<Item = Re
         })
         .boxed()
     });
-    let events = stream::select_all(cameras)
-        .filter_map(|picture| async move { picture.map(|json| Ok(Event::default().event("picture").data(&*json))) });
+    // The subscription lives as long as the stream: the tap copies parts while a client reads.
+    let events = stream::select_all(cameras).filter_map(move |picture| {
+        let _watching = &watching;
+        async move { picture.map(|json| Ok(Event::default().event("picture").data(&*json))) }
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }

@@ -15,7 +15,7 @@ use crate::frame::{Frame, PartId, PixelFormat};
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, unbounded};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -75,6 +75,9 @@ pub struct Attachment {
     /// Parts offered, and those skipped (over its share, or no free buffer).
     pub offered: Arc<AtomicU64>,
     pub skipped: Arc<AtomicU64>,
+    /// Take parts only while this counts somebody (the live view: browsers watching); none:
+    /// always.
+    pub watchers: Option<Arc<AtomicUsize>>,
 }
 
 impl Attachment {
@@ -194,7 +197,7 @@ fn offer(a: &mut Attachment, inspection: &Inspection, frame: &Frame, slot: u16) 
         TapTarget::Recipe(_) => usize::from(m.camera),
         TapTarget::Camera(_) => 0,
     };
-    if queue >= a.frames.len() {
+    if queue >= a.frames.len() || a.watchers.as_ref().is_some_and(|w| w.load(Relaxed) == 0) {
         return;
     }
     a.offered.fetch_add(1, Relaxed);
@@ -233,5 +236,81 @@ fn offer(a: &mut Attachment, inspection: &Inspection, frame: &Frame, slot: u16) 
         Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
             a.skipped.fetch_add(1, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameMeta;
+    use crate::pool::BufferPool;
+    use crossbeam_channel::bounded;
+
+    fn part(seq: u64, pool: &BufferPool<u8>) -> (Inspection, Frame) {
+        let meta = FrameMeta {
+            camera: 0,
+            seq,
+            part_id: None,
+            captured_at: Instant::now(),
+            captured_wall: SystemTime::now(),
+            recipe: 0,
+        };
+        let now = Instant::now();
+        let inspection = Inspection {
+            meta: meta.clone(),
+            width: 4,
+            height: 2,
+            verdict: Verdict::Ok,
+            defects: ArrayVec::new(),
+            defects_truncated: 0,
+            image_score: f32::NAN,
+            threshold: f32::NAN,
+            mm_per_px: None,
+            infer_started: now,
+            infer_ended: now,
+            decided_at: now,
+            decided_wall: SystemTime::now(),
+            archived: false,
+        };
+        let frame = Frame { meta, format: PixelFormat::Gray8, width: 4, height: 2, pixels: pool.take(8) };
+        (inspection, frame)
+    }
+
+    /// An attachment with watchers (the live view) copies parts only while somebody watches.
+    #[test]
+    fn a_watched_attachment_takes_parts_only_while_watched() {
+        let (tx, rx) = bounded(8);
+        let (spare_tx, spares) = bounded(8);
+        for _ in 0..8 {
+            spare_tx.send(Vec::new()).unwrap();
+        }
+        let watchers = Arc::new(AtomicUsize::new(0));
+        let mut a = Attachment {
+            target: TapTarget::Camera(0),
+            credit: 0.0,
+            frames: vec![tx],
+            spares,
+            share: 1.0,
+            min_interval: None,
+            last_taken: None,
+            offered: Arc::default(),
+            skipped: Arc::default(),
+            watchers: Some(Arc::clone(&watchers)),
+        };
+        let pool = BufferPool::new(4);
+        for seq in 0..3 {
+            let (inspection, frame) = part(seq, &pool);
+            offer(&mut a, &inspection, &frame, 0);
+        }
+        assert!(rx.try_recv().is_err(), "nobody watches: nothing copied");
+        assert_eq!(a.offered.load(Relaxed), 0);
+        watchers.fetch_add(1, Relaxed);
+        let (inspection, frame) = part(3, &pool);
+        offer(&mut a, &inspection, &frame, 0);
+        assert_eq!(rx.try_recv().expect("a watcher: the part is copied").live.seq, 3);
+        watchers.fetch_sub(1, Relaxed);
+        let (inspection, frame) = part(4, &pool);
+        offer(&mut a, &inspection, &frame, 0);
+        assert!(rx.try_recv().is_err(), "the last watcher left: copying stops");
     }
 }

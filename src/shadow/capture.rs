@@ -40,6 +40,7 @@ pub fn capture_parts(
         spares: spare_rx,
         offered: Arc::new(AtomicU64::new(0)),
         skipped: Arc::new(AtomicU64::new(0)),
+        watchers: None,
     });
     let deadline = Instant::now() + limit;
     let mut written = 0;

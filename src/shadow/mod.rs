@@ -149,6 +149,7 @@ impl Shadows {
             spares: spare_rx,
             offered: Arc::clone(&running.offered),
             skipped: Arc::clone(&running.skipped),
+            watchers: None,
         });
         tracing::info!(recipe = %rc.name, model = %model_name, sha256 = %sha256, run = run_id, "shadow model started");
         self.running().insert(recipe, running);

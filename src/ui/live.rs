@@ -1,10 +1,10 @@
 //! The live view's pictures: each camera's latest part, at most a few times a second, as a
 //! small JPEG with its verdict and defect boxes, ready to send to any number of browsers.
 //!
-//! Parts are copied off the line through the shadow tap (rate-limited per camera, never
-//! waiting: a busy encoder means the part is skipped). One thread downscales and encodes each
-//! part once, only while somebody watches that camera, and keeps the latest per camera in a
-//! `watch` channel: a slow browser misses pictures, it never queues them against the line.
+//! Parts are copied off the line through the shadow tap only while somebody watches
+//! ([`Watching`]), rate-limited per camera, never waiting: a busy encoder means the part is
+//! skipped. One thread downscales and encodes each part once and keeps the latest per camera in
+//! a `watch` channel: a slow browser misses pictures, it never queues them against the line.
 
 use crate::frame::PixelFormat;
 use crate::pipeline::shadow_tap::{Attachment, ShadowFrame, ShadowTap, TapTarget};
@@ -12,7 +12,8 @@ use base64::Engine;
 use crossbeam_channel::bounded;
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -30,13 +31,29 @@ pub type Picture = Option<Arc<str>>;
 pub struct LiveView {
     cameras: Vec<String>,
     latest: Vec<watch::Sender<Picture>>,
+    /// Subscriptions open now: the tap copies parts for the view only while there is one.
+    watchers: Arc<AtomicUsize>,
+}
+
+/// A subscription to every camera's latest picture; the tap stops copying parts for the view
+/// once the last one is dropped.
+pub struct Watching {
+    pub pictures: Vec<watch::Receiver<Picture>>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Relaxed);
+    }
 }
 
 impl LiveView {
     /// Start taking pictures of `cameras` (ids, by index) off `tap`.
     pub fn start(tap: &ShadowTap, cameras: Vec<String>) -> std::io::Result<Arc<Self>> {
         let latest: Vec<watch::Sender<Picture>> = cameras.iter().map(|_| watch::Sender::new(None)).collect();
-        let view = Arc::new(Self { cameras, latest });
+        let watchers = Arc::new(AtomicUsize::new(0));
+        let view = Arc::new(Self { cameras, latest, watchers: Arc::clone(&watchers) });
         let n = view.cameras.len();
         let (frames_tx, frames) = bounded(2 * n);
         let (spares, spare_rx) = bounded(2 * n);
@@ -54,6 +71,7 @@ impl LiveView {
                 spares: spare_rx.clone(),
                 offered: Arc::new(AtomicU64::new(0)),
                 skipped: Arc::new(AtomicU64::new(0)),
+                watchers: Some(Arc::clone(&watchers)),
             });
         }
         drop(frames_tx);
@@ -83,9 +101,13 @@ impl LiveView {
         &self.cameras
     }
 
-    /// Follow every camera's latest picture.
-    pub fn subscribe(&self) -> Vec<watch::Receiver<Picture>> {
-        self.latest.iter().map(watch::Sender::subscribe).collect()
+    /// Follow every camera's latest picture, for as long as the subscription is kept.
+    pub fn subscribe(&self) -> Watching {
+        self.watchers.fetch_add(1, Relaxed);
+        Watching {
+            pictures: self.latest.iter().map(watch::Sender::subscribe).collect(),
+            watchers: Arc::clone(&self.watchers),
+        }
     }
 }
 
