@@ -5,20 +5,15 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use linesight::api::{ApiState, LiveRecipes, router};
+use axum::http::StatusCode;
+use linesight::api::LiveRecipes;
 use linesight::config;
 use linesight::pipeline::RecordPort;
 use linesight::pipeline::messages::{Inspection, OUTPUT_QUEUE_DEPTH};
-use linesight::sinks::store::{Retention, Store};
 use linesight::topology::{RunOptions, Station};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
 /// Two synthetic cameras at full speed; recipe `inspect` (the station's rules) on both at
 /// start, recipe `blind` (regions of interest of one pixel: nothing counts) available.
@@ -65,33 +60,6 @@ min_area_px = 12
     )
 }
 
-/// What the API needs of the station's recipes.
-fn live_recipes(station: &Station) -> LiveRecipes {
-    LiveRecipes::of(station)
-}
-
-fn post(app: &axum::Router, rt: &tokio::runtime::Runtime, uri: &str, token: &str, body: &str) -> (StatusCode, Value) {
-    rt.block_on(async {
-        let request = Request::post(uri)
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    })
-}
-
-fn get(app: &axum::Router, rt: &tokio::runtime::Runtime, uri: &str) -> Value {
-    rt.block_on(async {
-        let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
-    })
-}
-
 #[test]
 fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,12 +72,10 @@ fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe
 
     // The API over a store (the audit log), with the station's recipes.
     let db = dir.path().join("r.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
-    let mut state = ApiState::new(db, Some(station.accounting()));
-    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
-    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let state = common::api::state(&db, &[]);
+    assert!(state.accounting.set(station.accounting()).is_ok());
+    assert!(state.recipes.set(Arc::new(LiveRecipes::of(&station))).is_ok());
+    let api = common::api::Client::new(state);
 
     let accounting = station.accounting();
     let stop = station.stop_handle();
@@ -117,7 +83,7 @@ fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe
     let runner = std::thread::spawn(move || station.run());
 
     // Before any switch: both cameras run `inspect`.
-    let listed = get(&app, &rt, "/api/v1/recipes");
+    let listed = api.get("/api/v1/recipes");
     assert_eq!(listed["recipes"][0]["cameras"], serde_json::json!(["metal", "tile"]), "{listed}");
     assert_eq!(listed["recipes"][1]["cameras"], serde_json::json!([]), "{listed}");
 
@@ -135,7 +101,7 @@ fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe
             _ => "",
         };
         let t0 = Instant::now();
-        let (status, answer) = post(&app, &rt, &format!("/api/v1/recipes/{recipe}/activate"), "admin-token", body);
+        let (status, answer) = api.post(&format!("/api/v1/recipes/{recipe}/activate"), "admin-token", body);
         latencies.push(t0.elapsed());
         assert_eq!(status, StatusCode::OK, "{answer}");
         for (camera, seq) in answer["first_seq"].as_object().unwrap() {
@@ -190,7 +156,7 @@ fn switching_recipes_under_load_loses_no_frame_and_every_record_names_its_recipe
     assert!(switched >= 90, "{switched} switches took effect");
 
     // Every switch is in the audit log, with who did it and old → new.
-    let audit = get(&app, &rt, "/api/v1/audit?limit=1000");
+    let audit = api.get("/api/v1/audit?limit=1000");
     let items = audit["items"].as_array().unwrap();
     assert_eq!(items.len(), changes, "one audit record per camera whose recipe changed");
     assert!(items.iter().all(|i| i["who"] == "LINESIGHT_API_TOKEN" && i["action"] == "recipe.activate"));
@@ -212,28 +178,19 @@ fn switches_need_an_operator_and_name_real_recipes_and_cameras() {
     let station = Station::build(&loaded, RunOptions { max_frames: Some(1), ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
-    let mut state = ApiState::new(db, None);
-    let viewer = linesight::config::ApiToken {
-        name: "dash".into(),
-        role: linesight::config::ApiRole::Viewer,
-        sha256: hex::encode(linesight::api::auth::sha256("viewer-token")),
-    };
-    let api = linesight::config::ApiConfig { tokens: vec![viewer], ..Default::default() };
-    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
-    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    assert_eq!(post(&app, &rt, "/api/v1/recipes/blind/activate", "viewer-token", "").0, StatusCode::FORBIDDEN);
-    assert_eq!(post(&app, &rt, "/api/v1/recipes/blind/activate", "nope", "").0, StatusCode::UNAUTHORIZED);
-    let (status, body) = post(&app, &rt, "/api/v1/recipes/shiny/activate", "admin-token", "");
+    let state = common::api::state(&db, &[("dash", linesight::config::ApiRole::Viewer, "viewer-token")]);
+    assert!(state.recipes.set(Arc::new(LiveRecipes::of(&station))).is_ok());
+    let api = common::api::Client::new(state);
+    assert_eq!(api.post("/api/v1/recipes/blind/activate", "viewer-token", "").0, StatusCode::FORBIDDEN);
+    assert_eq!(api.post("/api/v1/recipes/blind/activate", "nope", "").0, StatusCode::UNAUTHORIZED);
+    let (status, body) = api.post("/api/v1/recipes/shiny/activate", "admin-token", "");
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["error"].as_str().unwrap().contains("inspect, blind"), "{body}");
-    let (status, body) = post(&app, &rt, "/api/v1/recipes/blind/activate", "admin-token", r#"{"cameras": ["lens"]}"#);
+    let (status, body) = api.post("/api/v1/recipes/blind/activate", "admin-token", r#"{"cameras": ["lens"]}"#);
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("metal, tile"), "{body}");
     assert_eq!(
-        post(&app, &rt, "/api/v1/recipes/blind/activate", "admin-token", r#"{"camera": []}"#).0,
+        api.post("/api/v1/recipes/blind/activate", "admin-token", r#"{"camera": []}"#).0,
         StatusCode::BAD_REQUEST
     );
     // Nothing was switched by the refused requests.
@@ -306,33 +263,12 @@ package = "{}"
     let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
         .unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("t.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
-    let mut state = ApiState::new(db, None);
-    let operator = linesight::config::ApiToken {
-        name: "op".into(),
-        role: linesight::config::ApiRole::Operator,
-        sha256: hex::encode(linesight::api::auth::sha256("op-token")),
-    };
-    let api = linesight::config::ApiConfig { tokens: vec![operator], ..Default::default() };
-    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
-    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let state = common::api::state(&db, &[("op", linesight::config::ApiRole::Operator, "op-token")]);
+    assert!(state.recipes.set(Arc::new(LiveRecipes::of(&station))).is_ok());
+    let api = common::api::Client::new(state);
 
     // Refused: an operator (thresholds are admin's), a recipe without a threshold, bad values.
-    let patch = |token: &str, uri: &str, body: &str| {
-        rt.block_on(async {
-            let request = Request::patch(uri)
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let response = app.clone().oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
-        })
-    };
+    let patch = |token: &str, uri: &str, body: &str| api.send("PATCH", uri, Some(token), body);
     assert_eq!(patch("op-token", "/api/v1/recipes/tiny", r#"{"threshold": -1}"#).0, StatusCode::FORBIDDEN);
     let (status, body) = patch("admin-token", "/api/v1/recipes/demo", r#"{"threshold": 0.5}"#);
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -371,7 +307,7 @@ package = "{}"
             if r.threshold == 2.0 { linesight::pipeline::Verdict::Ok } else { linesight::pipeline::Verdict::Ng };
         assert_eq!(r.verdict, expected, "score {} at threshold {}", r.image_score, r.threshold);
     }
-    let audit = get(&app, &rt, "/api/v1/audit");
+    let audit = api.get("/api/v1/audit");
     let item = &audit["items"][0];
     assert_eq!((item["action"].as_str(), item["target"].as_str()), (Some("recipe.threshold"), Some("tiny")), "{audit}");
     assert_eq!((item["old"].as_str(), item["new"].as_str()), (Some("2"), Some("-1")), "{audit}");
@@ -395,12 +331,9 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
     };
     let station = Station::build(&loaded, options).unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("m.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
-    let mut state = ApiState::new(db, None);
-    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
-    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let state = common::api::state(&db, &[]);
+    assert!(state.recipes.set(Arc::new(LiveRecipes::of(&station))).is_ok());
+    let api = common::api::Client::new(state);
     let accounting = station.accounting();
     let stop = station.stop_handle();
     let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
@@ -408,14 +341,14 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
     std::thread::sleep(Duration::from_millis(300));
 
     let uri = "/api/v1/recipes/inspect/model";
-    let (status, body) = post(&app, &rt, uri, "admin-token", r#"{"package": "no/such/package"}"#);
+    let (status, body) = api.post(uri, "admin-token", r#"{"package": "no/such/package"}"#);
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"].as_str().unwrap().contains("recipe inspect keeps its model"), "{body}");
-    let (status, installed) = post(&app, &rt, uri, "admin-token", &format!(r#"{{"package": "{}"}}"#, tiny.display()));
+    let (status, installed) = api.post(uri, "admin-token", &format!(r#"{{"package": "{}"}}"#, tiny.display()));
     assert_eq!(status, StatusCode::OK, "{installed}");
     assert_eq!(installed["recipe"]["model"]["name"], "tiny-anomaly", "{installed}");
     std::thread::sleep(Duration::from_millis(300));
-    let (status, rolled) = post(&app, &rt, "/api/v1/recipes/inspect/rollback", "admin-token", "");
+    let (status, rolled) = api.post("/api/v1/recipes/inspect/rollback", "admin-token", "");
     assert_eq!(status, StatusCode::OK, "{rolled}");
     assert_eq!(rolled["recipe"]["model"]["name"], "demo", "{rolled}");
     std::thread::sleep(Duration::from_millis(200));
@@ -443,7 +376,7 @@ fn a_model_installed_while_running_takes_over_between_two_frames_and_rolls_back(
         }
         assert!(mine.iter().any(|r| r.meta.seq >= off), "{camera} ran the demo model again");
     }
-    let audit = get(&app, &rt, "/api/v1/audit");
+    let audit = api.get("/api/v1/audit");
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["recipe.rollback", "recipe.model"], "the failed install is not a change: {audit}");
     // The metrics follow: the installed model's inference time was measured, and after the
@@ -478,12 +411,9 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
         .unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("t.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
-    let mut state = ApiState::new(db, None);
-    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
-    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let state = common::api::state(&db, &[]);
+    assert!(state.recipes.set(Arc::new(LiveRecipes::of(&station))).is_ok());
+    let api = common::api::Client::new(state);
     let stop = station.stop_handle();
     let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
     let runner = std::thread::spawn(move || station.run());
@@ -497,12 +427,10 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
         (r#"{"recipe": "inspect", "archived_ok": true}"#.to_string(), StatusCode::BAD_REQUEST),
         (format!(r#"{{"recipe": "shiny", "images": "{}"}}"#, good.display()), StatusCode::NOT_FOUND),
     ] {
-        assert_eq!(post(&app, &rt, "/api/v1/teach", "admin-token", &body).0, status, "{body}");
+        assert_eq!(api.post("/api/v1/teach", "admin-token", &body).0, status, "{body}");
     }
     let images = good.join("images");
-    let (status, started) = post(
-        &app,
-        &rt,
+    let (status, started) = api.post(
         "/api/v1/teach",
         "admin-token",
         &format!(r#"{{"recipe": "inspect", "images": "{}", "install": true}}"#, images.display()),
@@ -511,7 +439,7 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     let id = started["id"].as_u64().unwrap();
     let t0 = Instant::now();
     let job = loop {
-        let job = get(&app, &rt, &format!("/api/v1/teach/{id}"));
+        let job = api.get(&format!("/api/v1/teach/{id}"));
         if job["state"] != "running" || t0.elapsed() > Duration::from_secs(300) {
             break job;
         }
@@ -530,7 +458,7 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
         assert_eq!(!r.image_score.is_nan(), r.meta.seq >= on, "seq {} score {}", r.meta.seq, r.image_score);
     }
     assert!(records.iter().any(|r| r.meta.camera == 0 && r.meta.seq >= on), "parts judged by the taught model");
-    let recipes = get(&app, &rt, "/api/v1/recipes");
+    let recipes = api.get("/api/v1/recipes");
     assert!(recipes["recipes"][0]["model"]["name"].as_str().unwrap().ends_with("inspect"), "{recipes}");
 }
 
@@ -546,25 +474,10 @@ fn rules_changed_while_running_judge_from_the_first_frame_named_and_roll_back() 
     let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
         .unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("r.db");
-    drop(Store::open(&db, Retention { days: 0, max_inspections: 0 }).unwrap());
-    let mut state = ApiState::new(db, None);
-    state.tokens = linesight::api::auth::Tokens::from_config(&Default::default(), Some("admin-token"));
-    assert!(state.recipes.set(Arc::new(live_recipes(&station))).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let patch = |body: &str| {
-        rt.block_on(async {
-            let request = Request::patch("/api/v1/recipes/inspect")
-                .header("authorization", "Bearer admin-token")
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let response = app.clone().oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
-        })
-    };
+    let state = common::api::state(&db, &[]);
+    assert!(state.recipes.set(Arc::new(LiveRecipes::of(&station))).is_ok());
+    let api = common::api::Client::new(state);
+    let patch = |body: &str| api.send("PATCH", "/api/v1/recipes/inspect", Some(common::api::ADMIN), body);
     let accounting = station.accounting();
     let stop = station.stop_handle();
     let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
@@ -588,7 +501,7 @@ fn rules_changed_while_running_judge_from_the_first_frame_named_and_roll_back() 
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["rules"][0]["min_area_px"], 1e9, "{changed}");
     std::thread::sleep(Duration::from_millis(300));
-    let (status, rolled) = post(&app, &rt, "/api/v1/recipes/inspect/rollback", "admin-token", "");
+    let (status, rolled) = api.post("/api/v1/recipes/inspect/rollback", "admin-token", "");
     assert_eq!(status, StatusCode::OK, "{rolled}");
     assert_eq!(rolled["recipe"]["rules"][0]["min_area_px"], 12.0, "{rolled}");
     std::thread::sleep(Duration::from_millis(300));
@@ -608,7 +521,7 @@ fn rules_changed_while_running_judge_from_the_first_frame_named_and_roll_back() 
         assert_eq!(ng(&|s| (on..off).contains(&s)), 0, "{camera}: the new rules count nothing");
         assert!(ng(&|s| s < on) > 0 && ng(&|s| s >= off) > 0, "{camera}: the old rules reject defective parts");
     }
-    let audit = get(&app, &rt, "/api/v1/audit");
+    let audit = api.get("/api/v1/audit");
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["recipe.rollback", "recipe.rules"], "refused changes are not audited: {audit}");
     assert!(audit["items"][1]["new"].as_str().unwrap().contains("1000000000"), "{audit}");

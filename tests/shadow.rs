@@ -6,22 +6,17 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use linesight::api::{ApiState, LiveRecipes, router};
+use axum::http::StatusCode;
+use linesight::api::LiveRecipes;
 use linesight::config;
 use linesight::pipeline::messages::{Inspection, OUTPUT_QUEUE_DEPTH};
 use linesight::pipeline::{RecordPort, Verdict};
 use linesight::shadow::Shadows;
-use linesight::sinks::store::{Retention, Store};
 use linesight::topology::{RunOptions, Station};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
 
 fn station_config(package: &Path, threshold: Option<f32>, fps: f64) -> String {
     format!(
@@ -63,34 +58,10 @@ fn scores(package: &Path, n: u64) -> Vec<f32> {
     scores
 }
 
-fn request(app: &axum::Router, rt: &tokio::runtime::Runtime, request: Request<Body>) -> (StatusCode, Value) {
-    rt.block_on(async {
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    })
-}
-
-fn write(method: &str, uri: &str, token: &str, body: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
-
-fn read(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
-}
-
 /// A station running with the shadow tap in its outputs and the API over `db` (admin token
 /// `admin-token`, operator `op-token`).
 struct Running {
-    app: axum::Router,
-    rt: tokio::runtime::Runtime,
+    api: common::api::Client,
     accounting: Arc<linesight::pipeline::Accounting>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     collector: std::thread::JoinHandle<Vec<Inspection>>,
@@ -111,26 +82,17 @@ fn run_with_api(loaded: &config::LoadedConfig, db: &Path) -> Running {
         ..Default::default()
     };
     let station = Station::build(loaded, options).unwrap_or_else(|e| panic!("{e}"));
-    drop(Store::open(db, Retention { days: 0, max_inspections: 0 }).unwrap());
+    let state = common::api::state(db, &[("op", config::ApiRole::Operator, "op-token")]);
     let mut live = LiveRecipes::of(&station);
     live.shadows =
         Some(Arc::new(Shadows::new(tap, loaded, db.to_path_buf(), Arc::clone(&live.switch), Arc::clone(&live.models))));
-    let mut state = ApiState::new(db.to_path_buf(), None);
-    let operator = config::ApiToken {
-        name: "op".into(),
-        role: config::ApiRole::Operator,
-        sha256: hex::encode(linesight::api::auth::sha256("op-token")),
-    };
-    let api = config::ApiConfig { tokens: vec![operator], ..Default::default() };
-    state.tokens = linesight::api::auth::Tokens::from_config(&api, Some("admin-token"));
     assert!(state.recipes.set(Arc::new(live)).is_ok());
-    let app = router(state);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let api = common::api::Client::new(state);
     let accounting = station.accounting();
     let stop = station.stop_handle();
     let collector = std::thread::spawn(move || rx.iter().collect::<Vec<Inspection>>());
     let runner = std::thread::spawn(move || station.run());
-    Running { app, rt, accounting, stop, collector, runner }
+    Running { api, accounting, stop, collector, runner }
 }
 
 #[test]
@@ -146,15 +108,15 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
     let loaded = config::load_str(&station_config(&live_package, Some(low), 80.0), "shadow", common::repo())
         .unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("shadow.db");
-    let Running { app, rt, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
+    let Running { api, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
     let uri = "/api/v1/recipes/part/shadow";
     let body = format!(r#"{{"package": "{}", "share": 1.0}}"#, candidate.display());
-    assert_eq!(request(&app, &rt, read(uri)).1["state"], "none");
-    assert_eq!(request(&app, &rt, write("POST", uri, "op-token", &body)).0, StatusCode::FORBIDDEN);
-    let (status, refused) = request(&app, &rt, write("POST", uri, "admin-token", r#"{"package": "no/such"}"#));
+    assert_eq!(api.get(uri)["state"], "none");
+    assert_eq!(api.send("POST", uri, Some("op-token"), &body).0, StatusCode::FORBIDDEN);
+    let (status, refused) = api.send("POST", uri, Some("admin-token"), r#"{"package": "no/such"}"#);
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("not started as a shadow of part"), "{refused}");
-    let (status, run) = request(&app, &rt, write("POST", uri, "admin-token", &body));
+    let (status, run) = api.send("POST", uri, Some("admin-token"), &body);
     assert_eq!(status, StatusCode::CREATED, "{run}");
     assert_eq!(run["model"]["name"], "tiny-candidate", "{run}");
 
@@ -162,7 +124,7 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
         Duration::from_secs(60),
         || "40 parts compared by the shadow".into(),
         || {
-            let status = request(&app, &rt, read(uri)).1;
+            let status = api.get(uri);
             (status["counts"]["compared"].as_u64().unwrap_or(0) >= 40).then_some(status)
         },
     );
@@ -175,31 +137,29 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
         counts["compared"].as_u64().unwrap(),
     );
     assert!(compared + skipped <= offered, "{counts}");
-    let (status, stopped) = request(&app, &rt, write("DELETE", uri, "admin-token", ""));
+    let (status, stopped) = api.send("DELETE", uri, Some("admin-token"), "");
     assert_eq!(status, StatusCode::OK, "{stopped}");
-    // The shadow drains what it holds; then its comparisons stay put.
+    // The shadow drains what it holds ("stopping"); once "stopped", its comparisons stay put.
     let report = common::wait_for(
         Duration::from_secs(30),
         || "the stopped shadow's last comparisons written".into(),
         || {
-            let a = request(&app, &rt, read(uri)).1;
-            std::thread::sleep(Duration::from_millis(300));
-            let b = request(&app, &rt, read(uri)).1;
-            (a["parts"] == b["parts"]).then_some(b)
+            let status = api.get(uri);
+            assert!(status["state"] == "stopping" || status["state"] == "stopped", "{status}");
+            (status["state"] == "stopped").then_some(status)
         },
     );
-    assert_eq!(report["state"], "stopped");
     assert_eq!(report["candidate"]["outcome"], "stopped");
 
     // Promote a new shadow run of the same candidate: the recipe runs it from `first_seq` on.
-    let (status, _) = request(&app, &rt, write("POST", uri, "admin-token", &body));
+    let (status, _) = api.send("POST", uri, Some("admin-token"), &body);
     assert_eq!(status, StatusCode::CREATED);
-    let (status, promoted) = request(&app, &rt, write("POST", &format!("{uri}/promote"), "admin-token", ""));
+    let (status, promoted) = api.send("POST", &format!("{uri}/promote"), Some("admin-token"), "");
     assert_eq!(status, StatusCode::OK, "{promoted}");
     assert_eq!(promoted["recipe"]["model"]["name"], "tiny-candidate", "{promoted}");
     let first_seq = promoted["first_seq"]["cam"].as_u64().expect("first frame under the promoted model");
-    assert_eq!(request(&app, &rt, read(uri)).1["candidate"]["outcome"], "promoted");
-    let (status, _) = request(&app, &rt, write("POST", &format!("{uri}/promote"), "admin-token", ""));
+    assert_eq!(api.get(uri)["candidate"]["outcome"], "promoted");
+    let (status, _) = api.send("POST", &format!("{uri}/promote"), Some("admin-token"), "");
     assert_eq!(status, StatusCode::CONFLICT, "nothing left to promote");
     common::wait_for(
         Duration::from_secs(30),
@@ -274,7 +234,7 @@ fn a_shadow_model_is_compared_on_the_same_frames_counted_by_hand_and_promoted() 
         let seq = d["seq"].as_u64().unwrap();
         assert_eq!(by_seq[&seq].verdict, Verdict::Ng);
     }
-    let audit = request(&app, &rt, read("/api/v1/audit")).1;
+    let audit = api.get("/api/v1/audit");
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
@@ -312,8 +272,8 @@ package = "{}"
     );
     let loaded = config::load_str(&text, "teach", common::repo()).unwrap_or_else(|e| panic!("{e}"));
     let db = dir.path().join("teach.db");
-    let Running { app, rt, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
-    let teach = |body: &str| request(&app, &rt, write("POST", "/api/v1/teach", "admin-token", body));
+    let Running { api, accounting, stop, collector, runner } = run_with_api(&loaded, &db);
+    let teach = |body: &str| api.send("POST", "/api/v1/teach", Some("admin-token"), body);
     for (body, says) in [
         (r#"{"recipe": "inspect", "camera": "cam"}"#, "parts"),
         (r#"{"recipe": "inspect", "camera": "cam", "parts": 3}"#, "parts"),
@@ -336,7 +296,7 @@ package = "{}"
         Duration::from_secs(300),
         || "the teach job done".into(),
         || {
-            let job = request(&app, &rt, read(&format!("/api/v1/teach/{id}"))).1;
+            let job = api.get(&format!("/api/v1/teach/{id}"));
             (job["state"] == "done" || job["state"] == "failed").then_some(job)
         },
     );
@@ -349,7 +309,7 @@ package = "{}"
         Duration::from_secs(60),
         || "parts compared by the taught candidate".into(),
         || {
-            let status = request(&app, &rt, read("/api/v1/recipes/inspect/shadow")).1;
+            let status = api.get("/api/v1/recipes/inspect/shadow");
             (status["counts"]["compared"].as_u64().unwrap_or(0) >= 5).then_some(status)
         },
     );

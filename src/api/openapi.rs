@@ -105,7 +105,7 @@ fn review() -> Value {
                 } } },
             "/api/v1/recipes/{name}/shadow": {
                 "get": {
-                    "summary": "The recipe's shadow model (running, else its latest run): candidate, parts offered / skipped / compared, and over the newest `window` parts the live × candidate verdict matrix, agreement rate and the parts where they differ",
+                    "summary": "The recipe's shadow model (running, else its latest run): candidate, parts offered / skipped / compared, and over the newest `window` parts the live × candidate verdict matrix, agreement rate and the parts where they differ; state none | running | stopping (stopped, still writing its last comparisons) | stopped",
                     "parameters": [param("name", "path", "string", "recipe name"), param("window", "query", "integer", "parts the report covers, newest first (default 1000, at most 100000)")],
                     "responses": {
                         "200": { "description": "The shadow", "content": { "application/json": { "schema": { "type": "object", "required": ["recipe", "state"] } } } },

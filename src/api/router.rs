@@ -103,6 +103,13 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// The running station's recipes; 503 while it is still being built.
+    pub(super) fn live_recipes(&self) -> Result<&Arc<super::recipes::LiveRecipes>, ApiError> {
+        self.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))
+    }
+}
+
 pub(super) type Shared = Arc<ApiState>;
 pub(super) type Params = Query<HashMap<String, String>>;
 
@@ -480,7 +487,7 @@ async fn activate(
     caller: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let live = s.live_recipes()?;
     let activation: super::recipes::Activation = if body.iter().all(u8::is_ascii_whitespace) {
         Default::default()
     } else {
@@ -507,7 +514,7 @@ async fn change_recipe(
     caller: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let live = s.live_recipes()?;
     let change: super::recipes::Change = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("recipe change: {e}: send {{\"threshold\": number}} and/or {{\"rules\": [...]}}"))
     })?;
@@ -565,7 +572,7 @@ async fn install_model(
     caller: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let live = s.live_recipes()?;
     let recipe = live.index(&name)?;
     let installer =
         live.installer.clone().ok_or_else(|| ApiError::Unavailable("this station cannot install models".into()))?;
@@ -596,7 +603,7 @@ async fn rollback(
     Path(name): Path<String>,
     caller: Option<axum::Extension<Caller>>,
 ) -> Result<Json<Value>, ApiError> {
-    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let live = s.live_recipes()?;
     let recipe = live.index(&name)?;
     let before = model_label(live.model(recipe));
     let installer =
@@ -650,8 +657,7 @@ async fn start_teach(
     caller: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let live =
-        Arc::clone(s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?);
+    let live = Arc::clone(s.live_recipes()?);
     let request: super::teach_jobs::TeachRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "teach job: {e}: send {{\"recipe\": NAME, \"images\": \"folder\" | \"archived_ok\": true, \"install\"?: bool}}"
@@ -720,7 +726,7 @@ async fn set_operating_point(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     check_known(&q, &["recipe"])?;
-    let live = s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))?;
+    let live = s.live_recipes()?;
     let name = match (q.get("recipe"), live.switch.recipe_names()) {
         (Some(name), _) => name.clone(),
         (None, [only]) => only.clone(),

@@ -22,10 +22,6 @@ fn shadows(live: &LiveRecipes) -> Result<Arc<crate::shadow::Shadows>, ApiError> 
     live.shadows.clone().ok_or_else(|| ApiError::Unavailable("this station cannot run shadow models".into()))
 }
 
-fn live(s: &Shared) -> Result<&Arc<LiveRecipes>, ApiError> {
-    s.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))
-}
-
 /// `GET /api/v1/recipes/{name}/shadow?window=N`: the recipe's shadow (running, else its latest
 /// run): candidate, parts offered / skipped / compared, and over the newest `window` parts
 /// (default 1000) the live × candidate verdict matrix, agreement rate and disagreeing parts.
@@ -42,7 +38,7 @@ pub async fn status(
             ApiError::BadRequest(format!("window = {w:?}: expected a number of parts 1..={MAX_WINDOW}"))
         })?,
     };
-    let live = live(&s)?;
+    let live = s.live_recipes()?;
     let recipe = live.index(&name)?;
     let shadows = shadows(live)?;
     tokio::task::spawn_blocking(move || shadows.status(recipe, window))
@@ -81,7 +77,7 @@ pub async fn start(
             crate::shadow::DEFAULT_SHARE
         )));
     }
-    let live = live(&s)?;
+    let live = s.live_recipes()?;
     let recipe = live.index(&name)?;
     let shadows = shadows(live)?;
     let before = shadows.candidate(recipe).map_or_else(String::new, |p| p.display().to_string());
@@ -101,7 +97,7 @@ pub async fn stop(
     Path(name): Path<String>,
     caller: Option<axum::Extension<Caller>>,
 ) -> Result<Json<Value>, ApiError> {
-    let live = live(&s)?;
+    let live = s.live_recipes()?;
     let recipe = live.index(&name)?;
     let shadows = shadows(live)?;
     let stopped = tokio::task::spawn_blocking(move || shadows.stop(recipe, "stopped"))
@@ -121,7 +117,7 @@ pub async fn promote(
     Path(name): Path<String>,
     caller: Option<axum::Extension<Caller>>,
 ) -> Result<Json<Value>, ApiError> {
-    let live = live(&s)?;
+    let live = s.live_recipes()?;
     let recipe = live.index(&name)?;
     let shadows = shadows(live)?;
     let installer =

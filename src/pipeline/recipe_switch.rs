@@ -177,23 +177,24 @@ impl RecipeSwitch {
         }
     }
 
-    /// [`Self::switch_and_wait`] for a thread outside any async runtime (a teach job).
+    /// [`Self::switch_and_wait`] for a thread outside any async runtime (a teach job): the same
+    /// wait, on a runtime of its own for the call.
     pub fn switch_and_wait_blocking(
         &self,
         recipe: u16,
         cameras: &[usize],
         limit: std::time::Duration,
     ) -> Vec<Option<u64>> {
-        for &c in cameras {
-            self.request(c, recipe);
-        }
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let firsts = self.first_frames(recipe, cameras);
-            if firsts.iter().all(Option::is_some) || std::time::Instant::now() >= deadline {
-                return firsts;
+        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(runtime) => runtime.block_on(self.switch_and_wait(recipe, cameras, limit)),
+            Err(e) => {
+                // No runtime (out of threads or descriptors): switch without waiting.
+                tracing::warn!(error = %e, "recipe switch: not waiting for the cameras' first frames");
+                for &c in cameras {
+                    self.request(c, recipe);
+                }
+                self.first_frames(recipe, cameras)
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 

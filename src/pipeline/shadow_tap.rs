@@ -15,8 +15,8 @@ use crate::frame::{Frame, PartId, PixelFormat};
 use arrayvec::ArrayVec;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, unbounded};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Most defect boxes a copied part carries (the live view draws them).
@@ -257,7 +257,7 @@ mod tests {
         };
         let now = Instant::now();
         let inspection = Inspection {
-            meta: meta.clone(),
+            meta,
             width: 4,
             height: 2,
             verdict: Verdict::Ok,

@@ -19,7 +19,7 @@ use crate::pipeline::{RecipeSwitch, RecordPort, Slots};
 use crate::sinks::RecipeContext;
 use crate::sources::Source;
 use crate::topology::{RunOptions, Station};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, TryRecvError, bounded};
 use serde_json::{Value as Json, json};
 use source::{ChannelSource, Waiting};
 use std::collections::BTreeMap;
@@ -46,6 +46,9 @@ pub struct Shadows {
     switch: Arc<RecipeSwitch>,
     contexts: Arc<Slots<RecipeContext>>,
     running: Mutex<BTreeMap<usize, Running>>,
+    /// Stopped shadows still writing their last comparisons, by recipe: each channel closes
+    /// when its recorder has written everything.
+    stopping: Mutex<BTreeMap<usize, Receiver<()>>>,
 }
 
 /// A shadow running now.
@@ -56,6 +59,8 @@ struct Running {
     offered: Arc<AtomicU64>,
     skipped: Arc<AtomicU64>,
     compared: Arc<AtomicU64>,
+    /// Closes when its recorder ends (see `Shadows::stopping`).
+    recorded: Receiver<()>,
 }
 
 impl Shadows {
@@ -67,11 +72,33 @@ impl Shadows {
         switch: Arc<RecipeSwitch>,
         contexts: Arc<Slots<RecipeContext>>,
     ) -> Self {
-        Self { tap, loaded: loaded.clone(), db, switch, contexts, running: Mutex::new(BTreeMap::new()) }
+        Self {
+            tap,
+            loaded: loaded.clone(),
+            db,
+            switch,
+            contexts,
+            running: Mutex::new(BTreeMap::new()),
+            stopping: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stopping(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Receiver<()>>> {
+        self.stopping.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether recipe `recipe`'s stopped shadow is still writing its last comparisons.
+    fn draining(&self, recipe: usize) -> bool {
+        let mut stopping = self.stopping();
+        let busy = stopping.get(&recipe).is_some_and(|r| matches!(r.try_recv(), Err(TryRecvError::Empty)));
+        if !busy {
+            stopping.remove(&recipe);
+        }
+        busy
     }
 
     /// Load `package` as the candidate of recipe `recipe` (index) and start comparing at most
@@ -108,6 +135,7 @@ impl Shadows {
         self.stop(recipe, "replaced");
         let run_id = record::start_run(&self.db, &rc.name, &package, &model_name, &sha256)
             .map_err(|e| format!("the result store refused the shadow run: {e}"))?;
+        let (recording, recorded) = bounded::<()>(0);
         let running = Running {
             run_id,
             share,
@@ -115,6 +143,7 @@ impl Shadows {
             offered: Arc::new(AtomicU64::new(0)),
             skipped: Arc::new(AtomicU64::new(0)),
             compared: Arc::new(AtomicU64::new(0)),
+            recorded,
         };
         let contexts = Arc::clone(&self.contexts);
         let target = record::RecordTarget {
@@ -127,7 +156,10 @@ impl Shadows {
         let (db, compared, recorder_waiting) = (self.db.clone(), Arc::clone(&running.compared), Arc::clone(&waiting));
         std::thread::Builder::new()
             .name("shadow-record".into())
-            .spawn(move || record::record(&db, target, verdict_rx, recorder_waiting, compared))
+            .spawn(move || {
+                record::record(&db, target, verdict_rx, recorder_waiting, compared);
+                drop(recording);
+            })
             .map_err(|e| format!("cannot start the shadow's recorder thread: {e}"))?;
         let name = rc.name.clone();
         std::thread::Builder::new()
@@ -167,6 +199,7 @@ impl Shadows {
     pub fn stop(&self, recipe: usize, outcome: &str) -> Option<PathBuf> {
         let running = self.running().remove(&recipe)?;
         self.tap.detach(TapTarget::Recipe(recipe as u16));
+        self.stopping().insert(recipe, running.recorded);
         if let Err(e) = record::stop_run(&self.db, running.run_id, outcome) {
             tracing::warn!(error = %e, "shadow model: its run's end was not recorded");
         }
@@ -201,7 +234,11 @@ impl Shadows {
         let mut out = json!({
             "recipe": name,
             "share": share,
-            "state": if counters.is_some() { "running" } else { "stopped" },
+            "state": match (counters.is_some(), self.draining(recipe)) {
+                (true, _) => "running",
+                (false, true) => "stopping",
+                (false, false) => "stopped",
+            },
             "candidate": record::run_info(&conn, run_id).map_err(|e| e.to_string())?,
             "window": window,
         });
