@@ -195,6 +195,12 @@ def main():
         wait.until(rules_in_force)
         wait.until(lambda d: "recipe.rules" in d.find_element(By.ID, "audit").text)
         check(True, f"rules saved on the recipes page are in force for {recipe} and in the audit log")
+        # Switch one camera's recipe from the page (the station answers with its first frame).
+        card = driver.find_element(By.CSS_SELECTOR, f'.recipe[data-recipe="{recipe}"]')
+        Select(card.find_element(By.CSS_SELECTOR, ".switch-camera")).select_by_value("tile")
+        card.find_element(By.CSS_SELECTOR, ".activate").click()
+        wait.until(lambda d: f"Camera tile now runs recipe {recipe}" in d.find_element(By.ID, "status").text)
+        check(True, "one camera's recipe is switched from the recipes page")
         if args.shots:
             driver.execute_script("window.scrollTo(0, 0);")
             driver.save_screenshot(os.path.join(args.shots, "recipes.png"))

@@ -1,5 +1,5 @@
 // Recipes and models (/recipes): each recipe's model (sha, package, when and how it was taught),
-// threshold, rules and the cameras running it; run it on every camera (operator), roll back to
+// threshold, rules and the cameras running it; run it on one camera or all (operator), roll back to
 // the model before, edit its rules (admin); the audit log of every change.
 "use strict";
 
@@ -27,10 +27,10 @@ function recipeFacts(r) {
   });
 }
 
-async function change(recipe, path, options, message) {
+async function change(recipe, path, options, message, vars) {
   try {
     await api("/api/v1/recipes/" + encodeURIComponent(recipe) + path, options);
-    showStatus(t(message, { recipe }));
+    showStatus(t(message, Object.assign({ recipe }, vars)));
     await refresh();
   } catch (err) {
     showStatus(t("common.error", { message: err.message }), true);
@@ -45,7 +45,17 @@ function card(r) {
   translate(node);
   const form = node.querySelector(".rules-form");
   const text = node.querySelector(".rules");
-  node.querySelector(".activate").addEventListener("click", () => change(r.name, "/activate", { method: "POST" }, "recipes.activated"));
+  const switchCamera = node.querySelector(".switch-camera");
+  for (const id of cameraIds) {
+    const o = document.createElement("option");
+    o.value = id; o.textContent = id;
+    switchCamera.appendChild(o);
+  }
+  node.querySelector(".activate").addEventListener("click", () => {
+    const camera = switchCamera.value;
+    const body = camera ? { cameras: [camera] } : undefined;
+    change(r.name, "/activate", { method: "POST", body }, camera ? "recipes.activated_on" : "recipes.activated", { camera });
+  });
   node.querySelector(".rollback").addEventListener("click", () => change(r.name, "/rollback", { method: "POST" }, "recipes.rolled_back"));
   node.querySelector(".edit-rules").addEventListener("click", () => {
     text.value = JSON.stringify(r.rules || [], null, 2);
@@ -65,9 +75,13 @@ function card(r) {
   return node;
 }
 
+// The station's cameras, for switching one camera's recipe.
+let cameraIds = [];
+
 async function refresh() {
   try {
-    const [recipes, audit] = await Promise.all([api("/api/v1/recipes"), api("/api/v1/audit?limit=50")]);
+    const [recipes, audit, cams] = await Promise.all([api("/api/v1/recipes"), api("/api/v1/audit?limit=50"), api("/api/v1/cameras")]);
+    cameraIds = cams.cameras.map((c) => c.id);
     document.getElementById("recipe-list").replaceChildren(...recipes.recipes.map(card));
     applyRole();
     document.querySelector("#audit tbody").replaceChildren(...audit.items.map((a) => {
