@@ -101,9 +101,7 @@ impl ApiState {
             queries: Arc::new(tokio::sync::Semaphore::new(max_concurrent_queries())),
         }
     }
-}
 
-impl ApiState {
     /// The running station's recipes; 503 while it is still being built.
     pub(super) fn live_recipes(&self) -> Result<&Arc<super::recipes::LiveRecipes>, ApiError> {
         self.recipes.get().ok_or_else(|| ApiError::Unavailable("the station is still starting".into()))
@@ -473,7 +471,6 @@ async fn session(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Jso
     }))
 }
 
-/// `GET /api/v1/health`: ready or not, and why not (as the admin listener's `/readyz`).
 /// `GET /api/v1/recipes`: each recipe, its model, threshold, and the cameras running it.
 async fn recipes(State(s): State<Shared>) -> Json<Value> {
     Json(s.recipes.get().map_or_else(|| json!({ "recipes": [] }), |r| r.list()))

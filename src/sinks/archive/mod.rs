@@ -120,7 +120,8 @@ impl OutputPort for ArchivePort {
         }
         let Some(frame) = frame.take() else { return };
         inspection.archived = true;
-        let heat = heat.and_then(|h| HeatMap::of(h, &mut self.columns));
+        // No heat map for a job the full queue will refuse: the assembler is its only sender.
+        let heat = if self.tx.is_full() { None } else { heat.and_then(|h| HeatMap::of(h, &mut self.columns)) };
         match self.tx.try_send(ArchiveJob { frame, inspection: inspection.clone(), heat }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -174,6 +175,12 @@ pub fn relative_path(camera: &str, meta: &FrameMeta) -> String {
 /// The overlay variant's path, next to the plain one.
 pub fn overlay_path(plain: &str) -> String {
     format!("{}{OVERLAY_SUFFIX}", plain.strip_suffix(".png").unwrap_or(plain))
+}
+
+/// The plain file's stem of any of a frame's files (plain, overlay, heat map): the files that
+/// go together; `None` for a file that is none of them.
+pub(super) fn frame_stem(name: &str) -> Option<&str> {
+    name.strip_suffix(OVERLAY_SUFFIX).or_else(|| name.strip_suffix(HEAT_SUFFIX)).or_else(|| name.strip_suffix(".png"))
 }
 
 /// The heat map's path, next to the plain one.

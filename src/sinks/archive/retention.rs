@@ -27,8 +27,7 @@ pub fn prune(dir: &Path, max_bytes: u64, max_age_days: u32, now: SystemTime) -> 
                 let file = file?;
                 let path = file.path();
                 let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-                let stem = name.strip_suffix("_overlay.png").or_else(|| name.strip_suffix("_heat.png"));
-                let key = match stem.or_else(|| name.strip_suffix(".png")) {
+                let key = match super::frame_stem(name) {
                     Some(stem) => path.with_file_name(stem),
                     None => continue,
                 };
