@@ -46,6 +46,25 @@ function applyRole() {
   document.getElementById("signout").hidden = !ui.name;
 }
 
+// Append an option per value (its value and text) to `select`.
+function addOptions(select, values) {
+  for (const v of values) {
+    const o = document.createElement("option");
+    o.value = v; o.textContent = v;
+    select.appendChild(o);
+  }
+}
+
+// `rows` ([i18n key, value]) as the terms and definitions of a <dl>; rows without a value are
+// left out.
+function factList(rows) {
+  return rows.filter((r) => r[1] !== null && r[1] !== undefined).flatMap(([k, v]) => {
+    const dt = document.createElement("dt"); dt.textContent = t(k);
+    const dd = document.createElement("dd"); dd.textContent = v;
+    return [dt, dd];
+  });
+}
+
 function showStatus(message, isError) {
   const s = document.getElementById("status");
   s.textContent = message;

@@ -17,11 +17,8 @@ function counted(rate, n) {
 async function loadRecipes() {
   const select = document.getElementById("op-recipe");
   const recipes = (await api("/api/v1/recipes")).recipes.filter((r) => r.threshold !== null);
-  select.replaceChildren(...recipes.map((r) => {
-    const o = document.createElement("option");
-    o.value = r.name; o.textContent = r.name;
-    return o;
-  }));
+  select.replaceChildren();
+  addOptions(select, recipes.map((r) => r.name));
   if (opRecipe && recipes.some((r) => r.name === opRecipe)) select.value = opRecipe;
   opRecipe = select.value;
 }

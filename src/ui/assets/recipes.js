@@ -20,11 +20,7 @@ function recipeFacts(r) {
     ["recipes.cameras", r.cameras.length ? r.cameras.join(", ") : t("health.nowhere")],
     ["recipes.rules", r.rules && r.rules.length ? t("recipes.rule_count", { n: r.rules.length }) : t("recipes.no_rules")],
   ];
-  return rows.filter((row) => row[1] !== null && row[1] !== undefined).flatMap(([k, v]) => {
-    const dt = document.createElement("dt"); dt.textContent = t(k);
-    const dd = document.createElement("dd"); dd.textContent = v;
-    return [dt, dd];
-  });
+  return factList(rows);
 }
 
 async function change(recipe, path, options, message, vars) {
@@ -46,11 +42,7 @@ function card(r) {
   const form = node.querySelector(".rules-form");
   const text = node.querySelector(".rules");
   const switchCamera = node.querySelector(".switch-camera");
-  for (const id of cameraIds) {
-    const o = document.createElement("option");
-    o.value = id; o.textContent = id;
-    switchCamera.appendChild(o);
-  }
+  addOptions(switchCamera, cameraIds);
   node.querySelector(".activate").addEventListener("click", () => {
     const camera = switchCamera.value;
     const body = camera ? { cameras: [camera] } : undefined;

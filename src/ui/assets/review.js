@@ -7,14 +7,6 @@ let queue = [];
 let current = -1;
 let imageUrl = null;
 
-function addOptions(select, values) {
-  for (const v of values) {
-    const o = document.createElement("option");
-    o.value = v; o.textContent = v;
-    select.appendChild(o);
-  }
-}
-
 // The filters' choices: cameras, recipes, and the defect classes of the recipes' models.
 async function loadFilters() {
   const select = document.getElementById("f-camera");
@@ -85,11 +77,7 @@ async function select(i) {
     ["review.score", item.image_score === null ? "—" : item.image_score.toFixed(4)],
     ["review.threshold", item.threshold === null ? "—" : item.threshold.toFixed(4)],
   ];
-  facts.replaceChildren(...rows.flatMap(([k, v]) => {
-    const dt = document.createElement("dt"); dt.textContent = t(k);
-    const dd = document.createElement("dd"); dd.textContent = v;
-    return [dt, dd];
-  }));
+  facts.replaceChildren(...factList(rows));
   const img = document.getElementById("item-image");
   if (imageUrl) { URL.revokeObjectURL(imageUrl); imageUrl = null; }
   img.removeAttribute("src");

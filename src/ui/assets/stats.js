@@ -151,11 +151,7 @@ boot(async () => {
   const select = document.getElementById("s-camera");
   if (select.options.length === 1) {
     try {
-      for (const c of (await api("/api/v1/cameras")).cameras) {
-        const o = document.createElement("option");
-        o.value = c.id; o.textContent = c.id;
-        select.appendChild(o);
-      }
+      addOptions(select, (await api("/api/v1/cameras")).cameras.map((c) => c.id));
     } catch (err) {
       showStatus(t("common.error", { message: err.message }), true);
     }

@@ -15,22 +15,12 @@ function step(name) {
   });
 }
 
+// `values` as the options of `select`, keeping the choice if it is still one of them.
 function options(select, values) {
   const keep = select.value;
-  select.replaceChildren(...values.map((v) => {
-    const o = document.createElement("option");
-    o.value = v; o.textContent = v;
-    return o;
-  }));
+  select.replaceChildren();
+  addOptions(select, values);
   if (values.includes(keep)) select.value = keep;
-}
-
-function facts(dl, rows) {
-  dl.replaceChildren(...rows.filter((r) => r[1] !== null && r[1] !== undefined).flatMap(([k, v]) => {
-    const dt = document.createElement("dt"); dt.textContent = t(k);
-    const dd = document.createElement("dd"); dd.textContent = v;
-    return [dt, dd];
-  }));
 }
 
 function pct(x) { return x === null || x === undefined ? null : (100 * x).toFixed(1) + "%"; }
@@ -101,7 +91,7 @@ function showResult() {
   const op = info.operating_point || {};
   const search = info.recipe || {};
   document.getElementById("t-result").hidden = false;
-  facts(document.getElementById("t-figures"), [
+  document.getElementById("t-figures").replaceChildren(...factList([
     ["teach.recipe", job.recipe],
     ["teach.images", info.images === undefined ? null : t("teach.images_split", { n: info.images, held: info.holdout_images })],
     ["teach.chosen", search.chosen ? t("teach.chosen_of", { chosen: search.chosen, n: (search.candidates || []).length }) : null],
@@ -111,7 +101,7 @@ function showResult() {
       : t("teach.overkill_of", { rate: pct(op.estimated_overkill), upper: pct(op.estimated_overkill_upper95), n: op.holdout_goods })],
     ["teach.escape_synthetic", pct(op.estimated_escape_synthetic)],
     ["teach.seconds", info.seconds_total === undefined ? null : info.seconds_total.toFixed(0) + " s"],
-  ]);
+  ]));
   document.getElementById("t-warnings").replaceChildren(...(job.warnings || []).map((w) => {
     const li = document.createElement("li"); li.textContent = w; return li;
   }));
