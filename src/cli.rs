@@ -31,6 +31,35 @@ pub enum Command {
     /// Write the parts operators reviewed (labelled good or defect, with an archived image) in
     /// the MVTec AD layout, for `eval --dataset OUT/test` and `teach --defects OUT/test/<class>`.
     ExportReviewed(ExportReviewedArgs),
+    /// Run the plant's hub: every station's records from NATS JetStream into PostgreSQL, the
+    /// plant API across stations (stats, inspections, parts, stations), metrics (docs/FLEET.md).
+    Hub(HubArgs),
+    /// Publish a model package as a product's recipe: stations making the product fetch it,
+    /// verify its sha256 and run it (as a shadow or live, per their [fleet] recipe_policy).
+    PublishRecipe(PublishRecipeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// The hub's config: [nats] servers, [postgres] url, [hub], [api] (see deploy/hub.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishRecipeArgs {
+    /// The hub's config (its [nats] section says where to publish).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The product the recipe is for (stations map products to their recipes in [fleet] products).
+    #[arg(long)]
+    pub product: String,
+    /// The model package folder (model.onnx + model.toml), checked before it is published.
+    #[arg(long, value_name = "DIR")]
+    pub package: PathBuf,
+    /// The image-score threshold to run it at where stations activate it [default: the package's].
+    #[arg(long)]
+    pub threshold: Option<f32>,
 }
 
 #[derive(Debug, Args)]

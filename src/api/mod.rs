@@ -26,6 +26,7 @@ mod recipes;
 mod review;
 pub mod router;
 mod shadow;
+pub mod tally;
 pub mod teach_jobs;
 
 pub use error::ApiError;

@@ -20,6 +20,10 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(args),
         Command::Teach(args) => teach(args),
         Command::ExportReviewed(args) => export_reviewed(args),
+        Command::Hub(args) => crate::hub::run(&args.config),
+        Command::PublishRecipe(args) => {
+            crate::hub::publish_recipe(&args.config, &args.product, &args.package, args.threshold)
+        }
     }
 }
 

@@ -37,6 +37,7 @@ struct Running {
     api: Option<ApiServer>,
     outputs: Outputs,
     station: Station,
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 /// A station that has stopped and drained; its outputs and listeners still to close.
@@ -46,6 +47,7 @@ struct Stopped {
     admin: Option<AdminServer>,
     api: Option<ApiServer>,
     outputs: Outputs,
+    fleet: Option<crate::fleet::Fleet>,
     accounting: Arc<Accounting>,
     elapsed: Duration,
 }
@@ -154,17 +156,23 @@ impl Running {
             sources: None,
         };
         let station = Station::build(&loaded, options)?;
-        if let Some(slots) = api_slots {
+        if let Some(slots) = &api_slots {
             let _ = slots.counters.set(station.accounting());
             let cameras = cfg.cameras.iter().map(|c| c.id.clone()).collect();
             let _ = slots.live.set(crate::ui::live::LiveView::start(&shadow_tap, cameras)?);
+        }
+        // The API and the fleet link (recipes from the hub) change the same recipes and shadows.
+        let live_recipes = (api_slots.is_some() || cfg.fleet.is_some()).then(|| {
             let mut live = crate::api::LiveRecipes::of(&station);
             if let Some(db) = outputs.store_path() {
                 let shadows =
                     Shadows::new(shadow_tap, &loaded, db.to_path_buf(), live.switch.clone(), live.models.clone());
                 live.shadows = Some(Arc::new(shadows));
             }
-            let _ = slots.recipes.set(Arc::new(live));
+            Arc::new(live)
+        });
+        if let (Some(slots), Some(live)) = (&api_slots, &live_recipes) {
+            let _ = slots.recipes.set(Arc::clone(live));
         }
         let info = StationInfo {
             station: cfg.station.name.clone(),
@@ -173,12 +181,26 @@ impl Running {
             accounting: station.accounting(),
         };
         outputs.start(&info, &supervisor)?;
-        Ok(Self { args, loaded, supervisor, admin, api, outputs, station })
+        let fleet = match (&cfg.store, outputs.store_path(), live_recipes) {
+            (Some(s), Some(db), Some(live)) if cfg.fleet.is_some() => {
+                let retention = crate::sinks::store::Retention { days: s.retention_days, max_inspections: s.max_inspections };
+                Some(crate::fleet::Fleet::start(
+                    &loaded,
+                    db.to_path_buf(),
+                    retention,
+                    station.accounting(),
+                    live,
+                    Some(&telemetry.registry),
+                )?)
+            }
+            _ => None,
+        };
+        Ok(Self { args, loaded, supervisor, admin, api, outputs, station, fleet })
     }
 
     /// Run until SIGINT/SIGTERM or the sources end; the pipeline drains before this returns.
     fn run(self) -> Result<Stopped> {
-        let Self { args, loaded, supervisor, admin, api, outputs, station } = self;
+        let Self { args, loaded, supervisor, admin, api, outputs, station, fleet } = self;
         let stop = station.stop_handle();
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             // A second signal while draining exits at once.
@@ -199,7 +221,7 @@ impl Running {
             done.store(true, Relaxed);
             let _ = handle.join();
         }
-        Ok(Stopped { args, supervisor, admin, api, outputs, accounting, elapsed: started.elapsed() })
+        Ok(Stopped { args, supervisor, admin, api, outputs, fleet, accounting, elapsed: started.elapsed() })
     }
 }
 
@@ -207,9 +229,13 @@ impl Stopped {
     /// The line acts on the parts still before their deadlines and reports "not ready", the
     /// outputs write what is queued, then the listeners close; the accounting must add up.
     fn shutdown(self) -> Result<()> {
-        let Self { args, supervisor, admin, api, outputs, accounting, elapsed } = self;
+        let Self { args, supervisor, admin, api, outputs, fleet, accounting, elapsed } = self;
         // Supervised threads catch their own panics and errors (see `supervise`).
         outputs.finish();
+        // What it has not sent stays in the store's outbox for the next start.
+        if let Some(fleet) = fleet {
+            fleet.stop();
+        }
         if let Some(server) = api {
             server.shutdown();
         }

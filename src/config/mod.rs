@@ -7,6 +7,7 @@
 //! and returns every problem at once, the unknown keys included, each with its field path and bad
 //! value. [`timing`] turns the accepted values into the durations the station runs on.
 
+pub mod fleet;
 mod line;
 pub mod recipe;
 pub mod timing;

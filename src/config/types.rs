@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// A whole station: `[station]`, `[[camera]]`, `[model]`, `[pipeline]`, `[[rule]]`, `[outputs]`,
-/// `[admin]`, `[store]`, `[api]`, `[archive]`, `[line]`.
+/// `[admin]`, `[store]`, `[api]`, `[archive]`, `[line]`, `[fleet]`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StationConfig {
     #[serde(default)]
@@ -38,6 +38,9 @@ pub struct StationConfig {
     /// The line output (PLC, MQTT, webhook, command): reject timing and fail-safe; absent = off.
     #[serde(default)]
     pub line: Option<super::line::LineConfig>,
+    /// The link to the plant's hub (records out, recipes in); absent = a station on its own.
+    #[serde(default)]
+    pub fleet: Option<super::fleet::FleetConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -284,6 +284,10 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<Vec<CameraGeometry>, Con
             "a camera triggered by the line needs [line] with [line.modbus] (the PLC's trigger)",
         ),
     }
+    if let Some(fleet) = &cfg.fleet {
+        let recipes: Vec<String> = loaded.recipes().into_iter().map(|r| r.name).collect();
+        c.0.extend(super::fleet::validate(fleet, &cfg.station.name, &recipes, cfg.store.is_some()));
+    }
     if c.0.is_empty() { Ok(geometry) } else { Err(ConfigErrors(c.0)) }
 }
 

@@ -169,6 +169,25 @@ const MIGRATIONS: &[&str] = &[
         shadow_failsafe_cause TEXT
     );
     CREATE INDEX shadow_results_run ON shadow_results (run_id, captured_ms);",
+    // 7 → 8: the fleet publisher's outbox cursor (the store is its outbox: rows up to `acked_id`
+    // are in the plant's stream) under this store's own id, which message ids carry; and the
+    // recipes fetched from the hub, so a restart does not install one twice.
+    "CREATE TABLE fleet_outbox (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        store_uid TEXT NOT NULL,
+        acked_id INTEGER NOT NULL,
+        acked_ms INTEGER
+    );
+    CREATE TABLE fleet_recipes (
+        product TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        recipe TEXT NOT NULL,
+        package TEXT NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (product, sha256)
+    );",
 ];
 
 /// The schema version this build writes and reads.
