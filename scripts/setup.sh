@@ -14,10 +14,11 @@ ORT_DIR=.ort/lib
 # Debian packages: OpenCV (capture) + clang (the opencv crate's binding generator), GStreamer
 # plugins for pipeline-string cameras and their tests, Python for the model-making scripts,
 # Prometheus (`prometheus` and `promtool`) for the metrics tests, Mosquitto (broker and clients)
-# for the line output's MQTT tests, Chromium and its WebDriver for the web UI's browser tests.
+# for the line output's MQTT tests, Chromium and its WebDriver for the web UI's browser tests,
+# NATS (JetStream) and PostgreSQL for the plant-scale tests (tests/fleet.rs starts its own).
 DEB_PACKAGES=(libopencv-dev clang libclang-dev pkg-config
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools python3-venv unzip
-  prometheus mosquitto mosquitto-clients chromium chromium-driver)
+  prometheus mosquitto mosquitto-clients chromium chromium-driver nats-server postgresql)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

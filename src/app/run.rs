@@ -183,7 +183,8 @@ impl Running {
         outputs.start(&info, &supervisor)?;
         let fleet = match (&cfg.store, outputs.store_path(), live_recipes) {
             (Some(s), Some(db), Some(live)) if cfg.fleet.is_some() => {
-                let retention = crate::sinks::store::Retention { days: s.retention_days, max_inspections: s.max_inspections };
+                let retention =
+                    crate::sinks::store::Retention { days: s.retention_days, max_inspections: s.max_inspections };
                 Some(crate::fleet::Fleet::start(
                     &loaded,
                     db.to_path_buf(),

@@ -1,4 +1,4 @@
-//! `[fleet]`: the station's link to the plant's hub over NATS JetStream (see `crate::fleet`).
+//! `[fleet]`: the station's link to the plant's hub over NATS JetStream (the fleet module).
 //! Records go out from the result store (the outbox), recipes come in for the products named here.
 
 use super::ConfigError;
@@ -108,7 +108,12 @@ pub(super) fn validate(f: &FleetConfig, station_name: &str, recipes: &[String], 
         &"no [store]",
         "the fleet publisher sends what the result store holds: add [store] path = \"linesight.db\"",
     );
-    check(!f.servers.is_empty(), "fleet.servers", &f.servers, "give at least one NATS server, e.g. \"nats://hub:4222\"");
+    check(
+        !f.servers.is_empty(),
+        "fleet.servers",
+        &f.servers,
+        "give at least one NATS server, e.g. \"nats://hub:4222\"",
+    );
     for (i, s) in f.servers.iter().enumerate() {
         check(
             s.starts_with("nats://") || s.starts_with("tls://"),
@@ -138,7 +143,12 @@ pub(super) fn validate(f: &FleetConfig, station_name: &str, recipes: &[String], 
         "use user and password or an NKey seed, not both",
     );
     for (product, recipe) in &f.products {
-        check(is_fleet_id(product), &format!("fleet.products.{product}"), product, "use 1-64 letters, digits, '-' or '_'");
+        check(
+            is_fleet_id(product),
+            &format!("fleet.products.{product}"),
+            product,
+            "use 1-64 letters, digits, '-' or '_'",
+        );
         check(
             recipes.contains(recipe),
             &format!("fleet.products.{product}"),

@@ -28,7 +28,10 @@ impl FleetMetrics {
                 "Fleet publishes or acknowledgements that failed (each retried from the outbox).",
             )?,
             link_up: IntGauge::new("linesight_fleet_link_up", "1 while the station is connected to the plant's NATS.")?,
-            unsent: IntGauge::new("linesight_fleet_outbox_unsent", "Stored records not yet acknowledged by the plant's stream.")?,
+            unsent: IntGauge::new(
+                "linesight_fleet_outbox_unsent",
+                "Stored records not yet acknowledged by the plant's stream.",
+            )?,
             oldest_unsent_age_s: IntGauge::new(
                 "linesight_fleet_outbox_oldest_unsent_age_seconds",
                 "Age of the oldest record not yet acknowledged by the plant's stream (0: none).",

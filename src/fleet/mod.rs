@@ -1,5 +1,5 @@
 //! The station's side of plant scale: its records out to the hub, recipes in from it, over NATS
-//! JetStream (`[fleet]`; the hub is `crate::hub`; topology and sizing in docs/FLEET.md).
+//! JetStream (`[fleet]`; the hub is `linesight hub`; topology and sizing in docs/FLEET.md).
 //!
 //! One thread of its own, with a small async runtime, at a low CPU priority: the line never waits
 //! for it. It tails the result store (the durable [`outbox`]) and publishes each inspection with a
@@ -16,7 +16,6 @@ pub mod wire;
 pub mod connect;
 mod metrics;
 mod publisher;
-
 
 pub use metrics::FleetMetrics;
 

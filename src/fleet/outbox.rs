@@ -157,7 +157,8 @@ impl Outbox {
 
     /// The stream acknowledged every row up to `row`: move the cursor (durably).
     pub fn ack(&mut self, row: i64, now_ms: i64) -> rusqlite::Result<()> {
-        self.write.execute("UPDATE fleet_outbox SET acked_id = ?1, acked_ms = ?2 WHERE id = 1", params![row, now_ms])?;
+        self.write
+            .execute("UPDATE fleet_outbox SET acked_id = ?1, acked_ms = ?2 WHERE id = 1", params![row, now_ms])?;
         self.acked = row;
         Ok(())
     }
@@ -173,8 +174,8 @@ impl Outbox {
                 r.get(0)
             })
             .optional()?;
-        let near_rows =
-            self.retention.max_inspections > 0 && unsent as f64 >= NEAR_RETENTION * self.retention.max_inspections as f64;
+        let near_rows = self.retention.max_inspections > 0
+            && unsent as f64 >= NEAR_RETENTION * self.retention.max_inspections as f64;
         let near_age = match (self.retention.days, oldest) {
             (days, Some(oldest)) if days > 0 => {
                 (now_ms - oldest) as f64 >= NEAR_RETENTION * f64::from(days) * 86_400_000.0

@@ -21,14 +21,16 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Longest wait between retries while the link is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(link: StationLink, outbox: Outbox, nkey: Option<String>, metrics: FleetMetrics, stop: Arc<AtomicBool>) {
+pub(super) async fn run(
+    link: StationLink,
+    outbox: Outbox,
+    nkey: Option<String>,
+    metrics: FleetMetrics,
+    stop: Arc<AtomicBool>,
+) {
     let link = Arc::new(link);
     let metrics = Arc::new(metrics);
-    let creds = Credentials {
-        user: link.config.user.clone(),
-        password: link.config.password.clone(),
-        nkey_seed: nkey,
-    };
+    let creds = Credentials { user: link.config.user.clone(), password: link.config.password.clone(), nkey_seed: nkey };
     let name = format!("linesight-station {}.{}", link.site, link.station);
     let client = loop {
         match connect::connect(&link.config.servers, &name, &creds).await {
@@ -214,9 +216,11 @@ fn camera_status(link: &StationLink, now: i64, last: &mut Option<(i64, Vec<u64>)
     let names = recipes.switch.recipe_names();
     let decided: Vec<u64> = snaps.iter().map(|s| s.ok + s.ng + s.failsafe()).collect();
     let rates: Vec<f64> = match last {
-        Some((t, prev)) if now > *t => {
-            decided.iter().zip(prev.iter()).map(|(d, p)| d.saturating_sub(*p) as f64 * 1000.0 / (now - *t) as f64).collect()
-        }
+        Some((t, prev)) if now > *t => decided
+            .iter()
+            .zip(prev.iter())
+            .map(|(d, p)| d.saturating_sub(*p) as f64 * 1000.0 / (now - *t) as f64)
+            .collect(),
         _ => vec![0.0; decided.len()],
     };
     *last = Some((now, decided));

@@ -135,9 +135,11 @@ async fn handle(
             return None;
         }
     };
-    let seen = fetched.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|f| {
-        f.product == product && f.sha256 == published.sha256 && f.outcome == "ok"
-    });
+    let seen = fetched
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|f| f.product == product && f.sha256 == published.sha256 && f.outcome == "ok");
     if seen {
         return None;
     }
@@ -145,11 +147,13 @@ async fn handle(
     tracing::info!(product, sha256 = %published.sha256, model = %published.model_name, recipe, policy = policy.as_str(), "fleet: new recipe published");
     let outcome = match fetch(js, &published, &link.packages_dir, product).await {
         Ok(dir) => {
-            let (link_recipes, recipe_name, dir2) = (std::sync::Arc::clone(&link.recipes), recipe.to_string(), dir.clone());
+            let (link_recipes, recipe_name, dir2) =
+                (std::sync::Arc::clone(&link.recipes), recipe.to_string(), dir.clone());
             let threshold = published.threshold;
-            let applied = tokio::task::spawn_blocking(move || apply(&link_recipes, &recipe_name, &dir2, policy, threshold))
-                .await
-                .unwrap_or_else(|e| Err(format!("install task: {e}")));
+            let applied =
+                tokio::task::spawn_blocking(move || apply(&link_recipes, &recipe_name, &dir2, policy, threshold))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("install task: {e}")));
             applied.map(|()| dir)
         }
         Err(e) => Err(e),
@@ -175,7 +179,12 @@ async fn handle(
 
 /// The package's bytes from the object store, checked against the sha256 they are named by,
 /// unpacked into `packages_dir/<product>-<sha256>`.
-async fn fetch(js: &jetstream::Context, p: &PublishedRecipe, packages_dir: &Path, product: &str) -> Result<PathBuf, String> {
+async fn fetch(
+    js: &jetstream::Context,
+    p: &PublishedRecipe,
+    packages_dir: &Path,
+    product: &str,
+) -> Result<PathBuf, String> {
     if p.sha256.len() != 64 || !p.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("sha256 {:?} is not 64 hex digits", p.sha256));
     }
@@ -229,7 +238,10 @@ fn apply(
             let installer = recipes.installer.as_ref().ok_or("this station cannot install models")?;
             let installed = installer.install(recipe, dir)?;
             if let Some(t) = threshold {
-                recipes.thresholds.set(usize::from(installed.slot), t).map_err(|why| format!("threshold {t}: {why}"))?;
+                recipes
+                    .thresholds
+                    .set(usize::from(installed.slot), t)
+                    .map_err(|why| format!("threshold {t}: {why}"))?;
             }
             recipes.move_cameras_blocking(installed.previous, installed.slot);
             Ok(())

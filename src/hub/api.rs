@@ -161,7 +161,10 @@ impl Filter {
             add("i.verdict = ?", Box::new(v.to_string()));
         }
         if let Some(v) = &self.class {
-            add("EXISTS (SELECT 1 FROM inspection_classes c WHERE c.inspection_id = i.id AND c.class = ?)", Box::new(v.clone()));
+            add(
+                "EXISTS (SELECT 1 FROM inspection_classes c WHERE c.inspection_id = i.id AND c.class = ?)",
+                Box::new(v.clone()),
+            );
         }
         if let Some(v) = self.before_id {
             add("i.id < ?", Box::new(v));
@@ -435,7 +438,10 @@ async fn parked(State(s): State<Shared>, Query(q): Q) -> Result<Json<Value>, Api
     let db = s.pg.shared().await?;
     let total: i64 = db.query_one("SELECT COUNT(*) FROM parked", &[]).await?.get(0);
     let rows = db
-        .query("SELECT id, subject, reason, payload, parked_ms, parked_by FROM parked ORDER BY id DESC LIMIT $1", &[&limit])
+        .query(
+            "SELECT id, subject, reason, payload, parked_ms, parked_by FROM parked ORDER BY id DESC LIMIT $1",
+            &[&limit],
+        )
         .await?;
     let items: Vec<Value> = rows
         .iter()

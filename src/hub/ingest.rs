@@ -19,6 +19,9 @@ use tokio_postgres::Transaction;
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 const HOUR_MS: i64 = 3_600_000;
 
+/// A roll-up row's key: (UTC hour, site, station, camera, class).
+type ClassHour<'a> = (i64, &'a str, &'a str, &'a str, &'a str);
+
 /// One message, read.
 enum Parsed {
     Inspection(Box<wire::Inspection>),
@@ -68,17 +71,26 @@ fn valid(rec: &wire::Inspection) -> Result<(), String> {
     Ok(())
 }
 
+/// Who this hub is and how it takes its work.
+pub struct Settings {
+    /// The durable consumer the hubs share.
+    pub consumer: String,
+    /// Messages per fetch and transaction.
+    pub batch: usize,
+    /// Recorded with every row this hub writes.
+    pub hub_id: String,
+}
+
 /// Run until `stop`: fetch a batch, write it, acknowledge it.
 pub async fn run(
     js: jetstream::Context,
     client: async_nats::Client,
     pg: Arc<Pg>,
-    consumer_name: String,
-    batch: usize,
-    hub_id: String,
+    settings: Settings,
     metrics: Arc<HubMetrics>,
     stop: Arc<AtomicBool>,
 ) {
+    let Settings { consumer: consumer_name, batch, hub_id } = settings;
     let consumer = loop {
         match consumer(&js, &consumer_name).await {
             Ok(c) => break c,
@@ -161,7 +173,10 @@ async fn wait(stop: &AtomicBool, d: Duration) -> bool {
 }
 
 /// The shared durable consumer over the whole stream, made by the first hub.
-async fn consumer(js: &jetstream::Context, name: &str) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
+async fn consumer(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
     let stream: stream::Stream = crate::fleet::connect::stream(js).await?;
     let config = pull::Config {
         durable_name: Some(name.to_string()),
@@ -352,7 +367,7 @@ async fn insert_inspections<'a>(
     let mut inserted = Vec::with_capacity(rows.len());
     let mut class_rows: (Vec<i64>, Vec<String>, Vec<i64>) = Default::default();
     let mut verdicts: BTreeMap<(i64, &str, &str, &str), [i64; 3]> = BTreeMap::new();
-    let mut classes: BTreeMap<(i64, &str, &str, &str, &str), (i64, i64)> = BTreeMap::new();
+    let mut classes: BTreeMap<ClassHour, (i64, i64)> = BTreeMap::new();
     let mut last_record: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for row in &rows {
         let (id, key): (i64, &str) = (row.get(0), row.get(1));

@@ -51,7 +51,10 @@ impl HubMetrics {
                 "linesight_hub_duplicates_total",
                 "Inspections received again (redelivered or republished) and not written twice.",
             )?,
-            parked: counter("linesight_hub_parked_total", "Messages that could not be read, parked in the parked table.")?,
+            parked: counter(
+                "linesight_hub_parked_total",
+                "Messages that could not be read, parked in the parked table.",
+            )?,
             statuses: counter("linesight_hub_statuses_total", "Station status messages taken.")?,
             write_errors: counter("linesight_hub_write_errors_total", "Batches that failed to write (retried).")?,
             lag_seconds: histogram(
@@ -64,7 +67,10 @@ impl HubMetrics {
                 "Seconds to write one batch to PostgreSQL.",
                 vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
             )?,
-            pending: gauge("linesight_hub_consumer_pending", "Messages the hubs' shared consumer has not delivered yet.")?,
+            pending: gauge(
+                "linesight_hub_consumer_pending",
+                "Messages the hubs' shared consumer has not delivered yet.",
+            )?,
             postgres_up: gauge("linesight_hub_postgres_up", "1 while PostgreSQL is reachable.")?,
             nats_up: gauge("linesight_hub_nats_up", "1 while the hub is connected to NATS.")?,
             registry,

@@ -68,12 +68,13 @@ async fn serve(cfg: HubConfig, stop: Arc<AtomicBool>) -> Result<()> {
     });
     let server = tokio::spawn(async move { server.await });
 
-    let client = crate::fleet::connect::connect(&cfg.nats.servers, &format!("linesight-hub {hub_id}"), &cfg.credentials()?)
-        .await
-        .context("NATS ([nats] servers)")?;
+    let client =
+        crate::fleet::connect::connect(&cfg.nats.servers, &format!("linesight-hub {hub_id}"), &cfg.credentials()?)
+            .await
+            .context("NATS ([nats] servers)")?;
     let js = jetstream::new(client.clone());
-    ingest::run(js, client.clone(), pg, cfg.hub.consumer.clone(), cfg.hub.batch, hub_id, metrics, Arc::clone(&stop))
-        .await;
+    let settings = ingest::Settings { consumer: cfg.hub.consumer.clone(), batch: cfg.hub.batch, hub_id };
+    ingest::run(js, client.clone(), pg, settings, metrics, Arc::clone(&stop)).await;
     let _ = client.flush().await;
     server.await.context("hub API task")?.context("hub API")?;
     tracing::info!("hub stopped");

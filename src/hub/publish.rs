@@ -6,7 +6,7 @@
 
 use crate::fleet::wire::{self, PublishedRecipe};
 use anyhow::{Context, Result, bail};
-use async_nats::jetstream::{self, kv, object_store};
+use async_nats::jetstream::{self, object_store, stream};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -78,10 +78,10 @@ pub async fn publish(
     objects.put(sha256.as_str(), &mut bytes.as_slice()).await.context("storing the package")?;
     let recipes = match js.get_key_value(wire::RECIPES_BUCKET).await {
         Ok(k) => k,
-        Err(_) => js
-            .create_key_value(kv::Config { bucket: wire::RECIPES_BUCKET.into(), history: HISTORY, ..Default::default() })
-            .await
-            .context("creating the recipes bucket")?,
+        Err(_) => {
+            create_recipes_bucket(js).await?;
+            js.get_key_value(wire::RECIPES_BUCKET).await.context("opening the recipes bucket")?
+        }
     };
     let published = PublishedRecipe {
         v: wire::VERSION,
@@ -95,4 +95,25 @@ pub async fn publish(
     };
     recipes.put(product, serde_json::to_vec(&published)?.into()).await.context("naming the recipe for the product")?;
     Ok(published)
+}
+
+/// The recipes bucket's stream, as the key-value layer lays it out. Made directly because the
+/// client's `create_key_value` first asks the account's API level, which servers before 2.10
+/// (Debian 12's 2.9) answer in a shape the client cannot read.
+async fn create_recipes_bucket(js: &jetstream::Context) -> Result<()> {
+    let bucket = wire::RECIPES_BUCKET;
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: HISTORY,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.context("creating the recipes bucket")?;
+    Ok(())
 }

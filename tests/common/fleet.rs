@@ -14,9 +14,11 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_port(port: u16, what: &str) {
-    wait_for(Duration::from_secs(30), || format!("{what} on port {port}"), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait_for(
+        Duration::from_secs(30),
+        || format!("{what} on port {port}"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
 }
 
 /// `nats-server` with JetStream, on a loopback port, its store in `dir`.
@@ -41,7 +43,8 @@ impl Nats {
     pub fn up(&mut self) {
         assert!(self.child.is_none(), "nats-server is running already");
         let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| Path::new(p).exists());
-        let bin = bin.expect("nats-server is not installed: run `make setup` (it installs the Debian package nats-server)");
+        let bin =
+            bin.expect("nats-server is not installed: run `make setup` (it installs the Debian package nats-server)");
         let child = Command::new(bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.dir)
@@ -87,9 +90,9 @@ pub struct Postgres {
 /// The server's programs (Debian keeps them out of PATH, per major version).
 fn pg_bin() -> PathBuf {
     let found = glob::glob("/usr/lib/postgresql/*/bin/pg_ctl").ok().and_then(|mut g| g.find_map(Result::ok));
-    found.and_then(|p| p.parent().map(Path::to_path_buf)).expect(
-        "PostgreSQL's server is not installed: run `make setup` (it installs the Debian package postgresql)",
-    )
+    found
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .expect("PostgreSQL's server is not installed: run `make setup` (it installs the Debian package postgresql)")
 }
 
 fn is_root() -> bool {
@@ -249,8 +252,13 @@ impl Hub {
 /// Start a process with its stderr collected.
 pub fn spawn_logged(mut cmd: Command) -> (Guard, Arc<Mutex<String>>) {
     use std::io::{BufRead, BufReader};
-    let mut child =
-        cmd.env("LINESIGHT_LOG", "info,ort=warn").env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .env("LINESIGHT_LOG", "info,ort=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let log = Arc::new(Mutex::new(String::new()));
     let lines = BufReader::new(child.stderr.take().unwrap());
     let sink = Arc::clone(&log);
@@ -332,18 +340,21 @@ impl Station {
 
     /// The station API's address, from its log.
     pub fn api(&self) -> SocketAddr {
-        wait_for(Duration::from_secs(60), || format!("the API address; log:\n{}", self.log.lock().unwrap()), || {
-            let log = self.log.lock().unwrap();
-            let line = log.lines().find(|l| l.contains("API listener"))?;
-            line.split("address=").nth(1)?.split_whitespace().next()?.parse().ok()
-        })
+        wait_for(
+            Duration::from_secs(60),
+            || format!("the API address; log:\n{}", self.log.lock().unwrap()),
+            || {
+                let log = self.log.lock().unwrap();
+                let line = log.lines().find(|l| l.contains("API listener"))?;
+                line.split("address=").nth(1)?.split_whitespace().next()?.parse().ok()
+            },
+        )
     }
 
     /// Wait for the process to end by itself (`--max-frames`), successfully.
     pub fn wait(mut self) {
-        let status = wait_for(Duration::from_secs(120), || "the station to finish".into(), || {
-            self.child.0.try_wait().unwrap()
-        });
+        let status =
+            wait_for(Duration::from_secs(120), || "the station to finish".into(), || self.child.0.try_wait().unwrap());
         assert!(status.success(), "the station failed; log:\n{}", self.log.lock().unwrap());
     }
 }
@@ -358,7 +369,10 @@ pub fn station_rows(db: &Path) -> Vec<(i64, String, i64, String, String)> {
              FROM inspections i ORDER BY i.id",
         )
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().map(Result::unwrap).collect()
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// The same rows as the hub holds them for `station`.
