@@ -36,8 +36,8 @@ fn two_stations_one_hub_the_hub_holds_every_part_of_both() {
     let nats = Nats::start(dir.path());
     let pg = Postgres::start(dir.path());
     let mut hub = Hub::start(&hub_config(dir.path(), "hub-a", &nats, &pg, 200));
-    let a = station_config(dir.path(), "line-a", &nats, 60.0, 1, "");
-    let b = station_config(dir.path(), "line-b", &nats, 60.0, 2, "");
+    let a = station_config(dir.path(), "line-a", &nats, 60.0, 1, "products = { tile = \"default\" }\n");
+    let b = station_config(dir.path(), "line-b", &nats, 60.0, 2, "products = { tile = \"default\" }\n");
     let (sa, sb) = (Station::start(&a, Some(240)), Station::start(&b, Some(180)));
     sa.wait();
     sb.wait();
@@ -96,6 +96,7 @@ fn two_stations_one_hub_the_hub_holds_every_part_of_both() {
     assert_eq!((row.2, row.3.as_str()), (first["seq"].as_i64().unwrap(), "NG"));
     let by_id = hub.get(&format!("/api/v1/inspections/{}", first["id"]));
     assert_eq!(by_id["seq"], first["seq"]);
+    assert_eq!(by_id["product"], "tile", "the product its recipe makes, from [fleet] products");
 
     // The stations as the hub saw them: last seen, recipe and model per camera, outbox drained.
     let stations = hub.get("/api/v1/stations");
@@ -256,6 +257,7 @@ fn malformed_and_foreign_messages_are_parked_and_the_hub_goes_on() {
             mm_per_px: None,
             defects_truncated: 0,
             recipe: Some("default".into()),
+            product: None,
             model_name: "demo".into(),
             model_sha256: "ab".into(),
             image_path: None,

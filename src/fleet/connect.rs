@@ -43,8 +43,9 @@ pub const STREAM_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// message id catches the rest).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
-/// The stream of every station's records and status, made if missing.
-pub async fn stream(js: &jetstream::Context) -> Result<stream::Stream, async_nats::Error> {
+/// The stream of every station's records and status, made if missing with `replicas` copies
+/// (1, or 3 on a 3-node cluster). The hub makes it; stations only publish to it.
+pub async fn stream(js: &jetstream::Context, replicas: usize) -> Result<stream::Stream, async_nats::Error> {
     let config = stream::Config {
         name: wire::STREAM.into(),
         subjects: wire::STREAM_SUBJECTS.iter().map(|s| s.to_string()).collect(),
@@ -52,6 +53,7 @@ pub async fn stream(js: &jetstream::Context) -> Result<stream::Stream, async_nat
         retention: stream::RetentionPolicy::Limits,
         max_age: STREAM_MAX_AGE,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
         ..Default::default()
     };
     Ok(js.get_or_create_stream(config).await?)

@@ -92,7 +92,7 @@ impl Fleet {
             recipes,
             config,
         };
-        let outbox = outbox::Outbox::open(&link.store, retention, &link.site, &link.station)
+        let outbox = outbox::Outbox::open(&link.store, retention, &link.site, &link.station, &link.config.products)
             .with_context(|| format!("fleet: cannot use the result store {} as the outbox", link.store.display()))?;
         let metrics = FleetMetrics::new(registry)?;
         let nkey = match &link.config.nkey_seed_file {

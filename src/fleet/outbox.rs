@@ -19,6 +19,8 @@ pub struct Outbox {
     retention: Retention,
     site: String,
     station: String,
+    /// Recipe → the product it makes (from `[fleet] products`).
+    products: std::collections::BTreeMap<String, String>,
 }
 
 fn new_uid() -> String {
@@ -27,7 +29,13 @@ fn new_uid() -> String {
 
 impl Outbox {
     /// Open the store at `path` (already migrated by the station) as the outbox of `site`/`station`.
-    pub fn open(path: &Path, retention: Retention, site: &str, station: &str) -> rusqlite::Result<Self> {
+    pub fn open(
+        path: &Path,
+        retention: Retention,
+        site: &str,
+        station: &str,
+        products: &std::collections::BTreeMap<String, String>,
+    ) -> rusqlite::Result<Self> {
         let read = store::open_read_only(path)?;
         let write = store::open_for_review(path)?;
         let found: Option<(String, i64)> = write
@@ -41,7 +49,21 @@ impl Outbox {
                 (uid, 0)
             }
         };
-        let mut outbox = Self { read, write, uid, acked, retention, site: site.into(), station: station.into() };
+        // A recipe named for several products is reported under the first.
+        let mut by_recipe = std::collections::BTreeMap::new();
+        for (product, recipe) in products {
+            by_recipe.entry(recipe.clone()).or_insert_with(|| product.clone());
+        }
+        let mut outbox = Self {
+            read,
+            write,
+            uid,
+            acked,
+            retention,
+            site: site.into(),
+            station: station.into(),
+            products: by_recipe,
+        };
         outbox.check_numbering()?;
         Ok(outbox)
     }
@@ -110,6 +132,7 @@ impl Outbox {
                     height: r.get(12)?,
                     mm_per_px: r.get(13)?,
                     defects_truncated: r.get(14)?,
+                    product: r.get::<_, Option<String>>(15)?.and_then(|recipe| self.products.get(&recipe).cloned()),
                     recipe: r.get(15)?,
                     model_name: r.get(16)?,
                     model_sha256: r.get(17)?,

@@ -2,6 +2,8 @@
 //! recipes until told to stop.
 
 use super::connect::{self, Credentials};
+// The stream is the hub's to make (its replicas are the plant's choice): until it exists,
+// publishes fail and the records wait in the outbox.
 use super::outbox::Outbox;
 use super::wire::{self, CameraStatus, Status};
 use super::{FleetMetrics, StationLink, now_ms, sleep_or_stop};
@@ -63,7 +65,6 @@ async fn publish_outbox(
 ) {
     let subject = wire::inspections_subject(&link.site, &link.station);
     let mut backoff = Duration::from_millis(200);
-    let mut stream_ready = false;
     // Told to stop, it still sends what the outbox holds, for up to DRAIN (the link permitting).
     let mut draining: Option<std::time::Instant> = None;
     loop {
@@ -74,20 +75,6 @@ async fn publish_outbox(
             }
         }
         metrics.link_up.set(i64::from(client.connection_state() == async_nats::connection::State::Connected));
-        if !stream_ready {
-            // Made by whichever side comes first (the hub makes it too).
-            match connect::stream(js).await {
-                Ok(_) => stream_ready = true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "fleet: the plant's stream is not reachable yet; records stay in the outbox");
-                    if sleep_or_stop(stop, backoff).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            }
-        }
         let batch = {
             let mut ob = outbox.lock().await;
             match ob.next_batch(link.config.batch, now_ms()) {

@@ -110,6 +110,10 @@ pub struct Inspection {
     pub mm_per_px: Option<f64>,
     pub defects_truncated: i64,
     pub recipe: Option<String>,
+    /// The product the recipe makes, where `[fleet] products` names one (the plant's Pareto per
+    /// product reads it).
+    #[serde(default)]
+    pub product: Option<String>,
     pub model_name: String,
     pub model_sha256: String,
     /// Where the station's archive keeps the image, when it was archived (served by the station's

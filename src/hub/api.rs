@@ -110,6 +110,7 @@ struct Filter {
     site: Option<String>,
     station: Option<String>,
     camera: Option<String>,
+    product: Option<String>,
     verdict: Option<&'static str>,
     class: Option<String>,
     before_id: Option<i64>,
@@ -130,6 +131,7 @@ impl Filter {
             site: q.get("site").cloned(),
             station: q.get("station").cloned(),
             camera: q.get("camera").cloned(),
+            product: q.get("product").cloned(),
             verdict: q.get("verdict").map(|v| params::verdict(v)).transpose()?,
             class: q.get("class").cloned(),
             before_id: q.get("cursor").map(|v| params::decode_cursor(v)).transpose()?,
@@ -156,6 +158,9 @@ impl Filter {
         }
         if let Some(v) = &self.camera {
             add("i.camera = ?", Box::new(v.clone()));
+        }
+        if let Some(v) = &self.product {
+            add("i.product = ?", Box::new(v.clone()));
         }
         if let Some(v) = self.verdict {
             add("i.verdict = ?", Box::new(v.to_string()));
@@ -324,7 +329,7 @@ fn add_station(per_station: &mut PerStation, site: String, station: String, n: [
 const COLUMNS: &str = "i.id, i.site, i.station, i.station_row, i.camera, i.seq, i.part_id, i.captured_ms, \
     i.decided_ms, i.latency_ms, i.verdict, i.failsafe_cause, i.image_score, i.threshold, i.width, i.height, \
     i.mm_per_px, i.defects_truncated, i.recipe, i.model_name, i.model_sha256, i.image_path, i.defects, \
-    i.ingested_ms, i.ingested_by, s.status ->> 'api_url'";
+    i.ingested_ms, i.ingested_by, s.status ->> 'api_url', i.product";
 
 fn inspection_json(r: &tokio_postgres::Row) -> Value {
     let captured: i64 = r.get(7);
@@ -344,7 +349,7 @@ fn inspection_json(r: &tokio_postgres::Row) -> Value {
         "failsafe_cause": r.get::<_, Option<String>>(11), "image_score": r.get::<_, Option<f64>>(12),
         "threshold": r.get::<_, Option<f64>>(13), "width": r.get::<_, i64>(14), "height": r.get::<_, i64>(15),
         "mm_per_px": r.get::<_, Option<f64>>(16), "defects_truncated": r.get::<_, i64>(17),
-        "recipe": r.get::<_, Option<String>>(18),
+        "recipe": r.get::<_, Option<String>>(18), "product": r.get::<_, Option<String>>(26),
         "model": { "name": r.get::<_, String>(19), "sha256": r.get::<_, String>(20) },
         "image_path": image_path, "image_url": image_url, "defects": r.get::<_, Value>(22),
         "ingested_unix_ms": r.get::<_, i64>(23), "ingested_by": r.get::<_, String>(24),
@@ -355,7 +360,7 @@ const FROM: &str = "inspections i LEFT JOIN stations s ON s.site = i.site AND s.
 
 /// `GET /api/v1/inspections`: newest first, keyset pages (`cursor`).
 async fn list(State(s): State<Shared>, Query(q): Q) -> Result<Json<Value>, ApiError> {
-    check_known(&q, &["site", "station", "camera", "verdict", "class", "from", "to", "limit", "cursor"])?;
+    check_known(&q, &["site", "station", "camera", "product", "verdict", "class", "from", "to", "limit", "cursor"])?;
     let f = Filter::parse(&q)?;
     let limit = params::limit(q.get("limit").map(String::as_str))?;
     let mut p = Params::new();

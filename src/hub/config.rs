@@ -57,6 +57,14 @@ pub struct NatsSection {
     pub password: Option<String>,
     #[serde(default)]
     pub nkey_seed_file: Option<PathBuf>,
+    /// Copies JetStream keeps of the stream and the recipe buckets: 1 on one server, 3 on a
+    /// 3-node cluster (survives the loss of one node).
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -112,6 +120,9 @@ impl HubConfig {
         }
         if self.nats.user.is_some() != self.nats.password.is_some() {
             bail!("nats.password: give both user and password, or neither");
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            bail!("nats.replicas = {}: must be 1..=5 (3 on a 3-node cluster)", self.nats.replicas);
         }
         if !crate::config::fleet::is_fleet_id(&self.hub.consumer) {
             bail!("hub.consumer = {:?}: use 1-64 letters, digits, '-' or '_'", self.hub.consumer);

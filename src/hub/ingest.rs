@@ -79,6 +79,8 @@ pub struct Settings {
     pub batch: usize,
     /// Recorded with every row this hub writes.
     pub hub_id: String,
+    /// Copies of the stream (on a cluster).
+    pub replicas: usize,
 }
 
 /// Run until `stop`: fetch a batch, write it, acknowledge it.
@@ -90,9 +92,9 @@ pub async fn run(
     metrics: Arc<HubMetrics>,
     stop: Arc<AtomicBool>,
 ) {
-    let Settings { consumer: consumer_name, batch, hub_id } = settings;
+    let Settings { consumer: consumer_name, batch, hub_id, replicas } = settings;
     let consumer = loop {
-        match consumer(&js, &consumer_name).await {
+        match consumer(&js, &consumer_name, replicas).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "hub: cannot reach the stream's consumer yet; retrying");
@@ -176,8 +178,9 @@ async fn wait(stop: &AtomicBool, d: Duration) -> bool {
 async fn consumer(
     js: &jetstream::Context,
     name: &str,
+    replicas: usize,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
-    let stream: stream::Stream = crate::fleet::connect::stream(js).await?;
+    let stream: stream::Stream = crate::fleet::connect::stream(js, replicas).await?;
     let config = pull::Config {
         durable_name: Some(name.to_string()),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -338,6 +341,7 @@ async fn insert_inspections<'a>(
     let mm = real(&|r| r.mm_per_px);
     let truncated = int(&|r| r.defects_truncated);
     let recipe = opt(&|r| r.recipe.clone());
+    let product = opt(&|r| r.product.clone());
     let model_name = col(&|r| r.model_name.clone());
     let model_sha = col(&|r| r.model_sha256.clone());
     let image = opt(&|r| r.image_path.clone());
@@ -348,16 +352,16 @@ async fn insert_inspections<'a>(
         .query(
             "INSERT INTO inspections (msg_id, site, station, store_uid, station_row, camera, seq, part_id, captured_ms, \
              decided_ms, latency_ms, verdict, failsafe_cause, image_score, threshold, width, height, mm_per_px, \
-             defects_truncated, recipe, model_name, model_sha256, image_path, defects, published_ms, ingested_ms, ingested_by) \
-             SELECT u.*, $26::int8, $27::text FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+             defects_truncated, recipe, model_name, model_sha256, image_path, defects, published_ms, product, ingested_ms, \
+             ingested_by) SELECT u.*, $27::int8, $28::text FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
              $6::text[], $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::float8[], $12::text[], $13::text[], \
              $14::float8[], $15::float8[], $16::int8[], $17::int8[], $18::float8[], $19::int8[], $20::text[], \
-             $21::text[], $22::text[], $23::text[], $24::jsonb[], $25::int8[]) AS u \
+             $21::text[], $22::text[], $23::text[], $24::jsonb[], $25::int8[], $26::text[]) AS u \
              ON CONFLICT (msg_id) DO NOTHING RETURNING id, msg_id",
             &[
                 &msg_id, &site, &station, &store_uid, &row, &camera, &seq, &part_id, &captured, &decided, &latency,
                 &verdict, &cause, &score, &threshold, &width, &height, &mm, &truncated, &recipe, &model_name,
-                &model_sha, &image, &defects, &published, &now, &hub_id,
+                &model_sha, &image, &defects, &published, &product, &now, &hub_id,
             ],
         )
         .await?;

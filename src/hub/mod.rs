@@ -73,7 +73,12 @@ async fn serve(cfg: HubConfig, stop: Arc<AtomicBool>) -> Result<()> {
             .await
             .context("NATS ([nats] servers)")?;
     let js = jetstream::new(client.clone());
-    let settings = ingest::Settings { consumer: cfg.hub.consumer.clone(), batch: cfg.hub.batch, hub_id };
+    let settings = ingest::Settings {
+        consumer: cfg.hub.consumer.clone(),
+        batch: cfg.hub.batch,
+        hub_id,
+        replicas: cfg.nats.replicas,
+    };
     ingest::run(js, client.clone(), pg, settings, metrics, Arc::clone(&stop)).await;
     let _ = client.flush().await;
     server.await.context("hub API task")?.context("hub API")?;
@@ -99,7 +104,7 @@ pub fn publish_recipe(config: &Path, product: &str, package: &Path, threshold: O
         .await
         .context("cannot reach NATS ([nats] servers)")?;
         let js = jetstream::new(client.clone());
-        let published = publish::publish(&js, product, package, threshold, &cfg.hub_id()).await?;
+        let published = publish::publish(&js, product, package, threshold, &cfg.hub_id(), cfg.nats.replicas).await?;
         client.flush().await?;
         println!("{}", serde_json::to_string_pretty(&published)?);
         Ok(())

@@ -55,6 +55,7 @@ pub async fn publish(
     package: &Path,
     threshold: Option<f32>,
     by: &str,
+    replicas: usize,
 ) -> Result<PublishedRecipe> {
     if !crate::config::fleet::is_fleet_id(product) {
         bail!("product {product:?}: use 1-64 letters, digits, '-' or '_'");
@@ -71,7 +72,11 @@ pub async fn publish(
     let objects = match js.get_object_store(wire::PACKAGES_BUCKET).await {
         Ok(o) => o,
         Err(_) => js
-            .create_object_store(object_store::Config { bucket: wire::PACKAGES_BUCKET.into(), ..Default::default() })
+            .create_object_store(object_store::Config {
+                bucket: wire::PACKAGES_BUCKET.into(),
+                num_replicas: replicas,
+                ..Default::default()
+            })
             .await
             .context("creating the packages object store")?,
     };
@@ -79,7 +84,7 @@ pub async fn publish(
     let recipes = match js.get_key_value(wire::RECIPES_BUCKET).await {
         Ok(k) => k,
         Err(_) => {
-            create_recipes_bucket(js).await?;
+            create_recipes_bucket(js, replicas).await?;
             js.get_key_value(wire::RECIPES_BUCKET).await.context("opening the recipes bucket")?
         }
     };
@@ -100,7 +105,7 @@ pub async fn publish(
 /// The recipes bucket's stream, as the key-value layer lays it out. Made directly because the
 /// client's `create_key_value` first asks the account's API level, which servers before 2.10
 /// (Debian 12's 2.9) answer in a shape the client cannot read.
-async fn create_recipes_bucket(js: &jetstream::Context) -> Result<()> {
+async fn create_recipes_bucket(js: &jetstream::Context, replicas: usize) -> Result<()> {
     let bucket = wire::RECIPES_BUCKET;
     let config = stream::Config {
         name: format!("KV_{bucket}"),
@@ -110,7 +115,7 @@ async fn create_recipes_bucket(js: &jetstream::Context) -> Result<()> {
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
-        num_replicas: 1,
+        num_replicas: replicas,
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
         mm_per_px DOUBLE PRECISION,
         defects_truncated BIGINT NOT NULL,
         recipe TEXT,
+        product TEXT,
         model_name TEXT NOT NULL,
         model_sha256 TEXT NOT NULL,
         image_path TEXT,
@@ -45,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX inspections_captured ON inspections (captured_ms, site, station, camera, verdict);
     CREATE INDEX inspections_station ON inspections (site, station, captured_ms);
     CREATE INDEX inspections_part ON inspections (part_id) WHERE part_id IS NOT NULL;
+    CREATE INDEX inspections_product ON inspections (product, captured_ms) WHERE product IS NOT NULL;
     CREATE TABLE inspection_classes (
         inspection_id BIGINT NOT NULL REFERENCES inspections (id) ON DELETE CASCADE,
         class TEXT NOT NULL,
