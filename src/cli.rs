@@ -60,6 +60,10 @@ pub struct PublishRecipeArgs {
     /// The image-score threshold to run it at where stations activate it [default: the package's].
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// A JSON file with the decision rules to run it with where stations activate it: a list of
+    /// `[[rule]]` entries, as `PATCH /api/v1/recipes/{name}` takes them [default: each station's].
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

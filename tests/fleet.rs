@@ -386,3 +386,63 @@ fn a_recipe_published_while_a_station_is_offline_reaches_it_verified_and_runs_in
     drop(station);
     hub.stop();
 }
+
+#[test]
+fn a_recipe_with_rules_goes_live_where_the_station_policy_says_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let pg = Postgres::start(dir.path());
+    let hub_cfg = hub_config(dir.path(), "hub-a", &nats, &pg, 100);
+    let mut hub = Hub::start(&hub_cfg);
+    let cfg = station_config(
+        dir.path(),
+        "line-a",
+        &nats,
+        40.0,
+        1,
+        "products = { tile = \"default\" }\nrecipe_policy = \"activate\"\n",
+    );
+    let station = Station::start(&cfg, None);
+    let api = station.api(); // listening once the store is open
+    let db = dir.path().join("line-a/station.db");
+    let verdicts_of = |model: &str| -> Vec<String> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT i.verdict FROM inspections i JOIN models m ON m.id = i.model_id WHERE m.name = ?1")
+            .unwrap();
+        stmt.query_map([model], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        || "NG parts under the station's own rules".into(),
+        || verdicts_of("demo").iter().any(|v| v == "NG").then_some(()),
+    );
+
+    // Rules no synthetic defect passes: under them every part is OK.
+    let candidate = common::edited_demo_model(dir.path(), |m| m.replace("name = \"demo\"", "name = \"demo-v2\""));
+    let rules = dir.path().join("rules.json");
+    std::fs::write(&rules, r#"[{"class": "defect", "min_score": 0.5, "min_area_px": 1000000}]"#).unwrap();
+    let (ok, _, err) = common::output(
+        common::linesight()
+            .args(["publish-recipe", "--config"])
+            .arg(&hub_cfg)
+            .args(["--product", "tile", "--package"])
+            .arg(&candidate)
+            .arg("--rules")
+            .arg(&rules),
+    );
+    assert!(ok, "publish-recipe failed: {err}");
+    let after = wait_for(
+        Duration::from_secs(60),
+        || format!("parts under demo-v2; log:\n{}", station.log.lock().unwrap()),
+        || {
+            let v = verdicts_of("demo-v2");
+            (v.len() >= 40).then_some(v)
+        },
+    );
+    assert!(after.iter().all(|v| v == "OK"), "the published rules judge the parts: {after:?}");
+    let (_, recipes) = common::http_get(api, "/api/v1/recipes").unwrap();
+    assert!(recipes.contains("\"name\":\"demo-v2\"") && recipes.contains("1000000"), "{recipes}");
+    drop(station);
+    hub.stop();
+}

@@ -31,7 +31,7 @@ pub mod teach_jobs;
 
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
-pub use recipes::LiveRecipes;
+pub use recipes::{LiveRecipes, parse_rules};
 pub use router::{ApiState, router};
 
 use crate::http_server::{HttpServer, ListenerKind, ServeError};

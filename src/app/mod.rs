@@ -21,9 +21,13 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Teach(args) => teach(args),
         Command::ExportReviewed(args) => export_reviewed(args),
         Command::Hub(args) => crate::hub::run(&args.config),
-        Command::PublishRecipe(args) => {
-            crate::hub::publish_recipe(&args.config, &args.product, &args.package, args.threshold)
-        }
+        Command::PublishRecipe(args) => crate::hub::publish_recipe(
+            &args.config,
+            &args.product,
+            &args.package,
+            args.threshold,
+            args.rules.as_deref(),
+        ),
     }
 }
 

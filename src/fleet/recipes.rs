@@ -149,9 +149,9 @@ async fn handle(
         Ok(dir) => {
             let (link_recipes, recipe_name, dir2) =
                 (std::sync::Arc::clone(&link.recipes), recipe.to_string(), dir.clone());
-            let threshold = published.threshold;
+            let settings = (published.threshold, published.rules.clone());
             let applied =
-                tokio::task::spawn_blocking(move || apply(&link_recipes, &recipe_name, &dir2, policy, threshold))
+                tokio::task::spawn_blocking(move || apply(&link_recipes, &recipe_name, &dir2, policy, settings))
                     .await
                     .unwrap_or_else(|e| Err(format!("install task: {e}")));
             applied.map(|()| dir)
@@ -219,13 +219,15 @@ fn unpack(bytes: &[u8], dir: &Path) -> Result<(), String> {
     std::fs::rename(&tmp, dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// Run the package as `recipe`'s shadow or live model, as the policy says.
+/// Run the package as `recipe`'s shadow or live model, as the policy says; a live one with the
+/// published threshold and rules when given. (A shadow runs with the package's threshold and the
+/// station's rules: see docs/FLEET.md.)
 fn apply(
     recipes: &crate::api::LiveRecipes,
     recipe: &str,
     dir: &Path,
     policy: RecipePolicy,
-    threshold: Option<f32>,
+    (threshold, rules): (Option<f32>, Option<serde_json::Value>),
 ) -> Result<(), String> {
     let index = recipes.switch.recipe_names().iter().position(|r| r == recipe).ok_or("no such recipe")?;
     match policy {
@@ -236,14 +238,21 @@ fn apply(
         }
         RecipePolicy::Activate => {
             let installer = recipes.installer.as_ref().ok_or("this station cannot install models")?;
+            // Rules that do not fit this station (its cameras, its scales) refuse the recipe
+            // before anything changes.
+            let rules = match &rules {
+                Some(r) => Some(crate::api::parse_rules(r, installer.config()).map_err(|e| e.to_string())?),
+                None => None,
+            };
             let installed = installer.install(recipe, dir)?;
+            let slot = match rules {
+                Some(rules) => installer.install_rules(recipe, rules)?.slot,
+                None => installed.slot,
+            };
             if let Some(t) = threshold {
-                recipes
-                    .thresholds
-                    .set(usize::from(installed.slot), t)
-                    .map_err(|why| format!("threshold {t}: {why}"))?;
+                recipes.thresholds.set(usize::from(slot), t).map_err(|why| format!("threshold {t}: {why}"))?;
             }
-            recipes.move_cameras_blocking(installed.previous, installed.slot);
+            recipes.move_cameras_blocking(installed.previous, slot);
             Ok(())
         }
     }

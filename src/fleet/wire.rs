@@ -206,6 +206,10 @@ pub struct PublishedRecipe {
     pub model_name: String,
     /// The image-score threshold to run it at (anomaly models), when the hub sets one.
     pub threshold: Option<f32>,
+    /// Decision rules to run it with, as `[[rule]]` entries in JSON (as `PATCH
+    /// /api/v1/recipes/{name}` takes them), when the hub sets them; else the station's own.
+    #[serde(default)]
+    pub rules: Option<serde_json::Value>,
     pub published_ms: i64,
     pub published_by: String,
 }

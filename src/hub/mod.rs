@@ -88,8 +88,21 @@ async fn serve(cfg: HubConfig, stop: Arc<AtomicBool>) -> Result<()> {
 
 /// `linesight publish-recipe`: publish a model package as a product's recipe, through the hub
 /// config's NATS servers.
-pub fn publish_recipe(config: &Path, product: &str, package: &Path, threshold: Option<f32>) -> Result<()> {
+pub fn publish_recipe(
+    config: &Path,
+    product: &str,
+    package: &Path,
+    threshold: Option<f32>,
+    rules: Option<&Path>,
+) -> Result<()> {
     let cfg = HubConfig::load(config)?;
+    let rules: Option<serde_json::Value> = match rules {
+        Some(f) => Some(
+            serde_json::from_str(&std::fs::read_to_string(f).with_context(|| format!("--rules {}", f.display()))?)
+                .with_context(|| format!("--rules {}: not JSON", f.display()))?,
+        ),
+        None => None,
+    };
     runtime()?.block_on(async {
         let client = async_nats::ConnectOptions::new()
             .name("linesight publish-recipe")
@@ -104,7 +117,8 @@ pub fn publish_recipe(config: &Path, product: &str, package: &Path, threshold: O
         .await
         .context("cannot reach NATS ([nats] servers)")?;
         let js = jetstream::new(client.clone());
-        let published = publish::publish(&js, product, package, threshold, &cfg.hub_id(), cfg.nats.replicas).await?;
+        let published =
+            publish::publish(&js, product, package, threshold, rules, &cfg.hub_id(), cfg.nats.replicas).await?;
         client.flush().await?;
         println!("{}", serde_json::to_string_pretty(&published)?);
         Ok(())

@@ -54,6 +54,7 @@ pub async fn publish(
     product: &str,
     package: &Path,
     threshold: Option<f32>,
+    rules: Option<serde_json::Value>,
     by: &str,
     replicas: usize,
 ) -> Result<PublishedRecipe> {
@@ -64,6 +65,11 @@ pub async fn publish(
         && !t.is_finite()
     {
         bail!("threshold {t}: give a finite number");
+    }
+    if rules.as_ref().is_some_and(|r| !r.is_array()) {
+        bail!(
+            "rules: give a JSON list of rules, as in [[rule]] (e.g. [{{\"class\": \"scratch\", \"min_area_px\": 20}}])"
+        );
     }
     // A package a station could not load is refused here, not on every station.
     let loaded = crate::model::ModelPackage::load(package).with_context(|| format!("package {}", package.display()))?;
@@ -95,6 +101,7 @@ pub async fn publish(
         bytes: bytes.len() as u64,
         model_name: loaded.manifest.name.clone(),
         threshold,
+        rules,
         published_ms: crate::fleet::now_ms(),
         published_by: by.into(),
     };
