@@ -98,6 +98,9 @@ fn two_stations_one_hub_the_hub_holds_every_part_of_both() {
     assert_eq!(by_id["seq"], first["seq"]);
     assert_eq!(by_id["product"], "tile", "the product its recipe makes, from [fleet] products");
 
+    // The plant dashboard's queries (deploy/fleet/grafana/plant.json) on this data.
+    plant_dashboard_answers(&pg, &[("line-a", rows_a.len()), ("line-b", rows_b.len())]);
+
     // The stations as the hub saw them: last seen, recipe and model per camera, outbox drained.
     let stations = hub.get("/api/v1/stations");
     let list = stations["stations"].as_array().unwrap();
@@ -108,6 +111,47 @@ fn two_stations_one_hub_the_hub_holds_every_part_of_both() {
         assert!(s["last_seen_unix_ms"].as_i64().is_some());
     }
     hub.stop();
+}
+
+/// Every query of the plant dashboard runs on the hub's PostgreSQL with Grafana's macros and the
+/// `site` variable filled in as Grafana would, and answers rows; the per-line table counts each
+/// station's parts.
+fn plant_dashboard_answers(pg: &Postgres, parts: &[(&str, usize)]) {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::repo().join("deploy/fleet/grafana/plant.json")).unwrap())
+            .unwrap();
+    let now_s = linesight::fleet::now_ms() / 1000;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            let sql = target["rawSql"]
+                .as_str()
+                .unwrap()
+                .replace("$__unixEpochFrom()", &(now_s - 86_400).to_string())
+                .replace("$__unixEpochTo()", &(now_s + 60).to_string())
+                .replace("$site", "'plant1'");
+            let rows = pg.query(&sql);
+            assert!(!rows.is_empty(), "panel {title:?} answers no rows: {sql}");
+            if title == "Lines over the range" {
+                let got: Vec<(String, usize)> = rows.iter().map(|r| (r[1].clone(), r[2].parse().unwrap())).collect();
+                let want: Vec<(String, usize)> = parts.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+                assert_eq!(got, want, "panel {title:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_deployment_configs_are_accepted_by_the_real_tools() {
+    for conf in ["single.conf", "nats-1.conf", "nats-2.conf", "nats-3.conf", "leaf-site.conf"] {
+        let path = common::repo().join("deploy/fleet/nats").join(conf);
+        let out = std::process::Command::new("nats-server").args(["-t", "-c"]).arg(&path).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "nats-server refuses {conf}: {said}");
+    }
+    let (ok, _, err) = common::output(common::linesight().args(["hub", "--config", "/nonexistent/hub.toml"]));
+    assert!(!ok && err.contains("cannot read the hub config"), "{err}");
+    linesight::hub::HubConfig::load(&common::repo().join("deploy/fleet/hub.toml")).expect("deploy/fleet/hub.toml loads");
 }
 
 /// How long each outage lasts (the 60 s; shorter to iterate locally).
