@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-fleet bench-line bench-mtd bench-accuracy bench-teach soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +45,12 @@ bench-ui: setup
 ## What a shadow model costs the line's throughput (issue 15; figures in README).
 bench-shadow: setup
 	$(CARGO) bench --locked --bench shadow_cost
+
+## Plant scale against real NATS and PostgreSQL: ingest rate and lag at 20 × 200 parts/s, catch-up
+## after an outage (FLEET_OUTAGE_S, default 600), stats over 10M rows, a station's publishing cost
+## (issue 17; figures in docs/FLEET.md). FLEET_BENCH=ingest,catchup,stats,cost picks parts.
+bench-fleet: setup
+	$(CARGO) bench --locked --bench fleet_scale
 
 ## Line-output timing over 10,000 parts against a pymodbus PLC (issue 5; figures in README).
 bench-line: build

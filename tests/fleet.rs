@@ -151,7 +151,8 @@ fn the_deployment_configs_are_accepted_by_the_real_tools() {
     }
     let (ok, _, err) = common::output(common::linesight().args(["hub", "--config", "/nonexistent/hub.toml"]));
     assert!(!ok && err.contains("cannot read the hub config"), "{err}");
-    linesight::hub::HubConfig::load(&common::repo().join("deploy/fleet/hub.toml")).expect("deploy/fleet/hub.toml loads");
+    linesight::hub::HubConfig::load(&common::repo().join("deploy/fleet/hub.toml"))
+        .expect("deploy/fleet/hub.toml loads");
 }
 
 /// How long each outage lasts (the 60 s; shorter to iterate locally).

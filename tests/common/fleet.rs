@@ -85,6 +85,7 @@ pub struct Postgres {
     pub port: u16,
     data: PathBuf,
     bin: PathBuf,
+    fsync: bool,
 }
 
 /// The server's programs (Debian keeps them out of PATH, per major version).
@@ -111,7 +112,13 @@ fn as_pg_user(program: &Path) -> Command {
 }
 
 impl Postgres {
+    /// A cluster for tests: fsync off (a crash of the test machine loses nothing we need).
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, false)
+    }
+
+    /// `fsync`: on for benchmarks whose figures must hold for a real server.
+    pub fn start_with(dir: &Path, fsync: bool) -> Self {
         let bin = pg_bin();
         let data = dir.join("pgdata");
         std::fs::create_dir_all(&data).unwrap();
@@ -136,7 +143,7 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = Self { port: free_port(), data, bin };
+        let pg = Self { port: free_port(), data, bin, fsync };
         pg.up();
         let out = Command::new("psql")
             .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-c", "CREATE DATABASE plant"])
@@ -148,9 +155,10 @@ impl Postgres {
 
     fn up(&self) {
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=50",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync={} -c max_connections=50",
             self.port,
-            self.data.display()
+            self.data.display(),
+            if self.fsync { "on" } else { "off" }
         );
         let out = as_pg_user(&self.bin.join("pg_ctl"))
             .args(["-D"])
