@@ -206,22 +206,31 @@ fn catchup(nats: &Nats, pg: &Postgres, mut hub: Hub, cfg: &Path, outage: Duratio
     let hub = Hub::start(cfg);
     // Caught up: the rows include everything acknowledged before the restart, and the hub's
     // consumer has nothing pending beyond the live load.
+    // The stream delivers in order: the backlog is written once the rows reach it.
     let target = before + backlog as i64;
     while rows(pg) < target {
         std::thread::sleep(Duration::from_millis(500));
     }
     let dt = t0.elapsed().as_secs_f64();
     let written = rows(pg) - before;
+    // Then the records that came meanwhile: current once it has all the stream acknowledged.
+    let gain = written as f64 / dt - (STATIONS as u64 * RATE_PER_STATION) as f64;
     stop.store(true, Relaxed);
     t.join().unwrap();
+    let all = before + (acked.load(Relaxed) - a0) as i64;
+    while rows(pg) < all {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     println!(
-        "catch-up: {:.0} s outage, backlog {} records; caught up in {:.1} s (hub start included) with the live {} parts/s still coming: \
-         {:.0} records/s written meanwhile",
+        "catch-up: {:.0} s outage, backlog {} records, written in {:.1} s (hub start included) at {:.0} records/s while the live {} parts/s \
+         kept coming: it gains {:.0} records/s on the live load, so it is current again {:.0} s after the restart",
         outage.as_secs_f64(),
         backlog,
         dt,
+        written as f64 / dt,
         STATIONS as u64 * RATE_PER_STATION,
-        written as f64 / dt
+        gain,
+        backlog as f64 / gain.max(1.0)
     );
     hub
 }
@@ -260,6 +269,17 @@ fn stats(pg: &Postgres, hub: &Hub) {
          FROM inspection_classes c JOIN inspections i ON i.id = c.inspection_id WHERE i.site = 'gen' GROUP BY 1, 2, 3, 4, 5 \
          ON CONFLICT (hour, site, station, camera, class) DO UPDATE SET defects = stats_hourly_classes.defects + excluded.defects, \
          inspections = stats_hourly_classes.inspections + excluded.inspections",
+    );
+    pg.query(
+        "INSERT INTO stats_minute (minute, site, station, camera, ok, ng, failsafe) \
+         SELECT captured_ms / 60000, site, station, camera, COUNT(*) FILTER (WHERE verdict = 'OK'), \
+         COUNT(*) FILTER (WHERE verdict = 'NG'), COUNT(*) FILTER (WHERE verdict = 'FAILSAFE') \
+         FROM inspections WHERE site = 'gen' GROUP BY 1, 2, 3, 4",
+    );
+    pg.query(
+        "INSERT INTO stats_minute_classes (minute, site, station, camera, class, defects, inspections) \
+         SELECT i.captured_ms / 60000, i.site, i.station, i.camera, c.class, SUM(c.defects), COUNT(*) \
+         FROM inspection_classes c JOIN inspections i ON i.id = c.inspection_id WHERE i.site = 'gen' GROUP BY 1, 2, 3, 4, 5",
     );
     pg.query("ANALYZE");
     let total = rows(pg);

@@ -155,6 +155,53 @@ fn the_deployment_configs_are_accepted_by_the_real_tools() {
         .expect("deploy/fleet/hub.toml loads");
 }
 
+#[test]
+fn a_site_behind_a_leaf_node_loses_nothing_while_its_link_to_the_plant_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // The plant's server (JetStream, accepting leaf nodes) and the site's leaf node (no JetStream),
+    // as deploy/fleet/nats/single.conf and leaf-site.conf lay them out.
+    let (plant_port, leaf_listen, site_port) =
+        (common::fleet::free_port(), common::fleet::free_port(), common::fleet::free_port());
+    let store = dir.path().join("plant-js");
+    let mut plant = Nats::from_config(
+        &dir.path().join("plant.conf"),
+        plant_port,
+        &format!(
+            "listen: 127.0.0.1:{plant_port}\njetstream {{ store_dir: \"{}\" }}\nleafnodes {{ listen: 127.0.0.1:{leaf_listen} }}\n",
+            store.display()
+        ),
+    );
+    let site = Nats::from_config(
+        &dir.path().join("site.conf"),
+        site_port,
+        &format!(
+            "listen: 127.0.0.1:{site_port}\nleafnodes {{ remotes: [ {{ urls: [\"nats-leaf://127.0.0.1:{leaf_listen}\"] }} ] }}\n"
+        ),
+    );
+    let pg = Postgres::start(dir.path());
+    let hub_cfg = hub_config(dir.path(), "hub-a", &plant, &pg, 200);
+    let mut hub = Hub::start(&hub_cfg);
+    // The station knows only its site's leaf node.
+    let cfg = station_config(dir.path(), "line-b", &site, 25.0, 3, "");
+    let mut station = Station::start(&cfg, None);
+    let rows = || pg.count("SELECT COUNT(*) FROM inspections");
+    wait_for(Duration::from_secs(60), || "records through the leaf node".into(), || (rows() > 20).then_some(()));
+
+    // The plant unreachable from the site: the station keeps its records; they arrive after.
+    plant.down();
+    std::thread::sleep(Duration::from_secs(10));
+    let held = metric(station.admin, "linesight_fleet_outbox_unsent");
+    assert!(held >= 25.0, "the station holds what the plant did not acknowledge: {held}");
+    plant.up();
+    std::thread::sleep(Duration::from_secs(3));
+    let status = common::fleet::terminate(&mut station.child);
+    assert!(status.success(), "{}", station.log.lock().unwrap());
+    let stored = station_rows(&dir.path().join("line-b/station.db"));
+    wait_rows(&pg, stored.len(), "the site's records after the link came back");
+    assert_eq!(hub_rows(&pg, "line-b"), stored, "every record of the site, once");
+    hub.stop();
+}
+
 /// How long each outage lasts (the 60 s; shorter to iterate locally).
 fn outage() -> Duration {
     let s = std::env::var("LINESIGHT_FLEET_OUTAGE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60);

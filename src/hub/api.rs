@@ -3,6 +3,7 @@
 //! breakdown), `/api/v1/stations`, `/api/v1/parked`, and `/metrics`, `/healthz`, `/readyz`.
 
 use super::HubMetrics;
+use super::ingest::{ROLLUPS, Rollup};
 use super::pg::Pg;
 use crate::api::ApiError;
 use crate::api::params::{self, Bucket};
@@ -209,15 +210,14 @@ async fn stats(State(s): State<Shared>, Query(q): Q) -> Result<Json<Value>, ApiE
     let db = s.pg.shared().await?;
     let mut tally = Tally::default();
     let mut per_station = PerStation::new();
-    // Whole UTC hours from the roll-ups when buckets are made of whole hours; the rest from rows.
-    let (first, last) = (from.div_euclid(HOUR_MS) + i64::from(from.rem_euclid(HOUR_MS) != 0), to.div_euclid(HOUR_MS));
-    if shift % HOUR_MS == 0 && width % HOUR_MS == 0 && first < last {
-        let part = |a: i64, b: i64| Filter { from: Some(a), to: Some(b), ..f.clone() };
-        tally_rows(&db, &part(from, first * HOUR_MS), shift, width, &mut tally, &mut per_station).await?;
-        tally_hours(&db, &f, (first, last), shift, width, &mut tally, &mut per_station).await?;
-        tally_rows(&db, &part(last * HOUR_MS, to), shift, width, &mut tally, &mut per_station).await?;
-    } else {
-        tally_rows(&db, &f, shift, width, &mut tally, &mut per_station).await?;
+    for (a, b, source) in split_window(from, to, shift, width) {
+        match source {
+            None => {
+                let part = Filter { from: Some(a), to: Some(b), ..f.clone() };
+                tally_rows(&db, &part, shift, width, &mut tally, &mut per_station).await?
+            }
+            Some(rollup) => tally_rollup(&db, &f, rollup, (a, b), shift, width, &mut tally, &mut per_station).await?,
+        }
     }
     let (totals, classes, buckets) = tally.into_stats(shift, width);
     let stations: Vec<Value> = per_station
@@ -242,88 +242,99 @@ async fn tally_rows(
     let mut p = Params::new();
     let wher = f.sql(&mut p);
     let key = format!("((i.captured_ms + ({shift})) / {width})");
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {key}, i.site, i.station, COUNT(*), COUNT(*) FILTER (WHERE i.verdict = 'OK'), \
-                 COUNT(*) FILTER (WHERE i.verdict = 'NG'), COUNT(*) FILTER (WHERE i.verdict = 'FAILSAFE') \
-                 FROM inspections i WHERE {wher} GROUP BY 1, 2, 3"
-            ),
-            &refs(&p),
-        )
-        .await?;
-    for r in rows {
-        let n = [r.get(3), r.get(4), r.get(5), r.get(6)];
-        tally.add(r.get(0), n);
-        add_station(per_station, r.get(1), r.get(2), n);
-    }
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {key}, c.class, SUM(c.defects)::int8, COUNT(*) FROM inspection_classes c \
-                 JOIN inspections i ON i.id = c.inspection_id WHERE {wher} GROUP BY 1, 2"
-            ),
-            &refs(&p),
-        )
-        .await?;
-    for r in rows {
-        tally.add_class(r.get(0), r.get(1), r.get(2), r.get(3));
-    }
-    Ok(())
+    let verdicts = format!(
+        "SELECT {key}, i.site, i.station, COUNT(*), COUNT(*) FILTER (WHERE i.verdict = 'OK'), \
+         COUNT(*) FILTER (WHERE i.verdict = 'NG'), COUNT(*) FILTER (WHERE i.verdict = 'FAILSAFE') \
+         FROM inspections i WHERE {wher} GROUP BY 1, 2, 3"
+    );
+    let classes = format!(
+        "SELECT {key}, c.class, SUM(c.defects)::int8, COUNT(*) FROM inspection_classes c \
+         JOIN inspections i ON i.id = c.inspection_id WHERE {wher} GROUP BY 1, 2"
+    );
+    count(db, (&verdicts, &classes), &p, tally, per_station).await
 }
 
-async fn tally_hours(
+/// `[from, to)` cut into pieces each counted from the coarsest source that covers it whole: the
+/// hourly roll-ups for whole hours (when buckets are whole hours), the per-minute ones for whole
+/// minutes, rows for the seconds at either end. Each piece is `(from, to, roll-up or rows)`.
+fn split_window(from: i64, to: i64, shift: i64, width: i64) -> Vec<(i64, i64, Option<&'static Rollup>)> {
+    let [hours, minutes] = &ROLLUPS;
+    let fits = |r: &Rollup| shift % r.unit_ms == 0 && width % r.unit_ms == 0;
+    let up = |t: i64, unit: i64| t.div_euclid(unit) * unit + if t.rem_euclid(unit) == 0 { 0 } else { unit };
+    let down = |t: i64, unit: i64| t.div_euclid(unit) * unit;
+    let mut pieces = Vec::new();
+    let (m1, m2) = (up(from, minutes.unit_ms), down(to, minutes.unit_ms));
+    if !fits(minutes) || m1 >= m2 {
+        pieces.push((from, to, None));
+        return pieces;
+    }
+    pieces.push((from, m1, None));
+    let (h1, h2) = (up(m1, hours.unit_ms), down(m2, hours.unit_ms));
+    if fits(hours) && h1 < h2 {
+        pieces.push((m1, h1, Some(minutes)));
+        pieces.push((h1, h2, Some(hours)));
+        pieces.push((h2, m2, Some(minutes)));
+    } else {
+        pieces.push((m1, m2, Some(minutes)));
+    }
+    pieces.push((m2, to, None));
+    pieces.retain(|(a, b, _)| a < b);
+    pieces
+}
+
+/// Count `[a, b)` (whole units of `rollup`) from the roll-up into buckets and per station.
+#[allow(clippy::too_many_arguments)]
+async fn tally_rollup(
     db: &tokio_postgres::Client,
     f: &Filter,
-    (first, last): (i64, i64),
+    rollup: &Rollup,
+    (a, b): (i64, i64),
     shift: i64,
     width: i64,
     tally: &mut Tally,
     per_station: &mut PerStation,
 ) -> Result<(), ApiError> {
-    let mut p: Params = vec![Box::new(first), Box::new(last)];
-    let mut wher = "hour >= $1 AND hour < $2".to_string();
+    let (table, column, unit_ms) = (rollup.table, rollup.column, rollup.unit_ms);
+    let mut p: Params = vec![Box::new(a / unit_ms), Box::new(b / unit_ms)];
+    let mut wher = format!("{column} >= $1 AND {column} < $2");
     for (column, value) in [("site", &f.site), ("station", &f.station), ("camera", &f.camera)] {
         if let Some(v) = value {
             p.push(Box::new(v.clone()));
             wher.push_str(&format!(" AND {column} = ${}", p.len()));
         }
     }
-    let key = format!("((hour * {HOUR_MS} + ({shift})) / {width})");
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {key}, site, station, SUM(ok + ng + failsafe)::int8, SUM(ok)::int8, SUM(ng)::int8, \
-                 SUM(failsafe)::int8 FROM stats_hourly WHERE {wher} GROUP BY 1, 2, 3"
-            ),
-            &refs(&p),
-        )
-        .await?;
-    for r in rows {
+    let key = format!("(({column} * {unit_ms} + ({shift})) / {width})");
+    let verdicts = format!(
+        "SELECT {key}, site, station, SUM(ok + ng + failsafe)::int8, SUM(ok)::int8, SUM(ng)::int8, \
+         SUM(failsafe)::int8 FROM {table} WHERE {wher} GROUP BY 1, 2, 3"
+    );
+    let classes = format!(
+        "SELECT {key}, class, SUM(defects)::int8, SUM(inspections)::int8 FROM {table}_classes WHERE {wher} GROUP BY 1, 2"
+    );
+    count(db, (&verdicts, &classes), &p, tally, per_station).await
+}
+
+/// Add the answers of a verdicts query (key, site, station, total, ok, ng, fail-safe) and a
+/// classes query (key, class, defects, inspections) to the buckets and the per-station totals.
+async fn count(
+    db: &tokio_postgres::Client,
+    (verdicts_sql, classes_sql): (&str, &str),
+    p: &Params,
+    tally: &mut Tally,
+    per_station: &mut PerStation,
+) -> Result<(), ApiError> {
+    for r in db.query(verdicts_sql, &refs(p)).await? {
         let n = [r.get(3), r.get(4), r.get(5), r.get(6)];
         tally.add(r.get(0), n);
-        add_station(per_station, r.get(1), r.get(2), n);
+        let t = per_station.entry((r.get(1), r.get(2))).or_default();
+        for (t, v) in t.iter_mut().zip(n) {
+            *t += v;
+        }
     }
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {key}, class, SUM(defects)::int8, SUM(inspections)::int8 FROM stats_hourly_classes \
-                 WHERE {wher} GROUP BY 1, 2"
-            ),
-            &refs(&p),
-        )
-        .await?;
-    for r in rows {
+    for r in db.query(classes_sql, &refs(p)).await? {
         tally.add_class(r.get(0), r.get(1), r.get(2), r.get(3));
     }
     Ok(())
-}
-
-fn add_station(per_station: &mut PerStation, site: String, station: String, n: [i64; 4]) {
-    let t = per_station.entry((site, station)).or_default();
-    for (t, v) in t.iter_mut().zip(n) {
-        *t += v;
-    }
 }
 
 const COLUMNS: &str = "i.id, i.site, i.station, i.station_row, i.camera, i.seq, i.part_id, i.captured_ms, \
@@ -460,4 +471,44 @@ async fn parked(State(s): State<Shared>, Query(q): Q) -> Result<Json<Value>, Api
         })
         .collect();
     Ok(Json(json!({ "total": total, "items": items })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pieces tile the window, and each roll-up piece is whole units of its roll-up.
+    #[test]
+    fn a_window_is_cut_into_rows_minutes_and_hours_that_tile_it() {
+        let h = 3_600_000;
+        let cases = [
+            (5 * h + 1_234, 9 * h + 61_001, 0, h), // hour buckets: rows, minutes, hours, minutes, rows
+            (5 * h + 1_234, 5 * h + 200_000, 0, h), // within an hour: rows, minutes, rows
+            (5 * h, 7 * h, 0, h),                  // whole hours only
+            (5 * h + 1, 5 * h + 59_000, 0, h),     // within a minute: rows only
+            (5 * h + 1_234, 9 * h + 61_001, 30_000, h), // a shift that is not whole minutes: rows only
+            (5 * h + 1_234, 9 * h + 61_001, 0, 60_000), // minute buckets: no hours
+        ];
+        for (from, to, shift, width) in cases {
+            let pieces = split_window(from, to, shift, width);
+            assert_eq!(pieces.first().unwrap().0, from);
+            assert_eq!(pieces.last().unwrap().1, to);
+            for w in pieces.windows(2) {
+                assert_eq!(w[0].1, w[1].0, "contiguous: {pieces:?}");
+            }
+            for (a, b, r) in &pieces {
+                assert!(a < b);
+                if let Some(r) = r {
+                    assert!(a % r.unit_ms == 0 && b % r.unit_ms == 0, "{} piece {a}..{b}", r.table);
+                    assert!(shift % r.unit_ms == 0 && width % r.unit_ms == 0);
+                }
+            }
+        }
+        let kinds = |p: Vec<(i64, i64, Option<&Rollup>)>| {
+            p.iter().map(|(_, _, r)| r.map_or("rows", |r| r.column)).collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(split_window(cases[0].0, cases[0].1, 0, h)), ["rows", "minute", "hour", "minute", "rows"]);
+        assert_eq!(kinds(split_window(5 * h, 7 * h, 0, h)), ["hour"]);
+        assert_eq!(kinds(split_window(5 * h + 1_234, 9 * h + 61_001, 30_000, h)), ["rows"]);
+    }
 }

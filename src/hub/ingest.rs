@@ -17,10 +17,8 @@ use tokio_postgres::Transaction;
 
 /// How long an unacknowledged message waits before it goes to another hub.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
-const HOUR_MS: i64 = 3_600_000;
-
-/// A roll-up row's key: (UTC hour, site, station, camera, class).
-type ClassHour<'a> = (i64, &'a str, &'a str, &'a str, &'a str);
+/// A class roll-up row's key: (time unit, site, station, camera, class).
+type ClassUnit<'a> = (i64, &'a str, &'a str, &'a str, &'a str);
 
 /// One message, read.
 enum Parsed {
@@ -370,26 +368,15 @@ async fn insert_inspections<'a>(
         msg_id.iter().zip(records).rev().map(|(id, r)| (id.as_str(), *r)).collect();
     let mut inserted = Vec::with_capacity(rows.len());
     let mut class_rows: (Vec<i64>, Vec<String>, Vec<i64>) = Default::default();
-    let mut verdicts: BTreeMap<(i64, &str, &str, &str), [i64; 3]> = BTreeMap::new();
-    let mut classes: BTreeMap<ClassHour, (i64, i64)> = BTreeMap::new();
     let mut last_record: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for row in &rows {
         let (id, key): (i64, &str) = (row.get(0), row.get(1));
         let Some(r) = by_id.get(key).copied() else { continue };
         inserted.push(r);
-        let hour = r.captured_ms.div_euclid(HOUR_MS);
-        let v = verdicts.entry((hour, &r.site, &r.station, &r.camera)).or_default();
-        v[r.verdict as usize] += 1;
-        let mut per_class: BTreeMap<&str, i64> = BTreeMap::new();
-        for d in r.defects.iter().filter(|d| d.counted) {
-            *per_class.entry(&d.class).or_default() += 1;
-        }
-        for (class, n) in per_class {
+        for (class, n) in counted_classes(r) {
             class_rows.0.push(id);
             class_rows.1.push(class.to_string());
             class_rows.2.push(n);
-            let c = classes.entry((hour, &r.site, &r.station, &r.camera, class)).or_default();
-            (c.0, c.1) = (c.0 + n, c.1 + 1);
         }
         let last = last_record.entry((&r.site, &r.station)).or_default();
         *last = (*last).max(r.decided_ms);
@@ -401,46 +388,8 @@ async fn insert_inspections<'a>(
         )
         .await?;
     }
-    if !verdicts.is_empty() {
-        let (mut h, mut si, mut st, mut ca, mut ok, mut ng, mut fs) = Default::default();
-        for ((hour, site, station, camera), n) in &verdicts {
-            push(&mut h, *hour);
-            push(&mut si, site.to_string());
-            push(&mut st, station.to_string());
-            push(&mut ca, camera.to_string());
-            push(&mut ok, n[0]);
-            push(&mut ng, n[1]);
-            push(&mut fs, n[2]);
-        }
-        tx.execute(
-            "INSERT INTO stats_hourly (hour, site, station, camera, ok, ng, failsafe) \
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
-             ON CONFLICT (hour, site, station, camera) DO UPDATE SET ok = stats_hourly.ok + excluded.ok, \
-             ng = stats_hourly.ng + excluded.ng, failsafe = stats_hourly.failsafe + excluded.failsafe",
-            &[&h, &si, &st, &ca, &ok, &ng, &fs],
-        )
-        .await?;
-    }
-    if !classes.is_empty() {
-        let (mut h, mut si, mut st, mut ca, mut cl, mut d, mut n) = Default::default();
-        for ((hour, site, station, camera, class), (defects, inspections)) in &classes {
-            push(&mut h, *hour);
-            push(&mut si, site.to_string());
-            push(&mut st, station.to_string());
-            push(&mut ca, camera.to_string());
-            push(&mut cl, class.to_string());
-            push(&mut d, *defects);
-            push(&mut n, *inspections);
-        }
-        tx.execute(
-            "INSERT INTO stats_hourly_classes (hour, site, station, camera, class, defects, inspections) \
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[]) \
-             ON CONFLICT (hour, site, station, camera, class) DO UPDATE SET \
-             defects = stats_hourly_classes.defects + excluded.defects, \
-             inspections = stats_hourly_classes.inspections + excluded.inspections",
-            &[&h, &si, &st, &ca, &cl, &d, &n],
-        )
-        .await?;
+    for rollup in &ROLLUPS {
+        add_to_rollup(tx, rollup, &inserted).await?;
     }
     for ((site, station), last) in &last_record {
         tx.execute(
@@ -453,6 +402,95 @@ async fn insert_inspections<'a>(
     Ok(inserted)
 }
 
-fn push<T>(v: &mut Vec<T>, x: T) {
-    v.push(x);
+/// A record's counted defects, per class.
+fn counted_classes(r: &wire::Inspection) -> BTreeMap<&str, i64> {
+    let mut per_class: BTreeMap<&str, i64> = BTreeMap::new();
+    for d in r.defects.iter().filter(|d| d.counted) {
+        *per_class.entry(&d.class).or_default() += 1;
+    }
+    per_class
+}
+
+/// A roll-up of verdict and class counts per station and camera over time units: hours (stats
+/// over days read these) and minutes (the partial hours at a window's ends read these, so a busy
+/// plant's current hour is never counted row by row).
+#[derive(Debug)]
+pub struct Rollup {
+    /// The unit in ms.
+    pub unit_ms: i64,
+    /// The verdicts table and its unit column; the classes table is `<table>_classes`.
+    pub table: &'static str,
+    pub column: &'static str,
+}
+
+pub const ROLLUPS: [Rollup; 2] = [
+    Rollup { unit_ms: 3_600_000, table: "stats_hourly", column: "hour" },
+    Rollup { unit_ms: 60_000, table: "stats_minute", column: "minute" },
+];
+
+/// Add `records` to one roll-up, in key order (two hubs lock the same rows in the same order).
+async fn add_to_rollup(
+    tx: &Transaction<'_>,
+    rollup: &Rollup,
+    records: &[&wire::Inspection],
+) -> Result<(), tokio_postgres::Error> {
+    let mut verdicts: BTreeMap<(i64, &str, &str, &str), [i64; 3]> = BTreeMap::new();
+    let mut classes: BTreeMap<ClassUnit, (i64, i64)> = BTreeMap::new();
+    for r in records {
+        let unit = r.captured_ms.div_euclid(rollup.unit_ms);
+        verdicts.entry((unit, &r.site, &r.station, &r.camera)).or_default()[r.verdict as usize] += 1;
+        for (class, n) in counted_classes(r) {
+            let c = classes.entry((unit, &r.site, &r.station, &r.camera, class)).or_default();
+            (c.0, c.1) = (c.0 + n, c.1 + 1);
+        }
+    }
+    let (table, column) = (rollup.table, rollup.column);
+    if !verdicts.is_empty() {
+        let (mut u, mut si, mut st, mut ca, mut ok, mut ng, mut fs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((unit, site, station, camera), n) in &verdicts {
+            u.push(*unit);
+            si.push(*site);
+            st.push(*station);
+            ca.push(*camera);
+            ok.push(n[0]);
+            ng.push(n[1]);
+            fs.push(n[2]);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} ({column}, site, station, camera, ok, ng, failsafe) \
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
+                 ON CONFLICT ({column}, site, station, camera) DO UPDATE SET ok = {table}.ok + excluded.ok, \
+                 ng = {table}.ng + excluded.ng, failsafe = {table}.failsafe + excluded.failsafe"
+            ),
+            &[&u, &si, &st, &ca, &ok, &ng, &fs],
+        )
+        .await?;
+    }
+    if !classes.is_empty() {
+        let (mut u, mut si, mut st, mut ca, mut cl, mut d, mut n) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((unit, site, station, camera, class), (defects, inspections)) in &classes {
+            u.push(*unit);
+            si.push(*site);
+            st.push(*station);
+            ca.push(*camera);
+            cl.push(*class);
+            d.push(*defects);
+            n.push(*inspections);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {table}_classes ({column}, site, station, camera, class, defects, inspections) \
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[]) \
+                 ON CONFLICT ({column}, site, station, camera, class) DO UPDATE SET \
+                 defects = {table}_classes.defects + excluded.defects, \
+                 inspections = {table}_classes.inspections + excluded.inspections"
+            ),
+            &[&u, &si, &st, &ca, &cl, &d, &n],
+        )
+        .await?;
+    }
+    Ok(())
 }

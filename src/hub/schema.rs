@@ -9,8 +9,8 @@ use tokio_postgres::Client;
 /// Each entry takes the database from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
     // 0 → 1: inspections from every station (unique by message id: a redelivered or republished
-    // record is written once), counted defect classes per inspection, hourly roll-ups kept by the
-    // ingest in the same transaction as the rows, the stations' latest status, and messages that
+    // record is written once), counted defect classes per inspection, hourly and per-minute
+    // roll-ups kept by the ingest in the same transaction as the rows, the stations' latest status, and messages that
     // could not be read (parked, not retried).
     "CREATE TABLE inspections (
         id BIGSERIAL PRIMARY KEY,
@@ -73,6 +73,26 @@ const MIGRATIONS: &[&str] = &[
         defects BIGINT NOT NULL,
         inspections BIGINT NOT NULL,
         PRIMARY KEY (hour, site, station, camera, class)
+    );
+    CREATE TABLE stats_minute (
+        minute BIGINT NOT NULL,
+        site TEXT NOT NULL,
+        station TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        ok BIGINT NOT NULL,
+        ng BIGINT NOT NULL,
+        failsafe BIGINT NOT NULL,
+        PRIMARY KEY (minute, site, station, camera)
+    );
+    CREATE TABLE stats_minute_classes (
+        minute BIGINT NOT NULL,
+        site TEXT NOT NULL,
+        station TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        class TEXT NOT NULL,
+        defects BIGINT NOT NULL,
+        inspections BIGINT NOT NULL,
+        PRIMARY KEY (minute, site, station, camera, class)
     );
     CREATE TABLE stations (
         site TEXT NOT NULL,

@@ -21,16 +21,27 @@ fn wait_port(port: u16, what: &str) {
     );
 }
 
-/// `nats-server` with JetStream, on a loopback port, its store in `dir`.
+/// `nats-server` on a loopback port: with JetStream and its store in `dir`, or from a config file.
 pub struct Nats {
     pub port: u16,
-    dir: PathBuf,
+    args: Vec<String>,
     child: Option<Guard>,
 }
 
 impl Nats {
     pub fn start(dir: &Path) -> Self {
-        let mut nats = Self { port: free_port(), dir: dir.join("nats"), child: None };
+        let port = free_port();
+        let store = dir.join("nats").display().to_string();
+        let args = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", &store].map(String::from).to_vec();
+        let mut nats = Self { port, args, child: None };
+        nats.up();
+        nats
+    }
+
+    /// A server from the config `text` (written to `path`), listening on `port`.
+    pub fn from_config(path: &Path, port: u16, text: &str) -> Self {
+        std::fs::write(path, text).unwrap();
+        let mut nats = Self { port, args: vec!["-c".into(), path.display().to_string()], child: None };
         nats.up();
         nats
     }
@@ -46,8 +57,7 @@ impl Nats {
         let bin =
             bin.expect("nats-server is not installed: run `make setup` (it installs the Debian package nats-server)");
         let child = Command::new(bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
