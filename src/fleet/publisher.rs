@@ -18,6 +18,8 @@ use tokio::sync::Mutex;
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle wait when the outbox is empty: new rows appear in the store's batches.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a status may take to send and be acknowledged.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopping station keeps publishing what its outbox holds.
 const DRAIN: Duration = Duration::from_secs(5);
 /// Longest wait between retries while the link is down.
@@ -74,7 +76,17 @@ async fn publish_outbox(
                 return;
             }
         }
-        metrics.link_up.set(i64::from(client.connection_state() == async_nats::connection::State::Connected));
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        metrics.link_up.set(i64::from(connected));
+        if !connected {
+            // Nothing is handed to the client while it is disconnected: its buffer would fill
+            // with copies of one batch (and then block), while the rows wait safely in the store.
+            if sleep_or_stop(stop, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
         let batch = {
             let mut ob = outbox.lock().await;
             match ob.next_batch(link.config.batch, now_ms()) {
@@ -184,16 +196,24 @@ async fn send_status(
             outbox: lag,
             recipes_fetched: fetched.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         };
-        if let Ok(payload) = serde_json::to_vec(&status) {
-            // Best effort: the next status replaces a lost one.
-            if let Ok(ack) = js.publish(subject.clone(), payload.into()).await {
-                let _ = tokio::time::timeout(ACK_TIMEOUT, ack.into_future()).await;
-            }
+        // Best effort, and only while connected: the next status replaces a lost one, and the
+        // metrics above must go on being updated however long the link is down.
+        if let (Ok(payload), true) = (serde_json::to_vec(&status), link_up(js)) {
+            let sent = tokio::time::timeout(STATUS_TIMEOUT, async {
+                if let Ok(ack) = js.publish(subject.clone(), payload.into()).await {
+                    let _ = ack.into_future().await;
+                }
+            });
+            let _ = sent.await;
         }
         if sleep_or_stop(stop, interval).await {
             return;
         }
     }
+}
+
+fn link_up(js: &jetstream::Context) -> bool {
+    js.client().connection_state() == async_nats::connection::State::Connected
 }
 
 /// Per camera: the recipe and model it runs, its counts, and its rate since the last status.
