@@ -2,6 +2,23 @@
 //! Every failure is a 400 that names the parameter, the value and what is expected.
 
 use super::error::ApiError;
+use std::collections::HashMap;
+
+/// A query with a parameter not in `known` is a 400 that names it and lists the known ones.
+pub fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::BadRequest(format!("unknown parameter {k:?}: expected {}", known.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+/// This machine's UTC offset at `at_ms`, in minutes (day and shift buckets without a configured
+/// offset).
+pub fn local_offset_minutes(at_ms: i64) -> i32 {
+    use chrono::{Local, Offset, TimeZone};
+    let at = chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default().naive_utc();
+    Local.offset_from_utc_datetime(&at).fix().local_minus_utc() / 60
+}
 
 /// Earliest time a query may name: 0000-01-01T00:00:00Z, the first instant RFC 3339 can write.
 pub const MIN_TIME_MS: i64 = -62_167_219_200_000;

@@ -271,12 +271,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-pub(super) fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match q.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::BadRequest(format!("unknown parameter {k:?}: expected {}", known.join(", ")))),
-        None => Ok(()),
-    }
-}
+pub(super) use params::check_known;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -313,7 +308,8 @@ async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Response, Ap
             // "Now" is when the query runs, not when the request came: the answer is as fresh as
             // it can be, and its `to_unix_ms` says which now it is.
             let (from, to) = stats_window(key.from, key.to, key.bucket)?;
-            let offset_ms = i64::from(s.utc_offset_minutes.unwrap_or_else(|| local_offset_minutes(to))) * 60_000;
+            let offset_ms =
+                i64::from(s.utc_offset_minutes.unwrap_or_else(|| params::local_offset_minutes(to))) * 60_000;
             let f = Filter { from: Some(from), to: Some(to), camera: key.camera, ..Filter::default() };
             let answer = query(&s, move |c| db::stats(c, &f, key.bucket, offset_ms)).await?;
             serde_json::to_vec(&answer).map(Bytes::from).map_err(|e| ApiError::Internal(format!("encoding stats: {e}")))
@@ -331,13 +327,6 @@ async fn stats(State(s): State<Shared>, Query(q): Params) -> Result<Response, Ap
 /// `[from, to)` of a stats query: `to` defaults to now, `from` to 24 hours before `to`.
 fn stats_window(from: Option<i64>, to: Option<i64>, bucket: Bucket) -> Result<(i64, i64), ApiError> {
     params::stats_window(from, to, now_ms(), DEFAULT_WINDOW_MS, bucket)
-}
-
-/// This machine's UTC offset at `at_ms`, in minutes.
-fn local_offset_minutes(at_ms: i64) -> i32 {
-    use chrono::{Local, Offset, TimeZone};
-    let at = chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default().naive_utc();
-    Local.offset_from_utc_datetime(&at).fix().local_minus_utc() / 60
 }
 
 async fn list(State(s): State<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {

@@ -6,7 +6,7 @@ use super::HubMetrics;
 use super::ingest::{ROLLUPS, Rollup};
 use super::pg::Pg;
 use crate::api::ApiError;
-use crate::api::params::{self, Bucket};
+use crate::api::params::{self, Bucket, check_known, local_offset_minutes};
 use crate::api::tally::{Tally, counts, rfc3339};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -95,13 +95,6 @@ async fn metrics(State(s): State<Shared>) -> Response {
     }
 }
 
-fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match q.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::BadRequest(format!("unknown parameter {k:?}: expected {}", known.join(", ")))),
-        None => Ok(()),
-    }
-}
-
 /// The filters of the plant's queries, as a `WHERE` clause over `inspections i` with `$n`
 /// parameters.
 #[derive(Default, Clone)]
@@ -185,12 +178,6 @@ fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
 
 fn now_ms() -> i64 {
     crate::fleet::now_ms()
-}
-
-fn local_offset_minutes(at_ms: i64) -> i32 {
-    use chrono::{Local, Offset, TimeZone};
-    let at = chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default().naive_utc();
-    Local.offset_from_utc_datetime(&at).fix().local_minus_utc() / 60
 }
 
 /// Per station: verdict counts.
