@@ -16,6 +16,7 @@
 //! backbone (≤ 1 meets the budget).
 
 use criterion::{Criterion, criterion_group};
+use linesight::config::InputContrast;
 use linesight::teach::backbone::Backbone;
 use linesight::teach::learn::{budget_bank_rows, session_from_bytes};
 use linesight::teach::onnx::{self, InputShape, Scoring};
@@ -67,7 +68,12 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
         local_scale: Some(&scales),
         correction: None,
     };
-    onnx::scoring_model(backbone, InputShape { channels: 3, height: size, width: size }, &scoring).unwrap()
+    onnx::scoring_model(
+        backbone,
+        InputShape { channels: 3, height: size, width: size, contrast: InputContrast::Standardised },
+        &scoring,
+    )
+    .unwrap()
 }
 
 /// One run on the square image `x` (its side follows from its length).

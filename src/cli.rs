@@ -106,6 +106,13 @@ pub struct TeachArgs {
     /// maps, for defects of a few pixels) [default: 16, and 8 tried on the winning input recipe].
     #[arg(long, value_name = "8|16")]
     pub grid_stride: Option<usize>,
+    /// What each model input's contrast goes through before the backbone: `standardised` (shifted
+    /// and scaled to one mean and spread, so parts imaged brighter, darker or flatter look alike
+    /// and what stands out is local) or `raw` (pixels as they come: for products whose whole-part
+    /// brightness is itself a defect) [default: chosen by validation, standardised first and raw
+    /// tried on the winning input recipe].
+    #[arg(long, value_name = "standardised|raw")]
+    pub contrast: Option<String>,
     /// Overlap between tiles in `tile` mode, pixels.
     #[arg(long, default_value_t = 32)]
     pub tile_overlap: u32,

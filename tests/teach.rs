@@ -5,6 +5,7 @@
 mod common;
 
 use common::{linesight, output, repo};
+use linesight::config::InputContrast;
 use linesight::teach::backbone::Backbone;
 use linesight::teach::knn::Bank;
 use linesight::teach::onnx::{self, InputShape, Scoring};
@@ -95,6 +96,8 @@ fn teach_then_eval_round_trip() {
             "0.001",
             "--coreset-ratio",
             "0.02",
+            "--contrast",
+            "standardised",
         ],
     );
     assert!(ok, "teach failed:\n{out}\n{err}");
@@ -130,8 +133,9 @@ fn teach_then_eval_round_trip() {
     assert!((0.0..0.9).contains(&escape), "{op}");
     // --input-mode tile with no --size: one candidate, recorded.
     let recipe = &teach["recipe"];
-    assert_eq!(recipe["chosen"].as_str(), Some("tile 256×256 grid 8"));
+    assert_eq!(recipe["chosen"].as_str(), Some("tile 256×256 grid 8 standardised"));
     assert_eq!(recipe["candidates"].as_array().unwrap().len(), 1);
+    assert_eq!(teach["input_contrast"].as_str(), Some("standardised"));
 
     // The runtime loads it and it separates fresh parts of the same product.
     let (ok, out, err) =
@@ -180,10 +184,20 @@ fn recipe_search_and_labelled_defects() {
     let recipe = &teach["recipe"];
     let tried: Vec<&str> =
         recipe["candidates"].as_array().unwrap().iter().map(|c| c["recipe"].as_str().unwrap()).collect();
-    // The three input sizes on the stride-16 grid, then the best of them on the stride-8 grid.
-    assert_eq!(tried[..3], ["resize 160×160 grid 16", "resize 224×224 grid 16", "resize 256×256 grid 16"], "{recipe}");
-    assert_eq!(tried.len(), 4, "{recipe}");
-    assert!(tried[3].ends_with("grid 8") && tried[..3].contains(&tried[3].replace("grid 8", "grid 16").as_str()));
+    // The three input sizes on the stride-16 grid with standardised contrast, then the best of
+    // them on the stride-8 grid and with raw contrast.
+    assert_eq!(
+        tried[..3],
+        [
+            "resize 160×160 grid 16 standardised",
+            "resize 224×224 grid 16 standardised",
+            "resize 256×256 grid 16 standardised"
+        ],
+        "{recipe}"
+    );
+    assert_eq!(tried.len(), 5, "{recipe}");
+    assert!(tried[3].contains("grid 8") && tried[..3].contains(&tried[3].replace("grid 8", "grid 16").as_str()));
+    assert!(tried[4].ends_with("raw") && tried[..3].contains(&tried[4].replace("raw", "standardised").as_str()));
     let chosen = recipe["chosen"].as_str().unwrap();
     assert!(tried.contains(&chosen) && out.contains(chosen) && out.contains("<- chosen"), "{out}");
     assert!(recipe["candidates"][0]["labelled_auroc"].as_float().is_some(), "6 defects take part: {recipe}");
@@ -395,6 +409,54 @@ fn scoring_graph_matches_the_rust_kernels() {
     }
 }
 
+/// A part photographed darker and flatter (an exposure or lighting change, not a defect) scores
+/// as itself under standardised contrast, and as an anomaly under raw contrast: the model judges
+/// what stands out locally, not the exposure of the whole part.
+#[test]
+fn standardised_contrast_ignores_the_exposure_of_the_whole_part() {
+    let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
+    let size = 128;
+    let part: Vec<f32> = (0..3 * size * size)
+        .map(|i| 0.5 + 0.3 * ((i % size) as f32 * 0.11).sin() * ((i / size % size) as f32 * 0.05).cos())
+        .collect();
+    let darker: Vec<f32> = part.iter().map(|v| 0.15 + 0.55 * v).collect();
+    let score_against_itself = |contrast: InputContrast, x: &[f32]| -> f32 {
+        let shape = InputShape { channels: 3, height: size, width: size, contrast };
+        let features = onnx::feature_graph(&backbone, shape, 16).unwrap();
+        let mut session = learn::session_from_bytes(&features, 1).unwrap();
+        let t = TensorRef::from_array_view(([1usize, 3, size, size], &part[..])).unwrap();
+        let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
+        let taught = out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec();
+        let fitted = pca::fit(&taught, backbone.feature_dim(), 16, 10_000, 0).unwrap();
+        let bank = fitted.project(&taught).unwrap();
+        let scoring = Scoring {
+            mean: &fitted.mean,
+            projection: &fitted.components,
+            bank: &bank,
+            grid_stride: 16,
+            blur_sigma_px: 16.0,
+            top_fraction: 0.05,
+            local_scale: None,
+            correction: None,
+        };
+        let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
+        let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
+        let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
+        let out = scorer.run(ort::inputs![onnx::INPUT => t]).unwrap();
+        out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0]
+    };
+    let (same, relit) = (
+        score_against_itself(InputContrast::Standardised, &part),
+        score_against_itself(InputContrast::Standardised, &darker),
+    );
+    assert!(same.abs() < 1e-2 && relit.abs() < 1e-2, "standardised: part {same}, relit part {relit}");
+    let raw = score_against_itself(InputContrast::Raw, &darker);
+    assert!(raw > 10.0 * 0.01f32.max(relit.abs()), "raw contrast sees the relit part as unlike the taught one: {raw}");
+    // A flat frame (a lens cap, a dead light) stays finite rather than dividing by zero.
+    let flat = vec![0.3f32; 3 * size * size];
+    assert!(score_against_itself(InputContrast::Standardised, &flat).is_finite());
+}
+
 /// Brute force: each query's distance to its nearest bank row, divided by that row's scale.
 fn scaled_nearest(queries: &[f32], bank: &[f32], dims: usize, scales: &[f32]) -> Vec<f32> {
     queries
@@ -413,7 +475,8 @@ fn scaled_nearest(queries: &[f32], bank: &[f32], dims: usize, scales: &[f32]) ->
 fn scoring_graph_matches_on_grid(stride: usize, blur: f32, local: bool, whiten: f64, corrected: bool) {
     let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
     let size = 128;
-    let shape = InputShape { channels: 3, height: size, width: size };
+    // Standardised contrast, the default: the graph's first nodes are then part of the check.
+    let shape = InputShape { channels: 3, height: size, width: size, contrast: InputContrast::Standardised };
     let dim = backbone.feature_dim();
     let grid = size / stride;
     // Two different smooth images.

@@ -45,11 +45,20 @@ fn teach(args: TeachArgs) -> Result<()> {
         Some("tile") => Some(config::InputMode::Tile),
         Some(other) => bail!("--input-mode {other:?}: use `resize` (squash each image) or `tile` (overlapping tiles)"),
     };
+    let input_contrast = match args.contrast.as_deref() {
+        None => None,
+        Some("standardised" | "standardized") => Some(config::InputContrast::Standardised),
+        Some("raw") => Some(config::InputContrast::Raw),
+        Some(other) => bail!(
+            "--contrast {other:?}: use `standardised` (each image brought to one mean and spread) or `raw` (pixels as they come)"
+        ),
+    };
     let mut opts =
         crate::teach::TeachOptions::new(args.images, args.out, args.backbone.unwrap_or_else(default_backbone));
     opts.input_mode = input_mode;
     opts.size = args.size;
     opts.grid_stride = args.grid_stride;
+    opts.input_contrast = input_contrast;
     opts.tile_overlap_px = args.tile_overlap;
     opts.coreset_ratio = args.coreset_ratio;
     opts.max_bank_rows = args.max_bank_rows;

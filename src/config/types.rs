@@ -288,6 +288,10 @@ pub struct ModelTeachConfig {
     /// Patch grid stride: 16 (default) or 8 (finer maps for defects of a few pixels).
     #[serde(default = "default_grid_stride")]
     pub grid_stride: usize,
+    /// Contrast handling of the first-start teach (no recipe search there): `raw` keeps the
+    /// recipe it always had; `standardised` is what `linesight teach` usually chooses.
+    #[serde(default)]
+    pub input_contrast: InputContrast,
     #[serde(default = "default_coreset_ratio")]
     pub coreset_ratio: f64,
     /// Most bank rows (the run-time cost); unset: the scoring budget's.
@@ -349,6 +353,28 @@ fn default_grid_stride() -> usize {
 
 fn one() -> usize {
     1
+}
+
+/// What a taught model's graph does to each input's contrast before the backbone.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InputContrast {
+    /// Pixels as they come.
+    #[default]
+    Raw,
+    /// Each input (all channels together) shifted and scaled to a fixed mean and spread, so
+    /// parts imaged brighter, darker or flatter than the teach images look alike to the
+    /// backbone; what stands out is local (a defect), not the exposure of the whole part.
+    Standardised,
+}
+
+impl InputContrast {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputContrast::Raw => "raw",
+            InputContrast::Standardised => "standardised",
+        }
+    }
 }
 
 /// How frames are fed to the model.

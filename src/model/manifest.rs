@@ -341,6 +341,10 @@ pub struct TeachInfo {
     /// Input pixels per scored patch.
     #[serde(default)]
     pub grid_stride: usize,
+    /// What the graph does to each input's contrast before the backbone (`raw` in packages
+    /// taught before it existed).
+    #[serde(default)]
+    pub input_contrast: crate::config::InputContrast,
     pub pca_dims: usize,
     pub pca_explained: f64,
     /// PCA whitening power (0 = plain projection, also in packages taught before it existed).

@@ -32,7 +32,7 @@ pub(crate) struct Feeder {
 
 impl Feeder {
     pub(crate) fn new(recipe: Recipe, tile_overlap_px: u32) -> Self {
-        let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
+        let shape = recipe.shape();
         Self {
             mode: recipe.mode,
             shape,

@@ -48,7 +48,7 @@ use super::package::write_package;
 use super::pca;
 use super::recipe::{self, Fixed, Geometry, Recipe};
 use super::synthetic;
-use crate::config::InputMode;
+use crate::config::{InputContrast, InputMode};
 use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial, TeachInfo};
 use crate::stages::infer::runtime;
 use anyhow::{Context, Result, anyhow, bail};
@@ -93,6 +93,8 @@ pub struct TeachOptions {
     /// Pixels per patch: the stride of the grid patches are scored on (a backbone tap's stride);
     /// `None`: 16, and 8 tried on the winning input recipe.
     pub grid_stride: Option<usize>,
+    /// `None`: chosen by validation ([`super::recipe::CONTRAST`] first, the other on the winner).
+    pub input_contrast: Option<InputContrast>,
     pub tile_overlap_px: u32,
     pub coreset_ratio: f64,
     /// Upper bound on the bank (the run-time cost); `None` = [`budget_bank_rows`].
@@ -154,6 +156,7 @@ impl TeachOptions {
             input_mode: None,
             size: None,
             grid_stride: None,
+            input_contrast: None,
             tile_overlap_px: 32,
             coreset_ratio: 0.25,
             max_bank_rows: None,
@@ -235,7 +238,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     };
     let sizes = files.iter().map(|p| header_size(p)).collect::<Result<Vec<_>>>()?;
     let geometry = Geometry::median(&sizes);
-    let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride };
+    let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride, contrast: opts.input_contrast };
     let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
@@ -286,7 +289,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         // Once every input recipe was tried, the winner on the finer patch grid.
         if queue.is_empty() && !refined {
             refined = true;
-            queue.extend(best.as_ref().and_then(|b| recipe::refinement(b.recipe, fixed)));
+            queue.extend(best.as_ref().map(|b| recipe::refinements(b.recipe, fixed)).unwrap_or_default());
         }
     }
     let search_s = started.elapsed().as_secs_f64();
@@ -371,7 +374,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // The shipped model: the winning recipe taught again from every image, held-out ones
     // included (research round 3: a bank from all the goods is worth ~0.015 image AUROC on MTD),
     // with the threshold above.
-    let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
+    let shape = recipe.shape();
     let t_final = Instant::now();
     set_stage(opts, || format!("teaching {} on all {} images", recipe.describe(), files.len()));
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x686f_6c64);
@@ -395,6 +398,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         patches: rows,
         feature_dim: dim,
         grid_stride: recipe.grid,
+        input_contrast: recipe.contrast,
         pca_dims: fitted.dims,
         pca_explained: round4(fitted.explained),
         pca_whiten: opts.whiten,
@@ -753,7 +757,7 @@ impl Ctx<'_> {
         recipe: Recipe,
         correction: Option<&[f32]>,
     ) -> Result<Vec<u8>> {
-        let shape = InputShape { channels: 3, height: recipe.height as usize, width: recipe.width as usize };
+        let shape = recipe.shape();
         let scoring = Scoring {
             mean: &fitted.mean,
             projection: &fitted.components,

@@ -96,6 +96,7 @@ pub fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Optio
     opts.size = Some(t.size);
     opts.tile_overlap_px = overlap;
     opts.grid_stride = Some(t.grid_stride);
+    opts.input_contrast = Some(t.input_contrast);
     opts.coreset_ratio = t.coreset_ratio;
     opts.max_bank_rows = t.max_bank_rows;
     opts.local_scale_k = t.local_scale_k;

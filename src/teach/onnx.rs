@@ -14,6 +14,7 @@
 //! attribute there).
 
 use super::backbone::{Backbone, Tap};
+use crate::config::InputContrast;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
@@ -54,13 +55,24 @@ pub struct Scoring<'a> {
     pub correction: Option<&'a [f32]>,
 }
 
-/// Input geometry of the graphs: fixed height and width (the manifest's tile size), dynamic batch.
+/// The graphs' input: fixed height and width (the manifest's tile size), dynamic batch, and what
+/// the graph does to each input's contrast before the backbone.
 #[derive(Clone, Copy, Debug)]
 pub struct InputShape {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    pub contrast: InputContrast,
 }
+
+/// Mean and standard deviation every input has after [`InputContrast::Standardised`]: the
+/// middle of the backbone's [0, 1] input range, and a spread that keeps nearly all of a
+/// Gaussian's mass inside it.
+pub const STANDARD_MEAN: f32 = 0.5;
+pub const STANDARD_STD: f32 = 0.2;
+/// Added to an input's standard deviation before dividing by it, so a flat input (a blank
+/// frame) stays flat at [`STANDARD_MEAN`] instead of becoming NaN or amplified noise.
+pub const STANDARD_STD_FLOOR: f32 = 1e-3;
 
 /// A graph under construction on top of the backbone's nodes and weights.
 struct Builder {
@@ -175,11 +187,15 @@ fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder)
         return Err(format!("backbone {}: no input named {:?}", backbone.onnx_path.display(), backbone.input));
     }
     graph.input = vec![tensor_info(INPUT, &[None, Some(shape.channels), Some(shape.height), Some(shape.width)])];
-    if backbone.input != INPUT {
+    let backbone_input = match shape.contrast {
+        InputContrast::Raw => INPUT,
+        InputContrast::Standardised => STANDARDISED,
+    };
+    if backbone.input != backbone_input {
         for node in &mut graph.node {
             for i in &mut node.input {
                 if *i == backbone.input {
-                    *i = INPUT.into();
+                    *i = backbone_input.into();
                 }
             }
         }
@@ -187,7 +203,35 @@ fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder)
     graph.output.clear();
     graph.value_info.clear();
     graph.name = "linesight-teach".into();
-    Ok((model, Builder { graph, next_id: 0 }))
+    let mut b = Builder { graph, next_id: 0 };
+    if shape.contrast == InputContrast::Standardised {
+        let backbone_nodes = b.graph.node.len();
+        standardise(&mut b);
+        // The new nodes feed the backbone's: they go first (ONNX wants nodes in topological order).
+        b.graph.node.rotate_left(backbone_nodes);
+    }
+    Ok((model, b))
+}
+
+/// The standardised input the backbone reads under [`InputContrast::Standardised`].
+const STANDARDISED: &str = "teach/standardised_input";
+
+/// `input` → [`STANDARDISED`]: each batch item, all channels together, shifted and scaled to
+/// mean [`STANDARD_MEAN`] and standard deviation [`STANDARD_STD`].
+fn standardise(b: &mut Builder) {
+    let axes = || vec![ints("axes", &[1, 2, 3]), int("keepdims", 1)];
+    let mean = b.node("ReduceMean", &[INPUT], axes());
+    let centred = b.node("Sub", &[INPUT, &mean], vec![]);
+    let squared = b.node("Mul", &[&centred, &centred], vec![]);
+    let variance = b.node("ReduceMean", &[&squared], axes());
+    let std = b.node("Sqrt", &[&variance], vec![]);
+    let floor = b.f32s(&[], &[STANDARD_STD_FLOOR]);
+    let std = b.node("Add", &[&std, &floor], vec![]);
+    let target = b.f32s(&[], &[STANDARD_STD]);
+    let gain = b.node("Div", &[&target, &std], vec![]);
+    let scaled = b.node("Mul", &[&centred, &gain], vec![]);
+    let offset = b.f32s(&[], &[STANDARD_MEAN]);
+    b.named("Add", &[&scaled, &offset], vec![], STANDARDISED);
 }
 
 /// Backbone taps → `[N·h·w, C]` patch features on the grid of stride `grid` (a tap's stride):

@@ -1,8 +1,10 @@
 //! The recipes teach chooses between: how images become model inputs (squashed, resized to an
-//! input of their own aspect ratio, or tiled) and at what size. Candidates follow from the good
-//! images' geometry; options the user gave are kept fixed.
+//! input of their own aspect ratio, or tiled), at what size, on which patch grid, and whether each
+//! input's contrast is standardised. Candidates follow from the good images' geometry; options
+//! the user gave are kept fixed.
 
-use crate::config::InputMode;
+use super::onnx::InputShape;
+use crate::config::{InputContrast, InputMode};
 
 /// Input sides (square, or the side of a square of the same area) teach tries when `--size` is
 /// not given: research on MTD found 160–224 best for whole-part inputs, 256 is the old default.
@@ -21,6 +23,10 @@ pub const GRID: usize = 16;
 /// The finer patch grid: 4× the patches, so a 4× smaller bank at the same run-time cost, for
 /// defects of a few pixels.
 pub const FINE_GRID: usize = 8;
+/// Contrast handling teach starts from; the other one is tried on the winner. Standardised won
+/// on the validation parts of every shared set at 256² (docs/TEACH_RESEARCH.md, round 8); the
+/// raw input stays a candidate for products whose whole-part brightness is itself a defect.
+pub const CONTRAST: InputContrast = InputContrast::Standardised;
 
 /// One way to feed images to the model, and the grid its patches are scored on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +36,7 @@ pub struct Recipe {
     pub height: u32,
     /// Input pixels per scored patch.
     pub grid: usize,
+    pub contrast: InputContrast,
 }
 
 impl Recipe {
@@ -38,7 +45,12 @@ impl Recipe {
             InputMode::Resize => "resize",
             InputMode::Tile => "tile",
         };
-        format!("{mode} {}×{} grid {}", self.width, self.height, self.grid)
+        format!("{mode} {}×{} grid {} {}", self.width, self.height, self.grid, self.contrast.name())
+    }
+
+    /// The graphs' input for this recipe (three channels: grayscale is repeated).
+    pub fn shape(&self) -> InputShape {
+        InputShape { channels: 3, height: self.height as usize, width: self.width as usize, contrast: self.contrast }
     }
 
     /// Model input pixels per image of `geometry` (the feature cost).
@@ -82,6 +94,7 @@ pub struct Fixed {
     pub mode: Option<InputMode>,
     pub size: Option<u32>,
     pub grid: Option<usize>,
+    pub contrast: Option<InputContrast>,
 }
 
 /// The candidates for images of `geometry`, cheapest first. Input sides are multiples of
@@ -89,6 +102,7 @@ pub struct Fixed {
 pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32) -> Vec<Recipe> {
     let m = multiple_of.max(1);
     let grid = fixed.grid.unwrap_or(GRID);
+    let contrast = fixed.contrast.unwrap_or(CONTRAST);
     let round = |v: f64| ((v / f64::from(m)).round() as u32).max(2) * m;
     let sizes: Vec<u32> = fixed.size.map_or_else(|| SIZES.to_vec(), |s| vec![s]);
     let mut out = Vec::new();
@@ -103,29 +117,41 @@ pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32) -> Vec<Rec
                     width: round(f64::from(s) * root),
                     height: round(f64::from(s) / root),
                     grid,
+                    contrast,
                 });
             }
             // Square squash: always when the images are square-ish or the size is fixed, else
             // once, at the middle size, to compare against.
             if !elongated || fixed.size.is_some() || s == SIZES[1] {
-                out.push(Recipe { mode: InputMode::Resize, width: s, height: s, grid });
+                out.push(Recipe { mode: InputMode::Resize, width: s, height: s, grid, contrast });
             }
         }
     }
     let tile = fixed.size.unwrap_or(TILE);
     let large = geometry.width.min(geometry.height) >= TILES_FOR_TILING * tile;
     if fixed.mode == Some(InputMode::Tile) || (fixed.mode.is_none() && large) {
-        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile, grid });
+        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile, grid, contrast });
     }
     out.sort_by_key(|r| r.pixels_per_image(geometry));
     out.dedup();
     out
 }
 
-/// The refinement tried on the winner of [`candidates`] when the grid was not fixed: the same
-/// input on the finer grid. `None` when there is none.
-pub fn refinement(winner: Recipe, fixed: Fixed) -> Option<Recipe> {
-    (fixed.grid.is_none() && winner.grid != FINE_GRID).then_some(Recipe { grid: FINE_GRID, ..winner })
+/// The refinements tried on the winner of [`candidates`]: the same input on the finer grid (when
+/// the grid was not fixed) and with the other contrast handling (when that was not fixed).
+pub fn refinements(winner: Recipe, fixed: Fixed) -> Vec<Recipe> {
+    let mut out = Vec::new();
+    if fixed.grid.is_none() && winner.grid != FINE_GRID {
+        out.push(Recipe { grid: FINE_GRID, ..winner });
+    }
+    if fixed.contrast.is_none() {
+        let other = match winner.contrast {
+            InputContrast::Raw => InputContrast::Standardised,
+            InputContrast::Standardised => InputContrast::Raw,
+        };
+        out.push(Recipe { contrast: other, ..winner });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -141,7 +167,11 @@ mod tests {
         let geo = Geometry { width: 300, height: 300 };
         assert_eq!(
             describe(&candidates(geo, Fixed::default(), 16)),
-            ["resize 160×160 grid 16", "resize 224×224 grid 16", "resize 256×256 grid 16"]
+            [
+                "resize 160×160 grid 16 standardised",
+                "resize 224×224 grid 16 standardised",
+                "resize 256×256 grid 16 standardised"
+            ]
         );
     }
 
@@ -156,23 +186,33 @@ mod tests {
             let aspect = f64::from(r.height) / f64::from(r.width);
             assert!((aspect - 2.5).abs() < 0.35, "{r:?}");
         }
-        assert!(describe(&c).contains(&"resize 224×224 grid 16".to_string()));
+        assert!(describe(&c).contains(&"resize 224×224 grid 16 standardised".to_string()));
         assert!(!c.iter().any(|r| r.mode == InputMode::Tile), "a 400 px side is under two tiles");
         let large = candidates(Geometry { width: 1200, height: 3000 }, Fixed::default(), 16);
-        assert_eq!(large.last().map(Recipe::describe).as_deref(), Some("tile 256×256 grid 16"), "tiling costs most");
+        assert_eq!(
+            large.last().map(Recipe::describe).as_deref(),
+            Some("tile 256×256 grid 16 standardised"),
+            "tiling costs most"
+        );
     }
 
     #[test]
     fn fixed_options_are_kept() {
         let geo = Geometry { width: 1200, height: 3000 };
-        let fixed = Fixed { mode: Some(InputMode::Resize), size: Some(192), grid: Some(8) };
+        let fixed =
+            Fixed { mode: Some(InputMode::Resize), size: Some(192), grid: Some(8), contrast: Some(InputContrast::Raw) };
         let only = candidates(geo, fixed, 16);
-        assert_eq!(describe(&only), ["resize 192×192 grid 8"]);
-        assert_eq!(refinement(only[0], fixed), None, "a fixed grid is not refined");
-        let tile = Fixed { mode: Some(InputMode::Tile), size: None, grid: None };
+        assert_eq!(describe(&only), ["resize 192×192 grid 8 raw"]);
+        assert_eq!(refinements(only[0], fixed), [], "a fixed grid and contrast are not refined");
+        let tile = Fixed { mode: Some(InputMode::Tile), ..Fixed::default() };
         let c = candidates(geo, tile, 16);
-        assert_eq!(describe(&c), ["tile 256×256 grid 16"]);
-        assert_eq!(refinement(c[0], tile).map(|r| r.describe()).as_deref(), Some("tile 256×256 grid 8"));
+        assert_eq!(describe(&c), ["tile 256×256 grid 16 standardised"]);
+        assert_eq!(
+            describe(&refinements(c[0], tile)),
+            ["tile 256×256 grid 8 standardised", "tile 256×256 grid 16 raw"]
+        );
+        let raw = Fixed { contrast: Some(InputContrast::Raw), ..tile };
+        assert_eq!(describe(&refinements(candidates(geo, raw, 16)[0], raw)), ["tile 256×256 grid 8 raw"]);
     }
 
     #[test]
