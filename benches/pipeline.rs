@@ -166,7 +166,8 @@ fn report() {
     println!("\n== linesight pipeline report (demo model, {SIDE}×{SIDE} frames = {tiles} tiles of {tw}×{th}) ==");
 
     // Bare ONNX Runtime: the same batch the pipeline runs for one frame, same threads.
-    let opts = SessionOptions { provider: config::Provider::Cpu, device_id: 0, intra_threads: 1 };
+    let opts =
+        SessionOptions { provider: config::Provider::Cpu, device_id: 0, intra_threads: 1, intra_spinning: false };
     let mut session = InferSession::new(&fx.package, &opts, &[tiles]).unwrap();
     let batch = tiles.next_power_of_two().min(4).max(tiles);
     let input = vec![0.5f32; batch * item];

@@ -256,6 +256,11 @@ pub struct ModelConfig {
     /// Threads ONNX Runtime may use inside one session run.
     #[serde(default = "one")]
     pub intra_threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin-wait for the next run instead of sleeping.
+    /// Spinning saves a wake-up per run but burns the cores that decoding, resizing and
+    /// post-processing share with inference; off by default (matters with `intra_threads` > 1).
+    #[serde(default)]
+    pub intra_spinning: bool,
     /// GPU index for CUDA / TensorRT.
     #[serde(default)]
     pub device_id: i32,

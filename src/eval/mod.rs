@@ -236,8 +236,13 @@ enabled = false
         cfg.pipeline = station.config.pipeline;
         cfg.pipeline.verdict_deadline_ms = 3_600_000;
         let m = station.config.model;
-        (cfg.model.provider, cfg.model.workers, cfg.model.intra_threads, cfg.model.device_id) =
-            (m.provider, m.workers, m.intra_threads, m.device_id);
+        (
+            cfg.model.provider,
+            cfg.model.workers,
+            cfg.model.intra_threads,
+            cfg.model.intra_spinning,
+            cfg.model.device_id,
+        ) = (m.provider, m.workers, m.intra_threads, m.intra_spinning, m.device_id);
     }
     Ok(loaded)
 }

@@ -148,6 +148,7 @@ impl Station {
             provider: cfg.model.provider,
             device_id: cfg.model.device_id,
             intra_threads: cfg.model.intra_threads,
+            intra_spinning: cfg.model.intra_spinning,
         };
         // Every recipe's model is loaded, checked and warmed up now, in every worker: a switch
         // is then instant, and a recipe whose model cannot load stops the start, naming it.

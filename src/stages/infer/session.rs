@@ -17,6 +17,8 @@ pub struct SessionOptions {
     pub provider: Provider,
     pub device_id: i32,
     pub intra_threads: usize,
+    /// ONNX Runtime's intra-op threads spin-wait between runs (`[model] intra_spinning`).
+    pub intra_spinning: bool,
 }
 
 /// A checked, warmed-up session and what we learnt about its outputs.
@@ -59,6 +61,8 @@ impl InferSession {
             .with_intra_threads(opts.intra_threads)
             .map_err(|e| load_err(&e))?
             .with_inter_threads(1)
+            .map_err(|e| load_err(&e))?
+            .with_intra_op_spinning(opts.intra_spinning)
             .map_err(|e| load_err(&e))?;
         let provider = register_provider(&mut builder, opts, &model);
         let session = builder.commit_from_file(&package.onnx_path).map_err(|e| load_err(&e))?;
