@@ -6,8 +6,8 @@ regions (connected components with their boxes and areas), a verdict per frame.
 
     peer_pipeline.py --model DIR --frames DIR [--fps F] [--threads 2] [--json OUT]
 
---fps 0: flat out (frames/s); --fps F: frames offered at F per second, and capture → verdict
-latency p50/p99 measured from the moment a frame is offered. Also `--bare`: onnxruntime alone on a
+--fps 0: flat out (frames/s); --fps F: frames offered at F per second; capture → verdict latency
+p50/p99 from the moment a decoded frame is in hand (as linesight stamps a folder source's frames). Also `--bare`: onnxruntime alone on a
 preallocated input, the same model and threads (the physical limit).
 """
 import argparse
@@ -54,7 +54,8 @@ def run(model, frames_dir, fps, threads, limit):
     threshold = float(task["threshold"])
     s = session(model, threads)
     name = s.get_inputs()[0].name
-    files = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir))[:limit]
+    names = sorted(os.listdir(frames_dir))
+    files = [os.path.join(frames_dir, names[i % len(names)]) for i in range(limit)]
     decoded, ready = queue.Queue(maxsize=8), queue.Queue(maxsize=8)
     latencies, verdicts = [], {"OK": 0, "NG": 0}
 
@@ -66,9 +67,9 @@ def run(model, frames_dir, fps, threads, limit):
                 delay = due - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            offered = time.perf_counter()
             img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-            decoded.put((offered, img))
+            # Captured = the decoded frame is in hand, as linesight stamps a folder source's frames.
+            decoded.put((time.perf_counter(), img))
         decoded.put(STOP)
 
     def preprocess():

@@ -286,7 +286,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         if best.as_ref().is_none_or(|b| trial.validation > b.validation) {
             best = Some(trial);
         }
-        // Once every input recipe was tried, the winner on the finer patch grid.
+        // Once every input recipe was tried, the winner on the finer patch grid and with the
+        // other contrast handling.
         if queue.is_empty() && !refined {
             refined = true;
             queue.extend(best.as_ref().map(|b| recipe::refinements(b.recipe, fixed)).unwrap_or_default());

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# linesight against what a user would write instead, on a real workload (issue 18):
+#
+#   make bench-peer                      # MTD model, 1,000 MTD JPEG crops, 1 worker × 2 threads
+#   THREADS=1 FRAMES_N=500 make bench-peer
+#
+# The same model and frames through
+#   (a) bare ONNX Runtime on a preallocated input (the physical limit),
+#   (b) linesight: a folder source replaying the frames, one inference worker,
+#   (c) scripts/peer_pipeline.py: OpenCV imread + resize + onnxruntime, three threads and two
+#       queues, the anomaly map back to frame coordinates, threshold, connected components;
+# flat out (frames/s; linesight's steady state from a short and a long run, so model load and
+# warm-up drop out), then each paced at 70% of its own maximum for capture → verdict p50 / p99.
+# The model: the MTD goods of `make bench-accuracy`'s layout taught with the defaults (kept in
+# target/bench-peer/model; delete it to teach again). Python side: a venv with pinned wheels in
+# target/peer-venv. Figures go to target/bench-peer/table.md. Nothing here is a timed test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${ACCURACY_DATA:-../shared/datasets}
+OUT=target/bench-peer
+BIN=${LINESIGHT:-./target/release/linesight}
+THREADS=${THREADS:-2}
+FRAMES_N=${FRAMES_N:-1000}
+VENV=target/peer-venv
+PINS=(onnxruntime==1.31.1 opencv-python-headless==4.10.0.84 numpy==2.4.6)
+if [ ! -d "$DATA/magnetic-tile" ]; then
+    echo "bench-peer: no MTD at $DATA/magnetic-tile (set ACCURACY_DATA to the datasets folder)" >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q "${PINS[@]}"
+PY="$VENV/bin/python"
+
+# Frames: FRAMES_N seeded MTD crops of every class (symbolic links; the data stays in ../shared).
+python3 - "$DATA/magnetic-tile" "$OUT/frames" "$FRAMES_N" <<'EOF'
+import os, random, shutil, sys
+root, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+files = sorted(os.path.join(root, c, "Imgs", f) for c in os.listdir(root) if c.startswith("MT_")
+               for f in os.listdir(os.path.join(root, c, "Imgs")) if f.endswith(".jpg"))
+random.Random(18).shuffle(files)
+shutil.rmtree(out, ignore_errors=True)
+os.makedirs(out)
+for i, f in enumerate(files[:n]):
+    os.symlink(os.path.abspath(f), os.path.join(out, f"{i:04d}.jpg"))
+EOF
+
+if [ ! -f "$OUT/model/model.toml" ]; then
+    python3 scripts/accuracy-layout.py --src "$DATA" --out target/accuracy --sets mtd
+    echo "== teaching the MTD model (defaults)"
+    "$BIN" teach --images target/accuracy/mtd/train/good --out "$OUT/model" >"$OUT/teach.log"
+fi
+
+station() { # station FPS FILE: a station config replaying the frames at FPS (0 = flat out)
+    cat >"$2" <<EOF
+[station]
+name = "bench-peer"
+[[camera]]
+id = "replay"
+fps = $1
+backpressure = "block"
+[camera.source]
+kind = "folder"
+path = "frames"
+looping = true
+[model]
+package = "model"
+workers = 1
+intra_threads = $THREADS
+[pipeline]
+input_mode = "resize"
+[[rule]]
+class = "anomaly"
+min_score = 0.0
+EOF
+}
+linesight_run() { # linesight_run CONFIG FRAMES SUMMARY [RESULTS]
+    local results=()
+    if [ $# -ge 4 ]; then results=(--results "$4"); fi
+    "$BIN" run --config "$1" --max-frames "$2" --admin-listen off --api-listen off --summary "$3" \
+        "${results[@]}" >/dev/null 2>>"$OUT/linesight.log"
+}
+elapsed() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["elapsed_s"])' "$1"; }
+
+echo "== bare ONNX Runtime, $THREADS thread(s)"
+"$PY" scripts/peer_pipeline.py --bare --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
+    --json "$OUT/bare.json"
+
+echo "== linesight flat out"
+station 0 "$OUT/flat.toml"
+short=$((FRAMES_N / 4))
+linesight_run "$OUT/flat.toml" "$short" "$OUT/ls-short.json"
+linesight_run "$OUT/flat.toml" $((short + FRAMES_N)) "$OUT/ls-long.json"
+ls_fps=$(python3 -c "print($FRAMES_N / ($(elapsed "$OUT/ls-long.json") - $(elapsed "$OUT/ls-short.json")))")
+echo "   $ls_fps frames/s (steady state)"
+
+echo "== python pipeline flat out"
+"$PY" scripts/peer_pipeline.py --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
+    --limit "$FRAMES_N" --json "$OUT/py-flat.json"
+py_fps=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fps"])' "$OUT/py-flat.json")
+
+echo "== each at 70% of its own maximum"
+station "$(python3 -c "print(round(0.7 * $ls_fps, 2))")" "$OUT/paced.toml"
+# --results is resolved against the config's folder: give it an absolute path.
+linesight_run "$OUT/paced.toml" "$FRAMES_N" "$OUT/ls-paced.json" "$PWD/$OUT/ls-paced.jsonl"
+"$PY" scripts/peer_pipeline.py --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
+    --limit "$FRAMES_N" --fps "$(python3 -c "print(0.7 * $py_fps)")" --json "$OUT/py-paced.json"
+
+python3 - "$OUT" "$ls_fps" "$THREADS" <<'EOF'
+import json, sys
+out, ls_fps, threads = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+bare = json.load(open(f"{out}/bare.json"))["fps"]
+py, pyp = json.load(open(f"{out}/py-flat.json")), json.load(open(f"{out}/py-paced.json"))
+lat = sorted(json.loads(l)["latency_ms"] for l in open(f"{out}/ls-paced.jsonl"))
+pct = lambda v, p: v[min(len(v) - 1, round((len(v) - 1) * p))]
+rows = [
+    ("bare ONNX Runtime (preallocated input)", bare, None, None),
+    ("linesight (1 worker)", ls_fps, pct(lat, 0.5), pct(lat, 0.99)),
+    ("Python: OpenCV + onnxruntime, 3 threads, 2 queues", py["fps"], pyp["p50_ms"], pyp["p99_ms"]),
+]
+lines = [f"| pipeline ({threads} intra-op thread(s)) | frames/s flat out | × bare | capture → verdict p50 / p99 at 70% of its max (ms) |",
+         "|---|---|---|---|"]
+for name, fps, p50, p99 in rows:
+    latency = "—" if p50 is None else f"{p50:.1f} / {p99:.1f}"
+    lines.append(f"| {name} | {fps:.1f} | {fps / bare:.2f} | {latency} |")
+lines.append(f"\nlinesight / Python: throughput {ls_fps / py['fps']:.2f}× (target ≥ 1.3), "
+             f"p99 {pct(lat, 0.99) / pyp['p99_ms']:.2f}× (target ≤ 0.5)")
+text = "\n".join(lines)
+print(text)
+open(f"{out}/table.md", "w").write(text + "\n")
+EOF
