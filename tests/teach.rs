@@ -201,6 +201,21 @@ fn recipe_search_and_labelled_defects() {
     let chosen = recipe["chosen"].as_str().unwrap();
     assert!(tried.contains(&chosen) && out.contains(chosen) && out.contains("<- chosen"), "{out}");
     assert!(recipe["candidates"][0]["labelled_auroc"].as_float().is_some(), "6 defects take part: {recipe}");
+    // The default (256², grid 16, standardised) is kept unless another beat it with confidence.
+    let candidates = recipe["candidates"].as_array().unwrap();
+    let preferred: Vec<bool> =
+        candidates.iter().map(|c| c.get("preferred").and_then(|p| p.as_bool()) == Some(true)).collect();
+    assert_eq!(preferred, [false, false, true, false, false], "{recipe}");
+    assert!(out.contains("(default)") && out.contains("of resamples"), "{out}");
+    let beat = |i: usize| candidates[i]["beat_best"].as_float().unwrap();
+    assert!(candidates[0].get("beat_best").is_none() && (1..5).all(|i| (0.0..=1.0).contains(&beat(i))), "{recipe}");
+    if chosen != tried[2] {
+        let i = tried.iter().position(|t| *t == chosen).unwrap();
+        assert!(
+            beat(2) <= 0.1 || (i > 2 && beat(i) >= 0.9),
+            "{chosen} replaced the default without confident evidence: {recipe}"
+        );
+    }
     let size = chosen.split(' ').nth(1).unwrap().split('×').next().unwrap().parse::<i64>().unwrap();
     assert_eq!(m["input"]["width"].as_integer(), Some(size), "the package feeds what was chosen");
     let op = &teach["operating_point"];

@@ -464,4 +464,11 @@ pub struct RecipeTrial {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labelled_auroc: Option<f64>,
     pub seconds: f64,
+    /// The search's default recipe, kept unless another is better with confidence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preferred: bool,
+    /// Share of paired bootstrap resamples of the validation set in which this recipe beat the
+    /// search's best at the time it was tried (none for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beat_best: Option<f64>,
 }

@@ -10,7 +10,12 @@
 //!    (steps 3–5) and scores the validation set: the held-out goods, [`SYNTHETIC_PER_GOOD`]
 //!    synthetic defects painted on each ([`super::synthetic`]) and the labelled defects. The
 //!    candidate with the best validation AUROC (synthetic, averaged with labelled when at least
-//!    [`operating_point::MIN_LABELLED`] are given) wins.
+//!    [`operating_point::MIN_LABELLED`] are given) wins — but the default recipe
+//!    ([`recipe::preferred`]) is kept unless another is better in at least
+//!    [`selection::CONFIDENCE`] of paired bootstrap resamples of the validation set, since that
+//!    set is small and its synthetic defects a noisy judge ([`super::selection`]). The winner is
+//!    then tried on the finer patch grid and with the other contrast handling, which likewise
+//!    need confident evidence.
 //! 3. **Features.** Each image is fed exactly as the runtime will feed frames — squashed to the
 //!    model size (`resize`) or cut into overlapping model-size tiles (`tile`), with the runtime's
 //!    own preprocessing functions — through the feature graph ([`super::onnx::feature_graph`]):
@@ -47,6 +52,7 @@ use super::operating_point::{self, Rule, ScoreStats, Scores};
 use super::package::write_package;
 use super::pca;
 use super::recipe::{self, Fixed, Geometry, Recipe};
+use super::selection;
 use super::synthetic;
 use crate::config::{InputContrast, InputMode};
 use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial, TeachInfo};
@@ -240,6 +246,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let geometry = Geometry::median(&sizes);
     let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride, contrast: opts.input_contrast };
     let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32);
+    let preferred = recipe::preferred(&candidates, geometry);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
@@ -274,16 +281,27 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         });
         let trial = ctx.try_recipe(recipe, &files, &teach_set, &validation)?;
         per_pixel_s = per_pixel_s.max(trial.seconds / pixels);
-        tracing::info!(recipe = %recipe.describe(), validation = trial.validation, seconds = trial.seconds, "teach candidate");
+        let is_preferred = Some(recipe) == preferred;
+        // The default recipe stays unless another is better with confidence; between two others,
+        // the one tried first (cheaper) stays unless the later one is (see `selection`).
+        let (replace, beat_best) = match &best {
+            None => (true, None),
+            Some(b) => {
+                let (replace, p) = selection::replaces(&trial.scores, &b.scores, is_preferred, opts.seed);
+                (replace, Some(p))
+            }
+        };
+        tracing::info!(recipe = %recipe.describe(), validation = trial.validation, ?beat_best, replace, seconds = trial.seconds, "teach candidate");
         trials.push(RecipeTrial {
             recipe: recipe.describe(),
             validation: round4(trial.validation),
             synthetic_auroc: round4(trial.synthetic_auroc),
             labelled_auroc: trial.labelled_auroc.map(round4),
             seconds: round1(trial.seconds),
+            preferred: is_preferred,
+            beat_best: beat_best.map(round4),
         });
-        // Ties go to the cheaper recipe (tried first).
-        if best.as_ref().is_none_or(|b| trial.validation > b.validation) {
+        if replace {
             best = Some(trial);
         }
         // Once every input recipe was tried, the winner on the finer patch grid and with the
@@ -452,11 +470,16 @@ fn criterion(labelled: usize) -> String {
         "image AUROC of the held-out goods against {SYNTHETIC_PER_GOOD} synthetic defects painted on each (scratch, \
          pit, crack, stain, texture patch)"
     );
-    if labelled >= operating_point::MIN_LABELLED {
+    let figure = if labelled >= operating_point::MIN_LABELLED {
         format!("mean of the {synthetic} and the same against the {labelled} labelled defects")
     } else {
         synthetic
-    }
+    };
+    format!(
+        "{figure}; the default recipe is kept unless another beats it in {:.0}% of paired bootstrap resamples of the \
+         validation set, and any other must beat the best so far as often",
+        100.0 * selection::CONFIDENCE
+    )
 }
 
 fn round_point(mut p: OperatingPointEstimate) -> OperatingPointEstimate {
@@ -562,11 +585,7 @@ impl Ctx<'_> {
         let seconds_calibration = t1.elapsed().as_secs_f64();
         let (synthetic, labelled) = scores.aurocs();
         let synthetic = synthetic.unwrap_or(0.5);
-        let use_labelled = v.labelled.len() >= operating_point::MIN_LABELLED;
-        let validation = match labelled {
-            Some(l) if use_labelled => 0.5 * (synthetic + l),
-            _ => synthetic,
-        };
+        let validation = selection::criterion(&scores);
         Ok(Trial {
             recipe,
             calibration: (fitted, bank, scales),

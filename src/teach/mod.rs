@@ -25,6 +25,7 @@ pub mod operating_point;
 mod package;
 pub mod pca;
 pub mod recipe;
+pub mod selection;
 pub mod summary;
 pub mod synthetic;
 

@@ -14,9 +14,13 @@ pub fn summary(report: &TeachReport) -> String {
         for c in &r.candidates {
             let labelled = c.labelled_auroc.map_or_else(String::new, |a| format!(", labelled {a:.4}"));
             let mark = if c.recipe == r.chosen { "  <- chosen" } else { "" };
+            let default = if c.preferred { " (default)" } else { "" };
+            let beat = c
+                .beat_best
+                .map_or_else(String::new, |p| format!(", beat the best so far in {:.0}% of resamples", 100.0 * p));
             let _ = writeln!(
                 s,
-                "  {:<22} validation {:.4} (synthetic {:.4}{labelled}), {:.1} s{mark}",
+                "  {:<22} validation {:.4} (synthetic {:.4}{labelled}){beat}, {:.1} s{default}{mark}",
                 c.recipe, c.validation, c.synthetic_auroc, c.seconds
             );
         }
