@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-fleet bench-line bench-mtd bench-accuracy bench-teach bench-peer soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-fleet bench-line bench-mtd bench-accuracy bench-teach bench-peer bench-cameras soak-faults fuzz models fixtures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -67,6 +67,11 @@ bench-mtd: build
 ## target/accuracy-bench/table.md. SETS, DEFECT_COUNTS and TEACH_ARGS select (see the script).
 bench-accuracy: build
 	bash scripts/bench-accuracy.sh
+
+## Four cameras at 1280×1024 tiled into 256² tiles on the demo model: frames/s per core, batch 1
+## against the dynamic batcher, CPU per stage (issue 18; target/bench-cameras/table.md).
+bench-cameras: setup
+	$(CARGO) bench --locked --bench cameras
 
 ## linesight against bare ONNX Runtime and the OpenCV + onnxruntime pipeline a user would write
 ## (issue 18): the MTD model, 1,000 MTD crops, flat out and at 70% load; target/bench-peer/table.md.

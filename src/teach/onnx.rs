@@ -384,20 +384,32 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let bt = b.f32s(&[dims, rows], &bank_t);
     let bsq = b.f32s(&[rows], &bank_sq);
     let cross = b.node("Gemm", &[&z, &bt, &bsq], vec![]);
-    let dmin = b.node("ReduceMin", &[&cross], vec![ints("axes", &[1]), int("keepdims", 0)]);
+    // With local scales the nearest row's index is needed too: one ArgMin pass over the
+    // [patches × bank rows] matrix, and the minimum gathered at it (exactly ReduceMin's value),
+    // instead of a second pass over a matrix far larger than the caches.
+    let (dmin, nearest) = match s.local_scale {
+        Some(scales) => {
+            if scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(format!(
+                    "scoring: {} local scales for {rows} bank rows; each must be finite and > 0",
+                    scales.len()
+                ));
+            }
+            let nearest = b.node("ArgMin", &[&cross], vec![int("axis", 1), int("keepdims", 1)]);
+            let dmin = b.node("GatherElements", &[&cross, &nearest], vec![int("axis", 1)]);
+            let flat = b.i64s(&[-1]);
+            let dmin = b.node("Reshape", &[&dmin, &flat], vec![]);
+            let nearest = b.node("Reshape", &[&nearest, &flat], vec![]);
+            (dmin, Some((nearest, scales)))
+        }
+        None => (b.node("ReduceMin", &[&cross], vec![ints("axes", &[1]), int("keepdims", 0)]), None),
+    };
     let zz = b.node("ReduceSumSquare", &[&z], vec![ints("axes", &[1]), int("keepdims", 0)]);
     let d2 = b.node("Add", &[&dmin, &zz], vec![]);
     let zero = b.f32s(&[], &[0.0]);
     let d2 = b.node("Max", &[&d2, &zero], vec![]);
     let mut dist = b.node("Sqrt", &[&d2], vec![]);
-    if let Some(scales) = s.local_scale {
-        if scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(format!(
-                "scoring: {} local scales for {rows} bank rows; each must be finite and > 0",
-                scales.len()
-            ));
-        }
-        let nearest = b.node("ArgMin", &[&cross], vec![int("axis", 1), int("keepdims", 0)]);
+    if let Some((nearest, scales)) = nearest {
         let table = b.f32s(&[rows], scales);
         let scale = b.node("Gather", &[&table, &nearest], vec![int("axis", 0)]);
         dist = b.node("Div", &[&dist, &scale], vec![]);

@@ -1,12 +1,13 @@
 //! How teach picks between candidate recipes whose validation figures differ by less than the
 //! validation can tell apart.
 //!
-//! Teach's validation set is small: one hold-out of the goods (15%, often 15–40 images), two
-//! synthetic defects painted on each, and a few labelled defects when given. Its image AUROC has a
-//! standard error of 0.01–0.03, larger than most differences between candidates, and the synthetic
-//! defects are a weaker judge on some products than on others (research round 8 and 9,
-//! `docs/TEACH_RESEARCH.md`). Taking the plain maximum therefore often follows noise away from
-//! the recipe that is best on average. So the search keeps the **default recipe**
+//! Teach's validation set is small: one hold-out of the goods (15%: 71–114 images on the shared
+//! sets, fewer on smaller teach sets), two synthetic defects painted on each, and a few labelled
+//! defects when given. Its image AUROC has a standard error of 0.01–0.03, larger than most
+//! differences between candidates, and the synthetic defects are a weaker judge on some products
+//! than on others (research rounds 8 and 9, `docs/TEACH_RESEARCH.md`). Taking the plain maximum
+//! therefore often follows noise away from the recipe that is best on average. So the search
+//! keeps the **default recipe**
 //! ([`super::recipe::preferred`]) unless another one is better with confidence: in a paired
 //! bootstrap of the validation set (the same resampled goods and defects scored by both
 //! candidates), it must win in at least [`CONFIDENCE`] of the replicates.

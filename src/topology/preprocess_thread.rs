@@ -7,7 +7,9 @@
 //! until it holds `max_batch` tiles or `max_wait` has passed since its first tile; it is then
 //! padded with zeros to the policy's shape (a power of two, or the model's fixed batch) and sent.
 //! A partial batch is also sent before this thread waits for a free slot, so a batch never waits
-//! on frames that cannot enter the pipeline until it has run (no deadlock at `max_in_flight`).
+//! on frames that cannot enter the pipeline until it has run (no deadlock at `max_in_flight`),
+//! and as soon as a frame is cut when no batch is queued for the workers and no frame waits in
+//! any camera queue: there is nothing to batch it with, so waiting would only add latency.
 //!
 //! Ordering: a frame's `FrameStart` is sent before any batch holding its tiles (batches that
 //! fill up while a frame is being cut are held until its `FrameStart` is out). The assembler
@@ -121,6 +123,16 @@ impl Preprocessor {
                         crate::supervise::fault_point("preprocess", frames);
                         if !self.process(frame, &mut grid, &mut pending, &mut ready, &out) {
                             return; // downstream gone
+                        }
+                        // Work-conserving: with no batch queued for the workers and no frame
+                        // waiting to join this one, waiting `max_wait` for more tiles only delays
+                        // the verdict (a worker may be idle). Under load the job queue is rarely
+                        // empty, and batches still fill.
+                        if out.jobs.is_empty()
+                            && cameras.iter().all(|c| c.is_empty())
+                            && !self.flush_all(&mut pending, &out.jobs)
+                        {
+                            return;
                         }
                     }
                     Err(_) => {
@@ -405,6 +417,44 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!((jobs[0].items.len(), jobs[0].batch), (6, 8));
         assert!(jobs[0].tensor[6 * 64..8 * 64].iter().all(|&v| v == 0.0), "padding is zeros");
+    }
+
+    #[test]
+    fn a_lone_frame_is_not_held_back_for_a_batch_when_the_workers_have_nothing_queued() {
+        let pool = BufferPool::new(4);
+        let (tx, rx) = bounded(4);
+        let (slot_tx, slot_rx) = bounded(4);
+        (0..4).for_each(|s| slot_tx.send(s).unwrap());
+        let (start_tx, start_rx) = bounded(4);
+        let (job_tx, job_rx) = bounded(4);
+        // A batch already queued for the workers (they are all busy).
+        let busy = BatchJob { recipe: 0, tensor: BufferPool::new(1).take(64), batch: 1, items: ArrayVec::new() };
+        job_tx.send(busy).unwrap();
+        let pre = preprocessor(8, Duration::from_secs(60));
+        let (b_tx, b_rx) = bounded::<Frame>(1);
+        let handle = std::thread::spawn(move || {
+            pre.run(vec![rx, b_rx], Downstream { free_slots: slot_rx, starts: start_tx, jobs: job_tx })
+        });
+        // Workers busy: the first frame's two tiles wait for company (max_wait is a minute). Its
+        // fate is decided before the second frame is cut, so once the second frame has started
+        // the queue must still hold only the busy batch.
+        for value in [1, 2] {
+            tx.send(frame(0, value, &pool)).unwrap();
+            start_rx.recv_timeout(Duration::from_secs(10)).expect("frame cut");
+        }
+        assert_eq!(job_rx.len(), 1, "tiles held back while a batch was queued");
+        assert_eq!(job_rx.recv().unwrap().items.len(), 0, "the busy batch");
+        // The workers' queue is empty and no frame waits: the next frame goes out without
+        // waiting max_wait, with whatever was held.
+        tx.send(frame(0, 3, &pool)).unwrap();
+        let mut tiles = 0;
+        while tiles < 6 {
+            let job = job_rx.recv_timeout(Duration::from_secs(10)).expect("sent long before max_wait");
+            tiles += job.items.len();
+        }
+        assert_eq!(tiles, 6, "three frames of two tiles");
+        drop((tx, b_tx)); // both cameras closed: the thread ends
+        handle.join().unwrap();
     }
 
     #[test]
