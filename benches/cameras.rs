@@ -145,7 +145,7 @@ fn run(setup: &Setup, frames_per_camera: u64) -> Measured {
         *cpu_s.entry(stage_of(name)).or_default() += ns.saturating_sub(before) as f64 / 1e9;
     }
     let snapshot = acc.snapshot();
-    let frames = snapshot.iter().map(|s| s.inspected()).sum();
+    let frames: u64 = snapshot.iter().map(|s| s.inspected()).sum();
     let failsafe = snapshot.iter().map(|s| s.failsafe()).sum();
     let batches = acc.batches.load(Ordering::Relaxed).max(1);
     let tiles = acc.batch_tiles.load(Ordering::Relaxed) as f64;
