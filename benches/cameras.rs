@@ -82,21 +82,29 @@ fn thread_cpu() -> BTreeMap<u32, (String, u64)> {
     out
 }
 
+// The stages CPU time is reported for (the sampler's own is shown but left out of the totals).
+const CAPTURE: &str = "capture (synthetic render)";
+const PREPROCESS: &str = "preprocess (tile cutting)";
+const INFERENCE: &str = "inference";
+const ASSEMBLE: &str = "assemble (stitch, regions, verdict)";
+const OTHER: &str = "other (watchdog, ONNX Runtime pool threads)";
+const SAMPLER: &str = "(this bench's sampler)";
+
 /// The stage a pipeline thread belongs to, by the name the station gives it (Linux keeps the
 /// first 15 bytes).
 fn stage_of(thread: &str) -> &'static str {
     if thread.starts_with("camera-") {
-        "capture (synthetic render)"
+        CAPTURE
     } else if thread.starts_with("preprocess-") {
-        "preprocess (tile cutting)"
+        PREPROCESS
     } else if thread.starts_with("infer-") {
-        "inference"
+        INFERENCE
     } else if thread == "assemble" {
-        "assemble (stitch, regions, verdict)"
+        ASSEMBLE
     } else if thread == "cpu-sampler" {
-        "(this bench's sampler)"
+        SAMPLER
     } else {
-        "other (watchdog, ONNX Runtime pool threads)"
+        OTHER
     }
 }
 
@@ -171,8 +179,8 @@ fn main() {
         let m = run(setup, FRAMES_PER_CAMERA);
         let fps = m.frames as f64 / m.wall_s;
         let per_frame = |stage: &str| 1e3 * m.cpu_s.get(stage).copied().unwrap_or(0.0) / m.frames.max(1) as f64;
-        let total: f64 = m.cpu_s.iter().filter(|(s, _)| !s.starts_with('(')).map(|(_, v)| v).sum();
-        let capture = m.cpu_s.get("capture (synthetic render)").copied().unwrap_or(0.0);
+        let total: f64 = m.cpu_s.iter().filter(|(s, _)| **s != SAMPLER).map(|(_, v)| v).sum();
+        let capture = m.cpu_s.get(CAPTURE).copied().unwrap_or(0.0);
         let pipeline_cpu = total - capture;
         let idle = cores as f64 - total / m.wall_s;
         println!("== {} ==", setup.name);
@@ -200,11 +208,11 @@ fn main() {
             m.tiles_per_batch,
             fps / cores as f64,
             m.frames as f64 / pipeline_cpu.max(1e-9),
-            per_frame("capture (synthetic render)"),
-            per_frame("preprocess (tile cutting)"),
-            per_frame("inference"),
-            per_frame("assemble (stitch, regions, verdict)"),
-            per_frame("other (watchdog, ONNX Runtime pool threads)"),
+            per_frame(CAPTURE),
+            per_frame(PREPROCESS),
+            per_frame(INFERENCE),
+            per_frame(ASSEMBLE),
+            per_frame(OTHER),
         );
     }
     println!("\n{table}");

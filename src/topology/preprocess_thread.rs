@@ -121,18 +121,11 @@ impl Preprocessor {
                     Ok(frame) => {
                         frames += 1;
                         crate::supervise::fault_point("preprocess", frames);
-                        if !self.process(frame, &mut grid, &mut pending, &mut ready, &out) {
-                            return; // downstream gone
-                        }
-                        // Work-conserving: with no batch queued for the workers and no frame
-                        // waiting to join this one, waiting `max_wait` for more tiles only delays
-                        // the verdict (a worker may be idle). Under load the job queue is rarely
-                        // empty, and batches still fill.
-                        if out.jobs.is_empty()
-                            && cameras.iter().all(|c| c.is_empty())
-                            && !self.flush_all(&mut pending, &out.jobs)
+                        let recipe = frame.meta.recipe;
+                        if !self.process(frame, &mut grid, &mut pending, &mut ready, &out)
+                            || !self.send_when_waiting_cannot_help(recipe, &mut pending, &cameras, &out.jobs)
                         {
-                            return;
+                            return; // downstream gone
                         }
                     }
                     Err(_) => {
@@ -161,6 +154,27 @@ impl Preprocessor {
             let due = p.as_ref().is_some_and(|p| p.first_at + self.max_wait(p.recipe) <= now);
             !due || self.flush(p, jobs)
         })
+    }
+
+    /// After a frame of `recipe` is cut: send the tiles that wait for company now when waiting
+    /// cannot help — the recipe allows no wait, or (work-conserving) no batch is queued for the
+    /// workers and no frame waits in any camera queue, so nothing could join them and a worker
+    /// may be idle. Under load the job queue is rarely empty, and batches still fill. Returns
+    /// false when the workers are gone.
+    fn send_when_waiting_cannot_help(
+        &self,
+        recipe: u16,
+        pending: &mut PendingBatches,
+        cameras: &[Receiver<Frame>],
+        jobs: &Sender<BatchJob>,
+    ) -> bool {
+        if self.max_wait(recipe).is_zero() {
+            return pending.get_mut(usize::from(recipe)).is_none_or(|p| self.flush(p, jobs));
+        }
+        if jobs.is_empty() && cameras.iter().all(|c| c.is_empty()) {
+            return self.flush_all(pending, jobs);
+        }
+        true
     }
 
     /// Send every pending batch. Returns false when the workers are gone.
@@ -287,7 +301,6 @@ impl Preprocessor {
                 ready.extend(self.seal(mine));
             }
         }
-        let no_wait = cut.policy.max_wait.is_zero();
         (self.on_frame)(t0.elapsed());
         self.invalid_log.ok();
         if out.starts.send(FrameStart { slot, frame, tiles: tiles as u16 }).is_err() {
@@ -297,10 +310,6 @@ impl Preprocessor {
             if out.jobs.send(job).is_err() {
                 return false;
             }
-        }
-        // No waiting allowed: run what we have now.
-        if no_wait {
-            return self.flush(&mut pending[usize::from(recipe)], &out.jobs);
         }
         true
     }
