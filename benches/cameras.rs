@@ -29,19 +29,17 @@ const FRAMES_PER_CAMERA: u64 = 150;
 struct Setup {
     name: &'static str,
     max_batch: usize,
-    workers: usize,
-    intra_threads: usize,
+    /// `(workers, intra_threads)`; `None` leaves both to the station's defaults.
+    threads: Option<(usize, usize)>,
 }
 
 const SETUPS: [Setup; 6] = [
-    Setup { name: "batch 1, 1 worker × 2 threads", max_batch: 1, workers: 1, intra_threads: 2 },
-    Setup { name: "dynamic ≤ 16, 1 worker × 2 threads", max_batch: 16, workers: 1, intra_threads: 2 },
-    Setup { name: "batch 1, 2 workers × 1 thread", max_batch: 1, workers: 2, intra_threads: 1 },
-    Setup { name: "dynamic ≤ 4 (default), 2 workers × 1 thread", max_batch: 4, workers: 2, intra_threads: 1 },
-    Setup { name: "dynamic ≤ 16, 2 workers × 1 thread", max_batch: 16, workers: 2, intra_threads: 1 },
-    Setup {
-        name: "dynamic ≤ 4 (default), 1 worker × 1 thread (default)", max_batch: 4, workers: 1, intra_threads: 1
-    },
+    Setup { name: "batch 1, 1 worker × 2 threads", max_batch: 1, threads: Some((1, 2)) },
+    Setup { name: "dynamic ≤ 16, 1 worker × 2 threads", max_batch: 16, threads: Some((1, 2)) },
+    Setup { name: "batch 1, 2 workers × 1 thread", max_batch: 1, threads: Some((2, 1)) },
+    Setup { name: "dynamic ≤ 4 (default), 2 workers × 1 thread", max_batch: 4, threads: Some((2, 1)) },
+    Setup { name: "dynamic ≤ 16, 2 workers × 1 thread", max_batch: 16, threads: Some((2, 1)) },
+    Setup { name: "defaults: dynamic ≤ 4, workers and threads unset", max_batch: 4, threads: None },
 ];
 
 fn repo() -> PathBuf {
@@ -59,9 +57,10 @@ fn station_config(s: &Setup) -> String {
     }
     // A deadline far beyond any queueing here: the bench measures throughput, not timeouts.
     text + &format!(
-        "[model]\npackage = \"models/demo\"\nworkers = {}\nintra_threads = {}\n\n[pipeline]\nmax_batch = {}\n\
+        "[model]\npackage = \"models/demo\"\n{threads}\n[pipeline]\nmax_batch = {}\n\
          max_wait_us = 2000\nverdict_deadline_ms = 60000\n\n[[rule]]\nclass = \"defect\"\nmin_score = 0.5\nmin_area_px = 12\n",
-        s.workers, s.intra_threads, s.max_batch
+        s.max_batch,
+        threads = s.threads.map_or(String::new(), |(w, t)| format!("workers = {w}\nintra_threads = {t}\n")),
     )
 }
 
@@ -116,10 +115,13 @@ struct Measured {
     tiles_per_batch: f64,
     tiles_per_frame: f64,
     failsafe: u64,
+    /// The station's `(workers, intra_threads)` after the config's defaults were filled.
+    threads: (usize, usize),
 }
 
 fn run(setup: &Setup, frames_per_camera: u64) -> Measured {
     let loaded = config::load_str(&station_config(setup), "bench-cameras", repo()).expect("bench config");
+    let threads = (loaded.config.model.workers, loaded.config.model.intra_threads);
     let station = Station::build(&loaded, RunOptions { max_frames: Some(frames_per_camera), ..Default::default() })
         .expect("building the station");
     // Threads that exist before the run (main, ONNX Runtime pools made with the sessions) count
@@ -158,7 +160,7 @@ fn run(setup: &Setup, frames_per_camera: u64) -> Measured {
     let batches = acc.batches.load(Ordering::Relaxed).max(1);
     let tiles = acc.batch_tiles.load(Ordering::Relaxed) as f64;
     let (tiles_per_batch, tiles_per_frame) = (tiles / batches as f64, tiles / frames.max(1) as f64);
-    Measured { frames, wall_s, cpu_s, tiles_per_batch, tiles_per_frame, failsafe }
+    Measured { frames, wall_s, cpu_s, tiles_per_batch, tiles_per_frame, failsafe, threads }
 }
 
 fn main() {
@@ -183,7 +185,11 @@ fn main() {
         let capture = m.cpu_s.get(CAPTURE).copied().unwrap_or(0.0);
         let pipeline_cpu = total - capture;
         let idle = cores as f64 - total / m.wall_s;
-        println!("== {} ==", setup.name);
+        let name = match setup.threads {
+            Some(_) => setup.name.to_string(),
+            None => format!("{} ({} × {})", setup.name, m.threads.0, m.threads.1),
+        };
+        println!("== {name} ==");
         println!(
             "{} frames in {:.2} s: {fps:.2} frames/s ({:.1} tiles/s), {:.2} tiles per batch, {} FAILSAFE",
             m.frames,
@@ -203,8 +209,7 @@ fn main() {
         println!("  idle: {idle:.2} of {cores} cores");
         let _ = writeln!(
             table,
-            "| {} | {fps:.2} | {:.1} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} | {idle:.2} |",
-            setup.name,
+            "| {name} | {fps:.2} | {:.1} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} | {idle:.2} |",
             m.tiles_per_batch,
             fps / cores as f64,
             m.frames as f64 / pipeline_cpu.max(1e-9),

@@ -7,9 +7,10 @@
 
 Weights int8 per channel, activations uint8 (`reduce_range`: 7-bit weights, so CPUs without
 VNNI-class instructions cannot saturate their 16-bit intermediate sums), ranges from the
-calibration images (squashed to --size, grayscale repeated to 3 channels, [0, 1], as teach feeds
-them). The output folder gets model.onnx and a backbone.toml copied from the float backbone with
-its name, sha256, size and a [quantization] table. `--time` prints frames/s of both graphs.
+calibration images (squashed to --size, grayscale repeated to 3 channels, [0, 1], and with
+`--contrast standardised`, the default, shifted and scaled to mean 0.5 and sd 0.2 as teach's
+standardised recipe feeds the backbone; `raw` for models taught with raw contrast). The output
+folder gets model.onnx and a backbone.toml copied from the float backbone with its name, sha256, size and a [quantization] table. `--time` prints frames/s of both graphs.
 """
 import argparse
 import hashlib
@@ -29,20 +30,26 @@ from PIL import Image
 EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def load(path, size):
+# teach's standardised input (src/teach/onnx.rs: STANDARD_MEAN, STANDARD_STD, STANDARD_STD_FLOOR).
+STANDARD_MEAN, STANDARD_STD, STANDARD_STD_FLOOR = 0.5, 0.2, 1e-3
+
+
+def load(path, size, contrast):
     x = np.asarray(Image.open(path).convert("L").resize((size, size), Image.BILINEAR), np.float32) / 255.0
-    return np.repeat(x[None, None], 3, axis=1)
+    if contrast == "standardised":
+        x = (x - x.mean()) * (STANDARD_STD / (x.std() + STANDARD_STD_FLOOR)) + STANDARD_MEAN
+    return np.repeat(x[None, None], 3, axis=1).astype(np.float32)
 
 
 class Reader(CalibrationDataReader):
-    def __init__(self, files, size, name):
-        self.files, self.size, self.name, self.i = files, size, name, 0
+    def __init__(self, files, size, name, contrast):
+        self.files, self.size, self.name, self.contrast, self.i = files, size, name, contrast, 0
 
     def get_next(self):
         if self.i >= len(self.files):
             return None
         self.i += 1
-        return {self.name: load(self.files[self.i - 1], self.size)}
+        return {self.name: load(self.files[self.i - 1], self.size, self.contrast)}
 
 
 def fps(path, size, threads, n=60):
@@ -67,6 +74,7 @@ def main():
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="percentile")
+    ap.add_argument("--contrast", choices=["standardised", "raw"], default="standardised")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time", action="store_true")
     a = ap.parse_args()
@@ -84,7 +92,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         pre = os.path.join(tmp, "pre.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
-        quantize_static(pre, dst, Reader(files, a.size, name), quant_format=QuantFormat.QDQ,
+        quantize_static(pre, dst, Reader(files, a.size, name, a.contrast), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         reduce_range=True, calibrate_method=method,
                         extra_options={"CalibPercentile": 99.999} if a.method == "percentile" else {})
@@ -96,7 +104,7 @@ def main():
     toml = re.sub(r'^bytes = \d+', f"bytes = {len(data)}", toml, count=1, flags=re.M)
     toml += (f'\n[quantization]\nformat = "QDQ static"\nweights = "int8 per channel, reduce_range"\n'
              f'activations = "uint8"\ncalibration = "{a.method}"\ncalibration_images = {len(files)}\n'
-             f'calibration_size = {a.size}\nfloat_sha256 = "{hashlib.sha256(open(src, "rb").read()).hexdigest()}"\n'
+             f'calibration_size = {a.size}\ncalibration_contrast = "{a.contrast}"\nfloat_sha256 = "{hashlib.sha256(open(src, "rb").read()).hexdigest()}"\n'
              f'made_by = "scripts/quantize-backbone.py"\n')
     open(os.path.join(a.out, "backbone.toml"), "w").write(toml)
     print(f"wrote {dst} ({len(data)} bytes, sha256 {sha}) from {len(files)} calibration images")

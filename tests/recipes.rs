@@ -448,6 +448,15 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["installed"], true, "{job}");
     assert_eq!(job["teach"]["images"], 16, "{job}");
+    // Parts of the product (a camera's), no grid, contrast or threshold in the config: chosen as
+    // `linesight teach` chooses them, the grid and contrast by validation among the tile
+    // candidates, the threshold at the stated overkill instead of mean + 3 std.
+    let candidates = job["teach"]["recipe"]["candidates"].as_array().expect("the recipe search's candidates");
+    let tried: Vec<&str> = candidates.iter().filter_map(|c| c["recipe"].as_str()).collect();
+    assert_eq!(tried.first(), Some(&"tile 256×256 grid 16 standardised"), "{job}");
+    assert!(tried.len() == 3 && tried.iter().any(|r| r.contains("grid 8")) && tried.iter().any(|r| r.ends_with("raw")));
+    let rule = job["teach"]["threshold_rule"].as_str().unwrap();
+    assert!(rule.contains("percentile of the held-out good scores"), "{rule}");
     let on = job["first_seq"]["metal"].as_u64().expect("the metal camera's first frame under the taught model");
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

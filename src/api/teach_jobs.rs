@@ -248,9 +248,11 @@ fn teach(
         backbone.display()
     );
     let mut opts = crate::teach::TeachOptions::new(&images, out, backbone);
+    // Camera, archive or folder: parts of the product, never renders made for teaching.
     crate::teach::on_start::apply(
         &mut opts,
         &t,
+        crate::teach::on_start::Images::Real,
         loaded.config.pipeline.input_mode,
         loaded.config.pipeline.tile_overlap_px,
     );

@@ -10,6 +10,7 @@
 pub mod fleet;
 mod line;
 pub mod recipe;
+mod threads;
 pub mod timing;
 mod types;
 mod unknown;
@@ -83,7 +84,7 @@ pub fn load_str(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedCon
             unknown.push(unknown::unknown(&path, unknown::lookup(&table, &path), None));
         }
     }
-    let config: StationConfig = match typed {
+    let mut config: StationConfig = match typed {
         Ok(config) => config,
         Err(e) if unknown.is_empty() => {
             return Err(LoadError::Parse { origin: origin.to_string(), message: parse_error(e) });
@@ -94,6 +95,7 @@ pub fn load_str(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedCon
             return Err(LoadError::Parse { origin: origin.to_string(), message });
         }
     };
+    threads::fill_unset(&mut config, &table, threads::available_cores());
     let mut loaded = LoadedConfig { config, base_dir, geometry: Vec::new() };
     match validate::validate(&loaded) {
         Ok(geometry) if unknown.is_empty() => {

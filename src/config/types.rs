@@ -250,10 +250,12 @@ pub struct ModelConfig {
     /// Execution provider; falls back to CPU (with a log line) when unavailable.
     #[serde(default)]
     pub provider: Provider,
-    /// Inference worker threads, each with its own ONNX Runtime session.
+    /// Inference worker threads, each with its own ONNX Runtime session. Unset: one per camera,
+    /// up to the number of cores (`threads.rs`).
     #[serde(default = "one")]
     pub workers: usize,
-    /// Threads ONNX Runtime may use inside one session run.
+    /// Threads ONNX Runtime may use inside one session run. Unset: the cores shared out among the
+    /// workers.
     #[serde(default = "one")]
     pub intra_threads: usize,
     /// Whether ONNX Runtime's intra-op threads spin-wait for the next run instead of sleeping.
@@ -290,13 +292,15 @@ pub struct ModelTeachConfig {
     /// Model input side in pixels (a multiple of 16).
     #[serde(default = "default_teach_size")]
     pub size: u32,
-    /// Patch grid stride: 16 (default) or 8 (finer maps for defects of a few pixels).
-    #[serde(default = "default_grid_stride")]
-    pub grid_stride: usize,
-    /// Contrast handling of the first-start teach (no recipe search there): `raw` keeps the
-    /// recipe it always had; `standardised` is what `linesight teach` usually chooses.
+    /// Patch grid stride: 16 or 8 (finer maps for defects of a few pixels). Unset: chosen by
+    /// teach's validation like `linesight teach` does (synthetic parts: 16).
     #[serde(default)]
-    pub input_contrast: InputContrast,
+    pub grid_stride: Option<usize>,
+    /// Contrast handling: `standardised` (each input shifted and scaled to a standard mean and
+    /// spread) or `raw`. Unset: chosen by teach's validation like `linesight teach` does
+    /// (synthetic parts: raw, the recipe the demo's rendered surfaces were taught with).
+    #[serde(default)]
+    pub input_contrast: Option<InputContrast>,
     #[serde(default = "default_coreset_ratio")]
     pub coreset_ratio: f64,
     /// Most bank rows (the run-time cost); unset: the scoring budget's.
@@ -314,9 +318,11 @@ pub struct ModelTeachConfig {
     /// Image score = mean of this fraction of the map's highest pixels.
     #[serde(default = "default_top_fraction")]
     pub top_fraction: f32,
-    /// Threshold = mean + K·std of the held-out good parts' scores.
-    #[serde(default = "default_threshold_sigmas")]
-    pub threshold_sigmas: f32,
+    /// Threshold = mean + K·std of the held-out good parts' scores. Unset: the threshold
+    /// `linesight teach` sets by default (at most 1% of the held-out good parts over it;
+    /// synthetic parts: K = 3).
+    #[serde(default)]
+    pub threshold_sigmas: Option<f32>,
     /// Fraction of the good parts held out to calibrate the threshold.
     #[serde(default = "default_holdout_fraction")]
     pub holdout_fraction: f64,
@@ -329,9 +335,6 @@ fn default_blur_sigma_px() -> f32 {
 }
 fn default_top_fraction() -> f32 {
     0.05
-}
-fn default_threshold_sigmas() -> f32 {
-    3.0
 }
 fn default_holdout_fraction() -> f64 {
     0.15
@@ -351,9 +354,6 @@ fn default_local_scale_k() -> usize {
 }
 fn default_whiten() -> f64 {
     1.0
-}
-fn default_grid_stride() -> usize {
-    16
 }
 
 fn one() -> usize {

@@ -467,12 +467,14 @@ fn check_package(
                 cfg.pipeline.tile_overlap_px,
                 "must be smaller than model.teach.size (tiles overlap by less than their side)",
             );
-            c.check(
-                matches!(t.grid_stride, 8 | 16),
-                format!("{prefix}.teach.grid_stride"),
-                t.grid_stride,
-                "must be 8 or 16 (the backbone's tap strides)",
-            );
+            if let Some(stride) = t.grid_stride {
+                c.check(
+                    matches!(stride, 8 | 16),
+                    format!("{prefix}.teach.grid_stride"),
+                    stride,
+                    "must be 8 or 16 (the backbone's tap strides)",
+                );
+            }
             if let Some(rows) = t.max_bank_rows {
                 c.check(
                     (1..=MAX_BANK_ROWS).contains(&rows),
@@ -511,12 +513,14 @@ fn check_package(
                 t.top_fraction,
                 "must be in (0, 1], e.g. 0.05",
             );
-            c.check(
-                (0.0..=MAX_THRESHOLD_SIGMAS).contains(&t.threshold_sigmas),
-                format!("{prefix}.teach.threshold_sigmas"),
-                t.threshold_sigmas,
-                "must be 0..=100, e.g. 3 (a huge threshold would pass every part)",
-            );
+            if let Some(sigmas) = t.threshold_sigmas {
+                c.check(
+                    (0.0..=MAX_THRESHOLD_SIGMAS).contains(&sigmas),
+                    format!("{prefix}.teach.threshold_sigmas"),
+                    sigmas,
+                    "must be 0..=100, e.g. 3 (a huge threshold would pass every part)",
+                );
+            }
             c.check(
                 t.holdout_fraction > 0.0 && t.holdout_fraction < 1.0,
                 format!("{prefix}.teach.holdout_fraction"),

@@ -7,7 +7,7 @@
 //! folder and the first rename wins, the other keeps the winner's package.
 
 use super::learn::{TeachOptions, teach};
-use crate::config::{InputMode, LoadedConfig, ModelTeachConfig, SourceConfig};
+use crate::config::{InputContrast, InputMode, LoadedConfig, ModelTeachConfig, SourceConfig};
 use crate::synth::{Generator, SynthParams};
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,8 @@ fn ensure_one(
     };
     tracing::info!(package = %package.display(), images = %images.display(), "no taught model yet: teaching from good parts");
     let mut opts = TeachOptions::new(&images, &package, loaded.resolve(&t.backbone));
-    apply(&mut opts, t, cfg.pipeline.input_mode, cfg.pipeline.tile_overlap_px);
+    let images_kind = if t.images.is_some() { Images::Real } else { Images::Synthetic };
+    apply(&mut opts, t, images_kind, cfg.pipeline.input_mode, cfg.pipeline.tile_overlap_px);
     opts.name = Some(name.to_string());
     opts.progress = progress;
     opts.keep_existing = true;
@@ -90,23 +91,49 @@ fn ensure_one(
     Ok(true)
 }
 
+/// Where a station's teach parts come from, which decides what its unset teach settings mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Images {
+    /// Parts of the product (a folder, a camera, the archive): unset settings are chosen the way
+    /// `linesight teach` chooses them (the grid and contrast by validation, the threshold at the
+    /// stated overkill), so a station taught from its screen is as good as one taught by hand.
+    Real,
+    /// Parts rendered by the station's synthetic cameras (the demo): the fixed recipe they were
+    /// made for (grid 16, raw contrast, mean + 3σ), one candidate, so the demo starts quickly.
+    Synthetic,
+}
+
 /// A station's teach settings (`[model.teach]` / `[recipe.teach]`) as `teach` options.
-pub fn apply(opts: &mut TeachOptions, t: &ModelTeachConfig, pipeline_mode: Option<InputMode>, overlap: u32) {
+pub fn apply(
+    opts: &mut TeachOptions,
+    t: &ModelTeachConfig,
+    images: Images,
+    pipeline_mode: Option<InputMode>,
+    overlap: u32,
+) {
     opts.input_mode = Some(t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile));
     opts.size = Some(t.size);
     opts.tile_overlap_px = overlap;
-    opts.grid_stride = Some(t.grid_stride);
-    opts.input_contrast = Some(t.input_contrast);
+    (opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match images {
+        Images::Real => (t.grid_stride, t.input_contrast, t.threshold_sigmas),
+        Images::Synthetic => (
+            Some(t.grid_stride.unwrap_or(super::recipe::GRID)),
+            Some(t.input_contrast.unwrap_or(InputContrast::Raw)),
+            Some(t.threshold_sigmas.unwrap_or(SYNTHETIC_THRESHOLD_SIGMAS)),
+        ),
+    };
     opts.coreset_ratio = t.coreset_ratio;
     opts.max_bank_rows = t.max_bank_rows;
     opts.local_scale_k = t.local_scale_k;
     opts.whiten = t.whiten;
     opts.blur_sigma_px = t.blur_sigma_px;
     opts.top_fraction = t.top_fraction;
-    opts.threshold_sigmas = Some(t.threshold_sigmas);
     opts.holdout_fraction = t.holdout_fraction;
     opts.seed = t.seed;
 }
+
+/// The demo's threshold rule on synthetic parts: mean + 3σ of the held-out renders.
+const SYNTHETIC_THRESHOLD_SIGMAS: f32 = 3.0;
 
 /// Render `parts` good parts per synthetic camera among `cameras` into `dir` as PNG.
 fn render_good_parts(cfg: &crate::config::StationConfig, cameras: &[String], parts: u32, dir: &Path) -> Result<()> {
