@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The ONNX Runtime shared library extracted by scripts/setup.sh; `ort` loads it at run time.
 export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-fleet bench-line bench-mtd bench-accuracy bench-teach bench-peer bench-cameras soak-faults fuzz models fixtures clean
+.PHONY: setup build run test check-config screenshots bench bench-api bench-shadow bench-ui bench-fleet bench-line bench-mtd bench-accuracy bench-teach bench-peer bench-cameras soak-faults fuzz models fixtures backbone-int8 clean
 
 setup:
 	@bash scripts/setup.sh
@@ -96,6 +96,16 @@ soak-faults: build
 FUZZ_CASES ?= 100000
 fuzz: setup
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked --test fuzz --test config --test store_api -- fuzz loading_extreme any_text manifests output_shapes image_files plc_register
+
+## INT8 copy of a teach backbone for `linesight teach --precision int8`, calibrated on good images
+## of the product: make backbone-int8 IMAGES=DIR [BACKBONE=models/backbone-lite2]. Writes
+## $(BACKBONE)-int8 with ONNX Runtime's quantizer (QDQ, static); see README "Performance".
+BACKBONE ?= models/backbone-lite2
+backbone-int8:
+	@test -n "$(IMAGES)" || { echo "backbone-int8: set IMAGES to a folder of good images, e.g. make backbone-int8 IMAGES=good/" >&2; exit 2; }
+	bash scripts/python-env.sh
+	.venv/bin/python -c "import onnxruntime" 2>/dev/null || .venv/bin/pip install --quiet "onnxruntime==1.31.1"  # the version scripts/setup.sh runs
+	.venv/bin/python scripts/quantize-backbone.py --backbone $(BACKBONE) --out $(BACKBONE)-int8 --images $(IMAGES)
 
 ## Regenerate the committed ONNX files (demo model, test fixtures) with their scripts.
 models:

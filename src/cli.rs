@@ -91,6 +91,11 @@ pub struct TeachArgs {
     /// else models/backbone-lite0].
     #[arg(long, value_name = "DIR")]
     pub backbone: Option<PathBuf>,
+    /// The backbone's precision: `fp32`, or `int8`, its quantized copy `<backbone>-int8` (made
+    /// from good images by `make backbone-int8`; faster only on CPUs with VNNI-class
+    /// instructions, see README "Performance").
+    #[arg(long, value_name = "fp32|int8", default_value = "fp32")]
+    pub precision: String,
     /// How images become model inputs, as the station will feed frames: `resize` squashes each
     /// image to the model input (parts that fill the frame); `tile` cuts overlapping SIZE×SIZE
     /// tiles (large frames, small defects) [default: chosen by validation from the images' size

@@ -346,6 +346,50 @@ fn bad_options_are_all_reported() {
     assert!(err.contains("--coreset-ratio 0") && err.contains("--holdout 1.5"), "{err}");
 }
 
+/// `--precision int8` teaches on the backbone's INT8 copy beside it (`<backbone>-int8`, made by
+/// `make backbone-int8`), and without one says how to make it and writes nothing. The copy here is
+/// the float graph under the INT8 name: what is checked is which package teach composes on.
+#[test]
+fn int8_precision_teaches_on_the_copy_beside_the_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    let float = dir.path().join("backbone-lite0");
+    std::fs::create_dir_all(&float).unwrap();
+    for f in ["backbone.toml", "model.onnx"] {
+        std::fs::copy(repo().join(LITE0).join(f), float.join(f)).unwrap();
+    }
+    let teach = |out: &Path| {
+        output(
+            linesight()
+                .args(["teach", "--precision", "int8", "--size", "128", "--images"])
+                .arg(&images)
+                .arg("--out")
+                .arg(out)
+                .arg("--backbone")
+                .arg(&float),
+        )
+    };
+    let missing = dir.path().join("m1");
+    let (ok, _, err) = teach(&missing);
+    assert!(!ok);
+    assert!(err.contains("backbone-lite0-int8") && err.contains("make backbone-int8"), "{err}");
+    assert!(!missing.exists(), "no package is written");
+
+    let int8 = dir.path().join("backbone-lite0-int8");
+    std::fs::create_dir_all(&int8).unwrap();
+    std::fs::copy(float.join("model.onnx"), int8.join("model.onnx")).unwrap();
+    let toml = std::fs::read_to_string(float.join("backbone.toml")).unwrap();
+    std::fs::write(
+        int8.join("backbone.toml"),
+        toml.replacen("name = \"backbone-lite0\"", "name = \"backbone-lite0-int8\"", 1),
+    )
+    .unwrap();
+    let package = dir.path().join("m2");
+    let (ok, out, err) = teach(&package);
+    assert!(ok, "teach failed:\n{out}\n{err}");
+    assert_eq!(manifest(&package)["teach"]["backbone"].as_str(), Some("backbone-lite0-int8"));
+}
+
 /// Bilinear ×f upsample with half-pixel centres (ONNX Resize `linear`, `half_pixel`; edges clamp).
 fn upsample(grid: &[f32], gh: usize, gw: usize, f: usize) -> Vec<f32> {
     let (h, w) = (gh * f, gw * f);

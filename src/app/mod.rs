@@ -2,6 +2,7 @@
 
 use crate::cli::{CalibrateArgs, CheckArgs, Cli, Command, EvalArgs, ExportReviewedArgs, SynthArgs, TeachArgs};
 use crate::config::{self, LoadedConfig};
+use crate::teach::precision::{self, Precision};
 use crate::topology::{RunOptions, Station};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Write};
@@ -53,8 +54,14 @@ fn teach(args: TeachArgs) -> Result<()> {
             "--contrast {other:?}: use `standardised` (each image brought to one mean and spread) or `raw` (pixels as they come)"
         ),
     };
-    let mut opts =
-        crate::teach::TeachOptions::new(args.images, args.out, args.backbone.unwrap_or_else(default_backbone));
+    let precision = Precision::parse(&args.precision).map_err(anyhow::Error::msg)?;
+    let backbone = precision.backbone(&args.backbone.unwrap_or_else(default_backbone)).map_err(anyhow::Error::msg)?;
+    if precision == Precision::Int8
+        && let Some(w) = precision::int8_warning(precision::cpu_has_vnni())
+    {
+        eprintln!("warning: {w}");
+    }
+    let mut opts = crate::teach::TeachOptions::new(args.images, args.out, backbone);
     opts.input_mode = input_mode;
     opts.size = args.size;
     opts.grid_stride = args.grid_stride;

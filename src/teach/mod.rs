@@ -24,6 +24,7 @@ pub mod onnx;
 pub mod operating_point;
 mod package;
 pub mod pca;
+pub mod precision;
 pub mod recipe;
 pub mod selection;
 pub mod summary;
