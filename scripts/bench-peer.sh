@@ -3,6 +3,7 @@
 #
 #   make bench-peer                      # MTD model, 1,000 MTD JPEG crops, 1 worker × 2 threads
 #   THREADS=1 FRAMES_N=500 make bench-peer
+#   PRECISION=int8 make bench-peer       # the model taught on the INT8 backbone (all three pipelines)
 #
 # The same model and frames through
 #   (a) bare ONNX Runtime on a preallocated input (the physical limit),
@@ -12,12 +13,16 @@
 # flat out (frames/s; linesight's steady state from a short and a long run, so model load and
 # warm-up drop out), then each paced at 70% of its own maximum for capture → verdict p50 / p99.
 # The model: the MTD goods of `make bench-accuracy`'s layout taught with the defaults (kept in
-# target/bench-peer/model; delete it to teach again). Python side: a venv with pinned wheels in
+# target/bench-peer/model; delete it to teach again; with PRECISION=int8, target/bench-peer-int8/,
+# taught with `--precision int8` on models/backbone-lite2-int8, made from the MTD training goods
+# when missing). Python side: a venv with pinned wheels in
 # target/peer-venv. Figures go to target/bench-peer/table.md. Nothing here is a timed test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${ACCURACY_DATA:-../shared/datasets}
+PRECISION=${PRECISION:-fp32}
 OUT=target/bench-peer
+if [ "$PRECISION" != fp32 ]; then OUT=target/bench-peer-$PRECISION; fi
 BIN=${LINESIGHT:-./target/release/linesight}
 THREADS=${THREADS:-2}
 FRAMES_N=${FRAMES_N:-1000}
@@ -49,8 +54,11 @@ EOF
 
 if [ ! -f "$OUT/model/model.toml" ]; then
     python3 scripts/accuracy-layout.py --src "$DATA" --out target/accuracy --sets mtd
-    echo "== teaching the MTD model (defaults)"
-    "$BIN" teach --images target/accuracy/mtd/train/good --out "$OUT/model" >"$OUT/teach.log"
+    if [ "$PRECISION" = int8 ] && [ ! -f models/backbone-lite2-int8/backbone.toml ]; then
+        make backbone-int8 IMAGES=target/accuracy/mtd/train/good
+    fi
+    echo "== teaching the MTD model (defaults, --precision $PRECISION)"
+    "$BIN" teach --images target/accuracy/mtd/train/good --out "$OUT/model" --precision "$PRECISION" >"$OUT/teach.log"
 fi
 
 station() { # station FPS FILE: a station config replaying the frames at FPS (0 = flat out)
@@ -103,7 +111,9 @@ py_fps=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fps"])
 
 echo "== each at 70% of its own maximum"
 station "$(python3 -c "print(round(0.7 * $ls_fps, 2))")" "$OUT/paced.toml"
-# --results is resolved against the config's folder: give it an absolute path.
+# --results is resolved against the config's folder: give it an absolute path. It appends, so an
+# earlier run's records must go first.
+rm -f "$OUT/ls-paced.jsonl"
 linesight_run "$OUT/paced.toml" "$FRAMES_N" "$OUT/ls-paced.json" "$PWD/$OUT/ls-paced.jsonl"
 "$PY" scripts/peer_pipeline.py --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
     --limit "$FRAMES_N" --fps "$(python3 -c "print(0.7 * $py_fps)")" --json "$OUT/py-paced.json"

@@ -95,6 +95,14 @@ impl Builder {
         out
     }
 
+    /// A node with two outputs (TopK's values and indices).
+    fn node2(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> [String; 2] {
+        let first = self.node(op, inputs, attrs);
+        let second = format!("{first}_1");
+        self.graph.node.last_mut().expect("node just pushed").output.push(second.clone());
+        [first, second]
+    }
+
     /// A node whose output gets a fixed name (a graph output).
     fn named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, name: &str) {
         let tmp = self.node(op, inputs, attrs);
@@ -384,9 +392,10 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let bt = b.f32s(&[dims, rows], &bank_t);
     let bsq = b.f32s(&[rows], &bank_sq);
     let cross = b.node("Gemm", &[&z, &bt, &bsq], vec![]);
-    // With local scales the nearest row's index is needed too: one ArgMin pass over the
-    // [patches × bank rows] matrix, and the minimum gathered at it (exactly ReduceMin's value),
-    // instead of a second pass over a matrix far larger than the caches.
+    // With local scales the nearest row's index is needed too: one pass over the [patches × bank
+    // rows] matrix giving both, instead of a second pass over a matrix far larger than the caches.
+    // TopK with k = 1 (smallest first, the lower index on ties, as ArgMin) does it in about half
+    // ArgMin's time on ONNX Runtime's CPU kernels, with identical outputs.
     let (dmin, nearest) = match s.local_scale {
         Some(scales) => {
             if scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
@@ -395,8 +404,9 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
                     scales.len()
                 ));
             }
-            let nearest = b.node("ArgMin", &[&cross], vec![int("axis", 1), int("keepdims", 1)]);
-            let dmin = b.node("GatherElements", &[&cross, &nearest], vec![int("axis", 1)]);
+            let k = b.i64s(&[1]);
+            let [dmin, nearest] =
+                b.node2("TopK", &[&cross, &k], vec![int("axis", 1), int("largest", 0), int("sorted", 1)]);
             let flat = b.i64s(&[-1]);
             let dmin = b.node("Reshape", &[&dmin, &flat], vec![]);
             let nearest = b.node("Reshape", &[&nearest, &flat], vec![]);
@@ -448,19 +458,7 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let flat = b.node("Reshape", &[MAP, &flat_shape], vec![]);
     let k = ((s.top_fraction as f64 * pixels as f64).round() as i64).clamp(1, pixels as i64);
     let kk = b.i64s(&[k]);
-    let top = {
-        b.next_id += 1;
-        let values = format!("teach/topk_values_{}", b.next_id);
-        b.graph.node.push(NodeProto {
-            op_type: "TopK".into(),
-            name: values.clone(),
-            input: vec![flat, kk],
-            output: vec![values.clone(), format!("teach/topk_indices_{}", b.next_id)],
-            attribute: vec![int("axis", 1), int("largest", 1), int("sorted", 0)],
-            ..Default::default()
-        });
-        values
-    };
+    let [top, _] = b.node2("TopK", &[&flat, &kk], vec![int("axis", 1), int("largest", 1), int("sorted", 0)]);
     b.named("ReduceMean", &[&top], vec![ints("axes", &[1]), int("keepdims", 0)], SCORE);
     b.graph.output =
         vec![tensor_info(SCORE, &[None]), tensor_info(MAP, &[None, Some(1), Some(shape.height), Some(shape.width)])];
