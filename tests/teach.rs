@@ -347,8 +347,9 @@ fn bad_options_are_all_reported() {
 }
 
 /// `--precision int8` teaches on the backbone's INT8 copy beside it (`<backbone>-int8`, made by
-/// `make backbone-int8`), and without one says how to make it and writes nothing. The copy here is
-/// the float graph under the INT8 name: what is checked is which package teach composes on.
+/// `make backbone-int8`), records that in model.toml, and without one says how to make it and
+/// writes nothing. The copy here is the float graph under the INT8 name and table: what is checked
+/// is which package teach composes on.
 #[test]
 fn int8_precision_teaches_on_the_copy_beside_the_backbone() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,15 +380,15 @@ fn int8_precision_teaches_on_the_copy_beside_the_backbone() {
     std::fs::create_dir_all(&int8).unwrap();
     std::fs::copy(float.join("model.onnx"), int8.join("model.onnx")).unwrap();
     let toml = std::fs::read_to_string(float.join("backbone.toml")).unwrap();
-    std::fs::write(
-        int8.join("backbone.toml"),
-        toml.replacen("name = \"backbone-lite0\"", "name = \"backbone-lite0-int8\"", 1),
-    )
-    .unwrap();
+    let toml = toml.replacen("name = \"backbone-lite0\"", "name = \"backbone-lite0-int8\"", 1)
+        + "\n[quantization]\nformat = \"QDQ static\"\n";
+    std::fs::write(int8.join("backbone.toml"), toml).unwrap();
     let package = dir.path().join("m2");
     let (ok, out, err) = teach(&package);
     assert!(ok, "teach failed:\n{out}\n{err}");
-    assert_eq!(manifest(&package)["teach"]["backbone"].as_str(), Some("backbone-lite0-int8"));
+    let teach = &manifest(&package)["teach"];
+    assert_eq!(teach["backbone"].as_str(), Some("backbone-lite0-int8"));
+    assert_eq!(teach["backbone_int8"].as_bool(), Some(true), "model.toml says the backbone was INT8");
 }
 
 /// Bilinear ×f upsample with half-pixel centres (ONNX Resize `linear`, `half_pixel`; edges clamp).

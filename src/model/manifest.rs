@@ -331,6 +331,9 @@ pub struct Provenance {
 pub struct TeachInfo {
     pub backbone: String,
     pub backbone_sha256: String,
+    /// The model was composed on an INT8 copy of the backbone (`teach --precision int8`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backbone_int8: bool,
     pub input_mode: crate::config::InputMode,
     pub images: usize,
     pub teach_images: usize,

@@ -31,6 +31,9 @@ pub struct Backbone {
     /// Multiply-adds per input pixel the nearest-neighbour search may cost by default: the
     /// backbone's own cost per pixel sets what "no more than the backbone" allows.
     pub scoring_budget_macs_per_pixel: usize,
+    /// An INT8 copy of a float backbone (its `backbone.toml` has a `[quantization]` table,
+    /// written by `scripts/quantize-backbone.py`).
+    pub int8: bool,
 }
 
 /// The parts of `backbone.toml` teach mode reads (provenance is for people; not parsed).
@@ -44,6 +47,9 @@ struct Manifest {
     outputs: Vec<Tap>,
     #[serde(default = "default_budget")]
     scoring_budget_macs_per_pixel: usize,
+    /// How an INT8 copy was quantized (for people); only its presence is read.
+    #[serde(default)]
+    quantization: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +129,7 @@ impl Backbone {
             multiple_of: m.input.multiple_of.max(1),
             taps: m.outputs,
             scoring_budget_macs_per_pixel: m.scoring_budget_macs_per_pixel,
+            int8: m.quantization.is_some(),
         })
     }
 

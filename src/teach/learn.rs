@@ -409,6 +409,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let info = TeachInfo {
         backbone: backbone.name.clone(),
         backbone_sha256: backbone.sha256.clone(),
+        backbone_int8: backbone.int8,
         input_mode: recipe.mode,
         images: files.len(),
         teach_images: teach_set.len(),

@@ -17,9 +17,7 @@ pub enum Precision {
     Int8,
 }
 
-/// CPUs whose VNNI-class instructions make INT8 pay, in words.
-pub const VNNI_CPUS: &str = "Intel Xeon Cascade Lake and later, Intel Core Ice Lake and Alder Lake and later, \
-                             AMD Zen 4 and later";
+pub use crate::stages::infer::cpu::{VNNI_CPUS, has_vnni as cpu_has_vnni};
 
 impl Precision {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -58,23 +56,6 @@ impl Precision {
 pub fn int8_sibling(float: &Path) -> PathBuf {
     let name = float.file_name().map_or_else(|| "backbone".into(), |n| n.to_string_lossy().into_owned());
     float.with_file_name(format!("{}-int8", name.trim_end_matches('/')))
-}
-
-/// Whether this CPU has VNNI-class instructions (AVX-512 VNNI or AVX-VNNI on x86-64; ARM's dot
-/// product instructions on aarch64).
-pub fn cpu_has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("dotprod")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
 }
 
 /// What to tell the user who teaches on INT8 on this CPU, if anything.

@@ -60,6 +60,17 @@ pub(super) fn build_recipe(
     let cfg = &loaded.config;
     let package = ModelPackage::load(&loaded.resolve(&rc.package))?;
     let m = &package.manifest;
+    if m.teach.as_ref().is_some_and(|t| t.backbone_int8)
+        && opts.provider == crate::config::Provider::Cpu
+        && !crate::stages::infer::cpu::has_vnni()
+    {
+        tracing::warn!(
+            model = %m.name,
+            "the model was taught on an INT8 backbone and this CPU has no VNNI-class instructions: it runs slower \
+             here than the same model taught with --precision fp32 (INT8 pays on {})",
+            crate::stages::infer::cpu::VNNI_CPUS
+        );
+    }
     let classes = m.task.classes();
     let rule_configs = rc.rules.as_deref().unwrap_or(&cfg.rules);
     let rules = Rules::resolve(rule_configs, &classes).map_err(BuildError::Config)?;
