@@ -10,7 +10,8 @@ VNNI-class instructions cannot saturate their 16-bit intermediate sums), ranges 
 calibration images (squashed to --size, grayscale repeated to 3 channels, [0, 1], and with
 `--contrast standardised`, the default, shifted and scaled to mean 0.5 and sd 0.2 as teach's
 standardised recipe feeds the backbone; `raw` for models taught with raw contrast). The output
-folder gets model.onnx and a backbone.toml copied from the float backbone with its name, sha256, size and a [quantization] table. `--time` prints frames/s of both graphs.
+folder gets model.onnx and a backbone.toml copied from the float backbone with its name, sha256,
+size and a [quantization] table. `--time` prints frames/s of both graphs.
 """
 import argparse
 import hashlib

@@ -55,7 +55,7 @@ impl Precision {
 /// `models/backbone-lite2` → `models/backbone-lite2-int8`.
 pub fn int8_sibling(float: &Path) -> PathBuf {
     let name = float.file_name().map_or_else(|| "backbone".into(), |n| n.to_string_lossy().into_owned());
-    float.with_file_name(format!("{}-int8", name.trim_end_matches('/')))
+    float.with_file_name(format!("{name}-int8"))
 }
 
 /// What to tell the user who teaches on INT8 on this CPU, if anything.
