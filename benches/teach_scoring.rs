@@ -18,7 +18,7 @@
 use criterion::{Criterion, criterion_group};
 use linesight::config::InputContrast;
 use linesight::teach::backbone::Backbone;
-use linesight::teach::learn::{budget_bank_rows, session_from_bytes};
+use linesight::teach::learn::{budget_bank_rows, nearest_search, session_from_bytes};
 use linesight::teach::onnx::{self, InputShape, Scoring};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -45,7 +45,8 @@ fn repo() -> PathBuf {
 }
 
 fn backbones() -> Vec<Backbone> {
-    ["models/backbone-lite0", "models/backbone-lite2"]
+    // The INT8 copy when `make backbone-int8` has made it (its models search the bank in int8 too).
+    ["models/backbone-lite0", "models/backbone-lite2", "models/backbone-lite2-int8"]
         .iter()
         .filter_map(|d| Backbone::load(&repo().join(d)).ok())
         .collect()
@@ -56,7 +57,7 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
     let mut rng = ChaCha8Rng::seed_from_u64(rows as u64);
     let mut noise = |n: usize| (0..n).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
     let (mean, projection, bank) = (noise(c), noise(c * PCA_DIMS), noise(rows * PCA_DIMS));
-    // The default local-density normalisation (its cost: an ArgMin, a Gather and a Div).
+    // The default local-density normalisation (its cost: the nearest row's index, a Gather and a Div).
     let scales: Vec<f32> = noise(rows).iter().map(|v| 1.0 + v.abs()).collect();
     let scoring = Scoring {
         mean: &mean,
@@ -67,6 +68,7 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
         top_fraction: 0.05,
         local_scale: Some(&scales),
         correction: None,
+        search: nearest_search(backbone),
     };
     onnx::scoring_model(
         backbone,

@@ -323,6 +323,10 @@ pub struct Provenance {
     pub notes: String,
 }
 
+fn exact_search() -> String {
+    "exact".into()
+}
+
 /// The `[teach]` table of a taught model: the recipe, the data it saw, and what teaching cost.
 /// Written by `linesight teach` for people and for `check`; the runtime only needs the graph and
 /// the threshold.
@@ -334,6 +338,10 @@ pub struct TeachInfo {
     /// The model was composed on an INT8 copy of the backbone (`teach --precision int8`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backbone_int8: bool,
+    /// How the scoring step finds each patch's nearest bank row: `exact` (float), or `int8` (the
+    /// search in 8-bit integers, the distance to the row found in float; INT8 backbones).
+    #[serde(default = "exact_search")]
+    pub nearest_search: String,
     pub input_mode: crate::config::InputMode,
     pub images: usize,
     pub teach_images: usize,

@@ -47,7 +47,7 @@ use super::defects;
 use super::feeder::{Feeder, decode, header_size};
 use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
-use super::onnx::{self, InputShape, Scoring};
+use super::onnx::{self, InputShape, NearestSearch, Scoring};
 use super::operating_point::{self, Rule, ScoreStats, Scores};
 use super::package::write_package;
 use super::pca;
@@ -410,6 +410,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         backbone: backbone.name.clone(),
         backbone_sha256: backbone.sha256.clone(),
         backbone_int8: backbone.int8,
+        nearest_search: nearest_search(&backbone).name().into(),
         input_mode: recipe.mode,
         images: files.len(),
         teach_images: teach_set.len(),
@@ -788,6 +789,7 @@ impl Ctx<'_> {
             top_fraction: self.opts.top_fraction,
             local_scale: scales.as_deref(),
             correction,
+            search: nearest_search(self.backbone),
         };
         onnx::scoring_model(self.backbone, shape, &scoring).map_err(|e| anyhow!(e))
     }
@@ -874,6 +876,12 @@ fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progr
 /// Local scales with a floor of 1/1000 of their mean (1 when all are 0): a bank row whose nearest
 /// rows coincide with it (a teach set with fewer distinct patches than bank rows, e.g. flat
 /// synthetic parts) would otherwise divide its patches' distances by 0.
+/// Models on an INT8 backbone search the bank in 8-bit integers too: with the backbone quantized,
+/// the float search would be half of every run.
+pub fn nearest_search(backbone: &Backbone) -> NearestSearch {
+    if backbone.int8 { NearestSearch::Int8 } else { NearestSearch::Exact }
+}
+
 fn floor_scales(mut scales: Vec<f32>) -> Vec<f32> {
     let mean = scales.iter().map(|&v| v as f64).sum::<f64>() / scales.len().max(1) as f64;
     let floor = if mean > 0.0 { (mean * 1e-3) as f32 } else { 1.0 };

@@ -24,6 +24,9 @@ use onnx_protobuf::{
 };
 use protobuf::{EnumOrUnknown, Message, MessageField};
 
+mod nearest;
+pub use nearest::NearestSearch;
+
 /// Name of the taught model's (and the feature graph's) image input.
 pub const INPUT: &str = "input";
 /// Feature graph output: `[N·h·w, C]` patch features, rows image-major then y, then x.
@@ -53,6 +56,8 @@ pub struct Scoring<'a> {
     /// The learned correction c `[D]` ([`super::head`]): each patch's distance plus c·z. `None`:
     /// goods-only scoring.
     pub correction: Option<&'a [f32]>,
+    /// How each patch's nearest bank row is found.
+    pub search: NearestSearch,
 }
 
 /// The graphs' input: fixed height and width (the manifest's tile size), dynamic batch, and what
@@ -126,13 +131,18 @@ impl Builder {
     }
 
     fn i64s(&mut self, data: &[i64]) -> String {
+        self.raw(&[data.len()], DataType::INT64, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// A constant of any element type from its little-endian bytes.
+    fn raw(&mut self, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> String {
         self.next_id += 1;
         let name = format!("teach/const_{}", self.next_id);
         self.graph.initializer.push(TensorProto {
             name: name.clone(),
-            dims: vec![data.len() as i64],
-            data_type: DataType::INT64 as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type as i32,
+            raw_data,
             ..Default::default()
         });
         name
@@ -380,48 +390,17 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let centred = b.node("Sub", &[&patches, &mean], vec![]);
     let proj = b.f32s(&[c, dims], s.projection);
     let z = b.node("MatMul", &[&centred, &proj], vec![]);
-    // The bank as the Gemm's B = −2·bankᵀ [D, M] and C = |b|² [M].
-    let mut bank_t = vec![0.0f32; dims * rows];
-    let mut bank_sq = vec![0.0f32; rows];
-    for (r, row) in s.bank.chunks_exact(dims).enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            bank_t[k * rows + r] = -2.0 * v;
-        }
-        bank_sq[r] = super::sq_norm(row);
+    if let Some(scales) = s.local_scale
+        && (scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)))
+    {
+        return Err(format!(
+            "scoring: {} local scales for {rows} bank rows; each must be finite and > 0",
+            scales.len()
+        ));
     }
-    let bt = b.f32s(&[dims, rows], &bank_t);
-    let bsq = b.f32s(&[rows], &bank_sq);
-    let cross = b.node("Gemm", &[&z, &bt, &bsq], vec![]);
-    // With local scales the nearest row's index is needed too: one pass over the [patches × bank
-    // rows] matrix giving both, instead of a second pass over a matrix far larger than the caches.
-    // TopK with k = 1 (smallest first, the lower index on ties, as ArgMin) does it in about half
-    // ArgMin's time on ONNX Runtime's CPU kernels, with identical outputs.
-    let (dmin, nearest) = match s.local_scale {
-        Some(scales) => {
-            if scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                return Err(format!(
-                    "scoring: {} local scales for {rows} bank rows; each must be finite and > 0",
-                    scales.len()
-                ));
-            }
-            let k = b.i64s(&[1]);
-            let [dmin, nearest] =
-                b.node2("TopK", &[&cross, &k], vec![int("axis", 1), int("largest", 0), int("sorted", 1)]);
-            let flat = b.i64s(&[-1]);
-            let dmin = b.node("Reshape", &[&dmin, &flat], vec![]);
-            let nearest = b.node("Reshape", &[&nearest, &flat], vec![]);
-            (dmin, Some((nearest, scales)))
-        }
-        None => (b.node("ReduceMin", &[&cross], vec![ints("axes", &[1]), int("keepdims", 0)]), None),
-    };
-    let zz = b.node("ReduceSumSquare", &[&z], vec![ints("axes", &[1]), int("keepdims", 0)]);
-    let d2 = b.node("Add", &[&dmin, &zz], vec![]);
-    let zero = b.f32s(&[], &[0.0]);
-    let d2 = b.node("Max", &[&d2, &zero], vec![]);
-    let mut dist = b.node("Sqrt", &[&d2], vec![]);
-    if let Some((nearest, scales)) = nearest {
-        let table = b.f32s(&[rows], scales);
-        let scale = b.node("Gather", &[&table, &nearest], vec![int("axis", 0)]);
+    let found = nearest::nearest(&mut b, &z, s.bank, dims, s.local_scale, s.search);
+    let mut dist = b.node("Sqrt", &[&found.d2], vec![]);
+    if let Some(scale) = found.scale {
         dist = b.node("Div", &[&dist, &scale], vec![]);
     }
     if let Some(c) = s.correction {
