@@ -12,7 +12,9 @@
 #       queues, the anomaly map back to frame coordinates, threshold, connected components;
 # flat out (frames/s; linesight's steady state from a short and a long run, so model load and
 # warm-up drop out; the three take turns ROUNDS times, default 3, and each keeps its best), then
-# each paced at 70% of its own maximum for capture → verdict p50 / p99.
+# each paced at 70% of its own maximum for capture → verdict p50 / p99, and linesight also at the
+# Python pipeline's 70% (the same offered load). With PRECISION=int8, when the FP32 model of a
+# plain run is there: the two models' bare runs in turns, and the median speed-up.
 # The model: the MTD goods of `make bench-accuracy`'s layout taught with the defaults (kept in
 # target/bench-peer/model; delete it to teach again; with PRECISION=int8, target/bench-peer-int8/,
 # taught with `--precision int8` on models/backbone-lite2-int8, made from the MTD training goods
@@ -128,25 +130,47 @@ rm -f "$OUT/ls-paced.jsonl"
 linesight_run "$OUT/paced.toml" "$FRAMES_N" "$OUT/ls-paced.json" "$PWD/$OUT/ls-paced.jsonl"
 "$PY" scripts/peer_pipeline.py --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
     --limit "$FRAMES_N" --fps "$(python3 -c "print(0.7 * $py_fps)")" --json "$OUT/py-paced.json"
+echo "== linesight at the Python pipeline's 70% (the same offered load)"
+station "$(python3 -c "print(round(0.7 * $py_fps, 2))")" "$OUT/same.toml"
+rm -f "$OUT/ls-same.jsonl"
+linesight_run "$OUT/same.toml" "$FRAMES_N" "$OUT/ls-same.json" "$PWD/$OUT/ls-same.jsonl"
 
-python3 - "$OUT" "$bare_fps" "$ls_fps" "$py_fps" "$THREADS" "$ROUNDS" <<'EOF'
+# With PRECISION=int8 and the FP32 model of a plain run at hand: the two models' bare runs in turns.
+versus=()
+if [ "$PRECISION" != fp32 ] && [ -f target/bench-peer/model/model.toml ]; then
+    echo "== bare ONNX Runtime, FP32 model vs $PRECISION, in turns"
+    "$PY" scripts/peer_pipeline.py --bare --model target/bench-peer/model --versus "$OUT/model" \
+        --frames "$OUT/frames" --threads "$THREADS" --json "$OUT/versus.json"
+    versus=("$OUT/versus.json")
+fi
+
+python3 - "$OUT" "$bare_fps" "$ls_fps" "$py_fps" "$THREADS" "$ROUNDS" "${versus[@]}" <<'EOF'
 import json, sys
 out, bare, ls_fps, py_fps, threads, rounds = sys.argv[1], *map(float, sys.argv[2:5]), *sys.argv[5:7]
 pyp = json.load(open(f"{out}/py-paced.json"))
-lat = sorted(json.loads(l)["latency_ms"] for l in open(f"{out}/ls-paced.jsonl"))
 pct = lambda v, p: v[min(len(v) - 1, round((len(v) - 1) * p))]
+latencies = lambda f: sorted(json.loads(l)["latency_ms"] for l in open(f"{out}/{f}"))
+own, same = latencies("ls-paced.jsonl"), latencies("ls-same.jsonl")
 rows = [
-    ("bare ONNX Runtime (preallocated input)", bare, None, None),
-    ("linesight (1 worker)", ls_fps, pct(lat, 0.5), pct(lat, 0.99)),
-    ("Python: OpenCV + onnxruntime, 3 threads, 2 queues", py_fps, pyp["p50_ms"], pyp["p99_ms"]),
+    ("bare ONNX Runtime (preallocated input)", bare, None),
+    ("linesight (1 worker)", ls_fps, own),
+    ("Python: OpenCV + onnxruntime, 3 threads, 2 queues", py_fps, [pyp["p50_ms"], pyp["p99_ms"]]),
 ]
 lines = [f"| pipeline ({threads} intra-op thread(s)) | frames/s flat out (best of {rounds}) | × bare | capture → verdict p50 / p99 at 70% of its max (ms) |",
          "|---|---|---|---|"]
-for name, fps, p50, p99 in rows:
-    latency = "—" if p50 is None else f"{p50:.1f} / {p99:.1f}"
+for name, fps, lat in rows:
+    latency = "—" if lat is None else f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"
     lines.append(f"| {name} | {fps:.1f} | {fps / bare:.2f} | {latency} |")
-lines.append(f"\nlinesight / Python: throughput {ls_fps / py_fps:.2f}× (target ≥ 1.3), "
-             f"p99 {pct(lat, 0.99) / pyp['p99_ms']:.2f}× (target ≤ 0.5)")
+lines.append(f"\nlinesight at the Python pipeline's load ({0.7 * py_fps:.1f} frames/s): p50 / p99 "
+             f"{pct(same, 0.5):.1f} / {pct(same, 0.99):.1f} ms")
+lines.append(f"\nlinesight / Python: throughput {ls_fps / py_fps:.2f}× (target ≥ 1.3), p99 at the same "
+             f"offered load {pct(same, 0.99) / pyp['p99_ms']:.2f}× (target ≤ 0.5; at each one's own 70%: "
+             f"{pct(own, 0.99) / pyp['p99_ms']:.2f}×)")
+if len(sys.argv) > 7:
+    v = json.load(open(sys.argv[7]))
+    lines.append(f"\nbare ONNX Runtime in turns, FP32 model {v['model_ms_median']:.2f} ms vs this one "
+                 f"{v['versus_ms_median']:.2f} ms per input: {v['speedup_median']:.2f}× "
+                 f"(quartiles of 30 rounds {v['speedup_quartiles'][0]:.2f}–{v['speedup_quartiles'][1]:.2f})")
 text = "\n".join(lines)
 print(text)
 open(f"{out}/table.md", "w").write(text + "\n")

@@ -8,7 +8,9 @@ regions (connected components with their boxes and areas), a verdict per frame.
 
 --fps 0: flat out (frames/s); --fps F: frames offered at F per second; capture → verdict latency
 p50/p99 from the moment a decoded frame is in hand (as linesight stamps a folder source's frames). Also `--bare`: onnxruntime alone on a
-preallocated input, the same model and threads (the physical limit).
+preallocated input, the same model and threads (the physical limit); with `--versus DIR` too, the
+two models' bare runs take turns (30 rounds of 20 runs each) and the median of the per-round
+ratios is reported, which a shared machine's drifting speed cannot tilt towards either.
 """
 import argparse
 import json
@@ -45,6 +47,28 @@ def bare(model, threads, seconds=10.0):
         s.run(None, {name: x})
         n += 1
     return {"pipeline": "bare onnxruntime", "fps": n / (time.perf_counter() - t0)}
+
+
+def versus(model, other, threads, rounds=30, runs=20):
+    sessions = [session(m, threads) for m in (model, other)]
+    m = tomllib.load(open(os.path.join(model, "model.toml"), "rb"))["input"]
+    x = np.full((1, 3, m["height"], m["width"]), 0.5, np.float32)
+    names = [s.get_inputs()[0].name for s in sessions]
+    for s, name in zip(sessions, names):
+        for _ in range(10):
+            s.run(None, {name: x})
+    ms = [[], []]
+    for _ in range(rounds):
+        for k, (s, name) in enumerate(zip(sessions, names)):
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                s.run(None, {name: x})
+            ms[k].append((time.perf_counter() - t0) / runs * 1000)
+    ratios = np.array(ms[0]) / np.array(ms[1])
+    return {"pipeline": "bare onnxruntime, model vs versus", "model": model, "versus": other,
+            "model_ms_median": float(np.median(ms[0])), "versus_ms_median": float(np.median(ms[1])),
+            "speedup_median": float(np.median(ratios)),
+            "speedup_quartiles": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
 
 
 def run(model, frames_dir, fps, threads, limit):
@@ -111,9 +135,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--bare", action="store_true")
+    ap.add_argument("--versus", help="with --bare: a second model timed in turns with --model")
     ap.add_argument("--json")
     a = ap.parse_args()
-    out = bare(a.model, a.threads) if a.bare else run(a.model, a.frames, a.fps, a.threads, a.limit)
+    if a.bare and a.versus:
+        out = versus(a.model, a.versus, a.threads)
+    elif a.bare:
+        out = bare(a.model, a.threads)
+    else:
+        out = run(a.model, a.frames, a.fps, a.threads, a.limit)
     text = json.dumps(out)
     print(text)
     if a.json:

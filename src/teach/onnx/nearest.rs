@@ -60,12 +60,11 @@ pub(super) fn nearest(
     search: NearestSearch,
 ) -> Found {
     let rows = bank.len() / dims;
-    let zz = b.node("ReduceSumSquare", &[z], vec![ints("axes", &[1]), int("keepdims", 0)]);
     if search == NearestSearch::Exact && scales.is_none() {
         // The distance alone: one reduction, no index.
         let cross = exact_cross(b, z, bank, dims, rows);
         let dmin = b.node("ReduceMin", &[&cross], vec![ints("axes", &[1]), int("keepdims", 0)]);
-        return Found { d2: clamped_sum(b, &dmin, &zz), scale: None };
+        return Found { d2: plus_own_norm(b, &dmin, z), scale: None };
     }
     let (block, padded) = blocks(rows);
     // Padding with copies of row 0 keeps every block full; a copy found is row 0's twin.
@@ -81,7 +80,7 @@ pub(super) fn nearest(
         NearestSearch::Exact => {
             let cross = exact_cross(b, z, &bank, dims, padded);
             let (best, index) = blocked_best(b, &cross, padded / block, block, false);
-            (index, clamped_sum(b, &best, &zz))
+            (index, plus_own_norm(b, &best, z))
         }
         NearestSearch::Int8 => {
             let score = int8_score(b, z, &bank, dims);
@@ -120,11 +119,13 @@ fn exact_cross(b: &mut Builder, z: &str, bank: &[f32], dims: usize, rows: usize)
     b.node("Gemm", &[z, &bt, &bsq], vec![])
 }
 
-/// max(a + zz, 0) as `[P]`: rounding can take a squared distance a hair below zero.
-fn clamped_sum(b: &mut Builder, a: &str, zz: &str) -> String {
+/// max(a + |z|², 0) as `[P]`, the squared distance from [`exact_cross`]'s best: rounding can take
+/// it a hair below zero. A NaN or infinite feature reaches it through |z|² whatever row was best.
+fn plus_own_norm(b: &mut Builder, a: &str, z: &str) -> String {
+    let zz = b.node("ReduceSumSquare", &[z], vec![ints("axes", &[1]), int("keepdims", 0)]);
     let flat = b.i64s(&[-1]);
     let a = b.node("Reshape", &[a, &flat], vec![]);
-    let sum = b.node("Add", &[&a, zz], vec![]);
+    let sum = b.node("Add", &[&a, &zz], vec![]);
     let zero = b.f32s(&[], &[0.0]);
     b.node("Max", &[&sum, &zero], vec![])
 }
