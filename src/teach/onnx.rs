@@ -358,6 +358,38 @@ fn blur(b: &mut Builder, map: &str, sigma: f32, h: usize, w: usize, what: &str) 
     Ok(b.node("Conv", &[&bx, &gy], vec![]))
 }
 
+/// `map` `[N, 1, h, w]` upsampled `factor` times, bilinear with half-pixel centres and clamped
+/// edges (ONNX Resize `linear`, `half_pixel`), as two MatMuls with the interpolation matrices:
+/// `U_h · map · U_wᵀ`. ONNX Runtime's CPU Resize kernel is slower at this than two small products
+/// (a few hundred thousand multiply-adds for 16² → 256²), and the results agree to rounding.
+fn upsample(b: &mut Builder, map: &str, h: usize, w: usize, factor: usize) -> String {
+    let along_w = interpolation(w, factor);
+    let (wo, hi) = (w * factor, h * factor);
+    let mut w_t = vec![0.0f32; w * wo];
+    for (o, row) in along_w.chunks_exact(w).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            w_t[i * wo + o] = v;
+        }
+    }
+    let w_t = b.f32s(&[w, wo], &w_t);
+    let u_h = b.f32s(&[hi, h], &interpolation(h, factor));
+    let rows = b.node("MatMul", &[map, &w_t], vec![]);
+    b.node("MatMul", &[&u_h, &rows], vec![])
+}
+
+/// Row-major `[n·factor, n]`: each output sample's weights on the `n` input samples.
+fn interpolation(n: usize, factor: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; n * factor * n];
+    for o in 0..n * factor {
+        let x = ((o as f32 + 0.5) / factor as f32 - 0.5).clamp(0.0, (n - 1) as f32);
+        let i = x.floor() as usize;
+        let t = x - i as f32;
+        m[o * n + i] += 1.0 - t;
+        m[o * n + (i + 1).min(n - 1)] += t;
+    }
+    m
+}
+
 /// The taught model: image `[N, C, H, W]` → `pred_score` `[N]` and `anomaly_map` `[N, 1, H, W]`.
 ///
 /// Scoring, per patch row q (C-d): z = (q − mean)·P (D-d); d² = min over bank rows b of
@@ -419,16 +451,15 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
     let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
     let f = grid as f32;
-    let scales = b.f32s(&[4], &[1.0, 1.0, f, f]);
-    let linear = || vec![string("mode", "linear"), string("coordinate_transformation_mode", "half_pixel")];
     if blurs_on_grid(s.blur_sigma_px, grid) {
         // Blur the patch grid (σ in cells), then upsample: convolutions commute, so this is the
         // input-resolution blur up to sampling the Gaussian at cell spacing, for a
         // grid²-times-smaller convolution (about 2 ms less per 256² input on one CPU thread).
         let blurred = blur(&mut b, &dist_map, s.blur_sigma_px / f, gh, gw, "patch grid")?;
-        b.named("Resize", &[&blurred, "", &scales], linear(), MAP);
+        let up = upsample(&mut b, &blurred, gh, gw, grid);
+        b.named("Identity", &[&up], vec![], MAP);
     } else {
-        let up = b.node("Resize", &[&dist_map, "", &scales], linear());
+        let up = upsample(&mut b, &dist_map, gh, gw, grid);
         let blurred = blur(&mut b, &up, s.blur_sigma_px, shape.height, shape.width, "input")?;
         b.named("Identity", &[&blurred], vec![], MAP);
     }
