@@ -873,15 +873,15 @@ fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progr
     Ok(scores)
 }
 
-/// Local scales with a floor of 1/1000 of their mean (1 when all are 0): a bank row whose nearest
-/// rows coincide with it (a teach set with fewer distinct patches than bank rows, e.g. flat
-/// synthetic parts) would otherwise divide its patches' distances by 0.
 /// Models on an INT8 backbone search the bank in 8-bit integers too: with the backbone quantized,
 /// the float search would be half of every run.
 pub fn nearest_search(backbone: &Backbone) -> NearestSearch {
     if backbone.int8 { NearestSearch::Int8 } else { NearestSearch::Exact }
 }
 
+/// Local scales with a floor of 1/1000 of their mean (1 when all are 0): a bank row whose nearest
+/// rows coincide with it (a teach set with fewer distinct patches than bank rows, e.g. flat
+/// synthetic parts) would otherwise divide its patches' distances by 0.
 fn floor_scales(mut scales: Vec<f32>) -> Vec<f32> {
     let mean = scales.iter().map(|&v| v as f64).sum::<f64>() / scales.len().max(1) as f64;
     let floor = if mean > 0.0 { (mean * 1e-3) as f32 } else { 1.0 };

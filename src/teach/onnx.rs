@@ -394,7 +394,8 @@ fn interpolation(n: usize, factor: usize) -> Vec<f32> {
 ///
 /// Scoring, per patch row q (C-d): z = (q − mean)·P (D-d); d² = min over bank rows b of
 /// |z|² − 2 z·b + |b|² (one Gemm against the bank stored as −2·bankᵀ with |b|² as its bias, then a
-/// row minimum, then + |z|²), clamped at 0 (cancellation), square root → the patch's distance
+/// row minimum, then + |z|²; [`nearest`] has the blocked search and the int8 one), clamped at 0
+/// (cancellation), square root → the patch's distance
 /// (divided by its nearest bank row's local scale when the model has them) →
 /// map on the feature grid → Gaussian blur (reflect padding) and bilinear upsample to the input
 /// (blur first when it spans a grid cell, see [`blurs_on_grid`]) → image score = mean of the top `top_fraction` of the map.
