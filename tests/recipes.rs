@@ -406,7 +406,18 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
         seed: 99,
     };
     linesight::synth::write_dataset(&good, 16, &params).unwrap();
-    let loaded = config::load_str(&two_recipe_station(), "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    // A few labelled defective parts and the overkill the plant accepts, in the recipe's teach
+    // settings (the teach job reads them as `linesight teach` reads --defects and --max-overkill).
+    let defects = dir.path().join("defects");
+    let defective = linesight::synth::SynthParams { defect_probability: 1.0, seed: 7, ..params.clone() };
+    linesight::synth::write_dataset(&defects, 6, &defective).unwrap();
+    let teach_settings = format!(
+        "cameras = [\"metal\", \"tile\"]\n[recipe.teach]\nimages = \"{}\"\nmax_overkill = 0.05\ndefects = \"{}\"\n",
+        good.join("images").display(),
+        defects.join("images").display()
+    );
+    let text = two_recipe_station().replacen("cameras = [\"metal\", \"tile\"]\n", &teach_settings, 1);
+    let loaded = config::load_str(&text, "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = crossbeam_channel::bounded::<Inspection>(OUTPUT_QUEUE_DEPTH);
     let station = Station::build(&loaded, RunOptions { outputs: vec![RecordPort::results(tx)], ..Default::default() })
         .unwrap_or_else(|e| panic!("{e}"));
@@ -448,15 +459,16 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["installed"], true, "{job}");
     assert_eq!(job["teach"]["images"], 16, "{job}");
-    // Parts of the product (a camera's), no grid, contrast or threshold in the config: chosen as
-    // `linesight teach` chooses them, the grid and contrast by validation among the tile
-    // candidates, the threshold at the stated overkill instead of mean + 3 std.
+    // Parts of the product (a camera's), no grid, contrast or threshold rule in the config: chosen
+    // as `linesight teach` chooses them, the grid and contrast by validation among the tile
+    // candidates, the threshold at the recipe's stated overkill instead of mean + 3 std.
     let candidates = job["teach"]["recipe"]["candidates"].as_array().expect("the recipe search's candidates");
     let tried: Vec<&str> = candidates.iter().filter_map(|c| c["recipe"].as_str()).collect();
     assert_eq!(tried.first(), Some(&"tile 256×256 grid 16 standardised"), "{job}");
     assert!(tried.len() == 3 && tried.iter().any(|r| r.contains("grid 8")) && tried.iter().any(|r| r.ends_with("raw")));
     let rule = job["teach"]["threshold_rule"].as_str().unwrap();
-    assert!(rule.contains("percentile of the held-out good scores"), "{rule}");
+    assert!(rule.contains("95th percentile of the held-out good scores (expected overkill 5%)"), "{rule}");
+    assert_eq!(job["teach"]["defect_images"], 6, "the recipe's labelled defects were used: {job}");
     let on = job["first_seq"]["metal"].as_u64().expect("the metal camera's first frame under the taught model");
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -247,15 +247,8 @@ fn teach(
         "no backbone at {}: set the recipe's [recipe.teach] backbone",
         backbone.display()
     );
-    let mut opts = crate::teach::TeachOptions::new(&images, out, backbone);
     // Camera, archive or folder: parts of the product, never renders made for teaching.
-    crate::teach::on_start::apply(
-        &mut opts,
-        &t,
-        crate::teach::on_start::Images::Real,
-        loaded.config.pipeline.input_mode,
-        loaded.config.pipeline.tile_overlap_px,
-    );
+    let mut opts = crate::teach::on_start::options(&images, out, &t, crate::teach::on_start::Images::Real, loaded)?;
     opts.name = Some(format!("{}-{}", loaded.config.station.name, rc.name));
     opts.stage = Some(stage);
     let report = crate::teach::teach(&opts);

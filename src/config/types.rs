@@ -323,6 +323,28 @@ pub struct ModelTeachConfig {
     /// synthetic parts: K = 3).
     #[serde(default)]
     pub threshold_sigmas: Option<f32>,
+    /// The threshold when `threshold_sigmas` is unset: the share of good parts it may reject
+    /// (0.01 = 1%), read from the held-out good parts. Unset: `linesight teach`'s 1%.
+    #[serde(default)]
+    pub max_overkill: Option<f64>,
+    /// Or the highest threshold that lets at most this share of the defects through (0.05 =
+    /// 5%): the labelled ones in `defects` (at least 3), else synthetic ones painted on the
+    /// held-out goods. Overrides `max_overkill`.
+    #[serde(default)]
+    pub target_escape: Option<f64>,
+    /// A folder of labelled defective parts of the product (masks optional in
+    /// `masks/<stem>_mask.png`): they help choose the recipe and the threshold and are never
+    /// taught as good.
+    #[serde(default)]
+    pub defects: Option<PathBuf>,
+    /// `fp32`, or `int8`: the model composed on the backbone's quantized copy `<backbone>-int8`
+    /// (`make backbone-int8`), faster on CPUs with VNNI-class instructions. Unset: fp32.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Seconds the whole teach may take, recipe search included (candidates that would not fit
+    /// are skipped). Unset: `linesight teach`'s 600.
+    #[serde(default)]
+    pub time_budget_s: Option<f64>,
     /// Fraction of the good parts held out to calibrate the threshold.
     #[serde(default = "default_holdout_fraction")]
     pub holdout_fraction: f64,
@@ -358,6 +380,23 @@ fn default_whiten() -> f64 {
 
 fn one() -> usize {
     1
+}
+
+/// The backbone's numeric precision a model is taught on: FP32, or the backbone's INT8 copy
+/// (teach's `--precision`; see `teach::precision`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Int8,
+}
+
+/// Where the INT8 copy of a backbone package lives: `models/backbone-lite2` →
+/// `models/backbone-lite2-int8`.
+pub fn int8_sibling(float: &std::path::Path) -> PathBuf {
+    let name = float.file_name().map_or_else(|| "backbone".into(), |n| n.to_string_lossy().into_owned());
+    float.with_file_name(format!("{name}-int8"))
 }
 
 /// What a taught model's graph does to each input's contrast before the backbone.

@@ -56,6 +56,10 @@ const MAX_TILE_OVERLAP_PX: u32 = 4096;
 const MAX_BANK_ROWS: usize = 100_000_000;
 const MAX_LOCAL_SCALE_K: usize = 100;
 const MAX_THRESHOLD_SIGMAS: f32 = 100.0;
+/// `max_overkill` and `target_escape` are shares below this: `1` would mean 100%, a typo for 1%.
+const MAX_TEACH_SHARE: f64 = 0.5;
+/// Longest teach time budget (a day).
+const MAX_TEACH_SECONDS: f64 = 86_400.0;
 const MAX_INSPECTIONS: u64 = 1_000_000_000_000;
 const MAX_MM_PER_PX: f64 = 1000.0;
 
@@ -527,6 +531,52 @@ fn check_package(
                 t.holdout_fraction,
                 "must be in (0, 1), e.g. 0.15",
             );
+            if let Some(share) = t.max_overkill {
+                c.check(
+                    (0.0..MAX_TEACH_SHARE).contains(&share),
+                    format!("{prefix}.teach.max_overkill"),
+                    share,
+                    "must be a share of good parts in [0, 0.5), e.g. 0.01 for 1%",
+                );
+            }
+            if let Some(share) = t.target_escape {
+                c.check(
+                    (0.0..MAX_TEACH_SHARE).contains(&share),
+                    format!("{prefix}.teach.target_escape"),
+                    share,
+                    "must be a share of defects in [0, 0.5), e.g. 0.05 for 5%",
+                );
+            }
+            if let Some(defects) = &t.defects {
+                c.check(
+                    loaded.resolve(defects).is_dir(),
+                    format!("{prefix}.teach.defects"),
+                    defects.display(),
+                    "no such folder (labelled defective images of the product)",
+                );
+            }
+            if t.precision == super::Precision::Int8 {
+                let int8 = super::int8_sibling(&loaded.resolve(&t.backbone));
+                c.check(
+                    int8.join("backbone.toml").is_file(),
+                    format!("{prefix}.teach.precision"),
+                    "int8",
+                    &format!(
+                        "no INT8 copy of the backbone at {}: make it from good images of the product with \
+                         `make backbone-int8 BACKBONE={} IMAGES=DIR`, or set precision = \"fp32\"",
+                        int8.display(),
+                        t.backbone.display()
+                    ),
+                );
+            }
+            if let Some(seconds) = t.time_budget_s {
+                c.check(
+                    seconds > 0.0 && seconds <= MAX_TEACH_SECONDS,
+                    format!("{prefix}.teach.time_budget_s"),
+                    seconds,
+                    "must be > 0 and at most 86400 seconds (a day), e.g. 600",
+                );
+            }
         }
         None => c.check(
             package.join("model.toml").is_file(),

@@ -73,9 +73,9 @@ fn ensure_one(
         (None, None) => return Err(anyhow!("[model.teach] needs `images` or `synthetic_parts`")),
     };
     tracing::info!(package = %package.display(), images = %images.display(), "no taught model yet: teaching from good parts");
-    let mut opts = TeachOptions::new(&images, &package, loaded.resolve(&t.backbone));
     let images_kind = if t.images.is_some() { Images::Real } else { Images::Synthetic };
-    apply(&mut opts, t, images_kind, cfg.pipeline.input_mode, cfg.pipeline.tile_overlap_px);
+    let opts = options(&images, &package, t, images_kind, loaded)?;
+    let mut opts = opts;
     opts.name = Some(name.to_string());
     opts.progress = progress;
     opts.keep_existing = true;
@@ -103,18 +103,23 @@ pub enum Images {
     Synthetic,
 }
 
-/// A station's teach settings (`[model.teach]` / `[recipe.teach]`) as `teach` options.
-pub fn apply(
-    opts: &mut TeachOptions,
+/// A station's teach settings (`[model.teach]` / `[recipe.teach]`) as the options of a teach of
+/// `images` into `out`: paths resolved against the config file's folder, the backbone's INT8
+/// copy when `precision = "int8"` (an error naming `make backbone-int8` when it is missing).
+pub fn options(
+    images: &Path,
+    out: &Path,
     t: &ModelTeachConfig,
-    images: Images,
-    pipeline_mode: Option<InputMode>,
-    overlap: u32,
-) {
-    opts.input_mode = Some(t.input_mode.or(pipeline_mode).unwrap_or(InputMode::Tile));
+    kind: Images,
+    loaded: &LoadedConfig,
+) -> Result<TeachOptions> {
+    let backbone = t.precision.backbone(&loaded.resolve(&t.backbone)).map_err(|e| anyhow!("[teach] precision: {e}"))?;
+    let mut opts = TeachOptions::new(images, out, backbone);
+    let pipeline = &loaded.config.pipeline;
+    opts.input_mode = Some(t.input_mode.or(pipeline.input_mode).unwrap_or(InputMode::Tile));
     opts.size = Some(t.size);
-    opts.tile_overlap_px = overlap;
-    (opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match images {
+    opts.tile_overlap_px = pipeline.tile_overlap_px;
+    (opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match kind {
         Images::Real => (t.grid_stride, t.input_contrast, t.threshold_sigmas),
         Images::Synthetic => (
             Some(t.grid_stride.unwrap_or(super::recipe::GRID)),
@@ -122,6 +127,14 @@ pub fn apply(
             Some(t.threshold_sigmas.unwrap_or(SYNTHETIC_THRESHOLD_SIGMAS)),
         ),
     };
+    if let Some(share) = t.max_overkill {
+        opts.max_overkill = share;
+    }
+    opts.target_escape = t.target_escape;
+    opts.defects = t.defects.as_deref().map(|d| loaded.resolve(d));
+    if let Some(seconds) = t.time_budget_s {
+        opts.time_budget_s = seconds;
+    }
     opts.coreset_ratio = t.coreset_ratio;
     opts.max_bank_rows = t.max_bank_rows;
     opts.local_scale_k = t.local_scale_k;
@@ -130,6 +143,7 @@ pub fn apply(
     opts.top_fraction = t.top_fraction;
     opts.holdout_fraction = t.holdout_fraction;
     opts.seed = t.seed;
+    Ok(opts)
 }
 
 /// The demo's threshold rule on synthetic parts: mean + 3σ of the held-out renders.
@@ -178,5 +192,72 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo config with its `[model.teach]` backbone in `dir/bb` and `extra` teach settings.
+    fn demo_with(dir: &Path, extra: &str) -> Result<LoadedConfig, String> {
+        std::fs::create_dir_all(dir.join("bb")).unwrap();
+        std::fs::write(dir.join("bb/backbone.toml"), "").unwrap();
+        let text = crate::config::DEMO_CONFIG.replacen(
+            "backbone = \"models/backbone-lite0\"",
+            &format!("backbone = \"bb\"\n{extra}"),
+            1,
+        );
+        assert_ne!(text, crate::config::DEMO_CONFIG, "the demo config's teach backbone moved");
+        crate::config::load_str(&text, "test", dir.to_path_buf()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn station_teach_settings_reach_the_teach_options() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bb-int8")).unwrap();
+        std::fs::write(dir.path().join("bb-int8/backbone.toml"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join("scratches")).unwrap();
+        let settings = "max_overkill = 0.05\ntarget_escape = 0.02\ndefects = \"scratches\"\nprecision = \"int8\"\ntime_budget_s = 120";
+        let loaded = demo_with(dir.path(), settings).unwrap();
+        let t = loaded.config.model.teach.as_ref().unwrap();
+        let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &loaded).unwrap();
+        assert_eq!(opts.backbone, dir.path().join("bb-int8"), "int8: the quantized copy beside the backbone");
+        assert_eq!(opts.max_overkill, 0.05);
+        assert_eq!(opts.target_escape, Some(0.02));
+        assert_eq!(opts.defects.as_deref(), Some(dir.path().join("scratches").as_path()));
+        assert_eq!(opts.time_budget_s, 120.0);
+        assert_eq!(opts.threshold_sigmas, None, "real parts: the threshold at the stated overkill or escape");
+
+        // Unset: `linesight teach`'s defaults.
+        let loaded = demo_with(dir.path(), "").unwrap();
+        let t = loaded.config.model.teach.as_ref().unwrap();
+        let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &loaded).unwrap();
+        let cli = TeachOptions::new("good", "out", dir.path().join("bb"));
+        assert_eq!(opts.backbone, cli.backbone);
+        assert_eq!(
+            (opts.max_overkill, opts.target_escape, opts.time_budget_s),
+            (cli.max_overkill, None, cli.time_budget_s)
+        );
+        assert_eq!(opts.defects, None);
+    }
+
+    #[test]
+    fn bad_station_teach_settings_are_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        for (setting, path, says) in [
+            ("max_overkill = 1", "model.teach.max_overkill", "0.01 for 1%"),
+            ("target_escape = -0.1", "model.teach.target_escape", "0.05 for 5%"),
+            ("target_escape = nan", "model.teach.target_escape", "0.05 for 5%"),
+            ("defects = \"nowhere\"", "model.teach.defects", "no such folder"),
+            ("precision = \"int8\"", "model.teach.precision", "make backbone-int8 BACKBONE=bb IMAGES=DIR"),
+            ("time_budget_s = 0", "model.teach.time_budget_s", "e.g. 600"),
+            ("time_budget_s = inf", "model.teach.time_budget_s", "e.g. 600"),
+        ] {
+            let e = demo_with(dir.path(), setting).expect_err(setting);
+            assert!(e.contains(path) && e.contains(says), "{setting}: {e}");
+        }
+        let e = demo_with(dir.path(), "precision = \"fp16\"").expect_err("fp16");
+        assert!(e.contains("precision") && e.contains("fp32") && e.contains("int8"), "{e}");
     }
 }

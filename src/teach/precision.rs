@@ -9,13 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Which copy of the backbone teach composes the model on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Precision {
-    #[default]
-    Fp32,
-    Int8,
-}
+/// Which copy of the backbone teach composes the model on (a station's `[model.teach]
+/// precision` as well, hence defined with the config).
+pub use crate::config::{Precision, int8_sibling};
 
 pub use crate::stages::infer::cpu::{VNNI_CPUS, has_vnni as cpu_has_vnni};
 
@@ -50,12 +46,6 @@ impl Precision {
             }
         }
     }
-}
-
-/// `models/backbone-lite2` → `models/backbone-lite2-int8`.
-pub fn int8_sibling(float: &Path) -> PathBuf {
-    let name = float.file_name().map_or_else(|| "backbone".into(), |n| n.to_string_lossy().into_owned());
-    float.with_file_name(format!("{name}-int8"))
 }
 
 /// What to tell the user who teaches on INT8 on this CPU, if anything.
