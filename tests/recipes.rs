@@ -406,15 +406,14 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
         seed: 99,
     };
     linesight::synth::write_dataset(&good, 16, &params).unwrap();
-    // A few labelled defective parts and the overkill the plant accepts, in the recipe's teach
-    // settings (the teach job reads them as `linesight teach` reads --defects and --max-overkill).
+    // The overkill the plant accepts in the recipe's teach settings, and a few labelled defective
+    // parts given with the job (read as `linesight teach` reads --max-overkill and --defects).
     let defects = dir.path().join("defects");
     let defective = linesight::synth::SynthParams { defect_probability: 1.0, seed: 7, ..params.clone() };
     linesight::synth::write_dataset(&defects, 6, &defective).unwrap();
     let teach_settings = format!(
-        "cameras = [\"metal\", \"tile\"]\n[recipe.teach]\nimages = \"{}\"\nmax_overkill = 0.05\ndefects = \"{}\"\n",
-        good.join("images").display(),
-        defects.join("images").display()
+        "cameras = [\"metal\", \"tile\"]\n[recipe.teach]\nimages = \"{}\"\nmax_overkill = 0.05\n",
+        good.join("images").display()
     );
     let text = two_recipe_station().replacen("cameras = [\"metal\", \"tile\"]\n", &teach_settings, 1);
     let loaded = config::load_str(&text, "recipes", common::repo()).unwrap_or_else(|e| panic!("{e}"));
@@ -437,6 +436,14 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
         ),
         (r#"{"recipe": "inspect", "archived_ok": true}"#.to_string(), StatusCode::BAD_REQUEST),
         (format!(r#"{{"recipe": "shiny", "images": "{}"}}"#, good.display()), StatusCode::NOT_FOUND),
+        (
+            format!(r#"{{"recipe": "inspect", "images": "{}", "max_overkill": 1}}"#, good.display()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!(r#"{{"recipe": "inspect", "images": "{}", "defects": "nowhere"}}"#, good.display()),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         assert_eq!(api.post("/api/v1/teach", "admin-token", &body).0, status, "{body}");
     }
@@ -444,7 +451,11 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     let (status, started) = api.post(
         "/api/v1/teach",
         "admin-token",
-        &format!(r#"{{"recipe": "inspect", "images": "{}", "install": true}}"#, images.display()),
+        &format!(
+            r#"{{"recipe": "inspect", "images": "{}", "defects": "{}", "install": true}}"#,
+            images.display(),
+            defects.join("images").display()
+        ),
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let id = started["id"].as_u64().unwrap();
@@ -468,7 +479,7 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     assert!(tried.len() == 3 && tried.iter().any(|r| r.contains("grid 8")) && tried.iter().any(|r| r.ends_with("raw")));
     let rule = job["teach"]["threshold_rule"].as_str().unwrap();
     assert!(rule.contains("95th percentile of the held-out good scores (expected overkill 5%)"), "{rule}");
-    assert_eq!(job["teach"]["defect_images"], 6, "the recipe's labelled defects were used: {job}");
+    assert_eq!(job["teach"]["defect_images"], 6, "the job's labelled defects were used: {job}");
     let on = job["first_seq"]["metal"].as_u64().expect("the metal camera's first frame under the taught model");
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -47,6 +47,14 @@ pub struct TeachRequest {
     /// Run the taught model as the recipe's shadow candidate when done (see `crate::shadow`).
     #[serde(default)]
     pub shadow: bool,
+    /// For this job instead of the recipe's `[recipe.teach]`: a folder of labelled defective
+    /// parts on the station, and the operating point (shares, as in the config).
+    #[serde(default)]
+    pub defects: Option<PathBuf>,
+    #[serde(default)]
+    pub max_overkill: Option<f64>,
+    #[serde(default)]
+    pub target_escape: Option<f64>,
 }
 
 /// The jobs of this station run, by id.
@@ -128,7 +136,8 @@ impl TeachJobs {
             return Err(ApiError::Unavailable("this station cannot run shadow models".into()));
         }
         let loaded = installer.config().clone();
-        let rc = loaded.recipes()[recipe].clone();
+        let mut rc = loaded.recipes()[recipe].clone();
+        job_settings(&request, &loaded, &mut rc)?;
         // Station-made models live beside the result store, with the station's other data.
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let out = db.parent().unwrap_or(Path::new(".")).join("taught").join(format!("{}-{stamp}", rc.name));
@@ -183,6 +192,47 @@ impl TeachJobs {
             .map_err(|e| ApiError::Internal(format!("starting the teach job: {e}")))?;
         Ok(id)
     }
+}
+
+/// The request's own teach settings over the recipe's: checked as the config's are.
+fn job_settings(
+    request: &TeachRequest,
+    loaded: &crate::config::LoadedConfig,
+    rc: &mut crate::config::RecipeConfig,
+) -> Result<(), ApiError> {
+    for (name, share, example) in
+        [("max_overkill", request.max_overkill, "0.01 for 1%"), ("target_escape", request.target_escape, "0.05 for 5%")]
+    {
+        if share.is_some_and(|s| !(0.0..crate::config::MAX_TEACH_SHARE).contains(&s)) {
+            return Err(ApiError::BadRequest(format!("{name}: a share in [0, 0.5), e.g. {example}")));
+        }
+    }
+    let defects = request.defects.as_ref().map(|d| loaded.resolve(d));
+    if let Some(dir) = defects.as_ref().filter(|d| !d.is_dir()) {
+        return Err(ApiError::BadRequest(format!(
+            "defects: no folder {} on the station (labelled defective images of the product)",
+            dir.display()
+        )));
+    }
+    if defects.is_none() && request.max_overkill.is_none() && request.target_escape.is_none() {
+        return Ok(());
+    }
+    let t = match rc.teach.as_mut() {
+        Some(t) => t,
+        None => rc.teach.insert(
+            toml::from_str::<ModelTeachConfig>("").map_err(|e| ApiError::Internal(format!("teach defaults: {e}")))?,
+        ),
+    };
+    if defects.is_some() {
+        t.defects = defects;
+    }
+    if request.max_overkill.is_some() {
+        t.max_overkill = request.max_overkill;
+    }
+    if request.target_escape.is_some() {
+        t.target_escape = request.target_escape;
+    }
+    Ok(())
 }
 
 /// Where a job's good parts come from.

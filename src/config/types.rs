@@ -272,6 +272,10 @@ pub struct ModelConfig {
     pub teach: Option<ModelTeachConfig>,
 }
 
+/// Teach's `max_overkill` and `target_escape` are shares below this: `1` would mean 100%, the usual
+/// slip for 1%.
+pub const MAX_TEACH_SHARE: f64 = 0.5;
+
 /// `[model.teach]`: where the good parts come from and the few teach settings a station needs;
 /// everything else is `linesight teach`'s defaults.
 #[derive(Clone, Debug, Deserialize)]

@@ -56,8 +56,6 @@ const MAX_TILE_OVERLAP_PX: u32 = 4096;
 const MAX_BANK_ROWS: usize = 100_000_000;
 const MAX_LOCAL_SCALE_K: usize = 100;
 const MAX_THRESHOLD_SIGMAS: f32 = 100.0;
-/// `max_overkill` and `target_escape` are shares below this: `1` would mean 100%, a typo for 1%.
-const MAX_TEACH_SHARE: f64 = 0.5;
 /// Longest teach time budget (a day).
 const MAX_TEACH_SECONDS: f64 = 86_400.0;
 const MAX_INSPECTIONS: u64 = 1_000_000_000_000;
@@ -533,7 +531,7 @@ fn check_package(
             );
             if let Some(share) = t.max_overkill {
                 c.check(
-                    (0.0..MAX_TEACH_SHARE).contains(&share),
+                    (0.0..super::MAX_TEACH_SHARE).contains(&share),
                     format!("{prefix}.teach.max_overkill"),
                     share,
                     "must be a share of good parts in [0, 0.5), e.g. 0.01 for 1%",
@@ -541,7 +539,7 @@ fn check_package(
             }
             if let Some(share) = t.target_escape {
                 c.check(
-                    (0.0..MAX_TEACH_SHARE).contains(&share),
+                    (0.0..super::MAX_TEACH_SHARE).contains(&share),
                     format!("{prefix}.teach.target_escape"),
                     share,
                     "must be a share of defects in [0, 0.5), e.g. 0.05 for 5%",
