@@ -6,7 +6,7 @@ changes; labelling a part on the review page changes what GET /api/v1/inspection
 and the label filter finds it again; the language switch changes visible strings; a viewer sees
 no operator actions; moving the operating point's slider shows the projected figures and
 applying it (admin) changes the recipe's threshold; the teach wizard teaches a model from a
-camera's next parts and runs it in shadow, comparing parts; the recipes page changes the rules
+camera's next parts at the overkill entered in it and runs it in shadow, comparing parts; the recipes page changes the rules
 and shows the audit log; the stats page draws its charts and exports CSV; the health page shows
 the line links and disks. With --shots DIR, saves a screenshot of each page (1280x800) there.
 """
@@ -214,10 +214,13 @@ def main():
         parts = driver.find_element(By.ID, "t-parts")
         parts.clear()
         parts.send_keys("12")
+        driver.find_element(By.ID, "t-overkill").send_keys("5")
         driver.find_element(By.ID, "t-start").click()
         WebDriverWait(driver, 300).until(lambda d: d.find_element(By.ID, "t-result").is_displayed())
         figures = driver.find_element(By.ID, "t-figures").text
         check("Threshold" in figures, f"the teach finished and shows its figures: {figures!r}")
+        check("95th percentile" in figures and "expected overkill 5%" in figures,
+              "the overkill entered in the wizard (5%) set the taught threshold")
         driver.find_element(By.ID, "t-shadow").click()
         WebDriverWait(driver, 120).until(
             lambda d: int(d.find_element(By.ID, "t-compare-state").get_attribute("data-parts") or 0) > 0)

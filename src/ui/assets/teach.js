@@ -1,5 +1,6 @@
 // Teach wizard (/teach): choose a recipe and where its good parts come from (a camera's next
-// parts, or the archive's OK parts) → the teach job's progress → the figures teach measured →
+// parts, or the archive's OK parts), optionally the overkill it may cost and a folder of labelled
+// defects → the teach job's progress → the figures teach measured →
 // run the new model as the recipe's shadow candidate, or activate it → the shadow comparison,
 // and promote or stop it. The job's id stays in the address (#job=N), so a reload resumes.
 "use strict";
@@ -32,6 +33,11 @@ async function start(e) {
   const body = source === "camera"
     ? { recipe, camera: document.getElementById("t-camera").value, parts: Number(document.getElementById("t-parts").value) }
     : { recipe, archived_ok: true };
+  // Left empty: the recipe's [recipe.teach] settings.
+  const overkill = document.getElementById("t-overkill").value;
+  if (overkill !== "") body.max_overkill = Number(overkill) / 100;
+  const defects = document.getElementById("t-defects").value.trim();
+  if (defects !== "") body.defects = defects;
   try {
     const answer = await api("/api/v1/teach", { method: "POST", body });
     location.hash = "job=" + answer.id;
@@ -100,6 +106,8 @@ function showResult() {
     ["teach.overkill", op.estimated_overkill === undefined ? null
       : t("teach.overkill_of", { rate: pct(op.estimated_overkill), upper: pct(op.estimated_overkill_upper95), n: op.holdout_goods })],
     ["teach.escape_synthetic", pct(op.estimated_escape_synthetic)],
+    ["teach.escape_labelled", op.estimated_escape_labelled === undefined || op.estimated_escape_labelled === null ? null
+      : t("teach.escape_labelled_of", { rate: pct(op.estimated_escape_labelled), n: op.labelled_defects })],
     ["teach.seconds", info.seconds_total === undefined ? null : info.seconds_total.toFixed(0) + " s"],
   ]));
   document.getElementById("t-warnings").replaceChildren(...(job.warnings || []).map((w) => {
