@@ -49,12 +49,13 @@ use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
 use super::onnx::{self, InputShape, NearestSearch, Scoring};
 use super::operating_point::{self, Rule, ScoreStats, Scores};
+pub use super::options::{Stage, TeachOptions};
+use super::options::{check_options, set_stage};
 use super::package::write_package;
 use super::pca;
 use super::recipe::{self, Fixed, Geometry, Recipe};
 use super::selection;
 use super::synthetic;
-use crate::config::{InputContrast, InputMode};
 use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial, TeachInfo};
 use crate::stages::infer::runtime;
 use anyhow::{Context, Result, anyhow, bail};
@@ -82,111 +83,6 @@ const BATCH: usize = 8;
 /// stride 8, whatever the input size. Lite0 is a third cheaper per pixel, so its package says
 /// 1,536 (6,144 and 1,536 rows).
 pub const SCORING_BUDGET_MACS_PER_PIXEL: usize = 2048;
-
-/// Everything `teach` can be told.
-#[derive(Clone, Debug)]
-pub struct TeachOptions {
-    pub images: PathBuf,
-    pub out: PathBuf,
-    pub backbone: PathBuf,
-    /// Model name in the manifest (default: the output folder's name).
-    pub name: Option<String>,
-    /// `None`: chosen by validation ([`super::recipe::candidates`]).
-    pub input_mode: Option<InputMode>,
-    /// Model input height and width (tile size, or the size frames are squashed to); `None`:
-    /// chosen by validation, with inputs of the images' own aspect ratio among the candidates.
-    pub size: Option<u32>,
-    /// Pixels per patch: the stride of the grid patches are scored on (a backbone tap's stride);
-    /// `None`: 16, and 8 tried on the winning input recipe.
-    pub grid_stride: Option<usize>,
-    /// `None`: chosen by validation ([`super::recipe::CONTRAST`] first, the other on the winner).
-    pub input_contrast: Option<InputContrast>,
-    pub tile_overlap_px: u32,
-    pub coreset_ratio: f64,
-    /// Upper bound on the bank (the run-time cost); `None` = [`budget_bank_rows`].
-    pub max_bank_rows: Option<usize>,
-    /// Divide each patch's distance by its nearest bank row's mean distance to this many nearest
-    /// other rows ([`super::knn::Bank::local_scales`]); 0 = plain distances.
-    pub local_scale_k: usize,
-    pub pca_dims: usize,
-    /// PCA whitening power ([`pca::Pca::whiten`]): 1 = every component scaled to unit variance
-    /// (Mahalanobis distances in the PCA space), 0 = plain projection.
-    pub whiten: f64,
-    pub holdout_fraction: f64,
-    /// The old threshold rule, mean + K·std of the held-out scores; `None` = the rules of
-    /// [`super::operating_point`].
-    pub threshold_sigmas: Option<f32>,
-    /// Most overkill (fraction of held-out goods rejected) the threshold may cost.
-    pub max_overkill: f64,
-    /// Fraction of defects (labelled, else synthetic) the threshold may let through.
-    pub target_escape: Option<f64>,
-    /// Folder of labelled defective images (masks optional in `masks/<stem>_mask.png`).
-    pub defects: Option<PathBuf>,
-    /// Seconds the whole teach, recipe search included, should take at most: candidates that
-    /// would not fit are skipped.
-    pub time_budget_s: f64,
-    /// The learned distance correction ([`super::head`]) when labelled defects are given.
-    pub head: HeadMode,
-    pub blur_sigma_px: f32,
-    pub top_fraction: f32,
-    pub max_patches: usize,
-    pub seed: u64,
-    /// ONNX Runtime and coreset threads; 0 = all cores.
-    pub threads: usize,
-    pub progress: bool,
-    /// If `out` already holds a package when teaching ends (another process taught it), keep
-    /// that one and discard this one, instead of replacing it.
-    pub keep_existing: bool,
-    /// Where the teach says which step it is in (a teach job's progress on the station's UI).
-    pub stage: Option<Stage>,
-}
-
-/// A teach's current step, in words, shared with whoever shows its progress.
-pub type Stage = std::sync::Arc<std::sync::Mutex<String>>;
-
-/// Say which step the teach is in.
-fn set_stage(opts: &TeachOptions, what: impl FnOnce() -> String) {
-    if let Some(stage) = &opts.stage {
-        *stage.lock().unwrap_or_else(|e| e.into_inner()) = what();
-    }
-}
-
-impl TeachOptions {
-    /// The defaults `linesight teach` uses, for a folder of images and an output folder.
-    pub fn new(images: impl Into<PathBuf>, out: impl Into<PathBuf>, backbone: impl Into<PathBuf>) -> Self {
-        Self {
-            images: images.into(),
-            out: out.into(),
-            backbone: backbone.into(),
-            name: None,
-            input_mode: None,
-            size: None,
-            grid_stride: None,
-            input_contrast: None,
-            tile_overlap_px: 32,
-            coreset_ratio: 0.25,
-            max_bank_rows: None,
-            local_scale_k: 3,
-            pca_dims: 64,
-            whiten: 1.0,
-            holdout_fraction: 0.15,
-            threshold_sigmas: None,
-            max_overkill: 0.01,
-            target_escape: None,
-            defects: None,
-            time_budget_s: 600.0,
-            head: HeadMode::Auto,
-            blur_sigma_px: 16.0,
-            top_fraction: 0.05,
-            max_patches: 1_000_000,
-            seed: 0,
-            threads: 0,
-            progress: false,
-            keep_existing: false,
-            stage: None,
-        }
-    }
-}
 
 /// What a teach run did, for the command's summary and the manifest.
 #[derive(Clone, Debug)]
@@ -965,56 +861,6 @@ fn coreset_pool(n: usize, k: usize, seed: u64) -> Option<Vec<usize>> {
     let mut rows = rand::seq::index::sample(&mut rng, n, size).into_vec();
     rows.sort_unstable();
     Some(rows)
-}
-
-fn check_options(o: &TeachOptions) -> Result<()> {
-    let mut problems = Vec::new();
-    if !(o.coreset_ratio > 0.0 && o.coreset_ratio <= 1.0) {
-        problems.push(format!("--coreset-ratio {} must be in (0, 1] (e.g. 0.01 = 1% of the patches)", o.coreset_ratio));
-    }
-    if !(o.holdout_fraction > 0.0 && o.holdout_fraction < 1.0) {
-        problems.push(format!("--holdout {} must be in (0, 1) (e.g. 0.15)", o.holdout_fraction));
-    }
-    if o.max_bank_rows == Some(0) {
-        problems.push("--max-bank-rows must be at least 1 (leave it out for the scoring budget's size)".into());
-    }
-    if o.pca_dims == 0 {
-        problems.push("--pca-dims must be at least 1".into());
-    }
-    if !(0.0..=1.0).contains(&o.whiten) {
-        problems.push(format!("--whiten {} must be in [0, 1] (1 = full whitening, 0 = plain PCA)", o.whiten));
-    }
-    if !(o.blur_sigma_px > 0.0 && o.blur_sigma_px.is_finite()) {
-        problems.push(format!("--blur-sigma {} must be > 0 pixels", o.blur_sigma_px));
-    }
-    if !(o.top_fraction > 0.0 && o.top_fraction <= 1.0) {
-        problems.push(format!("--top-fraction {} must be in (0, 1]", o.top_fraction));
-    }
-    if let Some(k) = o.threshold_sigmas
-        && !(k >= 0.0 && k.is_finite())
-    {
-        problems.push(format!("--threshold-sigmas {k} must be ≥ 0"));
-    }
-    if !(o.max_overkill >= 0.0 && o.max_overkill < 1.0) {
-        problems.push(format!("--max-overkill {}% must be in [0, 100)", 100.0 * o.max_overkill));
-    }
-    if let Some(e) = o.target_escape
-        && !(0.0..1.0).contains(&e)
-    {
-        problems.push(format!("--target-escape {}% must be in [0, 100)", 100.0 * e));
-    }
-    if o.time_budget_s.is_nan() || o.time_budget_s <= 0.0 {
-        problems.push(format!("--time-budget {} must be > 0 seconds", o.time_budget_s));
-    }
-    if let Some(size) = o.size {
-        if size < 32 {
-            problems.push(format!("--size {size} is too small (at least 32 px)"));
-        }
-        if o.input_mode == Some(InputMode::Tile) && o.tile_overlap_px >= size {
-            problems.push(format!("--tile-overlap {} must be smaller than --size {size}", o.tile_overlap_px));
-        }
-    }
-    if problems.is_empty() { Ok(()) } else { bail!("invalid teach options:\n  {}", problems.join("\n  ")) }
 }
 
 /// The image files directly in `dir`, sorted by name; at least [`MIN_IMAGES`].

@@ -22,6 +22,7 @@ pub mod learn;
 pub mod on_start;
 pub mod onnx;
 pub mod operating_point;
+pub mod options;
 mod package;
 pub mod pca;
 pub mod precision;
