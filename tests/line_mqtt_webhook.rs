@@ -19,7 +19,7 @@ use linesight::telemetry::names;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -33,10 +33,6 @@ fn mono_ns() -> u64 {
 fn real_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn require(program: &str) {
@@ -59,7 +55,7 @@ struct Broker {
 impl Broker {
     fn start(dir: &Path) -> Self {
         require("/usr/sbin/mosquitto");
-        let port = free_port();
+        let port = common::free_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,

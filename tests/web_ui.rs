@@ -6,12 +6,7 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[test]
 fn the_pages_work_in_a_real_browser() {
@@ -91,7 +86,7 @@ sha256 = "{viewer}"
         viewer = hash("viewer-token"),
     );
     let config = common::write_config(dir.path(), &text);
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = common::linesight_run();
     cmd.arg("--config").arg(&config).args(["--api-listen", &format!("127.0.0.1:{port}")]);
     cmd.env("LINESIGHT_API_TOKEN", "admin-token");

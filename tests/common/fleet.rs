@@ -3,15 +3,13 @@
 //! set-up installs, started and stopped by the tests; hubs and stations as `linesight` processes.
 
 use super::{Guard, http_get, linesight, repo, spawn_with_admin, wait_for};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use super::free_port;
 
 fn wait_port(port: u16, what: &str) {
     wait_for(

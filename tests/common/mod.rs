@@ -20,6 +20,11 @@ pub fn demo_model() -> String {
     repo().join("models/demo").display().to_string()
 }
 
+/// A loopback port nothing listens on now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A one-camera synthetic station config.
 pub fn synthetic_station(fps: f64, extra_camera: &str, extra_pipeline: &str) -> String {
     format!(
