@@ -168,13 +168,19 @@ fn blocked_best(b: &mut Builder, matrix: &str, blocks: usize, block: usize, larg
     (best, index)
 }
 
+/// Largest magnitude of the int8 bank's values and digits: 7 bits, not 8. On x86 CPUs without
+/// VNNI, ONNX Runtime multiplies uint8 by int8 with `vpmaddubsw`, which adds each pair of
+/// products in 16 bits and saturates: 2 · 255 · 127 overflows, 2 · 255 · 63 = 32,130 does not.
+/// (VNNI's `vpdpbusd` sums in 32 bits; the quantized backbone's `reduce_range` is the same guard.)
+const BANK_MAX: i64 = 63;
+
 /// The int8 search's `[P, M]` int32 scores, largest for the nearest row.
 ///
-/// With z ≈ s·(z_q − 128) and b ≈ s·b_q (one scale s for both, from the bank's largest value),
-/// the nearest row maximises z·b − |b|²/2 ≈ s²·(Σ (z_q − 128)·b_q − C) with
+/// With z ≈ s·(z_q − 128) and b ≈ s·b_q (one scale s for both, from the bank's largest value
+/// over [`BANK_MAX`]), the nearest row maximises z·b − |b|²/2 ≈ s²·(Σ (z_q − 128)·b_q − C) with
 /// C = round(|b|² / 2s²). C is folded into the integer product: the quantized patches get extra
 /// columns that quantize to 127 and to 1 above the zero point, the bank extra rows holding C's
-/// digits in base 127, so one `MatMulInteger` gives the whole score.
+/// digits in base 127 (each at most [`BANK_MAX`]), so one `MatMulInteger` gives the whole score.
 fn int8_score(b: &mut Builder, z: &str, bank: &[f32], dims: usize) -> String {
     let folded = Int8Bank::quantize(bank, dims);
     let s = folded.scale;
@@ -206,7 +212,7 @@ impl Int8Bank {
     fn quantize(bank: &[f32], dims: usize) -> Self {
         let rows = bank.len() / dims;
         let largest = bank.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if largest > 0.0 && largest.is_finite() { largest / 127.0 } else { 1.0 };
+        let scale = if largest > 0.0 && largest.is_finite() { largest / BANK_MAX as f32 } else { 1.0 };
         let bias: Vec<i64> = bank
             .chunks_exact(dims)
             .map(|row| {
@@ -214,22 +220,23 @@ impl Int8Bank {
                 -(sq / (2.0 * (scale as f64) * (scale as f64))).round() as i64
             })
             .collect();
-        // |C| ≤ D·127²/2, so the digits are bounded by the dimension.
+        // |C| ≤ D·BANK_MAX²/2, so the digits are bounded by the dimension.
         let largest_bias = bias.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
-        let coarse_digits = largest_bias.div_ceil(127 * 127) as usize + 1;
+        let coarse_digits = largest_bias.div_ceil(127 * BANK_MAX as u64) as usize + 1;
         let k = dims + coarse_digits + 1;
         let mut columns = vec![0i8; k * rows];
         for (r, row) in bank.chunks_exact(dims).enumerate() {
             for (d, &v) in row.iter().enumerate() {
-                columns[d * rows + r] = (v / scale).round().clamp(-127.0, 127.0) as i8;
+                let limit = BANK_MAX as f32;
+                columns[d * rows + r] = (v / scale).round().clamp(-limit, limit) as i8;
             }
             let mut rest = bias[r];
             for digit in 0..coarse_digits {
-                let step = ((rest as f64) / 127.0).round().clamp(-127.0, 127.0) as i64;
+                let step = ((rest as f64) / 127.0).round().clamp(-(BANK_MAX as f64), BANK_MAX as f64) as i64;
                 columns[(dims + digit) * rows + r] = step as i8;
                 rest -= 127 * step;
             }
-            debug_assert!(rest.abs() <= 127, "bias digits: {rest} left");
+            debug_assert!(rest.abs() <= BANK_MAX, "bias digits: {rest} left");
             columns[(dims + coarse_digits) * rows + r] = rest as i8;
         }
         Self { scale, rows, coarse_digits, columns }
@@ -258,6 +265,43 @@ mod tests {
             assert_eq!(folded, want, "row {r}");
             for (d, &v) in row.iter().enumerate() {
                 assert!((col(d) as f32 * q.scale - v).abs() <= q.scale / 2.0 + 1e-6, "row {r} dim {d}");
+            }
+        }
+    }
+
+    /// What `vpmaddubsw` (uint8 × int8, each pair of products summed in 16 bits, saturating)
+    /// computes, as ONNX Runtime's kernels on CPUs without VNNI use it.
+    fn pairwise_saturating_dot(a: &[u8], b: &[i8]) -> i64 {
+        a.chunks(2)
+            .zip(b.chunks(2))
+            .map(|(a, b)| {
+                let pair: i32 = a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+                i64::from(pair.clamp(i32::from(i16::MIN), i32::from(i16::MAX)))
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_int8_score_is_exact_without_vnni_too() {
+        let dims = 64;
+        // Rows at the bank's largest values, of both signs, and a patch far outside the bank:
+        // the pairs of products are as large as they can get.
+        let mut bank: Vec<f32> = (0..dims * 50).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0).collect();
+        bank.extend(std::iter::repeat_n(3.0, dims));
+        bank.extend(std::iter::repeat_n(-3.0, dims));
+        let q = Int8Bank::quantize(&bank, dims);
+        let k = dims + q.coarse_digits + 1;
+        // Quantized patches as the graph makes them: uint8 around 128, then the constant columns
+        // at 127 and 1 above it.
+        for patch in [vec![255u8; dims], vec![0u8; dims], (0..dims).map(|d| (d * 37 % 256) as u8).collect()] {
+            let mut a = patch;
+            a.extend(std::iter::repeat_n(255, q.coarse_digits));
+            a.push(129);
+            assert_eq!(a.len(), k);
+            for r in 0..q.rows {
+                let b: Vec<i8> = (0..k).map(|i| q.columns[i * q.rows + r]).collect();
+                let exact: i64 = a.iter().zip(&b).map(|(&x, &y)| i64::from(x) * i64::from(y)).sum();
+                assert_eq!(pairwise_saturating_dot(&a, &b), exact, "row {r}: a 16-bit pair sum saturated");
             }
         }
     }
