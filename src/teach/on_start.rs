@@ -74,8 +74,7 @@ fn ensure_one(
     };
     tracing::info!(package = %package.display(), images = %images.display(), "no taught model yet: teaching from good parts");
     let images_kind = if t.images.is_some() { Images::Real } else { Images::Synthetic };
-    let opts = options(&images, &package, t, images_kind, loaded)?;
-    let mut opts = opts;
+    let mut opts = options(&images, &package, t, images_kind, loaded)?;
     opts.name = Some(name.to_string());
     opts.progress = progress;
     opts.keep_existing = true;
@@ -113,7 +112,7 @@ pub fn options(
     kind: Images,
     loaded: &LoadedConfig,
 ) -> Result<TeachOptions> {
-    let backbone = t.precision.backbone(&loaded.resolve(&t.backbone)).map_err(|e| anyhow!("[teach] precision: {e}"))?;
+    let backbone = t.precision.backbone(&loaded.resolve(&t.backbone)).map_err(anyhow::Error::msg)?;
     let mut opts = TeachOptions::new(images, out, backbone);
     let pipeline = &loaded.config.pipeline;
     opts.input_mode = Some(t.input_mode.or(pipeline.input_mode).unwrap_or(InputMode::Tile));
