@@ -17,7 +17,7 @@ use linesight::topology::{RunOptions, Station};
 
 fn main() {
     let parts: u64 = std::env::args().nth(1).map_or(1000, |a| a.parse().expect("PARTS_PER_SURFACE"));
-    let project = linesight::app::project_dir();
+    let project = linesight::config::project_dir();
     // The demo config, with the cameras flat out, never dropping a part, and no verdict deadline
     // (flat out, parts queue longer than the line's deadline; accuracy is the question here).
     let text = config::DEMO_CONFIG

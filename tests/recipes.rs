@@ -470,13 +470,14 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["installed"], true, "{job}");
     assert_eq!(job["teach"]["images"], 16, "{job}");
-    // Parts of the product (a camera's), no grid, contrast or threshold rule in the config: chosen
-    // as `linesight teach` chooses them, the grid and contrast by validation among the tile
-    // candidates, the threshold at the recipe's stated overkill instead of mean + 3 std.
+    // Parts of the product, no backbone, input, grid, contrast or threshold rule in the config:
+    // chosen as `linesight teach` chooses them: its backbone, the input size, grid and contrast
+    // by validation, the threshold at the recipe's stated overkill instead of mean + 3 std.
+    assert!(job["teach"]["backbone"].as_str().unwrap().contains("lite2"), "{job}");
     let candidates = job["teach"]["recipe"]["candidates"].as_array().expect("the recipe search's candidates");
     let tried: Vec<&str> = candidates.iter().filter_map(|c| c["recipe"].as_str()).collect();
-    assert_eq!(tried.first(), Some(&"tile 256×256 grid 16 standardised"), "{job}");
-    assert!(tried.len() == 3 && tried.iter().any(|r| r.contains("grid 8")) && tried.iter().any(|r| r.ends_with("raw")));
+    assert_eq!(tried.first(), Some(&"resize 160×160 grid 16 standardised"), "{job}");
+    assert!(tried.len() == 5 && tried.iter().any(|r| r.contains("grid 8")) && tried.iter().any(|r| r.ends_with("raw")));
     let rule = job["teach"]["threshold_rule"].as_str().unwrap();
     assert!(rule.contains("95th percentile of the held-out good scores (expected overkill 5%)"), "{rule}");
     assert_eq!(job["teach"]["defect_images"], 6, "the job's labelled defects were used: {job}");

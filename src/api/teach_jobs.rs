@@ -12,7 +12,7 @@
 
 use super::error::ApiError;
 use crate::api::recipes::LiveRecipes;
-use crate::config::ModelTeachConfig;
+use crate::config::{ModelTeachConfig, TeachShare};
 use crate::teach::learn::Stage;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -200,11 +200,11 @@ fn job_settings(
     loaded: &crate::config::LoadedConfig,
     rc: &mut crate::config::RecipeConfig,
 ) -> Result<(), ApiError> {
-    for (name, share, example) in
-        [("max_overkill", request.max_overkill, "0.01 for 1%"), ("target_escape", request.target_escape, "0.05 for 5%")]
+    for (kind, share) in
+        [(TeachShare::MaxOverkill, request.max_overkill), (TeachShare::TargetEscape, request.target_escape)]
     {
-        if share.is_some_and(|s| !(0.0..crate::config::MAX_TEACH_SHARE).contains(&s)) {
-            return Err(ApiError::BadRequest(format!("{name}: a share in [0, 0.5), e.g. {example}")));
+        if let Some(problem) = share.and_then(|s| kind.problem(s)) {
+            return Err(ApiError::BadRequest(format!("{}: {problem}", kind.key())));
         }
     }
     let defects = request.defects.as_ref().map(|d| loaded.resolve(d));
@@ -217,12 +217,7 @@ fn job_settings(
     if defects.is_none() && request.max_overkill.is_none() && request.target_escape.is_none() {
         return Ok(());
     }
-    let t = match rc.teach.as_mut() {
-        Some(t) => t,
-        None => rc.teach.insert(
-            toml::from_str::<ModelTeachConfig>("").map_err(|e| ApiError::Internal(format!("teach defaults: {e}")))?,
-        ),
-    };
+    let t = rc.teach.get_or_insert_with(ModelTeachConfig::default);
     if defects.is_some() {
         t.defects = defects;
     }
@@ -287,11 +282,8 @@ fn teach(
             staging.clone()
         }
     };
-    let t = match &rc.teach {
-        Some(t) => t.clone(),
-        None => toml::from_str::<ModelTeachConfig>("")?,
-    };
-    let backbone = loaded.resolve(&t.backbone);
+    let t = rc.teach.clone().unwrap_or_default();
+    let backbone = t.backbone_dir(loaded);
     anyhow::ensure!(
         backbone.join("backbone.toml").is_file(),
         "no backbone at {}: set the recipe's [recipe.teach] backbone",

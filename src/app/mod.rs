@@ -6,7 +6,7 @@ use crate::teach::precision::{self, Precision};
 use crate::topology::{RunOptions, Station};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod run;
 
@@ -32,13 +32,6 @@ pub fn main(cli: Cli) -> Result<()> {
     }
 }
 
-/// The backbone `teach` uses when none is named: the stronger Lite2 when it is there.
-pub fn default_backbone() -> PathBuf {
-    let models = project_dir().join("models");
-    let lite2 = models.join("backbone-lite2");
-    if lite2.join("backbone.toml").is_file() { lite2 } else { models.join("backbone-lite0") }
-}
-
 fn teach(args: TeachArgs) -> Result<()> {
     let input_mode = match args.input_mode.as_deref() {
         None => None,
@@ -55,7 +48,8 @@ fn teach(args: TeachArgs) -> Result<()> {
         ),
     };
     let precision = Precision::parse(&args.precision).map_err(anyhow::Error::msg)?;
-    let backbone = precision.backbone(&args.backbone.unwrap_or_else(default_backbone)).map_err(anyhow::Error::msg)?;
+    let backbone =
+        precision.backbone(&args.backbone.unwrap_or_else(config::default_backbone)).map_err(anyhow::Error::msg)?;
     if precision == Precision::Int8
         && let Some(w) = precision::int8_warning(precision::cpu_has_vnni())
     {
@@ -97,29 +91,12 @@ fn teach(args: TeachArgs) -> Result<()> {
     Ok(())
 }
 
-/// The folder the demo config's relative paths start from: the current folder when it holds the
-/// project's `models/`, else the checkout the binary was built in.
-pub fn project_dir() -> PathBuf {
-    let here = PathBuf::from(".");
-    if here.join("models/demo/model.toml").is_file() {
-        return here;
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("models/demo/model.toml").is_file() {
-                return dir.to_path_buf();
-            }
-        }
-    }
-    here
-}
-
 /// The station config (or the demo's), with its model taught first if `[model.teach]` asks and
 /// the package does not exist yet.
 fn load(config: Option<&Path>) -> Result<LoadedConfig> {
     let loaded = match config {
         Some(path) => config::load_file(path)?,
-        None => config::demo(project_dir())?,
+        None => config::demo(config::project_dir())?,
     };
     crate::teach::ensure_taught(&loaded, std::io::stderr().is_terminal())?;
     Ok(loaded)

@@ -8,6 +8,7 @@
 //! value. [`timing`] turns the accepted values into the durations the station runs on.
 
 pub mod fleet;
+mod install;
 mod line;
 pub mod recipe;
 mod threads;
@@ -16,6 +17,7 @@ mod types;
 mod unknown;
 mod validate;
 
+pub use install::{default_backbone, project_dir};
 pub use line::*;
 pub use recipe::{DEFAULT_RECIPE, RecipeConfig};
 pub use types::*;

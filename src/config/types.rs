@@ -276,6 +276,39 @@ pub struct ModelConfig {
 /// slip for 1%.
 pub const MAX_TEACH_SHARE: f64 = 0.5;
 
+/// Teach's two shares, checked alike wherever they are given (a config, a teach request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeachShare {
+    MaxOverkill,
+    TargetEscape,
+}
+
+impl TeachShare {
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::MaxOverkill => "max_overkill",
+            Self::TargetEscape => "target_escape",
+        }
+    }
+
+    /// `None` when `share` is usable, else what it must be instead.
+    pub fn problem(self, share: f64) -> Option<&'static str> {
+        if (0.0..MAX_TEACH_SHARE).contains(&share) {
+            return None;
+        }
+        Some(match self {
+            Self::MaxOverkill => "must be a share of good parts in [0, 0.5), e.g. 0.01 for 1%",
+            Self::TargetEscape => "must be a share of defects in [0, 0.5), e.g. 0.05 for 5%",
+        })
+    }
+}
+
+/// Input sides (square, or the side of a square of the same area) teach's search tries when no
+/// size is given: research on MTD found 160–224 best for whole-part inputs, 256 is the old default.
+pub const TEACH_SIZES: [u32; 3] = [160, 224, 256];
+/// Tile side when teach tiles large frames and no size is given.
+pub const TEACH_TILE: u32 = 256;
+
 /// `[model.teach]`: where the good parts come from and the few teach settings a station needs;
 /// everything else is `linesight teach`'s defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -287,15 +320,18 @@ pub struct ModelTeachConfig {
     /// seed and size as the camera, from part numbers the camera never shows).
     #[serde(default)]
     pub synthetic_parts: Option<u32>,
-    /// Backbone package folder.
-    #[serde(default = "default_teach_backbone")]
-    pub backbone: PathBuf,
-    /// `tile` or `resize`; unset: `[pipeline].input_mode`, else tile.
+    /// Backbone package folder. Unset: the one `linesight teach` uses, Lite2 among the installed
+    /// models (Lite0 where Lite2 is not installed).
+    #[serde(default)]
+    pub backbone: Option<PathBuf>,
+    /// `tile` or `resize`; unset: `[pipeline].input_mode`, else chosen by teach's validation like
+    /// `linesight teach` does (synthetic parts: tile).
     #[serde(default)]
     pub input_mode: Option<InputMode>,
-    /// Model input side in pixels (a multiple of 16).
-    #[serde(default = "default_teach_size")]
-    pub size: u32,
+    /// Model input side in pixels (a multiple of 16). Unset: chosen by teach's validation like
+    /// `linesight teach` does (synthetic parts: 256).
+    #[serde(default)]
+    pub size: Option<u32>,
     /// Patch grid stride: 16 or 8 (finer maps for defects of a few pixels). Unset: chosen by
     /// teach's validation like `linesight teach` does (synthetic parts: 16).
     #[serde(default)]
@@ -356,6 +392,21 @@ pub struct ModelTeachConfig {
     pub seed: u64,
 }
 
+impl Default for ModelTeachConfig {
+    /// Every key at its default, as an empty `[model.teach]` table reads.
+    fn default() -> Self {
+        toml::from_str("").expect("every [model.teach] key has a default")
+    }
+}
+
+impl ModelTeachConfig {
+    /// The backbone package folder: as set (relative to the config's folder), else the installed
+    /// default.
+    pub fn backbone_dir(&self, loaded: &super::LoadedConfig) -> PathBuf {
+        self.backbone.as_deref().map_or_else(super::default_backbone, |b| loaded.resolve(b))
+    }
+}
+
 fn default_blur_sigma_px() -> f32 {
     16.0
 }
@@ -366,12 +417,6 @@ fn default_holdout_fraction() -> f64 {
     0.15
 }
 
-fn default_teach_backbone() -> PathBuf {
-    PathBuf::from("models/backbone-lite0")
-}
-fn default_teach_size() -> u32 {
-    256
-}
 fn default_coreset_ratio() -> f64 {
     0.25
 }

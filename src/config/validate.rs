@@ -2,7 +2,7 @@
 //! `linesight check` run shows everything to fix.
 
 use super::timing::{self, MAX_DURATION_MS};
-use super::{LoadedConfig, SourceConfig};
+use super::{LoadedConfig, SourceConfig, TeachShare};
 use crate::calibration::{Calibration, CalibrationError, CameraGeometry};
 use std::collections::HashSet;
 use std::fmt;
@@ -450,21 +450,31 @@ fn check_package(
                     "the station has no synthetic camera to render parts",
                 );
             }
+            let backbone = t.backbone_dir(loaded);
             c.check(
-                loaded.resolve(&t.backbone).join("backbone.toml").is_file(),
+                backbone.join("backbone.toml").is_file(),
                 format!("{prefix}.teach.backbone"),
-                t.backbone.display(),
-                "no backbone.toml in this folder (e.g. models/backbone-lite0)",
+                backbone.display(),
+                if t.backbone.is_some() {
+                    "no backbone.toml in this folder (a backbone package, e.g. the installed models/backbone-lite2)"
+                } else {
+                    "the installed backbone is missing (reinstall linesight, or set backbone to a backbone package folder)"
+                },
             );
-            c.check(
-                (32..=MAX_TEACH_SIZE).contains(&t.size) && t.size.is_multiple_of(16),
-                format!("{prefix}.teach.size"),
-                t.size,
-                "must be a multiple of 16, 32..=2048",
-            );
+            if let Some(size) = t.size {
+                c.check(
+                    (32..=MAX_TEACH_SIZE).contains(&size) && size.is_multiple_of(16),
+                    format!("{prefix}.teach.size"),
+                    size,
+                    "must be a multiple of 16, 32..=2048",
+                );
+            }
+            // Unset, the size is chosen among teach's candidates: tiles of TEACH_TILE, whole
+            // parts down to the smallest of TEACH_SIZES.
+            let tile = t.size.unwrap_or(super::TEACH_TILE);
             let teach_mode = t.input_mode.or(cfg.pipeline.input_mode).unwrap_or_default();
             c.check(
-                teach_mode != super::InputMode::Tile || cfg.pipeline.tile_overlap_px < t.size,
+                teach_mode != super::InputMode::Tile || cfg.pipeline.tile_overlap_px < tile,
                 "pipeline.tile_overlap_px",
                 cfg.pipeline.tile_overlap_px,
                 "must be smaller than model.teach.size (tiles overlap by less than their side)",
@@ -504,7 +514,7 @@ fn check_package(
                 "must be in (0, 1], e.g. 0.01",
             );
             c.check(
-                t.blur_sigma_px > 0.0 && t.blur_sigma_px < t.size as f32 / 8.0,
+                t.blur_sigma_px > 0.0 && t.blur_sigma_px < t.size.unwrap_or(super::TEACH_SIZES[0]) as f32 / 8.0,
                 format!("{prefix}.teach.blur_sigma_px"),
                 t.blur_sigma_px,
                 "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
@@ -529,21 +539,18 @@ fn check_package(
                 t.holdout_fraction,
                 "must be in (0, 1), e.g. 0.15",
             );
-            if let Some(share) = t.max_overkill {
-                c.check(
-                    (0.0..super::MAX_TEACH_SHARE).contains(&share),
-                    format!("{prefix}.teach.max_overkill"),
-                    share,
-                    "must be a share of good parts in [0, 0.5), e.g. 0.01 for 1%",
-                );
-            }
-            if let Some(share) = t.target_escape {
-                c.check(
-                    (0.0..super::MAX_TEACH_SHARE).contains(&share),
-                    format!("{prefix}.teach.target_escape"),
-                    share,
-                    "must be a share of defects in [0, 0.5), e.g. 0.05 for 5%",
-                );
+            for (kind, value) in
+                [(TeachShare::MaxOverkill, t.max_overkill), (TeachShare::TargetEscape, t.target_escape)]
+            {
+                if let Some(share) = value {
+                    let problem = kind.problem(share);
+                    c.check(
+                        problem.is_none(),
+                        format!("{prefix}.teach.{}", kind.key()),
+                        share,
+                        problem.unwrap_or_default(),
+                    );
+                }
             }
             if let Some(defects) = &t.defects {
                 c.check(
@@ -554,7 +561,7 @@ fn check_package(
                 );
             }
             if t.precision == super::Precision::Int8 {
-                let int8 = super::int8_sibling(&loaded.resolve(&t.backbone));
+                let int8 = super::int8_sibling(&backbone);
                 c.check(
                     int8.join("backbone.toml").is_file(),
                     format!("{prefix}.teach.precision"),
@@ -563,7 +570,7 @@ fn check_package(
                         "no INT8 copy of the backbone at {}: make it from good images of the product with \
                          `make backbone-int8 BACKBONE={} IMAGES=DIR`, or set precision = \"fp32\"",
                         int8.display(),
-                        t.backbone.display()
+                        backbone.display()
                     ),
                 );
             }

@@ -112,15 +112,16 @@ pub fn options(
     kind: Images,
     loaded: &LoadedConfig,
 ) -> Result<TeachOptions> {
-    let backbone = t.precision.backbone(&loaded.resolve(&t.backbone)).map_err(anyhow::Error::msg)?;
+    let backbone = t.precision.backbone(&t.backbone_dir(loaded)).map_err(anyhow::Error::msg)?;
     let mut opts = TeachOptions::new(images, out, backbone);
     let pipeline = &loaded.config.pipeline;
-    opts.input_mode = Some(t.input_mode.or(pipeline.input_mode).unwrap_or(InputMode::Tile));
-    opts.size = Some(t.size);
+    let input_mode = t.input_mode.or(pipeline.input_mode);
     opts.tile_overlap_px = pipeline.tile_overlap_px;
-    (opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match kind {
-        Images::Real => (t.grid_stride, t.input_contrast, t.threshold_sigmas),
+    (opts.input_mode, opts.size, opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match kind {
+        Images::Real => (input_mode, t.size, t.grid_stride, t.input_contrast, t.threshold_sigmas),
         Images::Synthetic => (
+            Some(input_mode.unwrap_or(InputMode::Tile)),
+            Some(t.size.unwrap_or(SYNTHETIC_SIZE)),
             Some(t.grid_stride.unwrap_or(super::recipe::GRID)),
             Some(t.input_contrast.unwrap_or(InputContrast::Raw)),
             Some(t.threshold_sigmas.unwrap_or(SYNTHETIC_THRESHOLD_SIGMAS)),
@@ -145,6 +146,8 @@ pub fn options(
     Ok(opts)
 }
 
+/// The demo's tiles on synthetic parts.
+const SYNTHETIC_SIZE: u32 = 256;
 /// The demo's threshold rule on synthetic parts: mean + 3σ of the held-out renders.
 const SYNTHETIC_THRESHOLD_SIGMAS: f32 = 3.0;
 
@@ -239,6 +242,18 @@ mod tests {
             (cli.max_overkill, None, cli.time_budget_s)
         );
         assert_eq!(opts.defects, None);
+        assert_eq!((opts.input_mode, opts.size), (None, None), "chosen by validation");
+
+        // No backbone set: the one `linesight teach` uses, found among the installed models
+        // whatever folder the config is in; synthetic parts keep the demo's fixed tiles.
+        let text = crate::config::DEMO_CONFIG.replacen("backbone = \"models/backbone-lite0\"", "", 1);
+        let loaded = crate::config::load_str(&text, "test", dir.path().to_path_buf()).unwrap();
+        let t = loaded.config.model.teach.as_ref().unwrap();
+        assert_eq!(t.backbone_dir(&loaded), crate::config::default_backbone());
+        assert!(crate::config::default_backbone().ends_with("models/backbone-lite2"), "Lite2 is installed");
+        let opts = options(Path::new("good"), Path::new("out"), t, Images::Synthetic, &loaded).unwrap();
+        assert_eq!(opts.backbone, crate::config::default_backbone());
+        assert_eq!((opts.input_mode, opts.size), (Some(InputMode::Tile), Some(SYNTHETIC_SIZE)));
     }
 
     #[test]
@@ -249,7 +264,7 @@ mod tests {
             ("target_escape = -0.1", "model.teach.target_escape", "0.05 for 5%"),
             ("target_escape = nan", "model.teach.target_escape", "0.05 for 5%"),
             ("defects = \"nowhere\"", "model.teach.defects", "no such folder"),
-            ("precision = \"int8\"", "model.teach.precision", "make backbone-int8 BACKBONE=bb IMAGES=DIR"),
+            ("precision = \"int8\"", "model.teach.precision", "bb IMAGES=DIR"),
             ("time_budget_s = 0", "model.teach.time_budget_s", "e.g. 600"),
             ("time_budget_s = inf", "model.teach.time_budget_s", "e.g. 600"),
         ] {

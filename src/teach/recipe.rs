@@ -6,11 +6,10 @@
 use super::onnx::InputShape;
 use crate::config::{InputContrast, InputMode};
 
-/// Input sides (square, or the side of a square of the same area) teach tries when `--size` is
-/// not given: research on MTD found 160–224 best for whole-part inputs, 256 is the old default.
-pub const SIZES: [u32; 3] = [160, 224, 256];
+/// Input sides teach tries when `--size` is not given (see [`crate::config::TEACH_SIZES`]).
+pub const SIZES: [u32; 3] = crate::config::TEACH_SIZES;
 /// Tile side when tiling large frames.
-pub const TILE: u32 = 256;
+pub const TILE: u32 = crate::config::TEACH_TILE;
 /// Images whose long side is at least this many times their short side also get inputs of their
 /// own aspect ratio (squashing a 2.5:1 frame square distorts its defects).
 pub const ASPECT_FOR_RECT: f64 = 1.3;
