@@ -69,6 +69,7 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
         local_scale: Some(&scales),
         correction: None,
         search: nearest_search(backbone),
+        grid_scores: false,
     };
     onnx::scoring_model(
         backbone,

@@ -101,7 +101,10 @@ def read_run(path):
         with open(toml_path, "rb") as f:
             teach = tomllib.load(f).get("teach", {})
     op = teach.get("operating_point", {})
-    row["recipe"] = teach.get("recipe", {}).get("chosen", DASH)
+    search = teach.get("recipe", {})
+    row["recipe"] = search.get("chosen", DASH)
+    if search.get("post_chosen"):  # how the map is read, when labelled defects chose it
+        row["recipe"] += ", " + search["post_chosen"]
     head = teach.get("head")
     # The learned distance correction: used, tried and left out, or not tried (goods only).
     row["head"] = DASH if not head else ("used" if head.get("used") else "not used")

@@ -172,12 +172,14 @@ pub struct TeachArgs {
     /// not fit are skipped (and named).
     #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
     pub time_budget: f64,
-    /// Gaussian smoothing of the anomaly map, pixels.
-    #[arg(long, default_value_t = 16.0)]
-    pub blur_sigma: f32,
-    /// Image score = mean of this fraction of the anomaly map's highest pixels.
-    #[arg(long, default_value_t = 0.05)]
-    pub top_fraction: f32,
+    /// Gaussian smoothing of the anomaly map, pixels [default: chosen by validation: 16, or 4
+    /// for a sharper map].
+    #[arg(long)]
+    pub blur_sigma: Option<f32>,
+    /// Image score = mean of this fraction of the anomaly map's highest pixels [default: chosen
+    /// by validation: 0.05, or 0.01].
+    #[arg(long)]
+    pub top_fraction: Option<f32>,
     /// Seed of the split, the PCA sample and the coreset.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -218,6 +218,22 @@ fn recipe_search_and_labelled_defects() {
     }
     let size = chosen.split(' ').nth(1).unwrap().split('×').next().unwrap().parse::<i64>().unwrap();
     assert_eq!(m["input"]["width"].as_integer(), Some(size), "the package feeds what was chosen");
+    // With labelled defects, how the map is read is chosen too, on the winner: the default
+    // first, then the sharp alternatives, judged by the labelled defects; the package reads its
+    // map the chosen way.
+    let post: Vec<&str> =
+        recipe["post_candidates"].as_array().unwrap().iter().map(|c| c["recipe"].as_str().unwrap()).collect();
+    assert_eq!(post, ["blur 16 px, top 5%", "blur 4 px, top 1%", "blur 4 px, top 5%"], "{recipe}");
+    let post_chosen = recipe["post_chosen"].as_str().unwrap();
+    let read = (teach["blur_sigma_px"].as_float().unwrap(), teach["top_fraction"].as_float().unwrap());
+    let want = match post_chosen {
+        "blur 16 px, top 5%" => (16.0, 0.05),
+        "blur 4 px, top 1%" => (4.0, 0.01),
+        "blur 4 px, top 5%" => (4.0, 0.05),
+        other => panic!("chose {other}, not a candidate"),
+    };
+    assert!((read.0 - want.0).abs() < 1e-6 && (read.1 - want.1).abs() < 1e-6, "{post_chosen}: {teach}");
+    assert!(out.contains("ways to read the map") && out.contains(post_chosen), "{out}");
     let op = &teach["operating_point"];
     assert_eq!(op["labelled_defects"].as_integer(), Some(6));
 
@@ -389,6 +405,9 @@ fn int8_precision_teaches_on_the_copy_beside_the_backbone() {
     let teach = &manifest(&package)["teach"];
     assert_eq!(teach["backbone"].as_str(), Some("backbone-lite0-int8"));
     assert_eq!(teach["backbone_int8"].as_bool(), Some(true), "model.toml says the backbone was INT8");
+    // Goods only: no labelled defect to judge how the map is read, so the default reads it.
+    assert!(teach["recipe"].get("post_candidates").is_none(), "{teach}");
+    assert_eq!((teach["blur_sigma_px"].as_float(), teach["top_fraction"].as_float()), (Some(16.0), Some(0.05)));
 }
 
 /// Bilinear ×f upsample with half-pixel centres (ONNX Resize `linear`, `half_pixel`; edges clamp).
@@ -558,17 +577,19 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
         local_scale: scales.as_deref(),
         correction: corrected.then_some(correction.as_slice()),
         search,
+        grid_scores: true,
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
     let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
-    let mut score = |x: &[f32]| -> (f32, Vec<f32>) {
+    let mut score = |x: &[f32]| -> (f32, Vec<f32>, Vec<f32>) {
         let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
         let out = scorer.run(ort::inputs![onnx::INPUT => t]).unwrap();
         let s = out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0];
-        (s, out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1.to_vec())
+        let grid = out[onnx::GRID_SCORES].try_extract_tensor::<f32>().unwrap().1.to_vec();
+        (s, out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1.to_vec(), grid)
     };
 
-    let (self_score, self_map) = score(&a);
+    let (self_score, self_map, _) = score(&a);
     assert_eq!(self_map.len(), size * size);
     let own = if search == NearestSearch::Exact { 2e-2 } else { 0.25 };
     assert!(
@@ -593,9 +614,21 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
         upsample(&nearest, grid, grid, stride)
     };
     let want = reference.iter().fold(f32::MIN, |m, &v| m.max(v));
-    let (got, map) = score(&b);
+    let (got, map, grid_scores) = score(&b);
     assert!(want > 0.1, "the two images differ: reference max {want}");
     let tol = 2e-3 * want.max(1.0);
+    // The post-processing alone, on the model's own patch scores, gives the model's score and
+    // map: what teach's search over the map's smoothing relies on.
+    let post = onnx::post_model(&backbone, shape, stride, blur, 1.0 / (size * size) as f32).unwrap();
+    let mut post = learn::session_from_bytes(&post, 1).unwrap();
+    let t = TensorRef::from_array_view(([1usize, 1, grid, grid], &grid_scores[..])).unwrap();
+    let out = post.run(ort::inputs![onnx::GRID_SCORES => t]).unwrap();
+    assert_eq!(out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0], got, "{case:?}: post-processing score");
+    assert_eq!(out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1, &map[..], "{case:?}: post-processing map");
+    if search == NearestSearch::Exact {
+        let worst = grid_scores.iter().zip(&nearest).map(|(g, r)| (g - r).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= tol, "{case:?}: the grid scores differ from the Rust distances by up to {worst}");
+    }
     match search {
         NearestSearch::Exact => {
             assert!((got - want).abs() <= tol, "{case:?}: graph score {got} vs Rust kernels {want}");

@@ -353,11 +353,13 @@ pub struct ModelTeachConfig {
     #[serde(default = "default_whiten")]
     pub whiten: f64,
     /// Gaussian smoothing of the anomaly map, pixels (smaller keeps small defects sharp).
-    #[serde(default = "default_blur_sigma_px")]
-    pub blur_sigma_px: f32,
-    /// Image score = mean of this fraction of the map's highest pixels.
-    #[serde(default = "default_top_fraction")]
-    pub top_fraction: f32,
+    /// Unset: chosen by teach's validation like `linesight teach` does (synthetic parts: 16).
+    #[serde(default)]
+    pub blur_sigma_px: Option<f32>,
+    /// Image score = mean of this fraction of the map's highest pixels. Unset: chosen by teach's
+    /// validation like `linesight teach` does (synthetic parts: 0.05).
+    #[serde(default)]
+    pub top_fraction: Option<f32>,
     /// Threshold = mean + K·std of the held-out good parts' scores. Unset: the threshold
     /// `linesight teach` sets by default (at most 1% of the held-out good parts over it;
     /// synthetic parts: K = 3).
@@ -407,12 +409,6 @@ impl ModelTeachConfig {
     }
 }
 
-fn default_blur_sigma_px() -> f32 {
-    16.0
-}
-fn default_top_fraction() -> f32 {
-    0.05
-}
 fn default_holdout_fraction() -> f64 {
     0.15
 }

@@ -513,18 +513,22 @@ fn check_package(
                 t.coreset_ratio,
                 "must be in (0, 1], e.g. 0.01",
             );
-            c.check(
-                t.blur_sigma_px > 0.0 && t.blur_sigma_px < t.size.unwrap_or(super::TEACH_SIZES[0]) as f32 / 8.0,
-                format!("{prefix}.teach.blur_sigma_px"),
-                t.blur_sigma_px,
-                "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
-            );
-            c.check(
-                t.top_fraction > 0.0 && t.top_fraction <= 1.0,
-                format!("{prefix}.teach.top_fraction"),
-                t.top_fraction,
-                "must be in (0, 1], e.g. 0.05",
-            );
+            if let Some(sigma) = t.blur_sigma_px {
+                c.check(
+                    sigma > 0.0 && sigma < t.size.unwrap_or(super::TEACH_SIZES[0]) as f32 / 8.0,
+                    format!("{prefix}.teach.blur_sigma_px"),
+                    sigma,
+                    "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
+                );
+            }
+            if let Some(share) = t.top_fraction {
+                c.check(
+                    share > 0.0 && share <= 1.0,
+                    format!("{prefix}.teach.top_fraction"),
+                    share,
+                    "must be in (0, 1], e.g. 0.05",
+                );
+            }
             if let Some(sigmas) = t.threshold_sigmas {
                 c.check(
                     (0.0..=MAX_THRESHOLD_SIGMAS).contains(&sigmas),

@@ -461,6 +461,13 @@ pub struct RecipeSearch {
     /// Candidates not tried because they would not fit the time budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// The map smoothing and image-score rule chosen on the winning recipe, when teach chose it
+    /// (not fixed by the user, and labelled defects to judge by): `post_candidates` is what it
+    /// tried, with the labelled defects' AUROC as the validation figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_chosen: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_candidates: Vec<RecipeTrial>,
 }
 
 /// One recipe teach tried.

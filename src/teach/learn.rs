@@ -53,6 +53,7 @@ pub use super::options::{Stage, TeachOptions};
 use super::options::{check_options, set_stage};
 use super::package::write_package;
 use super::pca;
+use super::post::{self, GridScores, Post};
 use super::recipe::{self, Fixed, Geometry, Recipe};
 use super::selection;
 use super::synthetic;
@@ -109,6 +110,8 @@ struct Trial {
     /// Tiles of every image (teach split and held out).
     tiles: usize,
     scores: Scores,
+    /// The validation images' patch scores, for the post-processing search.
+    grids: GridScores,
     validation: f64,
     synthetic_auroc: f64,
     labelled_auroc: Option<f64>,
@@ -146,7 +149,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
-    let ctx = Ctx { opts, backbone: &backbone, threads };
+    let fixed_post = post::Fixed { blur_sigma_px: opts.blur_sigma_px, top_fraction: opts.top_fraction };
+    let ctx = Ctx { opts, backbone: &backbone, threads, post: fixed_post.starting() };
 
     // The search: every candidate taught from the teach split and judged on the validation set,
     // cheapest first, as long as the candidate and the final teach still fit the time budget.
@@ -216,8 +220,40 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         ));
     }
     let Trial {
-        recipe, calibration, mut patches, keep, tiles, mut scores, seconds_features, seconds_calibration, ..
+        recipe,
+        calibration,
+        mut patches,
+        keep,
+        tiles,
+        mut scores,
+        grids,
+        seconds_features,
+        seconds_calibration,
+        ..
     } = best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
+
+    // The map's smoothing and image-score rule, on the winner, when labelled defects can judge
+    // it (see `post`): the same validation images rescored from their patch scores; the default
+    // stays unless another is better with confidence, as for the recipes.
+    let mut post_trials = Vec::new();
+    let mut chosen_post = ctx.post;
+    let alternatives = post::alternatives(fixed_post, recipe);
+    if !alternatives.is_empty() && labelled.len() >= operating_point::MIN_LABELLED {
+        set_stage(opts, || format!("trying {} ways to read the anomaly map", alternatives.len() + 1));
+        post_trials.push(post_trial(ctx.post, &scores, 0.0, true, None));
+        for alt in alternatives {
+            let t = Instant::now();
+            let rescored = post::rescore(&backbone, recipe, alt, &grids, threads)?;
+            let (replace, p) = post::replaces(&rescored, &scores, opts.seed);
+            tracing::info!(post = %alt.describe(), beat_best = p, replace, "teach post-processing candidate");
+            post_trials.push(post_trial(alt, &rescored, t.elapsed().as_secs_f64(), false, Some(p)));
+            if replace {
+                (chosen_post, scores) = (alt, rescored);
+            }
+        }
+    }
+    drop(grids);
+    let ctx = Ctx { post: chosen_post, ..ctx };
     let feeder = Feeder::new(recipe, opts.tile_overlap_px);
     warnings.extend(suspects(&holdout, &scores.goods, "scores"));
     let per_image: Vec<usize> = teach_set.iter().map(|p| Ok(feeder.tile_count(p)? * keep)).collect::<Result<_>>()?;
@@ -242,9 +278,9 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         let mut choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
         if let Some(c) = &choice.correction {
             let (fitted, bank, scales) = &calibration;
-            let model = ctx.scoring_model(fitted, bank, scales, recipe, Some(c))?;
+            let model = ctx.scoring_model(fitted, bank, scales, recipe, Some(c), false)?;
             let mut scorer = session_from_bytes(&model, threads).context("loading the calibration model")?;
-            let mut with = score_validation(&mut scorer, &feeder, &validation, opts.progress)?;
+            let (mut with, _) = score_validation(&mut scorer, &feeder, &validation, false, opts.progress)?;
             with.goods = odd_positions(&with.goods);
             // The graph's own image score (top of the blurred map) must agree with the
             // leave-one-out's stand-in (the worst patch): on goods the head never saw, the
@@ -298,7 +334,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let rows = patches.len() / dim;
     let (fitted, bank, scales, times) = ctx.bank_of(&patches, recipe.grid, basis.as_ref(), "bank")?;
     drop(patches);
-    let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref())?;
+    let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref(), false)?;
     let bank_rows = bank.len() / fitted.dims;
     let final_s = t_final.elapsed().as_secs_f64();
     let stats = ScoreStats::of(&scores.goods);
@@ -324,8 +360,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         bank_rows,
         local_scale_k: opts.local_scale_k,
         seed: opts.seed,
-        blur_sigma_px: opts.blur_sigma_px,
-        top_fraction: opts.top_fraction,
+        blur_sigma_px: chosen_post.blur_sigma_px,
+        top_fraction: chosen_post.top_fraction,
         threshold_rule: format!(
             "{}, scored by a model taught without them; the shipped bank is taught from all {} images",
             point.rule,
@@ -351,6 +387,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             seconds: round1(search_s),
             candidates: trials,
             skipped,
+            post_chosen: (!post_trials.is_empty()).then(|| chosen_post.describe()),
+            post_candidates: post_trials,
         }),
         head: head_info,
     };
@@ -361,6 +399,20 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         .unwrap_or_else(|| opts.out.file_name().map_or_else(|| "taught".into(), |n| n.to_string_lossy().into_owned()));
     write_package(&opts.out, &name, &model_bytes, shape, threshold, &info, opts.keep_existing)?;
     Ok(TeachReport { out: opts.out.clone(), info, threshold, warnings })
+}
+
+/// A post-processing candidate as the manifest records it: judged by the labelled defects.
+fn post_trial(p: Post, scores: &Scores, seconds: f64, preferred: bool, beat_best: Option<f64>) -> RecipeTrial {
+    let (synthetic, labelled) = scores.aurocs();
+    RecipeTrial {
+        recipe: p.describe(),
+        validation: round4(labelled.unwrap_or(0.5)),
+        synthetic_auroc: round4(synthetic.unwrap_or(0.5)),
+        labelled_auroc: labelled.map(round4),
+        seconds: round1(seconds),
+        preferred,
+        beat_best: beat_best.map(round4),
+    }
 }
 
 fn criterion(labelled: usize) -> String {
@@ -429,6 +481,8 @@ struct Ctx<'a> {
     opts: &'a TeachOptions,
     backbone: &'a Backbone,
     threads: usize,
+    /// How the models it builds read their maps.
+    post: Post,
 }
 
 /// Seconds spent in the bank's steps.
@@ -477,9 +531,9 @@ impl Ctx<'_> {
         let (fitted, bank, scales, _) =
             self.bank_of(&patches, recipe.grid, None, &format!("{}: calibration bank", recipe.describe()))?;
         let t1 = Instant::now();
-        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None)?;
+        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, true)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
-        let scores = score_validation(&mut scorer, &feeder, v, self.opts.progress)?;
+        let (scores, grids) = score_validation(&mut scorer, &feeder, v, true, self.opts.progress)?;
         let seconds_calibration = t1.elapsed().as_secs_f64();
         let (synthetic, labelled) = scores.aurocs();
         let synthetic = synthetic.unwrap_or(0.5);
@@ -491,6 +545,7 @@ impl Ctx<'_> {
             keep,
             tiles,
             scores,
+            grids,
             validation,
             synthetic_auroc: synthetic,
             labelled_auroc: labelled,
@@ -674,6 +729,7 @@ impl Ctx<'_> {
         scales: &Option<Vec<f32>>,
         recipe: Recipe,
         correction: Option<&[f32]>,
+        grid_scores: bool,
     ) -> Result<Vec<u8>> {
         let shape = recipe.shape();
         let scoring = Scoring {
@@ -681,11 +737,12 @@ impl Ctx<'_> {
             projection: &fitted.components,
             bank,
             grid_stride: recipe.grid,
-            blur_sigma_px: self.opts.blur_sigma_px,
-            top_fraction: self.opts.top_fraction,
+            blur_sigma_px: self.post.blur_sigma_px,
+            top_fraction: self.post.top_fraction,
             local_scale: scales.as_deref(),
             correction,
             search: nearest_search(self.backbone),
+            grid_scores,
         };
         onnx::scoring_model(self.backbone, shape, &scoring).map_err(|e| anyhow!(e))
     }
@@ -732,10 +789,20 @@ fn head_record(choice: &HeadChoice, labelled: usize) -> HeadInfo {
 /// Scores of the held-out goods, of [`SYNTHETIC_PER_GOOD`] synthetic defects painted on each (the
 /// kinds in turn, each seeded by the image's place in the hold-out, the texture lent by the next
 /// held-out image), and of the labelled defects.
-fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progress: bool) -> Result<Scores> {
+/// The validation set's image scores, and with `grids` (a calibration model's
+/// [`onnx::GRID_SCORES`]) each image's patch scores.
+fn score_validation(
+    scorer: &mut Session,
+    feeder: &Feeder,
+    v: &Validation,
+    grids: bool,
+    progress: bool,
+) -> Result<(Scores, GridScores)> {
     let shape = feeder.shape;
     let mut batch = Vec::new();
     let mut scores = Scores::default();
+    let mut patch_scores = GridScores::default();
+    let keep = |to: &mut Vec<Vec<f32>>, grid: Option<Vec<f32>>| to.extend(grid.filter(|_| grids));
     let bar = progress_bar(progress, (v.holdout.len() + v.labelled.len()) as u64, "validating");
     let read = |path: &PathBuf| decode(path).map_err(|e| anyhow!("{}: {e}; remove or replace it", path.display()));
     let n = v.holdout.len();
@@ -744,7 +811,9 @@ fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progr
         let good = next.take().ok_or_else(|| anyhow!("hold-out image {i} missing"))?;
         let donor = if n > 1 { read(&v.holdout[(i + 1) % n])? } else { good.clone() };
         feeder.image_tensors(&good, &mut batch);
-        scores.goods.push(image_score(scorer, &mut batch, shape)? as f32);
+        let (score, grid) = image_score(scorer, &mut batch, shape, grids)?;
+        scores.goods.push(score as f32);
+        keep(&mut patch_scores.goods, grid);
         for k in 0..SYNTHETIC_PER_GOOD {
             let j = i * SYNTHETIC_PER_GOOD + k;
             let kind = synthetic::Kind::ALL[j % synthetic::Kind::ALL.len()];
@@ -755,18 +824,22 @@ fn score_validation(scorer: &mut Session, feeder: &Feeder, v: &Validation, progr
                 continue;
             }
             feeder.image_tensors(&painted, &mut batch);
-            scores.synthetic.push(image_score(scorer, &mut batch, shape)? as f32);
+            let (score, grid) = image_score(scorer, &mut batch, shape, grids)?;
+            scores.synthetic.push(score as f32);
+            keep(&mut patch_scores.synthetic, grid);
         }
         next = Some(donor);
         bar.inc(1);
     }
     for path in v.labelled {
         feeder.image_tensors(&read(path)?, &mut batch);
-        scores.labelled.push(image_score(scorer, &mut batch, shape)? as f32);
+        let (score, grid) = image_score(scorer, &mut batch, shape, grids)?;
+        scores.labelled.push(score as f32);
+        keep(&mut patch_scores.labelled, grid);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(scores)
+    Ok((scores, patch_scores))
 }
 
 /// Models on an INT8 backbone search the bank in 8-bit integers too: with the backbone quantized,
@@ -947,18 +1020,25 @@ fn run_features(
     Ok(())
 }
 
-/// Score one image's tiles (in `batch`, emptied) with the taught model: max over tiles.
-fn image_score(session: &mut Session, batch: &mut Vec<f32>, shape: InputShape) -> Result<f64> {
+/// Score one image's tiles (in `batch`, emptied) with the taught model: max over tiles; with
+/// `grids`, also the tiles' patch scores ([`onnx::GRID_SCORES`]).
+fn image_score(
+    session: &mut Session,
+    batch: &mut Vec<f32>,
+    shape: InputShape,
+    grids: bool,
+) -> Result<(f64, Option<Vec<f32>>)> {
     let n = batch.len() / shape.item_len();
     let tensor = TensorRef::from_array_view(([n, shape.channels, shape.height, shape.width], &batch[..]))?;
     let outputs = session.run(ort::inputs![onnx::INPUT => tensor])?;
     let (_, values) = outputs[onnx::SCORE].try_extract_tensor::<f32>()?;
     let score = values.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let grid = if grids { Some(outputs[onnx::GRID_SCORES].try_extract_tensor::<f32>()?.1.to_vec()) } else { None };
     batch.clear();
     if !score.is_finite() {
         bail!("the taught model gave a non-finite score on a held-out image");
     }
-    Ok(score as f64)
+    Ok((score as f64, grid))
 }
 
 fn round1(x: f64) -> f64 {

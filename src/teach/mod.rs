@@ -25,6 +25,7 @@ pub mod operating_point;
 pub mod options;
 mod package;
 pub mod pca;
+pub mod post;
 pub mod precision;
 pub mod recipe;
 pub mod selection;

@@ -139,8 +139,13 @@ pub fn options(
     opts.max_bank_rows = t.max_bank_rows;
     opts.local_scale_k = t.local_scale_k;
     opts.whiten = t.whiten;
-    opts.blur_sigma_px = t.blur_sigma_px;
-    opts.top_fraction = t.top_fraction;
+    (opts.blur_sigma_px, opts.top_fraction) = match kind {
+        Images::Real => (t.blur_sigma_px, t.top_fraction),
+        Images::Synthetic => (
+            Some(t.blur_sigma_px.unwrap_or(super::post::DEFAULT.blur_sigma_px)),
+            Some(t.top_fraction.unwrap_or(super::post::DEFAULT.top_fraction)),
+        ),
+    };
     opts.holdout_fraction = t.holdout_fraction;
     opts.seed = t.seed;
     Ok(opts)

@@ -58,7 +58,15 @@ pub struct Scoring<'a> {
     pub correction: Option<&'a [f32]>,
     /// How each patch's nearest bank row is found.
     pub search: NearestSearch,
+    /// Also output the patch scores on the grid before the post-processing ([`GRID_SCORES`]):
+    /// for teach's calibration models, whose post-processing teach may then choose again
+    /// ([`post_model`]). Shipped models leave it out.
+    pub grid_scores: bool,
 }
+
+/// Calibration models' extra output: each input's patch scores on the grid, `[N, 1, h, w]`,
+/// before smoothing.
+pub const GRID_SCORES: &str = "teach_grid_scores";
 
 /// The graphs' input: fixed height and width (the manifest's tile size), dynamic batch, and what
 /// the graph does to each input's contrast before the backbone.
@@ -451,30 +459,75 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     }
     let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
     let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
-    let f = grid as f32;
-    if blurs_on_grid(s.blur_sigma_px, grid) {
+    post_process(&mut b, &dist_map, shape, grid, s.blur_sigma_px, s.top_fraction)?;
+    if s.grid_scores {
+        b.named("Identity", &[&dist_map], vec![], GRID_SCORES);
+        b.graph.output.push(tensor_info(GRID_SCORES, &[None, Some(1), Some(gh), Some(gw)]));
+    }
+    model.graph = MessageField::some(b.graph);
+    model.producer_name = "linesight teach".into();
+    model.producer_version = env!("CARGO_PKG_VERSION").into();
+    model.write_to_bytes().map_err(|e| format!("cannot serialise the taught model: {e}"))
+}
+
+/// The post-processing alone: [`GRID_SCORES`] `[N, 1, h, w]` in, [`SCORE`] and [`MAP`] out, as
+/// the scoring model with the same shape, grid, blur and image-score share computes them from
+/// the same patch scores. Teach scores its validation set under other post-processings with it.
+pub fn post_model(
+    backbone: &Backbone,
+    shape: InputShape,
+    grid: usize,
+    blur_sigma_px: f32,
+    top_fraction: f32,
+) -> Result<Vec<u8>, String> {
+    check_grid(backbone, shape, grid).map_err(|e| format!("post-processing: {e}"))?;
+    let mut model = ModelProto::parse_from_bytes(&backbone.onnx_bytes)
+        .map_err(|e| format!("backbone {}: not an ONNX model: {e}", backbone.onnx_path.display()))?;
+    let (gh, gw) = (shape.height / grid, shape.width / grid);
+    let graph = GraphProto {
+        name: "linesight-post".into(),
+        input: vec![tensor_info(GRID_SCORES, &[None, Some(1), Some(gh), Some(gw)])],
+        ..Default::default()
+    };
+    let mut b = Builder { graph, next_id: 0 };
+    post_process(&mut b, GRID_SCORES, shape, grid, blur_sigma_px, top_fraction)?;
+    model.graph = MessageField::some(b.graph);
+    model.write_to_bytes().map_err(|e| format!("cannot serialise the post-processing graph: {e}"))
+}
+
+/// Patch scores on the grid `[N, 1, h, w]` → [`MAP`] (Gaussian blur with reflect padding and
+/// bilinear upsampling to the input; blur first when it spans a grid cell, see
+/// [`blurs_on_grid`]) → [`SCORE`] = mean of the top `top_fraction` of the map; both become the
+/// graph's outputs.
+fn post_process(
+    b: &mut Builder,
+    grid_scores: &str,
+    shape: InputShape,
+    grid: usize,
+    blur_sigma_px: f32,
+    top_fraction: f32,
+) -> Result<(), String> {
+    let (gh, gw) = (shape.height / grid, shape.width / grid);
+    if blurs_on_grid(blur_sigma_px, grid) {
         // Blur the patch grid (σ in cells), then upsample: convolutions commute, so this is the
         // input-resolution blur up to sampling the Gaussian at cell spacing, for a
         // grid²-times-smaller convolution (about 2 ms less per 256² input on one CPU thread).
-        let blurred = blur(&mut b, &dist_map, s.blur_sigma_px / f, gh, gw, "patch grid")?;
-        let up = upsample(&mut b, &blurred, gh, gw, grid);
+        let blurred = blur(b, grid_scores, blur_sigma_px / grid as f32, gh, gw, "patch grid")?;
+        let up = upsample(b, &blurred, gh, gw, grid);
         b.named("Identity", &[&up], vec![], MAP);
     } else {
-        let up = upsample(&mut b, &dist_map, gh, gw, grid);
-        let blurred = blur(&mut b, &up, s.blur_sigma_px, shape.height, shape.width, "input")?;
+        let up = upsample(b, grid_scores, gh, gw, grid);
+        let blurred = blur(b, &up, blur_sigma_px, shape.height, shape.width, "input")?;
         b.named("Identity", &[&blurred], vec![], MAP);
     }
     let pixels = shape.height * shape.width;
     let flat_shape = b.i64s(&[-1, pixels as i64]);
     let flat = b.node("Reshape", &[MAP, &flat_shape], vec![]);
-    let k = ((s.top_fraction as f64 * pixels as f64).round() as i64).clamp(1, pixels as i64);
+    let k = ((top_fraction as f64 * pixels as f64).round() as i64).clamp(1, pixels as i64);
     let kk = b.i64s(&[k]);
     let [top, _] = b.node2("TopK", &[&flat, &kk], vec![int("axis", 1), int("largest", 1), int("sorted", 0)]);
     b.named("ReduceMean", &[&top], vec![ints("axes", &[1]), int("keepdims", 0)], SCORE);
     b.graph.output =
         vec![tensor_info(SCORE, &[None]), tensor_info(MAP, &[None, Some(1), Some(shape.height), Some(shape.width)])];
-    model.graph = MessageField::some(b.graph);
-    model.producer_name = "linesight teach".into();
-    model.producer_version = env!("CARGO_PKG_VERSION").into();
-    model.write_to_bytes().map_err(|e| format!("cannot serialise the taught model: {e}"))
+    Ok(())
 }

@@ -50,8 +50,11 @@ pub struct TeachOptions {
     pub time_budget_s: f64,
     /// The learned distance correction ([`super::head`]) when labelled defects are given.
     pub head: HeadMode,
-    pub blur_sigma_px: f32,
-    pub top_fraction: f32,
+    /// Gaussian smoothing of the anomaly map, pixels; `None`: chosen by validation
+    /// ([`super::post`]).
+    pub blur_sigma_px: Option<f32>,
+    /// Image score = mean of this share of the map's highest pixels; `None`: chosen by validation.
+    pub top_fraction: Option<f32>,
     pub max_patches: usize,
     pub seed: u64,
     /// ONNX Runtime and coreset threads; 0 = all cores.
@@ -99,8 +102,8 @@ impl TeachOptions {
             defects: None,
             time_budget_s: 600.0,
             head: HeadMode::Auto,
-            blur_sigma_px: 16.0,
-            top_fraction: 0.05,
+            blur_sigma_px: None,
+            top_fraction: None,
             max_patches: 1_000_000,
             seed: 0,
             threads: 0,
@@ -128,11 +131,15 @@ pub(super) fn check_options(o: &TeachOptions) -> Result<()> {
     if !(0.0..=1.0).contains(&o.whiten) {
         problems.push(format!("--whiten {} must be in [0, 1] (1 = full whitening, 0 = plain PCA)", o.whiten));
     }
-    if !(o.blur_sigma_px > 0.0 && o.blur_sigma_px.is_finite()) {
-        problems.push(format!("--blur-sigma {} must be > 0 pixels", o.blur_sigma_px));
+    if let Some(sigma) = o.blur_sigma_px
+        && !(sigma > 0.0 && sigma.is_finite())
+    {
+        problems.push(format!("--blur-sigma {sigma} must be > 0 pixels"));
     }
-    if !(o.top_fraction > 0.0 && o.top_fraction <= 1.0) {
-        problems.push(format!("--top-fraction {} must be in (0, 1]", o.top_fraction));
+    if let Some(share) = o.top_fraction
+        && !(share > 0.0 && share <= 1.0)
+    {
+        problems.push(format!("--top-fraction {share} must be in (0, 1]"));
     }
     if let Some(k) = o.threshold_sigmas
         && !(k >= 0.0 && k.is_finite())

@@ -11,18 +11,10 @@ pub fn summary(report: &TeachReport) -> String {
     let pct = |v: f64| format!("{:.1}%", 100.0 * v);
     if let Some(r) = &i.recipe {
         let _ = writeln!(s, "recipes tried ({:.1} s), judged by the {}:", r.seconds, r.criterion);
-        for c in &r.candidates {
-            let labelled = c.labelled_auroc.map_or_else(String::new, |a| format!(", labelled {a:.4}"));
-            let mark = if c.recipe == r.chosen { "  <- chosen" } else { "" };
-            let default = if c.preferred { " (default)" } else { "" };
-            let beat = c
-                .beat_best
-                .map_or_else(String::new, |p| format!(", beat the best so far in {:.0}% of resamples", 100.0 * p));
-            let _ = writeln!(
-                s,
-                "  {:<22} validation {:.4} (synthetic {:.4}{labelled}){beat}, {:.1} s{default}{mark}",
-                c.recipe, c.validation, c.synthetic_auroc, c.seconds
-            );
+        trials(&mut s, &r.candidates, &r.chosen);
+        if let Some(chosen) = &r.post_chosen {
+            let _ = writeln!(s, "ways to read the map tried on {}, judged by the labelled defects alone:", r.chosen);
+            trials(&mut s, &r.post_candidates, chosen);
         }
     }
     let _ = writeln!(
@@ -93,4 +85,21 @@ pub fn summary(report: &TeachReport) -> String {
         i.peak_memory_mb
     );
     s
+}
+
+/// One line per candidate tried, the chosen one marked.
+fn trials(s: &mut String, candidates: &[crate::model::manifest::RecipeTrial], chosen: &str) {
+    for c in candidates {
+        let labelled = c.labelled_auroc.map_or_else(String::new, |a| format!(", labelled {a:.4}"));
+        let mark = if c.recipe == chosen { "  <- chosen" } else { "" };
+        let default = if c.preferred { " (default)" } else { "" };
+        let beat = c
+            .beat_best
+            .map_or_else(String::new, |p| format!(", beat the best so far in {:.0}% of resamples", 100.0 * p));
+        let _ = writeln!(
+            s,
+            "  {:<22} validation {:.4} (synthetic {:.4}{labelled}){beat}, {:.1} s{default}{mark}",
+            c.recipe, c.validation, c.synthetic_auroc, c.seconds
+        );
+    }
 }
