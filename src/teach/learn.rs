@@ -15,7 +15,8 @@
 //!    [`selection::CONFIDENCE`] of paired bootstrap resamples of the validation set, since that
 //!    set is small and its synthetic defects a noisy judge ([`super::selection`]). The winner is
 //!    then tried on the finer patch grid and with the other contrast handling, which likewise
-//!    need confident evidence.
+//!    need confident evidence. With labelled defects, how the winner's map is read (its
+//!    smoothing and image-score rule, [`super::post`]) is chosen the same way, by them alone.
 //! 3. **Features.** Each image is fed exactly as the runtime will feed frames — squashed to the
 //!    model size (`resize`) or cut into overlapping model-size tiles (`tile`), with the runtime's
 //!    own preprocessing functions — through the feature graph ([`super::onnx::feature_graph`]):
