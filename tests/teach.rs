@@ -326,6 +326,34 @@ fn outliers_among_the_goods_are_named() {
     assert_eq!(sides, [true, false], "once among the teach images, once held out");
 }
 
+/// A good folder copied from a defect set with each image's (empty) mask beside it: the masks
+/// are named and left out, never taught as good parts.
+#[test]
+fn defect_masks_among_the_goods_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    let parts: Vec<PathBuf> = std::fs::read_dir(&images).unwrap().map(|f| f.unwrap().path()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (w, h) = image::image_dimensions(part).unwrap();
+        let stem = part.file_stem().unwrap().to_string_lossy().into_owned();
+        // MTD's layout (the image as JPEG, its mask as PNG of the same stem) for half, MVTec's
+        // `_mask` suffix for the others.
+        let mask = if i % 2 == 0 {
+            image::open(part).unwrap().to_luma8().save(images.join(format!("{stem}.jpg"))).unwrap();
+            std::fs::remove_file(part).unwrap();
+            images.join(format!("{stem}.png"))
+        } else {
+            images.join(format!("{stem}_mask.png"))
+        };
+        image::GrayImage::new(w, h).save(mask).unwrap();
+    }
+    let package = dir.path().join("m");
+    let (ok, out, err) = teach_cmd(&images, &package, &["--size", "128", "--input-mode", "resize"]);
+    assert!(ok, "teach failed:\n{out}\n{err}");
+    assert!(err.contains("10 defect mask(s) among the good images left out"), "{err}");
+    assert_eq!(manifest(&package)["teach"]["images"].as_integer(), Some(10), "the ten parts, no mask");
+}
+
 #[test]
 fn too_few_images_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -170,7 +170,7 @@ fn teach_pending(loaded: &LoadedConfig) -> Result<Option<String>> {
         let source = match (&t.images, t.synthetic_parts) {
             (Some(dir), _) => {
                 let dir = loaded.resolve(dir);
-                format!("{} images in {}", crate::teach::learn::list_images(&dir)?.len(), dir.display())
+                format!("{} images in {}", crate::teach::learn::list_images(&dir)?.files.len(), dir.display())
             }
             (None, parts) => {
                 let mine = crate::teach::on_start::teach_cameras(loaded, index);

@@ -48,6 +48,7 @@ use super::defects;
 use super::feeder::{Feeder, decode, header_size};
 use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
+use super::mask_files;
 use super::onnx::{self, InputShape, NearestSearch, Scoring};
 use super::operating_point::{self, Rule, ScoreStats, Scores};
 pub use super::options::{Stage, TeachOptions};
@@ -131,9 +132,10 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     {
         bail!("--size {size} must be a multiple of {} for backbone {}", backbone.multiple_of, backbone.name);
     }
-    let files = list_images(&opts.images)?;
+    let listed = list_images(&opts.images)?;
+    let mut warnings: Vec<String> = listed.masks_warning().into_iter().collect();
+    let files = listed.files;
     let (teach_set, holdout) = split(&files, opts.holdout_fraction, opts.seed);
-    let mut warnings = Vec::new();
     let labelled = match &opts.defects {
         Some(dir) => {
             let found = defects::load(dir)?;
@@ -938,20 +940,41 @@ fn coreset_pool(n: usize, k: usize, seed: u64) -> Option<Vec<usize>> {
 }
 
 /// The image files directly in `dir`, sorted by name; at least [`MIN_IMAGES`].
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn list_images(dir: &Path) -> Result<GoodImages> {
     let files = crate::sources::folder::image_files(dir).with_context(|| {
         format!("cannot read the teach folder {} (pass --images a folder of good images)", dir.display())
     })?;
+    let (files, masks) = mask_files::split_off(files);
     if files.len() < MIN_IMAGES {
+        let masks = if masks.is_empty() { String::new() } else { format!(" besides {} defect mask(s)", masks.len()) };
         bail!(
-            "{} holds {} image(s) (png, jpg, bmp, tif); teach needs at least {MIN_IMAGES} good images — {} to teach from and \
-             {MIN_HOLDOUT} held out to set the threshold — and a few hundred for a robust model",
+            "{} holds {} image(s) (png, jpg, bmp, tif){masks}; teach needs at least {MIN_IMAGES} good images — {} to teach \
+             from and {MIN_HOLDOUT} held out to set the threshold — and a few hundred for a robust model",
             dir.display(),
             files.len(),
             MIN_IMAGES - MIN_HOLDOUT,
         );
     }
-    Ok(files)
+    Ok(GoodImages { files, masks })
+}
+
+/// A teach folder's images: the parts, and the defect masks found among them and left out.
+pub struct GoodImages {
+    pub files: Vec<PathBuf>,
+    pub masks: Vec<PathBuf>,
+}
+
+impl GoodImages {
+    /// What teach says about the masks it left out, if any.
+    pub fn masks_warning(&self) -> Option<String> {
+        let first = self.masks.first()?;
+        Some(format!(
+            "{} defect mask(s) among the good images left out (e.g. {}: black and white, named as the mask of another \
+             image); keep masks out of the good folder",
+            self.masks.len(),
+            first.display()
+        ))
+    }
 }
 
 /// Seeded split into (teach, held out); both keep name order.
