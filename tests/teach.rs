@@ -354,6 +354,31 @@ fn defect_masks_among_the_goods_are_left_out() {
     assert_eq!(manifest(&package)["teach"]["images"].as_integer(), Some(10), "the ten parts, no mask");
 }
 
+/// Strip-shaped parts (8:1): the smallest input of their own aspect ratio is too narrow for the
+/// map's default blur; it is named and skipped, and teach goes on with the others.
+#[test]
+fn strips_too_narrow_for_the_blur_are_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    let (ok, out, err) = output(linesight().args(["synth", "--out"]).arg(&raw).args([
+        "--count",
+        "10",
+        "--defect-probability",
+        "0",
+        "--width",
+        "512",
+        "--height",
+        "64",
+    ]));
+    assert!(ok, "synth failed: {out}{err}");
+    let package = dir.path().join("m");
+    let (ok, out, err) = teach_cmd(&raw.join("images"), &package, &[]);
+    assert!(ok, "teach failed:\n{out}\n{err}");
+    assert!(err.contains("too narrow for the map's blur of 16 px"), "{err}");
+    let skipped = manifest(&package)["teach"]["recipe"]["skipped"].as_array().unwrap().len();
+    assert!(skipped >= 1, "the narrow candidate is recorded as not tried");
+}
+
 #[test]
 fn too_few_images_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -617,7 +642,7 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
         (s, out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1.to_vec(), grid)
     };
 
-    let (self_score, self_map, _) = score(&a);
+    let (self_score, self_map, grid_a) = score(&a);
     assert_eq!(self_map.len(), size * size);
     let own = if search == NearestSearch::Exact { 2e-2 } else { 0.25 };
     assert!(
@@ -649,10 +674,14 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
     // map: what teach's search over the map's smoothing relies on.
     let post = onnx::post_model(&backbone, shape, stride, blur, 1.0 / (size * size) as f32).unwrap();
     let mut post = learn::session_from_bytes(&post, 1).unwrap();
-    let t = TensorRef::from_array_view(([1usize, 1, grid, grid], &grid_scores[..])).unwrap();
+    // Both images as one batch, as an image's tiles are fed: each item its own score and map.
+    let both = [grid_a.as_slice(), grid_scores.as_slice()].concat();
+    let t = TensorRef::from_array_view(([2usize, 1, grid, grid], &both[..])).unwrap();
     let out = post.run(ort::inputs![onnx::GRID_SCORES => t]).unwrap();
-    assert_eq!(out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0], got, "{case:?}: post-processing score");
-    assert_eq!(out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1, &map[..], "{case:?}: post-processing map");
+    let scores = out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    assert_eq!(scores, [self_score, got], "{case:?}: post-processing scores");
+    let maps = out[onnx::MAP].try_extract_tensor::<f32>().unwrap().1;
+    assert_eq!(&maps[size * size..], &map[..], "{case:?}: post-processing map");
     if search == NearestSearch::Exact {
         let worst = grid_scores.iter().zip(&nearest).map(|(g, r)| (g - r).abs()).fold(0.0f32, f32::max);
         assert!(worst <= tol, "{case:?}: the grid scores differ from the Rust distances by up to {worst}");

@@ -469,15 +469,16 @@ fn check_package(
                     "must be a multiple of 16, 32..=2048",
                 );
             }
-            // Unset, the size is chosen among teach's candidates: tiles of TEACH_TILE, whole
-            // parts down to the smallest of TEACH_SIZES.
+            // Unset, the size is chosen among teach's candidates (tiles of TEACH_TILE, whole parts
+            // of TEACH_SIZES; those too small for the blur are skipped) or, for synthetic parts,
+            // tiles of TEACH_TILE: none is larger than TEACH_TILE.
             let tile = t.size.unwrap_or(super::TEACH_TILE);
             let teach_mode = t.input_mode.or(cfg.pipeline.input_mode).unwrap_or_default();
             c.check(
                 teach_mode != super::InputMode::Tile || cfg.pipeline.tile_overlap_px < tile,
                 "pipeline.tile_overlap_px",
                 cfg.pipeline.tile_overlap_px,
-                "must be smaller than model.teach.size (tiles overlap by less than their side)",
+                "must be smaller than model.teach.size, or 256 when it is unset (tiles overlap by less than their side)",
             );
             if let Some(stride) = t.grid_stride {
                 c.check(
@@ -515,10 +516,10 @@ fn check_package(
             );
             if let Some(sigma) = t.blur_sigma_px {
                 c.check(
-                    sigma > 0.0 && sigma < t.size.unwrap_or(super::TEACH_SIZES[0]) as f32 / 8.0,
+                    sigma > 0.0 && sigma < tile as f32 / 8.0,
                     format!("{prefix}.teach.blur_sigma_px"),
                     sigma,
-                    "must be > 0 and under size / 8 (the blur kernel reaches 4 sigma)",
+                    "must be > 0 and under size / 8, or 32 when size is unset (the blur kernel reaches 4 sigma)",
                 );
             }
             if let Some(share) = t.top_fraction {

@@ -458,7 +458,8 @@ pub struct RecipeSearch {
     pub seconds: f64,
     #[serde(default)]
     pub candidates: Vec<RecipeTrial>,
-    /// Candidates not tried because they would not fit the time budget.
+    /// Candidates not tried, each with why: beyond the time budget, or too narrow for the map's
+    /// blur.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
     /// The map smoothing and image-score rule chosen on the winning recipe, when teach chose it

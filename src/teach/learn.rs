@@ -161,10 +161,20 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let mut trials: Vec<RecipeTrial> = Vec::new();
     let mut per_pixel_s = 0.0f64;
     let mut skipped: Vec<String> = Vec::new();
+    let mut too_narrow: Vec<String> = Vec::new();
     let mut queue: std::collections::VecDeque<Recipe> = candidates.into();
     let mut refined = false;
     while let Some(recipe) = queue.pop_front() {
         let pixels = recipe.pixels_per_image(geometry) as f64;
+        if !ctx.post.fits(recipe) {
+            // A strip-shaped input too narrow for the map's blur (its kernel reaches 4σ).
+            too_narrow.push(format!(
+                "{} (too narrow for the map's blur of {} px)",
+                recipe.describe(),
+                ctx.post.blur_sigma_px
+            ));
+            continue;
+        }
         if let Some(b) = &best {
             // This candidate, then the final teach of whichever wins (on every image, not only the
             // teach split) and the checks after it.
@@ -222,6 +232,10 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             skipped.join(", ")
         ));
     }
+    if !too_narrow.is_empty() {
+        warnings.push(format!("not tried: {} (a smaller --blur-sigma would fit them)", too_narrow.join(", ")));
+    }
+    skipped.append(&mut too_narrow);
     let Trial {
         recipe,
         calibration,
@@ -233,7 +247,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         seconds_features,
         seconds_calibration,
         ..
-    } = best.ok_or_else(|| anyhow!("no input recipe fits these images"))?;
+    } = best.ok_or_else(|| anyhow!("no input recipe fits these images: {}", skipped.join(", ")))?;
 
     // The map's smoothing and image-score rule, on the winner, when labelled defects can judge
     // it (see `post`): the same validation images rescored from their patch scores; the default
@@ -244,14 +258,17 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     if !alternatives.is_empty() && labelled.len() >= operating_point::MIN_LABELLED {
         set_stage(opts, || format!("trying {} ways to read the anomaly map", alternatives.len() + 1));
         post_trials.push(post_trial(ctx.post, &scores, 0.0, true, None));
+        // Every side of a comparison through the same post-processing graph (the incumbent too).
+        let mut incumbent = post::rescore(&backbone, recipe, ctx.post, &grids, threads)?;
         for alt in alternatives {
             let t = Instant::now();
             let rescored = post::rescore(&backbone, recipe, alt, &grids, threads)?;
-            let (replace, p) = post::replaces(&rescored, &scores, opts.seed);
+            let (replace, p) = post::replaces(&rescored, &incumbent, opts.seed);
             tracing::info!(post = %alt.describe(), beat_best = p, replace, "teach post-processing candidate");
             post_trials.push(post_trial(alt, &rescored, t.elapsed().as_secs_f64(), false, Some(p)));
             if replace {
-                (chosen_post, scores) = (alt, rescored);
+                (chosen_post, scores) = (alt, rescored.clone());
+                incumbent = rescored;
             }
         }
     }
@@ -791,9 +808,8 @@ fn head_record(choice: &HeadChoice, labelled: usize) -> HeadInfo {
 
 /// Scores of the held-out goods, of [`SYNTHETIC_PER_GOOD`] synthetic defects painted on each (the
 /// kinds in turn, each seeded by the image's place in the hold-out, the texture lent by the next
-/// held-out image), and of the labelled defects.
-/// The validation set's image scores, and with `grids` (a calibration model's
-/// [`onnx::GRID_SCORES`]) each image's patch scores.
+/// held-out image), and of the labelled defects; with `grids` (a calibration model's
+/// [`onnx::GRID_SCORES`]) also each image's patch scores.
 fn score_validation(
     scorer: &mut Session,
     feeder: &Feeder,
@@ -805,7 +821,7 @@ fn score_validation(
     let mut batch = Vec::new();
     let mut scores = Scores::default();
     let mut patch_scores = GridScores::default();
-    let keep = |to: &mut Vec<Vec<f32>>, grid: Option<Vec<f32>>| to.extend(grid.filter(|_| grids));
+    let keep = |to: &mut Vec<Vec<f32>>, grid: Option<Vec<f32>>| to.extend(grid);
     let bar = progress_bar(progress, (v.holdout.len() + v.labelled.len()) as u64, "validating");
     let read = |path: &PathBuf| decode(path).map_err(|e| anyhow!("{}: {e}; remove or replace it", path.display()));
     let n = v.holdout.len();

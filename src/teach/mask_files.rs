@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 const BINARY_SHARE: f64 = 0.99;
 
 /// `files` without the defect masks among them, and the masks: a file named as the mask of
-/// another image in the list (`<stem>.<ext>` beside `<stem>` with another extension, or
-/// `<stem>_mask.<ext>`) whose pixels are (almost) all 0 or 255. Unreadable candidates stay
-/// (teach names them when it reads them).
+/// another image in the list (`<stem>.png` beside `<stem>` with another extension, or
+/// `<stem>_mask.<ext>` beside `<stem>.<any>`) whose pixels are (almost) all 0 or 255.
+/// Unreadable candidates stay (teach names them when it reads them).
 pub fn split_off(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut by_stem: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
     for f in &files {
@@ -27,14 +27,18 @@ pub fn split_off(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (parts, masks)
 }
 
-/// Named like a mask of another image in the folder: a PNG sharing its stem with another file,
-/// or a stem ending in `_mask`.
+/// Named like the mask of another image in the folder: a PNG sharing its stem with another
+/// file, or `<stem>_mask.*` where some `<stem>.*` is there too.
 fn named_as_mask(f: &Path, by_stem: &std::collections::HashMap<PathBuf, usize>) -> bool {
     let png = f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
     let stem = f.with_extension("");
     let shares_stem = by_stem.get(&stem).is_some_and(|&n| n > 1);
-    let mask_suffix = f.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.ends_with("_mask"));
-    (png && shares_stem) || mask_suffix
+    let image_of_mask = stem
+        .file_name()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_suffix("_mask"))
+        .is_some_and(|image| by_stem.contains_key(&stem.with_file_name(image)));
+    (png && shares_stem) || image_of_mask
 }
 
 fn is_binary(f: &Path) -> bool {
@@ -68,15 +72,18 @@ mod tests {
         gray(&p("c.png"), |_, _| 0); // a black part with no twin: a part, if a dull one
         gray(&p("d.jpg"), texture);
         gray(&p("d.png"), texture); // the same part saved twice: not binary, a part
-        gray(&p("e_mask.png"), |_, _| 0);
-        let files: Vec<PathBuf> = ["a.jpg", "a.png", "b.jpg", "b.png", "c.png", "d.jpg", "d.png", "e_mask.png"]
-            .iter()
-            .map(|n| p(n))
-            .collect();
+        gray(&p("e.bmp"), texture);
+        gray(&p("e_mask.png"), |_, _| 0); // MVTec-style
+        gray(&p("f_mask.png"), |_, _| 0); // no f.*: a part that happens to be called so
+        let files: Vec<PathBuf> =
+            ["a.jpg", "a.png", "b.jpg", "b.png", "c.png", "d.jpg", "d.png", "e.bmp", "e_mask.png", "f_mask.png"]
+                .iter()
+                .map(|n| p(n))
+                .collect();
         let (parts, masks) = split_off(files);
         let names =
             |v: &[PathBuf]| v.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
         assert_eq!(names(&masks), ["a.png", "b.png", "e_mask.png"]);
-        assert_eq!(names(&parts), ["a.jpg", "b.jpg", "c.png", "d.jpg", "d.png"]);
+        assert_eq!(names(&parts), ["a.jpg", "b.jpg", "c.png", "d.jpg", "d.png", "e.bmp", "f_mask.png"]);
     }
 }

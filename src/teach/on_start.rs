@@ -121,7 +121,7 @@ pub fn options(
         Images::Real => (input_mode, t.size, t.grid_stride, t.input_contrast, t.threshold_sigmas),
         Images::Synthetic => (
             Some(input_mode.unwrap_or(InputMode::Tile)),
-            Some(t.size.unwrap_or(SYNTHETIC_SIZE)),
+            Some(t.size.unwrap_or(crate::config::TEACH_TILE)),
             Some(t.grid_stride.unwrap_or(super::recipe::GRID)),
             Some(t.input_contrast.unwrap_or(InputContrast::Raw)),
             Some(t.threshold_sigmas.unwrap_or(SYNTHETIC_THRESHOLD_SIGMAS)),
@@ -151,8 +151,6 @@ pub fn options(
     Ok(opts)
 }
 
-/// The demo's tiles on synthetic parts.
-const SYNTHETIC_SIZE: u32 = 256;
 /// The demo's threshold rule on synthetic parts: mean + 3σ of the held-out renders.
 const SYNTHETIC_THRESHOLD_SIGMAS: f32 = 3.0;
 
@@ -258,7 +256,7 @@ mod tests {
         assert!(crate::config::default_backbone().ends_with("models/backbone-lite2"), "Lite2 is installed");
         let opts = options(Path::new("good"), Path::new("out"), t, Images::Synthetic, &loaded).unwrap();
         assert_eq!(opts.backbone, crate::config::default_backbone());
-        assert_eq!((opts.input_mode, opts.size), (Some(InputMode::Tile), Some(SYNTHETIC_SIZE)));
+        assert_eq!((opts.input_mode, opts.size), (Some(InputMode::Tile), Some(crate::config::TEACH_TILE)));
     }
 
     #[test]

@@ -349,6 +349,18 @@ pub fn blurs_on_grid(sigma_px: f32, grid: usize) -> bool {
     sigma_px >= grid as f32
 }
 
+/// Whether a blur of `sigma_px` fits an input of `height` × `width` on the grid of stride `grid`:
+/// its kernel's radius (reflect padding) must be smaller than the map it blurs, the patch grid
+/// or the input (see [`blurs_on_grid`]).
+pub fn blur_fits(sigma_px: f32, grid: usize, height: usize, width: usize) -> bool {
+    let (sigma, side) = if blurs_on_grid(sigma_px, grid) {
+        (sigma_px / grid as f32, height.min(width) / grid.max(1))
+    } else {
+        (sigma_px, height.min(width))
+    };
+    gaussian_kernel(sigma).len() / 2 < side
+}
+
 /// Separable Gaussian blur of a `[N, 1, h, w]` map with reflect padding.
 fn blur(b: &mut Builder, map: &str, sigma: f32, h: usize, w: usize, what: &str) -> Result<String, String> {
     let kernel = gaussian_kernel(sigma);

@@ -157,13 +157,18 @@ pub(super) fn check_options(o: &TeachOptions) -> Result<()> {
     if o.time_budget_s.is_nan() || o.time_budget_s <= 0.0 {
         problems.push(format!("--time-budget {} must be > 0 seconds", o.time_budget_s));
     }
-    if let Some(size) = o.size {
-        if size < 32 {
-            problems.push(format!("--size {size} is too small (at least 32 px)"));
-        }
-        if o.input_mode == Some(InputMode::Tile) && o.tile_overlap_px >= size {
-            problems.push(format!("--tile-overlap {} must be smaller than --size {size}", o.tile_overlap_px));
-        }
+    if let Some(size) = o.size
+        && size < 32
+    {
+        problems.push(format!("--size {size} is too small (at least 32 px)"));
+    }
+    // Unless the input is fixed to whole images, teach may tile: tiles of --size, else 256².
+    let tile = o.size.unwrap_or(super::recipe::TILE);
+    if o.input_mode != Some(InputMode::Resize) && o.tile_overlap_px >= tile {
+        problems.push(format!(
+            "--tile-overlap {} must be smaller than the tile side {tile} (--size, else 256)",
+            o.tile_overlap_px
+        ));
     }
     if problems.is_empty() { Ok(()) } else { bail!("invalid teach options:\n  {}", problems.join("\n  ")) }
 }

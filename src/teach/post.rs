@@ -32,12 +32,14 @@ pub struct Post {
 
 impl Post {
     pub fn describe(&self) -> String {
-        format!("blur {} px, top {}%", self.blur_sigma_px, self.top_fraction * 100.0)
+        // Through f64 and rounded, so 0.03 reads "3%", not "3.0000002%".
+        let pct = (f64::from(self.top_fraction) * 1e6).round() / 1e4;
+        format!("blur {} px, top {pct}%", self.blur_sigma_px)
     }
 
-    /// Whether a model of `recipe` can use it: the blur kernel (radius 4σ) must fit the input.
+    /// Whether a model of `recipe` can use it: the blur kernel (radius 4σ) must fit the map.
     pub fn fits(&self, recipe: Recipe) -> bool {
-        self.blur_sigma_px < recipe.width.min(recipe.height) as f32 / 8.0
+        onnx::blur_fits(self.blur_sigma_px, recipe.grid, recipe.height as usize, recipe.width as usize)
     }
 }
 
@@ -163,7 +165,12 @@ mod tests {
         assert_eq!(alternatives(blur, recipe(256)), vec![Post { blur_sigma_px: 4.0, top_fraction: 0.01 }]);
         // A blur that does not fit a small input is not tried.
         let wide = Fixed { blur_sigma_px: Some(20.0), ..Fixed::default() };
-        assert!(alternatives(wide, recipe(64)).iter().all(|p| p.fits(recipe(64))));
-        assert!(!Post { blur_sigma_px: 8.0, top_fraction: 0.05 }.fits(recipe(64)));
+        assert!(alternatives(wide, recipe(64)).is_empty());
+        assert_eq!(alternatives(wide, recipe(256)), vec![Post { blur_sigma_px: 20.0, top_fraction: 0.01 }]);
+        assert!(Post { blur_sigma_px: 8.0, top_fraction: 0.05 }.fits(recipe(64)), "radius 32 px, side 64");
+        assert!(!Post { blur_sigma_px: 20.0, top_fraction: 0.05 }.fits(recipe(64)), "radius 5 cells, 4 cells");
+        assert!(DEFAULT.fits(recipe(128)), "on the 8-cell grid: radius 4 cells");
+        assert!(!DEFAULT.fits(recipe(64)), "on the 4-cell grid: radius 4 cells");
+        assert_eq!(Post { blur_sigma_px: 4.0, top_fraction: 0.03 }.describe(), "blur 4 px, top 3%");
     }
 }
