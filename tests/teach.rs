@@ -410,9 +410,17 @@ fn unreadable_images_are_named() {
 fn bad_options_are_all_reported() {
     let dir = tempfile::tempdir().unwrap();
     let images = ten_good_parts(dir.path());
-    let (ok, _, err) = teach_cmd(&images, &dir.path().join("m"), &["--coreset-ratio", "0", "--holdout", "1.5"]);
+    let (ok, _, err) = teach_cmd(
+        &images,
+        &dir.path().join("m"),
+        &["--coreset-ratio", "0", "--holdout", "1.5", "--tile-overlap", "300", "--blur-sigma", "0"],
+    );
     assert!(!ok);
     assert!(err.contains("--coreset-ratio 0") && err.contains("--holdout 1.5"), "{err}");
+    // Teach may tile when the input is not fixed to whole images: tiles of 256² without --size.
+    assert!(err.contains("--tile-overlap 300 must be smaller than the tile side 256"), "{err}");
+    assert!(err.contains("--blur-sigma 0 must be > 0"), "{err}");
+    assert!(!dir.path().join("m").exists(), "no package is written");
 }
 
 /// `--precision int8` teaches on the backbone's INT8 copy beside it (`<backbone>-int8`, made by
