@@ -153,7 +153,10 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
     let fixed_post = post::Fixed { blur_sigma_px: opts.blur_sigma_px, top_fraction: opts.top_fraction };
-    let ctx = Ctx { opts, backbone: &backbone, threads, post: fixed_post.starting() };
+    // How the map is read is searched on the winner only with labelled defects to judge it and
+    // something left to choose; only then do the calibration models keep their patch scores.
+    let post_search = labelled.len() >= operating_point::MIN_LABELLED && fixed_post.leaves_choice();
+    let ctx = Ctx { opts, backbone: &backbone, threads, post: fixed_post.starting(), post_search };
 
     // The search: every candidate taught from the teach split and judged on the validation set,
     // cheapest first, as long as the candidate and the final teach still fit the time budget.
@@ -254,8 +257,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // stays unless another is better with confidence, as for the recipes.
     let mut post_trials = Vec::new();
     let mut chosen_post = ctx.post;
-    let alternatives = post::alternatives(fixed_post, recipe);
-    if !alternatives.is_empty() && labelled.len() >= operating_point::MIN_LABELLED {
+    let alternatives = if ctx.post_search { post::alternatives(fixed_post, recipe) } else { Vec::new() };
+    if !alternatives.is_empty() {
         set_stage(opts, || format!("trying {} ways to read the anomaly map", alternatives.len() + 1));
         post_trials.push(post_trial(ctx.post, &scores, 0.0, true, None));
         // Every side of a comparison through the same post-processing graph (the incumbent too).
@@ -267,9 +270,13 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             tracing::info!(post = %alt.describe(), beat_best = p, replace, "teach post-processing candidate");
             post_trials.push(post_trial(alt, &rescored, t.elapsed().as_secs_f64(), false, Some(p)));
             if replace {
-                (chosen_post, scores) = (alt, rescored.clone());
-                incumbent = rescored;
+                (chosen_post, incumbent) = (alt, rescored);
             }
+        }
+        // The threshold is set from the chosen reading's scores; the default's are the full
+        // calibration model's own.
+        if chosen_post != ctx.post {
+            scores = incumbent;
         }
     }
     drop(grids);
@@ -503,6 +510,8 @@ struct Ctx<'a> {
     threads: usize,
     /// How the models it builds read their maps.
     post: Post,
+    /// Whether the calibration models keep their patch scores for the post-processing search.
+    post_search: bool,
 }
 
 /// Seconds spent in the bank's steps.
@@ -551,9 +560,9 @@ impl Ctx<'_> {
         let (fitted, bank, scales, _) =
             self.bank_of(&patches, recipe.grid, None, &format!("{}: calibration bank", recipe.describe()))?;
         let t1 = Instant::now();
-        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, true)?;
+        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, self.post_search)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
-        let (scores, grids) = score_validation(&mut scorer, &feeder, v, true, self.opts.progress)?;
+        let (scores, grids) = score_validation(&mut scorer, &feeder, v, self.post_search, self.opts.progress)?;
         let seconds_calibration = t1.elapsed().as_secs_f64();
         let (synthetic, labelled) = scores.aurocs();
         let synthetic = synthetic.unwrap_or(0.5);
@@ -821,7 +830,6 @@ fn score_validation(
     let mut batch = Vec::new();
     let mut scores = Scores::default();
     let mut patch_scores = GridScores::default();
-    let keep = |to: &mut Vec<Vec<f32>>, grid: Option<Vec<f32>>| to.extend(grid);
     let bar = progress_bar(progress, (v.holdout.len() + v.labelled.len()) as u64, "validating");
     let read = |path: &PathBuf| decode(path).map_err(|e| anyhow!("{}: {e}; remove or replace it", path.display()));
     let n = v.holdout.len();
@@ -832,7 +840,7 @@ fn score_validation(
         feeder.image_tensors(&good, &mut batch);
         let (score, grid) = image_score(scorer, &mut batch, shape, grids)?;
         scores.goods.push(score as f32);
-        keep(&mut patch_scores.goods, grid);
+        patch_scores.goods.extend(grid);
         for k in 0..SYNTHETIC_PER_GOOD {
             let j = i * SYNTHETIC_PER_GOOD + k;
             let kind = synthetic::Kind::ALL[j % synthetic::Kind::ALL.len()];
@@ -845,7 +853,7 @@ fn score_validation(
             feeder.image_tensors(&painted, &mut batch);
             let (score, grid) = image_score(scorer, &mut batch, shape, grids)?;
             scores.synthetic.push(score as f32);
-            keep(&mut patch_scores.synthetic, grid);
+            patch_scores.synthetic.extend(grid);
         }
         next = Some(donor);
         bar.inc(1);
@@ -854,7 +862,7 @@ fn score_validation(
         feeder.image_tensors(&read(path)?, &mut batch);
         let (score, grid) = image_score(scorer, &mut batch, shape, grids)?;
         scores.labelled.push(score as f32);
-        keep(&mut patch_scores.labelled, grid);
+        patch_scores.labelled.extend(grid);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -72,12 +72,17 @@ impl Fixed {
     pub fn starting(&self) -> Post {
         self.apply(DEFAULT)
     }
+
+    /// Whether anything is left to choose: not both settings fixed.
+    pub fn leaves_choice(&self) -> bool {
+        self.blur_sigma_px.is_none() || self.top_fraction.is_none()
+    }
 }
 
 /// The alternatives to try against [`Fixed::starting`] for a model of `recipe`: none when both
 /// settings are fixed; those that fit the input and differ from the start.
 pub fn alternatives(fixed: Fixed, recipe: Recipe) -> Vec<Post> {
-    if fixed.blur_sigma_px.is_some() && fixed.top_fraction.is_some() {
+    if !fixed.leaves_choice() {
         return Vec::new();
     }
     let start = fixed.starting();
@@ -156,6 +161,7 @@ mod tests {
         assert_eq!(alternatives(free, recipe(256)), ALTERNATIVES.to_vec());
         let both = Fixed { blur_sigma_px: Some(8.0), top_fraction: Some(0.02) };
         assert!(alternatives(both, recipe(256)).is_empty(), "both fixed: nothing to choose");
+        assert!(!both.leaves_choice() && free.leaves_choice());
         // A fixed share: only the blur is tried, each once.
         let top = Fixed { top_fraction: Some(0.05), ..Fixed::default() };
         assert_eq!(alternatives(top, recipe(256)), vec![Post { blur_sigma_px: 4.0, top_fraction: 0.05 }]);
