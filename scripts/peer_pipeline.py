@@ -38,7 +38,7 @@ def session(model, threads):
 def bare(model, threads, seconds=10.0):
     s = session(model, threads)
     m = tomllib.load(open(os.path.join(model, "model.toml"), "rb"))["input"]
-    x = np.full((1, 3, m["height"], m["width"]), 0.5, np.float32)
+    x = np.full((1, m.get("channels", 3), m["height"], m["width"]), 0.5, np.float32)
     name = s.get_inputs()[0].name
     for _ in range(10):
         s.run(None, {name: x})
@@ -51,15 +51,18 @@ def bare(model, threads, seconds=10.0):
 
 def versus(model, other, threads, rounds=30, runs=20):
     sessions = [session(m, threads) for m in (model, other)]
-    m = tomllib.load(open(os.path.join(model, "model.toml"), "rb"))["input"]
-    x = np.full((1, 3, m["height"], m["width"]), 0.5, np.float32)
+    # Each model's own input (a gray model may read one channel where the other reads three).
+    inputs = []
+    for m in (model, other):
+        i = tomllib.load(open(os.path.join(m, "model.toml"), "rb"))["input"]
+        inputs.append(np.full((1, i.get("channels", 3), i["height"], i["width"]), 0.5, np.float32))
     names = [s.get_inputs()[0].name for s in sessions]
-    for s, name in zip(sessions, names):
+    for s, name, x in zip(sessions, names, inputs):
         for _ in range(10):
             s.run(None, {name: x})
     ms = [[], []]
     for _ in range(rounds):
-        for k, (s, name) in enumerate(zip(sessions, names)):
+        for k, (s, name, x) in enumerate(zip(sessions, names, inputs)):
             t0 = time.perf_counter()
             for _ in range(runs):
                 s.run(None, {name: x})
@@ -74,7 +77,7 @@ def versus(model, other, threads, rounds=30, runs=20):
 def run(model, frames_dir, fps, threads, limit):
     manifest = tomllib.load(open(os.path.join(model, "model.toml"), "rb"))
     inp, task = manifest["input"], manifest["task"]
-    h, w = inp["height"], inp["width"]
+    h, w, c = inp["height"], inp["width"], inp.get("channels", 3)
     threshold = float(task["threshold"])
     s = session(model, threads)
     name = s.get_inputs()[0].name
@@ -100,7 +103,7 @@ def run(model, frames_dir, fps, threads, limit):
         while (item := decoded.get()) is not STOP:
             offered, img = item
             x = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-            ready.put((offered, img.shape, np.ascontiguousarray(np.broadcast_to(x, (1, 3, h, w)))))
+            ready.put((offered, img.shape, np.ascontiguousarray(np.broadcast_to(x, (1, c, h, w)))))
         ready.put(STOP)
 
     threads_ = [threading.Thread(target=reader), threading.Thread(target=preprocess)]

@@ -5,7 +5,11 @@
     target/r8-venv/bin/python scripts/quantize-backbone.py --backbone models/backbone-lite2 \\
         --out target/backbone-lite2-int8 --images DIR [DIR ...] --count 200 --size 256
 
-Weights int8 per channel, activations uint8 (`reduce_range`: 7-bit weights, so CPUs without
+The input's normalisation, the stem convolution and the first depthwise convolution stay in float
+(`float_prefix`): with three input channels (or one, when teach folds gray parts onto one channel,
+src/teach/onnx/gray.rs) the stem has too few channels for the integer kernels and ran slower in
+INT8 than in float, the first depthwise one as well, and teach can fold gray input into a float
+stem only. Weights int8 per channel, activations uint8 (`reduce_range`: 7-bit weights, so CPUs without
 VNNI-class instructions cannot saturate their 16-bit intermediate sums), ranges from the
 calibration images (squashed to --size, grayscale repeated to 3 channels, [0, 1], and with
 `--contrast standardised`, the default, shifted and scaled to mean 0.5 and sd 0.2 as teach's
@@ -15,6 +19,7 @@ size and a [quantization] table. `--time` prints frames/s of both graphs.
 """
 import argparse
 import hashlib
+import json
 import os
 import random
 import re
@@ -23,6 +28,7 @@ import tempfile
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -51,6 +57,19 @@ class Reader(CalibrationDataReader):
             return None
         self.i += 1
         return {self.name: load(self.files[self.i - 1], self.size, self.contrast)}
+
+
+def float_prefix(path):
+    """Node names kept in float: the normalisation (Sub, Mul) before the stem, the stem and the first
+    depthwise convolution (the second Conv, when it is depthwise)."""
+    graph = onnx.load(path).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    names = [n.name for n in graph.node[: list(graph.node).index(convs[0])] if n.op_type in ("Sub", "Mul")]
+    names.append(convs[0].name)
+    group = next((a.i for a in convs[1].attribute if a.name == "group"), 1) if len(convs) > 1 else 1
+    if group > 1:
+        names.append(convs[1].name)
+    return names
 
 
 def fps(path, size, threads, n=60):
@@ -93,9 +112,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         pre = os.path.join(tmp, "pre.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
+        kept_float = float_prefix(pre)
         quantize_static(pre, dst, Reader(files, a.size, name, a.contrast), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        reduce_range=True, calibrate_method=method,
+                        reduce_range=True, calibrate_method=method, nodes_to_exclude=kept_float,
                         extra_options={"CalibPercentile": 99.999} if a.method == "percentile" else {})
     data = open(dst, "rb").read()
     sha = hashlib.sha256(data).hexdigest()
@@ -106,6 +126,7 @@ def main():
     toml += (f'\n[quantization]\nformat = "QDQ static"\nweights = "int8 per channel, reduce_range"\n'
              f'activations = "uint8"\ncalibration = "{a.method}"\ncalibration_images = {len(files)}\n'
              f'calibration_size = {a.size}\ncalibration_contrast = "{a.contrast}"\nfloat_sha256 = "{hashlib.sha256(open(src, "rb").read()).hexdigest()}"\n'
+             f'float_prefix = {json.dumps(kept_float)}\n'
              f'made_by = "scripts/quantize-backbone.py"\n')
     open(os.path.join(a.out, "backbone.toml"), "w").write(toml)
     print(f"wrote {dst} ({len(data)} bytes, sha256 {sha}) from {len(files)} calibration images")

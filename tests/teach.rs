@@ -471,6 +471,73 @@ fn int8_precision_teaches_on_the_copy_beside_the_backbone() {
     assert_eq!((teach["blur_sigma_px"].as_float(), teach["top_fraction"].as_float()), (Some(16.0), Some(0.05)));
 }
 
+/// Gray parts are fed on one channel, the backbone's colour normalisation folded into its stem
+/// (`onnx::gray`): away from the bottom and right edges, where the stem's padding differs, the
+/// features equal those of the gray image repeated on three channels. Teach writes a one-channel
+/// model for gray parts and a three-channel one for colour parts.
+#[test]
+fn gray_parts_are_fed_on_one_channel() {
+    let size = 128;
+    let stride = 8;
+    let g = size / stride;
+    let image: Vec<f32> = (0..size * size)
+        .map(|i| 0.5 + 0.4 * ((i % size) as f32 * 0.11).sin() * ((i / size) as f32 * 0.05 + 0.3).cos())
+        .collect();
+    let repeated: Vec<f32> = image.iter().cycle().take(3 * size * size).copied().collect();
+    for dir in [LITE0, "models/backbone-lite2"] {
+        let backbone = Backbone::load(&repo().join(dir)).unwrap();
+        assert!(onnx::gray_input_supported(&backbone), "{dir}");
+        let features = |channels: usize, x: &[f32]| -> Vec<f32> {
+            let shape = InputShape { channels, height: size, width: size, contrast: InputContrast::Standardised };
+            let graph = onnx::feature_graph(&backbone, shape, stride).unwrap();
+            let mut session = learn::session_from_bytes(&graph, 1).unwrap();
+            let t = TensorRef::from_array_view(([1usize, channels, size, size], x)).unwrap();
+            let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
+            out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec()
+        };
+        let (one, three) = (features(1, &image), features(3, &repeated));
+        assert_eq!(one.len(), three.len());
+        let dim = backbone.feature_dim();
+        let largest = three.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let mut inner = 0.0f32;
+        let (mut diff2, mut norm2) = (0.0f64, 0.0f64);
+        for cell in 0..g * g {
+            let (y, x) = (cell / g, cell % g);
+            for k in 0..dim {
+                let (a, b) = (one[cell * dim + k], three[cell * dim + k]);
+                diff2 += f64::from(a - b).powi(2);
+                norm2 += f64::from(b).powi(2);
+                if y < g / 2 && x < g / 2 {
+                    inner = inner.max((a - b).abs());
+                }
+            }
+        }
+        assert!(inner < 0.01 * largest, "{dir}: top-left features differ by {inner} (largest {largest})");
+        let relative = (diff2 / norm2).sqrt();
+        assert!(relative < 0.04, "{dir}: features differ by {relative} overall");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let gray = ten_good_parts(dir.path());
+    let colour = dir.path().join("colour");
+    std::fs::create_dir_all(&colour).unwrap();
+    for entry in std::fs::read_dir(&gray).unwrap() {
+        let path = entry.unwrap().path();
+        let luma = image::open(&path).unwrap().to_luma8();
+        let rgb = image::RgbImage::from_fn(luma.width(), luma.height(), |x, y| {
+            let v = luma.get_pixel(x, y)[0];
+            image::Rgb([v, v / 2, 255 - v])
+        });
+        rgb.save(colour.join(path.with_extension("png").file_name().unwrap())).unwrap();
+    }
+    for (images, channels) in [(&gray, 1), (&colour, 3)] {
+        let package = dir.path().join(format!("m{channels}"));
+        let (ok, o, e) = teach_cmd(images, &package, &["--size", "128"]);
+        assert!(ok, "teach failed:\n{o}\n{e}");
+        assert_eq!(manifest(&package)["input"]["channels"].as_integer(), Some(channels), "{}", images.display());
+    }
+}
+
 /// Bilinear ×f upsample with half-pixel centres (ONNX Resize `linear`, `half_pixel`; edges clamp).
 fn upsample(grid: &[f32], gh: usize, gw: usize, f: usize) -> Vec<f32> {
     let (h, w) = (gh * f, gw * f);

@@ -247,6 +247,21 @@ fn decode_bytes(bytes: &[u8], path: &Path, pixels: &mut Vec<u8>) -> Result<(u32,
     Ok((width, height, format))
 }
 
+/// Whether the image file decodes to gray pixels ([`PixelFormat::Gray8`]), from its header alone:
+/// gray (with or without alpha, any depth), or a BMP whose palette is all gray.
+pub(crate) fn header_is_gray(path: &Path) -> Result<bool, String> {
+    use image::{ColorType, ImageDecoder};
+    let reader =
+        ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read: {e}"))?;
+    let is_bmp = reader.format() == Some(ImageFormat::Bmp);
+    let color = reader.into_decoder().map_err(|e| format!("cannot decode the header: {e}"))?.color_type();
+    Ok(match color {
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16 => true,
+        ColorType::Rgb8 if is_bmp => bmp_has_gray_palette(path),
+        _ => false,
+    })
+}
+
 /// Whether a BMP file is paletted (≤ 8 bits per pixel) with only gray entries in its palette.
 fn bmp_has_gray_palette(path: &Path) -> bool {
     // File header (14) + largest info header (124) + largest palette (256 entries of 4 bytes).

@@ -127,6 +127,12 @@ pub(crate) fn header_size(path: &Path) -> Result<(u32, u32)> {
         .with_context(|| format!("{}: cannot read the image header; remove or replace it", path.display()))
 }
 
+/// Whether the image is gray (decodes to one channel), from the file's header.
+pub(crate) fn header_is_gray(path: &Path) -> Result<bool> {
+    crate::sources::folder::header_is_gray(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; remove or replace it", path.display()))
+}
+
 pub(crate) fn decode(path: &Path) -> Result<Image, String> {
     let mut pixels = Vec::new();
     let (width, height, format) = crate::sources::folder::decode_into(path, &mut pixels)?;

@@ -45,7 +45,7 @@
 use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
 use super::defects;
-use super::feeder::{Feeder, decode, header_size};
+use super::feeder::{Feeder, decode, header_is_gray, header_size};
 use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
 use super::mask_files;
@@ -147,7 +147,11 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let sizes = files.iter().map(|p| header_size(p)).collect::<Result<Vec<_>>>()?;
     let geometry = Geometry::median(&sizes);
     let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride, contrast: opts.input_contrast };
-    let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32);
+    // Gray parts are fed on one channel when the backbone can fold its colour input (see
+    // `onnx::gray`): the same features for a third of the stem's work.
+    let gray = files.iter().map(|p| header_is_gray(p)).collect::<Result<Vec<_>>>()?.into_iter().all(|g| g);
+    let channels = if gray && onnx::gray_input_supported(&backbone) { 1 } else { 3 };
+    let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32, channels);
     let preferred = recipe::preferred(&candidates, geometry);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };

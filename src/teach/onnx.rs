@@ -24,6 +24,7 @@ use onnx_protobuf::{
 };
 use protobuf::{EnumOrUnknown, Message, MessageField};
 
+mod gray;
 mod nearest;
 pub use nearest::NearestSearch;
 
@@ -212,6 +213,11 @@ fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder)
     if !graph.input.iter().any(|i| i.name == backbone.input) {
         return Err(format!("backbone {}: no input named {:?}", backbone.onnx_path.display(), backbone.input));
     }
+    if shape.channels == 1 {
+        gray::fold_gray_input(&mut graph, &backbone.input).map_err(|e| {
+            format!("backbone {}: cannot take gray input on one channel: {e}", backbone.onnx_path.display())
+        })?;
+    }
     graph.input = vec![tensor_info(INPUT, &[None, Some(shape.channels), Some(shape.height), Some(shape.width)])];
     let backbone_input = match shape.contrast {
         InputContrast::Raw => INPUT,
@@ -237,6 +243,15 @@ fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder)
         b.graph.node.rotate_left(backbone_nodes);
     }
     Ok((model, b))
+}
+
+/// Whether models on this backbone can take gray images on one input channel (see `gray`): the
+/// float backbones can, and INT8 copies whose stem stayed in float.
+pub fn gray_input_supported(backbone: &Backbone) -> bool {
+    ModelProto::parse_from_bytes(&backbone.onnx_bytes)
+        .ok()
+        .and_then(|m| m.graph.into_option())
+        .is_some_and(|g| gray::gray_foldable(&g, &backbone.input))
 }
 
 /// The standardised input the backbone reads under [`InputContrast::Standardised`].

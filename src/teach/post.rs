@@ -151,7 +151,14 @@ mod tests {
     use crate::config::{InputContrast, InputMode};
 
     fn recipe(side: u32) -> Recipe {
-        Recipe { mode: InputMode::Resize, width: side, height: side, grid: 16, contrast: InputContrast::Standardised }
+        Recipe {
+            mode: InputMode::Resize,
+            width: side,
+            height: side,
+            grid: 16,
+            contrast: InputContrast::Standardised,
+            channels: 3,
+        }
     }
 
     #[test]

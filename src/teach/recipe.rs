@@ -36,6 +36,9 @@ pub struct Recipe {
     /// Input pixels per scored patch.
     pub grid: usize,
     pub contrast: InputContrast,
+    /// Model input channels: 1 when every good image is gray and the backbone can fold its colour
+    /// input (see `onnx::gray_input_supported`), else 3 (RGB; gray frames repeated).
+    pub channels: usize,
 }
 
 impl Recipe {
@@ -47,9 +50,14 @@ impl Recipe {
         format!("{mode} {}×{} grid {} {}", self.width, self.height, self.grid, self.contrast.name())
     }
 
-    /// The graphs' input for this recipe (three channels: grayscale is repeated).
+    /// The graphs' input for this recipe.
     pub fn shape(&self) -> InputShape {
-        InputShape { channels: 3, height: self.height as usize, width: self.width as usize, contrast: self.contrast }
+        InputShape {
+            channels: self.channels,
+            height: self.height as usize,
+            width: self.width as usize,
+            contrast: self.contrast,
+        }
     }
 
     /// Model input pixels per image of `geometry` (the feature cost).
@@ -96,9 +104,9 @@ pub struct Fixed {
     pub contrast: Option<InputContrast>,
 }
 
-/// The candidates for images of `geometry`, cheapest first. Input sides are multiples of
-/// `multiple_of` (the backbone's).
-pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32) -> Vec<Recipe> {
+/// The candidates for images of `geometry`, cheapest first, on `channels` input channels. Input
+/// sides are multiples of `multiple_of` (the backbone's).
+pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32, channels: usize) -> Vec<Recipe> {
     let m = multiple_of.max(1);
     let grid = fixed.grid.unwrap_or(GRID);
     let contrast = fixed.contrast.unwrap_or(CONTRAST);
@@ -117,19 +125,20 @@ pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32) -> Vec<Rec
                     height: round(f64::from(s) / root),
                     grid,
                     contrast,
+                    channels,
                 });
             }
             // Square squash: always when the images are square-ish or the size is fixed, else
             // once, at the middle size, to compare against.
             if !elongated || fixed.size.is_some() || s == SIZES[1] {
-                out.push(Recipe { mode: InputMode::Resize, width: s, height: s, grid, contrast });
+                out.push(Recipe { mode: InputMode::Resize, width: s, height: s, grid, contrast, channels });
             }
         }
     }
     let tile = fixed.size.unwrap_or(TILE);
     let large = geometry.width.min(geometry.height) >= TILES_FOR_TILING * tile;
     if fixed.mode == Some(InputMode::Tile) || (fixed.mode.is_none() && large) {
-        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile, grid, contrast });
+        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile, grid, contrast, channels });
     }
     out.sort_by_key(|r| r.pixels_per_image(geometry));
     out.dedup();
@@ -178,7 +187,7 @@ mod tests {
     fn square_parts_try_the_sizes() {
         let geo = Geometry { width: 300, height: 300 };
         assert_eq!(
-            describe(&candidates(geo, Fixed::default(), 16)),
+            describe(&candidates(geo, Fixed::default(), 16, 3)),
             [
                 "resize 160×160 grid 16 standardised",
                 "resize 224×224 grid 16 standardised",
@@ -190,7 +199,7 @@ mod tests {
     #[test]
     fn tall_frames_keep_their_aspect_and_large_ones_are_tiled() {
         let geo = Geometry { width: 400, height: 1000 };
-        let c = candidates(geo, Fixed::default(), 16);
+        let c = candidates(geo, Fixed::default(), 16, 3);
         assert!(c.iter().all(|r| r.width % 16 == 0 && r.height % 16 == 0));
         let rect: Vec<&Recipe> = c.iter().filter(|r| r.mode == InputMode::Resize && r.width != r.height).collect();
         assert_eq!(rect.len(), 3);
@@ -200,7 +209,7 @@ mod tests {
         }
         assert!(describe(&c).contains(&"resize 224×224 grid 16 standardised".to_string()));
         assert!(!c.iter().any(|r| r.mode == InputMode::Tile), "a 400 px side is under two tiles");
-        let large = candidates(Geometry { width: 1200, height: 3000 }, Fixed::default(), 16);
+        let large = candidates(Geometry { width: 1200, height: 3000 }, Fixed::default(), 16, 3);
         assert_eq!(
             large.last().map(Recipe::describe).as_deref(),
             Some("tile 256×256 grid 16 standardised"),
@@ -213,31 +222,31 @@ mod tests {
         let geo = Geometry { width: 1200, height: 3000 };
         let fixed =
             Fixed { mode: Some(InputMode::Resize), size: Some(192), grid: Some(8), contrast: Some(InputContrast::Raw) };
-        let only = candidates(geo, fixed, 16);
+        let only = candidates(geo, fixed, 16, 3);
         assert_eq!(describe(&only), ["resize 192×192 grid 8 raw"]);
         assert_eq!(refinements(only[0], fixed), [], "a fixed grid and contrast are not refined");
         let tile = Fixed { mode: Some(InputMode::Tile), ..Fixed::default() };
-        let c = candidates(geo, tile, 16);
+        let c = candidates(geo, tile, 16, 3);
         assert_eq!(describe(&c), ["tile 256×256 grid 16 standardised"]);
         assert_eq!(
             describe(&refinements(c[0], tile)),
             ["tile 256×256 grid 8 standardised", "tile 256×256 grid 16 raw"]
         );
         let raw = Fixed { contrast: Some(InputContrast::Raw), ..tile };
-        assert_eq!(describe(&refinements(candidates(geo, raw, 16)[0], raw)), ["tile 256×256 grid 8 raw"]);
+        assert_eq!(describe(&refinements(candidates(geo, raw, 16, 3)[0], raw)), ["tile 256×256 grid 8 raw"]);
     }
 
     #[test]
     fn the_largest_whole_input_is_preferred() {
         let square = Geometry { width: 300, height: 300 };
-        let c = candidates(square, Fixed::default(), 16);
+        let c = candidates(square, Fixed::default(), 16, 3);
         assert_eq!(preferred(&c, square).map(|r| r.describe()).as_deref(), Some("resize 256×256 grid 16 standardised"));
         let tall = Geometry { width: 1200, height: 3000 };
-        let c = candidates(tall, Fixed::default(), 16);
+        let c = candidates(tall, Fixed::default(), 16, 3);
         let p = preferred(&c, tall).expect("a resize candidate");
         assert!(p.mode == InputMode::Resize && p.height > p.width, "own aspect ratio, not the tile: {p:?}");
         let tiles = Fixed { mode: Some(InputMode::Tile), ..Fixed::default() };
-        assert_eq!(preferred(&candidates(tall, tiles, 16), tall), None);
+        assert_eq!(preferred(&candidates(tall, tiles, 16, 3), tall), None);
     }
 
     #[test]

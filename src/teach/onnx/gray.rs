@@ -1,0 +1,195 @@
+//! Grayscale parts through one input channel: the backbone's colour normalisation and stem
+//! convolution folded into a one-channel stem.
+//!
+//! A backbone reads RGB; a gray frame fed as three equal channels makes the stem convolution do
+//! three times the work for one channel's information, and on the INT8 copy a three-channel stem
+//! is among the slowest layers (too few channels for the integer kernels). With equal channels
+//! `g`, the stem sees `(g − mean_c) / std_c` on channel c, so
+//! `Σ_c W_c ∗ (g − mean_c) / std_c = W' ∗ (g − P) + Σ_c W_c ∗ (P − mean_c) / std_c`
+//! with `W' = Σ_c W_c / std_c`: one channel shifted by `P`, and the constant folded into the bias.
+//! Inside the image this is the same convolution. Where the stem's zero padding is reached (TF
+//! "SAME" padding: the last row and column), the three-channel graph pads each channel with its own
+//! mean and the folded one with `P`, so features near the bottom and right edges differ slightly;
+//! a taught model is always composed and run with the same graph, so this changes nothing
+//! between teach and run.
+
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::{GraphProto, NodeProto, TensorProto};
+
+/// Folds the colour normalisation into the stem so that `input` takes one channel. The graph must
+/// start `input → Sub(mean) → Mul(1/std) → [Pad with zeros] → Conv` with the three means, inverse
+/// deviations and the stem's weights as float initializers (the committed backbones, and INT8
+/// copies that keep the stem in float); anything else is named in the error and left unchanged.
+pub fn fold_gray_input(graph: &mut GraphProto, input: &str) -> Result<(), String> {
+    let plan = Plan::find(graph, input)?;
+    plan.apply(graph);
+    Ok(())
+}
+
+/// Whether [`fold_gray_input`] applies to this graph (the graph is not changed).
+pub fn gray_foldable(graph: &GraphProto, input: &str) -> bool {
+    Plan::find(graph, input).is_ok()
+}
+
+struct Plan {
+    sub: usize,
+    mul: usize,
+    conv: usize,
+    /// The value gray input is shifted by: the channels' means weighted by their inverse spreads.
+    shift: f32,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    out_channels: usize,
+    kernel: [i64; 2],
+}
+
+impl Plan {
+    fn find(graph: &GraphProto, input: &str) -> Result<Plan, String> {
+        let only_consumer = |name: &str, what: &str| -> Result<usize, String> {
+            let users: Vec<usize> =
+                (0..graph.node.len()).filter(|&i| graph.node[i].input.iter().any(|x| x == name)).collect();
+            match users[..] {
+                [one] => Ok(one),
+                _ => Err(format!("{what} feeds {} nodes, not one", users.len())),
+            }
+        };
+        let sub = only_consumer(input, "the input")?;
+        let sub_node = &graph.node[sub];
+        if sub_node.op_type != "Sub" || sub_node.input.first().map(String::as_str) != Some(input) {
+            return Err(format!("the input's first node is {}, not the mean's Sub", sub_node.op_type));
+        }
+        let mean = three_floats(graph, &sub_node.input[1], "the mean")?;
+        let mul = only_consumer(&sub_node.output[0], "the mean's Sub")?;
+        let mul_node = &graph.node[mul];
+        if mul_node.op_type != "Mul" || mul_node.input[0] != sub_node.output[0] {
+            return Err(format!("the mean's Sub feeds {}, not the deviation's Mul", mul_node.op_type));
+        }
+        let inv_std = three_floats(graph, &mul_node.input[1], "the inverse deviation")?;
+        let mut next = only_consumer(&mul_node.output[0], "the deviation's Mul")?;
+        if graph.node[next].op_type == "Pad" {
+            let pad = &graph.node[next];
+            let constant = pad.attribute.iter().all(|a| a.name != "mode" || a.s == b"constant");
+            let zero = match pad.input.get(2).map(String::as_str) {
+                None | Some("") => true,
+                Some(value) => scalar(graph, value) == Some(0.0),
+            };
+            if pad.input[0] != mul_node.output[0] || !constant || !zero {
+                return Err("the stem's padding is not zeros".into());
+            }
+            next = only_consumer(&pad.output[0], "the stem's padding")?;
+        }
+        let conv = &graph.node[next];
+        let group = conv.attribute.iter().find(|a| a.name == "group").map_or(1, |a| a.i);
+        if conv.op_type != "Conv" || group != 1 {
+            return Err(format!("the stem is {} (group {group}), not a convolution", conv.op_type));
+        }
+        let w = initializer(graph, &conv.input[1]).ok_or("the stem's weights are not a float constant")?;
+        let dims = w.dims.clone();
+        if dims.len() != 4 || dims[1] != 3 {
+            return Err(format!("the stem's weights are {dims:?}, not [out, 3, h, w]"));
+        }
+        let weight = floats(w).ok_or("the stem's weights are not float")?;
+        let out_channels = dims[0] as usize;
+        let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => {
+                let t = initializer(graph, b).ok_or("the stem's bias is not a float constant")?;
+                floats(t).filter(|v| v.len() == out_channels).ok_or("the stem's bias does not match its weights")?
+            }
+            None => vec![0.0; out_channels],
+        };
+        let shift = mean.iter().zip(&inv_std).map(|(m, s)| m * s).sum::<f32>() / inv_std.iter().sum::<f32>();
+        let taps = (dims[2] * dims[3]) as usize;
+        let mut folded_w = vec![0.0f32; out_channels * taps];
+        let mut folded_b = bias;
+        for o in 0..out_channels {
+            for c in 0..3 {
+                for k in 0..taps {
+                    let v = weight[(o * 3 + c) * taps + k];
+                    folded_w[o * taps + k] += v * inv_std[c];
+                    folded_b[o] += v * inv_std[c] * (shift - mean[c]);
+                }
+            }
+        }
+        Ok(Plan {
+            sub,
+            mul,
+            conv: next,
+            shift,
+            weight: folded_w,
+            bias: folded_b,
+            out_channels,
+            kernel: [dims[2], dims[3]],
+        })
+    }
+
+    fn apply(self, graph: &mut GraphProto) {
+        let shift = push_floats(graph, "teach/gray_shift", &[1, 1, 1, 1], &[self.shift]);
+        let [kh, kw] = self.kernel;
+        let weight = push_floats(graph, "teach/gray_stem_weight", &[self.out_channels as i64, 1, kh, kw], &self.weight);
+        let bias = push_floats(graph, "teach/gray_stem_bias", &[self.out_channels as i64], &self.bias);
+        graph.node[self.sub].input[1] = shift;
+        let conv: &mut NodeProto = &mut graph.node[self.conv];
+        conv.input.truncate(1);
+        conv.input.extend([weight, bias]);
+        // The Mul by 1/std is in the weights now: its consumer reads the Sub directly.
+        let (mul_out, sub_out) = (graph.node[self.mul].output[0].clone(), graph.node[self.sub].output[0].clone());
+        for node in &mut graph.node {
+            for i in &mut node.input {
+                if *i == mul_out {
+                    *i = sub_out.clone();
+                }
+            }
+        }
+        graph.node.remove(self.mul);
+        // Initializers nothing reads any more (the three-channel constants) go.
+        let used: std::collections::HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+        graph.initializer.retain(|t| used.contains(&t.name));
+    }
+}
+
+fn initializer<'g>(graph: &'g GraphProto, name: &str) -> Option<&'g TensorProto> {
+    graph.initializer.iter().find(|t| t.name == name)
+}
+
+fn floats(t: &TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != DataType::FLOAT as i32 {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    t.raw_data
+        .len()
+        .is_multiple_of(4)
+        .then(|| t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+fn three_floats(graph: &GraphProto, name: &str, what: &str) -> Result<[f32; 3], String> {
+    initializer(graph, name)
+        .and_then(floats)
+        .and_then(|v| <[f32; 3]>::try_from(v).ok())
+        .ok_or_else(|| format!("{what} is not a constant of three floats"))
+}
+
+/// A scalar from an initializer or a Constant node's value (the Pad's fill value).
+fn scalar(graph: &GraphProto, name: &str) -> Option<f32> {
+    let tensor = initializer(graph, name).or_else(|| {
+        let node = graph.node.iter().find(|n| n.op_type == "Constant" && n.output.iter().any(|o| o == name))?;
+        node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref())
+    })?;
+    match floats(tensor)?.as_slice() {
+        [v] => Some(*v),
+        _ => None,
+    }
+}
+
+fn push_floats(graph: &mut GraphProto, name: &str, dims: &[i64], data: &[f32]) -> String {
+    graph.initializer.push(TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::FLOAT as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    });
+    name.into()
+}
