@@ -150,7 +150,15 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // Gray parts are fed on one channel when the backbone can fold its colour input (see
     // `onnx::gray`): the same features for a third of the stem's work.
     let gray = files.iter().map(|p| header_is_gray(p)).collect::<Result<Vec<_>>>()?.into_iter().all(|g| g);
-    let channels = if gray && onnx::gray_input_supported(&backbone) { 1 } else { 3 };
+    let foldable = gray && onnx::gray_input_supported(&backbone);
+    if gray && !foldable && backbone.int8 {
+        warnings.push(format!(
+            "the INT8 copy {} quantizes its stem, so these gray parts are fed on three channels; `make \
+             backbone-int8 IMAGES=DIR` again makes a copy that reads them on one (faster)",
+            backbone.name
+        ));
+    }
+    let channels = if foldable { 1 } else { 3 };
     let candidates = recipe::candidates(geometry, fixed, backbone.multiple_of as u32, channels);
     let preferred = recipe::preferred(&candidates, geometry);
     let threads =
