@@ -497,6 +497,39 @@ mod tests {
         assert_eq!(pixels, [0, 100, 255]);
     }
 
+    /// What the header says (teach's choice of model channels) is what decoding gives.
+    #[test]
+    fn the_header_tells_gray_as_decoding_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let gray = ImageBuffer::from_fn(4, 4, |x, y| Luma([(x * 40 + y) as u8]));
+        let deep = ImageBuffer::from_fn(4, 4, |x, _| Luma([x as u16 * 9_000]));
+        let rgb = ImageBuffer::from_fn(4, 4, |x, _| image::Rgb([x as u8 * 50, 10, 200]));
+        gray.save(dir.path().join("gray.png")).unwrap();
+        gray.save(dir.path().join("gray.jpg")).unwrap();
+        gray.save(dir.path().join("gray.bmp")).unwrap();
+        deep.save(dir.path().join("deep.png")).unwrap();
+        rgb.save(dir.path().join("rgb.png")).unwrap();
+        rgb.save(dir.path().join("rgb.bmp")).unwrap();
+        ImageBuffer::from_pixel(2, 2, Rgba([10u8, 20, 30, 128])).save(dir.path().join("rgba.tiff")).unwrap();
+        let mut pixels = Vec::new();
+        for (name, expect) in [
+            ("gray.png", true),
+            ("gray.jpg", true),
+            ("gray.bmp", true),
+            ("deep.png", true),
+            ("rgb.png", false),
+            ("rgb.bmp", false),
+            ("rgba.tiff", false),
+        ] {
+            let path = dir.path().join(name);
+            let (_, _, format) = decode_into(&path, &mut pixels).unwrap();
+            assert_eq!(format == PixelFormat::Gray8, expect, "{name} decodes as {format:?}");
+            assert_eq!(header_is_gray(&path).unwrap(), expect, "{name}");
+        }
+        std::fs::write(dir.path().join("junk.png"), b"not an image").unwrap();
+        assert!(header_is_gray(&dir.path().join("junk.png")).is_err());
+    }
+
     #[test]
     fn colour_with_alpha_becomes_rgb8_into_the_callers_buffer() {
         let dir = tempfile::tempdir().unwrap();

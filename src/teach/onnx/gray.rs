@@ -193,3 +193,79 @@ fn push_floats(graph: &mut GraphProto, name: &str, dims: &[i64], data: &[f32]) -
     });
     name.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// input → Sub(mean) → Mul(1/std) → Conv(2 outputs, 3 channels, 1×1) → out.
+    fn stem() -> GraphProto {
+        let mut g = GraphProto {
+            node: vec![
+                node("Sub", &["input", "mean"], "centred"),
+                node("Mul", &["centred", "inv_std"], "normalised"),
+                node("Conv", &["normalised", "w", "b"], "out"),
+            ],
+            ..Default::default()
+        };
+        push_floats(&mut g, "mean", &[1, 3, 1, 1], &[0.4, 0.5, 0.6]);
+        push_floats(&mut g, "inv_std", &[1, 3, 1, 1], &[2.0, 4.0, 4.0]);
+        push_floats(&mut g, "w", &[2, 3, 1, 1], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0]);
+        push_floats(&mut g, "b", &[2], &[0.5, -0.5]);
+        g
+    }
+
+    fn values(g: &GraphProto, name: &str) -> Vec<f32> {
+        floats(initializer(g, name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_fold_gives_the_stem_of_three_equal_channels() {
+        let mut g = stem();
+        fold_gray_input(&mut g, "input").unwrap();
+        assert_eq!(g.node.len(), 2, "the Mul is gone");
+        assert_eq!(g.node[1].input[0], "centred", "the stem reads the shifted input");
+        let shift = values(&g, &g.node[0].input[1])[0];
+        let (w, b) = (values(&g, &g.node[1].input[1]), values(&g, &g.node[1].input[2]));
+        // For any gray value x, the folded stem equals the three-channel one.
+        for x in [0.0f32, 0.3, 1.0] {
+            let original = |o: usize| -> f32 {
+                let (mean, inv, weights) = ([0.4, 0.5, 0.6], [2.0, 4.0, 4.0], [[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0]]);
+                [0.5, -0.5][o] + (0..3).map(|c| weights[o][c] * (x - mean[c]) * inv[c]).sum::<f32>()
+            };
+            for o in 0..2 {
+                let folded = w[o] * (x - shift) + b[o];
+                assert!((folded - original(o)).abs() < 1e-5, "x {x}, output {o}: {folded} vs {}", original(o));
+            }
+        }
+        assert!(initializer(&g, "inv_std").is_none() && initializer(&g, "w").is_none(), "unused constants go");
+    }
+
+    #[test]
+    fn graphs_it_cannot_fold_are_named_and_left_alone() {
+        // The stem's weights dequantized at run time (an INT8 copy that quantized its stem).
+        let mut g = stem();
+        g.node.insert(0, node("DequantizeLinear", &["w_int8", "w_scale"], "w_float"));
+        g.node[3].input[1] = "w_float".into();
+        let before = g.clone();
+        let err = fold_gray_input(&mut g, "input").unwrap_err();
+        assert!(err.contains("weights are not a float constant"), "{err}");
+        assert_eq!(g, before);
+        // The input read by a second node besides the normalisation.
+        let mut g = stem();
+        g.node.push(node("Identity", &["input"], "copy"));
+        assert!(!gray_foldable(&g, "input"));
+        assert!(fold_gray_input(&mut g, "input").unwrap_err().contains("the input feeds 2 nodes"));
+        assert!(gray_foldable(&stem(), "input"));
+    }
+}
