@@ -79,6 +79,15 @@ impl Source for FolderSource {
                 self.dir.display()
             )));
         }
+        let (files, masks) = super::mask_files::split_off(files);
+        if !masks.is_empty() {
+            tracing::warn!(
+                folder = %self.dir.display(),
+                masks = masks.len(),
+                first = %masks[0].display(),
+                "defect masks beside their images are not replayed as parts"
+            );
+        }
         self.files = files;
         self.next = 0;
         Ok(())
@@ -495,6 +504,24 @@ mod tests {
         let g = src.grab(&mut pixels).unwrap();
         assert_eq!((g.width, g.height, g.format), (3, 1, PixelFormat::Gray8));
         assert_eq!(pixels, [0, 100, 255]);
+    }
+
+    /// A dataset folder with each image's mask beside it (MTD's layout) replays the parts only.
+    #[test]
+    fn masks_beside_their_images_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = ImageBuffer::from_fn(8, 8, |x, y| Luma([(x * 20 + y * 3) as u8]));
+        part.save(dir.path().join("a.jpg")).unwrap();
+        part.save(dir.path().join("b.jpg")).unwrap();
+        ImageBuffer::from_pixel(8, 8, Luma([0u8])).save(dir.path().join("a.png")).unwrap();
+        let mut src = FolderSource::new(dir.path(), false);
+        src.open().unwrap();
+        let names: Vec<_> = src.files().iter().map(|f| f.file_name().unwrap().to_owned()).collect();
+        assert_eq!(names, ["a.jpg", "b.jpg"]);
+        let mut pixels = Vec::new();
+        assert_eq!(src.grab(&mut pixels).unwrap().format, PixelFormat::Gray8);
+        assert_eq!(src.grab(&mut pixels).unwrap().format, PixelFormat::Gray8);
+        assert!(matches!(src.grab(&mut pixels), Err(SourceError::EndOfStream)), "two parts, then the end");
     }
 
     /// What the header says (teach's choice of model channels) is what decoding gives.

@@ -6,6 +6,7 @@
 
 pub mod camera;
 pub mod folder;
+pub mod mask_files;
 pub mod opencv;
 pub mod stream_clock;
 pub mod synthetic;

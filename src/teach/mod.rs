@@ -19,7 +19,6 @@ mod feeder;
 pub mod head;
 pub mod knn;
 pub mod learn;
-mod mask_files;
 pub mod on_start;
 pub mod onnx;
 pub mod operating_point;

@@ -1,7 +1,8 @@
-//! Defect masks lying among the good images. Public defect sets keep each image's mask beside
-//! it (MTD: `<stem>.png` next to `<stem>.jpg`; MVTec-style exports: `<stem>_mask.png`), and a
-//! folder copied from one — good parts with their empty masks — would otherwise teach the masks
-//! as good parts: black images in the bank and among the held-out goods that set the threshold.
+//! Defect masks lying among the images of a folder. Public defect sets keep each image's mask
+//! beside it (MTD: `<stem>.png` next to `<stem>.jpg`; MVTec-style exports: `<stem>_mask.png`), and
+//! a folder copied from one — parts with their masks — would otherwise teach the masks as good
+//! parts (black images in the bank and among the held-out goods that set the threshold) or, in a
+//! folder camera, replay them as parts.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
