@@ -256,19 +256,29 @@ fn decode_bytes(bytes: &[u8], path: &Path, pixels: &mut Vec<u8>) -> Result<(u32,
     Ok((width, height, format))
 }
 
-/// Whether the image file decodes to gray pixels ([`PixelFormat::Gray8`]), from its header alone:
-/// gray (with or without alpha, any depth), or a BMP whose palette is all gray.
-pub(crate) fn header_is_gray(path: &Path) -> Result<bool, String> {
+/// What an image file's header tells: its size, and whether it decodes to gray pixels
+/// ([`PixelFormat::Gray8`]: gray with or without alpha, any depth, or a BMP whose palette is all
+/// gray). Reads the header only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ImageHeader {
+    pub width: u32,
+    pub height: u32,
+    pub gray: bool,
+}
+
+pub(crate) fn read_header(path: &Path) -> Result<ImageHeader, String> {
     use image::{ColorType, ImageDecoder};
     let reader =
         ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| format!("cannot read: {e}"))?;
     let is_bmp = reader.format() == Some(ImageFormat::Bmp);
-    let color = reader.into_decoder().map_err(|e| format!("cannot decode the header: {e}"))?.color_type();
-    Ok(match color {
+    let decoder = reader.into_decoder().map_err(|e| format!("cannot decode the header: {e}"))?;
+    let (width, height) = decoder.dimensions();
+    let gray = match decoder.color_type() {
         ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16 => true,
         ColorType::Rgb8 if is_bmp => bmp_has_gray_palette(path),
         _ => false,
-    })
+    };
+    Ok(ImageHeader { width, height, gray })
 }
 
 /// Whether a BMP file is paletted (≤ 8 bits per pixel) with only gray entries in its palette.
@@ -524,7 +534,7 @@ mod tests {
         assert!(matches!(src.grab(&mut pixels), Err(SourceError::EndOfStream)), "two parts, then the end");
     }
 
-    /// What the header says (teach's choice of model channels) is what decoding gives.
+    /// What the header says (teach's image sizes and choice of model channels) is what decoding gives.
     #[test]
     fn the_header_tells_gray_as_decoding_does() {
         let dir = tempfile::tempdir().unwrap();
@@ -537,7 +547,7 @@ mod tests {
         deep.save(dir.path().join("deep.png")).unwrap();
         rgb.save(dir.path().join("rgb.png")).unwrap();
         rgb.save(dir.path().join("rgb.bmp")).unwrap();
-        ImageBuffer::from_pixel(2, 2, Rgba([10u8, 20, 30, 128])).save(dir.path().join("rgba.tiff")).unwrap();
+        ImageBuffer::from_pixel(4, 4, Rgba([10u8, 20, 30, 128])).save(dir.path().join("rgba.tiff")).unwrap();
         let mut pixels = Vec::new();
         for (name, expect) in [
             ("gray.png", true),
@@ -551,10 +561,10 @@ mod tests {
             let path = dir.path().join(name);
             let (_, _, format) = decode_into(&path, &mut pixels).unwrap();
             assert_eq!(format == PixelFormat::Gray8, expect, "{name} decodes as {format:?}");
-            assert_eq!(header_is_gray(&path).unwrap(), expect, "{name}");
+            assert_eq!(read_header(&path).unwrap(), ImageHeader { width: 4, height: 4, gray: expect }, "{name}");
         }
         std::fs::write(dir.path().join("junk.png"), b"not an image").unwrap();
-        assert!(header_is_gray(&dir.path().join("junk.png")).is_err());
+        assert!(read_header(&dir.path().join("junk.png")).is_err());
     }
 
     #[test]

@@ -9,9 +9,10 @@ use crate::config::InputMode;
 use crate::frame::{Frame, FrameMeta, PixelFormat};
 use crate::model::manifest::{InputSpec, Layout, Normalization};
 use crate::pool::BufferPool;
+use crate::sources::folder::ImageHeader;
 use crate::stages::preprocess::{Normalizer, resize_to_tensor, tile_to_tensor};
 use crate::stages::tiling::TileGrid;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
@@ -121,16 +122,15 @@ pub(crate) fn input_spec(shape: InputShape) -> InputSpec {
     }
 }
 
-/// Width and height from the file's header.
-pub(crate) fn header_size(path: &Path) -> Result<(u32, u32)> {
-    image::image_dimensions(path)
-        .with_context(|| format!("{}: cannot read the image header; remove or replace it", path.display()))
+/// Width, height and gray-or-colour from the file's header.
+pub(crate) fn header(path: &Path) -> Result<ImageHeader> {
+    crate::sources::folder::read_header(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the image header ({e}); remove or replace it", path.display()))
 }
 
-/// Whether the image is gray (decodes to one channel), from the file's header.
-pub(crate) fn header_is_gray(path: &Path) -> Result<bool> {
-    crate::sources::folder::header_is_gray(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}; remove or replace it", path.display()))
+/// Width and height from the file's header.
+pub(crate) fn header_size(path: &Path) -> Result<(u32, u32)> {
+    header(path).map(|h| (h.width, h.height))
 }
 
 pub(crate) fn decode(path: &Path) -> Result<Image, String> {

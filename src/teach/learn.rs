@@ -45,7 +45,7 @@
 use super::backbone::Backbone;
 use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
 use super::defects;
-use super::feeder::{Feeder, decode, header_is_gray, header_size};
+use super::feeder::{Feeder, decode, header};
 use super::head::{self, HeadChoice, HeadMode, ImagePatches};
 use super::knn::Bank;
 use super::onnx::{self, InputShape, NearestSearch, Scoring};
@@ -144,12 +144,13 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         }
         None => Vec::new(),
     };
-    let sizes = files.iter().map(|p| header_size(p)).collect::<Result<Vec<_>>>()?;
+    let headers = files.iter().map(|p| header(p)).collect::<Result<Vec<_>>>()?;
+    let sizes: Vec<(u32, u32)> = headers.iter().map(|h| (h.width, h.height)).collect();
     let geometry = Geometry::median(&sizes);
     let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride, contrast: opts.input_contrast };
     // Gray parts are fed on one channel when the backbone can fold its colour input (see
     // `onnx::gray`): the same features for a third of the stem's work.
-    let gray = files.iter().map(|p| header_is_gray(p)).collect::<Result<Vec<_>>>()?.into_iter().all(|g| g);
+    let gray = headers.iter().all(|h| h.gray);
     let foldable = gray && onnx::gray_input_supported(&backbone);
     if gray && !foldable && backbone.int8 {
         warnings.push(format!(

@@ -85,11 +85,14 @@ impl Plan {
         }
         let w = initializer(graph, &conv.input[1]).ok_or("the stem's weights are not a float constant")?;
         let dims = w.dims.clone();
-        if dims.len() != 4 || dims[1] != 3 {
+        if dims.len() != 4 || dims[1] != 3 || dims.iter().any(|&d| d <= 0) {
             return Err(format!("the stem's weights are {dims:?}, not [out, 3, h, w]"));
         }
-        let weight = floats(w).ok_or("the stem's weights are not float")?;
         let out_channels = dims[0] as usize;
+        let taps = (dims[2] * dims[3]) as usize;
+        let weight = floats(w)
+            .filter(|v| v.len() == out_channels * 3 * taps)
+            .ok_or_else(|| format!("the stem's weights are not {dims:?} floats"))?;
         let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
             Some(b) => {
                 let t = initializer(graph, b).ok_or("the stem's bias is not a float constant")?;
@@ -98,7 +101,6 @@ impl Plan {
             None => vec![0.0; out_channels],
         };
         let shift = mean.iter().zip(&inv_std).map(|(m, s)| m * s).sum::<f32>() / inv_std.iter().sum::<f32>();
-        let taps = (dims[2] * dims[3]) as usize;
         let mut folded_w = vec![0.0f32; out_channels * taps];
         let mut folded_b = bias;
         for o in 0..out_channels {
@@ -266,6 +268,11 @@ mod tests {
         g.node.push(node("Identity", &["input"], "copy"));
         assert!(!gray_foldable(&g, "input"));
         assert!(fold_gray_input(&mut g, "input").unwrap_err().contains("the input feeds 2 nodes"));
+        // Weights shorter than their declared shape: refused, not read past their end.
+        let mut g = stem();
+        push_floats(&mut g, "short", &[2, 3, 1, 1], &[1.0, 2.0]);
+        g.node[2].input[1] = "short".into();
+        assert!(fold_gray_input(&mut g, "input").unwrap_err().contains("not [2, 3, 1, 1] floats"));
         assert!(gray_foldable(&stem(), "input"));
     }
 }
