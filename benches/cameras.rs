@@ -28,18 +28,19 @@ const FRAMES_PER_CAMERA: u64 = 150;
 
 struct Setup {
     name: &'static str,
-    max_batch: usize,
+    /// `None` leaves it to the station's default.
+    max_batch: Option<usize>,
     /// `(workers, intra_threads)`; `None` leaves both to the station's defaults.
     threads: Option<(usize, usize)>,
 }
 
 const SETUPS: [Setup; 6] = [
-    Setup { name: "batch 1, 1 worker × 2 threads", max_batch: 1, threads: Some((1, 2)) },
-    Setup { name: "dynamic ≤ 16, 1 worker × 2 threads", max_batch: 16, threads: Some((1, 2)) },
-    Setup { name: "batch 1, 2 workers × 1 thread", max_batch: 1, threads: Some((2, 1)) },
-    Setup { name: "dynamic ≤ 4 (default), 2 workers × 1 thread", max_batch: 4, threads: Some((2, 1)) },
-    Setup { name: "dynamic ≤ 16, 2 workers × 1 thread", max_batch: 16, threads: Some((2, 1)) },
-    Setup { name: "defaults: dynamic ≤ 4, workers and threads unset", max_batch: 4, threads: None },
+    Setup { name: "batch 1, 1 worker × 2 threads", max_batch: Some(1), threads: Some((1, 2)) },
+    Setup { name: "dynamic ≤ 16, 1 worker × 2 threads", max_batch: Some(16), threads: Some((1, 2)) },
+    Setup { name: "batch 1, 2 workers × 1 thread", max_batch: Some(1), threads: Some((2, 1)) },
+    Setup { name: "dynamic ≤ 4, 2 workers × 1 thread", max_batch: Some(4), threads: Some((2, 1)) },
+    Setup { name: "dynamic ≤ 16, 2 workers × 1 thread", max_batch: Some(16), threads: Some((2, 1)) },
+    Setup { name: "defaults: batches, workers and threads unset", max_batch: None, threads: None },
 ];
 
 fn repo() -> PathBuf {
@@ -57,9 +58,9 @@ fn station_config(s: &Setup) -> String {
     }
     // A deadline far beyond any queueing here: the bench measures throughput, not timeouts.
     text + &format!(
-        "[model]\npackage = \"models/demo\"\n{threads}\n[pipeline]\nmax_batch = {}\n\
+        "[model]\npackage = \"models/demo\"\n{threads}\n[pipeline]\n{batch}\
          max_wait_us = 2000\nverdict_deadline_ms = 60000\n\n[[rule]]\nclass = \"defect\"\nmin_score = 0.5\nmin_area_px = 12\n",
-        s.max_batch,
+        batch = s.max_batch.map_or(String::new(), |b| format!("max_batch = {b}\n")),
         threads = s.threads.map_or(String::new(), |(w, t)| format!("workers = {w}\nintra_threads = {t}\n")),
     )
 }

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # linesight against what a user would write instead, on a real workload (issue 18):
 #
-#   make bench-peer                      # MTD model, 1,000 MTD JPEG crops, 1 worker × 2 threads
+#   make bench-peer                      # MTD model, 1,000 MTD JPEG crops
 #   THREADS=1 FRAMES_N=500 ROUNDS=1 make bench-peer
 #   PRECISION=int8 make bench-peer       # the model taught on the INT8 backbone (all three pipelines)
 #
 # The same model and frames through
-#   (a) bare ONNX Runtime on a preallocated input (the physical limit),
-#   (b) linesight: a folder source replaying the frames, one inference worker,
-#   (c) scripts/peer_pipeline.py: OpenCV imread + resize + onnxruntime, three threads and two
-#       queues, the anomaly map back to frame coordinates, threshold, connected components;
+#   (a) bare ONNX Runtime on a preallocated input (the physical limit): one session of THREADS
+#       intra-op threads, and one single-threaded session per core side by side (as linesight's
+#       default workers run),
+#   (b) linesight: a folder source replaying the frames, with its default workers, threads and
+#       batches, and with one worker of THREADS threads (the Python pipeline's session),
+#   (c) scripts/peer_pipeline.py: OpenCV imread + resize + onnxruntime (one session of THREADS
+#       threads, as users write it), three threads and two queues, the anomaly map back to frame
+#       coordinates, threshold, connected components;
 # flat out (frames/s; linesight's steady state from a short and a long run, so model load and
 # warm-up drop out; the three take turns ROUNDS times, default 3, and each keeps its best), then
 # each paced at 70% of its own maximum for capture → verdict p50 / p99, and linesight also at the
@@ -65,7 +69,11 @@ if [ ! -f "$OUT/model/model.toml" ]; then
     "$BIN" teach --images target/accuracy/mtd/train/good --out "$OUT/model" --precision "$PRECISION" >"$OUT/teach.log"
 fi
 
-station() { # station FPS FILE: a station config replaying the frames at FPS (0 = flat out)
+CORES=$(nproc)
+station() { # station FPS FILE [pinned]: a station config replaying the frames at FPS (0 = flat out)
+    # with linesight's defaults for workers, threads and batches, or ("pinned") one worker of THREADS
+    local model=""
+    if [ "${3:-}" = pinned ]; then model=$'workers = 1\nintra_threads = '"$THREADS"; fi
     cat >"$2" <<EOF
 [station]
 name = "bench-peer"
@@ -79,8 +87,7 @@ path = "frames"
 looping = true
 [model]
 package = "model"
-workers = 1
-intra_threads = $THREADS
+$model
 [pipeline]
 input_mode = "resize"
 [[rule]]
@@ -97,30 +104,43 @@ linesight_run() { # linesight_run CONFIG FRAMES SUMMARY [RESULTS]
 elapsed() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["elapsed_s"])' "$1"; }
 
 station 0 "$OUT/flat.toml"
+station 0 "$OUT/flat-pinned.toml" pinned
 short=$((FRAMES_N / 4))
 best() { python3 -c 'import sys; print(max(map(float, sys.argv[1:])))' "$@"; }
 fps_of() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["fps"])' "$1"; }
-bare_runs=() ls_runs=() py_runs=()
-# This shared machine's speed drifts by tens of percent over minutes: the three pipelines take
-# turns, ROUNDS times, and each keeps its best round, so none is judged on a slow stretch alone.
+steady() { # steady CONFIG: linesight's frames/s from a short and a long run (start-up drops out)
+    linesight_run "$1" "$short" "$OUT/ls-short.json"
+    linesight_run "$1" $((short + FRAMES_N)) "$OUT/ls-long.json"
+    python3 -c "print($FRAMES_N / ($(elapsed "$OUT/ls-long.json") - $(elapsed "$OUT/ls-short.json")))"
+}
+bare_runs=() percore_runs=() ls_runs=() pinned_runs=() py_runs=()
+# This shared machine's speed drifts by tens of percent over minutes: the pipelines take turns,
+# ROUNDS times, and each keeps its best round, so none is judged on a slow stretch alone.
 for round in $(seq "$ROUNDS"); do
-    echo "== round $round of $ROUNDS, flat out: bare ONNX Runtime, linesight, python ($THREADS thread(s))"
+    echo "== round $round of $ROUNDS, flat out: bare ONNX Runtime, linesight, python ($THREADS thread(s), $CORES cores)"
     "$PY" scripts/peer_pipeline.py --bare --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
         --json "$OUT/bare.json"
     bare_runs+=("$(fps_of "$OUT/bare.json")")
-    linesight_run "$OUT/flat.toml" "$short" "$OUT/ls-short.json"
-    linesight_run "$OUT/flat.toml" $((short + FRAMES_N)) "$OUT/ls-long.json"
-    ls_runs+=("$(python3 -c "print($FRAMES_N / ($(elapsed "$OUT/ls-long.json") - $(elapsed "$OUT/ls-short.json")))")")
-    echo "   linesight ${ls_runs[-1]} frames/s (steady state)"
+    "$PY" scripts/peer_pipeline.py --bare --model "$OUT/model" --frames "$OUT/frames" --threads 1 \
+        --sessions "$CORES" --json "$OUT/bare-percore.json"
+    percore_runs+=("$(fps_of "$OUT/bare-percore.json")")
+    ls_runs+=("$(steady "$OUT/flat.toml")")
+    # What the defaults resolved to, from the station's own log line.
+    defaults=$(grep -a "station ready" "$OUT/linesight.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' |
+        sed -n 's/.*workers=\([0-9]*\) intra_threads=\([0-9]*\) max_batch=\([0-9]*\).*/\1 worker(s) × \2 thread(s), batches ≤ \3/p')
+    pinned_runs+=("$(steady "$OUT/flat-pinned.toml")")
+    echo "   linesight ${ls_runs[-1]} (defaults), ${pinned_runs[-1]} (1 worker × $THREADS) frames/s (steady state)"
     "$PY" scripts/peer_pipeline.py --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
         --limit "$FRAMES_N" --json "$OUT/py-flat.json"
     py_runs+=("$(fps_of "$OUT/py-flat.json")")
 done
 bare_fps=$(best "${bare_runs[@]}")
+percore_fps=$(best "${percore_runs[@]}")
 ls_fps=$(best "${ls_runs[@]}")
+pinned_fps=$(best "${pinned_runs[@]}")
 py_fps=$(best "${py_runs[@]}")
-echo "   best of $ROUNDS: bare $bare_fps, linesight $ls_fps, python $py_fps frames/s"
-echo "   every round: bare ${bare_runs[*]}; linesight ${ls_runs[*]}; python ${py_runs[*]}"
+echo "   best of $ROUNDS: bare $bare_fps (1 × $THREADS) / $percore_fps ($CORES × 1), linesight $ls_fps / $pinned_fps (1 × $THREADS), python $py_fps frames/s"
+echo "   every round: bare ${bare_runs[*]}; bare per core ${percore_runs[*]}; linesight ${ls_runs[*]}; pinned ${pinned_runs[*]}; python ${py_runs[*]}"
 
 echo "== each at 70% of its own maximum"
 station "$(python3 -c "print(round(0.7 * $ls_fps, 2))")" "$OUT/paced.toml"
@@ -144,30 +164,43 @@ if [ "$PRECISION" != fp32 ] && [ -f target/bench-peer/model/model.toml ]; then
     versus=("$OUT/versus.json")
 fi
 
-python3 - "$OUT" "$bare_fps" "$ls_fps" "$py_fps" "$THREADS" "$ROUNDS" "${versus[@]}" <<'EOF'
-import json, sys
-out, bare, ls_fps, py_fps, threads, rounds = sys.argv[1], *map(float, sys.argv[2:5]), *sys.argv[5:7]
+ROUND_LS="${ls_runs[*]}" ROUND_PY="${py_runs[*]}" python3 - "$OUT" "$bare_fps" "$ls_fps" "$py_fps" "$percore_fps" "$pinned_fps" "$THREADS" "$ROUNDS" "$CORES" "$defaults" "${versus[@]}" <<'EOF'
+import json, os, statistics, sys
+out = sys.argv[1]
+bare, ls_fps, py_fps, percore, pinned = map(float, sys.argv[2:7])
+threads, rounds, cores, defaults = sys.argv[7:11]
 pyp = json.load(open(f"{out}/py-paced.json"))
 pct = lambda v, p: v[min(len(v) - 1, round((len(v) - 1) * p))]
 latencies = lambda f: sorted(json.loads(l)["latency_ms"] for l in open(f"{out}/{f}"))
 own, same = latencies("ls-paced.jsonl"), latencies("ls-same.jsonl")
 rows = [
-    ("bare ONNX Runtime (preallocated input)", bare, None),
-    ("linesight (1 worker)", ls_fps, own),
-    ("Python: OpenCV + onnxruntime, 3 threads, 2 queues", py_fps, [pyp["p50_ms"], pyp["p99_ms"]]),
+    (f"bare ONNX Runtime, 1 session × {threads} thread(s) (preallocated input)", bare, "1.00", None),
+    (f"bare ONNX Runtime, {cores} sessions × 1 thread side by side", percore, "1.00", None),
+    (f"linesight, defaults ({defaults})", ls_fps, f"{ls_fps / percore:.2f} of {cores} × 1", own),
+    (f"linesight, 1 worker × {threads} thread(s)", pinned, f"{pinned / bare:.2f} of 1 × {threads}", None),
+    (f"Python: OpenCV + onnxruntime (1 session × {threads}), 3 threads, 2 queues", py_fps,
+     f"{py_fps / bare:.2f} of 1 × {threads}", (pyp["p50_ms"], pyp["p99_ms"])),
 ]
-lines = [f"| pipeline ({threads} intra-op thread(s)) | frames/s flat out (best of {rounds}) | × bare | capture → verdict p50 / p99 at 70% of its max (ms) |",
+lines = [f"| pipeline ({cores} cores) | frames/s flat out (best of {rounds}) | × bare | capture → verdict p50 / p99 at 70% of its max (ms) |",
          "|---|---|---|---|"]
-for name, fps, lat in rows:
-    latency = "—" if lat is None else f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"
-    lines.append(f"| {name} | {fps:.1f} | {fps / bare:.2f} | {latency} |")
-lines.append(f"\nlinesight at the Python pipeline's load ({0.7 * py_fps:.1f} frames/s): p50 / p99 "
+for name, fps, ratio, lat in rows:
+    if lat is None:
+        latency = "—"
+    elif isinstance(lat, tuple):
+        latency = f"{lat[0]:.1f} / {lat[1]:.1f}"
+    else:
+        latency = f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"
+    lines.append(f"| {name} | {fps:.1f} | {ratio} | {latency} |")
+lines.append(f"\nlinesight (defaults) at the Python pipeline's load ({0.7 * py_fps:.1f} frames/s): p50 / p99 "
              f"{pct(same, 0.5):.1f} / {pct(same, 0.99):.1f} ms")
 lines.append(f"\nlinesight / Python: throughput {ls_fps / py_fps:.2f}× (target ≥ 1.3), p99 at the same "
              f"offered load {pct(same, 0.99) / pyp['p99_ms']:.2f}× (target ≤ 0.5; at each one's own 70%: "
              f"{pct(own, 0.99) / pyp['p99_ms']:.2f}×)")
-if len(sys.argv) > 7:
-    v = json.load(open(sys.argv[7]))
+per_round = [float(a) / float(b) for a, b in zip(os.environ["ROUND_LS"].split(), os.environ["ROUND_PY"].split())]
+lines.append(f"\nlinesight / Python throughput in each round: {', '.join(f'{r:.2f}' for r in per_round)} "
+             f"(median {statistics.median(per_round):.2f}; the table's best-of figures: {ls_fps / py_fps:.2f})")
+if len(sys.argv) > 11:
+    v = json.load(open(sys.argv[11]))
     lines.append(f"\nbare ONNX Runtime in turns, FP32 model {v['model_ms_median']:.2f} ms vs this one "
                  f"{v['versus_ms_median']:.2f} ms per input: {v['speedup_median']:.2f}× "
                  f"(quartiles of 30 rounds {v['speedup_quartiles'][0]:.2f}–{v['speedup_quartiles'][1]:.2f})")

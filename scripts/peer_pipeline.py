@@ -8,7 +8,8 @@ regions (connected components with their boxes and areas), a verdict per frame.
 
 --fps 0: flat out (frames/s); --fps F: frames offered at F per second; capture → verdict latency
 p50/p99 from the moment a decoded frame is in hand (as linesight stamps a folder source's frames). Also `--bare`: onnxruntime alone on a
-preallocated input, the same model and threads (the physical limit); with `--versus DIR` too, the
+preallocated input, the same model and threads (the physical limit; `--sessions N`: N sessions side
+by side, each on its own thread, as linesight's workers run); with `--versus DIR` too, the
 two models' bare runs take turns (30 rounds of 20 runs each) and the median of the per-round
 ratios is reported, which a shared machine's drifting speed cannot tilt towards either.
 """
@@ -35,18 +36,32 @@ def session(model, threads):
     return ort.InferenceSession(os.path.join(model, "model.onnx"), o, providers=["CPUExecutionProvider"])
 
 
-def bare(model, threads, seconds=10.0):
-    s = session(model, threads)
+def bare(model, threads, sessions=1, seconds=10.0):
+    """Frames/s of `sessions` sessions of `threads` intra-op threads each, every one run flat out
+    by its own Python thread on one preallocated input (onnxruntime releases the GIL in run)."""
     m = tomllib.load(open(os.path.join(model, "model.toml"), "rb"))["input"]
     x = np.full((1, m.get("channels", 3), m["height"], m["width"]), 0.5, np.float32)
-    name = s.get_inputs()[0].name
-    for _ in range(10):
-        s.run(None, {name: x})
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        s.run(None, {name: x})
-        n += 1
-    return {"pipeline": "bare onnxruntime", "fps": n / (time.perf_counter() - t0)}
+    runners = [session(model, threads) for _ in range(sessions)]
+    name = runners[0].get_inputs()[0].name
+    for s in runners:
+        for _ in range(10):
+            s.run(None, {name: x})
+    counts = [0] * sessions
+    t0 = time.perf_counter()
+
+    def loop(k):
+        while time.perf_counter() - t0 < seconds:
+            runners[k].run(None, {name: x})
+            counts[k] += 1
+
+    workers = [threading.Thread(target=loop, args=(k,)) for k in range(sessions)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    label = "bare onnxruntime" if sessions == 1 else f"bare onnxruntime, {sessions} sessions"
+    return {"pipeline": label, "threads": threads, "sessions": sessions,
+            "fps": sum(counts) / (time.perf_counter() - t0)}
 
 
 def versus(model, other, threads, rounds=30, runs=20):
@@ -138,13 +153,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--bare", action="store_true")
+    ap.add_argument("--sessions", type=int, default=1, help="with --bare: sessions run side by side")
     ap.add_argument("--versus", help="with --bare: a second model timed in turns with --model")
     ap.add_argument("--json")
     a = ap.parse_args()
     if a.bare and a.versus:
         out = versus(a.model, a.versus, a.threads)
     elif a.bare:
-        out = bare(a.model, a.threads)
+        out = bare(a.model, a.threads, a.sessions)
     else:
         out = run(a.model, a.frames, a.fps, a.threads, a.limit)
     text = json.dumps(out)

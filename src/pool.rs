@@ -37,8 +37,15 @@ impl<T: Copy + Default + Send> BufferPool<T> {
     /// A pool filled up front with `capacity` buffers of `len` elements, so the frame path never
     /// allocates, not even while the pipeline first fills up.
     pub fn preallocated(capacity: usize, len: usize) -> Self {
+        Self::partly_preallocated(capacity, capacity, len)
+    }
+
+    /// A pool that keeps up to `capacity` spares, `filled` of them allocated up front with `len`
+    /// elements: the others are allocated the first time a peak needs them, then kept, so a rare
+    /// peak costs memory only where it happens and allocates only once.
+    pub fn partly_preallocated(capacity: usize, filled: usize, len: usize) -> Self {
         let pool = Self::new(capacity);
-        for _ in 0..capacity {
+        for _ in 0..filled.min(capacity) {
             let _ = pool.inner.spares.push(vec![T::default(); len]);
         }
         pool
@@ -134,6 +141,17 @@ mod tests {
         assert_eq!(pool.misses(), 0);
         drop(held);
         assert_eq!(pool.misses(), 0);
+    }
+
+    #[test]
+    fn a_partly_preallocated_pool_allocates_its_peak_once_and_keeps_it() {
+        let pool = BufferPool::<u8>::partly_preallocated(5, 2, 10);
+        let peak: Vec<_> = (0..5).map(|_| pool.take(10)).collect();
+        assert_eq!(pool.misses(), 3, "the three beyond the two filled up front");
+        drop(peak);
+        let again: Vec<_> = (0..5).map(|_| pool.take(10)).collect();
+        assert_eq!(pool.misses(), 3, "the peak's buffers were kept");
+        drop(again);
     }
 
     #[test]

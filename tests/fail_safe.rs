@@ -16,7 +16,10 @@ use std::time::Duration;
 /// A synthetic station whose parts reach the actuator `delay_ms` after capture, with the line's
 /// audit trail and the command adapter's view in files, a store, an archive and the API off.
 fn station(dir: &Path, fps: f64, delay_ms: u64) -> String {
-    synthetic_station(fps, "", "")
+    // The fault injections count each thread's own batches (`after=20`, `from=20,count=40`): one
+    // inference worker with batches of up to 4 tiles, as the expectations below are written for,
+    // whatever the defaults make of this machine's cores.
+    synthetic_station(fps, "", "max_batch = 4").replace("[model]\n", "[model]\nworkers = 1\n")
         + &format!(
             r#"
 [store]

@@ -212,6 +212,9 @@ impl Running {
         tracing::info!(
             station = %loaded.config.station.name,
             cameras = loaded.config.cameras.len(),
+            workers = loaded.config.model.workers,
+            intra_threads = loaded.config.model.intra_threads,
+            max_batch = loaded.config.pipeline.max_batch,
             recipes = %station.recipes.iter().map(|r| format!("{} ({})", r.name, r.package.manifest.name)).collect::<Vec<_>>().join(", "),
             "station ready"
         );

@@ -1,34 +1,56 @@
-//! How many inference workers and intra-op threads a station runs when its config does not say.
+//! How many inference workers and intra-op threads a station runs, and how large its batches
+//! are, when its config does not say.
 //!
 //! The right split depends on the box and on the station, which a serde default cannot see, so
-//! the parse leaves `[model] workers` / `intra_threads` at 1 and [`fill_unset`] replaces the ones
-//! the file did not set. `make bench-cameras` and `make bench-peer` measured the rule: one camera
-//! runs fastest with one worker whose session uses every core (the batcher has no second frame
-//! to give a second worker), several cameras with one single-threaded worker per core (each
-//! worker's run keeps its core busy; intra-op threads of one session wait on each other between
-//! the backbone's small layers). Before, both defaulted to 1, which left every core but one idle.
+//! the parse leaves `[model] workers` / `intra_threads` at 1 and `[pipeline] max_batch` at 4 and
+//! [`fill_unset`] replaces the ones the file did not set.
+//!
+//! On the CPU, one single-threaded worker per core, each running one input at a time: intra-op
+//! threads of one session wait on each other between the backbone's small layers, and a batch
+//! of several 256² inputs grows the intermediate tensors past the caches. `make bench-peer`
+//! (one camera, the MTD model) and `make bench-cameras` (four cameras) measured it; one camera
+//! keeps every worker busy whenever frames come faster than one worker can take them, which is
+//! when throughput matters. Each worker holds its own session (weights and memory arena), so a
+//! many-core box gets at most [`MAX_CPU_WORKERS`] workers (more when it has more cameras), each
+//! with a share of the cores. A GPU runs one session's batches one after another: there, one
+//! worker per camera up to the core count and batches of up to 4, as before.
 
-use super::StationConfig;
+use super::{Provider, StationConfig};
 
-/// `(workers, intra_threads)` for `cameras` cameras on `cores` cores when neither is set: one
-/// worker per camera up to the core count, and the cores shared out among the workers.
-pub fn split(cameras: usize, cores: usize) -> (usize, usize) {
+/// The most CPU workers the rule starts on its own (before counting cameras).
+pub const MAX_CPU_WORKERS: usize = 8;
+
+/// `(workers, intra_threads)` for `cameras` cameras on `cores` cores when neither is set.
+pub fn split(cameras: usize, cores: usize, provider: Provider) -> (usize, usize) {
     let cores = cores.max(1);
-    let workers = cameras.clamp(1, cores);
+    let workers = match provider {
+        Provider::Cpu => cores.min(MAX_CPU_WORKERS.max(cameras)),
+        Provider::Cuda | Provider::Tensorrt => cameras.clamp(1, cores),
+    };
     (workers, (cores / workers).max(1))
 }
 
 /// Fill `[model] workers` and `intra_threads` that `table` (the parsed file) does not set: both
-/// unset follow [`split`]; one set, the other shares out what is left of `cores`.
+/// unset follow [`split`]; one set, the other shares out what is left of `cores`. Then
+/// `[pipeline] max_batch`, when unset: 1 for single-threaded CPU workers (see the module).
 pub fn fill_unset(config: &mut StationConfig, table: &toml::Table, cores: usize) {
-    let model = table.get("model").and_then(toml::Value::as_table);
-    let is_set = |key: &str| model.is_some_and(|m| m.contains_key(key));
+    let section = |name: &str| table.get(name).and_then(toml::Value::as_table);
+    let is_set = |key: &str| section("model").is_some_and(|m| m.contains_key(key));
+    let cameras = config.cameras.len().max(1);
     let m = &mut config.model;
+    let most_workers = match m.provider {
+        Provider::Cpu => MAX_CPU_WORKERS.max(cameras),
+        Provider::Cuda | Provider::Tensorrt => cameras,
+    };
     match (is_set("workers"), is_set("intra_threads")) {
-        (false, false) => (m.workers, m.intra_threads) = split(config.cameras.len(), cores),
+        (false, false) => (m.workers, m.intra_threads) = split(cameras, cores, m.provider),
         (true, false) => m.intra_threads = (cores / m.workers.max(1)).max(1),
-        (false, true) => m.workers = (cores / m.intra_threads.max(1)).clamp(1, config.cameras.len().max(1)),
+        (false, true) => m.workers = (cores / m.intra_threads.max(1)).clamp(1, most_workers),
         (true, true) => {}
+    }
+    let batch_set = section("pipeline").is_some_and(|p| p.contains_key("max_batch"));
+    if !batch_set && m.provider == Provider::Cpu && m.intra_threads == 1 {
+        config.pipeline.max_batch = 1;
     }
 }
 
@@ -42,49 +64,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_camera_gets_one_worker_on_every_core() {
-        assert_eq!(split(1, 2), (1, 2));
-        assert_eq!(split(1, 16), (1, 16));
-        assert_eq!(split(0, 4), (1, 4));
+    fn on_the_cpu_every_core_gets_a_single_threaded_worker() {
+        assert_eq!(split(1, 2, Provider::Cpu), (2, 1));
+        assert_eq!(split(0, 4, Provider::Cpu), (4, 1));
+        assert_eq!(split(4, 2, Provider::Cpu), (2, 1));
+        assert_eq!(split(2, 1, Provider::Cpu), (1, 1));
     }
 
     #[test]
-    fn several_cameras_get_a_worker_per_core_up_to_one_each() {
-        assert_eq!(split(4, 2), (2, 1));
-        assert_eq!(split(4, 16), (4, 4));
-        assert_eq!(split(3, 16), (3, 5));
-        assert_eq!(split(2, 1), (1, 1));
+    fn a_many_core_box_gets_fewer_wider_workers_unless_it_has_more_cameras() {
+        assert_eq!(split(1, 16, Provider::Cpu), (8, 2));
+        assert_eq!(split(12, 16, Provider::Cpu), (12, 1));
+        assert_eq!(split(1, 64, Provider::Cpu), (8, 8));
     }
 
-    fn station(cameras: usize, model: &str) -> (StationConfig, toml::Table) {
+    #[test]
+    fn on_a_gpu_one_worker_per_camera_up_to_the_cores() {
+        assert_eq!(split(1, 16, Provider::Cuda), (1, 16));
+        assert_eq!(split(4, 2, Provider::Tensorrt), (2, 1));
+        assert_eq!(split(3, 16, Provider::Cuda), (3, 5));
+    }
+
+    fn station(cameras: usize, model: &str, pipeline: &str) -> (StationConfig, toml::Table) {
         let mut text = String::new();
         for i in 0..cameras {
             text += &format!("[[camera]]\nid = \"c{i}\"\n[camera.source]\nkind = \"synthetic\"\n");
         }
-        text += &format!("[model]\npackage = \"m\"\n{model}\n");
+        text += &format!("[model]\npackage = \"m\"\n{model}\n[pipeline]\n{pipeline}\n");
         (toml::from_str(&text).unwrap(), toml::from_str(&text).unwrap())
     }
 
     #[test]
     fn a_value_the_file_sets_is_kept_and_the_other_shares_out_the_rest() {
-        let (mut cfg, table) = station(4, "workers = 1\n");
+        let (mut cfg, table) = station(4, "workers = 1\n", "");
         fill_unset(&mut cfg, &table, 8);
         assert_eq!((cfg.model.workers, cfg.model.intra_threads), (1, 8));
 
-        let (mut cfg, table) = station(4, "intra_threads = 4\n");
+        let (mut cfg, table) = station(4, "intra_threads = 4\n", "");
         fill_unset(&mut cfg, &table, 8);
         assert_eq!((cfg.model.workers, cfg.model.intra_threads), (2, 4));
 
-        let (mut cfg, table) = station(1, "intra_threads = 1\n");
+        let (mut cfg, table) = station(1, "intra_threads = 1\n", "");
         fill_unset(&mut cfg, &table, 8);
-        assert_eq!((cfg.model.workers, cfg.model.intra_threads), (1, 1), "no more workers than cameras");
+        assert_eq!((cfg.model.workers, cfg.model.intra_threads), (8, 1), "CPU workers are not bound to cameras");
 
-        let (mut cfg, table) = station(4, "workers = 3\nintra_threads = 3\n");
+        let (mut cfg, table) = station(1, "intra_threads = 1\nprovider = \"cuda\"\n", "");
+        fill_unset(&mut cfg, &table, 8);
+        assert_eq!((cfg.model.workers, cfg.model.intra_threads), (1, 1), "GPU: no more workers than cameras");
+
+        let (mut cfg, table) = station(4, "workers = 3\nintra_threads = 3\n", "");
         fill_unset(&mut cfg, &table, 2);
         assert_eq!((cfg.model.workers, cfg.model.intra_threads), (3, 3), "both set: the file decides");
 
-        let (mut cfg, table) = station(4, "");
+        let (mut cfg, table) = station(1, "", "");
         fill_unset(&mut cfg, &table, 2);
         assert_eq!((cfg.model.workers, cfg.model.intra_threads), (2, 1));
+    }
+
+    #[test]
+    fn single_threaded_cpu_workers_run_one_input_at_a_time_unless_the_file_says() {
+        let batch = |model: &str, pipeline: &str, cores: usize| {
+            let (mut cfg, table) = station(1, model, pipeline);
+            fill_unset(&mut cfg, &table, cores);
+            cfg.pipeline.max_batch
+        };
+        assert_eq!(batch("", "", 2), 1);
+        assert_eq!(batch("", "max_batch = 8\n", 2), 8, "set: kept");
+        assert_eq!(batch("workers = 1\n", "", 2), 4, "a two-threaded worker batches");
+        assert_eq!(batch("provider = \"cuda\"\n", "", 1), 4, "a GPU batches");
     }
 }

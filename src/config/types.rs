@@ -250,8 +250,9 @@ pub struct ModelConfig {
     /// Execution provider; falls back to CPU (with a log line) when unavailable.
     #[serde(default)]
     pub provider: Provider,
-    /// Inference worker threads, each with its own ONNX Runtime session. Unset: one per camera,
-    /// up to the number of cores (`threads.rs`).
+    /// Inference worker threads, each with its own ONNX Runtime session. Unset: on the CPU one
+    /// per core (at most 8, or one per camera when there are more); on a GPU one per camera up
+    /// to the number of cores (`threads.rs`).
     #[serde(default = "one")]
     pub workers: usize,
     /// Threads ONNX Runtime may use inside one session run. Unset: the cores shared out among the
@@ -488,7 +489,8 @@ pub struct PipelineConfig {
     #[serde(default = "default_tile_overlap_px")]
     pub tile_overlap_px: u32,
     /// Largest batch sent to the model. Batches are padded up to a power of two (≤ this) so the
-    /// runtime only ever sees a handful of shapes and its memory stays flat.
+    /// runtime only ever sees a handful of shapes and its memory stays flat. Unset: 1 for
+    /// single-threaded CPU workers (the default on the CPU), else 4 (`threads.rs`).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// How long a worker waits for more tiles before running a partial batch.

@@ -38,6 +38,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Tiles of one frame whose batches the batch pool keeps room for while the frame is cut (a
+/// 2048² frame in 256² tiles is 81); a larger frame's extra batches are allocated and freed.
+const TILES_HELD_WHILE_CUTTING: usize = 96;
+
 /// Why a station could not be built. Each message names the problem and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -411,11 +415,20 @@ impl Station {
         }
 
         // Batch tensors in flight: the batch queue, one running per worker, one being filled per
-        // preprocess thread and recipe. Each holds the largest padded batch of any recipe.
-        // (A model installed later whose batches are larger grows the buffers it gets.)
+        // preprocess thread and recipe, allocated up front. Each holds the largest padded batch of
+        // any recipe. (A model installed later whose batches are larger grows the buffers it gets.)
+        // Batches a frame fills while it is being cut wait for its FrameStart: with small batches
+        // and many tiles per frame there are many, so the pool keeps room for them too, allocated
+        // on the first large frame.
         let largest = cuts.iter().map(|c| c.policy.padded(c.policy.gather_limit()) * c.item_len()).max().unwrap_or(0);
-        let batch_pool =
-            BufferPool::preallocated(batch_queue + sessions.len() + preprocess_workers * cuts.len() + 1, largest);
+        let held_while_cutting =
+            cuts.iter().map(|c| TILES_HELD_WHILE_CUTTING.div_ceil(c.policy.gather_limit().max(1))).max();
+        let in_flight = batch_queue + sessions.len() + preprocess_workers * cuts.len() + 1;
+        let batch_pool = BufferPool::partly_preallocated(
+            in_flight + preprocess_workers * held_while_cutting.unwrap_or(0),
+            in_flight,
+            largest,
+        );
         // Several preprocess threads share the camera queues (crossbeam queues are MPMC).
         for i in 0..preprocess_workers {
             let pre = preprocess_thread::Preprocessor {
