@@ -32,7 +32,8 @@ pub fn split(cameras: usize, cores: usize, provider: Provider) -> (usize, usize)
 
 /// Fill `[model] workers` and `intra_threads` that `table` (the parsed file) does not set: both
 /// unset follow [`split`]; one set, the other shares out what is left of `cores`. Then
-/// `[pipeline] max_batch`, when unset: 1 for single-threaded CPU workers (see the module).
+/// `[pipeline] max_batch`, when unset: 1 for single-threaded CPU workers (see the module; a
+/// model with a fixed batch size still gathers that many, `topology::recipes`).
 pub fn fill_unset(config: &mut StationConfig, table: &toml::Table, cores: usize) {
     let section = |name: &str| table.get(name).and_then(toml::Value::as_table);
     let is_set = |key: &str| section("model").is_some_and(|m| m.contains_key(key));
@@ -49,6 +50,7 @@ pub fn fill_unset(config: &mut StationConfig, table: &toml::Table, cores: usize)
         (true, true) => {}
     }
     let batch_set = section("pipeline").is_some_and(|p| p.contains_key("max_batch"));
+    config.pipeline.max_batch_is_default = !batch_set;
     if !batch_set && m.provider == Provider::Cpu && m.intra_threads == 1 {
         config.pipeline.max_batch = 1;
     }

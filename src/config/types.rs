@@ -493,6 +493,10 @@ pub struct PipelineConfig {
     /// single-threaded CPU workers (the default on the CPU), else 4 (`threads.rs`).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// The file left `max_batch` unset (`threads.rs` then chose it): a model with a fixed batch
+    /// size gathers that many tiles instead of padding smaller batches up to it.
+    #[serde(skip)]
+    pub max_batch_is_default: bool,
     /// How long a worker waits for more tiles before running a partial batch.
     #[serde(default = "default_max_wait_us")]
     pub max_wait_us: u64,
@@ -513,6 +517,7 @@ impl Default for PipelineConfig {
             input_mode: None,
             tile_overlap_px: default_tile_overlap_px(),
             max_batch: default_max_batch(),
+            max_batch_is_default: false,
             max_wait_us: default_max_wait_us(),
             preprocess_workers: 1,
             max_in_flight: default_max_in_flight(),

@@ -99,10 +99,11 @@ pub(super) fn build_recipe(
             cfg.pipeline.tile_overlap_px
         )));
     }
+    let fixed_batch = (m.input.batch > 0).then_some(m.input.batch as usize);
     let policy = BatchPolicy {
-        max_batch: cfg.pipeline.max_batch,
+        max_batch: max_batch_for(&cfg.pipeline, fixed_batch),
         max_wait: Duration::from_micros(cfg.pipeline.max_wait_us),
-        fixed_batch: (m.input.batch > 0).then_some(m.input.batch as usize),
+        fixed_batch,
     };
     let mut sessions = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -309,4 +310,29 @@ impl Installer {
 /// `dir` as an absolute path (resolving it again against the config's folder must not move it).
 pub(super) fn absolute(dir: &Path) -> PathBuf {
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// The most tiles gathered into one run: `max_batch`, except that a model with a fixed batch size
+/// gathers that many when the file left `max_batch` to the defaults (padding one tile up to a
+/// fixed batch of four would run the model four times for one).
+fn max_batch_for(pipeline: &crate::config::PipelineConfig, fixed_batch: Option<usize>) -> usize {
+    match fixed_batch {
+        Some(fixed) if pipeline.max_batch_is_default => fixed.clamp(1, crate::pipeline::messages::MAX_BATCH),
+        _ => pipeline.max_batch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+
+    #[test]
+    fn a_fixed_batch_model_gathers_its_batch_unless_the_file_says_otherwise() {
+        let defaults = PipelineConfig { max_batch: 1, max_batch_is_default: true, ..Default::default() };
+        assert_eq!(max_batch_for(&defaults, Some(4)), 4, "not one tile padded up to four");
+        assert_eq!(max_batch_for(&defaults, None), 1);
+        let set = PipelineConfig { max_batch: 2, max_batch_is_default: false, ..Default::default() };
+        assert_eq!(max_batch_for(&set, Some(4)), 2, "the file decides");
+    }
 }
