@@ -110,6 +110,8 @@ pub fn resize_to_tensor(frame: &Frame, tw: u32, th: u32, norm: &Normalizer, out:
 struct ResizeScratch {
     cols: FilterTaps,
     rows: FilterTaps,
+    /// One source row of the plane being resized, as floats.
+    row: Vec<f32>,
     /// The frame filtered along x: `frame.height × tw` values of one channel.
     horizontal: Vec<f32>,
     /// One resized channel before normalisation, `th × tw`.
@@ -171,22 +173,27 @@ fn resize_with(frame: &Frame, tw: usize, th: usize, norm: &Normalizer, out: &mut
         (PixelFormat::Gray8, _) | (PixelFormat::Rgb8, 1) => 1,
         (PixelFormat::Rgb8, n) => n,
     };
-    let sample = |x: usize, y: usize, c: usize| -> f32 {
-        let p = &frame.pixels[y * stride + x * src_ch..];
-        match (frame.format, norm.channels) {
-            (PixelFormat::Gray8, _) => p[0] as f32,
-            (PixelFormat::Rgb8, 1) => p[0] as f32 * 0.299 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114,
-            (PixelFormat::Rgb8, _) => p[c] as f32,
-        }
-    };
+    s.row.resize(fw, 0.0);
     for sc in 0..source_planes {
         let (cw, rw) = (s.cols.width, s.rows.width);
         for y in 0..fh {
-            for ox in 0..tw {
+            // The row's samples first (one match per row, not per tap), then the taps over floats.
+            let pixels = &frame.pixels[y * stride..y * stride + fw * src_ch];
+            match (frame.format, norm.channels) {
+                (PixelFormat::Gray8, _) => s.row.iter_mut().zip(pixels).for_each(|(r, &p)| *r = p as f32),
+                (PixelFormat::Rgb8, 1) => s.row.iter_mut().zip(pixels.chunks_exact(3)).for_each(|(r, p)| {
+                    *r = p[0] as f32 * 0.299 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114;
+                }),
+                (PixelFormat::Rgb8, _) => {
+                    s.row.iter_mut().zip(pixels.chunks_exact(3)).for_each(|(r, p)| *r = p[sc] as f32);
+                }
+            }
+            let horizontal = &mut s.horizontal[y * tw..(y + 1) * tw];
+            for (ox, h) in horizontal.iter_mut().enumerate() {
                 let x0 = s.cols.first[ox];
-                let w = &s.cols.weights[ox * cw..(ox + 1) * cw];
                 let n = cw.min(fw - x0);
-                s.horizontal[y * tw + ox] = (0..n).map(|k| w[k] * sample(x0 + k, y, sc)).sum();
+                let w = &s.cols.weights[ox * cw..ox * cw + n];
+                *h = w.iter().zip(&s.row[x0..x0 + n]).map(|(w, v)| w * v).sum();
             }
         }
         for oy in 0..th {

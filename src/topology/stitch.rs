@@ -69,9 +69,18 @@ pub fn paste_max(
                     *d = d.max(s);
                 }
             } else {
-                for (i, d) in d_row.iter_mut().enumerate() {
-                    let sx = ((x0 - rx0 + i) * mw / region.w as usize).min(mw - 1);
-                    *d = d.max(s_row[sx]);
+                // sx = ⌊(x - rx0) · mw / w⌋, stepped along the row without a division per pixel:
+                // (x - rx0) · mw = sx · w + rem throughout.
+                let w = region.w as usize;
+                let k0 = x0 - rx0;
+                let (mut sx, mut rem) = (k0 * mw / w, k0 * mw % w);
+                for d in d_row.iter_mut() {
+                    *d = d.max(s_row[sx.min(mw - 1)]);
+                    rem += mw;
+                    while rem >= w {
+                        rem -= w;
+                        sx += 1;
+                    }
                 }
             }
         }
@@ -118,5 +127,28 @@ mod tests {
         paste_max(&[1.0, 2.0, 3.0, 4.0], 1, 2, 2, &mut dst, 4, 4, Region::whole(0, 0, 4, 4)).unwrap();
         assert_eq!(&dst[..4], &[1.0, 1.0, 2.0, 2.0]);
         assert_eq!(&dst[12..], &[3.0, 3.0, 4.0, 4.0]);
+    }
+
+    #[test]
+    fn resampled_columns_are_those_of_the_exact_division() {
+        // Up- and downsampling, windows that start inside the region: each pixel takes the map
+        // value at ⌊(x - x0) · mw / w⌋, ⌊(y - y0) · mh / h⌋.
+        for (mw, mh, w, h, window) in
+            [(16, 16, 37, 23, (0, 0, 37, 23)), (7, 5, 3, 2, (1, 0, 3, 2)), (5, 9, 13, 11, (4, 3, 12, 10))]
+        {
+            let src: Vec<f32> = (0..mw * mh).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0f32; w * h];
+            let region = Region { x0: 0, y0: 0, w: w as u32, h: h as u32, window };
+            paste_max(&src, 1, mh, mw, &mut dst, w, h, region).unwrap();
+            let (wx0, wy0, wx1, wy1) = window;
+            for y in 0..h {
+                for x in 0..w {
+                    let inside = (wx0..wx1).contains(&(x as u32)) && (wy0..wy1).contains(&(y as u32));
+                    let want =
+                        if inside { src[(y * mh / h).min(mh - 1) * mw + (x * mw / w).min(mw - 1)] } else { -1.0 };
+                    assert_eq!(dst[y * w + x], want, "{mw}×{mh} map into {w}×{h} at ({x}, {y})");
+                }
+            }
+        }
     }
 }
