@@ -20,13 +20,21 @@ use super::{Provider, StationConfig};
 /// The most CPU workers the rule starts on its own (before counting cameras).
 pub const MAX_CPU_WORKERS: usize = 8;
 
-/// `(workers, intra_threads)` for `cameras` cameras on `cores` cores when neither is set.
+/// The most workers the defaults start, before counting cores: on the CPU
+/// [`MAX_CPU_WORKERS`] (or one per camera when there are more), on a GPU one per camera.
+fn most_workers(cameras: usize, provider: Provider) -> usize {
+    let cameras = cameras.max(1);
+    match provider {
+        Provider::Cpu => MAX_CPU_WORKERS.max(cameras),
+        Provider::Cuda | Provider::Tensorrt => cameras,
+    }
+}
+
+/// `(workers, intra_threads)` for `cameras` cameras on `cores` cores when neither is set: a
+/// worker per core up to [`most_workers`], the cores shared out among them.
 pub fn split(cameras: usize, cores: usize, provider: Provider) -> (usize, usize) {
     let cores = cores.max(1);
-    let workers = match provider {
-        Provider::Cpu => cores.min(MAX_CPU_WORKERS.max(cameras)),
-        Provider::Cuda | Provider::Tensorrt => cameras.clamp(1, cores),
-    };
+    let workers = most_workers(cameras, provider).min(cores);
     (workers, (cores / workers).max(1))
 }
 
@@ -37,16 +45,14 @@ pub fn split(cameras: usize, cores: usize, provider: Provider) -> (usize, usize)
 pub fn fill_unset(config: &mut StationConfig, table: &toml::Table, cores: usize) {
     let section = |name: &str| table.get(name).and_then(toml::Value::as_table);
     let is_set = |key: &str| section("model").is_some_and(|m| m.contains_key(key));
-    let cameras = config.cameras.len().max(1);
+    let cameras = config.cameras.len();
     let m = &mut config.model;
-    let most_workers = match m.provider {
-        Provider::Cpu => MAX_CPU_WORKERS.max(cameras),
-        Provider::Cuda | Provider::Tensorrt => cameras,
-    };
     match (is_set("workers"), is_set("intra_threads")) {
         (false, false) => (m.workers, m.intra_threads) = split(cameras, cores, m.provider),
         (true, false) => m.intra_threads = (cores / m.workers.max(1)).max(1),
-        (false, true) => m.workers = (cores / m.intra_threads.max(1)).clamp(1, most_workers),
+        (false, true) => {
+            m.workers = (cores / m.intra_threads.max(1)).clamp(1, most_workers(cameras, m.provider));
+        }
         (true, true) => {}
     }
     let batch_set = section("pipeline").is_some_and(|p| p.contains_key("max_batch"));
