@@ -3,7 +3,8 @@
 #
 #   make bench-peer                      # MTD model, 1,000 MTD JPEG crops
 #   THREADS=1 FRAMES_N=500 ROUNDS=1 make bench-peer
-#   PRECISION=int8 make bench-peer       # the model taught on the INT8 backbone (all three pipelines)
+#   PRECISION=fp32 make bench-peer       # the model taught on the float backbone (default: teach's
+#                                        # own, `auto`: INT8 on a CPU with VNNI-class instructions)
 #
 # The same model and frames through
 #   (a) bare ONNX Runtime on a preallocated input (the physical limit): one session of THREADS
@@ -17,19 +18,16 @@
 # flat out (frames/s; linesight's steady state from a short and a long run, so model load and
 # warm-up drop out; the three take turns ROUNDS times, default 3, and each keeps its best), then
 # each paced at 70% of its own maximum for capture → verdict p50 / p99, and linesight also at the
-# Python pipeline's 70% (the same offered load). With PRECISION=int8, when the FP32 model of a
-# plain run is there: the two models' bare runs in turns, and the median speed-up.
-# The model: the MTD goods of `make bench-accuracy`'s layout taught with the defaults (kept in
-# target/bench-peer/model; delete it to teach again; with PRECISION=int8, target/bench-peer-int8/,
-# taught with `--precision int8` on models/backbone-lite2-int8, made from the MTD training goods
-# when missing). Python side: a venv with pinned wheels in
+# Python pipeline's 70% (the same offered load). When PRECISION is not fp32 and the FP32 model of
+# a PRECISION=fp32 run is there: the two models' bare runs in turns, and the median speed-up.
+# The model: the MTD goods of `make bench-accuracy`'s layout taught with the defaults and
+# `--precision PRECISION` (kept in target/bench-peer-PRECISION/model; delete it to teach again). Python side: a venv with pinned wheels in
 # target/peer-venv. Figures go to target/bench-peer/table.md. Nothing here is a timed test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${ACCURACY_DATA:-../shared/datasets}
-PRECISION=${PRECISION:-fp32}
-OUT=target/bench-peer
-if [ "$PRECISION" != fp32 ]; then OUT=target/bench-peer-$PRECISION; fi
+PRECISION=${PRECISION:-auto}
+OUT=target/bench-peer-$PRECISION
 BIN=${LINESIGHT:-./target/release/linesight}
 THREADS=${THREADS:-2}
 FRAMES_N=${FRAMES_N:-1000}
@@ -62,9 +60,6 @@ EOF
 
 if [ ! -f "$OUT/model/model.toml" ]; then
     python3 scripts/accuracy-layout.py --src "$DATA" --out target/accuracy --sets mtd
-    if [ "$PRECISION" = int8 ] && [ ! -f models/backbone-lite2-int8/backbone.toml ]; then
-        make backbone-int8 IMAGES=target/accuracy/mtd/train/good
-    fi
     echo "== teaching the MTD model (defaults, --precision $PRECISION)"
     "$BIN" teach --images target/accuracy/mtd/train/good --out "$OUT/model" --precision "$PRECISION" >"$OUT/teach.log"
 fi
@@ -155,11 +150,12 @@ station "$(python3 -c "print(round(0.7 * $py_fps, 2))")" "$OUT/same.toml"
 rm -f "$OUT/ls-same.jsonl"
 linesight_run "$OUT/same.toml" "$FRAMES_N" "$OUT/ls-same.json" "$PWD/$OUT/ls-same.jsonl"
 
-# With PRECISION=int8 and the FP32 model of a plain run at hand: the two models' bare runs in turns.
+# With another precision than fp32 and the FP32 model of a PRECISION=fp32 run at hand: the two
+# models' bare runs in turns.
 versus=()
-if [ "$PRECISION" != fp32 ] && [ -f target/bench-peer/model/model.toml ]; then
+if [ "$PRECISION" != fp32 ] && [ -f target/bench-peer-fp32/model/model.toml ]; then
     echo "== bare ONNX Runtime, FP32 model vs $PRECISION, in turns"
-    "$PY" scripts/peer_pipeline.py --bare --model target/bench-peer/model --versus "$OUT/model" \
+    "$PY" scripts/peer_pipeline.py --bare --model target/bench-peer-fp32/model --versus "$OUT/model" \
         --frames "$OUT/frames" --threads "$THREADS" --json "$OUT/versus.json"
     versus=("$OUT/versus.json")
 fi

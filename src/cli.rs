@@ -91,10 +91,10 @@ pub struct TeachArgs {
     /// else models/backbone-lite0].
     #[arg(long, value_name = "DIR")]
     pub backbone: Option<PathBuf>,
-    /// The backbone's precision: `fp32`, or `int8`, its quantized copy `<backbone>-int8` (made
-    /// from good images by `make backbone-int8`; faster only on CPUs with VNNI-class
-    /// instructions, see README "Performance").
-    #[arg(long, value_name = "fp32|int8", default_value = "fp32")]
+    /// The backbone's precision: `auto` (INT8 on CPUs with VNNI-class instructions, where it runs
+    /// about twice as fast, else FP32), `int8` (teach quantizes the backbone, calibrated on these
+    /// good images), or `fp32`. See README "Performance".
+    #[arg(long, value_name = "auto|fp32|int8", default_value = "auto")]
     pub precision: String,
     /// How images become model inputs, as the station will feed frames: `resize` squashes each
     /// image to the model input (parts that fill the frame); `tile` cuts overlapping SIZE×SIZE

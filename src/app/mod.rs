@@ -48,8 +48,7 @@ fn teach(args: TeachArgs) -> Result<()> {
         ),
     };
     let precision = Precision::parse(&args.precision).map_err(anyhow::Error::msg)?;
-    let backbone =
-        precision.backbone(&args.backbone.unwrap_or_else(config::default_backbone)).map_err(anyhow::Error::msg)?;
+    let backbone = args.backbone.unwrap_or_else(config::default_backbone);
     if precision == Precision::Int8
         && let Some(w) = precision::int8_warning(precision::cpu_has_vnni())
     {
@@ -80,6 +79,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     };
     opts.blur_sigma_px = args.blur_sigma;
     opts.top_fraction = args.top_fraction;
+    opts.precision = precision;
     opts.seed = args.seed;
     opts.threads = args.threads;
     opts.progress = std::io::stderr().is_terminal();

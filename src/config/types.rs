@@ -382,8 +382,8 @@ pub struct ModelTeachConfig {
     /// taught as good.
     #[serde(default)]
     pub defects: Option<PathBuf>,
-    /// `fp32`, or `int8`: the model composed on the backbone's quantized copy `<backbone>-int8`
-    /// (`make backbone-int8`), faster on CPUs with VNNI-class instructions. Unset: fp32.
+    /// `auto` (the default): INT8 on a CPU station whose CPU has VNNI-class instructions, FP32
+    /// otherwise; `int8`: the backbone quantized by teach, calibrated on these good parts; `fp32`.
     #[serde(default)]
     pub precision: Precision,
     /// Seconds the whole teach may take, recipe search included (candidates that would not fit
@@ -430,21 +430,15 @@ fn one() -> usize {
     1
 }
 
-/// The backbone's numeric precision a model is taught on: FP32, or the backbone's INT8 copy
-/// (teach's `--precision`; see `teach::precision`).
+/// The backbone's numeric precision a model is taught on: FP32, or INT8 (teach quantizes the
+/// backbone, `teach::int8`), or whichever pays on this machine (see `teach::precision`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
+    Auto,
     Fp32,
     Int8,
-}
-
-/// Where the INT8 copy of a backbone package lives: `models/backbone-lite2` →
-/// `models/backbone-lite2-int8`.
-pub fn int8_sibling(float: &std::path::Path) -> PathBuf {
-    let name = float.file_name().map_or_else(|| "backbone".into(), |n| n.to_string_lossy().into_owned());
-    float.with_file_name(format!("{name}-int8"))
 }
 
 /// What a taught model's graph does to each input's contrast before the backbone.

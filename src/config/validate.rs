@@ -565,20 +565,6 @@ fn check_package(
                     "no such folder (labelled defective images of the product)",
                 );
             }
-            if t.precision == super::Precision::Int8 {
-                let int8 = super::int8_sibling(&backbone);
-                c.check(
-                    int8.join("backbone.toml").is_file(),
-                    format!("{prefix}.teach.precision"),
-                    "int8",
-                    &format!(
-                        "no INT8 copy of the backbone at {}: make it from good images of the product with \
-                         `make backbone-int8 BACKBONE={} IMAGES=DIR`, or set precision = \"fp32\"",
-                        int8.display(),
-                        backbone.display()
-                    ),
-                );
-            }
             if let Some(seconds) = t.time_budget_s {
                 c.check(
                     seconds > 0.0 && seconds <= MAX_TEACH_SECONDS,

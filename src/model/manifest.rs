@@ -338,6 +338,15 @@ pub struct TeachInfo {
     /// The model was composed on an INT8 copy of the backbone (`teach --precision int8`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backbone_int8: bool,
+    /// Teach images' inputs the INT8 backbone's ranges were calibrated on when teach quantized it
+    /// itself (`teach::int8`); 0 for FP32 and for INT8 copies made beforehand.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub int8_calibration_inputs: usize,
+    /// Bits of the INT8 backbone's weights when teach quantized it: 8 (taught on a CPU with
+    /// VNNI-class instructions; on a CPU without them its sums can saturate) or 7 (safe on any
+    /// x86 CPU); 0 for FP32 and for INT8 copies made beforehand (7, `scripts/quantize-backbone.py`).
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub int8_weight_bits: u8,
     /// How the scoring step finds each patch's nearest bank row: `exact` (float), or `int8` (the
     /// search in 8-bit integers, the distance to the row found in float; INT8 backbones).
     #[serde(default = "exact_search")]
@@ -385,6 +394,9 @@ pub struct TeachInfo {
     #[serde(default)]
     pub seconds_local_scale: f64,
     pub seconds_calibration: f64,
+    /// Quantizing the backbone to INT8 (calibration included).
+    #[serde(default)]
+    pub seconds_quantize: f64,
     pub seconds_total: f64,
     pub peak_memory_mb: f64,
     pub linesight_version: String,
@@ -490,4 +502,12 @@ pub struct RecipeTrial {
     /// search's best at the time it was tried (none for the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beat_best: Option<f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u8(n: &u8) -> bool {
+    *n == 0
 }

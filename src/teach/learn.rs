@@ -47,6 +47,7 @@ use super::coreset::{CoresetParams, CoresetSize, greedy_coreset};
 use super::defects;
 use super::feeder::{Feeder, decode, header};
 use super::head::{self, HeadChoice, HeadMode, ImagePatches};
+use super::int8;
 use super::knn::Bank;
 use super::onnx::{self, InputShape, NearestSearch, Scoring};
 use super::operating_point::{self, Rule, ScoreStats, Scores};
@@ -55,6 +56,7 @@ use super::options::{check_options, set_stage};
 use super::package::write_package;
 use super::pca;
 use super::post::{self, GridScores, Post};
+use super::precision;
 use super::recipe::{self, Fixed, Geometry, Recipe};
 use super::selection;
 use super::synthetic;
@@ -64,6 +66,7 @@ use crate::stages::infer::runtime;
 use anyhow::{Context, Result, anyhow, bail};
 use ort::session::Session;
 use ort::value::TensorRef;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -126,7 +129,7 @@ struct Trial {
 pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let started = Instant::now();
     check_options(opts)?;
-    let backbone = Backbone::load(&opts.backbone).map_err(|e| anyhow!(e))?;
+    let mut backbone = Backbone::load(&opts.backbone).map_err(|e| anyhow!(e))?;
     if let Some(size) = opts.size
         && !(size as usize).is_multiple_of(backbone.multiple_of)
     {
@@ -164,6 +167,23 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let preferred = recipe::preferred(&candidates, geometry);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let mut quantized = None;
+    let recipe_for_calibration = preferred.or_else(|| candidates.first().copied());
+    if let Some(recipe) = recipe_for_calibration
+        && !backbone.int8
+        && opts.precision.int8(true, precision::cpu_has_vnni())
+    {
+        set_stage(opts, || format!("quantizing backbone {} to INT8 on the good images", backbone.name));
+        let feeder = Feeder::new(recipe, opts.tile_overlap_px);
+        let inputs = calibration_inputs(&feeder, &teach_set, opts.seed);
+        // Eight-bit weights where the taught model will run at full precision (this CPU has VNNI;
+        // `auto` quantizes only then), seven where `int8` was asked for without it.
+        let bits = if precision::cpu_has_vnni() { int8::WeightBits::Eight } else { int8::WeightBits::Seven };
+        let (int8, report) = int8::quantize(&backbone, feeder.shape, &inputs, bits, threads)?;
+        tracing::info!(backbone = %int8.name, inputs = report.calibration_inputs, tensors = report.tensors, seconds = report.seconds, "teach quantized the backbone");
+        backbone = int8;
+        quantized = Some(report);
+    }
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
     let fixed_post = post::Fixed { blur_sigma_px: opts.blur_sigma_px, top_fraction: opts.top_fraction };
     // How the map is read is searched on the winner only with labelled defects to judge it and
@@ -382,6 +402,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         backbone: backbone.name.clone(),
         backbone_sha256: backbone.sha256.clone(),
         backbone_int8: backbone.int8,
+        int8_calibration_inputs: quantized.as_ref().map_or(0, |q| q.calibration_inputs),
+        int8_weight_bits: quantized.as_ref().map_or(0, |q| q.weight_bits.count()),
         nearest_search: nearest_search(&backbone).name().into(),
         input_mode: recipe.mode,
         images: files.len(),
@@ -416,6 +438,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         seconds_coreset: round1(times.coreset),
         seconds_local_scale: round1(times.local_scale),
         seconds_calibration: round1(seconds_calibration),
+        seconds_quantize: round1(quantized.as_ref().map_or(0.0, |q| q.seconds)),
         seconds_total: round1(started.elapsed().as_secs_f64()),
         peak_memory_mb: peak_memory_mb(),
         linesight_version: env!("CARGO_PKG_VERSION").into(),
@@ -1041,6 +1064,23 @@ pub fn session_from_bytes(model: &[u8], threads: usize) -> Result<Session> {
         .commit_from_memory(model)
         .map_err(|e| anyhow!("ONNX Runtime cannot load the graph: {e}"))?;
     Ok(session)
+}
+
+/// Model inputs for the INT8 calibration: up to [`int8::CALIBRATION_INPUTS`] of them, from teach
+/// images in a seeded order (an unreadable one is skipped here; the teach itself reports it).
+fn calibration_inputs(feeder: &Feeder, images: &[PathBuf], seed: u64) -> Vec<f32> {
+    let mut order: Vec<&PathBuf> = images.iter().collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x696e_7438));
+    let item = feeder.shape.item_len();
+    let mut inputs = Vec::new();
+    for path in order {
+        if inputs.len() >= int8::CALIBRATION_INPUTS * item {
+            break;
+        }
+        let _ = feeder.tensors(path, &mut inputs);
+    }
+    inputs.truncate(int8::CALIBRATION_INPUTS * item);
+    inputs
 }
 
 /// Run the feature graph on the tensors in `batch` (emptied), keeping `keep` seeded rows of each

@@ -17,6 +17,7 @@ pub mod coreset;
 pub mod defects;
 mod feeder;
 pub mod head;
+pub mod int8;
 pub mod knn;
 pub mod learn;
 pub mod on_start;

@@ -7,7 +7,7 @@
 //! folder and the first rename wins, the other keeps the winner's package.
 
 use super::learn::{TeachOptions, teach};
-use crate::config::{InputContrast, InputMode, LoadedConfig, ModelTeachConfig, SourceConfig};
+use crate::config::{InputContrast, InputMode, LoadedConfig, ModelTeachConfig, Precision, SourceConfig};
 use crate::synth::{Generator, SynthParams};
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
@@ -103,8 +103,8 @@ pub enum Images {
 }
 
 /// A station's teach settings (`[model.teach]` / `[recipe.teach]`) as the options of a teach of
-/// `images` into `out`: paths resolved against the config file's folder, the backbone's INT8
-/// copy when `precision = "int8"` (an error naming `make backbone-int8` when it is missing).
+/// `images` into `out`: paths resolved against the config file's folder; `precision = "auto"`
+/// teaches on INT8 only for a CPU station (whose CPU has VNNI-class instructions).
 pub fn options(
     images: &Path,
     out: &Path,
@@ -112,8 +112,13 @@ pub fn options(
     kind: Images,
     loaded: &LoadedConfig,
 ) -> Result<TeachOptions> {
-    let backbone = t.precision.backbone(&t.backbone_dir(loaded)).map_err(anyhow::Error::msg)?;
-    let mut opts = TeachOptions::new(images, out, backbone);
+    let mut opts = TeachOptions::new(images, out, t.backbone_dir(loaded));
+    // INT8 pays on the CPU only: a GPU station's `auto` teaches on the float backbone.
+    let runs_on_cpu = loaded.config.model.provider == crate::config::Provider::Cpu;
+    opts.precision = match t.precision {
+        Precision::Auto if !runs_on_cpu => Precision::Fp32,
+        chosen => chosen,
+    };
     let pipeline = &loaded.config.pipeline;
     let input_mode = t.input_mode.or(pipeline.input_mode);
     opts.tile_overlap_px = pipeline.tile_overlap_px;
@@ -220,14 +225,13 @@ mod tests {
     #[test]
     fn station_teach_settings_reach_the_teach_options() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("bb-int8")).unwrap();
-        std::fs::write(dir.path().join("bb-int8/backbone.toml"), "").unwrap();
         std::fs::create_dir_all(dir.path().join("scratches")).unwrap();
         let settings = "max_overkill = 0.05\ntarget_escape = 0.02\ndefects = \"scratches\"\nprecision = \"int8\"\ntime_budget_s = 120";
         let loaded = demo_with(dir.path(), settings).unwrap();
         let t = loaded.config.model.teach.as_ref().unwrap();
         let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &loaded).unwrap();
-        assert_eq!(opts.backbone, dir.path().join("bb-int8"), "int8: the quantized copy beside the backbone");
+        assert_eq!(opts.backbone, dir.path().join("bb"), "teach quantizes the float backbone itself");
+        assert_eq!(opts.precision, Precision::Int8);
         assert_eq!(opts.max_overkill, 0.05);
         assert_eq!(opts.target_escape, Some(0.02));
         assert_eq!(opts.defects.as_deref(), Some(dir.path().join("scratches").as_path()));
@@ -246,6 +250,14 @@ mod tests {
         );
         assert_eq!(opts.defects, None);
         assert_eq!((opts.input_mode, opts.size), (None, None), "chosen by validation");
+        assert_eq!(opts.precision, Precision::Auto, "the demo station runs on the CPU: INT8 where it pays");
+
+        // A GPU station's `auto` teaches on the float backbone (GPUs run the float graph).
+        let loaded = demo_with(dir.path(), "").unwrap();
+        let mut gpu = loaded.clone();
+        gpu.config.model.provider = crate::config::Provider::Cuda;
+        let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &gpu).unwrap();
+        assert_eq!(opts.precision, Precision::Fp32);
 
         // No backbone set: the one `linesight teach` uses, found among the installed models
         // whatever folder the config is in; synthetic parts keep the demo's fixed tiles.
@@ -267,7 +279,6 @@ mod tests {
             ("target_escape = -0.1", "model.teach.target_escape", "0.05 for 5%"),
             ("target_escape = nan", "model.teach.target_escape", "0.05 for 5%"),
             ("defects = \"nowhere\"", "model.teach.defects", "no such folder"),
-            ("precision = \"int8\"", "model.teach.precision", "bb IMAGES=DIR"),
             ("time_budget_s = 0", "model.teach.time_budget_s", "e.g. 600"),
             ("time_budget_s = inf", "model.teach.time_budget_s", "e.g. 600"),
         ] {
@@ -275,6 +286,6 @@ mod tests {
             assert!(e.contains(path) && e.contains(says), "{setting}: {e}");
         }
         let e = demo_with(dir.path(), "precision = \"fp16\"").expect_err("fp16");
-        assert!(e.contains("precision") && e.contains("fp32") && e.contains("int8"), "{e}");
+        assert!(e.contains("precision") && e.contains("auto") && e.contains("fp32") && e.contains("int8"), "{e}");
     }
 }

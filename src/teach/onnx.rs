@@ -26,6 +26,8 @@ use protobuf::{EnumOrUnknown, Message, MessageField};
 
 mod gray;
 mod nearest;
+pub(crate) mod qdq;
+mod tensor;
 pub use nearest::NearestSearch;
 
 /// Name of the taught model's (and the feature graph's) image input.
@@ -243,6 +245,29 @@ fn start(backbone: &Backbone, shape: InputShape) -> Result<(ModelProto, Builder)
         b.graph.node.rotate_left(backbone_nodes);
     }
     Ok((model, b))
+}
+
+/// The backbone fed as the feature graph feeds it (gray folding, contrast), with `tensors` — names
+/// of tensors inside the backbone — as its outputs: what INT8 calibration measures.
+pub fn calibration_graph(backbone: &Backbone, shape: InputShape, tensors: &[String]) -> Result<Vec<u8>, String> {
+    let (mut model, b) = start(backbone, shape)?;
+    let mut graph = b.graph;
+    graph.output = tensors.iter().map(|t| shapeless_info(t)).collect();
+    model.graph = MessageField::some(graph);
+    model.write_to_bytes().map_err(|e| format!("cannot serialise the calibration graph: {e}"))
+}
+
+/// A float tensor value-info of unstated shape.
+fn shapeless_info(name: &str) -> ValueInfoProto {
+    let tensor = type_proto::Tensor { elem_type: DataType::FLOAT as i32, ..Default::default() };
+    ValueInfoProto {
+        name: name.into(),
+        type_: MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Whether models on this backbone can take gray images on one input channel (see `gray`): the

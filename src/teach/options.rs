@@ -56,6 +56,10 @@ pub struct TeachOptions {
     /// Image score = mean of this share of the map's highest pixels; `None`: chosen by validation.
     pub top_fraction: Option<f32>,
     pub max_patches: usize,
+    /// FP32, or INT8 (the backbone quantized on the teach images, [`super::int8`]); `Auto`: INT8
+    /// on a CPU with VNNI-class instructions. A backbone that is already an INT8 copy is used as
+    /// it is.
+    pub precision: super::precision::Precision,
     pub seed: u64,
     /// ONNX Runtime and coreset threads; 0 = all cores.
     pub threads: usize,
@@ -105,6 +109,7 @@ impl TeachOptions {
             blur_sigma_px: None,
             top_fraction: None,
             max_patches: 1_000_000,
+            precision: super::precision::Precision::Auto,
             seed: 0,
             threads: 0,
             progress: false,

@@ -35,6 +35,12 @@ pub fn summary(report: &TeachReport) -> String {
             p => format!("whitened to the power {p}"),
         }
     );
+    let precision = match (i.backbone_int8, i.int8_calibration_inputs) {
+        (false, _) => "FP32".to_string(),
+        (true, 0) => "INT8 copy".to_string(),
+        (true, n) => format!("INT8, quantized here, ranges from {n} inputs of the teach images"),
+    };
+    let _ = writeln!(s, "backbone {} ({precision})", i.backbone);
     match &i.operating_point {
         Some(op) => {
             let _ = writeln!(s, "threshold {:.4}: {}", report.threshold, op.rule);
@@ -75,8 +81,13 @@ pub fn summary(report: &TeachReport) -> String {
     );
     let _ = writeln!(
         s,
-        "teach time {:.1} s (features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, validation {:.1} s); peak memory {:.0} MiB",
+        "teach time {:.1} s ({}features {:.1} s, PCA {:.1} s, coreset {:.1} s, local scales {:.1} s, validation {:.1} s); peak memory {:.0} MiB",
         i.seconds_total,
+        if i.int8_calibration_inputs > 0 {
+            format!("INT8 quantization {:.1} s, ", i.seconds_quantize)
+        } else {
+            String::new()
+        },
         i.seconds_features,
         i.seconds_pca,
         i.seconds_coreset,

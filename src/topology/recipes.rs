@@ -60,16 +60,14 @@ pub(super) fn build_recipe(
     let cfg = &loaded.config;
     let package = ModelPackage::load(&loaded.resolve(&rc.package))?;
     let m = &package.manifest;
-    if m.teach.as_ref().is_some_and(|t| t.backbone_int8)
-        && opts.provider == crate::config::Provider::Cpu
-        && !crate::stages::infer::cpu::has_vnni()
+    if opts.provider == crate::config::Provider::Cpu
+        && let Some(teach) = &m.teach
     {
-        tracing::warn!(
-            model = %m.name,
-            "the model was taught on an INT8 backbone and this CPU has no VNNI-class instructions: it runs slower \
-             here than the same model taught with --precision fp32 (INT8 pays on {})",
-            crate::stages::infer::cpu::VNNI_CPUS
-        );
+        match int8_on_this_cpu(teach.backbone_int8, teach.int8_weight_bits, crate::stages::infer::cpu::has_vnni()) {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!(model = %m.name, "{warning}"),
+            Err(e) => return Err(BuildError::Config(format!("model {}: {e}", m.name))),
+        }
     }
     let classes = m.task.classes();
     let rule_configs = rc.rules.as_deref().unwrap_or(&cfg.rules);
@@ -312,6 +310,29 @@ pub(super) fn absolute(dir: &Path) -> PathBuf {
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
+/// Whether a model taught on an INT8 backbone can run on this CPU: without VNNI-class
+/// instructions it runs slower than FP32 (a warning), and one quantized with 8-bit weights would
+/// also score wrongly (ONNX Runtime's kernels there add pairs of 8-bit products in 16 bits, which
+/// saturate), so it is refused with the fix.
+fn int8_on_this_cpu(backbone_int8: bool, weight_bits: u8, has_vnni: bool) -> Result<Option<String>, String> {
+    if !backbone_int8 || has_vnni {
+        return Ok(None);
+    }
+    if weight_bits == 8 {
+        return Err(format!(
+            "taught on an INT8 backbone with 8-bit weights on a CPU with VNNI-class instructions; this CPU has none, \
+             and its INT8 kernels would saturate on those weights and score parts wrongly. Teach the model again on this \
+             machine (`linesight teach` picks FP32 here), or with --precision fp32 (INT8 pays on {})",
+            crate::stages::infer::cpu::VNNI_CPUS
+        ));
+    }
+    Ok(Some(format!(
+        "the model was taught on an INT8 backbone and this CPU has no VNNI-class instructions: it runs slower here \
+         than the same model taught with --precision fp32 (INT8 pays on {})",
+        crate::stages::infer::cpu::VNNI_CPUS
+    )))
+}
+
 /// The most tiles gathered into one run: `max_batch`, except that a model with a fixed batch size
 /// gathers that many when the file left `max_batch` to the defaults (padding one tile up to a
 /// fixed batch of four would run the model four times for one).
@@ -334,5 +355,17 @@ mod tests {
         assert_eq!(max_batch_for(&defaults, None), 1);
         let set = PipelineConfig { max_batch: 2, max_batch_is_default: false, ..Default::default() };
         assert_eq!(max_batch_for(&set, Some(4)), 2, "the file decides");
+    }
+
+    #[test]
+    fn an_int8_model_with_8_bit_weights_is_refused_on_a_cpu_without_vnni() {
+        assert_eq!(int8_on_this_cpu(false, 0, false), Ok(None), "FP32 runs anywhere");
+        assert_eq!(int8_on_this_cpu(true, 7, true), Ok(None));
+        let slower = int8_on_this_cpu(true, 7, false).unwrap().expect("a warning");
+        assert!(slower.contains("slower"), "{slower}");
+        assert_eq!(int8_on_this_cpu(true, 0, false).map(|w| w.is_some()), Ok(true), "a copy made beforehand: 7 bits");
+        assert_eq!(int8_on_this_cpu(true, 8, true), Ok(None));
+        let refused = int8_on_this_cpu(true, 8, false).unwrap_err();
+        assert!(refused.contains("saturate") && refused.contains("--precision fp32"), "{refused}");
     }
 }

@@ -13,8 +13,9 @@
 //! a taught model is always composed and run with the same graph, so this changes nothing
 //! between teach and run.
 
-use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::{GraphProto, NodeProto, TensorProto};
+use onnx_protobuf::{GraphProto, NodeProto};
+
+use super::tensor::{floats, initializer, push_floats, scalar};
 
 /// Folds the colour normalisation into the stem so that `input` takes one channel. The graph must
 /// start `input → Sub(mean) → Mul(1/std) → [Pad with zeros] → Conv` with the three means, inverse
@@ -149,51 +150,11 @@ impl Plan {
     }
 }
 
-fn initializer<'g>(graph: &'g GraphProto, name: &str) -> Option<&'g TensorProto> {
-    graph.initializer.iter().find(|t| t.name == name)
-}
-
-fn floats(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != DataType::FLOAT as i32 {
-        return None;
-    }
-    if !t.float_data.is_empty() {
-        return Some(t.float_data.clone());
-    }
-    t.raw_data
-        .len()
-        .is_multiple_of(4)
-        .then(|| t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-}
-
 fn three_floats(graph: &GraphProto, name: &str, what: &str) -> Result<[f32; 3], String> {
     initializer(graph, name)
         .and_then(floats)
         .and_then(|v| <[f32; 3]>::try_from(v).ok())
         .ok_or_else(|| format!("{what} is not a constant of three floats"))
-}
-
-/// A scalar from an initializer or a Constant node's value (the Pad's fill value).
-fn scalar(graph: &GraphProto, name: &str) -> Option<f32> {
-    let tensor = initializer(graph, name).or_else(|| {
-        let node = graph.node.iter().find(|n| n.op_type == "Constant" && n.output.iter().any(|o| o == name))?;
-        node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref())
-    })?;
-    match floats(tensor)?.as_slice() {
-        [v] => Some(*v),
-        _ => None,
-    }
-}
-
-fn push_floats(graph: &mut GraphProto, name: &str, dims: &[i64], data: &[f32]) -> String {
-    graph.initializer.push(TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: DataType::FLOAT as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    });
-    name.into()
 }
 
 #[cfg(test)]
