@@ -97,9 +97,9 @@ FUZZ_CASES ?= 100000
 fuzz: setup
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked --test fuzz --test config --test store_api -- fuzz loading_extreme any_text manifests output_shapes image_files plc_register
 
-## INT8 copy of a teach backbone for `linesight teach --precision int8`, calibrated on good images
-## of the product: make backbone-int8 IMAGES=DIR [BACKBONE=models/backbone-lite2]. Writes
-## $(BACKBONE)-int8 with ONNX Runtime's quantizer (QDQ, static); see README "Performance".
+## An INT8 copy of a teach backbone made by ONNX Runtime's own quantizer (QDQ, static), to compare
+## with the copy teach makes itself (docs/TEACH.md, "INT8"): make backbone-int8 IMAGES=DIR
+## [BACKBONE=models/backbone-lite2] writes $(BACKBONE)-int8; teach on it with --backbone.
 BACKBONE ?= models/backbone-lite2
 backbone-int8:
 	@test -n "$(IMAGES)" || { echo "backbone-int8: set IMAGES to a folder of good images, e.g. make backbone-int8 IMAGES=good/" >&2; exit 2; }

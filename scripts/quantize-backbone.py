@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""INT8 (QDQ, static) copy of a teach backbone, calibrated on good images.
+"""INT8 (QDQ, static) copy of a teach backbone, calibrated on good images, by ONNX Runtime's quantizer.
+
+Teach quantizes the backbone itself (src/teach/int8.rs, the same scheme with 8-bit weights on
+VNNI CPUs); this copy is the reference to compare it with: `linesight teach --backbone OUT` teaches
+on it as it is.
 
     python3 -m venv target/r8-venv && target/r8-venv/bin/pip install onnxruntime==1.31.1 onnx==1.19.1 numpy pillow
     target/r8-venv/bin/python scripts/quantize-backbone.py --backbone models/backbone-lite2 \\
