@@ -191,11 +191,16 @@ fn tensor_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
         }),
         ..Default::default()
     };
-    let tensor = type_proto::Tensor {
-        elem_type: DataType::FLOAT as i32,
-        shape: MessageField::some(TensorShapeProto { dim: dims.iter().map(dim).collect(), ..Default::default() }),
-        ..Default::default()
-    };
+    float_info(name, MessageField::some(TensorShapeProto { dim: dims.iter().map(dim).collect(), ..Default::default() }))
+}
+
+/// A float tensor value-info of unstated shape.
+fn shapeless_info(name: &str) -> ValueInfoProto {
+    float_info(name, MessageField::none())
+}
+
+fn float_info(name: &str, shape: MessageField<TensorShapeProto>) -> ValueInfoProto {
+    let tensor = type_proto::Tensor { elem_type: DataType::FLOAT as i32, shape, ..Default::default() };
     ValueInfoProto {
         name: name.into(),
         type_: MessageField::some(TypeProto {
@@ -255,19 +260,6 @@ pub fn calibration_graph(backbone: &Backbone, shape: InputShape, tensors: &[Stri
     graph.output = tensors.iter().map(|t| shapeless_info(t)).collect();
     model.graph = MessageField::some(graph);
     model.write_to_bytes().map_err(|e| format!("cannot serialise the calibration graph: {e}"))
-}
-
-/// A float tensor value-info of unstated shape.
-fn shapeless_info(name: &str) -> ValueInfoProto {
-    let tensor = type_proto::Tensor { elem_type: DataType::FLOAT as i32, ..Default::default() };
-    ValueInfoProto {
-        name: name.into(),
-        type_: MessageField::some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// Whether models on this backbone can take gray images on one input channel (see `gray`): the
