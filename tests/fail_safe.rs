@@ -19,7 +19,13 @@ fn station(dir: &Path, fps: f64, delay_ms: u64) -> String {
     // The fault injections count each thread's own batches (`after=20`, `from=20,count=40`): one
     // inference worker with batches of up to 4 tiles, as the expectations below are written for,
     // whatever the defaults make of this machine's cores.
-    synthetic_station(fps, "", "max_batch = 4").replace("[model]\n", "[model]\nworkers = 1\n")
+    station_with(dir, fps, delay_ms, 1, 4)
+}
+
+/// [`station`] with `workers` inference workers gathering up to `max_batch` tiles.
+fn station_with(dir: &Path, fps: f64, delay_ms: u64, workers: usize, max_batch: usize) -> String {
+    synthetic_station(fps, "", &format!("max_batch = {max_batch}"))
+        .replace("[model]\n", &format!("[model]\nworkers = {workers}\n"))
         + &format!(
             r#"
 [store]
@@ -67,11 +73,23 @@ fn statuses(dir: &Path) -> Vec<(bool, String)> {
 
 #[test]
 fn non_finite_model_outputs_fail_every_affected_part_safe_and_drop_readiness() {
+    // Batches 20 to 59 come out as NaN: a model (or a device) gone bad for a while.
+    non_finite_outputs_fail_safe(1, 4, 40);
+}
+
+/// The same with the CPU defaults of a 2-core box (two single-threaded workers, batches of one
+/// tile): each worker's own batches 20 to 59 are NaN, so the bad window covers fewer parts, and
+/// every one of them must still be rejected.
+#[test]
+fn non_finite_outputs_fail_safe_with_two_workers_and_batches_of_one() {
+    non_finite_outputs_fail_safe(2, 1, 10);
+}
+
+fn non_finite_outputs_fail_safe(workers: usize, max_batch: usize, at_least: usize) {
     let _one = one_station();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &station(dir.path(), 40.0, 150));
+    let config = write_config(dir.path(), &station_with(dir.path(), 40.0, 150, workers, max_batch));
     let results = dir.path().join("results.jsonl");
-    // Batches 20 to 59 come out as NaN: a model (or a device) gone bad for a while.
     let (ok, _, stderr) = output(
         linesight_run()
             .args(["--config", config.to_str().unwrap(), "--max-frames", "160", "--results"])
@@ -88,7 +106,8 @@ fn non_finite_model_outputs_fail_every_affected_part_safe_and_drop_readiness() {
         .filter(|r| r["failsafe_cause"] == "invalid_output")
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
-    assert!(invalid.len() >= 40, "only {} parts were judged invalid_output", invalid.len());
+    eprintln!("{workers} worker(s), batches of up to {max_batch}: {} of 160 parts invalid_output", invalid.len());
+    assert!(invalid.len() >= at_least, "only {} parts were judged invalid_output", invalid.len());
     for r in &records {
         if invalid.contains(&r["seq"].as_u64().unwrap()) {
             assert_eq!(r["verdict"], "FAILSAFE", "a part without a valid model output got {r}");
