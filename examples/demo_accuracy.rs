@@ -18,11 +18,11 @@ use linesight::topology::{RunOptions, Station};
 fn main() {
     let parts: u64 = std::env::args().nth(1).map_or(1000, |a| a.parse().expect("PARTS_PER_SURFACE"));
     let project = linesight::config::project_dir();
-    // The demo config, with the cameras flat out, never dropping a part, and no verdict deadline
+    // The demo config, with the cameras flat out, never dropping a part, and a verdict deadline of an hour (the most the config allows)
     // (flat out, parts queue longer than the line's deadline; accuracy is the question here).
     let text = config::DEMO_CONFIG
         .replace("fps = 5", "fps = 0\nbackpressure = \"block\"")
-        .replace("verdict_deadline_ms = 1000", "verdict_deadline_ms = 86400000");
+        .replace("verdict_deadline_ms = 1000", "verdict_deadline_ms = 3600000");
     let loaded = config::load_str(&text, "demo accuracy", project).unwrap_or_else(|e| panic!("{e}"));
     linesight::teach::ensure_taught(&loaded, false).unwrap_or_else(|e| panic!("{e:#}"));
     let (tx, rx) = crossbeam_channel::unbounded();
