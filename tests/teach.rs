@@ -560,8 +560,8 @@ fn the_int8_backbone_stays_close_to_the_float_one_and_runs_integer_kernels() {
         }
         count
     };
-    let float_convs = kernels(&float.onnx_bytes).get("Conv").copied().unwrap_or(0)
-        + kernels(&float.onnx_bytes).get("FusedConv").copied().unwrap_or(0);
+    let float_ops = kernels(&float.onnx_bytes);
+    let float_convs = float_ops.get("Conv").copied().unwrap_or(0) + float_ops.get("FusedConv").copied().unwrap_or(0);
     let int8_ops = kernels(&q8.onnx_bytes);
     let integer = int8_ops.get("QLinearConv").copied().unwrap_or(0);
     assert_eq!(integer + 2, float_convs, "all but the stem and the first depthwise convolution: {int8_ops:?}");

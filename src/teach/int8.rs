@@ -36,12 +36,11 @@ pub const CALIBRATION_INPUTS: usize = 64;
 const BATCH: usize = 4;
 
 /// What the quantization did, for teach's report and `model.toml`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct Quantized {
     pub calibration_inputs: usize,
     pub weight_bits: WeightBits,
     pub tensors: usize,
-    pub float_prefix: Vec<String>,
     pub seconds: f64,
 }
 
@@ -76,7 +75,6 @@ pub fn quantize(
         calibration_inputs: count,
         weight_bits: bits,
         tensors: plan.tensors.len(),
-        float_prefix: plan.float_prefix,
         seconds: started.elapsed().as_secs_f64(),
     };
     let int8 = Backbone {

@@ -169,19 +169,20 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     let mut quantized = None;
     let recipe_for_calibration = preferred.or_else(|| candidates.first().copied());
+    let vnni = precision::cpu_has_vnni();
     if let Some(recipe) = recipe_for_calibration
         && !backbone.int8
-        && opts.precision.int8(true, precision::cpu_has_vnni())
+        && opts.precision.int8(true, vnni)
     {
         set_stage(opts, || format!("quantizing backbone {} to INT8 on the good images", backbone.name));
         let feeder = Feeder::new(recipe, opts.tile_overlap_px);
         let inputs = calibration_inputs(&feeder, &teach_set, opts.seed);
         // Eight-bit weights where the taught model will run at full precision (this CPU has VNNI;
         // `auto` quantizes only then), seven where `int8` was asked for without it.
-        let bits = if precision::cpu_has_vnni() { int8::WeightBits::Eight } else { int8::WeightBits::Seven };
-        let (int8, report) = int8::quantize(&backbone, feeder.shape, &inputs, bits, threads)?;
-        tracing::info!(backbone = %int8.name, inputs = report.calibration_inputs, tensors = report.tensors, seconds = report.seconds, "teach quantized the backbone");
-        backbone = int8;
+        let bits = if vnni { int8::WeightBits::Eight } else { int8::WeightBits::Seven };
+        let (quantized_backbone, report) = int8::quantize(&backbone, feeder.shape, &inputs, bits, threads)?;
+        tracing::info!(backbone = %quantized_backbone.name, inputs = report.calibration_inputs, tensors = report.tensors, seconds = report.seconds, "teach quantized the backbone");
+        backbone = quantized_backbone;
         quantized = Some(report);
     }
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };

@@ -26,7 +26,7 @@ use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{AttributeProto, GraphProto, NodeProto};
 use protobuf::EnumOrUnknown;
 
-use super::tensor::{floats, initializer, raw, scalar};
+use super::tensor::{float_tensor, floats, initializer, raw, scalar};
 
 /// How many bits the weights use.
 ///
@@ -36,7 +36,7 @@ use super::tensor::{floats, initializer, raw, scalar};
 /// 64 does. Seven bits are safe everywhere but coarser: on the Lite2 backbone they left about
 /// twice the feature error of eight (patch features after teach's pooling and normalisation, the
 /// INT8 graph against the float one on MTD training goods).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightBits {
     /// `[-127, 127]`: for models that run on CPUs with VNNI-class instructions.
     Eight,
@@ -65,12 +65,11 @@ impl WeightBits {
 pub struct Plan {
     /// Indices of the convolutions and additions to quantize.
     quantized: Vec<usize>,
-    /// Activation nodes dropped (by index), each with the convolution whose output takes its name.
+    /// Convolutions (by index) whose activation node is dropped, each with that node: the
+    /// convolution takes over the activation's output.
     dropped: HashMap<usize, usize>,
     /// The activation tensors to quantize, as named in the float graph, in graph order.
     pub tensors: Vec<String>,
-    /// Node names left in float at the start of the graph.
-    pub float_prefix: Vec<String>,
 }
 
 /// A tensor's measured range, `min ≤ max` (finite).
@@ -89,7 +88,6 @@ pub fn plan(graph: &GraphProto) -> Plan {
     let shared = |name: &str| consumers(name).len() > 1;
 
     let prefix = float_prefix(graph);
-    let float_prefix: Vec<String> = prefix.iter().map(|&i| graph.node[i].name.clone()).collect();
     let mut quantized = Vec::new();
     for (i, node) in graph.node.iter().enumerate() {
         if prefix.contains(&i) {
@@ -124,15 +122,10 @@ pub fn plan(graph: &GraphProto) -> Plan {
         if let [next] = consumers(out)[..]
             && clips_at_zero(graph, &graph.node[next])
         {
-            dropped.insert(next, i);
+            dropped.insert(i, next);
         }
     }
-    let output_of = |i: usize| -> String {
-        dropped.iter().find(|&(_, &conv)| conv == i).map_or_else(
-            || graph.node[i].output[0].clone(),
-            |(&activation, _)| graph.node[activation].output[0].clone(),
-        )
-    };
+    let output_of = |i: usize| graph.node[dropped.get(&i).copied().unwrap_or(i)].output[0].clone();
     let mut tensors = Vec::new();
     let mut seen = HashSet::new();
     let mut add = |name: String, tensors: &mut Vec<String>| {
@@ -151,7 +144,7 @@ pub fn plan(graph: &GraphProto) -> Plan {
     // Graph order, so the calibration's outputs and the rewrite read alike.
     let position: HashMap<&str, usize> = producer.iter().map(|(name, &i)| (*name, i)).collect();
     tensors.sort_by_key(|t| position.get(t.as_str()).copied().unwrap_or(usize::MAX));
-    Plan { quantized, dropped, tensors, float_prefix }
+    Plan { quantized, dropped, tensors }
 }
 
 /// The input's normalisation (`Sub`, `Mul` before the first convolution), the stem convolution
@@ -225,7 +218,7 @@ pub fn apply(
             .collect();
         let name = node.input[1].clone();
         new_initializers.push(raw(&format!("{name}/int8"), &dims, DataType::INT8, q));
-        new_initializers.push(f32_tensor(&format!("{name}/scale"), &[channels as i64], &scales));
+        new_initializers.push(float_tensor(&format!("{name}/scale"), &[channels as i64], &scales));
         new_initializers.push(raw(
             &format!("{name}/zero_point"),
             &[channels as i64],
@@ -245,7 +238,7 @@ pub fn apply(
                 })
                 .collect();
             new_initializers.push(raw(&format!("{b}/int32"), &[channels as i64], DataType::INT32, q));
-            new_initializers.push(f32_tensor(&format!("{b}/scale"), &[channels as i64], &bias_scales));
+            new_initializers.push(float_tensor(&format!("{b}/scale"), &[channels as i64], &bias_scales));
             new_initializers.push(raw(
                 &format!("{b}/zero_point"),
                 &[channels as i64],
@@ -259,17 +252,18 @@ pub fn apply(
     // In the plan's order (not the map's), so one teach writes the same bytes every time.
     for t in &plan.tensors {
         let (scale, zero) = activation[t.as_str()];
-        new_initializers.push(f32_tensor(&format!("{t}/scale"), &[], &[scale]));
+        new_initializers.push(float_tensor(&format!("{t}/scale"), &[], &[scale]));
         new_initializers.push(raw(&format!("{t}/zero_point"), &[], DataType::UINT8, vec![zero]));
     }
 
     // A convolution whose activation is dropped takes over the activation's output.
     let takes_over: HashMap<usize, String> =
-        plan.dropped.iter().map(|(&act, &conv)| (conv, graph.node[act].output[0].clone())).collect();
+        plan.dropped.iter().map(|(&conv, &act)| (conv, graph.node[act].output[0].clone())).collect();
+    let gone: HashSet<usize> = plan.dropped.values().copied().collect();
     let old = std::mem::take(&mut graph.node);
     let mut nodes = weights_dq;
     for (i, mut node) in old.into_iter().enumerate() {
-        if plan.dropped.contains_key(&i) {
+        if gone.contains(&i) {
             continue;
         }
         if let Some(name) = takes_over.get(&i) {
@@ -302,10 +296,6 @@ fn activation_params((min, max): Range) -> (f32, u8) {
     }
     let scale = (max - min) / 255.0;
     (scale, (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8)
-}
-
-fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> onnx_protobuf::TensorProto {
-    raw(name, dims, DataType::FLOAT, data.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// `name/<stored>` (with `name/scale`, `name/zero_point`) dequantized back to `name`.
@@ -416,11 +406,12 @@ mod tests {
     fn the_plan_keeps_the_prefix_in_float_and_quantizes_what_follows() {
         let g = backbone();
         let p = plan(&g);
-        assert_eq!(p.float_prefix, ["centred", "normalised", "stem", "dw"]);
+        let prefix: Vec<&str> = float_prefix(&g).into_iter().map(|i| g.node[i].name.as_str()).collect();
+        assert_eq!(prefix, ["centred", "normalised", "stem", "dw"]);
         // The expanding and projecting convolutions and the addition; the Clip after the
         // expansion is dropped (its input's only reader), the stem's and depthwise's stay.
         assert_eq!(p.quantized, [6, 8, 9]);
-        assert_eq!(p.dropped, HashMap::from([(7, 6)]));
+        assert_eq!(p.dropped, HashMap::from([(6, 7)]));
         assert_eq!(p.tensors, ["dw_act", "expand_act", "project", "feat"]);
     }
 

@@ -38,7 +38,11 @@ pub(super) fn raw(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u
     TensorProto { name: name.into(), dims: dims.to_vec(), data_type: data_type as i32, raw_data, ..Default::default() }
 }
 
+pub(super) fn float_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    raw(name, dims, DataType::FLOAT, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
 pub(super) fn push_floats(graph: &mut GraphProto, name: &str, dims: &[i64], data: &[f32]) -> String {
-    graph.initializer.push(raw(name, dims, DataType::FLOAT, data.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    graph.initializer.push(float_tensor(name, dims, data));
     name.into()
 }
