@@ -118,8 +118,14 @@ struct ResizeScratch {
     plane: Vec<f32>,
 }
 
+/// Weights per output index are padded to a multiple of this, so the horizontal pass is whole
+/// 8-wide dot products the compiler turns into vector multiplies (a dynamic-length dot product
+/// of 4–6 taps stays scalar: the resize was then the preprocessing's largest cost).
+const TAP_LANES: usize = 8;
+
 /// For each output index, the first source index and the (normalised) weights of the source
-/// indices from there on; `width` weights per output index, zero-padded.
+/// indices from there on; `width` weights per output index (a multiple of [`TAP_LANES`]),
+/// zero-padded.
 #[derive(Default)]
 struct FilterTaps {
     first: Vec<usize>,
@@ -131,7 +137,7 @@ impl FilterTaps {
     fn plan(&mut self, src: usize, dst: usize) {
         let scale = src as f32 / dst as f32;
         let support = scale.max(1.0);
-        self.width = (2.0 * support).ceil() as usize + 2;
+        self.width = ((2.0 * support).ceil() as usize + 2).next_multiple_of(TAP_LANES);
         self.first.clear();
         self.weights.clear();
         self.weights.resize(dst * self.width, 0.0);
@@ -158,6 +164,18 @@ impl FilterTaps {
     }
 }
 
+/// Dot product of two runs of whole [`TAP_LANES`] chunks, as eight lanes summed at the end.
+#[inline]
+fn dot_padded(weights: &[f32], values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; TAP_LANES];
+    for (w, v) in weights.chunks_exact(TAP_LANES).zip(values.chunks_exact(TAP_LANES)) {
+        for k in 0..TAP_LANES {
+            lanes[k] += w[k] * v[k];
+        }
+    }
+    lanes.iter().sum()
+}
+
 fn resize_with(frame: &Frame, tw: usize, th: usize, norm: &Normalizer, out: &mut [f32], s: &mut ResizeScratch) {
     let plane = tw * th;
     let fw = frame.width as usize;
@@ -173,27 +191,29 @@ fn resize_with(frame: &Frame, tw: usize, th: usize, norm: &Normalizer, out: &mut
         (PixelFormat::Gray8, _) | (PixelFormat::Rgb8, 1) => 1,
         (PixelFormat::Rgb8, n) => n,
     };
-    s.row.resize(fw, 0.0);
+    // The row is followed by zeros, so every output's full (padded) run of taps can be read
+    // whatever its first index; the padded taps weigh 0.
+    let cw = s.cols.width;
+    s.row.clear();
+    s.row.resize(fw + cw, 0.0);
     for sc in 0..source_planes {
-        let (cw, rw) = (s.cols.width, s.rows.width);
+        let rw = s.rows.width;
         for y in 0..fh {
             // The row's samples first (one match per row, not per tap), then the taps over floats.
             let pixels = &frame.pixels[y * stride..y * stride + fw * src_ch];
+            let row = &mut s.row[..fw];
             match (frame.format, norm.channels) {
-                (PixelFormat::Gray8, _) => s.row.iter_mut().zip(pixels).for_each(|(r, &p)| *r = p as f32),
-                (PixelFormat::Rgb8, 1) => s.row.iter_mut().zip(pixels.chunks_exact(3)).for_each(|(r, p)| {
+                (PixelFormat::Gray8, _) => row.iter_mut().zip(pixels).for_each(|(r, &p)| *r = p as f32),
+                (PixelFormat::Rgb8, 1) => row.iter_mut().zip(pixels.chunks_exact(3)).for_each(|(r, p)| {
                     *r = p[0] as f32 * 0.299 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114;
                 }),
                 (PixelFormat::Rgb8, _) => {
-                    s.row.iter_mut().zip(pixels.chunks_exact(3)).for_each(|(r, p)| *r = p[sc] as f32);
+                    row.iter_mut().zip(pixels.chunks_exact(3)).for_each(|(r, p)| *r = p[sc] as f32);
                 }
             }
             let horizontal = &mut s.horizontal[y * tw..(y + 1) * tw];
-            for (ox, h) in horizontal.iter_mut().enumerate() {
-                let x0 = s.cols.first[ox];
-                let n = cw.min(fw - x0);
-                let w = &s.cols.weights[ox * cw..ox * cw + n];
-                *h = w.iter().zip(&s.row[x0..x0 + n]).map(|(w, v)| w * v).sum();
+            for ((h, &x0), w) in horizontal.iter_mut().zip(&s.cols.first).zip(s.cols.weights.chunks_exact(cw)) {
+                *h = dot_padded(w, &s.row[x0..x0 + cw]);
             }
         }
         for oy in 0..th {
@@ -325,6 +345,50 @@ mod tests {
         let want = bilinear(&src, fw, fh, 16, 12);
         let worst = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "differs from bilinear by {worst}");
+    }
+
+    /// The antialiased triangle filter written out directly (f64, every source pixel weighed):
+    /// what the padded, separable passes must compute.
+    fn triangle_reference(src: &[f32], fw: usize, fh: usize, tw: usize, th: usize) -> Vec<f32> {
+        let taps = |s: usize, d: usize, o: usize| -> Vec<f64> {
+            let scale = s as f64 / d as f64;
+            let support = scale.max(1.0);
+            let centre = (o as f64 + 0.5) * scale;
+            let w: Vec<f64> = (0..s).map(|i| (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0)).collect();
+            let total: f64 = w.iter().sum();
+            w.iter().map(|v| v / total).collect()
+        };
+        let mut out = vec![0.0; tw * th];
+        for oy in 0..th {
+            let wy = taps(fh, th, oy);
+            for ox in 0..tw {
+                let wx = taps(fw, tw, ox);
+                let mut v = 0.0;
+                for y in 0..fh {
+                    for x in 0..fw {
+                        v += wy[y] * wx[x] * src[y * fw + x] as f64;
+                    }
+                }
+                out[oy * tw + ox] = v as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn resizing_matches_the_triangle_filter_written_out() {
+        // Enlarging, shrinking a little, and shrinking past the eight taps of one padded chunk.
+        for (fw, fh, tw, th) in [(7, 5, 16, 12), (37, 29, 32, 24), (163, 41, 16, 8), (50, 50, 50, 50)] {
+            let value = |i: usize| ((i * 53 + 7) % 256) as u8;
+            let f = frame(PixelFormat::Gray8, fw as u32, fh as u32, value);
+            let norm = Normalizer::new(&spec(1, 0.0, 1.0));
+            let mut out = vec![0.0; tw * th];
+            resize_to_tensor(&f, tw as u32, th as u32, &norm, &mut out);
+            let src: Vec<f32> = (0..fw * fh).map(|i| value(i) as f32 / 255.0).collect();
+            let want = triangle_reference(&src, fw, fh, tw, th);
+            let worst = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{fw}×{fh} → {tw}×{th} differs from the filter by {worst}");
+        }
     }
 
     #[test]

@@ -56,36 +56,52 @@ pub fn paste_max(
         return Ok(());
     }
     let identity = mh == region.h as usize && mw == region.w as usize;
-    for c in 0..channels {
-        let s_plane = &src[c * mh * mw..(c + 1) * mh * mw];
-        let d_plane = &mut dst[c * fw * fh..(c + 1) * fw * fh];
-        for y in y0..y_end {
-            let ry = y - ry0;
-            let sy = if identity { ry } else { (ry * mh / region.h as usize).min(mh - 1) };
-            let s_row = &s_plane[sy * mw..(sy + 1) * mw];
-            let d_row = &mut d_plane[y * fw + x0..y * fw + x_end];
-            if identity {
-                for (d, &s) in d_row.iter_mut().zip(&s_row[x0 - rx0..]) {
-                    *d = d.max(s);
-                }
-            } else {
-                // sx = ⌊(x - rx0) · mw / w⌋, stepped along the row without a division per pixel:
-                // (x - rx0) · mw = sx · w + rem throughout.
-                let w = region.w as usize;
-                let k0 = x0 - rx0;
-                let (mut sx, mut rem) = (k0 * mw / w, k0 * mw % w);
-                for d in d_row.iter_mut() {
-                    *d = d.max(s_row[sx.min(mw - 1)]);
-                    rem += mw;
-                    while rem >= w {
-                        rem -= w;
-                        sx += 1;
+    thread_local! {
+        /// [`source_columns`]' table, kept per (assembler) thread so pasting does not allocate.
+        static COLUMNS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    COLUMNS.with_borrow_mut(|columns| {
+        if !identity {
+            source_columns(columns, x0, x_end, rx0, region.w as usize, mw);
+        }
+        for c in 0..channels {
+            let s_plane = &src[c * mh * mw..(c + 1) * mh * mw];
+            let d_plane = &mut dst[c * fw * fh..(c + 1) * fw * fh];
+            for y in y0..y_end {
+                let ry = y - ry0;
+                let sy = if identity { ry } else { (ry * mh / region.h as usize).min(mh - 1) };
+                let s_row = &s_plane[sy * mw..(sy + 1) * mw];
+                let d_row = &mut d_plane[y * fw + x0..y * fw + x_end];
+                if identity {
+                    for (d, &s) in d_row.iter_mut().zip(&s_row[x0 - rx0..]) {
+                        *d = d.max(s);
+                    }
+                } else {
+                    for (d, &sx) in d_row.iter_mut().zip(columns.iter()) {
+                        *d = d.max(s_row[sx]);
                     }
                 }
             }
         }
-    }
+    });
     Ok(())
+}
+
+/// The map column each frame column `x0..x_end` reads: sx = ⌊(x − rx0) · mw / w⌋, stepped along
+/// the row without a division per pixel ((x − rx0) · mw = sx · w + rem throughout). Worked out
+/// once per paste, not once per row.
+fn source_columns(columns: &mut Vec<usize>, x0: usize, x_end: usize, rx0: usize, w: usize, mw: usize) {
+    columns.clear();
+    let k0 = x0 - rx0;
+    let (mut sx, mut rem) = (k0 * mw / w, k0 * mw % w);
+    for _ in x0..x_end {
+        columns.push(sx.min(mw - 1));
+        rem += mw;
+        while rem >= w {
+            rem -= w;
+            sx += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -215,7 +215,18 @@ pub fn label_components<'s>(
     scratch.components.clear();
 
     // Both halves start at 0, so the first row sees an empty row above it.
+    // Whether the row labelled last had any pixel on: most rows of a good part have none, and
+    // then the row is skipped with one vectorised pass instead of being labelled pixel by pixel.
+    let mut previous_on = false;
     for (y, row) in scores.chunks_exact(width.max(1)).enumerate() {
+        if !any_at_or_above(row, threshold) {
+            if previous_on {
+                scratch.rows.fill(0);
+                previous_on = false;
+            }
+            continue;
+        }
+        previous_on = true;
         // The row labelled last becomes the previous row.
         scratch.rows.copy_within(width.., 0);
         for (x, &score) in row.iter().enumerate() {
@@ -245,6 +256,12 @@ pub fn label_components<'s>(
         }
     }
     &scratch.components
+}
+
+/// Whether any score of `row` is on (`>= threshold`, or NaN), without a branch per pixel.
+fn any_at_or_above(row: &[f32], threshold: f32) -> bool {
+    // OR-ing whole chunks (no early exit inside one) lets the compiler vectorise the comparisons.
+    row.chunks(16).any(|chunk| chunk.iter().fold(false, |on, &v| on | (v >= threshold) | v.is_nan()))
 }
 
 /// Label of an "on" pixel at (x, y) given the labels already assigned to its neighbours above and
@@ -478,6 +495,35 @@ mod tests {
     }
 
     proptest! {
+        /// Sparse maps, as a good part's are: whole rows off between rows with regions, so the
+        /// rows skipped without labelling (and the labels they clear) are exercised.
+        #[test]
+        fn matches_flood_fill_with_rows_off(
+            (w, scores) in (1usize..20, 2usize..20).prop_flat_map(|(w, h)| {
+                let cell = prop::sample::select(vec![0.0f32, 0.0, 0.0, 0.2, 0.5, 1.0]);
+                (Just(w), prop::collection::vec(cell, w * h), prop::collection::vec(any::<bool>(), h))
+            }).prop_map(|(w, mut scores, rows_off)| {
+                for (row, off) in scores.chunks_mut(w).zip(rows_off) {
+                    if off {
+                        row.fill(0.0);
+                    }
+                }
+                (w, scores)
+            })
+        ) {
+            let h = scores.len() / w;
+            let mut scratch = ComponentScratch::new();
+            let got = label_components(&scores, w, h, 0.5, &mut scratch).to_vec();
+            let want = flood_fill(&scores, w, h, 0.5);
+            prop_assert_eq!(got.len(), want.len());
+            for (g, r) in got.iter().zip(&want) {
+                prop_assert_eq!(
+                    (g.x_min, g.y_min, g.x_max, g.y_max, g.area_px),
+                    (r.x_min, r.y_min, r.x_max, r.y_max, r.area_px)
+                );
+            }
+        }
+
         #[test]
         fn matches_flood_fill(
             (w, h, scores) in (1usize..14, 1usize..14).prop_flat_map(|(w, h)| {
