@@ -1134,13 +1134,20 @@ fn image_score(
     let tensor = TensorRef::from_array_view(([n, shape.channels, shape.height, shape.width], &batch[..]))?;
     let outputs = session.run(ort::inputs![onnx::INPUT => tensor])?;
     let (_, values) = outputs[onnx::SCORE].try_extract_tensor::<f32>()?;
-    let score = values.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let score = highest_finite_score(values, "the taught model", "a held-out image")?;
     let grid = if grids { Some(outputs[onnx::GRID_SCORES].try_extract_tensor::<f32>()?.1.to_vec()) } else { None };
     batch.clear();
-    if !score.is_finite() {
-        bail!("the taught model gave a non-finite score on a held-out image");
-    }
     Ok((score as f64, grid))
+}
+
+/// An image's score from its tiles' (the highest, as the station takes it); a non-finite one is
+/// an error naming what gave it on what, never a score teach calibrates with.
+pub(super) fn highest_finite_score(tile_scores: &[f32], model: &str, image: &str) -> Result<f32> {
+    let score = tile_scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if !score.is_finite() {
+        bail!("{model} gave a non-finite score on {image}");
+    }
+    Ok(score)
 }
 
 fn round1(x: f64) -> f64 {

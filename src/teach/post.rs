@@ -138,11 +138,7 @@ fn image_score(session: &mut Session, grid: &[f32], gh: usize, gw: usize) -> Res
     let tensor = TensorRef::from_array_view(([tiles, 1, gh, gw], grid))?;
     let outputs = session.run(ort::inputs![onnx::GRID_SCORES => tensor])?;
     let (_, values) = outputs[onnx::SCORE].try_extract_tensor::<f32>()?;
-    let score = values.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    if !score.is_finite() {
-        bail!("the post-processing gave a non-finite score on a validation image");
-    }
-    Ok(score)
+    super::learn::highest_finite_score(values, "the post-processing", "a validation image")
 }
 
 #[cfg(test)]
