@@ -119,8 +119,8 @@ struct ResizeScratch {
 }
 
 /// Weights per output index are padded to a multiple of this, so the horizontal pass is whole
-/// 8-wide dot products the compiler turns into vector multiplies (a dynamic-length dot product
-/// of 4–6 taps stays scalar: the resize was then the preprocessing's largest cost).
+/// 8-wide dot products the compiler turns into vector multiplies (a dot product of the 4–6 taps
+/// a mild shrink needs, of a length known only at run time, stays scalar).
 const TAP_LANES: usize = 8;
 
 /// For each output index, the first source index and the (normalised) weights of the source
