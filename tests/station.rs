@@ -9,6 +9,7 @@ use linesight::pipeline::RecordPort;
 use linesight::pipeline::messages::Inspection;
 use linesight::pipeline::{FailsafeCause, Verdict};
 use linesight::topology::{RunOptions, Station};
+use std::time::Duration;
 
 /// Run a config to completion, returning the per-camera snapshots and every inspection record.
 fn run(text: &str, max_frames: Option<u64>) -> (Vec<linesight::pipeline::accounting::CameraSnapshot>, Vec<Inspection>) {
@@ -122,4 +123,58 @@ fn the_demo_model_finds_synthetic_defects() {
     let overkill_rate = overkill as f64 / good as f64;
     assert!(catch_rate >= 0.9, "caught {caught}/{defective}");
     assert!(overkill_rate <= 0.05, "rejected {overkill}/{good} good parts");
+}
+
+/// The `Cpus_allowed_list` of each of this process's threads named `infer-N`, by N.
+fn inference_thread_cores() -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Some(n) = comm.trim().strip_prefix("infer-").and_then(|n| n.parse().ok()) else { continue };
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(cores) = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) {
+            found.push((n, cores.trim().to_string()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn single_threaded_workers_run_pinned_each_to_a_core_of_its_own() {
+    let allowed = linesight::stages::infer::cpu::allowed_cores();
+    let workers = allowed.len().min(2);
+    let text = synthetic_station(200.0, "backpressure = \"block\"", "")
+        .replace("[model]\n", &format!("[model]\nworkers = {workers}\nintra_threads = 1\n"));
+    let loaded = config::load_str(&text, "test", common::repo()).unwrap_or_else(|e| panic!("{e}"));
+    let station = Station::build(&loaded, RunOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(station.worker_cores, Some(allowed[..workers].to_vec()), "a core each, of those the process may use");
+    let stop = station.stop_handle();
+    let live = station.accounting();
+    let running = std::thread::spawn(move || station.run());
+    // Other tests' stations may run in this process too, each worker pinned the same way: every
+    // thread called infer-N must be on core N of the allowed list, and ours among them.
+    let seen = wait_for(
+        Duration::from_secs(30),
+        || format!("inference threads pinned, found {:?}", inference_thread_cores()),
+        || {
+            let found = inference_thread_cores();
+            (found.iter().filter(|(n, _)| *n < workers).count() >= workers).then_some(found)
+        },
+    );
+    wait_for(
+        Duration::from_secs(30),
+        || format!("parts judged: {:?}", live.snapshot()),
+        || (live.snapshot()[0].inspected() >= 10).then_some(()),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let accounting = running.join().expect("the station runs to its end");
+    for (n, cores) in &seen {
+        if *n < workers {
+            assert_eq!(cores, &allowed[*n].to_string(), "worker {n} runs on its core alone");
+        }
+    }
+    let s = &accounting.snapshot()[0];
+    assert!(s.inspected() > 0, "pinned workers judge parts: {s:?}");
+    assert_eq!(s.failsafe(), 0, "{s:?}");
 }

@@ -215,6 +215,7 @@ impl Running {
             workers = loaded.config.model.workers,
             intra_threads = loaded.config.model.intra_threads,
             max_batch = loaded.config.pipeline.max_batch,
+            pinned_to_cores = %station.worker_cores.as_ref().map_or("no".into(), |c| format!("{c:?}")),
             recipes = %station.recipes.iter().map(|r| format!("{} ({})", r.name, r.package.manifest.name)).collect::<Vec<_>>().join(", "),
             "station ready"
         );

@@ -264,6 +264,13 @@ pub struct ModelConfig {
     /// post-processing share with inference; off by default (matters with `intra_threads` > 1).
     #[serde(default)]
     pub intra_spinning: bool,
+    /// Pin each single-threaded CPU worker to a core of its own (of those the process may use;
+    /// only when there are at least as many). Left to the scheduler, two busy workers sometimes
+    /// share a core for milliseconds while the other core runs the decode, which is most of the
+    /// latency's tail; pinned, a worker only waits for the pipeline's short stages. Ignored for
+    /// workers with several intra-op threads (ONNX Runtime places those) and on a GPU.
+    #[serde(default = "yes")]
+    pub pin_workers: bool,
     /// GPU index for CUDA / TensorRT.
     #[serde(default)]
     pub device_id: i32,

@@ -241,8 +241,9 @@ enabled = false
             cfg.model.workers,
             cfg.model.intra_threads,
             cfg.model.intra_spinning,
+            cfg.model.pin_workers,
             cfg.model.device_id,
-        ) = (m.provider, m.workers, m.intra_threads, m.intra_spinning, m.device_id);
+        ) = (m.provider, m.workers, m.intra_threads, m.intra_spinning, m.pin_workers, m.device_id);
     }
     Ok(loaded)
 }

@@ -24,6 +24,7 @@ use crate::pipeline::{LineTap, LiveThresholds, OutputPort, RecipeSwitch, Slots};
 use crate::pool::BufferPool;
 use crate::sources::camera::{CameraSettings, CameraThread, SourceFactory};
 use crate::sources::{self, Source};
+use crate::stages::infer::cpu;
 use crate::stages::infer::session::{InferSession, SessionOptions};
 use crate::stages::infer::worker::InferenceStall;
 use crate::stages::infer::worker::{BatchOutcome, ModelInstalls, OutputFault, Worker, WorkerModel};
@@ -129,6 +130,9 @@ pub struct Station {
     /// Per worker, per recipe: its own session of that recipe's model, and where models
     /// installed while the station runs come in.
     sessions: Vec<(Vec<InferSession>, ModelInstalls)>,
+    /// The core each worker is pinned to, by worker (`[model] pin_workers`); `None`: the
+    /// scheduler places them.
+    pub worker_cores: Option<Vec<usize>>,
     /// Per model slot: how its model takes its input.
     cuts: Arc<Slots<preprocess_thread::Cut>>,
     /// Installs recipes' new models while the station runs.
@@ -252,7 +256,7 @@ impl Station {
         let thresholds = Arc::new(LiveThresholds::new(&recipes.iter().map(|r| r.threshold).collect::<Vec<_>>()));
         let contexts = Arc::new(Slots::from_vec(recipe_contexts(&recipes)));
         let (install_txs, install_rxs): (Vec<_>, Vec<_>) = (0..sessions.len()).map(|_| unbounded()).unzip();
-        let sessions = sessions.into_iter().zip(install_rxs).collect();
+        let sessions: Vec<_> = sessions.into_iter().zip(install_rxs).collect();
         let installer = Arc::new(Installer::new(
             loaded,
             opts,
@@ -291,6 +295,9 @@ impl Station {
                     crate::config::CameraTrigger::Free => Duration::from_millis(c.stall_timeout_ms),
                 })
                 .collect(),
+            worker_cores: (cfg.model.pin_workers && cfg.model.provider == crate::config::Provider::Cpu)
+                .then(|| cpu::worker_cores(sessions.len(), cfg.model.intra_threads == 1, &cpu::allowed_cores()))
+                .flatten(),
             sessions,
             cuts,
             installer,
@@ -350,6 +357,7 @@ impl Station {
             cameras,
             stall_timeouts,
             sessions,
+            worker_cores,
             cuts,
             installer: _,
             plan,
@@ -497,7 +505,16 @@ impl Station {
                 },
             };
             let (jobs, results) = (job_rx.clone(), result_tx.clone());
-            handles.push(spawn(&supervisor, format!("infer-{i}"), "infer", move || worker.run(jobs, results)));
+            let core = worker_cores.as_ref().map(|cores| cores[i]);
+            handles.push(spawn(&supervisor, format!("infer-{i}"), "infer", move || {
+                if let Some(core) = core
+                    && let Err(e) = cpu::pin_current_thread(core)
+                {
+                    // Unpinned it still judges every part; only its latency's tail is longer.
+                    tracing::warn!(worker = i, core, error = %e, "could not pin the inference worker to its core; the scheduler places it");
+                }
+                worker.run(jobs, results)
+            }));
         }
         drop((job_rx, result_tx));
 
