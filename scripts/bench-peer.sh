@@ -104,10 +104,11 @@ station 0 "$OUT/flat-pinned.toml" pinned
 short=$((FRAMES_N / 4))
 best() { python3 -c 'import sys; print(max(map(float, sys.argv[1:])))' "$@"; }
 fps_of() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["fps"])' "$1"; }
-steady() { # steady CONFIG: linesight's frames/s from a short and a long run (start-up drops out)
-    linesight_run "$1" "$short" "$OUT/ls-short.json"
-    linesight_run "$1" $((short + FRAMES_N)) "$OUT/ls-long.json"
-    python3 -c "print($FRAMES_N / ($(elapsed "$OUT/ls-long.json") - $(elapsed "$OUT/ls-short.json")))"
+steady() { # steady CONFIG TAG: linesight's frames/s from a short and a long run (start-up drops
+    # out); their summaries stay in ls-short-TAG.json and ls-long-TAG.json (CPU by stage)
+    linesight_run "$1" "$short" "$OUT/ls-short-$2.json"
+    linesight_run "$1" $((short + FRAMES_N)) "$OUT/ls-long-$2.json"
+    python3 -c "print($FRAMES_N / ($(elapsed "$OUT/ls-long-$2.json") - $(elapsed "$OUT/ls-short-$2.json")))"
 }
 bare_runs=() percore_runs=() ls_runs=() pinned_runs=() py_runs=()
 # This shared machine's speed drifts by tens of percent over minutes: the pipelines take turns,
@@ -120,11 +121,11 @@ for round in $(seq "$ROUNDS"); do
     "$PY" scripts/peer_pipeline.py --bare --model "$OUT/model" --frames "$OUT/frames" --threads 1 \
         --sessions "$CORES" --json "$OUT/bare-percore.json"
     percore_runs+=("$(fps_of "$OUT/bare-percore.json")")
-    ls_runs+=("$(steady "$OUT/flat.toml")")
+    ls_runs+=("$(steady "$OUT/flat.toml" "defaults-$round")")
     # What the defaults resolved to, from the station's own log line.
     defaults=$(grep -a "station ready" "$OUT/linesight.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' |
         sed -n 's/.*workers=\([0-9]*\) intra_threads=\([0-9]*\) max_batch=\([0-9]*\).*/\1 worker(s) × \2 thread(s), batches ≤ \3/p')
-    pinned_runs+=("$(steady "$OUT/flat-pinned.toml")")
+    pinned_runs+=("$(steady "$OUT/flat-pinned.toml" "pinned-$round")")
     echo "   linesight ${ls_runs[-1]} (defaults), ${pinned_runs[-1]} (1 worker × $THREADS) frames/s (steady state)"
     "$PY" scripts/peer_pipeline.py --model "$OUT/model" --frames "$OUT/frames" --threads "$THREADS" \
         --limit "$FRAMES_N" --json "$OUT/py-flat.json"
@@ -168,7 +169,7 @@ if [ "$PRECISION" != fp32 ] && [ -f target/bench-peer-fp32/model/model.toml ]; t
     versus=("$OUT/versus.json")
 fi
 
-ROUND_LS="${ls_runs[*]}" ROUND_PY="${py_runs[*]}" python3 - "$OUT" "$bare_fps" "$ls_fps" "$py_fps" "$percore_fps" "$pinned_fps" "$THREADS" "$ROUNDS" "$CORES" "$defaults" "${versus[@]}" <<'EOF'
+FRAMES_N="$FRAMES_N" ROUND_LS="${ls_runs[*]}" ROUND_PY="${py_runs[*]}" python3 - "$OUT" "$bare_fps" "$ls_fps" "$py_fps" "$percore_fps" "$pinned_fps" "$THREADS" "$ROUNDS" "$CORES" "$defaults" "${versus[@]}" <<'EOF'
 import json, os, statistics, sys
 out = sys.argv[1]
 bare, ls_fps, py_fps, percore, pinned = map(float, sys.argv[2:7])
@@ -208,6 +209,22 @@ lines.append(f"\nlinesight / Python: throughput {ls_fps / py_fps:.2f}× (target 
 per_round = [float(a) / float(b) for a, b in zip(os.environ["ROUND_LS"].split(), os.environ["ROUND_PY"].split())]
 lines.append(f"\nlinesight / Python throughput in each round: {', '.join(f'{r:.2f}' for r in per_round)} "
              f"(median {statistics.median(per_round):.2f}; the table's best-of figures: {ls_fps / py_fps:.2f})")
+# Where linesight's CPU goes flat out with its defaults: the long run less the short one (start-up
+# drops out), per frame, each stage's threads and the rest of the process (the capture threads'
+# JPEG decode, the sources' readers, ONNX Runtime's own threads), median over the rounds.
+def cpu_per_frame(r):
+    short, long_ = (json.load(open(f"{out}/ls-{k}-defaults-{r}.json")).get("cpu_s", {}) for k in ("short", "long"))
+    ms = {k: (long_[k] - short.get(k, 0.0)) * 1000 / int(os.environ["FRAMES_N"]) for k in long_}
+    ms["the rest"] = ms.pop("process", 0.0) - sum(ms.values())
+    return ms
+cpu_rounds = [cpu_per_frame(r) for r in paced_rounds]
+stages = sorted({k for r in cpu_rounds for k in r}, key=lambda k: -cpu_rounds[0].get(k, 0.0))
+cpu = {k: statistics.median(r.get(k, 0.0) for r in cpu_rounds) for k in stages}
+total = sum(cpu.values())
+if total > 0:
+    lines.append("\nlinesight (defaults) CPU a frame flat out, ms (median of the rounds): "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v >= 0.005)
+                 + f"; inference {100 * cpu.get('infer', 0.0) / total:.0f}% of {total:.2f} ms")
 if len(sys.argv) > 11:
     v = json.load(open(sys.argv[11]))
     lines.append(f"\nbare ONNX Runtime in turns, FP32 model {v['model_ms_median']:.2f} ms vs this one "

@@ -14,9 +14,11 @@
 
 use crate::telemetry::Readiness;
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Watches the station's threads; see the module docs.
 pub struct Supervisor {
@@ -25,6 +27,8 @@ pub struct Supervisor {
     stop: Arc<AtomicBool>,
     failures: prometheus::IntCounterVec,
     failed: OnceLock<String>,
+    /// CPU time each stage's threads used, added as each thread ends.
+    cpu: Mutex<BTreeMap<&'static str, Duration>>,
 }
 
 impl Supervisor {
@@ -36,7 +40,13 @@ impl Supervisor {
         if let Some(registry) = registry {
             registry.register(Box::new(failures.clone()))?;
         }
-        Ok(Arc::new(Self { readiness, stop: Arc::new(AtomicBool::new(false)), failures, failed: OnceLock::new() }))
+        Ok(Arc::new(Self {
+            readiness,
+            stop: Arc::new(AtomicBool::new(false)),
+            failures,
+            failed: OnceLock::new(),
+            cpu: Mutex::default(),
+        }))
     }
 
     /// A supervisor for a station without telemetry (tests, `eval`).
@@ -81,7 +91,16 @@ impl Supervisor {
             if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
                 me.fail(stage, &format!("panicked: {}", panic_message(&*panic)));
             }
+            if let Some(spent) = crate::telemetry::cpu_time::this_thread() {
+                *me.cpu.lock().unwrap_or_else(|e| e.into_inner()).entry(stage).or_default() += spent;
+            }
         })
+    }
+
+    /// CPU time used by the threads of each stage that have ended (all of them once the station
+    /// has stopped), by stage name. ONNX Runtime's own intra-op threads are not among them.
+    pub fn cpu_by_stage(&self) -> BTreeMap<&'static str, Duration> {
+        self.cpu.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Like [`Self::spawn`], for a thread whose end with an error is a failure too.

@@ -193,6 +193,16 @@ fn sigterm_stops_capture_drains_and_exits_zero() {
     assert_eq!(n("captured"), terminal, "{cam}");
     let lines = std::fs::read_to_string(&results).unwrap().lines().count() as u64;
     assert_eq!(lines, n("ok") + n("ng") + n("failsafe_inference_error") + n("failsafe_timeout"), "results flushed");
+    // Where the CPU went: every pipeline stage's threads, within the whole process's.
+    let cpu = &summary["cpu_s"];
+    let s = |k: &str| cpu[k].as_f64().unwrap_or_else(|| panic!("no cpu_s.{k}: {cpu}"));
+    for stage in ["camera", "preprocess", "infer", "assemble"] {
+        assert!(s(stage) >= 0.0, "{cpu}");
+    }
+    assert!(s("infer") > 0.0, "inference ran on a core: {cpu}");
+    let stages: f64 = ["camera", "preprocess", "infer", "assemble"].iter().map(|k| s(k)).sum();
+    // The process figure is in 10 ms ticks; the stages' in nanoseconds.
+    assert!(s("process") + 0.02 >= stages, "the process used at least its stages' CPU: {cpu}");
 }
 
 #[test]

@@ -250,7 +250,7 @@ impl Stopped {
         let snaps = accounting.snapshot();
         report(&snaps, &accounting, elapsed);
         if let Some(target) = &args.summary {
-            write_summary(target, &snaps, &accounting, elapsed)?;
+            write_summary(target, &snaps, &accounting, elapsed, &supervisor.cpu_by_stage())?;
         }
         if let Some(failure) = supervisor.failure() {
             bail!(
@@ -311,10 +311,24 @@ fn start_api(
     }
 }
 
-/// `--summary`: the run's counters as one JSON object, to a file or stdout (`-`).
-fn write_summary(target: &str, snaps: &[CameraSnapshot], accounting: &Accounting, elapsed: Duration) -> Result<()> {
+/// `--summary`: the run's counters as one JSON object, to a file or stdout (`-`), with the CPU
+/// time each stage's threads used and the whole process's (`cpu_s`; what the stages do not
+/// account for is ONNX Runtime's own threads, the sources' readers, start-up and the services).
+fn write_summary(
+    target: &str,
+    snaps: &[CameraSnapshot],
+    accounting: &Accounting,
+    elapsed: Duration,
+    cpu_by_stage: &std::collections::BTreeMap<&'static str, Duration>,
+) -> Result<()> {
+    let mut cpu_s: serde_json::Map<String, serde_json::Value> =
+        cpu_by_stage.iter().map(|(stage, spent)| (stage.to_string(), spent.as_secs_f64().into())).collect();
+    if let Some(total) = crate::telemetry::cpu_time::this_process() {
+        cpu_s.insert("process".into(), total.as_secs_f64().into());
+    }
     let json = serde_json::json!({
         "elapsed_s": elapsed.as_secs_f64(),
+        "cpu_s": cpu_s,
         "results_dropped": accounting.results_dropped.load(Relaxed),
         "store_dropped": accounting.store_dropped.load(Relaxed),
         "store_written": accounting.store_written.load(Relaxed),

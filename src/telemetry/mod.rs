@@ -11,6 +11,7 @@
 //! Every name is in [`names`].
 
 pub mod burst;
+pub mod cpu_time;
 pub mod names;
 pub mod readiness;
 mod station;
