@@ -20,6 +20,7 @@ mod validate;
 pub use install::{default_backbone, project_dir};
 pub use line::*;
 pub use recipe::{DEFAULT_RECIPE, RecipeConfig};
+pub use threads::available_cores;
 pub use types::*;
 pub use validate::{ConfigError, ConfigErrors, check_rules};
 

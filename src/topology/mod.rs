@@ -296,7 +296,10 @@ impl Station {
                 })
                 .collect(),
             worker_cores: (cfg.model.pin_workers && cfg.model.provider == crate::config::Provider::Cpu)
-                .then(|| cpu::worker_cores(sessions.len(), cfg.model.intra_threads == 1, &cpu::allowed_cores()))
+                .then(|| {
+                    let usable = crate::config::available_cores();
+                    cpu::worker_cores(sessions.len(), cfg.model.intra_threads == 1, &cpu::allowed_cores(), usable)
+                })
                 .flatten(),
             sessions,
             cuts,

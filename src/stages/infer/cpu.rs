@@ -27,8 +27,13 @@ pub use affinity::{allowed_cores, pin_current_thread};
 
 /// Where each of `workers` inference workers is pinned: a core each, in order, when every worker
 /// runs one thread and there is a core for each; otherwise none (left to the scheduler).
-pub fn worker_cores(workers: usize, single_threaded: bool, allowed: &[usize]) -> Option<Vec<usize>> {
-    (single_threaded && workers > 0 && workers <= allowed.len()).then(|| allowed[..workers].to_vec())
+/// `usable` is how many cores' worth of CPU the process may use (`config::available_cores`,
+/// which counts a cgroup CPU quota): fewer than the cores it may run on means a quota shares out
+/// the box's cores over time, not cores set aside for it, and pinning to particular ones could
+/// put the workers on the cores the neighbours are busiest on.
+pub fn worker_cores(workers: usize, single_threaded: bool, allowed: &[usize], usable: usize) -> Option<Vec<usize>> {
+    let dedicated = usable >= allowed.len();
+    (single_threaded && dedicated && workers > 0 && workers <= allowed.len()).then(|| allowed[..workers].to_vec())
 }
 
 /// Thread placement through the kernel's affinity calls.
@@ -84,11 +89,19 @@ mod tests {
 
     #[test]
     fn one_core_per_single_threaded_worker_when_there_are_enough() {
-        assert_eq!(worker_cores(2, true, &[0, 1]), Some(vec![0, 1]));
-        assert_eq!(worker_cores(2, true, &[2, 5, 7]), Some(vec![2, 5]), "the cores the process may use");
-        assert_eq!(worker_cores(3, true, &[0, 1]), None, "two workers would share a core");
-        assert_eq!(worker_cores(2, false, &[0, 1, 2, 3]), None, "ONNX Runtime places its own threads");
-        assert_eq!(worker_cores(0, true, &[0]), None);
+        assert_eq!(worker_cores(2, true, &[0, 1], 2), Some(vec![0, 1]));
+        assert_eq!(worker_cores(2, true, &[2, 5, 7], 3), Some(vec![2, 5]), "the cores the process may use");
+        assert_eq!(worker_cores(3, true, &[0, 1], 2), None, "two workers would share a core");
+        assert_eq!(worker_cores(2, false, &[0, 1, 2, 3], 4), None, "ONNX Runtime places its own threads");
+        assert_eq!(worker_cores(0, true, &[0], 1), None);
+    }
+
+    #[test]
+    fn a_cpu_quota_is_not_pinned_to_particular_cores() {
+        // A container limited to 2 cores' worth of 16 by a quota runs on any of the 16.
+        let all: Vec<usize> = (0..16).collect();
+        assert_eq!(worker_cores(2, true, &all, 2), None);
+        assert_eq!(worker_cores(2, true, &all, 16), Some(vec![0, 1]));
     }
 
     #[cfg(target_os = "linux")]
