@@ -165,7 +165,7 @@ class Member:
         z = self.project(self.feats(f), len(f))
         d, i = nn(z, self.bank, self.bsq)
         s = (d / (self.r[i] + 1e-6)).reshape(len(f), self.g, self.g)
-        maps = np.einsum("ag,ngh,bh->nab", self.post, s, self.post)
+        maps = np.einsum("ag,ngh,bh->nab", self.post, s, self.post, optimize=True)
         flat = maps.reshape(len(f), -1)
         k = max(1, int(round(self.o["top"] * flat.shape[1])))
         return np.sort(flat, 1)[:, -k:].mean(1)
