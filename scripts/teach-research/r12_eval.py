@@ -10,6 +10,7 @@ on the other folds, against the 20 pool defects; no test image is read). Options
   knn=k     the patch distance is the mean over its k nearest bank rows (default 1).
   only=glob the global score alone.
   blur=px   the map's blur σ in input pixels (default 16, r8's).
+  wt=w      the member's weight in an ensemble's z-average (default 1).
   poolx=n   the coreset's seeded pool: n rows per bank row (default 16, r8's; 4 for the fine
             grids, whose greedy pass is otherwise too slow in NumPy).
 Members of r12_extract's finer taps: `lite2n-256s8f` (stride 8, grid 32), `lite2n-256s4` (stride 4,
@@ -28,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import r8_eval  # noqa: E402
 
-EXTRA = {"glob": 0.0, "gstd": 0.0, "shrink": 0.1, "knn": 1, "only": "", "blur": 16.0, "poolx": 16}
+EXTRA = {"glob": 0.0, "gstd": 0.0, "shrink": 0.1, "knn": 1, "only": "", "blur": 16.0, "poolx": 16, "wt": 1.0}
 
 
 def parse(text):
@@ -152,7 +153,8 @@ def main():
                 m.teach(taught)
                 g, p = m.score(m.good[held]), m.score(m.pool)
                 mu, sd = g.mean(), g.std() + 1e-9
-                zg, zp = zg + (g - mu) / sd, zp + (p - mu) / sd
+                w = m.o["wt"]
+                zg, zp = zg + w * (g - mu) / sd, zp + w * (p - mu) / sd
             aucs.append(r8_eval.auroc(zg, zp))
             escapes.append(float((zp <= np.quantile(zg, 0.99)).mean()))
         row = {"set": a.set, "config": config, "folds": a.folds, "seed": a.seed, "auroc": float(np.mean(aucs)),
