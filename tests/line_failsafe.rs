@@ -55,7 +55,7 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
     // decided within their 140 ms (those queued behind the stalled worker wait, those the full
     // camera queue drops never get a verdict), while the parts around them are decided in a few
     // ms. Stalls every 20th batch left too few neighbours: each stall also holds up the parts
-    // dealt to that worker, and on a busy host 200 of the 300 parts were affected.
+    // dealt to that worker, and 190 of the 300 parts were affected even on an idle host.
     let (ok, _, stderr) = output(
         linesight_run()
             .args(["--config", config.to_str().unwrap(), "--max-frames", "300", "--results"])
@@ -77,7 +77,6 @@ fn stalled_inference_rejects_exactly_the_affected_parts_at_their_deadlines() {
         audit.iter().filter(|r| r["fate"] == "late_verdict").map(|r| r["seq"].as_u64().unwrap()).collect();
     assert!(late.len() >= 5, "the stall made verdicts late (saw {}): the fault injection did not bite", late.len());
     let affected: HashSet<u64> = (0..300).filter(|seq| late.contains(seq) || !decided.contains_key(seq)).collect();
-
     assert!(affected.len() < 200, "most parts must stay unaffected, else there are no neighbours to check");
 
     let terminal = line_actions(&audit);
