@@ -19,10 +19,8 @@ grid 64); `a+b` z-averages members as in r8.
     target/r8-venv/bin/python scripts/teach-research/r12_eval.py --set elpv-poly lite2n-256:glob=1
 Results are appended to scripts/teach-research/r12.jsonl.
 """
-import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -130,39 +128,7 @@ class Member(r8_eval.Member):
 
 
 def main():
-    import argparse
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--set", required=True)
-    ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("configs", nargs="+")
-    a = ap.parse_args()
-    for config in a.configs:
-        t0 = time.time()
-        members = [Member(a.set, m, a.seed) for m in config.split("+")]
-        n = len(members[0].good)
-        order = np.random.default_rng(1000 + a.seed).permutation(n)
-        folds = np.array_split(order, a.folds)
-        aucs, escapes = [], []
-        for k in range(a.folds):
-            held = folds[k]
-            taught = np.concatenate([folds[j] for j in range(a.folds) if j != k])
-            zg, zp = 0, 0
-            for m in members:
-                m.taught_idx = taught
-                m.teach(taught)
-                g, p = m.score(m.good[held]), m.score(m.pool)
-                mu, sd = g.mean(), g.std() + 1e-9
-                w = m.o["wt"]
-                zg, zp = zg + w * (g - mu) / sd, zp + w * (p - mu) / sd
-            aucs.append(r8_eval.auroc(zg, zp))
-            escapes.append(float((zp <= np.quantile(zg, 0.99)).mean()))
-        row = {"set": a.set, "config": config, "folds": a.folds, "seed": a.seed, "auroc": float(np.mean(aucs)),
-               "auroc_folds": [round(float(v), 4) for v in aucs], "escape_at_1pct": float(np.mean(escapes)),
-               "secs": round(time.time() - t0, 1)}
-        print(json.dumps(row), flush=True)
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "r12.jsonl"), "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+    r8_eval.main(Member, "r12.jsonl")
 
 
 if __name__ == "__main__":

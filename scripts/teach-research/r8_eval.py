@@ -177,7 +177,10 @@ def auroc(neg, pos):
     return (ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos))
 
 
-def main():
+def main(member=None, results="r8.jsonl"):
+    """Validate each config on the command line; `member` and `results` let later rounds
+    (r12_eval.py) reuse the protocol with their own member class and results file."""
+    member = member or Member
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", required=True)
     ap.add_argument("--folds", type=int, default=3)
@@ -186,7 +189,7 @@ def main():
     a = ap.parse_args()
     for config in a.configs:
         t0 = time.time()
-        members = [Member(a.set, m, a.seed) for m in config.split("+")]
+        members = [member(a.set, m, a.seed) for m in config.split("+")]
         n = len(members[0].good)
         order = np.random.default_rng(1000 + a.seed).permutation(n)
         folds = np.array_split(order, a.folds)
@@ -196,17 +199,19 @@ def main():
             taught = np.concatenate([folds[j] for j in range(a.folds) if j != k])
             zg, zp = 0, 0
             for m in members:
+                m.taught_idx = taught
                 m.teach(taught)
                 g, p = m.score(m.good[held]), m.score(m.pool)
                 mu, sd = g.mean(), g.std() + 1e-9
-                zg, zp = zg + (g - mu) / sd, zp + (p - mu) / sd
+                w = m.o.get("wt", 1.0)  # a member's weight in the ensemble (r12's option)
+                zg, zp = zg + w * (g - mu) / sd, zp + w * (p - mu) / sd
             aucs.append(auroc(zg, zp))
             escapes.append(float((zp <= np.quantile(zg, 0.99)).mean()))
         row = {"set": a.set, "config": config, "folds": a.folds, "seed": a.seed, "auroc": float(np.mean(aucs)),
                "auroc_folds": [round(float(v), 4) for v in aucs], "escape_at_1pct": float(np.mean(escapes)),
                "secs": round(time.time() - t0, 1)}
         print(json.dumps(row), flush=True)
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "r8.jsonl"), "a") as fh:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), results), "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
 
