@@ -70,6 +70,7 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
         correction: None,
         search: nearest_search(backbone),
         grid_scores: false,
+        placed: None,
     };
     onnx::scoring_model(
         backbone,

@@ -118,6 +118,12 @@ pub struct TeachArgs {
     /// tried on the winning input recipe].
     #[arg(long, value_name = "standardised|raw")]
     pub contrast: Option<String>,
+    /// How each patch is judged: `bank` (its distance to the nearest patch of any good part,
+    /// anywhere) or `placed` (against a Gaussian of the good parts' patches at the same place:
+    /// for parts that sit in the same place in every frame; whole-part inputs only) [default:
+    /// chosen by validation, the bank first and placed tried on the winning input recipe].
+    #[arg(long, value_name = "bank|placed")]
+    pub scorer: Option<String>,
     /// Overlap between tiles in `tile` mode, pixels.
     #[arg(long, default_value_t = 32)]
     pub tile_overlap: u32,

@@ -9,6 +9,7 @@ use linesight::config::InputContrast;
 use linesight::teach::backbone::Backbone;
 use linesight::teach::knn::Bank;
 use linesight::teach::onnx::{self, InputShape, NearestSearch, Scoring};
+use linesight::teach::placed::PlacedGaussians;
 use linesight::teach::{learn, pca};
 use ort::value::TensorRef;
 use serde_json::Value;
@@ -185,7 +186,8 @@ fn recipe_search_and_labelled_defects() {
     let tried: Vec<&str> =
         recipe["candidates"].as_array().unwrap().iter().map(|c| c["recipe"].as_str().unwrap()).collect();
     // The three input sizes on the stride-16 grid with standardised contrast, then the best of
-    // them on the stride-8 grid and with raw contrast.
+    // them on the stride-8 grid, with raw contrast, and scored by the places' Gaussians (tried
+    // only because labelled defects can judge it).
     assert_eq!(
         tried[..3],
         [
@@ -195,9 +197,10 @@ fn recipe_search_and_labelled_defects() {
         ],
         "{recipe}"
     );
-    assert_eq!(tried.len(), 5, "{recipe}");
+    assert_eq!(tried.len(), 6, "{recipe}");
     assert!(tried[3].contains("grid 8") && tried[..3].contains(&tried[3].replace("grid 8", "grid 16").as_str()));
     assert!(tried[4].ends_with("raw") && tried[..3].contains(&tried[4].replace("raw", "standardised").as_str()));
+    assert!(tried[5].ends_with(" placed") && tried[..3].contains(&tried[5].trim_end_matches(" placed")));
     let chosen = recipe["chosen"].as_str().unwrap();
     assert!(tried.contains(&chosen) && out.contains(chosen) && out.contains("<- chosen"), "{out}");
     assert!(recipe["candidates"][0]["labelled_auroc"].as_float().is_some(), "6 defects take part: {recipe}");
@@ -205,10 +208,10 @@ fn recipe_search_and_labelled_defects() {
     let candidates = recipe["candidates"].as_array().unwrap();
     let preferred: Vec<bool> =
         candidates.iter().map(|c| c.get("preferred").and_then(|p| p.as_bool()) == Some(true)).collect();
-    assert_eq!(preferred, [false, false, true, false, false], "{recipe}");
+    assert_eq!(preferred, [false, false, true, false, false, false], "{recipe}");
     assert!(out.contains("(default)") && out.contains("of resamples"), "{out}");
     let beat = |i: usize| candidates[i]["beat_best"].as_float().unwrap();
-    assert!(candidates[0].get("beat_best").is_none() && (1..5).all(|i| (0.0..=1.0).contains(&beat(i))), "{recipe}");
+    assert!(candidates[0].get("beat_best").is_none() && (1..6).all(|i| (0.0..=1.0).contains(&beat(i))), "{recipe}");
     if chosen != tried[2] {
         let i = tried.iter().position(|t| *t == chosen).unwrap();
         assert!(
@@ -377,6 +380,32 @@ fn strips_too_narrow_for_the_blur_are_skipped_not_fatal() {
     assert!(err.contains("too narrow for the map's blur of 16 px"), "{err}");
     let skipped = manifest(&package)["teach"]["recipe"]["skipped"].as_array().unwrap().len();
     assert!(skipped >= 1, "the narrow candidate is recorded as not tried");
+    let tried = manifest(&package)["teach"]["recipe"]["candidates"].to_string();
+    assert!(!tried.contains("placed"), "goods only, the places' Gaussians are not tried: {tried}");
+}
+
+/// `--scorer placed`: the package scores each patch by the goods' Gaussian at its place (no
+/// bank), says so, and has a threshold from its held-out goods; with tiles it is refused, naming
+/// the fix.
+#[test]
+fn the_placed_scorer_can_be_chosen_and_is_refused_for_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = ten_good_parts(dir.path());
+    let package = dir.path().join("placed");
+    let (ok, out, err) = teach_cmd(&images, &package, &["--size", "128", "--scorer", "placed"]);
+    assert!(ok, "teach failed:\n{out}\n{err}");
+    let m = manifest(&package);
+    let teach = &m["teach"];
+    assert_eq!(teach["placed"].as_bool(), Some(true), "{teach}");
+    assert_eq!(teach["bank_rows"].as_integer(), Some(0), "{teach}");
+    assert!(teach["recipe"]["chosen"].as_str().unwrap().ends_with(" placed"), "{teach}");
+    assert!(out.contains("a Gaussian of the goods at each place"), "{out}");
+    let threshold = m["task"]["threshold"].as_float();
+    assert!(threshold.is_some_and(|t| t.is_finite() && t > 0.0), "{m}");
+
+    let (ok, out, err) = teach_cmd(&images, &dir.path().join("t"), &["--input-mode", "tile", "--scorer", "placed"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("--scorer placed") && err.contains("--input-mode resize"), "{err}");
 }
 
 #[test]
@@ -732,6 +761,65 @@ fn the_int8_search_never_scores_below_the_exact_one() {
     }
 }
 
+/// The scoring graph with the places' Gaussians gives each patch the Rust reference's distance
+/// (`PlacedGaussians::distances`) on the grid, and the image score is the map's maximum of them.
+#[test]
+fn placed_scoring_graph_matches_the_rust_reference() {
+    let backbone = Backbone::load(&repo().join(LITE0)).unwrap();
+    let (size, stride) = (128, 16);
+    let shape = InputShape { channels: 3, height: size, width: size, contrast: InputContrast::Standardised };
+    let dim = backbone.feature_dim();
+    let grid = size / stride;
+    let image = |phase: f32| -> Vec<f32> {
+        (0..3 * size * size)
+            .map(|i| 0.5 + 0.4 * ((i % size) as f32 * 0.07 + (i / size) as f32 * 0.03 + phase).sin())
+            .collect()
+    };
+    let features = onnx::feature_graph(&backbone, shape, stride).unwrap();
+    let mut session = learn::session_from_bytes(&features, 1).unwrap();
+    let mut patches = |x: &[f32]| -> Vec<f32> {
+        let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
+        let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
+        out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec()
+    };
+    let goods: Vec<f32> = (0..4).flat_map(|k| patches(&image(0.3 * k as f32))).collect();
+    let mut fitted = pca::fit(&goods, dim, 8, 10_000, 0).unwrap();
+    fitted.whiten(1.0);
+    let z = fitted.project(&goods).unwrap();
+    let placed = PlacedGaussians::fit(&z, 4, grid, grid, fitted.dims).unwrap();
+    let scoring = Scoring {
+        mean: &fitted.mean,
+        projection: &fitted.components,
+        bank: &[],
+        grid_stride: stride,
+        blur_sigma_px: 0.05,
+        top_fraction: 1.0 / (size * size) as f32,
+        local_scale: None,
+        correction: None,
+        search: NearestSearch::Exact,
+        grid_scores: true,
+        placed: Some(&placed),
+    };
+    let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
+    let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
+    let probe = image(2.1);
+    let t = TensorRef::from_array_view(([1usize, 3, size, size], &probe[..])).unwrap();
+    let out = scorer.run(ort::inputs![onnx::INPUT => t]).unwrap();
+    let score = out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0];
+    let on_grid = out[onnx::GRID_SCORES].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    let want = placed.distances(&fitted.project(&patches(&probe)).unwrap());
+    assert_eq!(on_grid.len(), grid * grid);
+    for (got, want) in on_grid.iter().zip(&want) {
+        assert!((got - want).abs() <= 1e-3 * want.max(1.0), "graph {got} against reference {want}");
+    }
+    let max = want.iter().fold(f32::MIN, |m, &v| m.max(v));
+    assert!(max > 1.0 && (score - max).abs() <= 1e-3 * max, "image score {score} against the grid's maximum {max}");
+    // A misfitted grid is refused with what was expected.
+    let other = InputShape { height: 96, ..shape };
+    let err = onnx::scoring_model(&backbone, other, &scoring).unwrap_err();
+    assert!(err.contains("8×8 grid"), "{err}");
+}
+
 #[derive(Clone, Copy, Debug)]
 struct GraphCase {
     stride: usize,
@@ -802,6 +890,7 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
         correction: corrected.then_some(correction.as_slice()),
         search,
         grid_scores: true,
+        placed: None,
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
     let mut scorer = learn::session_from_bytes(&model, 1).unwrap();

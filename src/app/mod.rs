@@ -47,6 +47,14 @@ fn teach(args: TeachArgs) -> Result<()> {
             "--contrast {other:?}: use `standardised` (each image brought to one mean and spread) or `raw` (pixels as they come)"
         ),
     };
+    let placed = match args.scorer.as_deref() {
+        None => None,
+        Some("bank") => Some(false),
+        Some("placed") => Some(true),
+        Some(other) => bail!(
+            "--scorer {other:?}: use `bank` (nearest good patch anywhere) or `placed` (the good parts' patches at the same place)"
+        ),
+    };
     let precision = Precision::parse(&args.precision).map_err(anyhow::Error::msg)?;
     let backbone = args.backbone.unwrap_or_else(config::default_backbone);
     if precision == Precision::Int8
@@ -59,6 +67,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.size = args.size;
     opts.grid_stride = args.grid_stride;
     opts.input_contrast = input_contrast;
+    opts.placed = placed;
     opts.tile_overlap_px = args.tile_overlap;
     opts.coreset_ratio = args.coreset_ratio;
     opts.max_bank_rows = args.max_bank_rows;

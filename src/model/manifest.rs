@@ -378,6 +378,10 @@ pub struct TeachInfo {
     #[serde(default)]
     pub local_scale_k: usize,
     pub bank_rows: usize,
+    /// Patches are scored by a Gaussian of the goods at their place on the grid
+    /// (`teach::placed`), not by the bank (then `bank_rows` is 0).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub placed: bool,
     pub seed: u64,
     pub blur_sigma_px: f32,
     pub top_fraction: f32,

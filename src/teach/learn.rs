@@ -55,6 +55,7 @@ pub use super::options::{Stage, TeachOptions};
 use super::options::{check_options, set_stage};
 use super::package::write_package;
 use super::pca;
+use super::placed::PlacedGaussians;
 use super::post::{self, GridScores, Post};
 use super::precision;
 use super::recipe::{self, Fixed, Geometry, Recipe};
@@ -106,7 +107,8 @@ const SYNTHETIC_PER_GOOD: usize = 2;
 /// One candidate recipe taught from the teach split and scored on the validation set.
 struct Trial {
     recipe: Recipe,
-    /// The calibration model's PCA, bank and local scales.
+    /// The calibration model's PCA, bank and local scales (no bank when the places' Gaussians
+    /// score).
     calibration: (pca::Pca, Vec<f32>, Option<Vec<f32>>),
     /// The teach split's patches (kept for the shipped bank when this recipe wins).
     patches: Vec<f32>,
@@ -150,7 +152,13 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let headers = files.iter().map(|p| header(p)).collect::<Result<Vec<_>>>()?;
     let sizes: Vec<(u32, u32)> = headers.iter().map(|h| (h.width, h.height)).collect();
     let geometry = Geometry::median(&sizes);
-    let fixed = Fixed { mode: opts.input_mode, size: opts.size, grid: opts.grid_stride, contrast: opts.input_contrast };
+    let fixed = Fixed {
+        mode: opts.input_mode,
+        size: opts.size,
+        grid: opts.grid_stride,
+        contrast: opts.input_contrast,
+        scorer: opts.placed,
+    };
     // Gray parts are fed on one channel when the backbone can fold its colour input (see
     // `onnx::gray`): the same features for a third of the stem's work.
     let gray = headers.iter().all(|h| h.gray);
@@ -236,6 +244,10 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         // the one tried first (cheaper) stays unless the later one is (see `selection`).
         let (replace, beat_best) = match &best {
             None => (true, None),
+            Some(b) if recipe.placed && fixed.scorer.is_none() => {
+                let (replace, p) = selection::replaces_on_labelled(&trial.scores, &b.scores, opts.seed);
+                (replace, Some(p))
+            }
             Some(b) => {
                 let (replace, p) = selection::replaces(&trial.scores, &b.scores, is_preferred, opts.seed);
                 (replace, Some(p))
@@ -258,7 +270,16 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         // other contrast handling.
         if queue.is_empty() && !refined {
             refined = true;
-            queue.extend(best.as_ref().map(|b| recipe::refinements(b.recipe, fixed)).unwrap_or_default());
+            // The places' Gaussians only where labelled defects can judge them: the synthetic
+            // defects misjudge them (research round 13).
+            let placed_judged = labelled.len() >= operating_point::MIN_LABELLED;
+            queue.extend(
+                best.as_ref()
+                    .map(|b| recipe::refinements(b.recipe, fixed))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| !r.placed || placed_judged),
+            );
         }
     }
     let search_s = started.elapsed().as_secs_f64();
@@ -300,7 +321,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         for alt in alternatives {
             let t = Instant::now();
             let rescored = post::rescore(&backbone, recipe, alt, &grids, threads)?;
-            let (replace, p) = post::replaces(&rescored, &incumbent, opts.seed);
+            let (replace, p) = selection::replaces_on_labelled(&rescored, &incumbent, opts.seed);
             tracing::info!(post = %alt.describe(), beat_best = p, replace, "teach post-processing candidate");
             post_trials.push(post_trial(alt, &rescored, t.elapsed().as_secs_f64(), false, Some(p)));
             if replace {
@@ -326,7 +347,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let mut head_info = None;
     let mut correction = None;
     let judges = holdout.len() / 2;
-    let try_head = opts.head != HeadMode::Off && labelled.len() >= operating_point::MIN_LABELLED;
+    // The correction is learned on bank distances; the places' Gaussians have none.
+    let try_head = opts.head != HeadMode::Off && labelled.len() >= operating_point::MIN_LABELLED && !recipe.placed;
     if try_head && judges < HEAD_MIN_JUDGES {
         warnings.push(format!(
             "no distance correction learned from the labelled defects: it needs {} held-out good images, {} were held \
@@ -339,7 +361,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         let mut choice = ctx.learn_head(&feeder, &calibration, &holdout, &labelled)?;
         if let Some(c) = &choice.correction {
             let (fitted, bank, scales) = &calibration;
-            let model = ctx.scoring_model(fitted, bank, scales, recipe, Some(c), false)?;
+            let model = ctx.scoring_model(fitted, bank, scales, recipe, Some(c), None, false)?;
             let mut scorer = session_from_bytes(&model, threads).context("loading the calibration model")?;
             let (mut with, _) = score_validation(&mut scorer, &feeder, &validation, false, opts.progress)?;
             with.goods = odd_positions(&with.goods);
@@ -393,9 +415,15 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
     let dim = backbone.feature_dim();
     let rows = patches.len() / dim;
-    let (fitted, bank, scales, times) = ctx.bank_of(&patches, recipe.grid, basis.as_ref(), "bank")?;
+    let ((fitted, bank, scales, times), placed) = if recipe.placed {
+        let (fitted, placed, times) = ctx.placed_of(&patches, recipe)?;
+        ((fitted, Vec::new(), None, times), Some(placed))
+    } else {
+        (ctx.bank_of(&patches, recipe.grid, basis.as_ref(), "bank")?, None)
+    };
     drop(patches);
-    let model_bytes = ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref(), false)?;
+    let model_bytes =
+        ctx.scoring_model(&fitted, &bank, &scales, recipe, correction.as_deref(), placed.as_ref(), false)?;
     let bank_rows = bank.len() / fitted.dims;
     let final_s = t_final.elapsed().as_secs_f64();
     let stats = ScoreStats::of(&scores.goods);
@@ -421,6 +449,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         coreset_ratio: opts.coreset_ratio,
         max_bank_rows: ctx.max_bank_rows(recipe.grid),
         bank_rows,
+        placed: recipe.placed,
         local_scale_k: opts.local_scale_k,
         seed: opts.seed,
         blur_sigma_px: chosen_post.blur_sigma_px,
@@ -590,14 +619,22 @@ impl Ctx<'_> {
         let t0 = Instant::now();
         let feeder = Feeder::new(recipe, self.opts.tile_overlap_px);
         let (tiles, keep) = self.tiles_and_keep(&feeder, files)?;
+        // Each place's Gaussian needs every patch of every image, in grid order.
+        let keep = if recipe.placed { feeder.cells() } else { keep };
         let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x7465_6163_6800);
         let mut patches = Vec::new();
         self.features(&feeder, teach_set, keep, &mut rng, &mut patches)?;
         let seconds_features = t0.elapsed().as_secs_f64();
-        let (fitted, bank, scales, _) =
-            self.bank_of(&patches, recipe.grid, None, &format!("{}: calibration bank", recipe.describe()))?;
+        let ((fitted, bank, scales), placed) = if recipe.placed {
+            let (fitted, placed, _) = self.placed_of(&patches, recipe)?;
+            ((fitted, Vec::new(), None), Some(placed))
+        } else {
+            let (fitted, bank, scales, _) =
+                self.bank_of(&patches, recipe.grid, None, &format!("{}: calibration bank", recipe.describe()))?;
+            ((fitted, bank, scales), None)
+        };
         let t1 = Instant::now();
-        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, self.post_search)?;
+        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, placed.as_ref(), self.post_search)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
         let (scores, grids) = score_validation(&mut scorer, &feeder, v, self.post_search, self.opts.progress)?;
         let seconds_calibration = t1.elapsed().as_secs_f64();
@@ -788,6 +825,21 @@ impl Ctx<'_> {
         Ok((fitted, bank, scales, times))
     }
 
+    /// PCA of `rows` (every patch of whole images, in grid order) and the places' Gaussians in
+    /// its space.
+    fn placed_of(&self, rows: &[f32], recipe: Recipe) -> Result<(pca::Pca, PlacedGaussians, BankTimes)> {
+        let t = Instant::now();
+        let dim = self.backbone.feature_dim();
+        let mut fitted = pca::fit(rows, dim, self.opts.pca_dims, PCA_SAMPLE_ROWS, self.opts.seed)?;
+        fitted.whiten(self.opts.whiten);
+        let z = fitted.project(rows)?;
+        let (gh, gw) = (recipe.height as usize / recipe.grid, recipe.width as usize / recipe.grid);
+        let images = z.len() / (gh * gw * fitted.dims).max(1);
+        let placed = PlacedGaussians::fit(&z, images, gh, gw, fitted.dims).map_err(|e| anyhow!(e))?;
+        Ok((fitted, placed, BankTimes { pca: t.elapsed().as_secs_f64(), ..BankTimes::default() }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn scoring_model(
         &self,
         fitted: &pca::Pca,
@@ -795,6 +847,7 @@ impl Ctx<'_> {
         scales: &Option<Vec<f32>>,
         recipe: Recipe,
         correction: Option<&[f32]>,
+        placed: Option<&PlacedGaussians>,
         grid_scores: bool,
     ) -> Result<Vec<u8>> {
         let shape = recipe.shape();
@@ -809,6 +862,7 @@ impl Ctx<'_> {
             correction,
             search: nearest_search(self.backbone),
             grid_scores,
+            placed,
         };
         onnx::scoring_model(self.backbone, shape, &scoring).map_err(|e| anyhow!(e))
     }

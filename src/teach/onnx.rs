@@ -14,6 +14,7 @@
 //! attribute there).
 
 use super::backbone::{Backbone, Tap};
+use super::placed::PlacedGaussians;
 use crate::config::InputContrast;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -61,6 +62,9 @@ pub struct Scoring<'a> {
     pub correction: Option<&'a [f32]>,
     /// How each patch's nearest bank row is found.
     pub search: NearestSearch,
+    /// Score each patch by its place's Gaussian ([`super::placed`]) instead of the bank (then
+    /// `bank`, `local_scale`, `correction` and `search` are not used).
+    pub placed: Option<&'a PlacedGaussians>,
     /// Also output the patch scores on the grid before the post-processing ([`GRID_SCORES`]):
     /// for teach's calibration models, whose post-processing teach may then choose again
     /// ([`post_model`]). Shipped models leave it out.
@@ -461,10 +465,6 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
         ));
     }
     let dims = s.projection.len() / c;
-    if s.bank.is_empty() || !s.bank.len().is_multiple_of(dims) {
-        return Err(format!("scoring: the bank ({} values) is not a whole number of {dims}-d rows", s.bank.len()));
-    }
-    let rows = s.bank.len() / dims;
     let grid = s.grid_stride;
     check_grid(backbone, shape, grid).map_err(|e| format!("scoring: {e}"))?;
     let (gh, gw) = (shape.height / grid, shape.width / grid);
@@ -475,6 +475,30 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     let centred = b.node("Sub", &[&patches, &mean], vec![]);
     let proj = b.f32s(&[c, dims], s.projection);
     let z = b.node("MatMul", &[&centred, &proj], vec![]);
+    let dist = match s.placed {
+        Some(placed) => placed_distances(&mut b, &z, placed, gh * gw, dims)?,
+        None => bank_distances(&mut b, &z, s, dims)?,
+    };
+    let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
+    let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
+    post_process(&mut b, &dist_map, shape, grid, s.blur_sigma_px, s.top_fraction)?;
+    if s.grid_scores {
+        b.named("Identity", &[&dist_map], vec![], GRID_SCORES);
+        b.graph.output.push(tensor_info(GRID_SCORES, &[None, Some(1), Some(gh), Some(gw)]));
+    }
+    model.graph = MessageField::some(b.graph);
+    model.producer_name = "linesight teach".into();
+    model.producer_version = env!("CARGO_PKG_VERSION").into();
+    model.write_to_bytes().map_err(|e| format!("cannot serialise the taught model: {e}"))
+}
+
+/// Each patch's distance to its nearest bank row (÷ its local scale, + the correction): `z`
+/// `[N·P, D]` → `[N·P]`.
+fn bank_distances(b: &mut Builder, z: &str, s: &Scoring, dims: usize) -> Result<String, String> {
+    if s.bank.is_empty() || !s.bank.len().is_multiple_of(dims) {
+        return Err(format!("scoring: the bank ({} values) is not a whole number of {dims}-d rows", s.bank.len()));
+    }
+    let rows = s.bank.len() / dims;
     if let Some(scales) = s.local_scale
         && (scales.len() != rows || scales.iter().any(|v| !(v.is_finite() && *v > 0.0)))
     {
@@ -483,7 +507,7 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
             scales.len()
         ));
     }
-    let found = nearest::nearest(&mut b, &z, s.bank, dims, s.local_scale, s.search);
+    let found = nearest::nearest(b, z, s.bank, dims, s.local_scale, s.search);
     let mut dist = b.node("Sqrt", &[&found.d2], vec![]);
     if let Some(scale) = found.scale {
         dist = b.node("Div", &[&dist, &scale], vec![]);
@@ -496,22 +520,45 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
             ));
         }
         let weights = b.f32s(&[dims, 1], c);
-        let corr = b.node("MatMul", &[&z, &weights], vec![]);
+        let corr = b.node("MatMul", &[z, &weights], vec![]);
         let flat = b.i64s(&[-1]);
         let corr = b.node("Reshape", &[&corr, &flat], vec![]);
         dist = b.node("Add", &[&dist, &corr], vec![]);
     }
-    let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
-    let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
-    post_process(&mut b, &dist_map, shape, grid, s.blur_sigma_px, s.top_fraction)?;
-    if s.grid_scores {
-        b.named("Identity", &[&dist_map], vec![], GRID_SCORES);
-        b.graph.output.push(tensor_info(GRID_SCORES, &[None, Some(1), Some(gh), Some(gw)]));
+    Ok(dist)
+}
+
+/// Each patch's Mahalanobis distance to its place's Gaussian: `z` `[N·P, D]` → `[N, P, 1, D]`,
+/// less the places' means `[P, 1, D]`, times their whiteners `[P, D, D]` (MatMul broadcasts over
+/// the images), the norm of what is left, `[N, P]`.
+fn placed_distances(
+    b: &mut Builder,
+    z: &str,
+    placed: &PlacedGaussians,
+    places: usize,
+    dims: usize,
+) -> Result<String, String> {
+    if placed.gh * placed.gw != places
+        || placed.dims != dims
+        || placed.means.len() != places * dims
+        || placed.whiteners.len() != places * dims * dims
+    {
+        return Err(format!(
+            "scoring: Gaussians fitted for a {}×{} grid of {}-d patches; this input has {places} patches of {dims} dims",
+            placed.gh, placed.gw, placed.dims
+        ));
     }
-    model.graph = MessageField::some(b.graph);
-    model.producer_name = "linesight teach".into();
-    model.producer_version = env!("CARGO_PKG_VERSION").into();
-    model.write_to_bytes().map_err(|e| format!("cannot serialise the taught model: {e}"))
+    if placed.means.iter().chain(&placed.whiteners).any(|v| !v.is_finite()) {
+        return Err("scoring: the places' Gaussians hold non-finite values".into());
+    }
+    let per_place = b.i64s(&[-1, places as i64, 1, dims as i64]);
+    let z = b.node("Reshape", &[z, &per_place], vec![]);
+    let means = b.f32s(&[places, 1, dims], &placed.means);
+    let d = b.node("Sub", &[&z, &means], vec![]);
+    let whiteners = b.f32s(&[places, dims, dims], &placed.whiteners);
+    let y = b.node("MatMul", &[&d, &whiteners], vec![]);
+    let sq = b.node("ReduceSumSquare", &[&y], vec![ints("axes", &[2, 3]), int("keepdims", 0)]);
+    Ok(b.node("Sqrt", &[&sq], vec![]))
 }
 
 /// The post-processing alone: [`GRID_SCORES`] `[N, 1, h, w]` in, [`SCORE`] and [`MAP`] out, as

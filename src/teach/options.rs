@@ -24,6 +24,9 @@ pub struct TeachOptions {
     pub grid_stride: Option<usize>,
     /// `None`: chosen by validation ([`super::recipe::CONTRAST`] first, the other on the winner).
     pub input_contrast: Option<InputContrast>,
+    /// `--scorer`: `Some(true)` scores patches by their place's Gaussian ([`super::placed`]),
+    /// `Some(false)` by the bank; `None` chooses by validation.
+    pub placed: Option<bool>,
     pub tile_overlap_px: u32,
     pub coreset_ratio: f64,
     /// Upper bound on the bank (the run-time cost); `None` = [`super::learn::budget_bank_rows`].
@@ -93,6 +96,7 @@ impl TeachOptions {
             size: None,
             grid_stride: None,
             input_contrast: None,
+            placed: None,
             tile_overlap_px: 32,
             coreset_ratio: 0.25,
             max_bank_rows: None,
@@ -132,6 +136,13 @@ pub(super) fn check_options(o: &TeachOptions) -> Result<()> {
     }
     if o.pca_dims == 0 {
         problems.push("--pca-dims must be at least 1".into());
+    }
+    if o.placed == Some(true) && o.input_mode == Some(InputMode::Tile) {
+        problems.push(
+            "--scorer placed judges each place of a whole part; a tile can come from anywhere in the frame \
+             (use --input-mode resize, or --scorer bank)"
+                .into(),
+        );
     }
     if !(0.0..=1.0).contains(&o.whiten) {
         problems.push(format!("--whiten {} must be in [0, 1] (1 = full whitening, 0 = plain PCA)", o.whiten));

@@ -16,7 +16,6 @@ use super::onnx;
 pub use super::operating_point::MIN_LABELLED;
 use super::operating_point::Scores;
 use super::recipe::Recipe;
-use super::selection;
 use anyhow::{Result, anyhow, bail};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -103,15 +102,6 @@ pub struct GridScores {
     pub labelled: Vec<Vec<f32>>,
 }
 
-/// Whether `challenger` should replace `incumbent`: better on the labelled defects (against the
-/// held-out goods) in at least [`selection::CONFIDENCE`] of paired bootstrap resamples. Returns
-/// the decision and that share.
-pub fn replaces(challenger: &Scores, incumbent: &Scores, seed: u64) -> (bool, f64) {
-    let labelled_only =
-        |s: &Scores| Scores { goods: s.goods.clone(), synthetic: Vec::new(), labelled: s.labelled.clone() };
-    selection::replaces(&labelled_only(challenger), &labelled_only(incumbent), false, seed)
-}
-
 /// The validation images' scores under `post`, from their patch scores under a model of `recipe`.
 pub fn rescore(backbone: &Backbone, recipe: Recipe, post: Post, grids: &GridScores, threads: usize) -> Result<Scores> {
     let shape = recipe.shape();
@@ -154,6 +144,7 @@ mod tests {
             grid: 16,
             contrast: InputContrast::Standardised,
             channels: 3,
+            placed: false,
         }
     }
 

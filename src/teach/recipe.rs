@@ -39,6 +39,8 @@ pub struct Recipe {
     /// Model input channels: 1 when every good image is gray and the backbone can fold its colour
     /// input (see `onnx::gray_input_supported`), else 3 (RGB; gray frames repeated).
     pub channels: usize,
+    /// Patches scored by their place's Gaussian ([`super::placed`]) instead of the bank.
+    pub placed: bool,
 }
 
 impl Recipe {
@@ -47,7 +49,8 @@ impl Recipe {
             InputMode::Resize => "resize",
             InputMode::Tile => "tile",
         };
-        format!("{mode} {}×{} grid {} {}", self.width, self.height, self.grid, self.contrast.name())
+        let scorer = if self.placed { " placed" } else { "" };
+        format!("{mode} {}×{} grid {} {}{scorer}", self.width, self.height, self.grid, self.contrast.name())
     }
 
     /// The graphs' input for this recipe.
@@ -102,6 +105,8 @@ pub struct Fixed {
     pub size: Option<u32>,
     pub grid: Option<usize>,
     pub contrast: Option<InputContrast>,
+    /// `Some(true)`: score by the places' Gaussians; `Some(false)`: by the bank.
+    pub scorer: Option<bool>,
 }
 
 /// The candidates for images of `geometry`, cheapest first, on `channels` input channels. Input
@@ -126,19 +131,28 @@ pub fn candidates(geometry: Geometry, fixed: Fixed, multiple_of: u32, channels: 
                     grid,
                     contrast,
                     channels,
+                    placed: fixed.scorer == Some(true),
                 });
             }
             // Square squash: always when the images are square-ish or the size is fixed, else
             // once, at the middle size, to compare against.
             if !elongated || fixed.size.is_some() || s == SIZES[1] {
-                out.push(Recipe { mode: InputMode::Resize, width: s, height: s, grid, contrast, channels });
+                out.push(Recipe {
+                    mode: InputMode::Resize,
+                    width: s,
+                    height: s,
+                    grid,
+                    contrast,
+                    channels,
+                    placed: fixed.scorer == Some(true),
+                });
             }
         }
     }
     let tile = fixed.size.unwrap_or(TILE);
     let large = geometry.width.min(geometry.height) >= TILES_FOR_TILING * tile;
     if fixed.mode == Some(InputMode::Tile) || (fixed.mode.is_none() && large) {
-        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile, grid, contrast, channels });
+        out.push(Recipe { mode: InputMode::Tile, width: tile, height: tile, grid, contrast, channels, placed: false });
     }
     out.sort_by_key(|r| r.pixels_per_image(geometry));
     out.dedup();
@@ -171,6 +185,11 @@ pub fn refinements(winner: Recipe, fixed: Fixed) -> Vec<Recipe> {
             InputContrast::Standardised => InputContrast::Raw,
         };
         out.push(Recipe { contrast: other, ..winner });
+    }
+    // A whole part fed the same way every time has places; a tile does not (it can come from
+    // anywhere in the frame).
+    if fixed.scorer.is_none() && winner.mode == InputMode::Resize && !winner.placed {
+        out.push(Recipe { placed: true, ..winner });
     }
     out
 }
@@ -220,8 +239,13 @@ mod tests {
     #[test]
     fn fixed_options_are_kept() {
         let geo = Geometry { width: 1200, height: 3000 };
-        let fixed =
-            Fixed { mode: Some(InputMode::Resize), size: Some(192), grid: Some(8), contrast: Some(InputContrast::Raw) };
+        let fixed = Fixed {
+            mode: Some(InputMode::Resize),
+            size: Some(192),
+            grid: Some(8),
+            contrast: Some(InputContrast::Raw),
+            scorer: Some(false),
+        };
         let only = candidates(geo, fixed, 16, 3);
         assert_eq!(describe(&only), ["resize 192×192 grid 8 raw"]);
         assert_eq!(refinements(only[0], fixed), [], "a fixed grid and contrast are not refined");
@@ -234,6 +258,24 @@ mod tests {
         );
         let raw = Fixed { contrast: Some(InputContrast::Raw), ..tile };
         assert_eq!(describe(&refinements(candidates(geo, raw, 16, 3)[0], raw)), ["tile 256×256 grid 8 raw"]);
+    }
+
+    #[test]
+    fn whole_parts_also_try_the_placed_gaussians() {
+        let square = Geometry { width: 300, height: 300 };
+        let winner = candidates(square, Fixed::default(), 16, 3)[2];
+        assert_eq!(
+            describe(&refinements(winner, Fixed::default())),
+            [
+                "resize 256×256 grid 8 standardised",
+                "resize 256×256 grid 16 raw",
+                "resize 256×256 grid 16 standardised placed"
+            ]
+        );
+        let placed = Fixed { scorer: Some(true), ..Fixed::default() };
+        assert!(candidates(square, placed, 16, 3).iter().all(|r| r.placed));
+        let banked = Fixed { scorer: Some(false), ..Fixed::default() };
+        assert!(refinements(winner, banked).iter().all(|r| !r.placed));
     }
 
     #[test]

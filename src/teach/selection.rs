@@ -93,6 +93,16 @@ pub fn replaces(challenger: &Scores, incumbent: &Scores, challenger_preferred: b
     (replace, p)
 }
 
+/// [`replaces`] judged by the labelled defects alone (against the held-out goods): for the
+/// choices the synthetic defects misjudge — how the map is read (research round 11) and whether
+/// the places' Gaussians score (round 13) — which teach makes only when at least
+/// [`MIN_LABELLED`] labelled defects can judge them.
+pub fn replaces_on_labelled(challenger: &Scores, incumbent: &Scores, seed: u64) -> (bool, f64) {
+    let labelled_only =
+        |s: &Scores| Scores { goods: s.goods.clone(), synthetic: Vec::new(), labelled: s.labelled.clone() };
+    replaces(&labelled_only(challenger), &labelled_only(incumbent), false, seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

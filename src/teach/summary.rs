@@ -17,16 +17,20 @@ pub fn summary(report: &TeachReport) -> String {
             trials(&mut s, &r.post_candidates, chosen);
         }
     }
+    let scorer = if i.placed {
+        "a Gaussian of the goods at each place on the grid".to_string()
+    } else {
+        format!("bank of {}", i.bank_rows)
+    };
     let _ = writeln!(
         s,
-        "taught {}: {} images ({} teach, {} held out{}), {} patches → bank of {} × {} (PCA keeps {:.1}% of the variance; {})",
+        "taught {}: {} images ({} teach, {} held out{}), {} patches → {scorer} × {} (PCA keeps {:.1}% of the variance; {})",
         report.out.display(),
         i.images,
         i.teach_images,
         i.holdout_images,
         if i.defect_images > 0 { format!(", {} labelled defects", i.defect_images) } else { String::new() },
         i.patches,
-        i.bank_rows,
         i.pca_dims,
         100.0 * i.pca_explained,
         match i.pca_whiten {
