@@ -770,18 +770,8 @@ fn placed_scoring_graph_matches_the_rust_reference() {
     let shape = InputShape { channels: 3, height: size, width: size, contrast: InputContrast::Standardised };
     let dim = backbone.feature_dim();
     let grid = size / stride;
-    let image = |phase: f32| -> Vec<f32> {
-        (0..3 * size * size)
-            .map(|i| 0.5 + 0.4 * ((i % size) as f32 * 0.07 + (i / size) as f32 * 0.03 + phase).sin())
-            .collect()
-    };
-    let features = onnx::feature_graph(&backbone, shape, stride).unwrap();
-    let mut session = learn::session_from_bytes(&features, 1).unwrap();
-    let mut patches = |x: &[f32]| -> Vec<f32> {
-        let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
-        let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
-        out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec()
-    };
+    let image = |phase: f32| smooth_image(size, phase);
+    let mut patches = patch_rows(&backbone, shape, stride);
     let goods: Vec<f32> = (0..4).flat_map(|k| patches(&image(0.3 * k as f32))).collect();
     let mut fitted = pca::fit(&goods, dim, 8, 10_000, 0).unwrap();
     fitted.whiten(1.0);
@@ -820,6 +810,24 @@ fn placed_scoring_graph_matches_the_rust_reference() {
     assert!(err.contains("8×8 grid"), "{err}");
 }
 
+/// A smooth 3-channel test image of `size`², different for each `phase`.
+fn smooth_image(size: usize, phase: f32) -> Vec<f32> {
+    (0..3 * size * size)
+        .map(|i| 0.5 + 0.4 * ((i % size) as f32 * 0.07 + (i / size) as f32 * 0.03 + phase).sin())
+        .collect()
+}
+
+/// The feature graph's patch rows of one 3-channel input of `shape`, on the grid of `stride`.
+fn patch_rows(backbone: &Backbone, shape: InputShape, stride: usize) -> impl FnMut(&[f32]) -> Vec<f32> {
+    let features = onnx::feature_graph(backbone, shape, stride).unwrap();
+    let mut session = learn::session_from_bytes(&features, 1).unwrap();
+    move |x: &[f32]| {
+        let t = TensorRef::from_array_view(([1usize, 3, shape.height, shape.width], x)).unwrap();
+        let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
+        out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct GraphCase {
     stride: usize,
@@ -855,19 +863,9 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
     let dim = backbone.feature_dim();
     let grid = size / stride;
     // Two different smooth images.
-    let image = |phase: f32| -> Vec<f32> {
-        (0..3 * size * size)
-            .map(|i| 0.5 + 0.4 * ((i % size) as f32 * 0.07 + (i / size) as f32 * 0.03 + phase).sin())
-            .collect()
-    };
+    let image = |phase: f32| smooth_image(size, phase);
     let (a, b) = (image(0.0), image(1.3));
-    let features = onnx::feature_graph(&backbone, shape, stride).unwrap();
-    let mut session = learn::session_from_bytes(&features, 1).unwrap();
-    let mut patches = |x: &[f32]| -> Vec<f32> {
-        let t = TensorRef::from_array_view(([1usize, 3, size, size], x)).unwrap();
-        let out = session.run(ort::inputs![onnx::INPUT => t]).unwrap();
-        out[onnx::PATCHES].try_extract_tensor::<f32>().unwrap().1.to_vec()
-    };
+    let mut patches = patch_rows(&backbone, shape, stride);
     let (pa, pb) = (patches(&a), patches(&b));
     assert_eq!(pa.len(), grid * grid * dim);
 
