@@ -349,6 +349,12 @@ pub struct ModelTeachConfig {
     /// (synthetic parts: raw, the recipe the demo's rendered surfaces were taught with).
     #[serde(default)]
     pub input_contrast: Option<InputContrast>,
+    /// What judges a patch: `bank` (the nearest good patch anywhere) or `placed` (a Gaussian of
+    /// the good parts' patches at the same place; whole-part inputs only). Unset: the bank, or
+    /// the places' Gaussians when labelled `defects` show they are better, as `linesight teach`
+    /// chooses (synthetic parts: the bank).
+    #[serde(default)]
+    pub scorer: Option<TeachScorer>,
     #[serde(default = "default_coreset_ratio")]
     pub coreset_ratio: f64,
     /// Most bank rows (the run-time cost); unset: the scoring budget's.
@@ -446,6 +452,16 @@ pub enum Precision {
     Auto,
     Fp32,
     Int8,
+}
+
+/// What judges a taught model's patches (`teach::placed`).
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TeachScorer {
+    /// Distance to the nearest patch of the goods' bank, wherever it came from.
+    Bank,
+    /// Mahalanobis distance to a Gaussian of the goods' patches at the same grid cell.
+    Placed,
 }
 
 /// What a taught model's graph does to each input's contrast before the backbone.

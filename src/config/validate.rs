@@ -480,6 +480,18 @@ fn check_package(
                 cfg.pipeline.tile_overlap_px,
                 "must be smaller than model.teach.size, or 256 when it is unset (tiles overlap by less than their side)",
             );
+            // Unset, real parts' input is chosen among whole-part and tiled recipes (placed
+            // applies to the whole-part ones); synthetic parts are tiled.
+            let chosen_mode = t.input_mode.or(cfg.pipeline.input_mode);
+            let tiled =
+                chosen_mode == Some(super::InputMode::Tile) || (chosen_mode.is_none() && t.synthetic_parts.is_some());
+            c.check(
+                t.scorer != Some(super::TeachScorer::Placed) || !tiled,
+                format!("{prefix}.teach.scorer"),
+                "placed",
+                "judges each place of a whole part, and these parts are tiled (a tile can come from anywhere in \
+                 the frame): set model.teach.input_mode = \"resize\", or scorer = \"bank\"",
+            );
             if let Some(stride) = t.grid_stride {
                 c.check(
                     matches!(stride, 8 | 16),

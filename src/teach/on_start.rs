@@ -7,7 +7,7 @@
 //! folder and the first rename wins, the other keeps the winner's package.
 
 use super::learn::{TeachOptions, teach};
-use crate::config::{InputContrast, InputMode, LoadedConfig, ModelTeachConfig, Precision, SourceConfig};
+use crate::config::{InputContrast, InputMode, LoadedConfig, ModelTeachConfig, Precision, SourceConfig, TeachScorer};
 use crate::synth::{Generator, SynthParams};
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
@@ -122,6 +122,10 @@ pub fn options(
     let pipeline = &loaded.config.pipeline;
     let input_mode = t.input_mode.or(pipeline.input_mode);
     opts.tile_overlap_px = pipeline.tile_overlap_px;
+    opts.placed = match kind {
+        Images::Real => t.scorer.map(|s| s == TeachScorer::Placed),
+        Images::Synthetic => Some(t.scorer == Some(TeachScorer::Placed)),
+    };
     (opts.input_mode, opts.size, opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match kind {
         Images::Real => (input_mode, t.size, t.grid_stride, t.input_contrast, t.threshold_sigmas),
         Images::Synthetic => (
@@ -237,6 +241,12 @@ mod tests {
         assert_eq!(opts.defects.as_deref(), Some(dir.path().join("scratches").as_path()));
         assert_eq!(opts.time_budget_s, 120.0);
         assert_eq!(opts.threshold_sigmas, None, "real parts: the threshold at the stated overkill or escape");
+        assert_eq!(opts.placed, None, "what judges a patch is chosen by validation");
+
+        let loaded = demo_with(dir.path(), "input_mode = \"resize\"\nscorer = \"placed\"").unwrap();
+        let t = loaded.config.model.teach.as_ref().unwrap();
+        let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &loaded).unwrap();
+        assert_eq!((opts.input_mode, opts.placed), (Some(InputMode::Resize), Some(true)));
 
         // Unset: `linesight teach`'s defaults.
         let loaded = demo_with(dir.path(), "").unwrap();
@@ -281,6 +291,8 @@ mod tests {
             ("defects = \"nowhere\"", "model.teach.defects", "no such folder"),
             ("time_budget_s = 0", "model.teach.time_budget_s", "e.g. 600"),
             ("time_budget_s = inf", "model.teach.time_budget_s", "e.g. 600"),
+            // The demo teaches synthetic parts, which are tiled.
+            ("scorer = \"placed\"", "model.teach.scorer", "input_mode = \"resize\""),
         ] {
             let e = demo_with(dir.path(), setting).expect_err(setting);
             assert!(e.contains(path) && e.contains(says), "{setting}: {e}");
