@@ -477,7 +477,15 @@ fn a_teach_job_teaches_and_installs_a_model_while_the_station_runs() {
     let candidates = job["teach"]["recipe"]["candidates"].as_array().expect("the recipe search's candidates");
     let tried: Vec<&str> = candidates.iter().filter_map(|c| c["recipe"].as_str()).collect();
     assert_eq!(tried.first(), Some(&"resize 160×160 grid 16 standardised"), "{job}");
-    assert!(tried.len() == 5 && tried.iter().any(|r| r.contains("grid 8")) && tried.iter().any(|r| r.ends_with("raw")));
+    // The sizes, then on the winner the finer grid, raw contrast and (with labelled defects to
+    // judge it) the places' Gaussians.
+    assert!(
+        tried.len() == 6
+            && tried.iter().any(|r| r.contains("grid 8"))
+            && tried.iter().any(|r| r.ends_with("raw"))
+            && tried.iter().any(|r| r.ends_with(" placed")),
+        "{tried:?}"
+    );
     let rule = job["teach"]["threshold_rule"].as_str().unwrap();
     assert!(rule.contains("95th percentile of the held-out good scores (expected overkill 5%)"), "{rule}");
     assert_eq!(job["teach"]["defect_images"], 6, "the job's labelled defects were used: {job}");
