@@ -830,8 +830,7 @@ impl Ctx<'_> {
     fn placed_of(&self, rows: &[f32], recipe: Recipe) -> Result<(pca::Pca, PlacedGaussians, BankTimes)> {
         let t = Instant::now();
         let dim = self.backbone.feature_dim();
-        let mut fitted = pca::fit(rows, dim, self.opts.pca_dims, PCA_SAMPLE_ROWS, self.opts.seed)?;
-        fitted.whiten(self.opts.whiten);
+        let fitted = fit_pca(rows, dim, self.opts)?;
         let z = fitted.project(rows)?;
         let (gh, gw) = (recipe.height as usize / recipe.grid, recipe.width as usize / recipe.grid);
         let images = z.len() / (gh * gw * fitted.dims).max(1);
@@ -997,11 +996,7 @@ fn learn_bank(
     let t1 = Instant::now();
     let fitted = match basis {
         Some(b) => b.clone(),
-        None => {
-            let mut fitted = pca::fit(rows, dim, opts.pca_dims, PCA_SAMPLE_ROWS, opts.seed)?;
-            fitted.whiten(opts.whiten);
-            fitted
-        }
+        None => fit_pca(rows, dim, opts)?,
     };
     let projected = fitted.project(rows)?;
     let pca_s = t1.elapsed().as_secs_f64();
@@ -1036,6 +1031,14 @@ fn learn_bank(
         bank.extend_from_slice(&candidates[r * fitted.dims..(r + 1) * fitted.dims]);
     }
     Ok(((fitted, bank), pca_s, t2.elapsed().as_secs_f64()))
+}
+
+/// The teach PCA of `rows` (`dim` wide): `--pca-dims` components fitted on a seeded sample,
+/// whitened to `--whiten`; the bank and the places' Gaussians both live in its space.
+fn fit_pca(rows: &[f32], dim: usize, opts: &TeachOptions) -> Result<pca::Pca> {
+    let mut fitted = pca::fit(rows, dim, opts.pca_dims, PCA_SAMPLE_ROWS, opts.seed)?;
+    fitted.whiten(opts.whiten);
+    Ok(fitted)
 }
 
 /// The greedy coreset runs on at most this many candidate rows per bank row.
