@@ -207,7 +207,12 @@ fn percentiles_ms(mut v: Vec<u64>) -> String {
 /// How many separate moments the line thread noticed misses at: misses whose `missed_ns` lie
 /// within `window_ns` of the previous one belong to the same stall.
 fn stall_events(missed: &[&Value], window_ns: u64) -> usize {
-    let mut at: Vec<u64> = missed.iter().map(|r| ns(r, "missed_ns")).collect();
+    stalls_at(missed.iter().map(|r| ns(r, "missed_ns")).collect(), window_ns)
+}
+
+/// How many separate moments `at` (ns) holds: instants within `window_ns` of the previous one
+/// belong to the same stall.
+fn stalls_at(mut at: Vec<u64>, window_ns: u64) -> usize {
     at.sort_unstable();
     at.windows(2).filter(|w| w[1] - w[0] > window_ns).count() + usize::from(!at.is_empty())
 }
@@ -274,26 +279,47 @@ fn every_fired_reject_reaches_the_plc_once_inside_its_fire_window() {
             ns(r, "missed_ns").saturating_sub(ns(r, "deadline_ns")) as f64 / 1e6
         );
     }
+    let plc_log = PlcLog(plc.records());
+    let ons = plc_log.reject_ons();
+    // A reject the line thread fired but the I/O task got to past its window (the same host
+    // stall, on the other thread) is not written late: it is counted undelivered and logged.
+    let (delivered, undelivered): (Vec<&Value>, Vec<&Value>) = fired.iter().copied().partition(|r| {
+        let deadline = ns(r, "deadline_ns");
+        ons.iter().any(|&on| on >= deadline && on <= deadline + LATE_BOUND_NS)
+    });
+    for r in &undelivered {
+        eprintln!(
+            "WARNING: modbus: the reject for seq {} was fired but not written: the I/O task got to it past its window",
+            r["seq"]
+        );
+    }
+    assert!(
+        undelivered.is_empty() || log.lock().unwrap().contains("rejects not delivered"),
+        "rejects not written are reported in the station's log:\n{}",
+        log.lock().unwrap()
+    );
     // One host stall (the line thread descheduled for ~100 ms) makes every reject due during it
-    // a miss, all noticed at the same instant when the thread runs again: such misses are one
-    // stall, counted once. A line thread that waits on anything but its clock stalls again and
-    // again, and that is what the limit catches.
-    let stalls = stall_events(&missed, 15_000_000);
+    // a miss, all noticed at the same instant when the thread runs again (and a reject the line
+    // thread fired then may find the I/O task stalled too): such misses are one stall, counted
+    // once. A line thread that waits on anything but its clock stalls again and again, and that
+    // is what the limit catches.
+    let instants = missed.iter().map(|r| ns(r, "missed_ns")).chain(undelivered.iter().map(|r| ns(r, "fired_ns")));
+    let stalls = stalls_at(instants.collect(), 15_000_000);
     let allowed = (fired.len() / 100).max(1);
     assert!(
         stalls <= allowed,
-        "{} of {} rejects missed their fire window on an idle link, in {stalls} separate stalls of the line thread (at most {allowed} allowed):\n{}",
+        "{} of {} rejects missed their fire window and {} fired ones were not written on an idle link, in {stalls} separate stalls (at most {allowed} allowed):\n{}",
         missed.len(),
         missed.len() + fired.len(),
+        undelivered.len(),
         log.lock().unwrap()
     );
 
-    let log = PlcLog(plc.records());
+    let log = plc_log;
     let stop_line: Vec<&Value> = log.writes(5, STOP_LINE_COIL).collect();
     assert_eq!(stop_line.len(), 1, "the stop-line coil is cleared once at start-up, and never set: {stop_line:?}");
     assert_eq!(stop_line[0]["values"][0], false);
-    let ons = log.reject_ons();
-    let timing = match_rejects(&fired, &ons);
+    let timing = match_rejects(&delivered, &ons);
     // Every pulse ends: an OFF after each ON (before the next ON when they overlap).
     let offs = log.reject_offs();
     for (i, on) in ons.iter().enumerate() {
