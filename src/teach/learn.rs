@@ -412,8 +412,13 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let t_final = Instant::now();
     set_stage(opts, || format!("teaching {} on all {} images", recipe.describe(), files.len()));
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x686f_6c64);
-    ctx.features(&feeder, &holdout, keep, &mut rng, &mut patches)?;
     let dim = backbone.feature_dim();
+    let added = if recipe.placed {
+        placed_images(&holdout, keep, patches.len() / (dim * keep).max(1), opts)
+    } else {
+        holdout.clone()
+    };
+    ctx.features(&feeder, &added, keep, &mut rng, &mut patches)?;
     let rows = patches.len() / dim;
     let ((fitted, bank, scales, times), placed) = if recipe.placed {
         let (fitted, placed, times) = ctx.placed_of(&patches, recipe)?;
@@ -619,11 +624,16 @@ impl Ctx<'_> {
         let t0 = Instant::now();
         let feeder = Feeder::new(recipe, self.opts.tile_overlap_px);
         let (tiles, keep) = self.tiles_and_keep(&feeder, files)?;
-        // Each place's Gaussian needs every patch of every image, in grid order.
-        let keep = if recipe.placed { feeder.cells() } else { keep };
+        // Each place's Gaussian needs every patch of an image, in grid order: thinned by whole
+        // images instead.
+        let (keep, teach_set) = if recipe.placed {
+            (feeder.cells(), placed_images(teach_set, feeder.cells(), 0, self.opts))
+        } else {
+            (keep, teach_set.to_vec())
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ 0x7465_6163_6800);
         let mut patches = Vec::new();
-        self.features(&feeder, teach_set, keep, &mut rng, &mut patches)?;
+        self.features(&feeder, &teach_set, keep, &mut rng, &mut patches)?;
         let seconds_features = t0.elapsed().as_secs_f64();
         let ((fitted, bank, scales), placed) = if recipe.placed {
             let (fitted, placed, _) = self.placed_of(&patches, recipe)?;
@@ -1044,6 +1054,21 @@ fn fit_pca(rows: &[f32], dim: usize, opts: &TeachOptions) -> Result<pca::Pca> {
 /// The greedy coreset runs on at most this many candidate rows per bank row.
 pub const CORESET_POOL_PER_ROW: usize = 16;
 
+/// The images whose every patch the places' Gaussians are fitted on, `taken` images already in:
+/// all of `paths` while the lot stays within `max_patches` rows of `cells` each, else a seeded
+/// sample (in name order) that fills it — at least one image when none is in yet, so that a teach
+/// set always yields a model.
+fn placed_images(paths: &[PathBuf], cells: usize, taken: usize, opts: &TeachOptions) -> Vec<PathBuf> {
+    let room = (opts.max_patches / cells.max(1)).saturating_sub(taken).max(usize::from(taken == 0));
+    if paths.len() <= room {
+        return paths.to_vec();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x706c_6163_6564);
+    let mut chosen = rand::seq::index::sample(&mut rng, paths.len(), room).into_vec();
+    chosen.sort_unstable();
+    chosen.into_iter().map(|i| paths[i].clone()).collect()
+}
+
 /// Seeded sorted sample of `CORESET_POOL_PER_ROW · k` of `n` rows, or `None` when `n` is already
 /// that small.
 fn coreset_pool(n: usize, k: usize, seed: u64) -> Option<Vec<usize>> {
@@ -1255,6 +1280,22 @@ fn progress_spinner(show: bool, message: &str) -> indicatif::ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_places_gaussians_are_thinned_by_whole_images_within_max_patches() {
+        let paths: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("{i:03}.png"))).collect();
+        let opts = TeachOptions { max_patches: 2_560, ..TeachOptions::new("goods", "out", "backbone") };
+        // 256 cells an image: room for 10 images.
+        let first = placed_images(&paths, 256, 0, &opts);
+        assert_eq!(first.len(), 10);
+        assert!(first.windows(2).all(|w| w[0] < w[1]), "in name order");
+        assert_eq!(first, placed_images(&paths, 256, 0, &opts), "seeded");
+        assert_eq!(placed_images(&paths, 256, 7, &opts).len(), 3, "only the room left");
+        assert!(placed_images(&paths, 256, 10, &opts).is_empty(), "full: nothing more");
+        assert_eq!(placed_images(&paths[..5], 256, 0, &opts).len(), 5, "a small set whole");
+        let tiny = TeachOptions { max_patches: 10, ..TeachOptions::new("goods", "out", "backbone") };
+        assert_eq!(placed_images(&paths, 256, 0, &tiny).len(), 1, "never an empty teach set");
+    }
 
     #[test]
     fn split_is_seeded_and_keeps_name_order() {
