@@ -570,7 +570,8 @@ fn plc_gone_for_five_seconds_and_back() {
     let undelivered: Vec<&Value> = fired.iter().copied().filter(|r| !delivered.contains(r)).collect();
     assert!(!undelivered.is_empty());
     // Outside the outage, a reject the I/O thread got to past its window (a host stall on a
-    // shared VM) is counted undelivered too: a rare one is allowed, loudly.
+    // shared VM) is counted undelivered too: rare stalls are allowed, loudly, each counted once
+    // however many rejects were due during it (as in the fire-window test above).
     let outside: Vec<&&Value> = undelivered
         .iter()
         .filter(|r| {
@@ -581,10 +582,11 @@ fn plc_gone_for_five_seconds_and_back() {
     for r in &outside {
         eprintln!("WARNING: modbus outage test: the reject for seq {} was lost outside the outage", r["seq"]);
     }
+    let stalls = stalls_at(outside.iter().map(|r| ns(r, "fired_ns")).collect(), 15_000_000);
     let allowed = (fired.len() / 100).max(1);
     assert!(
-        outside.len() <= allowed,
-        "{} rejects lost outside the outage (at most {allowed} allowed): {:?}",
+        stalls <= allowed,
+        "{} rejects lost outside the outage, in {stalls} separate stalls (at most {allowed} allowed): {:?}",
         outside.len(),
         outside.iter().map(|r| &r["seq"]).collect::<Vec<_>>()
     );
