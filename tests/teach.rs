@@ -103,6 +103,8 @@ fn teach_then_eval_round_trip() {
     );
     assert!(ok, "teach failed:\n{out}\n{err}");
     assert!(out.contains("teach time") && out.contains("peak memory"), "{out}");
+    // Without labelled defects the escape printed is the painted marks', said to be a proxy.
+    assert!(out.contains("synthetic defects (painted marks, a proxy") && out.contains("--defects DIR"), "{out}");
 
     // The package is an ordinary anomaly package that records how it was taught.
     let m = manifest(&package);
@@ -179,6 +181,7 @@ fn recipe_search_and_labelled_defects() {
     assert!(ok, "teach failed:\n{out}\n{err}");
     assert!(err.contains("broken.jpg") && err.contains("odd.png") && err.contains("4×3"), "{err}");
     assert!(err.contains("2 of 8 file(s) skipped; 6 used"), "{err}");
+    assert!(out.contains("of the 6 labelled defects") && !out.contains("painted marks, a proxy"), "{out}");
     let m = manifest(&package);
     let teach = &m["teach"];
     assert_eq!(teach["defect_images"].as_integer(), Some(6));

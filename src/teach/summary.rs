@@ -51,9 +51,18 @@ pub fn summary(report: &TeachReport) -> String {
             let labelled = op
                 .estimated_escape_labelled
                 .map_or_else(String::new, |e| format!(", {} of the {} labelled defects", pct(e), op.labelled_defects));
+            // Painted marks are a proxy, written for no product in particular: on real parts they
+            // have mostly been harder to catch than the real defects (docs/TEACH.md, step 6), so
+            // without labelled defects the operator is told what would give a real estimate.
+            let proxy = if op.estimated_escape_labelled.is_none() {
+                " (painted marks, a proxy that is usually harsher than real defects; `--defects DIR` with a few \
+                 real ones estimates it on them)"
+            } else {
+                ""
+            };
             let synthetic = op.estimated_escape_synthetic.map_or_else(
                 || "no synthetic defect could be painted".to_string(),
-                |e| format!("{} of {} synthetic defects", pct(e), op.synthetic_defects),
+                |e| format!("{} of {} synthetic defects{proxy}", pct(e), op.synthetic_defects),
             );
             let _ = writeln!(
                 s,
