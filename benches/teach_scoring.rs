@@ -71,6 +71,7 @@ fn taught_graph(backbone: &Backbone, size: usize, grid: usize, rows: usize) -> V
         search: nearest_search(backbone),
         grid_scores: false,
         placed: None,
+        place_scale: None,
     };
     onnx::scoring_model(
         backbone,

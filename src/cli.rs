@@ -27,7 +27,7 @@ pub enum Command {
     /// Learn an anomaly model from good parts only (PatchCore-style: backbone features, a
     /// coreset memory bank, a threshold calibrated on held-out good images); writes a model
     /// package of task `anomaly` that `run`, `check` and `eval` load.
-    Teach(TeachArgs),
+    Teach(Box<TeachArgs>),
     /// Write the parts operators reviewed (labelled good or defect, with an archived image) in
     /// the MVTec AD layout, for `eval --dataset OUT/test` and `teach --defects OUT/test/<class>`.
     ExportReviewed(ExportReviewedArgs),
@@ -124,6 +124,11 @@ pub struct TeachArgs {
     /// chosen by validation, the bank first and placed tried on the winning input recipe].
     #[arg(long, value_name = "bank|placed")]
     pub scorer: Option<String>,
+    /// Divide each place's patch scores by what the held-out good parts typically score there:
+    /// `on`, `off`, or `auto` (when the places differ enough, as on parts fixtured in the frame;
+    /// whole-part inputs only).
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    pub place_scale: String,
     /// Overlap between tiles in `tile` mode, pixels.
     #[arg(long, default_value_t = 32)]
     pub tile_overlap: u32,

@@ -412,6 +412,73 @@ fn the_placed_scorer_can_be_chosen_and_is_refused_for_tiles() {
 }
 
 #[test]
+fn the_place_scale_is_measured_recorded_and_can_be_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = good_parts(dir.path(), 60, 11);
+    let structure = |package: &Path| {
+        let m = manifest(package);
+        (
+            m["teach"]["place_scale"].as_bool().unwrap(),
+            m["teach"].get("place_structure").and_then(toml::Value::as_float),
+        )
+    };
+    // Auto: measured on the held-out goods and used only from the threshold on.
+    let auto = dir.path().join("auto");
+    let (ok, out, err) = teach_cmd(&images, &auto, &["--size", "128", "--input-mode", "resize"]);
+    assert!(
+        ok,
+        "teach failed:
+{out}
+{err}"
+    );
+    let (used, measured) = structure(&auto);
+    let measured = measured.expect("whole parts: the places' structure is measured");
+    assert!(measured.is_finite() && measured >= 0.0);
+    assert_eq!(used, measured >= linesight::teach::place_scale::MIN_STRUCTURE, "{measured}");
+    assert!(out.contains("places of the grid:"), "{out}");
+    // Forced on and off, whatever the places say; the thresholds follow from the scores each
+    // model computes, so they differ.
+    let on = dir.path().join("on");
+    let (ok, out, err) = teach_cmd(&images, &on, &["--size", "128", "--input-mode", "resize", "--place-scale", "on"]);
+    assert!(
+        ok,
+        "teach failed:
+{out}
+{err}"
+    );
+    assert_eq!(structure(&on), (true, Some(measured)));
+    assert!(out.contains("divided by what good parts score there"), "{out}");
+    let off = dir.path().join("off");
+    let (ok, out, err) = teach_cmd(&images, &off, &["--size", "128", "--input-mode", "resize", "--place-scale", "off"]);
+    assert!(
+        ok,
+        "teach failed:
+{out}
+{err}"
+    );
+    assert_eq!(structure(&off), (false, None), "off: not even measured");
+    let threshold = |p: &Path| manifest(p)["task"]["threshold"].as_float().unwrap();
+    assert_ne!(threshold(&on), threshold(&off));
+    // Tiles have no fixed places: forced on, it is not used, and teach says so.
+    let tiles = dir.path().join("tiles");
+    let (ok, out, err) = teach_cmd(
+        &images,
+        &tiles,
+        &["--input-mode", "tile", "--size", "64", "--blur-sigma", "4", "--place-scale", "on"],
+    );
+    assert!(
+        ok,
+        "teach failed:
+{out}
+{err}"
+    );
+    assert_eq!(structure(&tiles), (false, None));
+    assert!(format!("{out}{err}").contains("--place-scale on: not used"), "{out}\n{err}");
+    let (ok, _, err) = teach_cmd(&images, &dir.path().join("bad"), &["--place-scale", "sometimes"]);
+    assert!(!ok && err.contains("--place-scale \"sometimes\""), "{err}");
+}
+
+#[test]
 fn too_few_images_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let images = ten_good_parts(dir.path());
@@ -792,6 +859,7 @@ fn placed_scoring_graph_matches_the_rust_reference() {
         search: NearestSearch::Exact,
         grid_scores: true,
         placed: Some(&placed),
+        place_scale: None,
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
     let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
@@ -811,6 +879,33 @@ fn placed_scoring_graph_matches_the_rust_reference() {
     let other = InputShape { height: 96, ..shape };
     let err = onnx::scoring_model(&backbone, other, &scoring).unwrap_err();
     assert!(err.contains("8×8 grid"), "{err}");
+
+    // The places' scale: each place's patch score divided by it before the map (the grid scores
+    // stay as they were, what teach measures the scale on), and the post-processing graph given
+    // the same scale reads those grid scores to the same image score, as teach's rescoring does.
+    let hot = on_grid.iter().enumerate().fold(0, |best, (i, &v)| if v > on_grid[best] { i } else { best });
+    let mut scale = vec![1.0f32; grid * grid];
+    scale[hot] = 4.0;
+    let scaled = Scoring { place_scale: Some(&scale), ..scoring };
+    let model = onnx::scoring_model(&backbone, shape, &scaled).unwrap();
+    let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
+    let t = TensorRef::from_array_view(([1usize, 3, size, size], &probe[..])).unwrap();
+    let out = scorer.run(ort::inputs![onnx::INPUT => t]).unwrap();
+    let scaled_score = out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0];
+    assert_eq!(out[onnx::GRID_SCORES].try_extract_tensor::<f32>().unwrap().1, &on_grid[..]);
+    let want: f32 = on_grid.iter().zip(&scale).map(|(v, s)| v / s).fold(f32::MIN, f32::max);
+    assert!(want < max && (scaled_score - want).abs() <= 1e-3 * want, "scaled score {scaled_score}, want {want}");
+    let post = onnx::post_model(&backbone, shape, stride, 0.05, 1.0 / (size * size) as f32, Some(&scale)).unwrap();
+    let mut post = learn::session_from_bytes(&post, 1).unwrap();
+    let t = TensorRef::from_array_view(([1usize, 1, grid, grid], &on_grid[..])).unwrap();
+    let out = post.run(ort::inputs![onnx::GRID_SCORES => t]).unwrap();
+    assert_eq!(out[onnx::SCORE].try_extract_tensor::<f32>().unwrap().1[0], scaled_score);
+    // A scale of the wrong size, or with a zero, is refused.
+    let short = Scoring { place_scale: Some(&scale[1..]), ..scoring };
+    assert!(onnx::scoring_model(&backbone, shape, &short).unwrap_err().contains("place scales"));
+    scale[0] = 0.0;
+    let zero = Scoring { place_scale: Some(&scale), ..scoring };
+    assert!(onnx::scoring_model(&backbone, shape, &zero).unwrap_err().contains("finite and > 0"));
 }
 
 /// A smooth 3-channel test image of `size`², different for each `phase`.
@@ -892,6 +987,7 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
         search,
         grid_scores: true,
         placed: None,
+        place_scale: None,
     };
     let model = onnx::scoring_model(&backbone, shape, &scoring).unwrap();
     let mut scorer = learn::session_from_bytes(&model, 1).unwrap();
@@ -933,7 +1029,7 @@ fn scoring_graph_matches_on_grid(case: GraphCase, search: NearestSearch) {
     let tol = 2e-3 * want.max(1.0);
     // The post-processing alone, on the model's own patch scores, gives the model's score and
     // map: what teach's search over the map's smoothing relies on.
-    let post = onnx::post_model(&backbone, shape, stride, blur, 1.0 / (size * size) as f32).unwrap();
+    let post = onnx::post_model(&backbone, shape, stride, blur, 1.0 / (size * size) as f32, None).unwrap();
     let mut post = learn::session_from_bytes(&post, 1).unwrap();
     // Both images as one batch, as an image's tiles are fed: each item its own score and map.
     let both = [grid_a.as_slice(), grid_scores.as_slice()].concat();

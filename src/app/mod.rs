@@ -19,7 +19,7 @@ pub fn main(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth(args),
         Command::Calibrate(args) => calibrate(args),
         Command::Eval(args) => eval(args),
-        Command::Teach(args) => teach(args),
+        Command::Teach(args) => teach(*args),
         Command::ExportReviewed(args) => export_reviewed(args),
         Command::Hub(args) => crate::hub::run(&args.config),
         Command::PublishRecipe(args) => crate::hub::publish_recipe(
@@ -55,6 +55,14 @@ fn teach(args: TeachArgs) -> Result<()> {
             "--scorer {other:?}: use `bank` (nearest good patch anywhere) or `placed` (the good parts' patches at the same place)"
         ),
     };
+    let place_scale = match args.place_scale.as_str() {
+        "auto" => None,
+        "on" => Some(true),
+        "off" => Some(false),
+        other => bail!(
+            "--place-scale {other:?}: use `auto` (when the places differ enough), `on` or `off` (every place alike)"
+        ),
+    };
     let precision = Precision::parse(&args.precision).map_err(anyhow::Error::msg)?;
     let backbone = args.backbone.unwrap_or_else(config::default_backbone);
     if precision == Precision::Int8
@@ -68,6 +76,7 @@ fn teach(args: TeachArgs) -> Result<()> {
     opts.grid_stride = args.grid_stride;
     opts.input_contrast = input_contrast;
     opts.placed = placed;
+    opts.place_scale = place_scale;
     opts.tile_overlap_px = args.tile_overlap;
     opts.coreset_ratio = args.coreset_ratio;
     opts.max_bank_rows = args.max_bank_rows;

@@ -382,6 +382,14 @@ pub struct TeachInfo {
     /// (`teach::placed`), not by the bank (then `bank_rows` is 0).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub placed: bool,
+    /// Each place's patch scores are divided by the held-out goods' typical score there
+    /// (`teach::place_scale`).
+    #[serde(default)]
+    pub place_scale: bool,
+    /// How much the places' typical good scores differ (what `place_scale` was decided on);
+    /// absent for tiles and the places' Gaussians.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_structure: Option<f64>,
     pub seed: u64,
     pub blur_sigma_px: f32,
     pub top_fraction: f32,

@@ -55,12 +55,14 @@ pub use super::options::{Stage, TeachOptions};
 use super::options::{check_options, set_stage};
 use super::package::write_package;
 use super::pca;
+use super::place_scale;
 use super::placed::PlacedGaussians;
 use super::post::{self, GridScores, Post};
 use super::precision;
 use super::recipe::{self, Fixed, Geometry, Recipe};
 use super::selection;
 use super::synthetic;
+use crate::config::InputMode;
 use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial, TeachInfo};
 use crate::sources::mask_files;
 use crate::stages::infer::runtime;
@@ -198,7 +200,18 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // How the map is read is searched on the winner only with labelled defects to judge it and
     // something left to choose; only then do the calibration models keep their patch scores.
     let post_search = labelled.len() >= operating_point::MIN_LABELLED && fixed_post.leaves_choice();
-    let ctx = Ctx { opts, backbone: &backbone, threads, post: fixed_post.starting(), post_search };
+    // The calibration models keep their patch scores on the grid when the map's reading is
+    // searched or the places' scale may be measured on them.
+    let keep_grids = post_search || opts.place_scale != Some(false);
+    let ctx = Ctx {
+        opts,
+        backbone: &backbone,
+        threads,
+        post: fixed_post.starting(),
+        post_search,
+        keep_grids,
+        place_scale: None,
+    };
 
     // The search: every candidate taught from the teach split and judged on the validation set,
     // cheapest first, as long as the candidate and the final teach still fit the time budget.
@@ -317,10 +330,10 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         set_stage(opts, || format!("trying {} ways to read the anomaly map", alternatives.len() + 1));
         post_trials.push(post_trial(ctx.post, &scores, 0.0, true, None));
         // Every side of a comparison through the same post-processing graph (the incumbent too).
-        let mut incumbent = post::rescore(&backbone, recipe, ctx.post, &grids, threads)?;
+        let mut incumbent = post::rescore(&backbone, recipe, ctx.post, None, &grids, threads)?;
         for alt in alternatives {
             let t = Instant::now();
-            let rescored = post::rescore(&backbone, recipe, alt, &grids, threads)?;
+            let rescored = post::rescore(&backbone, recipe, alt, None, &grids, threads)?;
             let (replace, p) = selection::replaces_on_labelled(&rescored, &incumbent, opts.seed);
             tracing::info!(post = %alt.describe(), beat_best = p, replace, "teach post-processing candidate");
             post_trials.push(post_trial(alt, &rescored, t.elapsed().as_secs_f64(), false, Some(p)));
@@ -334,8 +347,35 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
             scores = incumbent;
         }
     }
+    // Where parts are fixtured, each place's patch scores over what the held-out goods score
+    // there (see `place_scale`): measured on the winner's grids, used when the places differ
+    // enough (or as `--place-scale` says), and the validation images rescored with it.
+    let measured = if recipe.mode == InputMode::Tile || recipe.placed {
+        None
+    } else {
+        place_scale::measure(&grids.goods, recipe.height as usize / recipe.grid, recipe.width as usize / recipe.grid)
+    };
+    let use_scale = match (opts.place_scale, &measured) {
+        (Some(false), _) | (_, None) => false,
+        (Some(true), Some(_)) => true,
+        (None, Some(m)) => m.worth_it(),
+    };
+    if opts.place_scale == Some(true) && measured.is_none() {
+        warnings.push(format!(
+            "--place-scale on: not used, {}",
+            if recipe.mode == InputMode::Tile || recipe.placed {
+                "tiles and the places' Gaussians have no fixed places to scale"
+            } else {
+                "too few held-out good images to measure it on"
+            }
+        ));
+    }
+    let place_scale = measured.as_ref().filter(|_| use_scale).map(|m| m.scale.clone());
+    if let Some(scale) = &place_scale {
+        scores = post::rescore(&backbone, recipe, chosen_post, Some(scale), &grids, threads)?;
+    }
     drop(grids);
-    let ctx = Ctx { post: chosen_post, ..ctx };
+    let ctx = Ctx { post: chosen_post, place_scale, ..ctx };
     let feeder = Feeder::new(recipe, opts.tile_overlap_px);
     warnings.extend(suspects(&holdout, &scores.goods, "scores"));
     let per_image: Vec<usize> = teach_set.iter().map(|p| Ok(feeder.tile_count(p)? * keep)).collect::<Result<_>>()?;
@@ -455,6 +495,8 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         max_bank_rows: ctx.max_bank_rows(recipe.grid),
         bank_rows,
         placed: recipe.placed,
+        place_scale: ctx.place_scale.is_some(),
+        place_structure: measured.as_ref().map(|m| round4(m.structure)),
         local_scale_k: opts.local_scale_k,
         seed: opts.seed,
         blur_sigma_px: chosen_post.blur_sigma_px,
@@ -583,6 +625,11 @@ struct Ctx<'a> {
     post: Post,
     /// Whether the calibration models keep their patch scores for the post-processing search.
     post_search: bool,
+    /// Whether the calibration models keep their patch scores on the grid at all.
+    keep_grids: bool,
+    /// Each place's typical good score over the median place's, once chosen
+    /// ([`super::place_scale`]): the models built from then on divide by it.
+    place_scale: Option<Vec<f32>>,
 }
 
 /// Seconds spent in the bank's steps.
@@ -644,9 +691,9 @@ impl Ctx<'_> {
             ((fitted, bank, scales), None)
         };
         let t1 = Instant::now();
-        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, placed.as_ref(), self.post_search)?;
+        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, placed.as_ref(), self.keep_grids)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
-        let (scores, grids) = score_validation(&mut scorer, &feeder, v, self.post_search, self.opts.progress)?;
+        let (scores, grids) = score_validation(&mut scorer, &feeder, v, self.keep_grids, self.opts.progress)?;
         let seconds_calibration = t1.elapsed().as_secs_f64();
         let (synthetic, labelled) = scores.aurocs();
         let synthetic = synthetic.unwrap_or(0.5);
@@ -872,6 +919,7 @@ impl Ctx<'_> {
             search: nearest_search(self.backbone),
             grid_scores,
             placed,
+            place_scale: self.place_scale.as_deref(),
         };
         onnx::scoring_model(self.backbone, shape, &scoring).map_err(|e| anyhow!(e))
     }

@@ -26,6 +26,7 @@ pub mod operating_point;
 pub mod options;
 mod package;
 pub mod pca;
+pub mod place_scale;
 pub mod placed;
 pub mod post;
 pub mod precision;

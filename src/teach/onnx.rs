@@ -65,6 +65,10 @@ pub struct Scoring<'a> {
     /// Score each patch by its place's Gaussian ([`super::placed`]) instead of the bank (then
     /// `bank`, `local_scale`, `correction` and `search` are not used).
     pub placed: Option<&'a PlacedGaussians>,
+    /// Each place's typical good score over the median place's, row-major `[h, w]`
+    /// ([`super::place_scale`]): patch scores are divided by it before the map is smoothed.
+    /// `None`: every place alike.
+    pub place_scale: Option<&'a [f32]>,
     /// Also output the patch scores on the grid before the post-processing ([`GRID_SCORES`]):
     /// for teach's calibration models, whose post-processing teach may then choose again
     /// ([`post_model`]). Shipped models leave it out.
@@ -481,7 +485,9 @@ pub fn scoring_model(backbone: &Backbone, shape: InputShape, s: &Scoring) -> Res
     };
     let grid_shape = b.i64s(&[-1, 1, gh as i64, gw as i64]);
     let dist_map = b.node("Reshape", &[&dist, &grid_shape], vec![]);
-    post_process(&mut b, &dist_map, shape, grid, s.blur_sigma_px, s.top_fraction)?;
+    let scaled = scale_places(&mut b, &dist_map, s.place_scale, gh, gw)?;
+    post_process(&mut b, &scaled, shape, grid, s.blur_sigma_px, s.top_fraction)?;
+    // The patch scores before the places' scale: what teach measures the scale on.
     if s.grid_scores {
         b.named("Identity", &[&dist_map], vec![], GRID_SCORES);
         b.graph.output.push(tensor_info(GRID_SCORES, &[None, Some(1), Some(gh), Some(gw)]));
@@ -570,6 +576,7 @@ pub fn post_model(
     grid: usize,
     blur_sigma_px: f32,
     top_fraction: f32,
+    place_scale: Option<&[f32]>,
 ) -> Result<Vec<u8>, String> {
     check_grid(backbone, shape, grid).map_err(|e| format!("post-processing: {e}"))?;
     let mut model = ModelProto::parse_from_bytes(&backbone.onnx_bytes)
@@ -581,9 +588,25 @@ pub fn post_model(
         ..Default::default()
     };
     let mut b = Builder { graph, next_id: 0 };
-    post_process(&mut b, GRID_SCORES, shape, grid, blur_sigma_px, top_fraction)?;
+    let scaled = scale_places(&mut b, GRID_SCORES, place_scale, gh, gw)?;
+    post_process(&mut b, &scaled, shape, grid, blur_sigma_px, top_fraction)?;
     model.graph = MessageField::some(b.graph);
     model.write_to_bytes().map_err(|e| format!("cannot serialise the post-processing graph: {e}"))
+}
+
+/// Patch scores on the grid `[N, 1, h, w]` divided place by place by `scale` (`[h, w]`, each
+/// finite and > 0), or as they are without one.
+fn scale_places(b: &mut Builder, map: &str, scale: Option<&[f32]>, h: usize, w: usize) -> Result<String, String> {
+    let Some(scale) = scale else { return Ok(map.to_string()) };
+    if scale.len() != h * w || scale.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(format!(
+            "scoring: {} place scales for a {w}×{h} patch grid; each must be finite and > 0",
+            scale.len()
+        ));
+    }
+    let inverse: Vec<f32> = scale.iter().map(|v| 1.0 / v).collect();
+    let inverse = b.f32s(&[1, 1, h, w], &inverse);
+    Ok(b.node("Mul", &[map, &inverse], vec![]))
 }
 
 /// Patch scores on the grid `[N, 1, h, w]` → [`MAP`] (Gaussian blur with reflect padding and

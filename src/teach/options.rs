@@ -27,6 +27,9 @@ pub struct TeachOptions {
     /// `--scorer`: `Some(true)` scores patches by their place's Gaussian ([`super::placed`]),
     /// `Some(false)` by the bank; `None` chooses by validation.
     pub placed: Option<bool>,
+    /// `--place-scale`: each place's patch scores divided by the held-out goods' typical score
+    /// there ([`super::place_scale`]); `None` when the places differ enough.
+    pub place_scale: Option<bool>,
     pub tile_overlap_px: u32,
     pub coreset_ratio: f64,
     /// Upper bound on the bank (the run-time cost); `None` = [`super::learn::budget_bank_rows`].
@@ -97,6 +100,7 @@ impl TeachOptions {
             grid_stride: None,
             input_contrast: None,
             placed: None,
+            place_scale: None,
             tile_overlap_px: 32,
             coreset_ratio: 0.25,
             max_bank_rows: None,

@@ -103,9 +103,18 @@ pub struct GridScores {
 }
 
 /// The validation images' scores under `post`, from their patch scores under a model of `recipe`.
-pub fn rescore(backbone: &Backbone, recipe: Recipe, post: Post, grids: &GridScores, threads: usize) -> Result<Scores> {
+/// With `place_scale`, each place's patch scores are first divided by it
+/// ([`super::place_scale`]).
+pub fn rescore(
+    backbone: &Backbone,
+    recipe: Recipe,
+    post: Post,
+    place_scale: Option<&[f32]>,
+    grids: &GridScores,
+    threads: usize,
+) -> Result<Scores> {
     let shape = recipe.shape();
-    let model = onnx::post_model(backbone, shape, recipe.grid, post.blur_sigma_px, post.top_fraction)
+    let model = onnx::post_model(backbone, shape, recipe.grid, post.blur_sigma_px, post.top_fraction, place_scale)
         .map_err(|e| anyhow!(e))?;
     let mut session = super::learn::session_from_bytes(&model, threads)?;
     let (gh, gw) = (shape.height / recipe.grid, shape.width / recipe.grid);

@@ -39,6 +39,18 @@ pub fn summary(report: &TeachReport) -> String {
             p => format!("whitened to the power {p}"),
         }
     );
+    if let Some(structure) = i.place_structure {
+        let _ = writeln!(
+            s,
+            "places of the grid: {} (their typical good scores differ by {structure:.2}; scaled from {} on)",
+            if i.place_scale {
+                "each place's patch scores divided by what good parts score there"
+            } else {
+                "every place alike"
+            },
+            super::place_scale::MIN_STRUCTURE
+        );
+    }
     let precision = match (i.backbone_int8, i.int8_calibration_inputs) {
         (false, _) => "FP32".to_string(),
         (true, 0) => "INT8 copy".to_string(),
