@@ -355,6 +355,11 @@ pub struct ModelTeachConfig {
     /// chooses (synthetic parts: the bank).
     #[serde(default)]
     pub scorer: Option<TeachScorer>,
+    /// Each place's patch scores divided by what good parts score there (`true`), or every place
+    /// alike (`false`). Unset: when the places differ enough, as `linesight teach` decides
+    /// (synthetic parts: every place alike).
+    #[serde(default)]
+    pub place_scale: Option<bool>,
     #[serde(default = "default_coreset_ratio")]
     pub coreset_ratio: f64,
     /// Most bank rows (the run-time cost); unset: the scoring budget's.

@@ -126,6 +126,10 @@ pub fn options(
         Images::Real => t.scorer.map(|s| s == TeachScorer::Placed),
         Images::Synthetic => Some(t.scorer == Some(TeachScorer::Placed)),
     };
+    opts.place_scale = match kind {
+        Images::Real => t.place_scale,
+        Images::Synthetic => Some(t.place_scale == Some(true)),
+    };
     (opts.input_mode, opts.size, opts.grid_stride, opts.input_contrast, opts.threshold_sigmas) = match kind {
         Images::Real => (input_mode, t.size, t.grid_stride, t.input_contrast, t.threshold_sigmas),
         Images::Synthetic => (
@@ -247,6 +251,12 @@ mod tests {
         let t = loaded.config.model.teach.as_ref().unwrap();
         let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &loaded).unwrap();
         assert_eq!((opts.input_mode, opts.placed), (Some(InputMode::Resize), Some(true)));
+        assert_eq!(opts.place_scale, None, "unset: decided by the places' structure");
+
+        let loaded = demo_with(dir.path(), "place_scale = false").unwrap();
+        let t = loaded.config.model.teach.as_ref().unwrap();
+        let opts = options(Path::new("good"), Path::new("out"), t, Images::Real, &loaded).unwrap();
+        assert_eq!(opts.place_scale, Some(false));
 
         // Unset: `linesight teach`'s defaults.
         let loaded = demo_with(dir.path(), "").unwrap();
