@@ -8,7 +8,7 @@ This member keeps the bank and only rescales its patch scores per place: the tau
 split (seeded) into the bank's share and a calibration share (`cal`, as teach's 15% hold-out);
 the calibration goods' patch scores give each grid place a typical value (pooled over the places
 within `nb` of it), and a patch's score becomes
-  ratio: s / m_place          (`pn=ratio`, m the place's median; `pa=α`: s / (m_place / m̃)^α,
+  ratio: s / m_place          (`pn=ratio`, m the place's median, or its `pq` quantile; `pa=α`: s / (m_place / m̃)^α,
                               m̃ the median place's, part of the way)
   z:     (s − m_place) / q    (`pn=z`, q the place's median absolute deviation ·1.4826)
 then r8's map (blur 16 px, top 5%). `pn=none` is r8's score with the bank taught on the bank
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import r8_eval  # noqa: E402
 import r12_eval  # noqa: E402
 
-r12_eval.EXTRA.update({"cal": 0.15, "nb": 1, "pa": 1.0})
+r12_eval.EXTRA.update({"cal": 0.15, "nb": 1, "pa": 1.0, "pq": 0.5})
 
 
 class Member(r12_eval.Member):
@@ -57,7 +57,8 @@ class Member(r12_eval.Member):
             for j in range(g):
                 v = s[:, max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].ravel()
                 m = np.median(v)
-                self.med[i, j] = m
+                # pq ≠ 0.5: the place's typical score is that quantile instead of the median.
+                self.med[i, j] = m if self.o["pq"] == 0.5 else np.quantile(v, self.o["pq"])
                 self.mad[i, j] = 1.4826 * np.median(np.abs(v - m)) + 1e-6
         # How much the places differ: the spread of their medians against one place's own spread.
         self.structure = float(np.std(np.log(self.med)) / np.median(self.mad / self.med))
