@@ -456,7 +456,7 @@ fn the_place_scale_is_measured_recorded_and_can_be_forced() {
 {out}
 {err}"
     );
-    assert_eq!(structure(&off), (false, None), "off: not even measured");
+    assert_eq!(structure(&off), (false, Some(measured)), "off: measured and recorded, not used");
     let threshold = |p: &Path| manifest(p)["task"]["threshold"].as_float().unwrap();
     assert_ne!(threshold(&on), threshold(&off));
     // Tiles have no fixed places: forced on, it is not used, and teach says so.

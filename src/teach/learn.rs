@@ -198,20 +198,9 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     let validation = Validation { holdout: &holdout, labelled: &labelled, seed: opts.seed };
     let fixed_post = post::Fixed { blur_sigma_px: opts.blur_sigma_px, top_fraction: opts.top_fraction };
     // How the map is read is searched on the winner only with labelled defects to judge it and
-    // something left to choose; only then do the calibration models keep their patch scores.
+    // something left to choose.
     let post_search = labelled.len() >= operating_point::MIN_LABELLED && fixed_post.leaves_choice();
-    // The calibration models keep their patch scores on the grid when the map's reading is
-    // searched or the places' scale may be measured on them.
-    let keep_grids = post_search || opts.place_scale != Some(false);
-    let ctx = Ctx {
-        opts,
-        backbone: &backbone,
-        threads,
-        post: fixed_post.starting(),
-        post_search,
-        keep_grids,
-        place_scale: None,
-    };
+    let ctx = Ctx { opts, backbone: &backbone, threads, post: fixed_post.starting(), post_search, place_scale: None };
 
     // The search: every candidate taught from the teach split and judged on the validation set,
     // cheapest first, as long as the candidate and the final teach still fit the time budget.
@@ -623,10 +612,8 @@ struct Ctx<'a> {
     threads: usize,
     /// How the models it builds read their maps.
     post: Post,
-    /// Whether the calibration models keep their patch scores for the post-processing search.
+    /// Whether the map's reading is searched (with labelled defects to judge it).
     post_search: bool,
-    /// Whether the calibration models keep their patch scores on the grid at all.
-    keep_grids: bool,
     /// Each place's typical good score over the median place's, once chosen
     /// ([`super::place_scale`]): the models built from then on divide by it.
     place_scale: Option<Vec<f32>>,
@@ -691,9 +678,11 @@ impl Ctx<'_> {
             ((fitted, bank, scales), None)
         };
         let t1 = Instant::now();
-        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, placed.as_ref(), self.keep_grids)?;
+        // The calibration models keep their patch scores on the grid: the map's reading and the
+        // places' scale are chosen on them.
+        let model = self.scoring_model(&fitted, &bank, &scales, recipe, None, placed.as_ref(), true)?;
         let mut scorer = session_from_bytes(&model, self.threads).context("loading the calibration model")?;
-        let (scores, grids) = score_validation(&mut scorer, &feeder, v, self.keep_grids, self.opts.progress)?;
+        let (scores, grids) = score_validation(&mut scorer, &feeder, v, true, self.opts.progress)?;
         let seconds_calibration = t1.elapsed().as_secs_f64();
         let (synthetic, labelled) = scores.aurocs();
         let synthetic = synthetic.unwrap_or(0.5);
