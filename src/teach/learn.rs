@@ -17,6 +17,8 @@
 //!    then tried on the finer patch grid and with the other contrast handling, which likewise
 //!    need confident evidence. With labelled defects, how the winner's map is read (its
 //!    smoothing and image-score rule, [`super::post`]) is chosen the same way, by them alone.
+//!    For whole-part inputs, each place of the patch grid may then be scaled by what the held-out
+//!    goods score there, when the places differ enough ([`super::place_scale`]).
 //! 3. **Features.** Each image is fed exactly as the runtime will feed frames — squashed to the
 //!    model size (`resize`) or cut into overlapping model-size tiles (`tile`), with the runtime's
 //!    own preprocessing functions — through the feature graph ([`super::onnx::feature_graph`]):
