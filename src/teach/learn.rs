@@ -64,7 +64,6 @@ use super::precision;
 use super::recipe::{self, Fixed, Geometry, Recipe};
 use super::selection;
 use super::synthetic;
-use crate::config::InputMode;
 use crate::model::manifest::{HeadInfo, OperatingPointEstimate, RecipeSearch, RecipeTrial, TeachInfo};
 use crate::sources::mask_files;
 use crate::stages::infer::runtime;
@@ -341,27 +340,26 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
     // Where parts are fixtured, each place's patch scores over what the held-out goods score
     // there (see `place_scale`): measured on the winner's grids, used when the places differ
     // enough (or as `--place-scale` says), and the validation images rescored with it.
-    let measured = if recipe.mode == InputMode::Tile || recipe.placed {
-        None
+    // (The places' Gaussians already judge each place on its own.)
+    let scalable = recipe.fixed_places() && !recipe.placed;
+    let measured = if scalable {
+        let (gh, gw) = recipe.patch_grid();
+        place_scale::measure(&grids.goods, gh, gw)
     } else {
-        place_scale::measure(&grids.goods, recipe.height as usize / recipe.grid, recipe.width as usize / recipe.grid)
-    };
-    let use_scale = match (opts.place_scale, &measured) {
-        (Some(false), _) | (_, None) => false,
-        (Some(true), Some(_)) => true,
-        (None, Some(m)) => m.worth_it(),
+        None
     };
     if opts.place_scale == Some(true) && measured.is_none() {
         warnings.push(format!(
             "--place-scale on: not used, {}",
-            if recipe.mode == InputMode::Tile || recipe.placed {
-                "tiles and the places' Gaussians have no fixed places to scale"
-            } else {
+            if scalable {
                 "too few held-out good images to measure it on"
+            } else {
+                "tiles and the places' Gaussians have no fixed places to scale"
             }
         ));
     }
-    let place_scale = measured.as_ref().filter(|_| use_scale).map(|m| m.scale.clone());
+    let place_structure = measured.as_ref().map(|m| round4(m.structure));
+    let place_scale = measured.filter(|m| opts.place_scale.unwrap_or_else(|| m.worth_it())).map(|m| m.scale);
     if let Some(scale) = &place_scale {
         scores = post::rescore(&backbone, recipe, chosen_post, Some(scale), &grids, threads)?;
     }
@@ -487,7 +485,7 @@ pub fn teach(opts: &TeachOptions) -> Result<TeachReport> {
         bank_rows,
         placed: recipe.placed,
         place_scale: ctx.place_scale.is_some(),
-        place_structure: measured.as_ref().map(|m| round4(m.structure)),
+        place_structure,
         local_scale_k: opts.local_scale_k,
         seed: opts.seed,
         blur_sigma_px: chosen_post.blur_sigma_px,
@@ -880,7 +878,7 @@ impl Ctx<'_> {
         let dim = self.backbone.feature_dim();
         let fitted = fit_pca(rows, dim, self.opts)?;
         let z = fitted.project(rows)?;
-        let (gh, gw) = (recipe.height as usize / recipe.grid, recipe.width as usize / recipe.grid);
+        let (gh, gw) = recipe.patch_grid();
         let images = z.len() / (gh * gw * fitted.dims).max(1);
         let placed = PlacedGaussians::fit(&z, images, gh, gw, fitted.dims).map_err(|e| anyhow!(e))?;
         Ok((fitted, placed, BankTimes { pca: t.elapsed().as_secs_f64(), ..BankTimes::default() }))
@@ -1103,9 +1101,15 @@ fn placed_images(paths: &[PathBuf], cells: usize, taken: usize, opts: &TeachOpti
         return paths.to_vec();
     }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x706c_6163_6564);
-    let mut chosen = rand::seq::index::sample(&mut rng, paths.len(), room).into_vec();
+    sorted_sample(&mut rng, paths.len(), room).into_iter().map(|i| paths[i].clone()).collect()
+}
+
+/// `k` of the indices `0..n`, drawn with `rng`, in ascending order: a seeded subset that keeps
+/// its source's order.
+fn sorted_sample(rng: &mut ChaCha8Rng, n: usize, k: usize) -> Vec<usize> {
+    let mut chosen = rand::seq::index::sample(rng, n, k).into_vec();
     chosen.sort_unstable();
-    chosen.into_iter().map(|i| paths[i].clone()).collect()
+    chosen
 }
 
 /// Seeded sorted sample of `CORESET_POOL_PER_ROW · k` of `n` rows, or `None` when `n` is already
@@ -1116,9 +1120,7 @@ fn coreset_pool(n: usize, k: usize, seed: u64) -> Option<Vec<usize>> {
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x706f_6f6c);
-    let mut rows = rand::seq::index::sample(&mut rng, n, size).into_vec();
-    rows.sort_unstable();
-    Some(rows)
+    Some(sorted_sample(&mut rng, n, size))
 }
 
 /// The image files directly in `dir`, sorted by name; at least [`MIN_IMAGES`].
@@ -1164,8 +1166,7 @@ fn split(files: &[PathBuf], holdout_fraction: f64, seed: u64) -> (Vec<PathBuf>, 
     let n = files.len();
     let held = ((holdout_fraction * n as f64).round() as usize).clamp(MIN_HOLDOUT, n - 1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen = rand::seq::index::sample(&mut rng, n, held).into_vec();
-    chosen.sort_unstable();
+    let chosen = sorted_sample(&mut rng, n, held);
     let mut teach = Vec::with_capacity(n - held);
     let mut holdout = Vec::with_capacity(held);
     for (i, f) in files.iter().enumerate() {
@@ -1232,9 +1233,7 @@ fn run_features(
         if keep >= cells {
             patches.extend_from_slice(tile);
         } else {
-            let mut rows = rand::seq::index::sample(rng, cells, keep).into_vec();
-            rows.sort_unstable();
-            for r in rows {
+            for r in sorted_sample(rng, cells, keep) {
                 patches.extend_from_slice(&tile[r * dim..(r + 1) * dim]);
             }
         }

@@ -117,7 +117,7 @@ pub fn rescore(
     let model = onnx::post_model(backbone, shape, recipe.grid, post.blur_sigma_px, post.top_fraction, place_scale)
         .map_err(|e| anyhow!(e))?;
     let mut session = super::learn::session_from_bytes(&model, threads)?;
-    let (gh, gw) = (shape.height / recipe.grid, shape.width / recipe.grid);
+    let (gh, gw) = recipe.patch_grid();
     let mut score_all = |images: &[Vec<f32>]| -> Result<Vec<f32>> {
         images.iter().map(|grid| image_score(&mut session, grid, gh, gw)).collect()
     };

@@ -63,6 +63,17 @@ impl Recipe {
         }
     }
 
+    /// Rows and columns of the patch grid one input is scored on.
+    pub fn patch_grid(&self) -> (usize, usize) {
+        (self.height as usize / self.grid, self.width as usize / self.grid)
+    }
+
+    /// Whether every input is a whole part, so that a grid place is the same place of every part
+    /// (not a tile, which can come from anywhere in the frame).
+    pub fn fixed_places(&self) -> bool {
+        self.mode != InputMode::Tile
+    }
+
     /// Model input pixels per image of `geometry` (the feature cost).
     pub fn pixels_per_image(&self, geometry: Geometry) -> u64 {
         let per_input = u64::from(self.width) * u64::from(self.height);
