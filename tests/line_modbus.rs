@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 /// The bound for "fired at its deadline" the tests assert: far looser than the fire window, so
 /// a busy machine does not fail them, yet a reject sent "when ready" (150 ms early) would.
 const LATE_BOUND_NS: u64 = 20_000_000;
+/// Misses and unwritten rejects this close together are one host stall: the fire window of the
+/// fire-window test's 30 ms pulses (`[line] fire_window_ms` defaults to half the pulse).
+const SAME_STALL_NS: u64 = 15_000_000;
 
 // Register map used by every test (the defaults, written out).
 const STATUS: u64 = 0;
@@ -252,14 +255,9 @@ fn percentiles_ms(mut v: Vec<u64>) -> String {
     format!("n={} p50={:.3} ms p99={:.3} ms max={:.3} ms", v.len(), at(0.5), at(0.99), at(1.0))
 }
 
-/// How many separate moments the line thread noticed misses at: misses whose `missed_ns` lie
-/// within `window_ns` of the previous one belong to the same stall.
-fn stall_events(missed: &[&Value], window_ns: u64) -> usize {
-    stalls_at(missed.iter().map(|r| ns(r, "missed_ns")).collect(), window_ns)
-}
-
-/// How many separate moments `at` (ns) holds: instants within `window_ns` of the previous one
-/// belong to the same stall.
+/// How many separate host stalls the moments `at` (ns) fall in — when the line thread noticed a
+/// miss, or fired a reject the I/O task then did not write: instants within `window_ns` of the
+/// previous one belong to the same stall.
 fn stalls_at(mut at: Vec<u64>, window_ns: u64) -> usize {
     at.sort_unstable();
     at.windows(2).filter(|w| w[1] - w[0] > window_ns).count() + usize::from(!at.is_empty())
@@ -269,12 +267,10 @@ fn stalls_at(mut at: Vec<u64>, window_ns: u64) -> usize {
 fn misses_noticed_together_are_one_stall() {
     // The CI failure this counting answers: four rejects due during one ~90 ms stall, all
     // noticed when the line thread ran again, and a separate miss a second later.
-    let miss = |at_ms: f64| serde_json::json!({ "missed_ns": (at_ms * 1e6) as u64 });
-    let records = [miss(1000.0), miss(1000.4), miss(1000.9), miss(1001.2), miss(2000.0)];
-    let refs: Vec<&Value> = records.iter().collect();
-    assert_eq!(stall_events(&refs, 15_000_000), 2);
-    assert_eq!(stall_events(&refs[..1], 15_000_000), 1);
-    assert_eq!(stall_events(&[], 15_000_000), 0);
+    let noticed: Vec<u64> = [1000.0, 1000.4, 1000.9, 1001.2, 2000.0].map(|ms: f64| (ms * 1e6) as u64).to_vec();
+    assert_eq!(stalls_at(noticed.clone(), SAME_STALL_NS), 2);
+    assert_eq!(stalls_at(noticed[..1].to_vec(), SAME_STALL_NS), 1);
+    assert_eq!(stalls_at(Vec::new(), SAME_STALL_NS), 0);
 }
 
 fn short_id(result_id: u64) -> u64 {
@@ -349,7 +345,7 @@ fn every_fired_reject_reaches_the_plc_once_inside_its_fire_window() {
     // once. A line thread that waits on anything but its clock stalls again and again, and that
     // is what the limit catches.
     let instants = missed.iter().map(|r| ns(r, "missed_ns")).chain(undelivered.iter().map(|r| ns(r, "fired_ns")));
-    let stalls = stalls_at(instants.collect(), 15_000_000);
+    let stalls = stalls_at(instants.collect(), SAME_STALL_NS);
     let allowed = (fired.len() / 100).max(1);
     assert!(
         stalls <= allowed,
@@ -622,7 +618,7 @@ fn plc_gone_for_five_seconds_and_back() {
     for r in &outside {
         eprintln!("WARNING: modbus outage test: the reject for seq {} was lost outside the outage", r["seq"]);
     }
-    let stalls = stalls_at(outside.iter().map(|r| ns(r, "fired_ns")).collect(), 15_000_000);
+    let stalls = stalls_at(outside.iter().map(|r| ns(r, "fired_ns")).collect(), SAME_STALL_NS);
     let allowed = (fired.len() / 100).max(1);
     assert!(
         stalls <= allowed,
