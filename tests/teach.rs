@@ -415,65 +415,40 @@ fn the_placed_scorer_can_be_chosen_and_is_refused_for_tiles() {
 fn the_place_scale_is_measured_recorded_and_can_be_forced() {
     let dir = tempfile::tempdir().unwrap();
     let images = good_parts(dir.path(), 60, 11);
-    let structure = |package: &Path| {
-        let m = manifest(package);
+    // Teach into `name` (it must succeed); its stdout and stderr together.
+    let taught = |name: &str, args: &[&str]| {
+        let (ok, out, err) = teach_cmd(&images, &dir.path().join(name), args);
+        assert!(ok, "teach failed:\n{out}\n{err}");
+        format!("{out}{err}")
+    };
+    let structure = |name: &str| {
+        let m = manifest(&dir.path().join(name));
         (
             m["teach"]["place_scale"].as_bool().unwrap(),
             m["teach"].get("place_structure").and_then(toml::Value::as_float),
         )
     };
+    let whole = ["--size", "128", "--input-mode", "resize"];
     // Auto: measured on the held-out goods and used only from the threshold on.
-    let auto = dir.path().join("auto");
-    let (ok, out, err) = teach_cmd(&images, &auto, &["--size", "128", "--input-mode", "resize"]);
-    assert!(
-        ok,
-        "teach failed:
-{out}
-{err}"
-    );
-    let (used, measured) = structure(&auto);
+    let out = taught("auto", &whole);
+    let (used, measured) = structure("auto");
     let measured = measured.expect("whole parts: the places' structure is measured");
     assert!(measured.is_finite() && measured >= 0.0);
     assert_eq!(used, measured >= linesight::teach::place_scale::MIN_STRUCTURE, "{measured}");
     assert!(out.contains("places of the grid:"), "{out}");
     // Forced on and off, whatever the places say; the thresholds follow from the scores each
     // model computes, so they differ.
-    let on = dir.path().join("on");
-    let (ok, out, err) = teach_cmd(&images, &on, &["--size", "128", "--input-mode", "resize", "--place-scale", "on"]);
-    assert!(
-        ok,
-        "teach failed:
-{out}
-{err}"
-    );
-    assert_eq!(structure(&on), (true, Some(measured)));
+    let out = taught("on", &[&whole[..], &["--place-scale", "on"]].concat());
+    assert_eq!(structure("on"), (true, Some(measured)));
     assert!(out.contains("divided by what good parts score there"), "{out}");
-    let off = dir.path().join("off");
-    let (ok, out, err) = teach_cmd(&images, &off, &["--size", "128", "--input-mode", "resize", "--place-scale", "off"]);
-    assert!(
-        ok,
-        "teach failed:
-{out}
-{err}"
-    );
-    assert_eq!(structure(&off), (false, Some(measured)), "off: measured and recorded, not used");
-    let threshold = |p: &Path| manifest(p)["task"]["threshold"].as_float().unwrap();
-    assert_ne!(threshold(&on), threshold(&off));
+    taught("off", &[&whole[..], &["--place-scale", "off"]].concat());
+    assert_eq!(structure("off"), (false, Some(measured)), "off: measured and recorded, not used");
+    let threshold = |name: &str| manifest(&dir.path().join(name))["task"]["threshold"].as_float().unwrap();
+    assert_ne!(threshold("on"), threshold("off"));
     // Tiles have no fixed places: forced on, it is not used, and teach says so.
-    let tiles = dir.path().join("tiles");
-    let (ok, out, err) = teach_cmd(
-        &images,
-        &tiles,
-        &["--input-mode", "tile", "--size", "64", "--blur-sigma", "4", "--place-scale", "on"],
-    );
-    assert!(
-        ok,
-        "teach failed:
-{out}
-{err}"
-    );
-    assert_eq!(structure(&tiles), (false, None));
-    assert!(format!("{out}{err}").contains("--place-scale on: not used"), "{out}\n{err}");
+    let out = taught("tiles", &["--input-mode", "tile", "--size", "64", "--blur-sigma", "4", "--place-scale", "on"]);
+    assert_eq!(structure("tiles"), (false, None));
+    assert!(out.contains("--place-scale on: not used"), "{out}");
     let (ok, _, err) = teach_cmd(&images, &dir.path().join("bad"), &["--place-scale", "sometimes"]);
     assert!(!ok && err.contains("--place-scale \"sometimes\""), "{err}");
 }
